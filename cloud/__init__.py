@@ -1,0 +1,1 @@
+"""Cloud service: Sparkplug host application, ingest, storage, query API, live push, dashboard."""

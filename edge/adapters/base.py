@@ -1,0 +1,120 @@
+"""The adapter contract: how a device protocol feeds samples into the edge agent.
+
+An adapter is one folder under `edge/adapters/<name>/` holding its config model, the adapter class, a README
+with a sample config, and mirrored tests under `tests/edge/adapters/<name>/`. It is registered through the
+entry-point group `zhizao.adapters` (`name = "package.module:Class"`), so an integrator ships a wheel without
+touching this tree. The runtime, not the adapter, owns retries: an adapter raises one of the three errors
+below and the runtime decides (retry with capped backoff, stop and tell the user, refuse to start).
+
+Example (a minimal adapter that emits one constant signal every second)::
+
+    class ConstAdapter(Adapter):
+        name = "const"
+        config_model = ConstConfig          # pydantic model, extra="forbid", frozen=True
+
+        async def connect(self) -> None:
+            pass                            # nothing to open
+
+        async def run(self) -> None:
+            while True:
+                now = int(time.time() * 1000)
+                self.sink(SampleBlock(np.array([0], np.int32), np.array([now], np.int64),
+                                      np.array([42.0]), np.array([QUALITY_GOOD], np.int16)))
+                await asyncio.sleep(1.0)
+
+        async def close(self) -> None:
+            pass
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from edge.samples import SampleBlock, SignalTable
+
+ENTRY_POINT_GROUP = "zhizao.adapters"
+
+SampleSink = Callable[[SampleBlock], None]
+"""Where an adapter delivers samples: called from the event loop, cheap, never blocks (the outbox appends)."""
+
+
+class AdapterError(Exception):
+    """Base of every error an adapter raises; library exceptions are mapped onto these at one place."""
+
+
+class AdapterTemporaryError(AdapterError):
+    """The device is unreachable or dropped: the runtime retries with capped backoff."""
+
+
+class AdapterAuthError(AdapterError):
+    """Credentials or certificates were refused: the runtime stops this adapter and tells the user."""
+
+
+class AdapterConfigError(AdapterError):
+    """The configuration cannot work with this device (unknown node, wrong type): refuse to start."""
+
+
+class Adapter(abc.ABC):
+    """A device protocol driver. Lifecycle: `connect()` -> `run()` (until cancelled or an error) -> `close()`.
+
+    Contract:
+    - `signals` is the agent's signal table; the adapter emits sample blocks whose `signal` entries index it.
+    - `sink(block)` receives every value change in arrival order, as arrays (never one call per sample when
+      a notification carries many); timestamps are the device's source timestamps in UTC epoch ms.
+    - `close()` may be called before `connect()` and more than once.
+    - Only `AdapterError` subclasses leave the adapter.
+    - `write()` and `call()` serve remote commands (DCMD); adapters that cannot write raise AdapterConfigError.
+    - `on_device_state(machine, online)` is called by the adapter when a machine's data source is lost or back
+      (session lost, bad status), so the runtime can publish DDEATH / DBIRTH.
+    """
+
+    name: ClassVar[str]
+    config_model: ClassVar[type[BaseModel]]
+
+    def __init__(
+        self,
+        config: Any,
+        signals: SignalTable,
+        sink: SampleSink,
+        on_device_state: Callable[[str, bool], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.signals = signals
+        self.sink = sink
+        self.on_device_state = on_device_state or (lambda machine, online: None)
+
+    @abc.abstractmethod
+    async def connect(self) -> None:
+        """Open the session and set up subscriptions (or polling)."""
+
+    @abc.abstractmethod
+    async def run(self) -> None:
+        """Deliver samples to `sink` until cancelled; raise AdapterTemporaryError when the device drops."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release everything; safe before connect and when called twice."""
+
+    async def write(self, signal: int, value: float | int | bool | str) -> None:
+        """Write a value to the device node behind `signal` (remote setpoint change)."""
+        raise AdapterConfigError(f"adapter {self.name!r} does not support writes")
+
+    async def call(self, machine: str, method: str, args: list[Any]) -> Any:
+        """Call a device method (Start, Stop, Reset) on `machine`."""
+        raise AdapterConfigError(f"adapter {self.name!r} does not support method calls")
+
+
+def registered_adapters() -> dict[str, type[Adapter]]:
+    """All adapters installed through the `zhizao.adapters` entry-point group, by name."""
+    found: dict[str, type[Adapter]] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        cls = ep.load()
+        if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+            raise TypeError(f"entry point {ep.name!r} ({ep.value}) is not an edge.adapters.base.Adapter")
+        found[ep.name] = cls
+    return found

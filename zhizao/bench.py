@@ -1,0 +1,18 @@
+"""`zhizao bench ...`: the benchmarks users can run; each reports ratios against a same-run baseline."""
+
+from __future__ import annotations
+
+import click
+
+from zhizao.cli import LazyGroup
+
+_BENCHES: dict[str, tuple[str, str]] = {
+    "edge": ("edge.bench:bench_edge", "OPC UA value changes -> published Sparkplug samples per second."),
+    "ingest": ("cloud.bench:bench_ingest", "Sparkplug DDATA bytes -> committed rows per second."),
+    "kernels": ("analytics.bench:bench_kernels", "OEE and anomaly kernels against pandas, bottleneck, reference."),
+}
+
+
+@click.group(cls=LazyGroup, lazy=_BENCHES)
+def bench() -> None:
+    """Benchmarks: edge publishing, cloud ingest, analytics kernels."""
