@@ -1,0 +1,1 @@
+"""Sparkplug B edge-node session (paho-mqtt) and its config sections."""
