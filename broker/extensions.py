@@ -1,0 +1,67 @@
+"""zhizao extensions to Sparkplug B: delivery acknowledgements and the Sparkplug 3.0 host STATE payload.
+
+Delivery extension (DESIGN.md section 3): every NDATA/DDATA carries the node metric `zhizao/Batch`
+(Int64, strictly increasing per edge node across restarts). After the host has committed a batch to the
+database it publishes the highest committed batch id on `zhizao/v1/ack/{site}/{edge}` (QoS 1). Other
+Sparkplug hosts ignore both.
+"""
+
+from __future__ import annotations
+
+import json
+
+from broker.sparkplug.topics import validate_id
+
+BATCH_METRIC = "zhizao/Batch"
+ACK_PREFIX = "zhizao/v1/ack"
+ACK_TOPIC_FILTER = f"{ACK_PREFIX}/+/+"
+
+
+class ExtensionError(ValueError):
+    """A malformed ack or STATE payload."""
+
+
+def ack_topic(site: str, edge: str) -> str:
+    """Topic on which the host acknowledges committed batches of one edge node."""
+    return f"{ACK_PREFIX}/{validate_id('site', site)}/{validate_id('edge_node', edge)}"
+
+
+def parse_ack_topic(topic: str) -> tuple[str, str]:
+    """(site, edge) of an ack topic."""
+    parts = topic.split("/")
+    if len(parts) != 5 or "/".join(parts[:3]) != ACK_PREFIX:
+        raise ExtensionError(f"topic {topic!r} is not {ACK_PREFIX}/site/edge")
+    return parts[3], parts[4]
+
+
+def encode_ack(batch: int, timestamp_ms: int) -> bytes:
+    """Ack payload: the highest batch id committed to the database."""
+    return json.dumps({"batch": int(batch), "timestamp": int(timestamp_ms)}).encode()
+
+
+def decode_ack(payload: bytes) -> int:
+    """The batch id of an ack payload."""
+    try:
+        batch = json.loads(payload)["batch"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ExtensionError(f"ack payload {payload[:64]!r} is not {{'batch': N}}: {exc}") from None
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 0:
+        raise ExtensionError(f"ack payload: batch {batch!r} is not a non-negative integer")
+    return batch
+
+
+def encode_state(online: bool, timestamp_ms: int) -> bytes:
+    """Sparkplug 3.0 host STATE payload (JSON, published retained with QoS 1)."""
+    return json.dumps({"online": bool(online), "timestamp": int(timestamp_ms)}).encode()
+
+
+def decode_state(payload: bytes) -> tuple[bool, int]:
+    """(online, timestamp_ms) of a host STATE payload."""
+    try:
+        doc = json.loads(payload)
+        online, ts = doc["online"], doc["timestamp"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ExtensionError(f"STATE payload {payload[:64]!r} is not {{'online','timestamp'}}: {exc}") from None
+    if not isinstance(online, bool) or not isinstance(ts, int):
+        raise ExtensionError(f"STATE payload: online={online!r} timestamp={ts!r} have wrong types")
+    return online, ts

@@ -1,0 +1,299 @@
+"""Sparkplug B payload codec on arrays: births, deaths, many-sample DATA messages, commands.
+
+DATA payloads are built from and decoded into parallel numpy arrays (one entry per sample), so the edge
+publisher and the cloud ingest never hold a Python object per sample beyond the protobuf message itself.
+Births and commands are small and use `BirthMetric` records.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from google.protobuf.message import DecodeError
+
+from broker.sparkplug import sparkplug_b_pb2 as pb
+from broker.sparkplug.datatypes import INT_TYPES, LONG_TYPES, SIGNED_BITS, TEXT_TYPES, DataType
+
+QUALITY_GOOD = 192
+_QUALITY = "Quality"
+_U32 = 0xFFFFFFFF
+_U64 = 0xFFFFFFFFFFFFFFFF
+
+# Signed ints travel as two's complement of their own width (Int8 -1 -> 255, Int32 -5 -> 4294967291).
+_INT_MASK = {1: 0xFF, 2: 0xFFFF, 3: _U32, 5: 0xFF, 6: 0xFFFF, 7: _U32}
+
+Value = float | int | bool | str | None
+
+
+class PayloadError(ValueError):
+    """Bytes that are not a valid Sparkplug B payload, or values that cannot be encoded."""
+
+
+@dataclass(frozen=True)
+class BirthMetric:
+    """A named metric with its datatype and value, as carried in births and commands."""
+
+    name: str
+    datatype: DataType
+    value: Value
+    alias: int | None = None
+    timestamp_ms: int | None = None
+    properties: dict[str, tuple[DataType, Value]] | None = None
+    is_historical: bool = False
+
+
+def _set_value(target: pb.Payload.Metric | pb.Payload.PropertyValue, datatype: int, value: Value) -> None:
+    """Put `value` into the oneof field its datatype travels in (two's complement for signed ints)."""
+    if value is None or (isinstance(value, float) and math.isnan(value) and datatype not in (9, 10)):
+        target.is_null = True
+        return
+    if datatype in INT_TYPES:
+        target.int_value = int(value) & _INT_MASK[datatype]
+    elif datatype in LONG_TYPES:
+        target.long_value = int(value) & _U64
+    elif datatype == DataType.Double:
+        target.double_value = float(value)
+    elif datatype == DataType.Float:
+        target.float_value = float(value)
+    elif datatype == DataType.Boolean:
+        target.boolean_value = bool(value)
+    elif datatype in TEXT_TYPES:
+        target.string_value = str(value)
+    elif datatype == DataType.Bytes and isinstance(target, pb.Payload.Metric) and isinstance(value, bytes):
+        target.bytes_value = value
+    else:
+        raise PayloadError(f"datatype {datatype}: cannot encode value {value!r}")
+
+
+def _add_quality(metric: pb.Payload.Metric, quality: int) -> None:
+    props = metric.properties
+    props.keys.append(_QUALITY)
+    pv = props.values.add()
+    pv.type = DataType.Int32
+    pv.int_value = quality & _U32
+
+
+def _fill_named(metric: pb.Payload.Metric, m: BirthMetric, timestamp_ms: int, with_datatype: bool) -> None:
+    metric.name = m.name
+    if m.alias is not None:
+        metric.alias = m.alias
+    metric.timestamp = m.timestamp_ms if m.timestamp_ms is not None else timestamp_ms
+    if with_datatype:
+        metric.datatype = int(m.datatype)
+    if m.is_historical:
+        metric.is_historical = True
+    _set_value(metric, int(m.datatype), m.value)
+    if m.properties:
+        props = metric.properties
+        for key, (ptype, pvalue) in m.properties.items():
+            props.keys.append(key)
+            pv = props.values.add()
+            pv.type = int(ptype)
+            _set_value(pv, int(ptype), pvalue)
+
+
+def encode_birth(seq: int, timestamp_ms: int, metrics: Sequence[BirthMetric]) -> bytes:
+    """NBIRTH/DBIRTH payload: every metric with name, alias (if any), datatype, timestamp and value."""
+    payload = pb.Payload(timestamp=timestamp_ms, seq=seq)
+    for m in metrics:
+        _fill_named(payload.metrics.add(), m, timestamp_ms, with_datatype=True)
+    return payload.SerializeToString()
+
+
+def encode_metrics(timestamp_ms: int, metrics: Sequence[BirthMetric], seq: int | None = None) -> bytes:
+    """A small payload of named metrics (NCMD/DCMD, NDATA of node metrics); datatypes included."""
+    payload = pb.Payload(timestamp=timestamp_ms)
+    if seq is not None:
+        payload.seq = seq
+    for m in metrics:
+        _fill_named(payload.metrics.add(), m, timestamp_ms, with_datatype=True)
+    return payload.SerializeToString()
+
+
+def encode_death(timestamp_ms: int | None, bd_seq: int | None = None, seq: int | None = None) -> bytes:
+    """NDEATH (exactly one metric `bdSeq` Int64, no seq) or DDEATH (timestamp and seq, no metrics)."""
+    payload = pb.Payload()
+    if timestamp_ms is not None:
+        payload.timestamp = timestamp_ms
+    if bd_seq is not None:
+        m = payload.metrics.add()
+        m.name = "bdSeq"
+        m.datatype = DataType.Int64
+        m.long_value = bd_seq
+        if timestamp_ms is not None:
+            m.timestamp = timestamp_ms
+    if seq is not None:
+        payload.seq = seq
+    return payload.SerializeToString()
+
+
+def encode_data(
+    seq: int,
+    timestamp_ms: int,
+    alias: npt.NDArray[np.uint64] | npt.NDArray[np.int64] | npt.NDArray[np.int32],
+    ts_ms: npt.NDArray[np.int64],
+    value: npt.NDArray[np.float64],
+    datatype: npt.NDArray[np.uint32] | npt.NDArray[np.int32],
+    *,
+    historical: bool | npt.NDArray[np.bool_] = False,
+    quality: npt.NDArray[np.int16] | None = None,
+    text: Sequence[tuple[int, str]] = (),
+    extra: Sequence[BirthMetric] = (),
+) -> bytes:
+    """NDATA/DDATA carrying many samples: alias-only metrics with per-metric timestamps, in the given order."""
+    n = len(alias)
+    if not (len(ts_ms) == len(value) == len(datatype) == n):
+        raise PayloadError(
+            f"encode_data: array lengths differ (alias={n}, ts_ms={len(ts_ms)}, value={len(value)}, "
+            f"datatype={len(datatype)})"
+        )
+    payload = pb.Payload(timestamp=timestamp_ms, seq=seq)
+    add = payload.metrics.add
+    texts = dict(text)
+    hist_all = bool(historical) if isinstance(historical, bool) else False
+    hist = None if isinstance(historical, bool) else historical.tolist()
+    quals = quality.tolist() if quality is not None else None
+    for i, (a, t, v, d) in enumerate(zip(alias.tolist(), ts_ms.tolist(), value.tolist(), datatype.tolist(), strict=True)):
+        m = add(alias=a, timestamp=t)
+        if hist_all or (hist is not None and hist[i]):
+            m.is_historical = True
+        if i in texts:
+            m.string_value = texts[i]
+        elif v != v:  # NaN: no value (is_null) for non-float types, a real NaN for Double/Float
+            if d == 10:
+                m.double_value = v
+            elif d == 9:
+                m.float_value = v
+            else:
+                m.is_null = True
+        elif d == 10:
+            m.double_value = v
+        elif d in INT_TYPES:
+            m.int_value = int(v) & _INT_MASK[d]
+        elif d in LONG_TYPES:
+            m.long_value = int(v) & _U64
+        elif d == 11:
+            m.boolean_value = v != 0.0
+        elif d == 9:
+            m.float_value = v
+        else:
+            raise PayloadError(f"encode_data: sample {i} (alias {a}) has datatype {d} that needs text")
+        if quals is not None and quals[i] != QUALITY_GOOD:
+            _add_quality(m, quals[i])
+    for e in extra:
+        _fill_named(payload.metrics.add(), e, timestamp_ms, with_datatype=False)
+    return payload.SerializeToString()
+
+
+@dataclass
+class Decoded:
+    """A decoded payload as parallel arrays, one entry per metric."""
+
+    timestamp_ms: int | None
+    seq: int | None
+    n: int
+    alias: npt.NDArray[np.uint64]
+    has_alias: npt.NDArray[np.bool_]
+    names: list[str]
+    datatype: npt.NDArray[np.uint32]
+    ts_ms: npt.NDArray[np.int64]
+    value: npt.NDArray[np.float64]
+    is_null: npt.NDArray[np.bool_]
+    is_historical: npt.NDArray[np.bool_]
+    quality: npt.NDArray[np.int16]
+    text: dict[int, str] = field(default_factory=dict)
+
+    def index_of(self, name: str) -> int | None:
+        """Index of the first metric with this name, or None."""
+        try:
+            return self.names.index(name)
+        except ValueError:
+            return None
+
+
+def _signed(raw: int, bits: int) -> int:
+    return raw - (1 << bits) if raw >= 1 << (bits - 1) else raw
+
+
+def decode(payload: bytes, datatype_by_alias: Mapping[int, int] | None = None) -> Decoded:
+    """Decode any Sparkplug B payload into columnar arrays; raise PayloadError for bytes that are not one.
+
+    Signed integers are read using the metric's own datatype, else `datatype_by_alias` (from the birth).
+    """
+    msg = pb.Payload()
+    try:
+        msg.ParseFromString(payload)
+    except DecodeError as exc:
+        raise PayloadError(f"payload of {len(payload)} bytes is not a Sparkplug B protobuf: {exc}") from None
+    metrics = msg.metrics
+    n = len(metrics)
+    ts0 = msg.timestamp if msg.HasField("timestamp") else None
+    alias = np.zeros(n, np.uint64)
+    has_alias = np.zeros(n, np.bool_)
+    datatype = np.zeros(n, np.uint32)
+    ts = np.full(n, ts0 if ts0 is not None else 0, np.int64)
+    value = np.full(n, np.nan, np.float64)
+    is_null = np.zeros(n, np.bool_)
+    hist = np.zeros(n, np.bool_)
+    quality = np.full(n, QUALITY_GOOD, np.int16)
+    names: list[str] = [""] * n
+    text: dict[int, str] = {}
+    lookup = datatype_by_alias or {}
+    for i, m in enumerate(metrics):
+        if m.name:
+            names[i] = m.name
+        a = m.alias
+        if a or m.HasField("alias"):
+            alias[i] = a
+            has_alias[i] = True
+        d = m.datatype or lookup.get(a, 0)
+        datatype[i] = d
+        if m.HasField("timestamp"):
+            ts[i] = m.timestamp
+        if m.is_historical:
+            hist[i] = True
+        kind = m.WhichOneof("value")
+        if kind == "double_value":
+            value[i] = m.double_value
+        elif kind == "int_value":
+            v = m.int_value
+            bits = SIGNED_BITS.get(DataType(d)) if d in (1, 2, 3) else None
+            value[i] = _signed(v & ((1 << bits) - 1), bits) if bits else v
+        elif kind == "long_value":
+            v = m.long_value
+            value[i] = _signed(v, 64) if d == DataType.Int64 else v
+        elif kind == "boolean_value":
+            value[i] = 1.0 if m.boolean_value else 0.0
+        elif kind == "float_value":
+            value[i] = m.float_value
+        elif kind == "string_value":
+            text[i] = m.string_value
+        elif kind is None:
+            is_null[i] = True
+        if m.HasField("properties"):
+            props = m.properties
+            for key, pv in zip(props.keys, props.values, strict=False):
+                if key == _QUALITY:
+                    quality[i] = _signed(pv.int_value, 32) if pv.WhichOneof("value") == "int_value" else pv.long_value
+    seq = msg.seq if msg.HasField("seq") else None
+    return Decoded(ts0, seq, n, alias, has_alias, names, datatype, ts, value, is_null, hist, quality, text)
+
+
+def metric_value(decoded: Decoded, name: str) -> float | str | None:
+    """Value of the first metric with this name (a string for text metrics), or None if absent or null."""
+    i = decoded.index_of(name)
+    if i is None or decoded.is_null[i]:
+        return None
+    if i in decoded.text:
+        return decoded.text[i]
+    return float(decoded.value[i])
+
+
+def bdseq_of(decoded: Decoded) -> int | None:
+    """The `bdSeq` metric of an NBIRTH or NDEATH, or None."""
+    v = metric_value(decoded, "bdSeq")
+    return None if v is None or isinstance(v, str) else int(v)
