@@ -16,6 +16,7 @@ import numpy.typing as npt
 from google.protobuf.message import DecodeError
 
 from broker.sparkplug import sparkplug_b_pb2 as pb
+from broker.sparkplug import wire
 from broker.sparkplug.datatypes import INT_TYPES, LONG_TYPES, SIGNED_BITS, TEXT_TYPES, DataType
 
 QUALITY_GOOD = 192
@@ -223,7 +224,59 @@ def decode(payload: bytes, datatype_by_alias: Mapping[int, int] | None = None) -
     """Decode any Sparkplug B payload into columnar arrays; raise PayloadError for bytes that are not one.
 
     Signed integers are read using the metric's own datatype, else `datatype_by_alias` (from the birth).
+    Scalar metrics go through the numba wire reader; payloads with datasets, templates or unusual property
+    sets take the protobuf path. Both give the same result.
     """
+    buf = np.frombuffer(payload, np.uint8)
+    (n, header, alias, has_alias, datatype, ts, flags, kind, raw, quality,
+     name_off, name_len, str_off, str_len) = wire.scan(buf)
+    if n < 0 or (flags & 4).any() or (kind == wire.K_COMPLEX).any():
+        return _decode_protobuf(payload, datatype_by_alias)
+    ts0 = int(header[0]) if header[1] else None
+    seq = int(header[2]) if header[3] else None
+    missing = (datatype == 0) & has_alias
+    if datatype_by_alias and missing.any():
+        keys, inverse = np.unique(alias[missing], return_inverse=True)
+        table = np.array([datatype_by_alias.get(int(k), 0) for k in keys], np.uint32)
+        datatype[missing] = table[inverse]
+    ts[ts < 0] = ts0 if ts0 is not None else 0
+    value = np.full(n, np.nan, np.float64)
+    m = kind == wire.K_DOUBLE
+    value[m] = raw[m].view(np.float64)
+    m = kind == wire.K_FLOAT
+    value[m] = raw[m].astype(np.uint32).view(np.float32)
+    m = kind == wire.K_BOOL
+    value[m] = raw[m]
+    m = kind == wire.K_LONG
+    if m.any():
+        signed = m & (datatype == DataType.Int64)
+        value[signed] = raw[signed].view(np.int64)
+        unsigned = m & ~signed
+        value[unsigned] = raw[unsigned]
+    m = kind == wire.K_INT
+    if m.any():
+        value[m] = raw[m]
+        for code, bits in ((1, 8), (2, 16), (3, 32)):
+            s = m & (datatype == code)
+            if s.any():
+                v = (raw[s] & np.uint64((1 << bits) - 1)).astype(np.int64)
+                value[s] = np.where(v >= 1 << (bits - 1), v - (1 << bits), v)
+    is_null = kind == wire.K_NONE
+    names = [""] * n
+    for i in np.flatnonzero(name_len).tolist():
+        names[i] = payload[name_off[i] : name_off[i] + name_len[i]].decode("utf-8", "replace")
+    text = {
+        i: payload[str_off[i] : str_off[i] + str_len[i]].decode("utf-8", "replace")
+        for i in np.flatnonzero(kind == wire.K_STRING).tolist()
+    }
+    return Decoded(
+        ts0, seq, n, alias, has_alias, names, datatype, ts, value, is_null,
+        (flags & 1).astype(np.bool_), quality, text,
+    )
+
+
+def _decode_protobuf(payload: bytes, datatype_by_alias: Mapping[int, int] | None = None) -> Decoded:
+    """The protobuf-object decoder: the reference path and the fallback for non-scalar metrics."""
     msg = pb.Payload()
     try:
         msg.ParseFromString(payload)

@@ -156,3 +156,49 @@ def test_data_round_trip(samples: list[tuple[int, int, float]]) -> None:
     assert d.alias.tolist() == alias.tolist()
     assert d.ts_ms.tolist() == ts.tolist()
     assert d.value.tolist() == value.tolist()
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(1, 40),
+            st.integers(0, 2**42),
+            st.one_of(st.floats(-1e12, 1e12), st.just(math.nan)),
+            st.sampled_from([192, 192, 0, 500]),
+            st.booleans(),
+        ),
+        max_size=40,
+    ),
+    st.lists(st.text(max_size=12), max_size=3),
+)
+def test_wire_reader_agrees_with_protobuf_path(samples: list[tuple[int, int, float, int, bool]], texts: list[str]) -> None:
+    kinds = [DataType.Int8, DataType.Int16, DataType.Int32, DataType.Int64, DataType.Double,
+             DataType.Boolean, DataType.Float, DataType.UInt32, DataType.UInt64]
+    alias = np.array([s[0] for s in samples], np.uint64)
+    dtype = np.array([int(kinds[a % len(kinds)]) for a, *_ in samples], np.uint32)
+    value = np.array([s[2] for s in samples], np.float64)
+    for i, d in enumerate(dtype.tolist()):
+        if d not in (9, 10) and not math.isnan(value[i]):
+            value[i] = float(int(value[i]) % 100) - 50 if d in (1, 2, 3, 4) else float(abs(int(value[i])) % 100)
+    ts = np.array([s[1] for s in samples], np.int64)
+    quality = np.array([s[3] for s in samples], np.int16)
+    hist = np.array([s[4] for s in samples], np.bool_)
+    text = [(i, t) for i, t in enumerate(texts) if i < len(samples)]
+    raw = codec.encode_data(9, TS, alias, ts, value, dtype, historical=hist, quality=quality, text=text,
+                            extra=[BirthMetric("zhizao/Batch", DataType.Int64, 5)])
+    lookup = {int(a): int(kinds[int(a) % len(kinds)]) for a in alias}
+    fast, slow = codec.decode(raw, lookup), codec._decode_protobuf(raw, lookup)
+    assert fast.n == slow.n and fast.seq == slow.seq and fast.timestamp_ms == slow.timestamp_ms
+    assert fast.names == slow.names and fast.text == slow.text
+    for name in ("alias", "has_alias", "datatype", "ts_ms", "is_null", "is_historical", "quality"):
+        assert getattr(fast, name).tolist() == getattr(slow, name).tolist(), name
+    np.testing.assert_array_equal(fast.value, slow.value)
+
+
+@pytest.mark.parametrize("cut", [1, 5, 17, 40])
+def test_truncated_payloads_are_payload_errors(cut: int) -> None:
+    raw = codec.encode_data(1, TS, np.array([1, 2], np.uint64), np.array([TS, TS], np.int64),
+                            np.array([1.5, 2.5]), np.array([10, 10], np.uint32))
+    with pytest.raises(PayloadError):
+        codec.decode(raw[: len(raw) - cut])
