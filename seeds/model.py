@@ -1,0 +1,447 @@
+"""Pydantic models of a cluster scenario (sites, lines, machines, calendars, faults) and of scripted timelines."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, time
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "PACKML_STATES",
+    "STOP_CATALOGUE",
+    "Band",
+    "BearingWear",
+    "Behaviour",
+    "Break",
+    "Calendar",
+    "Fault",
+    "JamBursts",
+    "Line",
+    "Machine",
+    "NoShiftPeriod",
+    "Repair",
+    "Scenario",
+    "SensorDrift",
+    "Shift",
+    "Signal",
+    "Site",
+    "StateClasses",
+    "Timeline",
+    "TimelineSegment",
+    "ToolWear",
+    "format_validation_error",
+]
+
+Id = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+# Process signal names become OPC UA node-id tails and Sparkplug metric names: `Temperature/Spindle`.
+SignalName = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Za-z0-9]*(/[A-Z][A-Za-z0-9]*)*$")]
+HHMM = Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+
+# PackTags Status.StateCurrent numbering (1-17); never the OPC 30060 0-16 order.
+PACKML_STATES: dict[int, str] = {
+    1: "Clearing", 2: "Stopped", 3: "Starting", 4: "Idle", 5: "Suspended", 6: "Execute", 7: "Stopping",
+    8: "Aborting", 9: "Aborted", 10: "Holding", 11: "Held", 12: "Unholding", 13: "Suspending",
+    14: "Unsuspending", 15: "Resetting", 16: "Completing", 17: "Complete",
+}  # fmt: skip
+
+# DESIGN.md section 4: base codes; a code base..base+9999 is a sub-code of base.
+STOP_CATALOGUE: dict[int, str] = {
+    10000: "running at full speed", 20000: "running slower", 30000: "unknown", 40000: "unspecified stop",
+    50000: "microstop", 60000: "inlet jam", 70000: "outlet jam", 80000: "congestion", 90000: "material issue",
+    100000: "changeover", 110000: "cleaning", 120000: "emptying", 130000: "setup",
+    140000: "operator absent", 150000: "break", 160000: "no shift", 170000: "no order",
+    180000: "equipment failure", 190000: "external failure", 200000: "interference",
+    210000: "preventive maintenance", 220000: "technical other",
+}  # fmt: skip
+
+RESERVED_TAGS = {
+    "State", "StopReason", "ProdProcessedCount", "ProdDefectiveCount", "MachSpeed", "CurMachSpeed",
+    "MachDesignSpeed", "Start", "Stop", "Reset",
+}  # fmt: skip
+
+MachineKind = Literal[
+    # Shanghai Lingang: powertrain and aero-engine parts
+    "cnc-machining-center", "cnc-lathe", "grinder", "coordinate-measuring-machine", "washer", "deburring-robot",
+    # Jiangsu electronics: SMT lines
+    "solder-paste-printer", "spi", "pick-and-place", "reflow-oven", "aoi", "wave-solder",
+    # Zhejiang textiles / packaging
+    "air-jet-loom", "rapier-loom", "knitting-machine", "dyeing-machine", "stenter",
+    "carton-erector", "case-packer", "palletizer", "labeler",
+    # Anhui new-energy battery modules
+    "cell-sorter", "cell-stacker", "laser-welder", "busbar-welder", "module-tester", "eol-tester",
+]  # fmt: skip
+
+
+def _stop_code(value: int) -> int:
+    if (value // 10000) * 10000 not in STOP_CATALOGUE or value < 40000:
+        raise ValueError(f"{value} is not a stop code (40000..229999, DESIGN.md section 4)")
+    return value
+
+
+StopCode = Annotated[int, AfterValidator(_stop_code)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Band(_Model):
+    """A uniform range [min, max]."""
+
+    min: float = Field(ge=0)
+    max: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Band:
+        if self.max < self.min:
+            raise ValueError(f"max {self.max} is below min {self.min}")
+        return self
+
+
+class Break(_Model):
+    """A planned break inside a shift, in local time."""
+
+    start: HHMM
+    minutes: float = Field(gt=0, le=240)
+    code: StopCode = 150000
+
+
+class Shift(_Model):
+    """A shift: local start time, length and the ISO weekdays (1 = Monday) it runs on."""
+
+    name: str = Field(min_length=1)
+    start: HHMM
+    hours: float = Field(gt=0, le=24)
+    days: list[Annotated[int, Field(ge=1, le=7)]] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
+    breaks: list[Break] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _breaks_inside(self) -> Shift:
+        begin = _minutes(self.start)
+        for i, brk in enumerate(self.breaks):
+            offset = (_minutes(brk.start) - begin) % 1440
+            if offset + brk.minutes > self.hours * 60:
+                raise ValueError(f"breaks[{i}].start: {brk.start!r} + {brk.minutes} min lies outside the shift")
+        return self
+
+
+class NoShiftPeriod(_Model):
+    """Whole local days without production (holidays, shutdowns), inclusive."""
+
+    name: str = Field(min_length=1)
+    first_day: date
+    last_day: date
+    code: StopCode = 160000
+
+    @model_validator(mode="after")
+    def _ordered(self) -> NoShiftPeriod:
+        if self.last_day < self.first_day:
+            raise ValueError(f"last_day {self.last_day} is before first_day {self.first_day}")
+        return self
+
+
+class Calendar(_Model):
+    """The shift calendar of a site: shifts, breaks inside them, and no-shift periods; outside shifts is code 160000."""
+
+    shifts: list[Shift] = Field(min_length=1)
+    no_shift: list[NoShiftPeriod] = Field(default_factory=list)
+
+
+class StateClasses(_Model):
+    """Which base stop codes are planned (excluded), availability loss or performance loss at a site."""
+
+    planned: list[int]
+    availability_loss: list[int]
+    performance_loss: list[int]
+
+    @model_validator(mode="after")
+    def _disjoint_catalogue(self) -> StateClasses:
+        seen: dict[int, str] = {}
+        for name in ("planned", "availability_loss", "performance_loss"):
+            for i, code in enumerate(getattr(self, name)):
+                if code not in STOP_CATALOGUE or code < 20000:
+                    raise ValueError(f"{name}[{i}]: {code} is not a base stop code of DESIGN.md section 4")
+                if code in seen:
+                    raise ValueError(f"{name}[{i}]: {code} is already listed under {seen[code]}")
+                seen[code] = name
+        return self
+
+
+class Repair(_Model):
+    """Lognormal repair time: median minutes and the log-space spread (sigma)."""
+
+    median_min: float = Field(gt=0)
+    spread: float = Field(default=0.5, ge=0, le=3)
+
+
+class Behaviour(_Model):
+    """How a machine leaves Execute: random failures, microstops and periodic changeovers."""
+
+    mtbf_h: float = Field(gt=0, description="mean running hours between random failures (exponential)")
+    repair: Repair
+    failure_code: StopCode = 180000
+    microstops_per_h: float = Field(default=0, ge=0)
+    microstop_s: Band = Band(min=5, max=60)
+    changeover_every_h: float | None = Field(default=None, gt=0)
+    changeover_min: float = Field(default=20, gt=0)
+    changeover_code: StopCode = 100000
+
+
+class Signal(_Model):
+    """A process signal: running value, value when stopped, gaussian noise, sensor resolution and time constant."""
+
+    name: SignalName
+    unit: str = Field(min_length=1)
+    typical: float
+    idle: float | None = None
+    noise: float = Field(default=0, ge=0)
+    resolution: float = Field(default=0.01, gt=0)
+    tau_s: float = Field(default=0, ge=0)
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_TAGS:
+            raise ValueError(f"{value!r} is a PackML tag the simulator serves itself")
+        return value
+
+
+class BearingWear(_Model):
+    """Bearing degradation: vibration RMS and kurtosis rise from onset until a failure; repair resets it."""
+
+    kind: Literal["bearing_wear"]
+    rms_signal: SignalName
+    kurtosis_signal: SignalName
+    onset_h: float = Field(ge=0)
+    life_h: float = Field(gt=0)
+    rms_factor: float = Field(default=3.0, ge=1)
+    kurtosis_rise: float = Field(default=6.0, ge=0)
+    failure_code: StopCode = 180001
+
+
+class ToolWear(_Model):
+    """Tool wear: spindle load and temperature drift up over the tool life, then a tool change resets them."""
+
+    kind: Literal["tool_wear"]
+    load_signal: SignalName
+    temperature_signal: SignalName
+    tool_life_min: float = Field(gt=0, description="running minutes per tool")
+    load_rise: float = Field(ge=0, description="added to the load signal at end of life")
+    temperature_rise: float = Field(ge=0)
+    change_min: float = Field(default=5, gt=0)
+    change_code: StopCode = 130001
+
+
+class SensorDrift(_Model):
+    """A sensor reads off by an offset growing linearly after onset, up to a limit; Reset recalibrates it."""
+
+    kind: Literal["sensor_drift"]
+    signal: SignalName
+    onset_h: float = Field(ge=0)
+    rate_per_h: float
+    limit: float = Field(gt=0)
+
+
+class JamBursts(_Model):
+    """Material jams that come in bursts: a burst window opens at random and holds several short jams."""
+
+    kind: Literal["jam_bursts"]
+    bursts_per_day: float = Field(gt=0)
+    burst_min: float = Field(gt=0)
+    jams_per_burst: float = Field(gt=0)
+    jam_s: Band = Band(min=20, max=120)
+    code: StopCode = 60000
+
+
+Fault = Annotated[BearingWear | ToolWear | SensorDrift | JamBursts, Field(discriminator="kind")]
+
+
+class Machine(_Model):
+    """One machine: kind, ideal rate, state behaviour, quality, process signals and developing faults."""
+
+    id: Id
+    name: str = ""
+    kind: MachineKind
+    ideal_rate_per_min: float = Field(gt=0)
+    nominal_speed: float = Field(default=0.95, gt=0, le=1.2, description="initial MachSpeed / ideal rate")
+    reject_rate: float = Field(ge=0, le=0.5)
+    counter_start: int = Field(default=0, ge=0, description="initial ProdProcessedCount (to exercise Int32 wrap)")
+    behaviour: Behaviour
+    signals: list[Signal] = Field(default_factory=list)
+    faults: list[Fault] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Machine:
+        names = [s.name for s in self.signals]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"signals[{i}].name: {name!r} is listed twice")
+        kinds: list[str] = []
+        for i, fault in enumerate(self.faults):
+            if fault.kind in kinds:
+                raise ValueError(f"faults[{i}].kind: {fault.kind!r} is listed twice (one per kind)")
+            kinds.append(fault.kind)
+            for field in ("rms_signal", "kurtosis_signal", "load_signal", "temperature_signal", "signal"):
+                ref = getattr(fault, field, None)
+                if ref is not None and ref not in names:
+                    raise ValueError(f"faults[{i}].{field}: {ref!r} is not one of this machine's signals")
+        return self
+
+
+class Line(_Model):
+    """A production line (one edge agent each)."""
+
+    id: Id
+    name: str = ""
+    product: str = ""
+    machines: list[Machine] = Field(min_length=1)
+
+
+class Site(_Model):
+    """A factory of the cluster, with its time zone, shift calendar and state classes."""
+
+    id: Id
+    name: str = ""
+    member: str = Field(default="", description="cluster member: Shanghai, Jiangsu, Zhejiang or Anhui")
+    industry: str = ""
+    timezone: str = "Asia/Shanghai"
+    calendar: Calendar
+    state_classes: StateClasses
+    lines: list[Line] = Field(min_length=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"{value!r} is not an IANA time zone") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _unique(self) -> Site:
+        _unique_ids([line.id for line in self.lines], "lines")
+        machine_ids = [m.id for line in self.lines for m in line.machines]
+        for i, line in enumerate(self.lines):
+            for j, machine in enumerate(line.machines):
+                if machine_ids.count(machine.id) > 1:
+                    raise ValueError(f"lines[{i}].machines[{j}].id: {machine.id!r} is not unique within the site")
+        return self
+
+
+class Scenario(_Model):
+    """A cluster scenario: the sites the simulator serves and the demo starts from."""
+
+    name: Id
+    description: str = ""
+    sites: list[Site] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Scenario:
+        _unique_ids([site.id for site in self.sites], "sites")
+        return self
+
+    def machine_paths(self) -> list[str]:
+        """Every machine as `site/line/machine`, in scenario order."""
+        return [f"{s.id}/{ln.id}/{m.id}" for s in self.sites for ln in s.lines for m in ln.machines]
+
+    def subset(self, paths: list[str]) -> Scenario:
+        """A scenario holding only the given `site/line/machine` paths (for tests and focused demos)."""
+        unknown = sorted(set(paths) - set(self.machine_paths()))
+        if unknown:
+            raise ValueError(f"machines: {unknown[0]!r} is not in scenario {self.name!r}")
+        sites = []
+        for site in self.sites:
+            lines = []
+            for line in site.lines:
+                keep = [m for m in line.machines if f"{site.id}/{line.id}/{m.id}" in paths]
+                if keep:
+                    lines.append(line.model_copy(update={"machines": keep}))
+            if lines:
+                sites.append(site.model_copy(update={"lines": lines}))
+        return self.model_copy(update={"sites": sites})
+
+
+class TimelineSegment(_Model):
+    """A scripted stretch: PackML state, stop reason, and counts spread evenly over the segment."""
+
+    duration_s: int = Field(gt=0)
+    state: int
+    stop_reason: int = 0
+    produced: int = Field(default=0, ge=0)
+    defective: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> TimelineSegment:
+        if self.state not in PACKML_STATES:
+            raise ValueError(f"state: {self.state} is not a PackTags StateCurrent number (1-17)")
+        if self.state == 6:
+            if self.stop_reason != 0:
+                raise ValueError(f"stop_reason: {self.stop_reason} must be 0 while executing (state 6)")
+        else:
+            _stop_code(self.stop_reason)
+            if self.produced:
+                raise ValueError(f"produced: {self.produced} must be 0 outside Execute (state {self.state})")
+        if self.defective > self.produced:
+            raise ValueError(f"defective: {self.defective} exceeds produced {self.produced}")
+        return self
+
+
+class Timeline(_Model):
+    """A script one or more machines follow exactly (scripted mode of the simulator)."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    machines: list[str] = Field(min_length=1, description="`site/line/machine` paths that follow the script")
+    ideal_rate_per_min: float | None = Field(default=None, gt=0, description="must match the machines, if given")
+    segments: list[TimelineSegment] = Field(min_length=1)
+
+    @field_validator("machines")
+    @classmethod
+    def _paths(cls, value: list[str]) -> list[str]:
+        for i, path in enumerate(value):
+            if not re.fullmatch(r"[a-z0-9][a-z0-9-]*/[a-z0-9][a-z0-9-]*/[a-z0-9][a-z0-9-]*", path):
+                raise ValueError(f"[{i}]: {path!r} is not a site/line/machine path")
+        return value
+
+    @property
+    def duration_s(self) -> int:
+        """Total scripted seconds."""
+        return sum(seg.duration_s for seg in self.segments)
+
+
+def _unique_ids(ids: list[str], where: str) -> None:
+    for i, value in enumerate(ids):
+        if value in ids[:i]:
+            raise ValueError(f"{where}[{i}].id: {value!r} is not unique")
+
+
+def _minutes(hhmm: str) -> int:
+    t = time.fromisoformat(hhmm)
+    return t.hour * 60 + t.minute
+
+
+def format_validation_error(exc: ValidationError) -> list[str]:
+    """Turn a pydantic error into lines `path.to[3].field: 'value' message`, naming path and value."""
+    lines = []
+    for err in exc.errors():
+        path = ""
+        for part in err["loc"]:
+            if isinstance(part, int):
+                path += f"[{part}]"
+            elif part in ("bearing_wear", "tool_wear", "sensor_drift", "jam_bursts"):
+                continue  # discriminator branch names add noise, not location
+            else:
+                path += f".{part}" if path else str(part)
+        value: Any = err.get("input")
+        msg = err["msg"].removeprefix("Value error, ")
+        shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
+        if re.match(r"^[\w.\[\]]+: ", msg):  # validator already names a sub-path and value
+            sep = "" if not path or msg.startswith("[") else "."
+            lines.append(f"{path}{sep}{msg}")
+        else:
+            lines.append(f"{path or '<root>'}: {shown} {msg}")
+    return lines
