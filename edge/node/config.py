@@ -63,7 +63,9 @@ class SparkplugConfig(_Section):
     publish_interval_ms: int = Field(default=250, ge=10, le=60_000)
     max_samples_per_message: int = Field(default=5000, ge=1, le=100_000)
     replay_samples_per_interval: int = Field(
-        default=50_000, ge=1, description="historical samples replayed per publish interval, so live data keeps flowing"
+        default=50_000,
+        ge=1,
+        description="historical samples replayed per publish interval, so live data keeps flowing",
     )
     bdseq_file: Path | None = Field(default=None, description="default: <outbox.dir>/bdseq")
 
@@ -81,12 +83,15 @@ class OutboxConfig(_Section):
     dir: Path | None = Field(default=None, description="default: .zhizao/edge/{site}/{edge_node}/outbox")
     max_bytes: int = Field(default=1 << 30, ge=1 << 16)
     warn_fraction: float = Field(default=0.8, gt=0.0, le=1.0)
-    segment_bytes: int = Field(default=16 << 20, ge=1 << 12, description="roll to a new segment file past this")
+    segment_bytes: int = Field(
+        default=16 << 20, ge=1 << 12, description="roll to a new segment file past this"
+    )
     fsync_interval_s: float = Field(
         default=1.0, ge=0.0, description="fsync at most this often (power-loss window); 0: fsync every append"
     )
     acks: bool = Field(
-        default=True, description="true: keep batches until the host acks (zhizao extension); false: plain Sparkplug"
+        default=True,
+        description="true: keep batches until the host acks (zhizao extension); false: plain Sparkplug",
     )
 
     def resolve_dir(self, site: str, edge_node: str) -> Path:
