@@ -1,0 +1,450 @@
+"""The OPC UA adapter (asyncua client): subscriptions or polling -> `SampleBlock`s, writes and method calls.
+
+Hot path: asyncua's per-item callback (`datachange_notification`, one task per value) is bypassed. A
+`Subscription` subclass takes each whole `DataChangeNotification` and the adapter builds the arrays straight
+from its `MonitoredItems` (client handle = source index + 1, looked up through a numpy array), one sink
+call per notification.
+
+Reconnects belong to the runtime: when the session drops, `run()` raises `AdapterTemporaryError` after
+reporting the machines offline; the runtime calls `close()` then `connect()`, which builds a fresh client
+(a reused asyncua client can hang after a network blackhole) and re-creates the subscription.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+from asyncua import ua
+from asyncua.client.client import Client
+from asyncua.common.node import Node
+from asyncua.common.subscription import Subscription
+from asyncua.crypto import security_policies
+from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.object_ids import ObjectIds
+from asyncua.ua.status_codes import StatusCodes
+from asyncua.ua.uaerrors import UaError, UaStatusCodeError
+
+from broker.sparkplug.datatypes import DataType
+from edge.adapters.base import (
+    Adapter,
+    AdapterAuthError,
+    AdapterConfigError,
+    AdapterError,
+    AdapterTemporaryError,
+    SampleSink,
+)
+from edge.adapters.opcua.config import OpcUaConfig
+from edge.samples import QUALITY_BAD, QUALITY_GOOD, QUALITY_STALE, SampleBlock, SignalTable
+
+__all__ = ["OpcUaAdapter"]
+
+log = logging.getLogger(__name__)
+
+_SC = StatusCodes
+_AUTH_CODES = frozenset({
+    _SC.BadUserAccessDenied, _SC.BadIdentityTokenInvalid, _SC.BadIdentityTokenRejected,
+    _SC.BadSecurityChecksFailed, _SC.BadCertificateInvalid, _SC.BadCertificateUntrusted,
+    _SC.BadCertificateTimeInvalid, _SC.BadCertificateHostNameInvalid, _SC.BadCertificateUriInvalid,
+    _SC.BadCertificateUseNotAllowed, _SC.BadCertificateRevoked, _SC.BadCertificateIssuerRevoked,
+    _SC.BadSecurityPolicyRejected, _SC.BadSecurityModeRejected, _SC.BadUserSignatureInvalid,
+    _SC.BadApplicationSignatureInvalid, _SC.BadNoValidCertificates,
+})
+_CONFIG_CODES = frozenset({
+    _SC.BadNodeIdUnknown, _SC.BadNodeIdInvalid, _SC.BadAttributeIdInvalid, _SC.BadTypeMismatch,
+    _SC.BadNotWritable, _SC.BadNotReadable, _SC.BadMethodInvalid, _SC.BadNoMatch, _SC.BadArgumentsMissing,
+    _SC.BadInvalidArgument, _SC.BadTooManyArguments, _SC.BadOutOfRange, _SC.BadFilterNotAllowed,
+    _SC.BadMonitoredItemFilterUnsupported, _SC.BadBrowseNameInvalid, _SC.BadNotSupported,
+})
+_POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
+    "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
+    "Aes128Sha256RsaOaep": security_policies.SecurityPolicyAes128Sha256RsaOaep,
+    "Aes256Sha256RsaPss": security_policies.SecurityPolicyAes256Sha256RsaPss,
+}
+_VARIANTS = {
+    DataType.Double: ua.VariantType.Double, DataType.Float: ua.VariantType.Float,
+    DataType.Int32: ua.VariantType.Int32, DataType.Int64: ua.VariantType.Int64,
+    DataType.Boolean: ua.VariantType.Boolean, DataType.String: ua.VariantType.String,
+}
+_FLOATS = frozenset({int(DataType.Double), int(DataType.Float)})
+
+
+def _code_name(code: int) -> str:
+    name, _ = ua.status_codes.get_name_and_doc(code)
+    return str(name)
+
+
+@contextlib.contextmanager
+def _mapped(what: str, *, denied_is_auth: bool = True) -> Iterator[None]:
+    """The one place where asyncua and socket exceptions become adapter errors."""
+    try:
+        yield
+    except AdapterError:
+        raise
+    except UaStatusCodeError as exc:
+        code = int(exc.code)
+        text = f"{what}: {_code_name(code)}"
+        if code in _AUTH_CODES and (denied_is_auth or code != _SC.BadUserAccessDenied):
+            raise AdapterAuthError(text) from exc
+        if code in _CONFIG_CODES or code == _SC.BadUserAccessDenied:
+            raise AdapterConfigError(text) from exc
+        raise AdapterTemporaryError(text) from exc
+    except (OSError, TimeoutError, ConnectionError, EOFError) as exc:
+        raise AdapterTemporaryError(f"{what}: {type(exc).__name__}: {exc}") from exc
+    except UaError as exc:
+        raise AdapterTemporaryError(f"{what}: {type(exc).__name__}: {exc}") from exc
+    except (ValueError, TypeError) as exc:
+        # Certificates that do not load, values of the wrong type for a write, bad node ids.
+        raise AdapterConfigError(f"{what}: {exc}") from exc
+
+
+class _BatchSubscription(Subscription):
+    """A subscription that hands whole DataChangeNotifications to one callback (no per-item tasks)."""
+
+    def __init__(self, session: Any, params: ua.CreateSubscriptionParameters,
+                 on_items: Callable[[list[ua.MonitoredItemNotification]], None],
+                 on_status: Callable[[ua.StatusCode], None]) -> None:
+        super().__init__(session, params, handler=self)  # type: ignore[arg-type]  # a handler, so no iterator queue is allocated
+        self._on_items = on_items
+        self._on_status = on_status
+
+    async def publish_callback(self, publish_result: ua.PublishResult) -> None:
+        """Deliver each DataChangeNotification of a publish response as one batch."""
+        self.last_publish_at = time.monotonic()
+        msg = publish_result.NotificationMessage
+        if msg.NotificationData is None:
+            return
+        self.last_sequence_number = int(msg.SequenceNumber)
+        for notif in msg.NotificationData:
+            if isinstance(notif, ua.DataChangeNotification):
+                self._on_items(notif.MonitoredItems)
+            elif isinstance(notif, ua.StatusChangeNotification):
+                self._on_status(notif.Status)
+
+
+def _quality(codes: npt.NDArray[np.int64]) -> npt.NDArray[np.int16]:
+    """OPC UA status severity (top two bits) -> quality: Good 192, Uncertain 500 (stale), Bad 0."""
+    sev = codes >> 30
+    return np.where(sev == 0, QUALITY_GOOD, np.where(sev == 1, QUALITY_STALE, QUALITY_BAD)).astype(np.int16)
+
+
+def _to_block(signal: npt.NDArray[np.int32], dvs: Sequence[ua.DataValue], now_ms: int) -> SampleBlock:
+    """Columnar arrays from DataValues: source timestamps (server, then receive time, as fallbacks)."""
+    n = len(dvs)
+    now = now_ms / 1000.0
+    ts = np.fromiter(
+        (dv.SourceTimestamp.timestamp() if dv.SourceTimestamp is not None
+         else dv.ServerTimestamp.timestamp() if dv.ServerTimestamp is not None else now for dv in dvs),
+        np.float64, n)
+    ts_ms = np.rint(ts * 1000.0).astype(np.int64)
+    codes = np.fromiter((dv.StatusCode.value if dv.StatusCode is not None else 0 for dv in dvs), np.int64, n)
+    text: list[tuple[int, str]] = []
+    try:
+        value = np.fromiter((dv.Value.Value for dv in dvs), np.float64, n)  # type: ignore[union-attr]
+    except (TypeError, ValueError, AttributeError, OverflowError):
+        value = np.full(n, np.nan)
+        for k, dv in enumerate(dvs):
+            v = dv.Value.Value if dv.Value is not None else None
+            if isinstance(v, str):
+                text.append((k, v))
+            elif isinstance(v, bool | int | float):
+                value[k] = float(v)
+    return SampleBlock(signal, ts_ms, value, _quality(codes), tuple(text))
+
+
+class OpcUaAdapter(Adapter):
+    """Reads OPC UA nodes (the source table's `Signal.metric` is the node id) by subscription or polling."""
+
+    name: ClassVar[str] = "opcua"
+    config_model = OpcUaConfig
+
+    def __init__(self, config: OpcUaConfig, signals: SignalTable, sink: SampleSink,
+                 on_device_state: Callable[[str, bool], None] | None = None) -> None:
+        super().__init__(config, signals, sink, on_device_state)
+        self.config: OpcUaConfig = config
+        self._client: Client | None = None
+        self._sub: _BatchSubscription | None = None
+        self._lost: asyncio.Event | None = None
+        self._lost_reason = ""
+        self._failure: BaseException | None = None
+        self._online = False
+        self._methods: dict[tuple[str, str], tuple[Node, Node]] = {}
+        n = len(signals)
+        # client handle h (= index + 1) -> source index; -1 for handles we never created
+        self._lookup = np.full(n + 2, -1, np.int32)
+        self._lookup[1:n + 1] = np.arange(n, dtype=np.int32)
+        self._machines = list(dict.fromkeys(s.machine for s in signals.signals))
+        self._chunk = config.chunk_size
+        self._last: SampleBlock | None = None  # polling: the previous read, to emit changes only
+        self.notifications = 0  # DataChangeNotifications received
+        self.samples = 0  # value changes delivered to the sink
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open a session (fresh client), read the server's operation limits, subscribe or prime polling."""
+        await self.close()
+        cfg, sec = self.config, self.config.security
+        self._lost = asyncio.Event()
+        self._lost_reason, self._failure = "", None
+        with _mapped(f"node ids of adapter {cfg.name!r}"):
+            self._node_ids = [ua.NodeId.from_string(s.metric) for s in self.signals.signals]
+        client = Client(cfg.endpoint, timeout=cfg.timeout_s, watchdog_intervall=cfg.watchdog_s)
+        client.application_uri = sec.application_uri
+        client.name = client.description = f"zhizao edge ({cfg.name})"
+        if sec.username is not None and sec.password is not None:
+            client.set_user(sec.username)
+            client.set_password(sec.password.get_secret_value())
+        client.connection_lost_callback = self._connection_lost
+        self._client = client
+        with _mapped(f"connect to {cfg.endpoint}"):
+            if sec.mode != "None":
+                assert sec.certificate is not None and sec.private_key is not None  # checked by SecurityConfig
+                await client.set_security(
+                    _POLICIES[sec.policy], str(sec.certificate), str(sec.private_key),
+                    server_certificate=None if sec.server_certificate is None else str(sec.server_certificate),
+                    mode=getattr(ua.MessageSecurityMode, sec.mode),
+                )
+            await client.connect()
+            self._chunk = await self._server_chunk()
+            if cfg.mode == "subscription":
+                await self._subscribe(client)
+            else:
+                self._last = None
+        self._set_online(True)
+        log.info("opcua %s: connected to %s (%d nodes, %s)", cfg.name, cfg.endpoint, len(self.signals), cfg.mode)
+
+    async def run(self) -> None:
+        """Deliver samples until cancelled; raise AdapterTemporaryError when the session drops."""
+        if self._client is None or self._lost is None:
+            raise AdapterTemporaryError(f"adapter {self.config.name!r} is not connected")
+        if self.config.mode == "polling":
+            while not self._lost.is_set():
+                started = time.monotonic()
+                await self._poll()
+                delay = self.config.polling.interval_ms / 1000.0 - (time.monotonic() - started)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._lost.wait(), max(delay, 0.0))
+        else:
+            await self._lost.wait()
+        self._set_online(False)
+        if self._failure is not None:
+            raise AdapterTemporaryError(f"opcua {self.config.name}: sink failed: {self._failure!r}") from self._failure
+        raise AdapterTemporaryError(f"connection to {self.config.endpoint} lost: {self._lost_reason}")
+
+    async def close(self) -> None:
+        """Delete the subscription and disconnect; safe before connect and when called twice."""
+        client, self._client, self._sub = self._client, None, None
+        self._methods.clear()
+        if client is None:
+            return
+        self._set_online(False)
+        client.connection_lost_callback = None
+        try:
+            await asyncio.wait_for(client.disconnect(), timeout=self.config.timeout_s)
+        except (OSError, TimeoutError, UaError, ConnectionError, EOFError, RuntimeError) as exc:
+            log.debug("opcua %s: disconnect: %r", self.config.name, exc)
+        finally:
+            client.disconnect_socket()
+
+    # -- commands --------------------------------------------------------------------------------
+
+    async def write(self, signal: int, value: float | int | bool | str) -> None:
+        """Write `value` to the node of source `signal`, typed by the source's datatype."""
+        client = self._require_client()
+        if not 0 <= signal < len(self.signals):
+            raise AdapterConfigError(f"opcua {self.config.name}: no source {signal}")
+        src = self.signals.signals[signal]
+        vtype = _VARIANTS.get(DataType(src.datatype))
+        if vtype is None:
+            raise AdapterConfigError(f"opcua {self.config.name}: cannot write datatype {src.datatype} ({src.metric})")
+        with _mapped(f"write {src.metric} = {value!r}", denied_is_auth=False):
+            v: Any = value
+            if vtype in (ua.VariantType.Int32, ua.VariantType.Int64):
+                v = int(value)
+            elif vtype in (ua.VariantType.Double, ua.VariantType.Float):
+                v = float(value)
+            dv = ua.DataValue(ua.Variant(v, vtype))
+            await client.get_node(self._node_ids[signal]).write_value(dv)
+
+    async def call(self, machine: str, method: str, args: list[Any]) -> Any:
+        """Call method `method` (e.g. Start, Stop, Reset) on the object that holds `machine`'s nodes."""
+        client = self._require_client()
+        with _mapped(f"call {machine}.{method}", denied_is_auth=False):
+            target = self._methods.get((machine, method))
+            if target is None:
+                target = await self._find_method(client, machine, method)
+                self._methods[(machine, method)] = target
+            obj, meth = target
+            return await obj.call_method(meth.nodeid, *args)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _require_client(self) -> Client:
+        if self._client is None:
+            raise AdapterTemporaryError(f"adapter {self.config.name!r} is not connected")
+        return self._client
+
+    async def _find_method(self, client: Client, machine: str, method: str) -> tuple[Node, Node]:
+        index = next((i for i, s in enumerate(self.signals.signals) if s.machine == machine), None)
+        if index is None:
+            raise AdapterConfigError(f"opcua {self.config.name}: no nodes of machine {machine!r}")
+        obj = await client.get_node(self._node_ids[index]).get_parent()
+        if obj is None:
+            raise AdapterConfigError(f"opcua {self.config.name}: machine {machine!r} has no parent object")
+        for child in await obj.get_children(refs=ObjectIds.HasComponent, nodeclassmask=ua.NodeClass.Method):
+            if (await child.read_browse_name()).Name == method:
+                return obj, child
+        raise AdapterConfigError(f"opcua {self.config.name}: machine {machine!r} has no method {method!r}")
+
+    def _set_online(self, online: bool) -> None:
+        if online == self._online:
+            return
+        self._online = online
+        for machine in self._machines:
+            self.on_device_state(machine, online)
+
+    async def _connection_lost(self, exc: Exception) -> None:
+        log.warning("opcua %s: connection to %s lost: %r", self.config.name, self.config.endpoint, exc)
+        self._lost_reason = repr(exc)
+        if self._lost is not None:
+            self._lost.set()
+
+    async def _server_chunk(self) -> int:
+        """The chunk size: the configured one, lowered to the server's MaxNodesPerRead / MonitoredItemsPerCall."""
+        assert self._client is not None
+        ids = [ua.NodeId(ua.Int32(ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead)),
+               ua.NodeId(ua.Int32(ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall))]
+        chunk = self.config.chunk_size
+        try:
+            results = await self._client.uaclient.read_attributes(ids, AttributeIds.Value)
+        except UaStatusCodeError:
+            return chunk  # a server without OperationLimits: keep ours
+        for dv in results:
+            if dv.StatusCode is not None and dv.StatusCode.is_good() and dv.Value is not None:
+                limit = dv.Value.Value
+                if isinstance(limit, int) and limit > 0:
+                    chunk = min(chunk, limit)
+        return chunk
+
+    async def _subscribe(self, client: Client) -> None:
+        cfg = self.config.subscription
+        params = ua.CreateSubscriptionParameters()
+        params.RequestedPublishingInterval = cfg.publishing_interval_ms
+        params.RequestedLifetimeCount = 10000
+        params.RequestedMaxKeepAliveCount = client.get_keepalive_count(cfg.publishing_interval_ms)
+        params.MaxNotificationsPerPublish = cfg.max_notifications_per_publish
+        params.PublishingEnabled = True
+        params.Priority = 0
+        sub = _BatchSubscription(client.uaclient.session, params, self._on_items, self._on_status)
+        result = await sub.init()
+        revised = client.get_subscription_revised_params(params, result)
+        if revised:
+            await sub.update(revised)
+        self._sub = sub
+        failed: list[str] = []
+        for start in range(0, len(self._node_ids), self._chunk):
+            requests = [self._item_request(i) for i in range(start, min(start + self._chunk, len(self._node_ids)))]
+            for req, res in zip(requests, await sub.create_monitored_items(requests), strict=True):
+                if isinstance(res, ua.StatusCode):
+                    failed.append(f"{req.ItemToMonitor.NodeId.to_string()} ({_code_name(res.value)})")
+        if failed:
+            more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+            raise AdapterConfigError(
+                f"opcua {self.config.name}: cannot monitor {', '.join(failed[:5])}{more}"
+            )
+
+    def _item_request(self, index: int) -> ua.MonitoredItemCreateRequest:
+        cfg = self.config.subscription
+        rv = ua.ReadValueId()
+        rv.NodeId = self._node_ids[index]
+        rv.AttributeId = AttributeIds.Value
+        mp = ua.MonitoringParameters()
+        mp.ClientHandle = index + 1
+        mp.SamplingInterval = cfg.sampling_interval_ms
+        mp.QueueSize = cfg.queue_size
+        mp.DiscardOldest = True
+        if cfg.deadband > 0 and self.signals.signals[index].datatype in _FLOATS:
+            flt = ua.DataChangeFilter()
+            flt.Trigger = ua.DataChangeTrigger.StatusValue
+            flt.DeadbandType = ua.DeadbandType.Absolute
+            flt.DeadbandValue = cfg.deadband
+            mp.Filter = flt
+        req = ua.MonitoredItemCreateRequest()
+        req.ItemToMonitor = rv
+        req.MonitoringMode = ua.MonitoringMode.Reporting
+        req.RequestedParameters = mp
+        return req
+
+    def _emit(self, block: SampleBlock) -> None:
+        try:
+            self.sink(block)
+        except Exception as exc:  # noqa: BLE001  the sink is the runtime's; surface its failure through run()
+            log.error("opcua %s: sink failed: %r", self.config.name, exc)
+            self._failure = exc
+            if self._lost is not None:
+                self._lost.set()
+            return
+        self.samples += len(block)
+
+    def _on_items(self, items: list[ua.MonitoredItemNotification]) -> None:
+        if not items:
+            return
+        self.notifications += 1
+        handles = np.fromiter((it.ClientHandle for it in items), np.int64, len(items))
+        signal = self._lookup[np.clip(handles, 0, len(self._lookup) - 1)]
+        dvs = [it.Value for it in items]
+        block = _to_block(signal, dvs, int(time.time() * 1000))
+        if (signal < 0).any():  # a handle we never created (a stale item after a re-subscribe): drop it
+            keep = signal >= 0
+            block = _select(block, keep)
+        self._emit(block)
+
+    def _on_status(self, status: ua.StatusCode) -> None:
+        if not status.is_good():
+            log.warning("opcua %s: subscription status %s", self.config.name, _code_name(status.value))
+            self._lost_reason = f"subscription status {_code_name(status.value)}"
+            if self._lost is not None:
+                self._lost.set()
+
+    async def _poll(self) -> None:
+        """Read every node (chunked); emit the values whose value, status or timestamp changed."""
+        client = self._require_client()
+        dvs: list[ua.DataValue] = []
+        with _mapped(f"read from {self.config.endpoint}"):
+            for start in range(0, len(self._node_ids), self._chunk):
+                params = ua.ReadParameters()
+                params.TimestampsToReturn = ua.TimestampsToReturn.Both
+                for nid in self._node_ids[start:start + self._chunk]:
+                    rv = ua.ReadValueId()
+                    rv.NodeId = nid
+                    rv.AttributeId = AttributeIds.Value
+                    params.NodesToRead.append(rv)
+                dvs.extend(await client.uaclient.read(params))
+        block = _to_block(np.arange(len(dvs), dtype=np.int32), dvs, int(time.time() * 1000))
+        last, self._last = self._last, block
+        if last is not None:
+            same_text = {k for k, s in block.text} == {k for k, s in last.text} and block.text == last.text
+            changed = ((block.ts_ms != last.ts_ms) | (block.quality != last.quality)
+                       | ~((block.value == last.value) | (np.isnan(block.value) & np.isnan(last.value))))
+            if not same_text:
+                changed[[k for k, _ in block.text]] = True
+            block = _select(block, changed)
+        if len(block):
+            self._emit(block)
+
+
+def _select(block: SampleBlock, keep: npt.NDArray[np.bool_]) -> SampleBlock:
+    """The rows of `block` where `keep`, with text indices renumbered."""
+    rows = np.nonzero(keep)[0]
+    text: tuple[tuple[int, str], ...] = ()
+    if block.text:
+        new = {int(r): i for i, r in enumerate(rows)}
+        text = tuple((new[k], s) for k, s in block.text if k in new)
+    return SampleBlock(block.signal[rows], block.ts_ms[rows], block.value[rows], block.quality[rows], text)
