@@ -1,0 +1,107 @@
+"""Request dependencies: the database pool, the caller (bearer token), and the site scope every query filters by."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from psycopg_pool import AsyncConnectionPool
+
+from cloud.api.errors import ApiError
+from cloud.auth import TOKEN_PREFIX, Principal, Role, hash_token, principal_from_row, tokens_match
+
+__all__ = ["Caller", "Pool", "Scope", "SiteScope", "get_principal", "require_role"]
+
+_bearer = HTTPBearer(auto_error=False, description="A token from `zhizao cloud token create`.")
+# Writing last_used on every request would turn each read into a write; once a minute per token is plenty.
+_LAST_USED_EVERY_S = 60.0
+
+
+def get_pool(request: Request) -> AsyncConnectionPool:
+    """The app's async connection pool."""
+    pool: AsyncConnectionPool = request.app.state.pool
+    return pool
+
+
+Pool = Annotated[AsyncConnectionPool, Depends(get_pool)]
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, message, "Authorization", None)
+
+
+async def get_principal(
+    request: Request,
+    pool: Pool,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The caller behind the bearer token; 401 when it is missing, unknown or revoked."""
+    if credentials is None:
+        raise _unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
+    token = credentials.credentials.strip()
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 256:
+        raise _unauthorized("invalid bearer token")
+    digest = hash_token(token)
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT token_id, name, role, sites, token_hash FROM api_tokens"
+            " WHERE token_hash = %s AND revoked_at IS NULL",
+            [digest],
+        )
+        row = await cur.fetchone()
+        if row is None or not tokens_match(bytes(row[4]), token):
+            raise _unauthorized("invalid or revoked bearer token")
+        principal = principal_from_row(row)
+        seen: dict[int, float] = request.app.state.token_last_used
+        now = time.monotonic()
+        if now - seen.get(principal.token_id, -_LAST_USED_EVERY_S) >= _LAST_USED_EVERY_S:
+            seen[principal.token_id] = now
+            await conn.execute("UPDATE api_tokens SET last_used = now() WHERE token_id = %s", [principal.token_id])
+    return principal
+
+
+Caller = Annotated[Principal, Depends(get_principal)]
+
+
+@dataclass(frozen=True)
+class SiteScope:
+    """The sites a caller may see, as SQL: every query that touches site data filters with `where()`."""
+
+    principal: Principal
+
+    def where(self, column: str = "site_id") -> str:
+        """SQL condition limiting `column` to the caller's sites (uses the named parameters of `params()`)."""
+        return f"(%(scope_all)s OR {column} = ANY(%(scope_sites)s))"
+
+    def params(self, **extra: Any) -> dict[str, Any]:
+        """Named parameters for `where()`, merged with the query's own."""
+        sites = self.principal.site_list()
+        return {"scope_all": sites is None, "scope_sites": sites or [], **extra}
+
+    def sees(self, site_id: str) -> bool:
+        """True when `site_id` is inside the scope (for checks that need no query)."""
+        return self.principal.sees(site_id)
+
+
+def get_scope(principal: Caller) -> SiteScope:
+    """The caller's site scope."""
+    return SiteScope(principal)
+
+
+Scope = Annotated[SiteScope, Depends(get_scope)]
+
+
+def require_role(role: Role) -> Callable[[Principal], Awaitable[Principal]]:
+    """Dependency factory: the caller, or 403 when their role is below `role`."""
+
+    async def check(principal: Caller) -> Principal:
+        if not principal.role.includes(role):
+            raise ApiError(403, f"role {principal.role.value!r} may not do this; needs {role.value!r} or above",
+                           "role", principal.role.value)
+        return principal
+
+    return check

@@ -1,0 +1,161 @@
+"""Response models of the API (they document `/docs`); metadata times are ISO 8601 UTC, series times epoch ms."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+
+class Site(BaseModel):
+    """A factory of the cluster (Sparkplug group)."""
+
+    site_id: str
+    name: str | None
+    tz: str
+    first_seen: datetime
+    last_seen: datetime
+    lines: int = Field(description="edge nodes (one agent per line)")
+    machines: int
+
+
+class Line(BaseModel):
+    """A line = one edge node (agent) and the machines it serves."""
+
+    site_id: str
+    line_id: str
+    edge_node_id: str
+    online: bool
+    last_birth: datetime | None
+    last_death: datetime | None
+    machines: list[str]
+
+
+class SiteDetail(Site):
+    """A site with its lines."""
+
+    line_list: list[Line]
+
+
+class Machine(BaseModel):
+    """A machine (Sparkplug device) under an edge node."""
+
+    site_id: str
+    machine_id: str
+    edge_node_id: str
+    line_id: str
+    online: bool
+    last_birth: datetime | None
+    last_death: datetime | None
+
+
+class Tag(BaseModel):
+    """A historized signal: a machine metric, or a node metric when machine_id is null."""
+
+    tag_id: int
+    site_id: str
+    edge_node_id: str
+    machine_id: str | None
+    name: str
+    datatype: int
+    unit: str | None
+    first_seen: datetime
+    last_seen: datetime
+
+
+class MachineDetail(Machine):
+    """A machine with its tags."""
+
+    tags: list[Tag]
+
+
+class LineDetail(Line):
+    """A line with its machines and the edge node's own metrics."""
+
+    machine_list: list[Machine]
+    node_tags: list[Tag]
+
+
+class EdgeNode(BaseModel):
+    """Health of one edge agent as last reported over Sparkplug."""
+
+    site_id: str
+    edge_node_id: str
+    online: bool
+    bd_seq: int | None
+    last_birth: datetime | None
+    last_death: datetime | None
+    last_seen: datetime | None
+    outbox_depth: int | None
+    samples_per_s: float | None
+    reconnects: int | None
+    last_batch: int | None
+    acked_batch: int | None
+
+
+class LatestValue(BaseModel):
+    """The latest live value of one tag."""
+
+    tag_id: int
+    site_id: str
+    edge_node_id: str
+    machine_id: str | None
+    name: str
+    unit: str | None
+    ts: int | None = Field(description="epoch milliseconds, UTC")
+    value: float | str | None
+    quality: int | None
+
+
+class SeriesPoints(BaseModel):
+    """Column arrays: `ts` (epoch ms) plus `value`/`quality` (raw) or the requested aggregates (bucketed)."""
+
+    ts: list[int]
+    value: list[float | str | None] | None = None
+    quality: list[int] | None = None
+    min: list[float | None] | None = None
+    max: list[float | None] | None = None
+    avg: list[float | None] | None = None
+    last: list[float | None] | None = None
+    count: list[int] | None = None
+
+
+class Series(BaseModel):
+    """One page of a tag's history."""
+
+    tag: Tag
+    start: int = Field(description="epoch ms, inclusive")
+    end: int = Field(description="epoch ms, exclusive")
+    bucket_ms: int | None = Field(description="null for raw samples")
+    source: str = Field(description="raw, samples_1m or samples_1h")
+    points: SeriesPoints
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
+
+
+class Health(BaseModel):
+    """Liveness and what the service runs on."""
+
+    status: str
+    database: str
+    storage: str | None
+    ingest: dict[str, float]
+
+
+class TokenCreate(BaseModel):
+    """Body of POST /api/v1/tokens."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(min_length=1, max_length=100)
+    role: str
+    sites: list[str] | None = Field(default=None, description="null = every site (only for all-site admins)")
+
+
+class TokenCreated(BaseModel):
+    """A new token; `token` is shown this once and never again."""
+
+    token_id: int
+    name: str
+    role: str
+    sites: list[str] | None
+    token: str

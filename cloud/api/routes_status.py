@@ -1,0 +1,131 @@
+"""Service status: `/healthz` (open), `/metrics` (Prometheus), `/api/v1/edge-nodes`, and token administration."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from psycopg.rows import dict_row
+
+from cloud.api.deps import Caller, Pool, Scope, require_role
+from cloud.api.errors import ApiError, bad_request, not_found
+from cloud.api.models import EdgeNode, Health, TokenCreate, TokenCreated
+from cloud.auth import (
+    AuthError,
+    Principal,
+    Role,
+    audit_params,
+    check_token_name,
+    insert_token_sql,
+    new_token,
+    parse_sites,
+    token_row,
+)
+
+log = logging.getLogger(__name__)
+
+router = APIRouter()
+
+
+@router.get("/healthz", response_model=Health, tags=["status"], summary="Liveness (no token needed)")
+async def healthz(request: Request, pool: Pool) -> Any:
+    """Database reachable, storage kind, ingest counters; 503 when the database does not answer."""
+    stats_fn: Callable[[], dict[str, float]] | None = request.app.state.ingest_stats
+    try:
+        ingest = {k: float(v) for k, v in stats_fn().items()} if stats_fn else {}
+    except Exception as exc:  # noqa: BLE001 - health must answer even when the ingest is broken
+        log.warning("ingest stats failed: %s", exc)
+        ingest = {}
+    try:
+        async with pool.connection(timeout=3.0) as conn:
+            await conn.execute("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 - any failure here means "not healthy", never a 500
+        log.warning("healthz: database unreachable: %s", exc)
+        body = {"status": "degraded", "database": "unreachable", "storage": request.app.state.storage_kind,
+                "ingest": ingest}
+        return JSONResponse(body, status_code=503)
+    return {"status": "ok", "database": "ok", "storage": request.app.state.storage_kind, "ingest": ingest}
+
+
+@router.get("/metrics", tags=["status"], summary="Prometheus metrics (token needed)",
+            response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+async def metrics(_: Caller) -> Response:
+    """Process, API and ingest metrics in the Prometheus text format."""
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/api/v1/edge-nodes", response_model=list[EdgeNode], tags=["status"],
+            summary="Edge agents: online state, last birth, outbox depth, samples/s")
+async def edge_nodes(
+    pool: Pool, scope: Scope, site: Annotated[str | None, Query(max_length=100)] = None
+) -> list[dict[str, Any]]:
+    """Every edge node in the token's sites (or one site)."""
+    where = ""
+    params: dict[str, Any] = {}
+    if site is not None:
+        where, params["site"] = " AND site_id = %(site)s", site
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        if site is not None:
+            await cur.execute(f"SELECT 1 FROM sites WHERE {scope.where()} AND site_id = %(site)s",
+                              scope.params(site=site))
+            if await cur.fetchone() is None:
+                raise not_found("site", site)
+        await cur.execute(
+            "SELECT site_id, edge_node_id, online, bd_seq, last_birth, last_death, last_seen, outbox_depth,"
+            " samples_per_s, reconnects, last_batch, acked_batch FROM edge_nodes"
+            f" WHERE {scope.where()}{where} ORDER BY site_id, edge_node_id",
+            scope.params(**params),
+        )
+        return await cur.fetchall()
+
+
+Admin = Annotated[Principal, Depends(require_role(Role.admin))]
+
+
+@router.post("/api/v1/tokens", response_model=TokenCreated, status_code=201, tags=["admin"],
+             summary="Create a token (admin); its sites must lie inside the caller's")
+async def create_token(body: TokenCreate, caller: Admin, pool: Pool) -> dict[str, Any]:
+    """A new token with a role and sites no wider than the caller's; written to the audit log."""
+    try:
+        role = Role.parse(body.role)
+        sites = parse_sites(body.sites)
+        name = check_token_name(body.name)
+    except AuthError as exc:
+        field = str(exc).split(":", 1)[0]
+        raise ApiError(400, str(exc), field, getattr(body, field, None)) from None
+    if caller.sites is not None:
+        if sites is None:
+            raise bad_request("sites", None, "a site-scoped admin cannot create an all-sites token")
+        outside = sorted(set(sites) - caller.sites)
+        if outside:
+            raise bad_request("sites", ",".join(outside), "outside the caller's sites")
+    token = new_token()
+    async with pool.connection() as conn:
+        cur = await conn.execute(insert_token_sql(), token_row(role, sites, name, token, caller.name))
+        row = await cur.fetchone()
+        assert row is not None
+        sql, params = audit_params(caller.token_id, caller.name, "token.create", None, str(row[0]),
+                                   {"name": name, "role": role.value, "sites": sites})
+        await conn.execute(sql, params)
+    return {"token_id": row[0], "name": name, "role": role.value, "sites": None if sites is None else list(sites),
+            "token": token}
+
+
+@router.delete("/api/v1/tokens/{token_id}", status_code=204, tags=["admin"], summary="Revoke a token (admin)")
+async def revoke(token_id: int, caller: Admin, pool: Pool) -> Response:
+    """Revoke a token whose sites lie inside the caller's; 404 otherwise."""
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT sites FROM api_tokens WHERE token_id = %s AND revoked_at IS NULL",
+                                 [token_id])
+        row = await cur.fetchone()
+        sites = None if row is None else row[0]
+        if row is None or (caller.sites is not None and (sites is None or not set(sites) <= caller.sites)):
+            raise not_found("token", token_id)
+        await conn.execute("UPDATE api_tokens SET revoked_at = now() WHERE token_id = %s", [token_id])
+        sql, params = audit_params(caller.token_id, caller.name, "token.revoke", None, str(token_id), None)
+        await conn.execute(sql, params)
+    return Response(status_code=204)

@@ -1,0 +1,170 @@
+"""Parsing and SQL of `/api/v1/series`: times, buckets, cursors, and raw / date_bin / rollup queries."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cloud.api.errors import bad_request
+
+__all__ = ["AGGREGATES", "Cursor", "SeriesQuery", "parse_aggs", "parse_bucket", "parse_time", "to_ms"]
+
+AGGREGATES = ("min", "max", "avg", "last", "count")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_BUCKET = re.compile(r"^(\d{1,9})(ms|s|m|h|d)$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+# Rollup tables, widest first: a bucket that is a whole multiple of a rollup's width can be served from it.
+ROLLUPS = (("samples_1h", 3_600_000), ("samples_1m", 60_000))
+
+
+def to_ms(ts: datetime) -> int:
+    """Epoch milliseconds of a tz-aware datetime."""
+    return (ts - _EPOCH) // timedelta(milliseconds=1)
+
+
+def from_ms(ms: int) -> datetime:
+    """tz-aware UTC datetime of epoch milliseconds."""
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def parse_time(field: str, value: str) -> datetime:
+    """Epoch milliseconds or ISO 8601 with a zone -> tz-aware UTC; 400 naming the field otherwise."""
+    text = value.strip()
+    if re.fullmatch(r"-?\d{1,15}", text):
+        return from_ms(int(text))
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise bad_request(field, value, "not a time; give epoch milliseconds or ISO 8601 with a zone") from None
+    if parsed.tzinfo is None:
+        raise bad_request(field, value, "ISO 8601 time without a zone; add Z or +hh:mm")
+    return parsed.astimezone(UTC)
+
+
+def parse_bucket(value: str | None) -> int | None:
+    """`1m`, `15s`, `1h`, `1d`, `raw` -> bucket width in ms (None = raw); at least 1 s."""
+    if value is None or value.strip().lower() in ("", "raw"):
+        return None
+    match = _BUCKET.match(value.strip().lower())
+    if not match:
+        raise bad_request("bucket", value, "not a bucket width; use e.g. 10s, 1m, 15m, 1h, 1d or raw")
+    width = int(match.group(1)) * _UNIT_MS[match.group(2)]
+    if width < 1000:
+        raise bad_request("bucket", value, "buckets are at least 1s wide")
+    return width
+
+
+def parse_aggs(value: str | None) -> tuple[str, ...]:
+    """`min,max` -> ("min", "max"); default every aggregate."""
+    if value is None or not value.strip():
+        return AGGREGATES
+    names = tuple(dict.fromkeys(v.strip().lower() for v in value.split(",") if v.strip()))
+    for name in names:
+        if name not in AGGREGATES:
+            raise bad_request("agg", value, f"unknown aggregate {name!r}; use any of {', '.join(AGGREGATES)}")
+    return names
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where the next page starts: after this epoch-ms time, for this tag and bucket."""
+
+    tag_id: int
+    after_ms: int
+    bucket_ms: int | None
+
+    def encode(self) -> str:
+        """Opaque url-safe text for `next_cursor`."""
+        raw = json.dumps([self.tag_id, self.after_ms, self.bucket_ms], separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str, tag_id: int, bucket_ms: int | None) -> Cursor:
+        """Parse a cursor; 400 naming `cursor` when it is damaged or belongs to another query."""
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            tag, after, bucket = json.loads(raw)
+            cursor = cls(int(tag), int(after), None if bucket is None else int(bucket))
+        except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+            raise bad_request("cursor", text, "not a cursor from a previous page") from None
+        if cursor.tag_id != tag_id or cursor.bucket_ms != bucket_ms:
+            raise bad_request("cursor", text, "belongs to another tag or bucket; repeat the same query")
+        return cursor
+
+
+def _clean(expr: str) -> str:
+    # NaN and infinities cannot travel in JSON; they come back as null.
+    return f"nullif(nullif(nullif({expr}, 'NaN'::float8), 'Infinity'::float8), '-Infinity'::float8)"
+
+
+_MS = "floor(extract(epoch FROM {col}) * 1000)::int8"
+_TAG_IN_SCOPE = "EXISTS (SELECT 1 FROM tags g WHERE g.tag_id = %(tag)s AND {scope})"
+
+
+@dataclass(frozen=True)
+class SeriesQuery:
+    """A validated series request: tag, [start, end), bucket width or raw, aggregates, page size."""
+
+    tag_id: int
+    text: bool
+    start: datetime
+    end: datetime
+    bucket_ms: int | None
+    aggs: tuple[str, ...]
+    limit: int
+    after_ms: int | None
+
+    def source(self, requested: str, rollups: set[str]) -> str:
+        """raw, samples_1m or samples_1h: a rollup when it exists and the bucket is a multiple of its width."""
+        if self.bucket_ms is None or requested == "raw":
+            return "raw"
+        for table, width in ROLLUPS:
+            if table in rollups and self.bucket_ms % width == 0 and requested in ("auto", table):
+                return table
+        if requested not in ("auto", "raw"):
+            raise bad_request("source", requested, f"bucket of {self.bucket_ms} ms cannot be served from it")
+        return "raw"
+
+    def sql(self, source: str, scope_where: str) -> tuple[str, dict[str, Any]]:
+        """SQL and named parameters for one page (scope parameters are added by the caller)."""
+        params: dict[str, Any] = {"tag": self.tag_id, "start": self.start, "end": self.end, "lim": self.limit + 1}
+        in_scope = _TAG_IN_SCOPE.format(scope=scope_where)
+        if self.bucket_ms is None:
+            table = "samples_text" if self.text else "samples"
+            value = "value" if self.text else _clean("value")
+            after = ""
+            if self.after_ms is not None:
+                after = " AND ts > %(after)s"
+                params["after"] = from_ms(self.after_ms)
+            sql = (f"SELECT {_MS.format(col='ts')}, {value}, quality FROM {table}"
+                   f" WHERE tag_id = %(tag)s AND {in_scope} AND ts >= %(start)s AND ts < %(end)s{after}"
+                   " ORDER BY ts LIMIT %(lim)s")
+            return sql, params
+        params["width"] = timedelta(milliseconds=self.bucket_ms)
+        params["origin"] = _EPOCH
+        lower = self.start if self.after_ms is None else max(self.start, from_ms(self.after_ms + self.bucket_ms))
+        params["lower"] = lower
+        if source == "raw":
+            col, cols = "ts", {
+                "min": "min(value)", "max": "max(value)", "avg": "avg(value)",
+                "last": "(array_agg(value ORDER BY ts DESC))[1]", "count": "count(value)",
+            }
+            table = "samples"
+        else:
+            col, cols = "bucket", {
+                "min": "min(min)", "max": "max(max)",
+                "avg": "sum(avg * count) / nullif(sum(count), 0)",
+                "last": "(array_agg(last ORDER BY bucket DESC))[1]", "count": "sum(count)::int8",
+            }
+            table = source
+        select = ", ".join(cols[a] if a == "count" else _clean(cols[a]) for a in self.aggs)
+        sql = (f"SELECT {_MS.format(col='b')}, {select} FROM ("
+               f"SELECT date_bin(%(width)s, {col}, %(origin)s) AS b, * FROM {table}"
+               f" WHERE tag_id = %(tag)s AND {in_scope} AND {col} >= %(lower)s AND {col} < %(end)s) AS s"
+               " GROUP BY b ORDER BY b LIMIT %(lim)s")
+        return sql, params

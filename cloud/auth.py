@@ -1,0 +1,245 @@
+"""API tokens: roles, site scopes, hashing, creation, revocation and the audit log."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import psycopg
+
+from cloud.storage.db import translate_errors
+
+__all__ = [
+    "ALL_SITES",
+    "AuthError",
+    "Principal",
+    "Role",
+    "TokenInfo",
+    "audit_sync",
+    "check_token_name",
+    "create_token",
+    "hash_token",
+    "list_tokens",
+    "parse_sites",
+    "principal_from_row",
+    "revoke_token",
+    "tokens_match",
+]
+
+# A token is this prefix plus 43 url-safe characters (32 random bytes): guessing one is hopeless, so a plain
+# sha256 (no salt, no slow KDF) is enough to keep a database dump from handing out working tokens.
+TOKEN_PREFIX = "zz_"
+ALL_SITES = "*"
+_SITE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_NAME = re.compile(r"^[\w .@:/-]{1,100}$")
+
+
+class AuthError(ValueError):
+    """A role, site list, token name or token id that cannot be used; the message names the field and value."""
+
+
+class Role(StrEnum):
+    """What a token may do; each role includes the ones before it."""
+
+    viewer = "viewer"
+    operator = "operator"
+    engineer = "engineer"
+    admin = "admin"
+
+    @property
+    def rank(self) -> int:
+        """Position in viewer < operator < engineer < admin."""
+        return _RANKS[self]
+
+    def includes(self, other: Role) -> bool:
+        """True when this role may do everything `other` may."""
+        return self.rank >= other.rank
+
+    @classmethod
+    def parse(cls, value: str, field: str = "role") -> Role:
+        """The role named `value`, or AuthError naming the field and the allowed values."""
+        try:
+            return cls(value.strip().lower())
+        except ValueError:
+            allowed = ", ".join(r.value for r in cls)
+            raise AuthError(f"{field}: {value!r} is not a role (one of {allowed})") from None
+
+
+_RANKS = {Role.viewer: 0, Role.operator: 1, Role.engineer: 2, Role.admin: 3}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller behind a valid token: who, which role, which sites (None = all)."""
+
+    token_id: int
+    name: str
+    role: Role
+    sites: frozenset[str] | None
+
+    def sees(self, site_id: str) -> bool:
+        """True when the token's scope contains `site_id`."""
+        return self.sites is None or site_id in self.sites
+
+    def site_list(self) -> list[str] | None:
+        """The scope as a sorted list for SQL parameters (None = all sites)."""
+        return None if self.sites is None else sorted(self.sites)
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """A stored token as listed by `list_tokens` (never the token itself)."""
+
+    token_id: int
+    name: str
+    role: Role
+    sites: tuple[str, ...] | None
+    prefix: str
+    created_at: datetime
+    last_used: datetime | None
+    revoked_at: datetime | None
+
+
+def hash_token(token: str) -> bytes:
+    """sha256 of the token text: the only form in which a token is stored."""
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def tokens_match(stored_hash: bytes, token: str) -> bool:
+    """Constant-time comparison of a stored hash with a presented token."""
+    return hmac.compare_digest(stored_hash, hash_token(token))
+
+
+def parse_sites(value: str | Iterable[str] | None, field: str = "sites") -> tuple[str, ...] | None:
+    """`*`/None -> all sites (None); `a,b` or ["a", "b"] -> ("a", "b"), each id checked."""
+    if value is None:
+        return None
+    items = [s.strip() for s in value.split(",")] if isinstance(value, str) else [str(s).strip() for s in value]
+    if items == [ALL_SITES]:
+        return None
+    if not items or items == [""]:
+        raise AuthError(f"{field}: {value!r} is empty; give site ids (a,b) or * for all sites")
+    for item in items:
+        if item == ALL_SITES:
+            raise AuthError(f"{field}: {value!r} mixes * with site ids; give one or the other")
+        if not _SITE_ID.match(item):
+            raise AuthError(f"{field}: {item!r} is not a site id (lowercase a-z, 0-9 and '-')")
+    return tuple(sorted(set(items)))
+
+
+def check_token_name(name: str) -> str:
+    name = name.strip()
+    if not _NAME.match(name):
+        raise AuthError(f"name: {name!r} must be 1-100 letters, digits, spaces or . @ : / - _")
+    return name
+
+
+def new_token() -> str:
+    """A fresh random token (shown to its owner once)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def principal_from_row(row: Sequence[Any]) -> Principal:
+    """Principal from a (token_id, name, role, sites) row of api_tokens."""
+    token_id, name, role, sites = row[0], row[1], row[2], row[3]
+    return Principal(int(token_id), str(name), Role(role), None if sites is None else frozenset(sites))
+
+
+def insert_token_sql() -> str:
+    """The INSERT used by both the CLI and the API (one statement, one place)."""
+    return (
+        "INSERT INTO api_tokens (name, role, sites, token_hash, prefix, created_by)"
+        " VALUES (%s, %s, %s, %s, %s, %s) RETURNING token_id"
+    )
+
+
+def token_row(role: Role, sites: tuple[str, ...] | None, name: str, token: str, created_by: str) -> list[Any]:
+    """Parameters for `insert_token_sql`."""
+    return [name, role.value, None if sites is None else list(sites), hash_token(token), token[:8], created_by]
+
+
+def create_token(
+    conninfo: str,
+    role: str | Role,
+    sites: str | Iterable[str] | None,
+    name: str,
+    *,
+    created_by: str = "cli",
+) -> str:
+    """Store a new token (hashed) with a role and site scope (None or "*" = all); return the plaintext once."""
+    role_ = role if isinstance(role, Role) else Role.parse(role)
+    sites_ = parse_sites(sites)
+    name_ = check_token_name(name)
+    token = new_token()
+    with translate_errors(), psycopg.connect(conninfo) as conn:
+        row = conn.execute(insert_token_sql(), token_row(role_, sites_, name_, token, created_by)).fetchone()
+        assert row is not None
+        _audit(conn, None, created_by, "token.create", None, str(row[0]),
+               {"name": name_, "role": role_.value, "sites": sites_})
+    return token
+
+
+def revoke_token(conninfo: str, token_id: int, *, actor: str = "cli") -> bool:
+    """Revoke a token by id; True if it was active, False if unknown or already revoked."""
+    with translate_errors(), psycopg.connect(conninfo) as conn:
+        row = conn.execute(
+            "UPDATE api_tokens SET revoked_at = now() WHERE token_id = %s AND revoked_at IS NULL"
+            " RETURNING token_id",
+            [token_id],
+        ).fetchone()
+        if row is not None:
+            _audit(conn, None, actor, "token.revoke", None, str(token_id), None)
+        return row is not None
+
+
+def list_tokens(conninfo: str) -> list[TokenInfo]:
+    """Every stored token, newest first (hashes and plaintexts are never returned)."""
+    with translate_errors(), psycopg.connect(conninfo) as conn:
+        rows = conn.execute(
+            "SELECT token_id, name, role, sites, prefix, created_at, last_used, revoked_at"
+            " FROM api_tokens ORDER BY token_id DESC"
+        ).fetchall()
+    return [
+        TokenInfo(int(r[0]), str(r[1]), Role(r[2]), None if r[3] is None else tuple(r[3]), str(r[4]),
+                  r[5], r[6], r[7])
+        for r in rows
+    ]
+
+
+def audit_sync(
+    conninfo: str, actor: str, action: str, site_id: str | None, target: str | None, detail: Any
+) -> None:
+    """Write one audit-log row from a synchronous caller (CLI, services)."""
+    with translate_errors(), psycopg.connect(conninfo) as conn:
+        _audit(conn, None, actor, action, site_id, target, detail)
+
+
+def audit_params(
+    token_id: int | None, actor: str, action: str, site_id: str | None, target: str | None, detail: Any
+) -> tuple[str, list[Any]]:
+    """SQL and parameters of one audit-log row (shared by the sync and async writers)."""
+    return (
+        "INSERT INTO audit_log (token_id, actor, action, site_id, target, detail) VALUES (%s, %s, %s, %s, %s, %s)",
+        [token_id, actor, action, site_id, target, None if detail is None else json.dumps(detail)],
+    )
+
+
+def _audit(
+    conn: psycopg.Connection[Any],
+    token_id: int | None,
+    actor: str,
+    action: str,
+    site_id: str | None,
+    target: str | None,
+    detail: Any,
+) -> None:
+    sql, params = audit_params(token_id, actor, action, site_id, target, detail)
+    conn.execute(sql, params)
