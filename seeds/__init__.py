@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from seeds.model import Scenario, Timeline, format_validation_error
 
-__all__ = ["SEEDS_DIR", "ScenarioError", "Scenario", "Timeline", "load_scenario", "load_timeline"]
+__all__ = ["SEEDS_DIR", "Scenario", "ScenarioError", "Timeline", "load_scenario", "load_timeline"]
 
 SEEDS_DIR: Path = Path(str(importlib.resources.files("seeds")))
 """The folder of the packaged seed files (cluster.yaml, timelines/, agents/)."""

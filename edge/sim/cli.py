@@ -1,0 +1,98 @@
+"""`zhizao sim`: run the OPC UA factory simulator for a scenario."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from seeds import ScenarioError, load_scenario, load_timeline
+
+log = logging.getLogger(__name__)
+
+
+def _parse_start(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 date-time", param_hint="--start") from exc
+    if ts.tzinfo is None:
+        raise click.BadParameter(f"{value!r} has no UTC offset (write e.g. 2026-11-26T08:00+08:00)",
+                                 param_hint="--start")  # fmt: skip
+    return int(ts.timestamp() * 1000)
+
+
+@click.command()
+@click.option("--scenario", "scenario_path", type=click.Path(path_type=Path), default=None,
+              help="Scenario YAML (default: the packaged cluster.yaml).")
+@click.option("--port", type=click.IntRange(1, 65535), default=4840, show_default=True, help="TCP port.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--speed", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Sim seconds per wall second until the sim catches up with the wall clock.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, start, speed -> same values).")
+@click.option("--start", "start", default=None,
+              help="Sim start (ISO 8601 with offset). Default: now at speed 1, else early enough to catch up in --catch-up-s.")
+@click.option("--catch-up-s", type=click.FloatRange(min=0), default=600.0, show_default=True,
+              help="With speed > 1 and no --start: wall seconds until the sim reaches the wall clock.")
+@click.option("--dt-ms", type=click.IntRange(min=1), default=1000, show_default=True, help="Fixed sim step.")
+@click.option("--timeline", "timeline_path", type=click.Path(path_type=Path), default=None,
+              help="Scripted timeline YAML (e.g. seeds/timelines/v1-vorne.yaml).")
+@click.option("--record", type=click.Path(path_type=Path), default=None,
+              help="Write every published value to this file (read with edge.sim.record.read_record).")
+@click.option("--security", is_flag=True, help="Also offer Basic256Sha256 Sign and SignAndEncrypt (self-signed cert).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=Path(".zhizao/sim"), show_default=True,
+              help="Where the generated certificate lives.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop after this many wall seconds and print throughput (default: run until Ctrl-C).")
+def sim(scenario_path: Path | None, port: int, host: str, speed: float, seed: int, start: str | None,
+        catch_up_s: float, dt_ms: int, timeline_path: Path | None, record: Path | None, security: bool,
+        data_dir: Path, duration: float | None) -> None:  # fmt: skip
+    """Run the OPC UA factory simulator at opc.tcp://HOST:PORT/zhizao/sim."""
+    from edge.sim.server import SimError, SimServer, default_start_ms
+    from edge.sim.timeline import TimelineError
+
+    logging.getLogger("asyncua").setLevel(logging.ERROR)  # asyncua is chatty at INFO; our own lines suffice
+    try:
+        scenario = load_scenario(scenario_path)
+        timeline = load_timeline(timeline_path) if timeline_path is not None else None
+    except ScenarioError as exc:
+        raise click.ClickException(str(exc)) from exc
+    start_ms = _parse_start(start)
+    if start_ms is None:
+        start_ms = default_start_ms(speed, dt_ms, catch_up_s=catch_up_s)
+    try:
+        server = SimServer(scenario, port, speed=speed, seed=seed, host=host, record=record, timeline=timeline,
+                           start_ms=start_ms, dt_ms=dt_ms, security=security, data_dir=data_dir)  # fmt: skip
+    except (TimelineError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if duration is not None:
+            loop.call_later(duration, stop.set)
+        await server.start()
+        n = len(server.model.table.machine_paths)
+        click.echo(f"serving {n} machines ({server.model.table.size} variables) at {server.endpoint}; Ctrl-C stops")
+        click.echo(f"next: `zhizao edge browse {server.endpoint}` or `zhizao edge run seeds/agents/<line>.yaml`")
+        try:
+            await server.run(stop)
+        finally:
+            await server.stop()
+
+    try:
+        asyncio.run(main())
+    except SimError as exc:
+        raise click.ClickException(str(exc)) from exc
+    st = server.stats
+    if duration is not None:
+        click.echo(f"{st.steps} steps, {st.values} values in {duration:g} s wall: {st.values / duration:.0f} values/s; "
+                   f"write time {st.write_s:.2f} s; caught up: {st.caught_up}")  # fmt: skip
