@@ -1,1 +1,38 @@
-"""Analytics kernels: numba OEE, losses, MTBF/MTTR and anomaly detectors over arrays, with reference twins."""
+"""Analytics kernels: numba OEE, losses, MTBF/MTTR and anomaly detectors over arrays, with reference twins.
+
+Everything here is a pure function (or a detector whose state is an array the caller keeps); nothing
+imports another zhizao package. Call `warm_up()` once at service start.
+"""
+
+from analytics.anomaly import Alarm, Cusum, Detector, EwmaZ, MahalanobisT2, RobustZ, Scored
+from analytics.features import VibrationFeatures, reference_vibration_features, vibration_features
+from analytics.oee import (
+    Category,
+    OeeConfig,
+    OeeResult,
+    fleet_oee,
+    reference_fleet_oee,
+)
+from analytics.warmup import warm_up
+
+DETECTORS: tuple[type[Detector], ...] = (EwmaZ, Cusum, RobustZ, MahalanobisT2)
+
+__all__ = [
+    "DETECTORS",
+    "Alarm",
+    "Category",
+    "Cusum",
+    "Detector",
+    "EwmaZ",
+    "MahalanobisT2",
+    "OeeConfig",
+    "OeeResult",
+    "RobustZ",
+    "Scored",
+    "VibrationFeatures",
+    "fleet_oee",
+    "reference_fleet_oee",
+    "reference_vibration_features",
+    "vibration_features",
+    "warm_up",
+]
