@@ -148,13 +148,14 @@ class SignalConfig(_Model):
             "scale": "value", "offset": "value", "stop_reason_node_id": "packml_state", "numbering": "packml_state",
             "states": "packml_state", "slow_below": "packml_state", "defective_node_id": "good_counter",
         }
+        # Messages start with "field: " so the error path names the field (see format_validation_error).
         for name, kind in only.items():
             if getattr(self, name) is not None and self.map != kind:
-                raise ValueError(f"{name} is only for map {kind!r}, this signal has map {self.map!r}")
+                raise ValueError(f"{name}: only for map {kind!r}, this signal has map {self.map!r}")
         if self.map == "good_counter" and self.defective_node_id is None:
-            raise ValueError("map 'good_counter' needs defective_node_id (the ProdDefectiveCount node)")
+            raise ValueError("defective_node_id: required for map 'good_counter' (the ProdDefectiveCount node)")
         if self.map != "value" and self.datatype is not None and self.datatype not in ("Int32", "Int64"):
-            raise ValueError(f"map {self.map!r} publishes integers; datatype {self.datatype!r} does not fit")
+            raise ValueError(f"datatype: map {self.map!r} publishes integers, not {self.datatype!r}")
         return self
 
     def published_datatype(self) -> DataTypeName:
@@ -170,7 +171,7 @@ class MachineConfig(_Model):
     id: str
     adapter: str
     oee: bool = Field(default=True, description="require State, Counts/Total and Counts/Good")
-    signals: tuple[SignalConfig, ...]
+    signals: tuple[SignalConfig, ...] = Field(min_length=1)
 
     @field_validator("id")
     @classmethod
@@ -191,8 +192,8 @@ class AgentConfig(_Model):
     sparkplug: SparkplugConfig = SparkplugConfig()
     outbox: OutboxConfig = OutboxConfig()
     metrics_port: int | None = Field(default=None, ge=1, le=65535, description="Prometheus /metrics port; none: off")
-    adapters: tuple[AdapterSettings, ...] = Field(min_length=1)
-    machines: tuple[MachineConfig, ...] = Field(min_length=1)
+    adapters: tuple[AdapterSettings, ...]
+    machines: tuple[MachineConfig, ...]
 
     @field_validator("site", "edge_node")
     @classmethod
@@ -218,6 +219,9 @@ class AgentConfig(_Model):
 def cross_check(config: AgentConfig) -> list[str]:
     """Checks that span sections: unique ids and metrics, machines mapped to adapters, OEE signals present."""
     problems: list[str] = []
+    for key in ("adapters", "machines"):
+        if not getattr(config, key):
+            problems.append(f"{key}: at least one entry is needed (())")
     names: dict[str, int] = {}
     for i, a in enumerate(config.adapters):
         if a.name in names:
@@ -272,6 +276,9 @@ def _path(loc: tuple[int | str, ...], prefix: str = "") -> str:
     return out
 
 
+_FIELD_MSG = re.compile(r"^([a-z_]+): (.*)$", re.DOTALL)
+
+
 def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]:
     """Turn a pydantic error into `path: message (value)` lines."""
     lines: list[str] = []
@@ -288,7 +295,15 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]
         elif kind == "value_error" and not loc:
             lines.append(msg.removeprefix("Value error, "))
         else:
-            lines.append(f"{path}: {msg.removeprefix('Value error, ')} ({_short(value)})")
+            msg = msg.removeprefix("Value error, ")
+            field = _FIELD_MSG.match(msg)
+            if kind == "value_error" and isinstance(value, Mapping) and field and field.group(1) in value:
+                # a model-level check about one field: point at that field and show its value
+                lines.append(f"{path}.{field.group(1)}: {field.group(2)} ({_short(value[field.group(1)])})")
+            elif kind == "value_error" and isinstance(value, Mapping) and field:
+                lines.append(f"{path}.{field.group(1)}: {field.group(2)}")
+            else:
+                lines.append(f"{path}: {msg} ({_short(value)})")
     return lines
 
 

@@ -31,7 +31,7 @@ class SubscriptionConfig(_Section):
     def _sane(self) -> SubscriptionConfig:
         if self.sampling_interval_ms > self.publishing_interval_ms * self.queue_size:
             raise ValueError(
-                f"sampling_interval_ms {self.sampling_interval_ms} is longer than the queue covers "
+                "sampling_interval_ms: longer than the queue covers "
                 f"(publishing_interval_ms x queue_size = {self.publishing_interval_ms * self.queue_size})"
             )
         return self
@@ -59,10 +59,12 @@ class SecurityConfig(_Section):
 
     @model_validator(mode="after")
     def _complete(self) -> SecurityConfig:
-        if self.mode != "None" and (self.certificate is None or self.private_key is None):
-            raise ValueError(f"mode {self.mode!r} needs certificate and private_key")
+        for key in ("certificate", "private_key"):
+            if self.mode != "None" and getattr(self, key) is None:
+                raise ValueError(f"{key}: required for mode {self.mode!r} (client certificate and private key)")
         if (self.username is None) != (self.password is None):
-            raise ValueError("username and password go together")
+            missing = "password" if self.password is None else "username"
+            raise ValueError(f"{missing}: required with {'username' if missing == 'password' else 'password'}")
         return self
 
 
