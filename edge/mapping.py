@@ -16,7 +16,8 @@ Rules:
   `d = (raw - previous) mod 2**32`; if `d <= MAX_COUNTER_STEP` (2**24) it is production (this covers the
   wraps); otherwise the device was reset, and the step is the new raw value when that is small (counting
   restarted from 0; `<= MAX_COUNTER_STEP`), else 0. The published Int64 starts at the first raw value (uint32)
-  and only ever adds steps, so it is monotonic and never shows negative production.
+  and only ever adds steps, so it is monotonic and never shows negative production. (A reset that lands
+  within MAX_COUNTER_STEP above the old value modulo 2**32, e.g. -1 -> 0, is indistinguishable from production.)
 - `good_counter`: Counts/Good = running max of (unwrapped processed - unwrapped defective), emitted on a
   change of either input: monotonic even when the defective count moves first.
 - `packml_state`: StateCurrent is mapped *by state name* (`numbering` packtags 0..17 or opc30060 0..16) to a
