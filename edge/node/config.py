@@ -39,8 +39,8 @@ class MqttConfig(_Section):
     username: str | None = None
     password: SecretStr | None = None
     tls: TlsConfig | None = None
-    reconnect_min_s: float = Field(default=0.5, gt=0, le=60)
-    reconnect_max_s: float = Field(default=30.0, gt=0, le=600)
+    reconnect_min_s: int = Field(default=1, ge=1, le=60, description="first reconnect delay; doubles per try")
+    reconnect_max_s: int = Field(default=30, ge=1, le=600, description="cap of the reconnect delay")
 
     @field_validator("url")
     @classmethod

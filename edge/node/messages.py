@@ -1,0 +1,202 @@
+"""Sparkplug message contents built from arrays: birth metric lists and DDATA chunks of a sample block.
+
+Aliases: node health metrics use `HEALTH_ALIASES` (1..4); machine signal `i` of the agent's `SignalTable`
+uses alias `SIGNAL_ALIAS_BASE + i`. `bdSeq`, `Node Control/Rebirth` and `zhizao/Batch` are never aliased,
+so any host finds them by name.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from broker.extensions import BATCH_METRIC
+from broker.sparkplug.codec import BirthMetric
+from broker.sparkplug.datatypes import DataType
+from edge.samples import QUALITY_GOOD, SampleBlock, SignalTable
+
+SIGNAL_ALIAS_BASE = 100
+REBIRTH_METRIC = "Node Control/Rebirth"
+BDSEQ_METRIC = "bdSeq"
+# Node health metrics (NBIRTH and the periodic health NDATA): name -> (alias, datatype).
+OUTBOX_DEPTH_METRIC = "Health/OutboxDepth"
+OUTBOX_BYTES_METRIC = "Health/OutboxBytes"
+SAMPLES_PER_S_METRIC = "Health/SamplesPerSecond"
+RECONNECTS_METRIC = "Health/Reconnects"
+HEALTH_ALIASES: dict[str, tuple[int, DataType]] = {
+    OUTBOX_DEPTH_METRIC: (1, DataType.Int64),
+    OUTBOX_BYTES_METRIC: (2, DataType.Int64),
+    SAMPLES_PER_S_METRIC: (3, DataType.Double),
+    RECONNECTS_METRIC: (4, DataType.Int64),
+}
+INTEGER_TYPES = {int(t) for t in (1, 2, 3, 4, 5, 6, 7, 8, 13)}
+_TEXT = {int(DataType.String), int(DataType.Text), int(DataType.UUID)}
+
+
+@dataclass(frozen=True)
+class DataChunk:
+    """The samples of one DDATA message: one device, chronological, at most `max_samples_per_message`."""
+
+    device: int
+    alias: npt.NDArray[np.uint64]
+    ts_ms: npt.NDArray[np.int64]
+    value: npt.NDArray[np.float64]
+    datatype: npt.NDArray[np.uint32]
+    quality: npt.NDArray[np.int16]
+    text: tuple[tuple[int, str], ...]
+
+
+class SignalIndex:
+    """Lookups from signal index to device, datatype and alias, as arrays for the hot path."""
+
+    def __init__(self, signals: SignalTable) -> None:
+        self.signals = signals
+        self.devices: list[str] = list(dict.fromkeys(s.machine for s in signals.signals))
+        dev = {d: i for i, d in enumerate(self.devices)}
+        self.device_of = np.array([dev[s.machine] for s in signals.signals], np.int32)
+        self.datatype_of = np.array([s.datatype for s in signals.signals], np.uint32)
+        self.alias_of = (np.arange(len(signals), dtype=np.uint64) + SIGNAL_ALIAS_BASE).astype(np.uint64)
+        self.by_device: list[list[int]] = [[] for _ in self.devices]
+        for i, s in enumerate(signals.signals):
+            self.by_device[dev[s.machine]].append(i)
+        self.datatype_by_alias = {
+            int(a): int(d) for a, d in zip(self.alias_of, self.datatype_of, strict=True)
+        }
+        self.by_name = {(s.machine, s.metric): i for i, s in enumerate(signals.signals)}
+
+    def signal_of_alias(self, alias: int) -> int | None:
+        """The signal index behind a DATA/CMD alias, or None."""
+        i = alias - SIGNAL_ALIAS_BASE
+        return i if 0 <= i < len(self.signals) else None
+
+
+def split_block(block: SampleBlock, index: SignalIndex, max_per_message: int) -> list[DataChunk]:
+    """Group a block by device, order each device's samples by time (stable), cut into messages."""
+    n = len(block)
+    if n == 0:
+        return []
+    dev = index.device_of[block.signal]
+    order = np.lexsort((block.ts_ms, dev))  # stable: primary device, then timestamp, then arrival
+    dev_sorted = dev[order]
+    bounds = [0, *(np.flatnonzero(np.diff(dev_sorted)) + 1).tolist(), n]
+    rank: npt.NDArray[np.int64] | None = None
+    if block.text:
+        rank = np.empty(n, np.int64)
+        rank[order] = np.arange(n)
+    sig_sorted = block.signal[order]
+    ts_sorted = block.ts_ms[order]
+    val_sorted = block.value[order]
+    q_sorted = block.quality[order]
+    chunks: list[DataChunk] = []
+    for a, b in itertools.pairwise(bounds):
+        for start in range(a, b, max_per_message):
+            stop = min(start + max_per_message, b)
+            sig = sig_sorted[start:stop]
+            text: tuple[tuple[int, str], ...] = ()
+            if rank is not None:
+                text = tuple((int(rank[i]) - start, s) for i, s in block.text if start <= int(rank[i]) < stop)
+            chunks.append(
+                DataChunk(
+                    int(dev_sorted[start]),
+                    index.alias_of[sig],
+                    ts_sorted[start:stop],
+                    val_sorted[start:stop],
+                    index.datatype_of[sig],
+                    q_sorted[start:stop],
+                    text,
+                )
+            )
+    return chunks
+
+
+class LastValues:
+    """The latest value of every signal (for births), updated from live blocks with array operations."""
+
+    def __init__(self, n: int) -> None:
+        self.value = np.full(n, np.nan)
+        self.ts_ms = np.zeros(n, np.int64)
+        self.quality = np.full(n, QUALITY_GOOD, np.int16)
+        self.seen = np.zeros(n, np.bool_)
+        self.text: dict[int, str] = {}
+
+    def update(self, block: SampleBlock) -> None:
+        """Take the last sample per signal of `block` (arrival order)."""
+        n = len(block)
+        if n == 0:
+            return
+        rev = block.signal[::-1]
+        sig, first_rev = np.unique(rev, return_index=True)
+        last = n - 1 - first_rev
+        self.value[sig] = block.value[last]
+        self.ts_ms[sig] = block.ts_ms[last]
+        self.quality[sig] = block.quality[last]
+        self.seen[sig] = True
+        if block.text or self.text:
+            last_of = dict(zip(sig.tolist(), last.tolist(), strict=True))
+            for s in last_of:
+                self.text.pop(s, None)
+            for i, s in block.text:
+                k = int(block.signal[i])
+                if last_of.get(k) == i:
+                    self.text[k] = s
+
+
+def _birth_value(datatype: int, value: float, text: str | None) -> float | int | bool | str | None:
+    if datatype in _TEXT:
+        return text
+    if math.isnan(value):
+        return None if datatype not in (9, 10) else value
+    if datatype in INTEGER_TYPES:
+        return int(value)
+    if datatype == DataType.Boolean:
+        return value != 0.0
+    return float(value)
+
+
+def device_birth_metrics(device: int, index: SignalIndex, last: LastValues, now_ms: int) -> list[BirthMetric]:
+    """Every metric of one device with name, alias, datatype and its latest value (null if none yet)."""
+    out: list[BirthMetric] = []
+    for i in index.by_device[device]:
+        s = index.signals.signals[i]
+        seen = bool(last.seen[i])
+        value = _birth_value(s.datatype, float(last.value[i]), last.text.get(i)) if seen else None
+        q = int(last.quality[i])
+        out.append(
+            BirthMetric(
+                s.metric,
+                DataType(s.datatype),
+                value,
+                alias=int(index.alias_of[i]),
+                timestamp_ms=int(last.ts_ms[i]) if seen else now_ms,
+                properties={"Quality": (DataType.Int32, q)} if seen and q != QUALITY_GOOD else None,
+            )
+        )
+    return out
+
+
+def node_birth_metrics(bd_seq: int, batch: int, health: dict[str, float], now_ms: int) -> list[BirthMetric]:
+    """NBIRTH metrics: bdSeq, Node Control/Rebirth (false, no alias), zhizao/Batch and the health metrics."""
+    out = [
+        BirthMetric(BDSEQ_METRIC, DataType.Int64, bd_seq, timestamp_ms=now_ms),
+        BirthMetric(REBIRTH_METRIC, DataType.Boolean, False, timestamp_ms=now_ms),
+        BirthMetric(BATCH_METRIC, DataType.Int64, batch, timestamp_ms=now_ms),
+    ]
+    for name, (alias, dt) in HEALTH_ALIASES.items():
+        v = health.get(name, 0)
+        out.append(BirthMetric(name, dt, float(v) if dt == DataType.Double else int(v), alias, now_ms))
+    return out
+
+
+def health_arrays(
+    health: dict[str, float], now_ms: int
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.uint32]]:
+    """(alias, ts, value, datatype) arrays of the health metrics, for an NDATA."""
+    names = list(HEALTH_ALIASES)
+    alias = np.array([HEALTH_ALIASES[k][0] for k in names], np.uint64)
+    dts = np.array([int(HEALTH_ALIASES[k][1]) for k in names], np.uint32)
+    values = np.array([float(health.get(k, 0.0)) for k in names], np.float64)
+    return alias, np.full(len(names), now_ms, np.int64), values, dts

@@ -1,0 +1,475 @@
+"""The Sparkplug B edge-node session: births, deaths, seq/bdSeq, rebirth, DDATA from the outbox, acks.
+
+Flow per connection (DESIGN.md section 3, standards.md section 1.3):
+CONNECT (clean start, session expiry 0, Will = NDEATH with a new persisted bdSeq) -> subscribe NCMD, DCMD per
+machine, the ack topic and (optionally) the primary host's STATE, all QoS 1 -> wait for SUBACK -> optionally
+wait for STATE online -> NBIRTH (seq 0) -> DBIRTH per machine -> every publish interval: replayed history
+(is_historical=true, rate-limited) and the live samples of the interval as DDATA, each message carrying the
+node metric `zhizao/Batch`.
+
+Batches: every NDATA/DDATA gets its own batch id (strictly increasing, persisted by the outbox). The records
+of one publish interval are split into several DDATA (per machine, at most `max_samples_per_message` each);
+the interval's records are marked with the last batch id of the interval, so an ack releases them only
+once every DDATA of that interval is committed. With `outbox.acks: false` a record is released as soon as
+paho has written its last DDATA to the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from broker.extensions import BATCH_METRIC, ExtensionError, ack_topic, decode_ack, decode_state
+from broker.sparkplug.codec import BirthMetric, PayloadError, decode, encode_birth, encode_data, encode_death
+from broker.sparkplug.datatypes import DataType
+from broker.sparkplug.topics import (
+    MessageType,
+    TopicError,
+    device_topic,
+    node_topic,
+    state_topic,
+    validate_id,
+)
+from edge.node import messages as m
+from edge.node.config import MqttConfig, SparkplugConfig
+from edge.node.link import (
+    Connected,
+    ConnectFailed,
+    Disconnected,
+    LinkError,
+    LinkEvent,
+    Message,
+    MqttLink,
+    Published,
+    Subscribed,
+)
+from edge.outbox import Outbox
+from edge.samples import SampleBlock, SignalTable
+
+log = logging.getLogger(__name__)
+
+HEALTH_INTERVAL_S = 5.0
+CommandHandler = Callable[[int, float | int | bool | str], Awaitable[None]]
+"""Called for each metric of a DCMD: (signal index, value) -> write it to the device."""
+
+
+class NodeError(Exception):
+    """The edge node cannot run (bad MQTT settings)."""
+
+
+@dataclass
+class NodeStats:
+    """Counters of one edge node (read by the health exporter)."""
+
+    connects: int = 0
+    reconnects: int = 0
+    births: int = 0
+    messages: int = 0
+    live_samples: int = 0
+    historical_samples: int = 0
+    rejected_commands: int = 0
+
+
+class EdgeNode:
+    """One Sparkplug edge node publishing the samples of `outbox` for the machines in `signals`."""
+
+    def __init__(
+        self,
+        site: str,
+        edge_node: str,
+        mqtt: MqttConfig,
+        sparkplug: SparkplugConfig,
+        outbox: Outbox,
+        signals: SignalTable,
+        *,
+        acks: bool = True,
+        state_dir: Path | None = None,
+        on_command: CommandHandler | None = None,
+    ) -> None:
+        try:
+            validate_id("site", site)
+            validate_id("edge_node", edge_node)
+        except TopicError as exc:
+            raise NodeError(str(exc)) from None
+        self.site = site
+        self.edge = edge_node
+        self.sp = sparkplug
+        self.outbox = outbox
+        self.acks = acks
+        self.index = m.SignalIndex(signals)
+        self.last = m.LastValues(len(signals))
+        self.stats = NodeStats()
+        self._on_command = on_command
+        self._bd_file = sparkplug.bdseq_file or (state_dir or outbox.dir) / "bdseq"
+        self._events: asyncio.Queue[LinkEvent | None] = asyncio.Queue()
+        self._state = "stopped"
+        self._seq = 0
+        self._bd_seq = -1
+        self._sub_mid = -1
+        self._host_online = sparkplug.primary_host is None
+        self._host_ts = -1
+        self._born_host_ts = -1
+        self._born: set[int] = set()
+        self._dead: set[int] = set()
+        self._release: deque[tuple[Published, int]] = deque()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._last_health = 0.0
+        self._last_appended = outbox.appended_samples
+        self._rate = 0.0
+        self.online = asyncio.Event()
+        self._t = {
+            "nbirth": node_topic(site, MessageType.NBIRTH, edge_node),
+            "ndeath": node_topic(site, MessageType.NDEATH, edge_node),
+            "ndata": node_topic(site, MessageType.NDATA, edge_node),
+            "ncmd": node_topic(site, MessageType.NCMD, edge_node),
+        }
+        self._dev_topics = {
+            kind: [device_topic(site, kind, edge_node, d) for d in self.index.devices]
+            for kind in (MessageType.DBIRTH, MessageType.DDEATH, MessageType.DDATA, MessageType.DCMD)
+        }
+        self._dcmd = {t: i for i, t in enumerate(self._dev_topics[MessageType.DCMD])}
+        self._ack_topic = ack_topic(site, edge_node)
+        self._state_topic = state_topic(sparkplug.primary_host) if sparkplug.primary_host else None
+        try:
+            self.link = MqttLink(
+                mqtt,
+                mqtt.client_id or f"zhizao-edge-{site}-{edge_node}",
+                self._next_will,
+                self._events.put_nowait,
+            )
+        except LinkError as exc:
+            raise NodeError(str(exc)) from None
+
+    # ---- bdSeq and the Will (called in paho's thread before every CONNECT) ------------------------
+    def _next_will(self) -> tuple[int, str, bytes]:
+        try:
+            last = int(self._bd_file.read_text().strip())
+            bd = (last + 1) % 256
+        except (FileNotFoundError, ValueError):
+            bd = 0
+        tmp = self._bd_file.with_suffix(".tmp")
+        self._bd_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(str(bd))
+        os.replace(tmp, self._bd_file)
+        return bd, self._t["ndeath"], encode_death(_now_ms(), bd_seq=bd)
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect in the background and run the session until `stop`."""
+        self._state = "connecting"
+        self.link.start()
+        self._task = asyncio.create_task(self._run(), name=f"edge-node {self.site}/{self.edge}")
+
+    async def stop(self) -> None:
+        """Clean shutdown: NDEATH (QoS 1, waited for), then DISCONNECT with the Will reason code."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._events.put_nowait(None)
+        await self._task
+        self._task = None
+        if self._state == "online":
+            self._tick()  # publish what the adapters delivered since the last interval
+        if self._state in ("online", "subscribing", "waiting-host"):
+            done = await self.link.publish(
+                self._t["ndeath"], encode_death(_now_ms(), bd_seq=self._bd_seq), 1
+            ).wait(5.0)
+            if not done:
+                log.warning(
+                    "edge node %s/%s: NDEATH not acknowledged before disconnect", self.site, self.edge
+                )
+        await self.link.disconnect(with_will=True)
+        self.outbox.end_session()
+        self._set_state("stopped")
+
+    def _set_state(self, state: str, detail: str = "") -> None:
+        if state != self._state:
+            self._state = state
+            log.info("edge node %s/%s: %s%s", self.site, self.edge, state, f" ({detail})" if detail else "")
+        if state == "online":
+            self.online.set()
+        else:
+            self.online.clear()
+
+    async def _run(self) -> None:
+        interval = self.sp.publish_interval_ms / 1000.0
+        next_tick = time.monotonic() + interval
+        while True:
+            try:
+                async with asyncio.timeout(max(0.0, next_tick - time.monotonic())):
+                    event = await self._events.get()
+                if event is None:
+                    return
+                await self._handle(event)
+            except TimeoutError:
+                pass
+            now = time.monotonic()
+            if now >= next_tick:
+                self._tick()
+                next_tick = max(next_tick + interval, now)
+
+    # ---- events -----------------------------------------------------------------------------------------
+    async def _handle(self, event: LinkEvent) -> None:
+        if isinstance(event, Connected):
+            self.stats.connects += 1
+            if self.stats.connects > 1:
+                self.stats.reconnects += 1
+            self._bd_seq = event.bd_seq
+            self._set_state("subscribing", f"connected, bdSeq {event.bd_seq}")
+            topics = [(self._t["ncmd"], 1), *((t, 1) for t in self._dev_topics[MessageType.DCMD])]
+            if self.acks:
+                topics.append((self._ack_topic, 1))
+            if self._state_topic:
+                topics.append((self._state_topic, 1))
+            self._sub_mid = self.link.subscribe(topics)
+        elif isinstance(event, Subscribed) and event.mid == self._sub_mid:
+            if event.failed:
+                log.error("edge node %s/%s: subscriptions refused: %s", self.site, self.edge, event.failed)
+            if self._host_online:
+                self._birth()
+            else:
+                self._set_state("waiting-host", f"for STATE online of {self.sp.primary_host}")
+        elif isinstance(event, Disconnected | ConnectFailed):
+            if self._state != "connecting":
+                self._set_state("connecting", f"lost connection: {event.reason}")
+            self.outbox.end_session()
+            self._release.clear()
+        elif isinstance(event, Message):
+            await self._message(event)
+
+    async def _message(self, msg: Message) -> None:
+        topic = msg.topic
+        if topic == self._ack_topic:
+            try:
+                batch = decode_ack(msg.payload)
+            except ExtensionError as exc:
+                log.warning("edge node %s/%s: ignored ack: %s", self.site, self.edge, exc)
+                return
+            self.outbox.ack(batch)
+        elif topic == self._t["ncmd"]:
+            try:
+                decoded = decode(msg.payload)
+            except PayloadError as exc:
+                log.warning("edge node %s/%s: ignored NCMD: %s", self.site, self.edge, exc)
+                return
+            i = decoded.index_of(m.REBIRTH_METRIC)
+            if i is not None and decoded.value[i] == 1.0 and self._state == "online":
+                log.info("edge node %s/%s: rebirth requested", self.site, self.edge)
+                self._birth()
+        elif topic in self._dcmd:
+            await self._device_command(self._dcmd[topic], msg.payload)
+        elif topic == self._state_topic:
+            await self._host_state(msg.payload)
+
+    async def _host_state(self, payload: bytes) -> None:
+        try:
+            online, ts = decode_state(payload)
+        except ExtensionError as exc:
+            log.warning("edge node %s/%s: ignored STATE: %s", self.site, self.edge, exc)
+            return
+        if ts < self._host_ts:
+            return  # an older STATE than one already seen: ignored (Sparkplug 3.0)
+        self._host_ts = ts
+        self._host_online = online
+        if online:
+            if self._state == "waiting-host":
+                self._birth()
+            elif self._state == "online" and ts > self._born_host_ts:
+                # A new host session: it may have missed DATA, so births and a full replay of unacked data.
+                self._birth()
+        elif self._state == "online":
+            log.warning("edge node %s/%s: primary host offline; NDEATH and reconnect", self.site, self.edge)
+            await self.link.publish(self._t["ndeath"], encode_death(_now_ms(), bd_seq=self._bd_seq), 1).wait(
+                2.0
+            )
+            self.outbox.end_session()
+            self._set_state("connecting", "primary host offline")
+            await self.link.restart()
+
+    async def _device_command(self, device: int, payload: bytes) -> None:
+        try:
+            decoded = decode(payload, self.index.datatype_by_alias)
+        except PayloadError as exc:
+            self.stats.rejected_commands += 1
+            log.warning("edge node %s/%s: ignored DCMD: %s", self.site, self.edge, exc)
+            return
+        machine = self.index.devices[device]
+        for i in range(decoded.n):
+            sig = (
+                self.index.signal_of_alias(int(decoded.alias[i]))
+                if decoded.has_alias[i]
+                else self.index.by_name.get((machine, decoded.names[i]))
+            )
+            if sig is None or int(self.index.device_of[sig]) != device:
+                self.stats.rejected_commands += 1
+                log.warning(
+                    "edge node %s/%s: DCMD for unknown metric %r on %s",
+                    self.site,
+                    self.edge,
+                    decoded.names[i] or int(decoded.alias[i]),
+                    machine,
+                )
+                continue
+            value: float | int | bool | str = decoded.text.get(i, float(decoded.value[i]))
+            dt = int(self.index.datatype_of[sig])
+            if isinstance(value, float) and dt == DataType.Boolean:
+                value = value != 0.0
+            elif isinstance(value, float) and dt in m.INTEGER_TYPES:
+                value = int(value)
+            if self._on_command is not None:
+                await self._on_command(sig, value)
+
+    # ---- births and deaths ------------------------------------------------------------------------------
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) % 256
+        return self._seq
+
+    def _birth(self) -> None:
+        """NBIRTH (seq 0) and a DBIRTH for every live machine; unacked outbox data becomes history to replay."""
+        now = _now_ms()
+        self._seq = 0
+        self._release.clear()
+        self.outbox.begin_session()
+        metrics = m.node_birth_metrics(self._bd_seq, self.outbox.last_batch, self._health(), now)
+        self.link.publish(self._t["nbirth"], encode_birth(0, now, metrics))
+        self._born.clear()
+        for d in range(len(self.index.devices)):
+            if d not in self._dead:
+                self._device_birth(d, now)
+        self.stats.births += 1
+        self.stats.messages += 1
+        self._born_host_ts = self._host_ts
+        self._set_state("online", f"NBIRTH bdSeq {self._bd_seq}")
+
+    def _device_birth(self, device: int, now: int) -> None:
+        payload = encode_birth(
+            self._next_seq(), now, m.device_birth_metrics(device, self.index, self.last, now)
+        )
+        self.link.publish(self._dev_topics[MessageType.DBIRTH][device], payload)
+        self._born.add(device)
+        self.stats.messages += 1
+
+    def device_state(self, machine: str, online: bool) -> None:
+        """The adapter lost (DDEATH) or regained (DBIRTH) a machine's data source."""
+        try:
+            device = self.index.devices.index(machine)
+        except ValueError:
+            return
+        if online:
+            self._dead.discard(device)
+            if self._state == "online" and device not in self._born:
+                self._device_birth(device, _now_ms())
+        else:
+            self._dead.add(device)
+            if self._state == "online" and device in self._born:
+                self.link.publish(
+                    self._dev_topics[MessageType.DDEATH][device],
+                    encode_death(_now_ms(), seq=self._next_seq()),
+                )
+                self._born.discard(device)
+                self.stats.messages += 1
+            log.info(
+                "edge node %s/%s: machine %s %s", self.site, self.edge, machine, "back" if online else "lost"
+            )
+
+    # ---- publishing ---------------------------------------------------------------------------------------
+    def _tick(self) -> None:
+        if self._state == "online":
+            if self.outbox.replay_pending:
+                hist, positions = self.outbox.take_replay(self.sp.replay_samples_per_interval)
+                self._publish(hist, positions, historical=True)
+            live, positions = self.outbox.take_live()
+            if len(live):
+                self.last.update(live)
+                self._publish(live, positions, historical=False)
+            if time.monotonic() - self._last_health >= HEALTH_INTERVAL_S:
+                self._publish_health()
+            if not self.acks:
+                while self._release and self._release[0][0].done:
+                    self.outbox.ack(self._release.popleft()[1])
+        self.outbox.maybe_sync()
+
+    def _publish(self, block: SampleBlock, positions: list[int], historical: bool) -> None:
+        chunks = m.split_block(block, self.index, self.sp.max_samples_per_message)
+        if not chunks:
+            return
+        now = _now_ms()
+        handle: Published | None = None
+        batch = 0
+        for c in chunks:
+            if c.device not in self._born:
+                self._dead.discard(c.device)
+                self._device_birth(c.device, now)
+            batch = self.outbox.next_batch()
+            payload = encode_data(
+                self._next_seq(),
+                now,
+                c.alias,
+                c.ts_ms,
+                c.value,
+                c.datatype,
+                historical=historical,
+                quality=c.quality,
+                text=c.text,
+                extra=(BirthMetric(BATCH_METRIC, DataType.Int64, batch),),
+            )
+            handle = self.link.publish(self._dev_topics[MessageType.DDATA][c.device], payload)
+            self.stats.messages += 1
+        self.outbox.mark_published(positions, batch)
+        if historical:
+            self.stats.historical_samples += len(block)
+        else:
+            self.stats.live_samples += len(block)
+        if not self.acks and handle is not None:
+            self._release.append((handle, batch))
+
+    def _health(self) -> dict[str, float]:
+        now = time.monotonic()
+        appended = self.outbox.appended_samples
+        if self._last_health:
+            self._rate = (appended - self._last_appended) / max(now - self._last_health, 1e-3)
+        self._last_health = now
+        self._last_appended = appended
+        return {
+            m.OUTBOX_DEPTH_METRIC: self.outbox.depth_samples,
+            m.OUTBOX_BYTES_METRIC: self.outbox.depth_bytes,
+            m.SAMPLES_PER_S_METRIC: self._rate,
+            m.RECONNECTS_METRIC: self.stats.reconnects,
+        }
+
+    def _publish_health(self) -> None:
+        now = _now_ms()
+        alias, ts, value, dts = m.health_arrays(self._health(), now)
+        batch = self.outbox.next_batch()
+        payload = encode_data(
+            self._next_seq(),
+            now,
+            alias,
+            ts,
+            value,
+            dts,
+            extra=(BirthMetric(BATCH_METRIC, DataType.Int64, batch),),
+        )
+        self.link.publish(self._t["ndata"], payload)
+        self.stats.messages += 1
+
+    @property
+    def state(self) -> str:
+        """connecting, subscribing, waiting-host, online or stopped."""
+        return self._state
+
+    @property
+    def samples_per_s(self) -> float:
+        """Samples appended per second over the last health interval."""
+        return self._rate
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
