@@ -309,7 +309,7 @@ def test_primary_host_state_wait_offline_and_stale(tmp_path: Path, mqtt_url: str
             pub, state_topic, json.dumps({"online": True, "timestamp": 400}).encode(), 1, True
         )
         await rig.cap.until(
-            lambda ms: kinds(ms).count("NBIRTH") == 2, timeout=20, what="NBIRTH after reconnect"
+            lambda ms: kinds(ms).count("NBIRTH") == 2, within_s=20, what="NBIRTH after reconnect"
         )
         await asyncio.to_thread(pub, state_topic, b"", 1, True)  # clear the retained STATE
 
