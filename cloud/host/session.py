@@ -1,0 +1,141 @@
+"""Per-edge-node Sparkplug session state (bdSeq, seq, alias maps, online devices, ack bookkeeping).
+
+The host keeps this behind `SessionStore`, so several ingest workers could share it in a database or
+Redis; the in-memory store is the one-process implementation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+
+class NodeKey(NamedTuple):
+    """(site, edge node): Sparkplug group_id and edge_node_id."""
+
+    site: str
+    edge: str
+
+
+@dataclass
+class AliasMap:
+    """alias -> (tag id, datatype) of one edge node, with sorted numpy arrays for vectorised lookup."""
+
+    tag_of: dict[int, int] = field(default_factory=dict)
+    type_of: dict[int, int] = field(default_factory=dict)
+    tag_of_name: dict[tuple[str | None, str], int] = field(default_factory=dict)  # (device, name) -> tag
+    _keys: npt.NDArray[np.uint64] | None = None
+    _tags: npt.NDArray[np.int32] | None = None
+
+    def add(self, alias: int | None, tag_id: int, datatype: int, device: str | None, name: str) -> None:
+        """Register one metric of a birth (metrics without an alias are found by name)."""
+        self.tag_of_name[(device, name)] = tag_id
+        if alias is not None:
+            self.tag_of[alias] = tag_id
+            self.type_of[alias] = datatype
+            self._keys = None
+
+    def lookup(self, aliases: npt.NDArray[np.uint64]) -> npt.NDArray[np.int32]:
+        """Tag id per alias, -1 where the alias is unknown (one searchsorted per message)."""
+        if self._keys is None:
+            keys = np.fromiter(self.tag_of.keys(), np.uint64, len(self.tag_of))
+            order = np.argsort(keys)
+            self._keys = keys[order]
+            self._tags = np.fromiter(self.tag_of.values(), np.int32, len(self.tag_of))[order]
+        assert self._tags is not None
+        if len(self._keys) == 0:
+            return np.full(len(aliases), -1, np.int32)
+        pos = np.searchsorted(self._keys, aliases)
+        pos[pos >= len(self._keys)] = 0
+        return np.where(self._keys[pos] == aliases, self._tags[pos], np.int32(-1)).astype(np.int32)
+
+
+@dataclass
+class NodeSession:
+    """Everything the host knows about one edge node's current Sparkplug session."""
+
+    key: NodeKey
+    online: bool = False
+    born: bool = False  # an NBIRTH of the current session was processed
+    bd_seq: int | None = None
+    next_seq: int | None = None
+    missing: dict[int, float] = field(default_factory=dict)  # seq -> monotonic time the gap was seen
+    aliases: AliasMap = field(default_factory=AliasMap)
+    node_tags: dict[str, int] = field(default_factory=dict)  # name -> tag id of node metrics
+    special_aliases: dict[int, str] = field(default_factory=dict)  # alias -> "batch" or a health field
+    devices: set[str] = field(default_factory=set)  # devices born in this session
+    last_rebirth_request: float = float("-inf")
+    # Delivery acks (zhizao extension): a batch id is acked only once a message of a later batch arrived
+    # (a batch may span several messages), never past a seq gap, and never beyond what was committed.
+    last_batch_seen: int | None = None
+    closed_through: int | None = None  # the highest batch seen complete (acks are cumulative)
+    frozen: str | None = None  # why acks may not advance (a seq gap, dropped messages) until the next birth
+    ack_promised: int | None = None  # the last ack value handed to the DB writer
+    last_batch_id: int | None = None  # latest zhizao/Batch seen, for edge_nodes.last_batch
+
+    def reset_for_birth(self, bd_seq: int | None) -> None:
+        """A new NBIRTH: fresh alias map and seq, devices must be born again, ack tracking restarts."""
+        self.online = True
+        self.born = True
+        self.bd_seq = bd_seq
+        self.next_seq = 1
+        self.missing.clear()
+        self.aliases = AliasMap()
+        self.node_tags = {}
+        self.special_aliases = {}
+        self.devices = set()
+        # Closures recorded before this birth stay valid (their messages are queued for commit, in order);
+        # the edge replays everything after the last ack it received, so acking can resume.
+        self.last_batch_seen = None
+        self.frozen = None
+
+    def see_batch(self, batch_id: int) -> None:
+        """A message of `batch_id` arrived: the previous batch is complete (its messages are contiguous)."""
+        previous = self.last_batch_seen
+        if (
+            previous is not None
+            and batch_id != previous
+            and self.frozen is None
+            and (self.closed_through is None or previous > self.closed_through)
+        ):
+            self.closed_through = previous
+        self.last_batch_seen = batch_id
+        self.last_batch_id = batch_id
+
+
+class SessionStore(Protocol):
+    """Where session state lives: in memory for one worker, a shared store for several."""
+
+    def get(self, key: NodeKey) -> NodeSession | None:
+        """The session of an edge node, or None if the host has not seen it."""
+
+    def get_or_create(self, key: NodeKey) -> NodeSession:
+        """The session of an edge node, created empty when unknown."""
+
+    def all(self) -> list[NodeSession]:
+        """Every known session."""
+
+
+class InMemorySessionStore:
+    """SessionStore for a single ingest process."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[NodeKey, NodeSession] = {}
+
+    def get(self, key: NodeKey) -> NodeSession | None:
+        """The session of an edge node, or None."""
+        return self._sessions.get(key)
+
+    def get_or_create(self, key: NodeKey) -> NodeSession:
+        """The session of an edge node, created empty when unknown."""
+        session = self._sessions.get(key)
+        if session is None:
+            session = self._sessions[key] = NodeSession(key)
+        return session
+
+    def all(self) -> list[NodeSession]:
+        """Every known session."""
+        return list(self._sessions.values())

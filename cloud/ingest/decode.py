@@ -1,0 +1,153 @@
+"""One DATA/BIRTH payload -> validated sample arrays (alias -> tag id per node) plus dead-letter verdicts."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from broker.extensions import BATCH_METRIC
+from broker.sparkplug.codec import Decoded
+from cloud.host.session import NodeSession
+
+# Earliest timestamp accepted: anything before 2000-01-01 is a clock that was never set.
+MIN_TS_MS = 946_684_800_000
+
+# Node metrics that describe the edge node's own health (matched on a normalised name suffix, so
+# `Outbox/Depth`, `zhizao/OutboxDepth` or `outbox_depth` all work).
+HEALTH_FIELDS: dict[str, tuple[str, ...]] = {
+    "outbox_depth": ("outboxdepth", "outboxsamples"),
+    "samples_per_s": ("samplespers", "samplespersecond", "samplesps", "samplerate"),
+    "reconnects": ("reconnects", "reconnectcount"),
+}
+_NOT_ALNUM = re.compile(r"[^a-z0-9]")
+
+
+def health_field(name: str) -> str | None:
+    """Which health figure a node metric name reports, if any."""
+    norm = _NOT_ALNUM.sub("", name.lower())
+    for fieldname, suffixes in HEALTH_FIELDS.items():
+        if norm.endswith(suffixes):
+            return fieldname
+    return None
+
+
+def is_control_metric(name: str) -> bool:
+    """Protocol metrics that are not stored as time series."""
+    return name == "bdSeq" or name == BATCH_METRIC or name.startswith("Node Control/")
+
+
+@dataclass
+class Verdict:
+    """The samples of one message split into what gets stored and what gets refused (with reasons)."""
+
+    tag: npt.NDArray[np.int32]
+    ts_ms: npt.NDArray[np.int64]
+    value: npt.NDArray[np.float64]
+    null: npt.NDArray[np.bool_]
+    quality: npt.NDArray[np.int16]
+    live: npt.NDArray[np.bool_]
+    text_rows: list[tuple[int, int, str, int, bool]] = field(default_factory=list)
+    rejected: dict[str, str] = field(default_factory=dict)  # reason -> detail
+    batch_id: int | None = None
+    health: dict[str, float] = field(default_factory=dict)
+    total: int = 0
+
+
+def _example(d: Decoded, mask: npt.NDArray[np.bool_], what: str) -> str:
+    idx = np.flatnonzero(mask)
+    i = int(idx[0])
+    ident = f"alias {int(d.alias[i])}" if d.has_alias[i] else f"name {d.names[i]!r}"
+    return (
+        f"{len(idx)} of {d.n} samples refused ({what}); first: {ident} value={float(d.value[i])!r} "
+        f"ts_ms={int(d.ts_ms[i])}"
+    )
+
+
+def sort_samples(
+    d: Decoded,
+    session: NodeSession,
+    device: str | None,
+    *,
+    now_ms: int,
+    max_future_ms: int,
+    allow_nan: bool,
+) -> Verdict:
+    """Resolve aliases (one numpy lookup), read the batch id and health figures, validate every sample."""
+    n = d.n
+    alias = d.alias
+    control = np.zeros(n, np.bool_)
+    batch_id: int | None = None
+    health: dict[str, float] = {}
+    tag = session.aliases.lookup(alias)
+    tag[~d.has_alias] = -1
+    for i in np.flatnonzero(~d.has_alias).tolist():
+        name = d.names[i]
+        if is_control_metric(name):
+            control[i] = True
+            if name == BATCH_METRIC and not d.is_null[i]:
+                batch_id = int(d.value[i])
+            continue
+        t = session.aliases.tag_of_name.get((device, name), session.aliases.tag_of_name.get((None, name)))
+        if t is not None:
+            tag[i] = t
+            role = health_field(name) if device is None or (device, name) not in session.aliases.tag_of_name else None
+            if role is not None and not d.is_null[i]:
+                health[role] = float(d.value[i])
+    # Aliased protocol / health metrics of the node (the edge may send zhizao/Batch by alias too).
+    if session.special_aliases:
+        for a, role in session.special_aliases.items():
+            hit = np.flatnonzero(d.has_alias & (alias == np.uint64(a)))
+            if not len(hit):
+                continue
+            last = int(hit[-1])
+            if role == "batch":
+                control[hit] = True
+                if not d.is_null[last]:
+                    batch_id = int(d.value[last])
+            elif not d.is_null[last]:
+                health[role] = float(d.value[last])
+    verdict_rejected: dict[str, str] = {}
+    bad = np.zeros(n, np.bool_)
+    unknown = (tag < 0) & ~control
+    if unknown.any():
+        verdict_rejected["unknown_alias"] = _example(d, unknown, "alias or name not in the birth")
+        bad |= unknown
+    is_text = np.zeros(n, np.bool_)
+    if d.text:
+        is_text[list(d.text)] = True
+    if not allow_nan:
+        nonfinite = ~np.isfinite(d.value) & ~d.is_null & ~is_text & ~control & ~bad
+        if nonfinite.any():
+            verdict_rejected["non_finite"] = _example(d, nonfinite, "NaN or Inf value")
+            bad |= nonfinite
+    future = (d.ts_ms > now_ms + max_future_ms) & ~control & ~bad
+    if future.any():
+        verdict_rejected["future_timestamp"] = _example(d, future, f"more than {max_future_ms} ms ahead")
+        bad |= future
+    old = (d.ts_ms < MIN_TS_MS) & ~control & ~bad
+    if old.any():
+        verdict_rejected["bad_timestamp"] = _example(d, old, "before 2000-01-01 or missing")
+        bad |= old
+    keep = ~bad & ~control & ~is_text
+    live = ~d.is_historical
+    text_rows = [
+        (int(d.ts_ms[i]), int(tag[i]), s, int(d.quality[i]), bool(live[i]))
+        for i, s in d.text.items()
+        if not bad[i] and not control[i]
+    ]
+    return Verdict(
+        tag=tag[keep],
+        ts_ms=d.ts_ms[keep],
+        value=d.value[keep],
+        null=d.is_null[keep],
+        quality=d.quality[keep],
+        live=live[keep],
+        text_rows=text_rows,
+        rejected=verdict_rejected,
+        batch_id=batch_id,
+        health=health,
+        total=n,
+    )

@@ -1,0 +1,427 @@
+"""The processor thread: Sparkplug host logic (births, deaths, seq, rebirths) and building DB batches.
+
+paho's network thread only enqueues (topic, payload, time); this thread owns every session and never
+touches the network loop. Births and deaths are written at once (they are rare and later DATA needs the
+tag ids); samples go to the current batch, handed to the DB writer when it is big or old enough.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from psycopg_pool import ConnectionPool
+
+from broker.extensions import BATCH_METRIC
+from broker.sparkplug.codec import Decoded, PayloadError, bdseq_of, decode
+from broker.sparkplug.topics import MessageType, Topic, TopicError
+from cloud.host.session import NodeKey, NodeSession, SessionStore
+from cloud.ingest import metrics, registry
+from cloud.ingest.batch import Batch, DeadLetter, NodeHealth
+from cloud.ingest.decode import health_field, is_control_metric, sort_samples
+from cloud.ingest.settings import IngestSettings
+from cloud.ingest.writer import DbWriter
+from cloud.storage.db import StorageUnavailable, translate_errors
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+RebirthSender = Callable[[NodeKey], None]
+
+_DATA = frozenset({"NDATA", "DDATA"})
+_DEAD_LETTER_PAYLOAD_MAX = 64 * 1024  # keep a readable prefix of huge payloads, not all of it
+LINE_PROPERTY = "Properties/Line"
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """A message as received on the network thread."""
+
+    topic: str
+    payload: bytes
+    received_ms: int
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """Marker: DATA of this node was dropped here (receive budget exceeded); acks must stop at this point."""
+
+    key: NodeKey
+
+
+class Stopping(Exception):
+    """Raised inside the processor when the service stops while it waits on the database."""
+
+
+class Processor:
+    """Owns the receive queue, the Sparkplug sessions and the batch being built."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        writer: DbWriter,
+        sessions: SessionStore,
+        settings: IngestSettings,
+        send_rebirth: RebirthSender,
+        *,
+        check_seq: bool = True,
+    ) -> None:
+        self._pool = pool
+        self._writer = writer
+        self._sessions = sessions
+        self._s = settings
+        self._send_rebirth = send_rebirth
+        self._check_seq = check_seq
+        self._queue: queue.SimpleQueue[Inbound | Dropped | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._queued_bytes = 0
+        self._drop_marked: set[NodeKey] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="zhizao-ingest-processor", daemon=True)
+        self._batch = Batch()
+        self._rebirth_wanted: dict[NodeKey, str] = {}
+        self._next_timer_check = 0.0
+        self.received_messages = 0
+        self.received_samples = 0
+        self.dead_letters = 0
+
+    # --- network thread side ---
+
+    def offer(self, topic: str, payload: bytes, received_ms: int) -> None:
+        """Enqueue a message (never blocks); DATA beyond the byte budget is dropped and marked."""
+        size = len(payload)
+        with self._lock:
+            if self._queued_bytes + size > self._s.queue_max_bytes:
+                parts = topic.split("/")
+                if len(parts) >= 4 and parts[2] in _DATA:
+                    metrics.DROPPED.labels("overload").inc()
+                    key = NodeKey(parts[1], parts[3])
+                    if key not in self._drop_marked:
+                        self._drop_marked.add(key)
+                        self._queue.put(Dropped(key))
+                    return
+            self._queued_bytes += size
+            metrics.QUEUE_BYTES.set(self._queued_bytes)
+        self._queue.put(Inbound(topic, payload, received_ms))
+
+    def queued_bytes(self) -> int:
+        """Payload bytes waiting."""
+        return self._queued_bytes
+
+    # --- lifecycle ---
+
+    def start(self) -> None:
+        """Start the processor thread."""
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        """Process what is queued, hand the last batch to the writer, end the thread."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._stop.set()
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                item = self._next_item()
+                if item is None and self._stop.is_set():
+                    break
+                if isinstance(item, Inbound):
+                    with self._lock:
+                        self._queued_bytes -= len(item.payload)
+                    self._handle(item)
+                elif isinstance(item, Dropped):
+                    with self._lock:
+                        self._drop_marked.discard(item.key)
+                    self._freeze(item.key, "dropped", "messages dropped under overload")
+                self._timers()
+            self._cut(final=True)
+        except Stopping:
+            log.info("processor stopped while waiting for the database")
+        except Exception:
+            log.exception("ingest processor crashed")
+            raise
+
+    def _next_item(self) -> Inbound | Dropped | None:
+        wait = self._s.batch_max_ms / 1000.0
+        if self._batch.samples or not self._batch.empty():
+            wait = max(0.0, self._batch.started + self._s.batch_max_ms / 1000.0 - time.monotonic())
+        try:
+            item = self._queue.get(timeout=min(wait, 0.1))
+        except queue.Empty:
+            return None
+        if item is None:
+            self._stop.set()
+        return item
+
+    def _timers(self) -> None:
+        now = time.monotonic()
+        batch_age = now - self._batch.started
+        if self._batch.samples >= self._s.batch_max_samples or (
+            not self._batch.empty() and batch_age * 1000 >= self._s.batch_max_ms
+        ):
+            self._cut()
+        if self._batch.empty():
+            self._batch.started = now
+        if now < self._next_timer_check:
+            return
+        self._next_timer_check = now + 0.05
+        timeout = self._s.reorder_timeout_ms / 1000.0
+        for session in self._sessions.all():
+            if session.missing and now - min(session.missing.values()) >= timeout:
+                log.warning(
+                    "%s/%s: seq gap (missing %s) not filled within %d ms; requesting rebirth",
+                    *session.key, sorted(session.missing)[:5], self._s.reorder_timeout_ms,
+                )
+                session.missing.clear()
+                self._rebirth_wanted.setdefault(session.key, "seq_gap")
+        for key, reason in list(self._rebirth_wanted.items()):
+            session = self._sessions.get_or_create(key)
+            if (now - session.last_rebirth_request) * 1000 >= self._s.rebirth_min_interval_ms:
+                session.last_rebirth_request = now
+                del self._rebirth_wanted[key]
+                metrics.REBIRTHS.labels(reason).inc()
+                log.info("requesting rebirth of %s/%s (%s)", key.site, key.edge, reason)
+                self._send_rebirth(key)
+
+    def _cut(self, final: bool = False) -> None:
+        batch = self._batch
+        for key in batch.touched:
+            session = self._sessions.get(key)
+            if session is None:
+                continue
+            closed, promised = session.closed_through, session.ack_promised
+            # Acks are cumulative at the edge: only a higher value tells it something new.
+            if closed is not None and (promised is None or closed > promised):
+                batch.acks[key] = session.closed_through
+                session.ack_promised = session.closed_through
+        self._batch = Batch()
+        if batch.empty():
+            return
+        while not self._writer.submit(batch, timeout=0.5):
+            if self._stop.is_set() and not final:
+                raise Stopping
+            if final and self._stop.is_set():
+                # Shutting down with the writer stuck: unacked data stays at the edge.
+                return
+
+    # --- helpers ---
+
+    def _db(self, func: Callable[..., T], *args: object) -> T:
+        """Run a registry function, retrying through database outages (later DATA needs its result)."""
+        delay = self._s.db_retry_initial_s
+        while True:
+            try:
+                with translate_errors(), self._pool.connection() as conn:
+                    return func(conn, *args)
+            except StorageUnavailable as exc:
+                metrics.DB_ERRORS.labels("unavailable").inc()
+                log.debug("registry write waiting for the database: %s", exc)
+                if self._stop.wait(delay):
+                    raise Stopping from exc
+                delay = min(delay * 2, self._s.db_retry_max_s)
+
+    def _dead_letter(self, item: Inbound, reason: str, detail: str) -> None:
+        metrics.DEAD_LETTERS.labels(reason).inc()
+        self.dead_letters += 1
+        self._batch.dead_letters.append(
+            DeadLetter(item.received_ms, item.topic, reason, detail, item.payload[:_DEAD_LETTER_PAYLOAD_MAX])
+        )
+
+    def _want_rebirth(self, key: NodeKey, reason: str) -> None:
+        self._rebirth_wanted.setdefault(key, reason)
+
+    def _freeze(self, key: NodeKey, reason: str, why: str) -> None:
+        session = self._sessions.get_or_create(key)
+        if session.frozen is None:
+            log.warning("%s/%s: acks held until the next birth (%s)", key.site, key.edge, why)
+        session.frozen = session.frozen or reason
+        self._want_rebirth(key, reason)
+
+    def _seq(self, session: NodeSession, seq: int | None) -> None:
+        """Track Sparkplug seq (0..255 per node across message types); a gap starts the reorder timer."""
+        if seq is None or not self._check_seq:
+            return
+        expected = session.next_seq
+        if expected is None or seq == expected:
+            session.next_seq = (seq + 1) % 256
+            return
+        if seq in session.missing:  # a late, reordered message fills the gap
+            del session.missing[seq]
+            if not session.missing and session.frozen == "seq_gap":
+                session.frozen = None
+            return
+        gap = (seq - expected) % 256
+        if gap > 128:
+            return  # behind the expected value: a duplicate or a very late message; nothing to track
+        now = time.monotonic()
+        for k in range(gap):
+            session.missing[(expected + k) % 256] = now
+        if session.frozen is None:
+            session.frozen = "seq_gap"
+        session.next_seq = (seq + 1) % 256
+
+    # --- message handling ---
+
+    def _handle(self, item: Inbound) -> None:
+        self.received_messages += 1
+        parts = item.topic.split("/")
+        if len(parts) >= 3 and parts[1] == "STATE":
+            return  # another host's STATE
+        if len(parts) >= 3 and parts[2] in ("NCMD", "DCMD"):
+            return  # commands (ours included) are not data
+        if len(item.payload) > self._s.max_payload_bytes:
+            metrics.MESSAGES.labels("oversize").inc()
+            self._dead_letter(
+                item, "oversize", f"payload of {len(item.payload)} bytes exceeds {self._s.max_payload_bytes}"
+            )
+            return
+        try:
+            topic = Topic.parse(item.topic)
+        except TopicError as exc:
+            metrics.MESSAGES.labels("bad_topic").inc()
+            self._dead_letter(item, "bad_topic", str(exc))
+            return
+        metrics.MESSAGES.labels(topic.type.value).inc()
+        if self._s.allowed_sites is not None and topic.group not in self._s.allowed_sites:
+            self._dead_letter(item, "unknown_group", f"group {topic.group!r} is not in the site allow-list")
+            return
+        key = NodeKey(topic.group, topic.edge)
+        session = self._sessions.get(key)
+        dtypes = session.aliases.type_of if session is not None else None
+        try:
+            decoded = decode(item.payload, dtypes)
+        except PayloadError as exc:
+            self._dead_letter(item, "not_protobuf", str(exc))
+            return
+        mtype = topic.type
+        if mtype is MessageType.NBIRTH:
+            self._on_nbirth(item, key, decoded)
+        elif mtype is MessageType.NDEATH:
+            self._on_ndeath(item, key, decoded)
+        elif session is None or not session.born:
+            metrics.DROPPED.labels("no_birth").inc()
+            self._want_rebirth(key, "data_before_birth")
+        elif mtype is MessageType.DBIRTH:
+            assert topic.device is not None
+            self._on_dbirth(item, session, topic.device, decoded)
+        elif mtype is MessageType.DDEATH:
+            assert topic.device is not None
+            self._seq(session, decoded.seq)
+            session.devices.discard(topic.device)
+            when = decoded.timestamp_ms or item.received_ms
+            self._db(registry.mark_device_dead, key.site, key.edge, topic.device, when)
+            log.info("%s/%s/%s offline (DDEATH)", key.site, key.edge, topic.device)
+        elif mtype is MessageType.DDATA and topic.device not in session.devices:
+            metrics.DROPPED.labels("no_birth").inc()
+            self._want_rebirth(key, "data_before_birth")
+        else:
+            self._on_data(item, session, topic.device, decoded)
+
+    def _birth_metrics(self, decoded: Decoded) -> list[registry.MetricDef]:
+        seen: dict[str, registry.MetricDef] = {}
+        for i, name in enumerate(decoded.names):
+            if name and not is_control_metric(name):
+                seen[name] = registry.MetricDef(name, int(decoded.datatype[i]))
+        return list(seen.values())
+
+    def _on_nbirth(self, item: Inbound, key: NodeKey, decoded: Decoded) -> None:
+        session = self._sessions.get_or_create(key)
+        bd_seq = bdseq_of(decoded)
+        defs = self._birth_metrics(decoded)
+        when = decoded.timestamp_ms or item.received_ms
+        tags = self._db(registry.register_node_birth, key.site, key.edge, bd_seq, when, defs)
+        session.reset_for_birth(bd_seq)
+        session.node_tags = tags
+        self._rebirth_wanted.pop(key, None)
+        self._learn_aliases(session, None, decoded, tags)
+        if decoded.seq is not None:
+            session.next_seq = (decoded.seq + 1) % 256
+        log.info("%s/%s online (NBIRTH, bdSeq %s, %d metrics)", key.site, key.edge, bd_seq, len(defs))
+        self._store(item, session, None, decoded, birth=True)
+
+    def _on_dbirth(self, item: Inbound, session: NodeSession, device: str, decoded: Decoded) -> None:
+        key = session.key
+        self._seq(session, decoded.seq)
+        defs = self._birth_metrics(decoded)
+        line = decoded.index_of(LINE_PROPERTY)
+        line_id = decoded.text.get(line, key.edge) if line is not None else key.edge
+        when = decoded.timestamp_ms or item.received_ms
+        tags = self._db(registry.register_device_birth, key.site, key.edge, device, line_id, when, defs)
+        self._learn_aliases(session, device, decoded, tags)
+        session.devices.add(device)
+        log.info("%s/%s/%s online (DBIRTH, %d metrics)", key.site, key.edge, device, len(defs))
+        self._store(item, session, device, decoded, birth=True)
+
+    def _learn_aliases(self, session: NodeSession, device: str | None, decoded: Decoded, tags: dict[str, int]) -> None:
+        for i, name in enumerate(decoded.names):
+            if not name:
+                continue
+            alias = int(decoded.alias[i]) if decoded.has_alias[i] else None
+            if device is None and alias is not None:
+                role = "batch" if name == BATCH_METRIC else health_field(name)
+                if role is not None:
+                    session.special_aliases[alias] = role
+            tag = tags.get(name)
+            if tag is not None:
+                session.aliases.add(alias, tag, int(decoded.datatype[i]), device, name)
+
+    def _on_ndeath(self, item: Inbound, key: NodeKey, decoded: Decoded) -> None:
+        session = self._sessions.get(key)
+        bd_seq = bdseq_of(decoded)
+        if session is None or not session.online or session.bd_seq != bd_seq:
+            log.info("%s/%s: stale NDEATH (bdSeq %s, session %s) ignored", key.site, key.edge, bd_seq,
+                     session.bd_seq if session else None)
+            return
+        session.online = False
+        session.born = False
+        session.devices.clear()
+        session.missing.clear()
+        # The host's receive time, as the spec asks for NDEATH.
+        self._db(registry.mark_node_dead, key.site, key.edge, item.received_ms)
+        log.info("%s/%s offline (NDEATH, bdSeq %s)", key.site, key.edge, bd_seq)
+
+    def _on_data(self, item: Inbound, session: NodeSession, device: str | None, decoded: Decoded) -> None:
+        self._seq(session, decoded.seq)
+        self._store(item, session, device, decoded)
+
+    def _store(
+        self, item: Inbound, session: NodeSession, device: str | None, decoded: Decoded, *, birth: bool = False
+    ) -> None:
+        verdict = sort_samples(
+            decoded,
+            session,
+            device,
+            now_ms=item.received_ms,
+            max_future_ms=int(self._s.max_future_s * 1000),
+            allow_nan=self._s.allow_nan,
+        )
+        for reason, detail in verdict.rejected.items():
+            self._dead_letter(item, reason, detail)
+            if reason == "unknown_alias":
+                self._want_rebirth(session.key, "unknown_alias")
+        batch = self._batch
+        batch.add(verdict.tag, verdict.ts_ms, verdict.value, verdict.null, verdict.quality, verdict.live)
+        batch.text_rows.extend(verdict.text_rows)
+        self.received_samples += verdict.total
+        metrics.SAMPLES_RECEIVED.inc(verdict.total)
+        key = session.key
+        batch.touched.add(key)
+        if verdict.batch_id is not None and not birth:
+            # A birth reports the node's current batch counter, not a new batch: it closes nothing.
+            session.see_batch(verdict.batch_id)
+        health = batch.health.get(key)
+        if health is None:
+            health = batch.health[key] = NodeHealth(item.received_ms)
+        health.last_seen_ms = max(health.last_seen_ms, item.received_ms)
+        if verdict.batch_id is not None:
+            health.last_batch = verdict.batch_id
+        for name, value in verdict.health.items():
+            setattr(health, name, value)

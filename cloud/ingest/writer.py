@@ -1,0 +1,232 @@
+"""The DB writer thread: COPY a batch into staging, one INSERT .. ON CONFLICT DO NOTHING, commit, then ack.
+
+It runs apart from paho's network thread and the processor, so neither ever waits on the database.
+A database outage makes it retry the same batch with backoff; nothing is acknowledged meanwhile, and
+the bounded queue in front of it pushes back on the processor.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from cloud.host.session import NodeKey
+from cloud.ingest import metrics
+from cloud.ingest.batch import Batch
+from cloud.storage import plain
+from cloud.storage.db import StorageError, StorageUnavailable, translate_errors
+
+log = logging.getLogger(__name__)
+
+_STAGE_DDL = (
+    "CREATE TEMP TABLE IF NOT EXISTS zhizao_stage"
+    " (ts timestamptz NOT NULL, tag_id integer NOT NULL, value double precision, quality smallint NOT NULL,"
+    " live boolean NOT NULL) ON COMMIT DELETE ROWS"
+)
+_STAGE_TEXT_DDL = (
+    "CREATE TEMP TABLE IF NOT EXISTS zhizao_stage_text"
+    " (ts timestamptz NOT NULL, tag_id integer NOT NULL, value text, quality smallint NOT NULL,"
+    " live boolean NOT NULL) ON COMMIT DELETE ROWS"
+)
+
+_LATEST = """, latest AS (
+    INSERT INTO latest_values AS l (tag_id, ts, value, text_value, quality)
+    SELECT DISTINCT ON (tag_id) tag_id, ts, value, NULL, quality FROM zhizao_stage WHERE live
+    ORDER BY tag_id, ts DESC
+    ON CONFLICT (tag_id) DO UPDATE SET ts = excluded.ts, value = excluded.value, text_value = NULL,
+        quality = excluded.quality
+    WHERE excluded.ts > l.ts
+)"""
+
+
+def numeric_insert_sql(rollups: bool) -> str:
+    """The per-batch statement: insert new samples, merge rollups (plain PostgreSQL), move latest values."""
+    return (
+        "WITH ins AS (INSERT INTO samples (ts, tag_id, value, quality)"
+        " SELECT ts, tag_id, value, quality FROM zhizao_stage"
+        " ON CONFLICT (tag_id, ts) DO NOTHING RETURNING ts, tag_id, value)"
+        + (plain.rollup_ctes("ins") if rollups else "")
+        + _LATEST
+        + " SELECT count(*) FROM ins"
+    )
+
+
+_TEXT_INSERT = """WITH ins AS (INSERT INTO samples_text (ts, tag_id, value, quality)
+    SELECT ts, tag_id, value, quality FROM zhizao_stage_text ON CONFLICT (tag_id, ts) DO NOTHING RETURNING 1)
+, latest AS (
+    INSERT INTO latest_values AS l (tag_id, ts, value, text_value, quality)
+    SELECT DISTINCT ON (tag_id) tag_id, ts, NULL, value, quality FROM zhizao_stage_text WHERE live
+    ORDER BY tag_id, ts DESC
+    ON CONFLICT (tag_id) DO UPDATE SET ts = excluded.ts, value = NULL, text_value = excluded.text_value,
+        quality = excluded.quality
+    WHERE excluded.ts > l.ts
+)
+SELECT count(*) FROM ins"""
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def write_batch(conn: psycopg.Connection[tuple[object, ...]], batch: Batch, *, rollups: bool) -> int:
+    """Write one batch in one transaction on `conn`; returns the number of samples newly stored."""
+    stored = 0
+    with conn.transaction():
+        if batch.samples:
+            conn.execute(_STAGE_DDL)
+            with conn.cursor() as cur:
+                with cur.copy("COPY zhizao_stage (ts, tag_id, value, quality, live) FROM STDIN (FORMAT BINARY)") as cp:
+                    cp.write(batch.numeric_copy_data())
+                row = cur.execute(numeric_insert_sql(rollups)).fetchone()
+                stored += int(row[0]) if row else 0  # type: ignore[call-overload]
+        if batch.text_rows:
+            conn.execute(_STAGE_TEXT_DDL)
+            with conn.cursor() as cur:
+                with cur.copy("COPY zhizao_stage_text (ts, tag_id, value, quality, live) FROM STDIN") as cp:
+                    for ts_ms, tag, text, quality, live in batch.text_rows:
+                        cp.write_row((_dt(ts_ms), tag, text, quality, live))
+                row = cur.execute(_TEXT_INSERT).fetchone()
+                stored += int(row[0]) if row else 0  # type: ignore[call-overload]
+        if batch.dead_letters:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO dead_letters (received_at, topic, reason, detail, payload)"
+                    " VALUES (%s, %s, %s, %s, %s)",
+                    [(_dt(d.received_ms), d.topic, d.reason, d.detail, d.payload) for d in batch.dead_letters],
+                )
+        if batch.health or batch.acks:
+            keys = sorted(set(batch.health) | set(batch.acks))
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "UPDATE edge_nodes SET last_seen = greatest(last_seen, coalesce(%s, last_seen)),"
+                    " outbox_depth = coalesce(%s, outbox_depth), samples_per_s = coalesce(%s, samples_per_s),"
+                    " reconnects = coalesce(%s, reconnects), last_batch = coalesce(%s, last_batch),"
+                    " acked_batch = coalesce(%s, acked_batch) WHERE site_id = %s AND edge_node_id = %s",
+                    [_health_row(batch, k) for k in keys],
+                )
+    return stored
+
+
+def _health_row(batch: Batch, key: NodeKey) -> tuple[object, ...]:
+    h = batch.health.get(key)
+    return (
+        _dt(h.last_seen_ms) if h else None,
+        int(h.outbox_depth) if h and h.outbox_depth is not None else None,
+        h.samples_per_s if h else None,
+        int(h.reconnects) if h and h.reconnects is not None else None,
+        h.last_batch if h else None,
+        batch.acks.get(key),
+        key.site,
+        key.edge,
+    )
+
+
+AckSink = Callable[[NodeKey, int], None]
+
+
+class DbWriter:
+    """A thread writing batches in order, retrying through DB outages, acknowledging after each commit."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        *,
+        rollups: bool,
+        on_committed: AckSink,
+        depth: int = 2,
+        retry_initial_s: float = 0.2,
+        retry_max_s: float = 5.0,
+    ) -> None:
+        self._pool = pool
+        self._rollups = rollups
+        self._on_committed = on_committed
+        self._queue: queue.Queue[Batch | None] = queue.Queue(maxsize=depth)
+        self._retry = (retry_initial_s, retry_max_s)
+        self._abort = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="zhizao-db-writer", daemon=True)
+        self.committed_batches = 0
+        self.stored_samples = 0
+        self.db_down_since: float | None = None
+        self.last_error: str | None = None
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        self._thread.start()
+
+    def submit(self, batch: Batch, timeout: float | None = None) -> bool:
+        """Queue a batch (blocks while the writer is behind: that is the back-pressure); False on timeout."""
+        try:
+            self._queue.put(batch, timeout=timeout)
+        except queue.Full:
+            return False
+        return True
+
+    def backlog(self) -> int:
+        """Batches waiting for the writer."""
+        return self._queue.qsize()
+
+    def stop(self, timeout: float) -> bool:
+        """Finish queued batches within `timeout` (then give up: unacked data is replayed by the edge)."""
+        deadline = time.monotonic() + timeout
+        try:
+            self._queue.put(None, timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Full:
+            self._abort.set()
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._thread.is_alive():
+            self._abort.set()
+            self._thread.join(5)
+            return False
+        return True
+
+    def _run(self) -> None:
+        while True:
+            batch = self._queue.get()
+            if batch is None:
+                return
+            if not self._write_with_retry(batch):
+                return
+            for key, ack in batch.acks.items():
+                self._on_committed(key, ack)
+
+    def _write_with_retry(self, batch: Batch) -> bool:
+        delay = self._retry[0]
+        while not self._abort.is_set():
+            started = time.monotonic()
+            try:
+                with translate_errors(), self._pool.connection() as conn:
+                    stored = write_batch(conn, batch, rollups=self._rollups)
+            except StorageUnavailable as exc:
+                metrics.DB_ERRORS.labels("unavailable").inc()
+                if self.db_down_since is None:
+                    self.db_down_since = time.monotonic()
+                    log.warning("database unavailable, holding acks and retrying: %s", exc)
+                self.last_error = str(exc)
+                self._abort.wait(delay)
+                delay = min(delay * 2, self._retry[1])
+                continue
+            except StorageError as exc:
+                # Not a connectivity problem; retrying the same batch would loop. Keep the stream going
+                # without acking it: the edge still holds these samples and replays them after a rebirth.
+                metrics.DB_ERRORS.labels("permanent").inc()
+                self.last_error = str(exc)
+                log.error("batch of %d samples refused by the database, not acked: %s", batch.samples, exc)
+                batch.acks.clear()
+                return True
+            if self.db_down_since is not None:
+                log.warning("database back after %.1f s", time.monotonic() - self.db_down_since)
+                self.db_down_since = None
+            metrics.BATCH_SECONDS.observe(time.monotonic() - started)
+            metrics.BATCHES.inc()
+            metrics.SAMPLES_STORED.inc(stored)
+            self.committed_batches += 1
+            self.stored_samples += stored
+            return True
+        return False
