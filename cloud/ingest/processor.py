@@ -200,8 +200,8 @@ class Processor:
             closed, promised = session.closed_through, session.ack_promised
             # Acks are cumulative at the edge: only a higher value tells it something new.
             if closed is not None and (promised is None or closed > promised):
-                batch.acks[key] = session.closed_through
-                session.ack_promised = session.closed_through
+                batch.acks[key] = closed
+                session.ack_promised = closed
         self._batch = Batch()
         if batch.empty():
             return
