@@ -39,7 +39,7 @@ __all__ = [
 TOKEN_PREFIX = "zz_"
 ALL_SITES = "*"
 _SITE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_NAME = re.compile(r"^[\w .@:/-]{1,100}$")
+_NAME = re.compile(r"^[\w .@:/*,+-]{1,100}$")
 
 
 class AuthError(ValueError):
@@ -138,7 +138,7 @@ def parse_sites(value: str | Iterable[str] | None, field: str = "sites") -> tupl
 def check_token_name(name: str) -> str:
     name = name.strip()
     if not _NAME.match(name):
-        raise AuthError(f"name: {name!r} must be 1-100 letters, digits, spaces or . @ : / - _")
+        raise AuthError(f"name: {name!r} must be 1-100 letters, digits, spaces or . @ : / * , + - _")
     return name
 
 

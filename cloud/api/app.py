@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
 from typing import Any
 
 from fastapi import FastAPI
@@ -45,20 +45,27 @@ class BodyLimit:
                 await _too_large(send, int(value), self.max_bytes)
                 return
         seen = 0
+        over = False
 
         async def limited() -> Message:
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    over = True
                     raise _BodyTooLarge(seen)
             return message
 
-        try:
-            await self.app(scope, limited, send)
-        except _BodyTooLarge as exc:
-            await _too_large(send, exc.size, self.max_bytes)
+        async def guarded(message: Message) -> None:
+            # Once the body is over the limit, whatever the app answers (its parser sees a broken body) is dropped.
+            if not over:
+                await send(message)
+
+        with suppress(_BodyTooLarge):
+            await self.app(scope, limited, guarded)
+        if over:
+            await _too_large(send, seen, self.max_bytes)
 
 
 class _BodyTooLarge(Exception):
@@ -99,8 +106,13 @@ def create_app(
     pool: AsyncConnectionPool | None = None,
     *,
     ingest_stats: Callable[[], dict[str, float]] | None = None,
+    lifespan_hook: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
 ) -> FastAPI:
-    """The API app; with no `pool` it opens its own from `settings.database_url` during its lifespan."""
+    """The API app; with no `pool` it opens its own from `settings.database_url` during its lifespan.
+
+    `lifespan_hook(app)` is entered after the pool is open and left before it closes (the service starts
+    and stops the ingest there); `ingest_stats()` feeds /healthz.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -113,7 +125,10 @@ def create_app(
         try:
             app.state.storage_kind, app.state.rollups = await _detect(used)
             log.info("api ready on %s (rollups: %s)", app.state.storage_kind, sorted(app.state.rollups) or "none")
-            yield
+            async with AsyncExitStack() as stack:
+                if lifespan_hook is not None:
+                    await stack.enter_async_context(lifespan_hook(app))
+                yield
         finally:
             if own:
                 await used.close()

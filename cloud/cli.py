@@ -1,0 +1,123 @@
+"""`zhizao cloud ...`: serve the cloud, apply migrations, create/list/revoke API tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from cloud.auth import AuthError, create_token, list_tokens, revoke_token
+from cloud.settings import CloudSettings, SettingsError
+from cloud.storage.db import StorageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _settings(**overrides: Any) -> CloudSettings:
+    try:
+        return CloudSettings.from_env(**{k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _database_option(func: F) -> F:
+    return click.option(
+        "--database-url", envvar="ZHIZAO_DATABASE_URL", metavar="URL",
+        help="PostgreSQL URL (default: $ZHIZAO_DATABASE_URL).",
+    )(func)
+
+
+def _database_url(database_url: str | None) -> str:
+    try:
+        return _settings(database_url=database_url).require_database_url()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+def cloud() -> None:
+    """Run the cloud service and manage its tokens and database (configured from ZHIZAO_* variables)."""
+
+
+@cloud.command()
+@_database_option
+@click.option("--host", "api_host", metavar="HOST", help="Listen address (default $ZHIZAO_API_HOST or 127.0.0.1).")
+@click.option("--port", "api_port", type=int, metavar="PORT", help="Listen port (default $ZHIZAO_API_PORT or 8080).")
+@click.option("--no-ingest", is_flag=True, help="Serve the API only (ingest runs in other workers).")
+def serve(database_url: str | None, api_host: str | None, api_port: int | None, no_ingest: bool) -> None:
+    """Run the API and the ingest in one process until SIGINT/SIGTERM."""
+    from cloud.service import CloudService
+
+    settings = _settings(database_url=database_url, api_host=api_host, api_port=api_port)
+    try:
+        service = CloudService(settings, ingest=not no_ingest)
+        service.run()
+    except (SettingsError, StorageError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cloud.command()
+@_database_option
+def migrate(database_url: str | None) -> None:
+    """Apply pending database migrations and set up TimescaleDB or plain-PostgreSQL storage."""
+    from cloud.storage.migrate import apply_migrations
+
+    settings = _settings(database_url=database_url)
+    try:
+        info = apply_migrations(settings.require_database_url(), horizons=settings.horizons())
+    except (SettingsError, StorageError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"storage: {info.kind}")
+    click.echo(f"applied: {', '.join(info.applied) if info.applied else 'nothing (up to date)'}")
+
+
+@cloud.group()
+def token() -> None:
+    """API bearer tokens: each has a role and a set of sites; only its hash is stored."""
+
+
+@token.command("create")
+@_database_option
+@click.option("--role", required=True, type=click.Choice(["viewer", "operator", "engineer", "admin"]),
+              help="What the token may do; each role includes the ones before it.")
+@click.option("--sites", required=True, metavar="a,b|*", help="Comma-separated site ids, or * for every site.")
+@click.option("--name", default=None, metavar="NAME", help="Who or what uses it (default: ROLE@SITES).")
+def token_create(database_url: str | None, role: str, sites: str, name: str | None) -> None:
+    """Create a token and print it once (it cannot be shown again)."""
+    url = _database_url(database_url)
+    try:
+        value = create_token(url, role, sites, name or f"{role}@{sites}")
+    except (AuthError, StorageError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(value)
+    click.echo(f"role {role}, sites {sites}. Use it as 'Authorization: Bearer <token>'; it is shown only now.",
+               err=True)
+
+
+@token.command("list")
+@_database_option
+def token_list(database_url: str | None) -> None:
+    """List tokens (id, name, role, sites, state); never the tokens themselves."""
+    try:
+        rows = list_tokens(_database_url(database_url))
+    except StorageError as exc:
+        raise click.ClickException(str(exc)) from None
+    for t in rows:
+        state = "revoked" if t.revoked_at else "active"
+        sites = "*" if t.sites is None else ",".join(t.sites)
+        click.echo(f"{t.token_id}\t{t.name}\t{t.role.value}\t{sites}\t{t.prefix}...\t{state}")
+
+
+@token.command("revoke")
+@_database_option
+@click.argument("token_id", type=int)
+def token_revoke(database_url: str | None, token_id: int) -> None:
+    """Revoke a token by id (see `token list`)."""
+    try:
+        done = revoke_token(_database_url(database_url), token_id)
+    except StorageError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not done:
+        raise click.ClickException(f"token_id={token_id}: no active token with this id")
+    click.echo(f"revoked token {token_id}")

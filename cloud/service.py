@@ -1,0 +1,160 @@
+"""The cloud service in one process: migrations, the API under uvicorn, and the ingest, with a clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI
+
+from cloud.api import create_app
+from cloud.ingest.service import IngestService
+from cloud.ingest.settings import IngestSettings
+from cloud.settings import CloudSettings
+from cloud.storage.migrate import StorageInfo, apply_migrations
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CloudService"]
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal capture: it re-raises SIGTERM after shutdown, which kills the process
+    with 143 instead of letting `serve()` return. `CloudService` installs its own handlers."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class CloudService:
+    """API + ingest. `run()` blocks until SIGINT/SIGTERM; `start_in_thread()`/`stop()` suit the demo and tests."""
+
+    def __init__(
+        self,
+        settings: CloudSettings,
+        *,
+        ingest: bool = True,
+        ingest_settings: IngestSettings | None = None,
+        warm_up: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.conninfo = settings.require_database_url()
+        self.ingest: IngestService | None = None
+        if ingest:
+            ingest_settings = ingest_settings or IngestSettings(horizons=settings.horizons())
+            self.ingest = IngestService(self.conninfo, settings.mqtt_url, settings.host_id, ingest_settings)
+        self.storage: StorageInfo | None = None
+        self._warm_up = warm_up
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.port: int | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the API once it listens."""
+        host = self.settings.api_host if self.settings.api_host not in ("0.0.0.0", "::") else "127.0.0.1"
+        return f"http://{host}:{self.port}"
+
+    @asynccontextmanager
+    async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        ingest = self.ingest
+        if ingest is not None:
+            await asyncio.to_thread(ingest.start)
+            log.warning("ingest started: host %s on %s", self.settings.host_id, self.settings.mqtt_url)
+        if self._warm_up:
+            threading.Thread(target=_warm_up_analytics, name="zhizao-warm-up", daemon=True).start()
+        try:
+            yield
+        finally:
+            if ingest is not None:
+                await asyncio.to_thread(ingest.stop)
+                log.warning("ingest stopped")
+
+    def build_app(self) -> FastAPI:
+        """The API app wired to this service's ingest."""
+        stats = self.ingest.stats if self.ingest is not None else None
+        return create_app(self.settings, ingest_stats=stats, lifespan_hook=self._lifespan)
+
+    async def serve(self) -> None:
+        """Apply migrations, then serve API + ingest until `stop()` (or a signal, via `run()`)."""
+        self.storage = await asyncio.to_thread(apply_migrations, self.conninfo, horizons=self.settings.horizons())
+        log.warning("storage: %s", self.storage.kind)
+        config = uvicorn.Config(
+            self.build_app(), host=self.settings.api_host, port=self.settings.api_port,
+            log_level="warning", access_log=False, lifespan="on", root_path=self.settings.api_root_path,
+        )
+        server = self._server = _Server(config)
+        watcher = asyncio.create_task(self._announce(server))
+        try:
+            await server.serve()
+        finally:
+            watcher.cancel()
+        if not server.started:
+            raise RuntimeError(f"API did not start on {self.settings.api_host}:{self.settings.api_port}; see log")
+
+    async def _announce(self, server: _Server) -> None:
+        while not server.started:  # noqa: ASYNC110 - uvicorn offers no startup event to await
+            await asyncio.sleep(0.02)
+        sockets = [s for srv in server.servers for s in srv.sockets]
+        self.port = int(sockets[0].getsockname()[1]) if sockets else self.settings.api_port
+        log.warning("cloud API listening on %s (docs at %s/docs)", self.url, self.url)
+        self._ready.set()
+
+    def run(self) -> None:
+        """Serve in this thread until SIGINT or SIGTERM, then stop cleanly (ingest flushed, STATE offline)."""
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.stop)
+            await self.serve()
+
+        asyncio.run(main())
+
+    def start_in_thread(self, timeout: float = 60.0) -> str:
+        """Serve from a background thread; return the API URL once it listens (raises if it fails to start)."""
+
+        def target() -> None:
+            try:
+                asyncio.run(self.serve())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller of start_in_thread
+                self._error = exc
+                self._ready.set()
+
+        self._thread = threading.Thread(target=target, name="zhizao-cloud", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise RuntimeError(f"cloud service did not start within {timeout:g} s")
+        if self._error is not None:
+            raise RuntimeError(f"cloud service failed to start: {self._error}") from self._error
+        return self.url
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ask the server to finish (the lifespan then stops the ingest); waits for the thread if there is one."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+
+def _warm_up_analytics() -> None:
+    """Compile/load the numba kernels once, off the request path."""
+    try:
+        from analytics import warm_up
+
+        started = time.perf_counter()
+        warm_up()
+        log.info("analytics kernels warm in %.1f s", time.perf_counter() - started)
+    except Exception as exc:  # noqa: BLE001 - a failed warm-up only costs latency later; never stop the service
+        log.warning("analytics warm-up failed: %s", exc)
