@@ -369,6 +369,7 @@ class EdgeNode:
         else:
             self._dead.add(device)
             if self._state == "online" and device in self._born:
+                self._publish_live()  # samples taken before the loss go out before its DDEATH
                 self.link.publish(
                     self._dev_topics[MessageType.DDEATH][device],
                     encode_death(_now_ms(), seq=self._next_seq()),
@@ -385,16 +386,19 @@ class EdgeNode:
             if self.outbox.replay_pending:
                 hist, positions = self.outbox.take_replay(self.sp.replay_samples_per_interval)
                 self._publish(hist, positions, historical=True)
-            live, positions = self.outbox.take_live()
-            if len(live):
-                self.last.update(live)
-                self._publish(live, positions, historical=False)
+            self._publish_live()
             if time.monotonic() - self._last_health >= HEALTH_INTERVAL_S:
                 self._publish_health()
             if not self.acks:
                 while self._release and self._release[0][0].done:
                     self.outbox.ack(self._release.popleft()[1])
         self.outbox.maybe_sync()
+
+    def _publish_live(self) -> None:
+        live, positions = self.outbox.take_live()
+        if len(live):
+            self.last.update(live)
+            self._publish(live, positions, historical=False)
 
     def _publish(self, block: SampleBlock, positions: list[int], historical: bool) -> None:
         chunks = m.split_block(block, self.index, self.sp.max_samples_per_message)

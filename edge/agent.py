@@ -1,0 +1,239 @@
+"""The edge agent runtime: adapters -> mapping -> outbox -> Sparkplug edge node, supervised, until stopped.
+
+`run_agent(config)` builds the signal table and adapters from the config, starts the edge node, supervises
+each adapter (AdapterTemporaryError: retry with capped backoff, its machines DDEATH meanwhile;
+AdapterAuthError: that adapter stops with one clear log line; AdapterConfigError: the agent refuses to run
+and `run_agent` raises AgentError), and on SIGINT/SIGTERM or `stop` shuts down cleanly: the last samples
+published, NDEATH, DISCONNECT, outbox fsynced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Mapping
+
+from edge.adapters.base import (
+    Adapter,
+    AdapterAuthError,
+    AdapterConfigError,
+    AdapterError,
+    AdapterTemporaryError,
+    SampleSink,
+    registered_adapters,
+)
+from edge.config import AgentConfig
+from edge.health import HealthExporter
+from edge.mapping import AgentMapping, build_mapping
+from edge.node.session import EdgeNode, NodeError
+from edge.outbox import Outbox, OutboxError, OutboxFullError
+from edge.samples import SampleBlock
+
+log = logging.getLogger(__name__)
+
+BACKOFF_MIN_S = 1.0
+BACKOFF_MAX_S = 30.0
+HEALTH_UPDATE_S = 1.0
+
+
+class AgentError(Exception):
+    """The agent cannot run with this configuration (unknown adapter type, outbox in use, config refused)."""
+
+
+class _Agent:
+    """One running agent: the objects `run_agent` wires together."""
+
+    def __init__(self, config: AgentConfig, adapter_types: Mapping[str, type[Adapter]]) -> None:
+        self.config = config
+        self.site, self.edge = config.site, config.edge_node
+        self.mapping: AgentMapping = build_mapping(config)
+        try:
+            self.outbox = Outbox(
+                config.outbox.resolve_dir(self.site, self.edge),
+                config.outbox,
+                label=f"{self.site}/{self.edge}",
+            )
+        except OutboxError as exc:
+            raise AgentError(f"outbox.dir: {exc}") from None
+        try:
+            self.node = EdgeNode(
+                self.site,
+                self.edge,
+                config.mqtt,
+                config.sparkplug,
+                self.outbox,
+                self.mapping.signals,
+                acks=config.outbox.acks,
+                on_command=self._command,
+            )
+        except NodeError as exc:
+            self.outbox.close()
+            raise AgentError(str(exc)) from None
+        self.health = HealthExporter(self.site, self.edge, self.node, self.outbox)
+        self.adapters: dict[str, Adapter] = {}
+        for i, (name, plan) in enumerate(self.mapping.plans.items()):
+            cls = adapter_types.get(plan.type)
+            if cls is None:
+                self.outbox.close()
+                known = ", ".join(sorted(adapter_types)) or "none"
+                raise AgentError(
+                    f"adapters[{i}].type: no adapter {plan.type!r} is installed (known: {known})"
+                )
+            self.adapters[name] = cls(plan.config, plan.sources, self._sink(name), self.node.device_state)
+        self._sink_errors: set[str] = set()
+        self.fatal: list[str] = []
+
+    def _sink(self, adapter: str) -> SampleSink:
+        transform, append = self.mapping.transform, self.outbox.append
+
+        def sink(block: SampleBlock) -> None:
+            try:
+                out = transform(adapter, block)
+                if len(out):
+                    append(out)
+            except OutboxFullError:
+                pass  # counted by the outbox (rejected_samples) and logged there once per episode
+            except (OutboxError, ValueError, IndexError) as exc:
+                # A bad block or a disk error must not take the adapter's session down; say so once per kind.
+                key = f"{adapter}:{type(exc).__name__}"
+                if key not in self._sink_errors:
+                    self._sink_errors.add(key)
+                    log.error(
+                        "edge agent %s/%s: samples from %s dropped: %s", self.site, self.edge, adapter, exc
+                    )
+
+        return sink
+
+    async def _command(self, signal_index: int, value: float | int | bool | str) -> None:
+        target = self.mapping.write_target(signal_index)
+        sig = self.mapping.signals.signals[signal_index]
+        if target is None:
+            log.warning(
+                "edge agent %s/%s: DCMD %s/%s is not writable", self.site, self.edge, sig.machine, sig.metric
+            )
+            return
+        adapter, source = target
+        try:
+            await self.adapters[adapter].write(source, value)
+            log.info(
+                "edge agent %s/%s: wrote %s/%s = %r", self.site, self.edge, sig.machine, sig.metric, value
+            )
+        except AdapterError as exc:
+            log.warning(
+                "edge agent %s/%s: write %s/%s failed: %s", self.site, self.edge, sig.machine, sig.metric, exc
+            )
+
+    def _machines_state(self, adapter: str, online: bool) -> None:
+        for machine in self.mapping.plans[adapter].machines:
+            self.node.device_state(machine, online)
+
+    async def supervise(self, name: str, adapter: Adapter, stop: asyncio.Event) -> None:
+        """Run one adapter; retry temporary errors with capped backoff, stop on auth errors, fail on config."""
+        delay = BACKOFF_MIN_S
+        down = False
+        while not stop.is_set():
+            try:
+                await adapter.connect()
+                self.health.adapter(name, True)
+                if down:
+                    log.info("edge agent %s/%s: adapter %s connected again", self.site, self.edge, name)
+                    self._machines_state(name, True)
+                    down = False
+                delay = BACKOFF_MIN_S
+                await adapter.run()
+                return
+            except AdapterTemporaryError as exc:
+                self.health.adapter(name, False, restarted=True)
+                if not down:
+                    log.warning(
+                        "edge agent %s/%s: adapter %s down (%s); retrying every <= %.0f s",
+                        self.site, self.edge, name, exc, BACKOFF_MAX_S,
+                    )  # fmt: skip
+                    self._machines_state(name, False)
+                    down = True
+            except AdapterAuthError as exc:
+                self.health.adapter(name, False)
+                log.error(
+                    "edge agent %s/%s: adapter %s stopped: credentials refused (%s); fix its security settings",
+                    self.site, self.edge, name, exc,
+                )  # fmt: skip
+                self._machines_state(name, False)
+                await self._close(name, adapter)
+                return
+            except AdapterConfigError as exc:
+                self.fatal.append(f"adapter {name}: {exc}")
+                log.error(
+                    "edge agent %s/%s: adapter %s refused its config: %s", self.site, self.edge, name, exc
+                )
+                await self._close(name, adapter)
+                stop.set()
+                return
+            await self._close(name, adapter)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, BACKOFF_MAX_S)
+
+    async def _close(self, name: str, adapter: Adapter) -> None:
+        try:
+            await adapter.close()
+        except AdapterError as exc:
+            log.warning("edge agent %s/%s: adapter %s close: %s", self.site, self.edge, name, exc)
+
+    async def health_loop(self) -> None:
+        """Refresh the prometheus metrics every second."""
+        while True:
+            self.health.update()
+            await asyncio.sleep(HEALTH_UPDATE_S)
+
+
+async def run_agent(
+    config: AgentConfig,
+    stop: asyncio.Event | None = None,
+    *,
+    adapter_types: Mapping[str, type[Adapter]] | None = None,
+) -> None:
+    """Run one edge agent until `stop` is set or SIGINT/SIGTERM arrives; raise AgentError if it cannot run.
+
+    `adapter_types` replaces the installed adapters (`zhizao.adapters` entry points), for embedding and tests.
+    """
+    stop = stop or asyncio.Event()
+    agent = _Agent(config, adapter_types if adapter_types is not None else registered_adapters())
+    loop = asyncio.get_running_loop()
+    handled: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            handled.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread (embedded use): the caller owns `stop`
+    if config.metrics_port:
+        agent.health.serve(config.metrics_port)
+    log.info(
+        "edge agent %s/%s: starting (%d machines, %d signals, outbox %s)",
+        agent.site, agent.edge, len(config.machines), len(agent.mapping.signals), agent.outbox.dir,
+    )  # fmt: skip
+    await agent.node.start()
+    tasks = [
+        asyncio.create_task(agent.supervise(n, a, stop), name=f"adapter {n}")
+        for n, a in agent.adapters.items()
+    ]
+    health = asyncio.create_task(agent.health_loop())
+    try:
+        await stop.wait()
+    finally:
+        for t in (*tasks, health):
+            t.cancel()
+        await asyncio.gather(*tasks, health, return_exceptions=True)
+        for name, adapter in agent.adapters.items():
+            await agent._close(name, adapter)
+        await agent.node.stop()
+        agent.health.update()
+        agent.outbox.close()
+        agent.health.close()
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+        log.info("edge agent %s/%s: stopped", agent.site, agent.edge)
+    if agent.fatal:
+        raise AgentError("; ".join(agent.fatal))
