@@ -29,7 +29,7 @@ from asyncua.crypto import security_policies
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
-from asyncua.ua.uaerrors import UaError, UaStatusCodeError
+from asyncua.ua.uaerrors import UaError, UaStatusCodeError, UaStringParsingError
 
 from broker.sparkplug.datatypes import DataType
 from edge.adapters.base import (
@@ -97,7 +97,11 @@ def _mapped(what: str, *, denied_is_auth: bool = True) -> Iterator[None]:
         raise AdapterTemporaryError(text) from exc
     except (OSError, TimeoutError, ConnectionError, EOFError) as exc:
         raise AdapterTemporaryError(f"{what}: {type(exc).__name__}: {exc}") from exc
+    except UaStringParsingError as exc:
+        raise AdapterConfigError(f"{what}: {exc}") from exc
     except UaError as exc:
+        if "No matching endpoints" in str(exc):  # the server offers no endpoint with our policy and mode
+            raise AdapterConfigError(f"{what}: the server has no endpoint for this security policy/mode: {exc}") from exc
         raise AdapterTemporaryError(f"{what}: {type(exc).__name__}: {exc}") from exc
     except (ValueError, TypeError) as exc:
         # Certificates that do not load, values of the wrong type for a write, bad node ids.
