@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +27,17 @@ _ROW_NULL = np.dtype(
     [("nf", ">i2"), ("l_ts", ">i4"), ("ts", ">i8"), ("l_tag", ">i4"), ("tag", ">i4"),
      ("l_val", ">i4"), ("l_q", ">i4"), ("q", ">i2"), ("l_live", ">i4"), ("live", "u1")]
 )
+
+
+class Columns(NamedTuple):
+    """Numeric samples of a batch as parallel arrays."""
+
+    tag: npt.NDArray[np.int32]
+    ts_ms: npt.NDArray[np.int64]
+    value: npt.NDArray[np.float64]
+    null: npt.NDArray[np.bool_]
+    quality: npt.NDArray[np.int16]
+    live: npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,7 @@ class Batch:
     touched: set[NodeKey] = field(default_factory=set)
     samples: int = 0
     started: float = field(default_factory=time.monotonic)
+    _columns: Columns | None = None
 
     def add(
         self,
@@ -92,18 +105,34 @@ class Batch:
         """Nothing to write and nothing to acknowledge."""
         return not (self.samples or self.text_rows or self.dead_letters or self.health or self.acks)
 
+    def columns(self) -> Columns:
+        """The numeric samples concatenated and sorted by (tag, ts), computed once per batch."""
+        if self._columns is None:
+            if not self.tag:
+                empty = np.zeros(0, np.int64)
+                self._columns = Columns(
+                    empty.astype(np.int32), empty, empty.astype(np.float64), empty.astype(np.bool_),
+                    empty.astype(np.int16), empty.astype(np.bool_),
+                )
+            else:
+                tag = np.concatenate(self.tag)
+                ts = np.concatenate(self.ts_ms)
+                # (tag, ts) order: btree inserts into neighbouring leaf pages, and "latest" is a last-per-run.
+                order = np.lexsort((ts, tag))
+                self._columns = Columns(
+                    tag[order], ts[order], np.concatenate(self.value)[order], np.concatenate(self.null)[order],
+                    np.concatenate(self.quality)[order], np.concatenate(self.live)[order],
+                )
+        return self._columns
+
     def numeric_copy_data(self) -> bytes:
         """The numeric samples as one PostgreSQL binary COPY stream for the staging table."""
-        if not self.tag:
+        c = self.columns()
+        if not len(c.tag):
             return b""
-        tag = np.concatenate(self.tag)
-        ts_us = (np.concatenate(self.ts_ms) - _PG_EPOCH_MS) * 1000
-        value = np.concatenate(self.value)
-        null = np.concatenate(self.null)
-        quality = np.concatenate(self.quality)
-        live = np.concatenate(self.live)
+        ts_us = (c.ts_ms - _PG_EPOCH_MS) * 1000
         parts = [_COPY_HEADER]
-        for dtype, mask in ((_ROW, ~null), (_ROW_NULL, null)):
+        for dtype, mask in ((_ROW, ~c.null), (_ROW_NULL, c.null)):
             count = int(mask.sum())
             if not count:
                 continue
@@ -112,16 +141,31 @@ class Batch:
             rows["l_ts"] = 8
             rows["ts"] = ts_us[mask]
             rows["l_tag"] = 4
-            rows["tag"] = tag[mask]
+            rows["tag"] = c.tag[mask]
             if dtype is _ROW:
                 rows["l_val"] = 8
-                rows["val"] = value[mask]
+                rows["val"] = c.value[mask]
             else:
                 rows["l_val"] = -1
             rows["l_q"] = 2
-            rows["q"] = quality[mask]
+            rows["q"] = c.quality[mask]
             rows["l_live"] = 1
-            rows["live"] = live[mask]
+            rows["live"] = c.live[mask]
             parts.append(rows.tobytes())
         parts.append(_COPY_TRAILER)
         return b"".join(parts)
+
+    def latest(self) -> Columns:
+        """The newest live sample of every tag in the batch (historical samples never count)."""
+        c = self.columns()
+        idx = np.flatnonzero(c.live)
+        tags = c.tag[idx]
+        last = idx[np.append(tags[1:] != tags[:-1], True)] if len(idx) else idx
+        return Columns(c.tag[last], c.ts_ms[last], c.value[last], c.null[last], c.quality[last], c.live[last])
+
+    def touched_range(self) -> tuple[npt.NDArray[np.int32], int, int] | None:
+        """(distinct tag ids, min ts, max ts) of the numeric samples, for rollup refreshes."""
+        c = self.columns()
+        if not len(c.tag):
+            return None
+        return np.unique(c.tag), int(c.ts_ms.min()), int(c.ts_ms.max())

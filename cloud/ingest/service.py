@@ -22,6 +22,7 @@ from cloud.ingest.settings import IngestSettings
 from cloud.ingest.writer import DbWriter
 from cloud.storage.db import make_pool
 from cloud.storage.migrate import StorageInfo, apply_migrations
+from cloud.storage.rollups import RollupRefresher
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class IngestService:
         self._host: HostClient | None = None
         self._writer: DbWriter | None = None
         self._processor: Processor | None = None
+        self._rollups: RollupRefresher | None = None
         self.acks_sent = 0
         self._t0 = time.monotonic()
 
@@ -65,10 +67,11 @@ class IngestService:
         self.storage = apply_migrations(self.conninfo, horizons=s.horizons)
         log.warning("ingest storage: %s", self.storage.kind)
         self._pool = make_pool(self.conninfo, min_size=2, max_size=s.pool_max_size, name="zhizao-ingest")
+        self._rollups = None if self.storage.timescale else RollupRefresher(self._pool)
         self._writer = DbWriter(
             self._pool,
-            rollups=not self.storage.timescale,
             on_committed=self._ack,
+            on_stored=self._rollups.submit if self._rollups else None,
             depth=s.pipeline_depth,
             retry_initial_s=s.db_retry_initial_s,
             retry_max_s=s.db_retry_max_s,
@@ -82,6 +85,8 @@ class IngestService:
             # With shared subscriptions a worker sees only part of each node's seq stream.
             check_seq=not s.shared_subscription,
         )
+        if self._rollups is not None:
+            self._rollups.start()
         self._writer.start()
         self._processor.start()
         self._host = HostClient(
@@ -108,10 +113,16 @@ class IngestService:
         s = self.settings
         self.storage = apply_migrations(self.conninfo, horizons=s.horizons)
         self._pool = make_pool(self.conninfo, min_size=2, max_size=s.pool_max_size, name="zhizao-ingest")
+        self._rollups = None if self.storage.timescale else RollupRefresher(self._pool)
         self._writer = DbWriter(
-            self._pool, rollups=not self.storage.timescale, on_committed=self._ack, depth=s.pipeline_depth
+            self._pool,
+            on_committed=self._ack,
+            on_stored=self._rollups.submit if self._rollups else None,
+            depth=s.pipeline_depth,
         )
         self._processor = Processor(self._pool, self._writer, self.sessions, s, self._request_rebirth)
+        if self._rollups is not None:
+            self._rollups.start()
         self._writer.start()
         self._processor.start()
 
@@ -127,9 +138,15 @@ class IngestService:
             self._processor.stop(max(0.5, deadline - time.monotonic()))
         if self._writer is not None and not self._writer.stop(max(0.5, deadline - time.monotonic())):
             log.warning("stopped with batches not committed; the edge nodes keep them and replay")
+        if self._rollups is not None:
+            self._rollups.stop(max(0.5, deadline - time.monotonic()))
         if self._host is not None:
             self._host.stop()
         self._pool.close()
+
+    def rollups_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until the plain-PostgreSQL rollups cover every commit so far (True at once on TimescaleDB)."""
+        return self._rollups is None or self._rollups.wait_idle(timeout)
 
     def _ack(self, key: NodeKey, batch: int) -> None:
         if not self.settings.acks or self._host is None:

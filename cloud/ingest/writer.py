@@ -14,13 +14,14 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import numpy as np
+import numpy.typing as npt
 import psycopg
 from psycopg_pool import ConnectionPool
 
 from cloud.host.session import NodeKey
 from cloud.ingest import metrics
 from cloud.ingest.batch import Batch
-from cloud.storage import plain
 from cloud.storage.db import StorageError, StorageUnavailable, translate_errors
 
 log = logging.getLogger(__name__)
@@ -36,27 +37,18 @@ _STAGE_TEXT_DDL = (
     " live boolean NOT NULL) ON COMMIT DELETE ROWS"
 )
 
-_LATEST = """, latest AS (
-    INSERT INTO latest_values AS l (tag_id, ts, value, text_value, quality)
-    SELECT DISTINCT ON (tag_id) tag_id, ts, value, NULL, quality FROM zhizao_stage WHERE live
-    ORDER BY tag_id, ts DESC
-    ON CONFLICT (tag_id) DO UPDATE SET ts = excluded.ts, value = excluded.value, text_value = NULL,
-        quality = excluded.quality
-    WHERE excluded.ts > l.ts
-)"""
+_NUMERIC_INSERT = (
+    "INSERT INTO samples (ts, tag_id, value, quality) SELECT ts, tag_id, value, quality FROM zhizao_stage"
+    " ON CONFLICT (tag_id, ts) DO NOTHING"
+)
 
-
-def numeric_insert_sql(rollups: bool) -> str:
-    """The per-batch statement: insert new samples, merge rollups (plain PostgreSQL), move latest values."""
-    return (
-        "WITH ins AS (INSERT INTO samples (ts, tag_id, value, quality)"
-        " SELECT ts, tag_id, value, quality FROM zhizao_stage"
-        " ON CONFLICT (tag_id, ts) DO NOTHING RETURNING ts, tag_id, value)"
-        + (plain.rollup_ctes("ins") if rollups else "")
-        + _LATEST
-        + " SELECT count(*) FROM ins"
-    )
-
+# Newest live value per tag, computed in numpy (one row per tag, not per sample).
+_LATEST_UPSERT = """INSERT INTO latest_values AS l (tag_id, ts, value, text_value, quality)
+SELECT t, 'epoch'::timestamptz + ms * interval '1 millisecond', v, NULL, q
+FROM unnest(%s::integer[], %s::bigint[], %s::double precision[], %s::smallint[]) AS x(t, ms, v, q)
+ON CONFLICT (tag_id) DO UPDATE SET ts = excluded.ts, value = excluded.value, text_value = NULL,
+    quality = excluded.quality
+WHERE excluded.ts > l.ts"""
 
 _TEXT_INSERT = """WITH ins AS (INSERT INTO samples_text (ts, tag_id, value, quality)
     SELECT ts, tag_id, value, quality FROM zhizao_stage_text ON CONFLICT (tag_id, ts) DO NOTHING RETURNING 1)
@@ -75,7 +67,7 @@ def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
-def write_batch(conn: psycopg.Connection[tuple[object, ...]], batch: Batch, *, rollups: bool) -> int:
+def write_batch(conn: psycopg.Connection[tuple[object, ...]], batch: Batch) -> int:
     """Write one batch in one transaction on `conn`; returns the number of samples newly stored."""
     stored = 0
     with conn.transaction():
@@ -84,8 +76,14 @@ def write_batch(conn: psycopg.Connection[tuple[object, ...]], batch: Batch, *, r
             with conn.cursor() as cur:
                 with cur.copy("COPY zhizao_stage (ts, tag_id, value, quality, live) FROM STDIN (FORMAT BINARY)") as cp:
                     cp.write(batch.numeric_copy_data())
-                row = cur.execute(numeric_insert_sql(rollups)).fetchone()
-                stored += int(row[0]) if row else 0  # type: ignore[call-overload]
+                cur.execute(_NUMERIC_INSERT)
+                stored += max(0, cur.rowcount)
+                latest = batch.latest()
+                if len(latest.tag):
+                    values = [None if n else v for v, n in zip(latest.value.tolist(), latest.null.tolist(), strict=True)]
+                    cur.execute(
+                        _LATEST_UPSERT, [latest.tag.tolist(), latest.ts_ms.tolist(), values, latest.quality.tolist()]
+                    )
         if batch.text_rows:
             conn.execute(_STAGE_TEXT_DDL)
             with conn.cursor() as cur:
@@ -129,6 +127,7 @@ def _health_row(batch: Batch, key: NodeKey) -> tuple[object, ...]:
 
 
 AckSink = Callable[[NodeKey, int], None]
+StoredSink = Callable[[npt.NDArray[np.int32], int, int], None]  # tags, min ts ms, max ts ms of a commit
 
 
 class DbWriter:
@@ -138,14 +137,14 @@ class DbWriter:
         self,
         pool: ConnectionPool,
         *,
-        rollups: bool,
         on_committed: AckSink,
+        on_stored: StoredSink | None = None,
         depth: int = 2,
         retry_initial_s: float = 0.2,
         retry_max_s: float = 5.0,
     ) -> None:
         self._pool = pool
-        self._rollups = rollups
+        self._on_stored = on_stored
         self._on_committed = on_committed
         self._queue: queue.Queue[Batch | None] = queue.Queue(maxsize=depth)
         self._retry = (retry_initial_s, retry_max_s)
@@ -195,6 +194,9 @@ class DbWriter:
                 return
             for key, ack in batch.acks.items():
                 self._on_committed(key, ack)
+            touched = batch.touched_range()
+            if self._on_stored is not None and touched is not None:
+                self._on_stored(*touched)
 
     def _write_with_retry(self, batch: Batch) -> bool:
         delay = self._retry[0]
@@ -202,7 +204,7 @@ class DbWriter:
             started = time.monotonic()
             try:
                 with translate_errors(), self._pool.connection() as conn:
-                    stored = write_batch(conn, batch, rollups=self._rollups)
+                    stored = write_batch(conn, batch)
             except StorageUnavailable as exc:
                 metrics.DB_ERRORS.labels("unavailable").inc()
                 if self.db_down_since is None:

@@ -18,7 +18,7 @@ def setup(conn: psycopg.Connection[tuple[object, ...]]) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS samples_ts_brin ON samples USING brin (ts)")
     conn.execute("CREATE INDEX IF NOT EXISTS samples_text_ts_brin ON samples_text USING brin (ts)")
     for table in ROLLUPS:
-        # sum/count/last_ts make every merge incremental: a batch adds only its newly inserted rows.
+        # sum and last_ts let the hour rollup be derived from the minute rollup exactly.
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {table} ("
             " bucket timestamptz NOT NULL, tag_id integer NOT NULL,"
@@ -29,25 +29,3 @@ def setup(conn: psycopg.Connection[tuple[object, ...]]) -> None:
             f" PRIMARY KEY (tag_id, bucket))"
         )
         conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_bucket_brin ON {table} USING brin (bucket)")
-
-
-def rollup_ctes(source: str) -> str:
-    """SQL CTEs (each starting with a comma) merging the rows of CTE `source` into every rollup table."""
-    parts = []
-    for table, unit in ROLLUPS.items():
-        parts.append(
-            f""", {table}_merge AS (
-    INSERT INTO {table} AS r (bucket, tag_id, min, max, sum, count, last, last_ts)
-    SELECT date_trunc('{unit}', ts), tag_id, min(value), max(value), coalesce(sum(value), 0), count(value),
-           (array_agg(value ORDER BY ts DESC))[1], max(ts)
-    FROM {source} GROUP BY 1, 2
-    ON CONFLICT (tag_id, bucket) DO UPDATE SET
-        min = least(r.min, excluded.min),
-        max = greatest(r.max, excluded.max),
-        sum = r.sum + excluded.sum,
-        count = r.count + excluded.count,
-        last = CASE WHEN excluded.last_ts > r.last_ts THEN excluded.last ELSE r.last END,
-        last_ts = greatest(r.last_ts, excluded.last_ts)
-)"""
-        )
-    return "".join(parts)

@@ -1,0 +1,219 @@
+"""`zhizao bench ingest`: Sparkplug DDATA bytes -> committed rows/s in one ingest process, vs executemany.
+
+Both sides write the same rows into the same schema on the same server in the same run: the ingest path
+(decode -> alias lookup -> binary COPY -> one INSERT .. ON CONFLICT per batch, rollups and latest values
+maintained) and psycopg `executemany` of prepared row tuples (no decode, no rollups: a generous baseline).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import click
+import numpy as np
+import psycopg
+
+from broker.extensions import BATCH_METRIC
+from broker.sparkplug.codec import BirthMetric, encode_birth, encode_data
+from broker.sparkplug.datatypes import DataType
+from broker.sparkplug.topics import MessageType, device_topic, node_topic
+from cloud.ingest.service import IngestService
+from cloud.ingest.settings import IngestSettings
+from cloud.storage.migrate import apply_migrations
+
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
+@dataclass
+class IngestBenchResult:
+    """Figures of one run."""
+
+    samples: int
+    messages: int
+    samples_per_message: int
+    ingest_seconds: float
+    ingest_samples_per_s: float
+    baseline_rows: int
+    baseline_seconds: float
+    baseline_rows_per_s: float
+    ratio: float
+    storage: str
+    cpu: str
+    cores: int
+    python: str
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+class _TempDatabase:
+    def __init__(self, url: str) -> None:
+        self.admin = url
+        self.name = f"zhizao_bench_{uuid.uuid4().hex[:10]}"
+        self.url = urlsplit(url)._replace(path=f"/{self.name}").geturl()
+
+    def __enter__(self) -> str:
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+        return self.url
+
+    def __exit__(self, *exc: object) -> None:
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+def _payloads(
+    samples: int, nodes: int, machines: int, tags: int, per_message: int
+) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]], int]:
+    """Births and DDATA messages (topic, bytes): every sample a distinct (tag, ts), realistic aliases."""
+    site = "bench-site"
+    births: list[tuple[str, bytes]] = []
+    data: list[tuple[str, bytes]] = []
+    streams = [(f"line-{n}", f"m{m:02d}") for n in range(nodes) for m in range(machines)]
+    for n in range(nodes):
+        edge = f"line-{n}"
+        births.append((node_topic(site, MessageType.NBIRTH, edge), encode_birth(0, T0, [
+            BirthMetric("bdSeq", DataType.Int64, 0), BirthMetric("Node Control/Rebirth", DataType.Boolean, False),
+            BirthMetric(BATCH_METRIC, DataType.Int64, 0, alias=1),
+        ])))
+        for m in range(machines):
+            metrics = [BirthMetric(f"Process/Signal{t:03d}", DataType.Double, 0.0, alias=100 + m * 1000 + t,
+                                   timestamp_ms=T0 - 1000) for t in range(tags)]
+            births.append((device_topic(site, MessageType.DBIRTH, edge, f"m{m:02d}"),
+                           encode_birth(1 + m, T0, metrics)))
+    rng = np.random.default_rng(7)
+    seq = {f"line-{n}": machines + 1 for n in range(nodes)}
+    batch = {f"line-{n}": 0 for n in range(nodes)}
+    produced = 0
+    step = 0
+    while produced < samples:
+        edge, machine = streams[step % len(streams)]
+        m = int(machine[1:])
+        count = min(per_message, samples - produced)
+        # Each message covers `count // tags` consecutive 10 ms ticks of all the machine's tags.
+        ticks = -(-count // tags)
+        base = T0 + (step // len(streams)) * ticks * 10
+        ts = np.repeat(base + np.arange(ticks, dtype=np.int64) * 10, tags)[:count]
+        alias = np.tile(100 + m * 1000 + np.arange(tags, dtype=np.uint64), ticks)[:count]
+        value = rng.normal(50.0, 5.0, count)
+        batch[edge] += 1
+        payload = encode_data(
+            seq[edge] % 256, int(base), alias, ts, value, np.full(count, 10, np.uint32),
+            extra=[BirthMetric(BATCH_METRIC, DataType.Int64, batch[edge])],
+        )
+        seq[edge] += 1
+        data.append((device_topic(site, MessageType.DDATA, edge, machine), payload))
+        produced += count
+        step += 1
+    return births, data, produced
+
+
+def run_ingest_bench(
+    samples: int, database_url: str, *, per_message: int = 2000, baseline_rows: int = 100_000
+) -> IngestBenchResult:
+    """Run both sides against fresh databases on `database_url`'s server; return the figures."""
+    births, data, produced = _payloads(samples, nodes=4, machines=10, tags=50, per_message=per_message)
+    settings = IngestSettings(queue_max_bytes=2**40, batch_max_samples=50_000, batch_max_ms=200)
+    with _TempDatabase(database_url) as url:
+        svc = IngestService(url, "mqtt://127.0.0.1:1", host_id="zhizao-bench", settings=settings)
+        svc.start_pipeline_only()
+        try:
+            for topic, payload in births:
+                svc.submit(topic, payload, T0)
+            deadline = time.monotonic() + 60
+            while sum(len(s.devices) for s in svc.sessions.all()) < 40 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            stored0 = svc.stats()["samples_stored"]
+            started = time.perf_counter()
+            now = T0 + 10**9
+            for topic, payload in data:
+                svc.submit(topic, payload, now)
+            while svc.stats()["samples_stored"] - stored0 < produced:
+                if time.perf_counter() - started > 600:
+                    raise click.ClickException("ingest did not store every sample within 600 s")
+                time.sleep(0.002)
+            ingest_s = time.perf_counter() - started
+            storage = svc.storage.kind if svc.storage else "?"
+        finally:
+            svc.stop()
+    base_n = min(baseline_rows, produced)
+    with _TempDatabase(database_url) as url:
+        apply_migrations(url)
+        ts = T0 + np.arange(base_n, dtype=np.int64) // 50 * 10
+        rows = [
+            (datetime.fromtimestamp(t / 1000, UTC), int(tag), float(v), 192)
+            for t, tag, v in zip(ts.tolist(), (np.arange(base_n) % 50 + 1).tolist(),
+                                 np.random.default_rng(3).normal(50, 5, base_n).tolist(), strict=True)
+        ]
+        with psycopg.connect(url) as conn:
+            started = time.perf_counter()
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO samples (ts, tag_id, value, quality) VALUES (%s, %s, %s, %s)"
+                    " ON CONFLICT (tag_id, ts) DO NOTHING",
+                    rows,
+                )
+            conn.commit()
+            base_s = time.perf_counter() - started
+    ingest_rate = produced / ingest_s
+    base_rate = base_n / base_s
+    return IngestBenchResult(
+        samples=produced,
+        messages=len(data),
+        samples_per_message=produced // max(1, len(data)),
+        ingest_seconds=round(ingest_s, 3),
+        ingest_samples_per_s=round(ingest_rate),
+        baseline_rows=base_n,
+        baseline_seconds=round(base_s, 3),
+        baseline_rows_per_s=round(base_rate),
+        ratio=round(ingest_rate / base_rate, 1),
+        storage=storage,
+        cpu=_cpu_model(),
+        cores=os.cpu_count() or 0,
+        python=platform.python_version(),
+    )
+
+
+@click.command("ingest")
+@click.option("--samples", type=click.IntRange(min=1000), default=1_000_000, show_default=True,
+              help="Samples to ingest (pre-encoded DDATA, 2000 samples per message).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the figures to this JSON file.")
+@click.option("--quick", is_flag=True, help="Small run for CI (< 30 s): 200k samples, 20k baseline rows.")
+def bench_ingest(samples: int, json_path: Path | None, quick: bool) -> None:
+    """Sparkplug DDATA bytes -> committed rows per second, against executemany in the same run."""
+    url = os.environ.get("ZHIZAO_DATABASE_URL") or DEFAULT_URL
+    if quick:
+        samples = min(samples, 200_000)
+    click.echo(f"ingest bench: {samples:,} samples into a fresh database on {urlsplit(url).hostname} ...")
+    try:
+        result = run_ingest_bench(samples, url, baseline_rows=20_000 if quick else 100_000)
+    except psycopg.OperationalError as exc:
+        raise click.ClickException(f"cannot reach PostgreSQL at {url!r} (set ZHIZAO_DATABASE_URL): {exc}") from exc
+    click.echo(
+        f"ingest path : {result.ingest_samples_per_s:>10,} samples/s  ({result.samples:,} samples, "
+        f"{result.messages} DDATA messages, {result.ingest_seconds} s)\n"
+        f"executemany : {result.baseline_rows_per_s:>10,} rows/s     ({result.baseline_rows:,} rows, "
+        f"{result.baseline_seconds} s)\n"
+        f"ratio       : {result.ratio}x   storage: {result.storage}\n"
+        f"machine     : {result.cpu}, {result.cores} cores, Python {result.python}"
+    )
+    if json_path is not None:
+        json_path.write_text(json.dumps(asdict(result), indent=2) + "\n")
+        click.echo(f"figures written to {json_path}")
