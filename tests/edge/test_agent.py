@@ -35,7 +35,6 @@ from edge.outbox import read_outbox
 from edge.samples import QUALITY_GOOD, SampleBlock
 
 
-
 class RampConfig(AdapterSettings):
     """Test adapter config: `rate` samples/s; `fail` makes connect raise that error for `fail_times` tries."""
 
