@@ -73,6 +73,7 @@ class IngestService:
             on_committed=self._ack,
             on_stored=self._rollups.submit if self._rollups else None,
             depth=s.pipeline_depth,
+            writers=s.writers,
             retry_initial_s=s.db_retry_initial_s,
             retry_max_s=s.db_retry_max_s,
         )
@@ -119,6 +120,7 @@ class IngestService:
             on_committed=self._ack,
             on_stored=self._rollups.submit if self._rollups else None,
             depth=s.pipeline_depth,
+            writers=s.writers,
         )
         self._processor = Processor(self._pool, self._writer, self.sessions, s, self._request_rebirth)
         if self._rollups is not None:

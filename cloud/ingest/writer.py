@@ -1,6 +1,6 @@
-"""The DB writer thread: COPY a batch into staging, one INSERT .. ON CONFLICT DO NOTHING, commit, then ack.
+"""The DB writers: COPY a batch into staging, one INSERT .. ON CONFLICT DO NOTHING, commit, then ack.
 
-It runs apart from paho's network thread and the processor, so neither ever waits on the database.
+They run apart from paho's network thread and the processor, so neither ever waits on the database.
 A database outage makes it retry the same batch with backoff; nothing is acknowledged meanwhile, and
 the bounded queue in front of it pushes back on the processor.
 """
@@ -131,7 +131,11 @@ StoredSink = Callable[[npt.NDArray[np.int32], int, int], None]  # tags, min ts m
 
 
 class DbWriter:
-    """A thread writing batches in order, retrying through DB outages, acknowledging after each commit."""
+    """Writer threads committing batches (several at once), acknowledging strictly in submission order.
+
+    Batch k's acks and rollup notice are released only when batches 1..k are all committed, so an ack
+    never covers data still in flight on another connection.
+    """
 
     def __init__(
         self,
@@ -140,63 +144,88 @@ class DbWriter:
         on_committed: AckSink,
         on_stored: StoredSink | None = None,
         depth: int = 2,
+        writers: int = 2,
         retry_initial_s: float = 0.2,
         retry_max_s: float = 5.0,
     ) -> None:
         self._pool = pool
         self._on_stored = on_stored
         self._on_committed = on_committed
-        self._queue: queue.Queue[Batch | None] = queue.Queue(maxsize=depth)
+        self._queue: queue.Queue[tuple[int, Batch] | None] = queue.Queue(maxsize=depth)
         self._retry = (retry_initial_s, retry_max_s)
         self._abort = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="zhizao-db-writer", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._run, name=f"zhizao-db-writer-{i}", daemon=True) for i in range(writers)
+        ]
+        self._submitted = 0
+        self._release_lock = threading.Lock()
+        self._finished: dict[int, Batch] = {}
+        self._next_release = 0
         self.committed_batches = 0
         self.stored_samples = 0
         self.db_down_since: float | None = None
         self.last_error: str | None = None
 
     def start(self) -> None:
-        """Start the writer thread."""
-        self._thread.start()
+        """Start the writer threads."""
+        for t in self._threads:
+            t.start()
 
     def submit(self, batch: Batch, timeout: float | None = None) -> bool:
-        """Queue a batch (blocks while the writer is behind: that is the back-pressure); False on timeout."""
+        """Queue a batch (blocks while the writers are behind: that is the back-pressure); False on timeout.
+
+        Called from one thread only (the processor): submission order is ack order.
+        """
         try:
-            self._queue.put(batch, timeout=timeout)
+            self._queue.put((self._submitted, batch), timeout=timeout)
         except queue.Full:
             return False
+        self._submitted += 1
         return True
 
     def backlog(self) -> int:
-        """Batches waiting for the writer."""
+        """Batches waiting for a writer."""
         return self._queue.qsize()
 
     def stop(self, timeout: float) -> bool:
         """Finish queued batches within `timeout` (then give up: unacked data is replayed by the edge)."""
         deadline = time.monotonic() + timeout
-        try:
-            self._queue.put(None, timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Full:
+        for _ in self._threads:
+            try:
+                self._queue.put(None, timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Full:
+                self._abort.set()
+                break
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        if any(t.is_alive() for t in self._threads):
             self._abort.set()
-        self._thread.join(max(0.0, deadline - time.monotonic()))
-        if self._thread.is_alive():
-            self._abort.set()
-            self._thread.join(5)
+            for t in self._threads:
+                t.join(5)
             return False
         return True
 
     def _run(self) -> None:
         while True:
-            batch = self._queue.get()
-            if batch is None:
+            item = self._queue.get()
+            if item is None:
                 return
+            number, batch = item
             if not self._write_with_retry(batch):
                 return
-            for key, ack in batch.acks.items():
-                self._on_committed(key, ack)
-            touched = batch.touched_range()
-            if self._on_stored is not None and touched is not None:
-                self._on_stored(*touched)
+            self._release(number, batch)
+
+    def _release(self, number: int, batch: Batch) -> None:
+        with self._release_lock:
+            self._finished[number] = batch
+            while self._next_release in self._finished:
+                done = self._finished.pop(self._next_release)
+                self._next_release += 1
+                for key, ack in done.acks.items():
+                    self._on_committed(key, ack)
+                touched = done.touched_range()
+                if self._on_stored is not None and touched is not None:
+                    self._on_stored(*touched)
 
     def _write_with_retry(self, batch: Batch) -> bool:
         delay = self._retry[0]
@@ -228,7 +257,8 @@ class DbWriter:
             metrics.BATCH_SECONDS.observe(time.monotonic() - started)
             metrics.BATCHES.inc()
             metrics.SAMPLES_STORED.inc(stored)
-            self.committed_batches += 1
-            self.stored_samples += stored
+            with self._release_lock:
+                self.committed_batches += 1
+                self.stored_samples += stored
             return True
         return False
