@@ -26,6 +26,9 @@ Rules:
   state code (10000..229999), else 40000 (unspecified stop); `unknown` -> 30000; or a fixed code. Defaults:
   Execute running, Undefined unknown, every other state stop_reason. A State sample is emitted when the
   code changes; inputs arriving in the same millisecond count as one change (the last one wins).
+- Derived samples carry the timestamp of the input that triggered them, raised to the latest one already
+  emitted for that signal, so each derived signal's timestamps never go back (initial values of different
+  nodes arrive in any time order).
 - Derived signals (counter, good_counter, packml_state) use only samples with good quality.
 """
 
@@ -109,6 +112,7 @@ class _StateRoute:
     table: npt.NDArray[np.int64]
     slow_below: float
     last_code: int = -1
+    last_ts: int = -(2**62)
 
 
 @dataclass
@@ -117,6 +121,7 @@ class _GoodRoute:
     processed: int
     defective: int
     last: int = -1
+    last_ts: int = -(2**62)
 
 
 @dataclass
@@ -263,6 +268,12 @@ def _ffill(pos_mask: npt.NDArray[np.bool_], values: npt.NDArray[np.float64], ini
     return vals[np.maximum.accumulate(idx)][1:]
 
 
+def _monotonic_ts(ts: npt.NDArray[np.int64], last: int) -> npt.NDArray[np.int64]:
+    """Timestamps for a derived signal: never earlier than one already emitted (inputs arrive out of time order)."""
+    out: npt.NDArray[np.int64] = np.maximum.accumulate(np.maximum(ts, last))
+    return out
+
+
 def _keep_last_per_ms(ts: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
     """Mask keeping the last of each run of equal timestamps."""
     keep = np.ones(len(ts), bool)
@@ -295,6 +306,7 @@ def _transform(r: _Routes, block: SampleBlock) -> SampleBlock:
     parts_out: list[npt.NDArray[np.int32]] = []
     parts_val: list[npt.NDArray[np.float64]] = []
     parts_q: list[npt.NDArray[np.int16]] = []
+    parts_ts: list[npt.NDArray[np.int64]] = []
     text_rows: dict[int, int] = {}
 
     # value routes: a source may feed several value signals, so match routes, not sources.
@@ -304,6 +316,7 @@ def _transform(r: _Routes, block: SampleBlock) -> SampleBlock:
         parts_out.append(r.v_out[route])
         parts_val.append(block.value[pos] * r.v_scale[route] + r.v_offset[route])
         parts_q.append(block.quality[pos])
+        parts_ts.append(block.ts_ms[pos])
         if block.text:
             text_rows = {int(p): k for k, p in enumerate(pos)}
 
@@ -321,6 +334,7 @@ def _transform(r: _Routes, block: SampleBlock) -> SampleBlock:
                 parts_out.append(np.full(len(p), r.c_out[s], np.int32))
                 parts_val.append(unwrapped[p].astype(np.float64))
                 parts_q.append(np.full(len(p), QUALITY_GOOD, np.int16))
+                parts_ts.append(block.ts_ms[p])
 
     # derived signals (state, good count): forward-fill their inputs over the block, in arrival order.
     if r.derived_by_src:
@@ -339,6 +353,7 @@ def _transform(r: _Routes, block: SampleBlock) -> SampleBlock:
                 parts_out.append(np.full(len(out[0]), d.out, np.int32))
                 parts_val.append(out[1])
                 parts_q.append(np.full(len(out[0]), QUALITY_GOOD, np.int16))
+                parts_ts.append(out[2])
 
     # remember the last good value of every source (inputs of later blocks' derived signals)
     gpos = np.nonzero(good)[0]
@@ -355,7 +370,7 @@ def _transform(r: _Routes, block: SampleBlock) -> SampleBlock:
         texts = tuple((int(inverse[text_rows[k]]), s) for k, s in block.text if k in text_rows)
     return SampleBlock(
         np.concatenate(parts_out)[order],
-        block.ts_ms[pos_all[order]],
+        np.concatenate(parts_ts)[order],
         np.concatenate(parts_val)[order],
         np.concatenate(parts_q)[order],
         texts,
@@ -378,7 +393,7 @@ def _match(src: npt.NDArray[np.int64], route_src: npt.NDArray[np.int64]) -> tupl
 
 def _good(r: _Routes, g: _GoodRoute, src: npt.NDArray[np.int64], good: npt.NDArray[np.bool_],
           unwrapped: npt.NDArray[np.int64], ts: npt.NDArray[np.int64]
-          ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]] | None:
+          ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.int64]] | None:
     is_p, is_d = good & (src == g.processed), good & (src == g.defective)
     pos = np.nonzero(is_p | is_d)[0]
     tot = _ffill(is_p[pos], unwrapped[pos].astype(np.float64),
@@ -390,14 +405,15 @@ def _good(r: _Routes, g: _GoodRoute, src: npt.NDArray[np.int64], good: npt.NDArr
     if not len(pos):
         return None
     value = np.maximum.accumulate(np.maximum(tot - dfc, float(g.last)))
-    keep = _keep_last_per_ms(ts[pos])
-    g.last = int(value[-1])
-    return pos[keep], value[keep]
+    t = _monotonic_ts(ts[pos], g.last_ts)
+    keep = _keep_last_per_ms(t)
+    g.last, g.last_ts = int(value[-1]), int(t[-1])
+    return pos[keep], value[keep], t[keep]
 
 
 def _state(r: _Routes, s: _StateRoute, src: npt.NDArray[np.int64], good: npt.NDArray[np.bool_],
            value: npt.NDArray[np.float64], ts: npt.NDArray[np.int64]
-           ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]] | None:
+           ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.int64]] | None:
     inputs = [i for i in (s.state, s.stop_reason, s.cur_speed, s.ideal_speed) if i >= 0]
     trig = good & np.isin(src, inputs)
     pos = np.nonzero(trig)[0]
@@ -420,9 +436,10 @@ def _state(r: _Routes, s: _StateRoute, src: npt.NDArray[np.int64], good: npt.NDA
     code = np.where(target == _T_RUNNING, np.where(slow, SLOWER, RUNNING),
                     np.where(target == _T_STOP_REASON, np.where(valid_reason, reason, UNSPECIFIED_STOP),
                              np.where(target == _T_UNKNOWN, UNKNOWN, target))).astype(np.int64)
-    keep = _keep_last_per_ms(ts[pos])
-    pos, code = pos[keep], code[keep]
+    t = _monotonic_ts(ts[pos], s.last_ts)
+    keep = _keep_last_per_ms(t)
+    pos, code, t = pos[keep], code[keep], t[keep]
     prev = np.concatenate(([s.last_code], code[:-1]))
     change = code != prev
-    s.last_code = int(code[-1])
-    return pos[change], code[change].astype(np.float64)
+    s.last_code, s.last_ts = int(code[-1]), int(t[-1])
+    return pos[change], code[change].astype(np.float64), t[change]

@@ -205,3 +205,16 @@ def test_counter_total_equals_true_production(start: int, steps: list[tuple[int,
     assert len(totals) == len(raw)
     assert np.all(np.diff(totals) >= 0)
     assert totals[-1] - totals[0] == made
+
+
+def test_derived_timestamps_never_go_back() -> None:
+    """Initial values of different nodes arrive in any time order; derived series stay ordered in time."""
+    m = make_mapping()
+    out = m.transform("sim", block(m, [
+        (M1 + "ProdProcessedCount", T0 + 10, 50),
+        (M1 + "ProdDefectiveCount", T0 + 3, 2),
+        (M1 + "State", T0 + 20, 11),
+        (M1 + "StopReason", T0 + 5, 180000),
+    ]))
+    assert published(m, out, "cnc-1-m01", "Counts/Good") == [(T0 + 10, 48.0)]
+    assert published(m, out, "cnc-1-m01", "State") == [(T0 + 20, 180000.0)]
