@@ -64,12 +64,19 @@ def check(files: tuple[Path, ...]) -> None:
             click.echo(f"{path}: {exc}", err=True)
     if failed:
         raise click.ClickException(f"{failed} of {len(paths)} seed files are invalid")
-    click.echo(f"all {len(paths)} seed files are valid; next: `zhizao seeds show` or `zhizao sim --port 4840`")
+    click.echo(
+        f"all {len(paths)} seed files are valid; next: `zhizao seeds show` or `zhizao sim --port 4840`"
+    )
 
 
 @seeds.command()
-@click.option("--scenario", "scenario_path", type=click.Path(path_type=Path), default=None,
-              help="Scenario file (default: the packaged cluster.yaml).")
+@click.option(
+    "--scenario",
+    "scenario_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Scenario file (default: the packaged cluster.yaml).",
+)
 def show(scenario_path: Path | None) -> None:
     """Print the cluster as a tree: sites > lines > machines with kind and ideal rate."""
     try:

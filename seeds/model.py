@@ -133,7 +133,9 @@ class Shift(_Model):
         for i, brk in enumerate(self.breaks):
             offset = (_minutes(brk.start) - begin) % 1440
             if offset + brk.minutes > self.hours * 60:
-                raise ValueError(f"breaks[{i}].start: {brk.start!r} + {brk.minutes} min lies outside the shift")
+                raise ValueError(
+                    f"breaks[{i}].start: {brk.start!r} + {brk.minutes} min lies outside the shift"
+                )
         return self
 
 
@@ -277,7 +279,9 @@ class Machine(_Model):
     ideal_rate_per_min: float = Field(gt=0)
     nominal_speed: float = Field(default=0.95, gt=0, le=1.2, description="initial MachSpeed / ideal rate")
     reject_rate: float = Field(ge=0, le=0.5)
-    counter_start: int = Field(default=0, ge=0, description="initial ProdProcessedCount (to exercise Int32 wrap)")
+    counter_start: int = Field(
+        default=0, ge=0, description="initial ProdProcessedCount (to exercise Int32 wrap)"
+    )
     behaviour: Behaviour
     signals: list[Signal] = Field(default_factory=list)
     faults: list[Fault] = Field(default_factory=list)
@@ -333,11 +337,14 @@ class Site(_Model):
     @model_validator(mode="after")
     def _unique(self) -> Site:
         _unique_ids([line.id for line in self.lines], "lines")
-        machine_ids = [m.id for line in self.lines for m in line.machines]
+        seen: set[str] = set()
         for i, line in enumerate(self.lines):
             for j, machine in enumerate(line.machines):
-                if machine_ids.count(machine.id) > 1:
-                    raise ValueError(f"lines[{i}].machines[{j}].id: {machine.id!r} is not unique within the site")
+                if machine.id in seen:
+                    raise ValueError(
+                        f"lines[{i}].machines[{j}].id: {machine.id!r} is not unique within the site"
+                    )
+                seen.add(machine.id)
         return self
 
 
@@ -391,7 +398,10 @@ class TimelineSegment(_Model):
             if self.stop_reason != 0:
                 raise ValueError(f"stop_reason: {self.stop_reason} must be 0 while executing (state 6)")
         else:
-            _stop_code(self.stop_reason)
+            try:
+                _stop_code(self.stop_reason)
+            except ValueError as exc:
+                raise ValueError(f"stop_reason: {exc} (required when state is {self.state})") from None
             if self.produced:
                 raise ValueError(f"produced: {self.produced} must be 0 outside Execute (state {self.state})")
         if self.defective > self.produced:
@@ -405,7 +415,9 @@ class Timeline(_Model):
     name: str = Field(min_length=1)
     description: str = ""
     machines: list[str] = Field(min_length=1, description="`site/line/machine` paths that follow the script")
-    ideal_rate_per_min: float | None = Field(default=None, gt=0, description="must match the machines, if given")
+    ideal_rate_per_min: float | None = Field(
+        default=None, gt=0, description="must match the machines, if given"
+    )
     segments: list[TimelineSegment] = Field(min_length=1)
 
     @field_validator("machines")
@@ -447,10 +459,13 @@ def format_validation_error(exc: ValidationError) -> list[str]:
                 path += f".{part}" if path else str(part)
         value: Any = err.get("input")
         msg = err["msg"].removeprefix("Value error, ")
-        shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
         if re.match(r"^[\w.\[\]]+: ", msg):  # validator already names a sub-path and value
             sep = "" if not path or msg.startswith("[") else "."
             lines.append(f"{path}{sep}{msg}")
+        elif isinstance(value, dict | list) or repr(value) in msg:
+            lines.append(
+                f"{path or '<root>'}: {msg}"
+            )  # a whole object failed, or the message shows the value
         else:
-            lines.append(f"{path or '<root>'}: {shown} {msg}")
+            lines.append(f"{path or '<root>'}: {value!r} {msg}")
     return lines

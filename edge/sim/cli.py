@@ -29,27 +29,72 @@ def _parse_start(value: str | None) -> int | None:
 
 
 @click.command()
-@click.option("--scenario", "scenario_path", type=click.Path(path_type=Path), default=None,
-              help="Scenario YAML (default: the packaged cluster.yaml).")
+@click.option(
+    "--scenario",
+    "scenario_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Scenario YAML (default: the packaged cluster.yaml).",
+)
 @click.option("--port", type=click.IntRange(1, 65535), default=4840, show_default=True, help="TCP port.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--speed", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-              help="Sim seconds per wall second until the sim catches up with the wall clock.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, start, speed -> same values).")
-@click.option("--start", "start", default=None,
-              help="Sim start (ISO 8601 with offset). Default: now at speed 1, else early enough to catch up in --catch-up-s.")
-@click.option("--catch-up-s", type=click.FloatRange(min=0), default=600.0, show_default=True,
-              help="With speed > 1 and no --start: wall seconds until the sim reaches the wall clock.")
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Sim seconds per wall second until the sim catches up with the wall clock.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Random seed (same seed, start, speed -> same values).",
+)
+@click.option(
+    "--start",
+    "start",
+    default=None,
+    help="Sim start (ISO 8601 with offset). Default: now at speed 1, else early enough to catch up in --catch-up-s.",
+)
+@click.option(
+    "--catch-up-s",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    help="With speed > 1 and no --start: wall seconds until the sim reaches the wall clock.",
+)
 @click.option("--dt-ms", type=click.IntRange(min=1), default=1000, show_default=True, help="Fixed sim step.")
-@click.option("--timeline", "timeline_path", type=click.Path(path_type=Path), default=None,
-              help="Scripted timeline YAML (e.g. seeds/timelines/v1-vorne.yaml).")
-@click.option("--record", type=click.Path(path_type=Path), default=None,
-              help="Write every published value to this file (read with edge.sim.record.read_record).")
-@click.option("--security", is_flag=True, help="Also offer Basic256Sha256 Sign and SignAndEncrypt (self-signed cert).")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=Path(".zhizao/sim"), show_default=True,
-              help="Where the generated certificate lives.")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Stop after this many wall seconds and print throughput (default: run until Ctrl-C).")
+@click.option(
+    "--timeline",
+    "timeline_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Scripted timeline YAML (e.g. seeds/timelines/v1-vorne.yaml).",
+)
+@click.option(
+    "--record",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write every published value to this file (read with edge.sim.record.read_record).",
+)
+@click.option(
+    "--security", is_flag=True, help="Also offer Basic256Sha256 Sign and SignAndEncrypt (self-signed cert)."
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=Path(".zhizao/sim"),
+    show_default=True,
+    help="Where the generated certificate lives.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop after this many wall seconds and print throughput (default: run until Ctrl-C).",
+)
 def sim(scenario_path: Path | None, port: int, host: str, speed: float, seed: int, start: str | None,
         catch_up_s: float, dt_ms: int, timeline_path: Path | None, record: Path | None, security: bool,
         data_dir: Path, duration: float | None) -> None:  # fmt: skip
@@ -81,8 +126,12 @@ def sim(scenario_path: Path | None, port: int, host: str, speed: float, seed: in
             loop.call_later(duration, stop.set)
         await server.start()
         n = len(server.model.table.machine_paths)
-        click.echo(f"serving {n} machines ({server.model.table.size} variables) at {server.endpoint}; Ctrl-C stops")
-        click.echo(f"next: `zhizao edge browse {server.endpoint}` or `zhizao edge run seeds/agents/<line>.yaml`")
+        click.echo(
+            f"serving {n} machines ({server.model.table.size} variables) at {server.endpoint}; Ctrl-C stops"
+        )
+        click.echo(
+            f"next: `zhizao edge browse {server.endpoint}` or `zhizao edge run seeds/agents/<line>.yaml`"
+        )
         try:
             await server.run(stop)
         finally:

@@ -67,11 +67,15 @@ class Faults:
                                  f.tool_life_min * 60, f.load_rise, f.temperature_rise, f.change_min * 60,
                                  f.change_code))  # fmt: skip
                 elif isinstance(f, SensorDrift):
-                    drift.append((m_i, sig_of[(m_i, f.signal)], f.onset_h * 3600, f.rate_per_h / 3600, f.limit))
+                    drift.append(
+                        (m_i, sig_of[(m_i, f.signal)], f.onset_h * 3600, f.rate_per_h / 3600, f.limit)
+                    )
                 elif isinstance(f, JamBursts):
                     jam.append((m_i, f.bursts_per_day / 86400, f.burst_min * 60,
                                 f.jams_per_burst / (f.burst_min * 60), f.jam_s.min, f.jam_s.max, f.code))  # fmt: skip
-        (bm, self.b_rms, self.b_kurt, self.b_onset, self.b_life, self.b_factor, self.b_krise, bc) = _cols(bearing, 8)
+        (bm, self.b_rms, self.b_kurt, self.b_onset, self.b_life, self.b_factor, self.b_krise, bc) = _cols(
+            bearing, 8
+        )
         self.b_m, self.b_rms_i, self.b_kurt_i, self.b_code = (
             bm.astype(np.int64), self.b_rms.astype(np.int64), self.b_kurt.astype(np.int64), bc.astype(np.int64))  # fmt: skip
         self.b_age = np.zeros(len(bearing))
@@ -110,7 +114,9 @@ class Faults:
             add[self.d_sig] += np.where(self.d_age > self.d_onset, offset, 0.0)
         return mult, add
 
-    def events(self, free: npt.NDArray[np.bool_], rng: np.random.Generator, dt_s: float, out: StopEvents) -> None:
+    def events(
+        self, free: npt.NDArray[np.bool_], rng: np.random.Generator, dt_s: float, out: StopEvents
+    ) -> None:
         """Queue the fault-driven stops of machines that are executing and free: worn bearings, tool changes, jams."""
         if len(self.b_m):
             hit = free[self.b_m] & (self.b_age >= self.b_onset + self.b_life)

@@ -60,7 +60,13 @@ class FactoryModel:
     """All machines of a scenario as arrays; `initial()` then `step()` yield the value changes per sim step."""
 
     def __init__(
-        self, scenario: Scenario, *, seed: int, start_ms: int, dt_ms: int = 1000, timeline: Timeline | None = None
+        self,
+        scenario: Scenario,
+        *,
+        seed: int,
+        start_ms: int,
+        dt_ms: int = 1000,
+        timeline: Timeline | None = None,
     ) -> None:
         if dt_ms < 1:
             raise ValueError(f"dt_ms: {dt_ms} must be at least 1 ms")
@@ -205,7 +211,9 @@ class FactoryModel:
         events.add(changing, self.change_s[changing], HELD, self.change_code[changing])
         self.since_change[changing] = 0.0
         micro = np.flatnonzero(free & (u[1] < self.micro_rate * self.dt_s))
-        events.add(micro, self.rng.uniform(self.micro_min[micro], self.micro_max[micro]), SUSPENDED, MICROSTOP)
+        events.add(
+            micro, self.rng.uniform(self.micro_min[micro], self.micro_max[micro]), SUSPENDED, MICROSTOP
+        )
         if not events.machines:
             return
         machines = np.concatenate(events.machines)
@@ -215,7 +223,9 @@ class FactoryModel:
         repair = np.isnan(seconds)
         if repair.any():
             m = machines[repair]
-            seconds[repair] = self.repair_median_s[m] * np.exp(self.repair_spread[m] * self.rng.standard_normal(len(m)))
+            seconds[repair] = self.repair_median_s[m] * np.exp(
+                self.repair_spread[m] * self.rng.standard_normal(len(m))
+            )
         # Round up to whole steps so every stop is visible for at least one step.
         self.down_left[machines] = np.ceil(seconds / self.dt_s) * self.dt_s
         self.down_state[machines] = np.concatenate(events.states)[first]

@@ -45,7 +45,9 @@ class Recorder:
         self._fh.write(_HEADER.pack(tag, len(payload)))
         self._fh.write(payload)
 
-    def append(self, index: npt.NDArray[np.int64], ts_ms: int | npt.NDArray[np.int64], value: npt.NDArray[np.float64]) -> None:
+    def append(
+        self, index: npt.NDArray[np.int64], ts_ms: int | npt.NDArray[np.int64], value: npt.NDArray[np.float64]
+    ) -> None:
         """Queue rows: node indices, their source timestamp(s) and values."""
         rows = np.empty(len(index), dtype=ROW)
         rows["i"], rows["t"], rows["v"] = index, ts_ms, value
@@ -76,7 +78,7 @@ def read_record(
     """Read a record file: (node_ids, node_index i32[n], ts_ms i64[n], value f64[n]) in publish order."""
     data = Path(path).read_bytes()
     if not data.startswith(MAGIC):
-        raise RecordError(f"{path}: not a simulator record (magic {data[:len(MAGIC)]!r})")
+        raise RecordError(f"{path}: not a simulator record (magic {data[: len(MAGIC)]!r})")
     pos = len(MAGIC)
     node_ids: list[str] = []
     parts: list[npt.NDArray[np.void]] = []

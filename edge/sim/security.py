@@ -31,15 +31,21 @@ async def configure_security(server: Server, secure: bool, data_dir: Path) -> No
     pki.mkdir(parents=True, exist_ok=True)
     key, cert = pki / "sim-key.pem", pki / "sim-cert.der"
     await setup_self_signed_certificate(
-        key, cert, APP_URI, socket.gethostname(), [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+        key,
+        cert,
+        APP_URI,
+        socket.gethostname(),
+        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
         {"countryName": "CN", "organizationName": "zhizao", "commonName": "zhizao OPC UA simulator"},
     )
     await server.load_certificate(str(cert))
     await server.load_private_key(str(key))
     # None stays for the demo's local agents; the two Basic256Sha256 modes are for anything that crosses a network.
-    server.set_security_policy([
-        ua.SecurityPolicyType.NoSecurity,
-        ua.SecurityPolicyType.Basic256Sha256_Sign,
-        ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
-    ])
+    server.set_security_policy(
+        [
+            ua.SecurityPolicyType.NoSecurity,
+            ua.SecurityPolicyType.Basic256Sha256_Sign,
+            ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+        ]
+    )
     log.info("simulator security: None + Basic256Sha256 Sign/SignAndEncrypt, certificate %s", cert)

@@ -42,7 +42,9 @@ class SimError(RuntimeError):
     """The simulator could not start (port taken, bad security setup, address space rejected)."""
 
 
-def default_start_ms(speed: float, dt_ms: int, *, catch_up_s: float = 600.0, now_ms: int | None = None) -> int:
+def default_start_ms(
+    speed: float, dt_ms: int, *, catch_up_s: float = 600.0, now_ms: int | None = None
+) -> int:
     """Start instant: now at speed 1; with speed X > 1, far enough back to catch up with the wall clock after `catch_up_s`."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
     back = (speed - 1.0) * catch_up_s * 1000 if speed > 1 else 0.0
@@ -83,7 +85,9 @@ class SimServer:
         self.speed = speed
         # The sim clock maps wall time t to start_ms + speed * (t - created_ms), capped at t.
         self.created_ms = time.time() * 1000
-        self.start_ms = default_start_ms(speed, dt_ms, now_ms=int(self.created_ms)) if start_ms is None else start_ms
+        self.start_ms = (
+            default_start_ms(speed, dt_ms, now_ms=int(self.created_ms)) if start_ms is None else start_ms
+        )
         if self.start_ms > time.time() * 1000:
             raise ValueError(f"start_ms: {self.start_ms} lies in the future; source timestamps never may")
         self.model = FactoryModel(scenario, seed=seed, start_ms=self.start_ms, dt_ms=dt_ms, timeline=timeline)
@@ -119,13 +123,16 @@ class SimServer:
             for path in self.model.table.machine_paths:
                 srv.link_method(srv.get_node(ua.NodeId(f"{path}/{name}", 2)), handler)
         t = self.model.table
-        for m_i in range(len(t.machine_paths)):
-            srv.set_attribute_value_setter(self._ua_ids[int(t.packml[m_i, T_SETPOINT])], self._setpoint_setter(m_i))
         if self._record_path is not None:
             self._recorder = Recorder(self._record_path, t.node_ids)
         changes = self.model.initial()
         await self._write(changes.ts_ms, changes.index, changes.value)
+        # From here on MachSpeed belongs to clients: their writes go through the setter, the model never writes it.
         self._setpoint_last_ts.update({int(i): changes.ts_ms for i in t.packml[:, T_SETPOINT]})
+        for m_i in range(len(t.machine_paths)):
+            srv.set_attribute_value_setter(
+                self._ua_ids[int(t.packml[m_i, T_SETPOINT])], self._setpoint_setter(m_i)
+            )
         try:
             await srv.start()
         except OSError as exc:
@@ -142,7 +149,9 @@ class SimServer:
             nid = ua.NodeId(path, 2)
             if path not in made:
                 made.add(path)
-                attrs = ua.ObjectAttributes(DisplayName=ua.LocalizedText(path.rsplit("/", 1)[-1]), EventNotifier=0)
+                attrs = ua.ObjectAttributes(
+                    DisplayName=ua.LocalizedText(path.rsplit("/", 1)[-1]), EventNotifier=0
+                )
                 items.append(ua.AddNodesItem(
                     ParentNodeId=parent, ReferenceTypeId=_ORGANIZES if folder else _HAS_COMPONENT,
                     RequestedNewNodeId=nid, BrowseName=ua.QualifiedName(path.rsplit("/", 1)[-1], 2),
@@ -172,7 +181,9 @@ class SimServer:
                 NodeAttributes=attrs, TypeDefinition=ua.NodeId(ua.ObjectIds.BaseDataVariableType)))  # fmt: skip
         for m_i, path in enumerate(t.machine_paths):
             for name in METHODS:
-                attrs = ua.MethodAttributes(DisplayName=ua.LocalizedText(name), Executable=True, UserExecutable=True)
+                attrs = ua.MethodAttributes(
+                    DisplayName=ua.LocalizedText(name), Executable=True, UserExecutable=True
+                )
                 items.append(ua.AddNodesItem(
                     ParentNodeId=machine_nodes[m_i], ReferenceTypeId=_HAS_COMPONENT,
                     RequestedNewNodeId=ua.NodeId(f"{path}/{name}", 2), BrowseName=ua.QualifiedName(name, 2),
@@ -195,7 +206,11 @@ class SimServer:
         def setter(node: Any, attr: Any, value: Any) -> None:
             raw = value.Value.Value if value.Value is not None else None
             if not isinstance(raw, int | float):
-                log.warning("MachSpeed of %s: %r is not a number; ignored", self.model.table.machine_paths[machine], raw)
+                log.warning(
+                    "MachSpeed of %s: %r is not a number; ignored",
+                    self.model.table.machine_paths[machine],
+                    raw,
+                )
                 return
             effective = self.model.set_speed(machine, float(raw))
             # Our own timestamps, strictly increasing per node and never ahead of the sim clock's last step.
@@ -234,7 +249,10 @@ class SimServer:
             if due <= 0:
                 if not self.stats.caught_up and (paced >= now or self.speed <= 1):
                     self.stats.caught_up = True
-                    log.info("simulator runs in step with the wall clock (sim time %s)", _dt(model.ts_ms).isoformat())
+                    log.info(
+                        "simulator runs in step with the wall clock (sim time %s)",
+                        _dt(model.ts_ms).isoformat(),
+                    )
                 # Wall time until the next step falls due, at the pace in force (sim speed or real time).
                 wait_ms = (model.ts_ms + model.dt_ms - target) / (1.0 if target >= now else self.speed)
                 with contextlib.suppress(TimeoutError):
