@@ -1,0 +1,10 @@
+"""Host tests reuse the ingest test helpers (tiny Sparkplug node on the lead's codec) and fixtures."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ingest"))
+
+from conftest_ingest import make_service  # noqa: E402,F401
