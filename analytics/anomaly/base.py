@@ -56,10 +56,9 @@ def alarm_step(
     below = score < off
     c_on = c_on + 1.0 if above else 0.0
     c_off = c_off + 1.0 if below else 0.0
-    if active > 0.5:
-        active = 0.0 if c_off >= min_off else 1.0
-    else:
-        active = 1.0 if c_on >= min_on else 0.0
+    stay_on = 0.0 if c_off >= min_off else 1.0
+    turn_on = 1.0 if c_on >= min_on else 0.0
+    active = stay_on if active > 0.5 else turn_on
     return active, c_on, c_off
 
 

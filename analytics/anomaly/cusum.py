@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit, prange
 from numpy.typing import NDArray
 
-from analytics.anomaly.base import Alarm, Detector, F64, Scored, alarm_step, reference_alarm
+from analytics.anomaly.base import F64, Alarm, Detector, Scored, alarm_step, reference_alarm
 
 # State rows: warm-up count, baseline mean, Welford M2, S+, S-, then the alarm fields.
 _N, _MEAN, _M2, _SP, _SN, _ACT, _CON, _COFF = range(8)
@@ -71,11 +71,11 @@ def cusum_kernel(
 class Cusum(Detector):
     """Two-sided CUSUM: reference value `k` (in baseline std units), sums capped at `cap` so they recover."""
 
-    warmup: int = 100
+    warmup: int = 200
     k: float = 0.5
-    cap: float = 10.0
+    cap: float = 16.0
     min_std: float = 1e-9
-    alarm: Alarm = field(default_factory=lambda: Alarm(on=5.0, off=1.0, min_on=1, min_off=5))
+    alarm: Alarm = field(default_factory=lambda: Alarm(on=8.0, off=2.0, min_on=1, min_off=5))
     name: str = "cusum"
 
     def __post_init__(self) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit, prange
 from numpy.typing import NDArray
 
-from analytics.anomaly.base import Alarm, Detector, F64, Scored, alarm_step, reference_alarm
+from analytics.anomaly.base import F64, Alarm, Detector, Scored, alarm_step, reference_alarm
 
 # State rows: samples seen, mean, variance, then the alarm fields.
 _N, _MEAN, _VAR, _ACT, _CON, _COFF = range(6)
@@ -65,7 +65,7 @@ class EwmaZ(Detector):
     alpha: float = 0.01
     warmup: int = 100
     min_std: float = 1e-9
-    alarm: Alarm = field(default_factory=lambda: Alarm(on=5.0, off=3.0, min_on=3, min_off=10))
+    alarm: Alarm = field(default_factory=lambda: Alarm(on=4.0, off=2.0, min_on=1, min_off=5))
     name: str = "ewma_z"
 
     def __post_init__(self) -> None:

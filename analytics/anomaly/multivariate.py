@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit, prange
 from numpy.typing import NDArray
 
-from analytics.anomaly.base import Alarm, Detector, F64, Scored, alarm_step, reference_alarm
+from analytics.anomaly.base import F64, Alarm, Detector, Scored, alarm_step, reference_alarm
 
 
 @njit(cache=True, inline="always")
@@ -88,7 +88,7 @@ class MahalanobisT2(Detector):
     alpha: float = 0.005
     warmup: int = 200
     ridge: float = 1e-6
-    alarm: Alarm = field(default_factory=lambda: Alarm(on=30.0, off=15.0, min_on=3, min_off=10))
+    alarm: Alarm = field(default_factory=lambda: Alarm(on=12.0, off=6.0, min_on=2, min_off=5))
     name: str = "mahalanobis_t2"
 
     def __post_init__(self) -> None:

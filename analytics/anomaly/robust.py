@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit, prange
 from numpy.typing import NDArray
 
-from analytics.anomaly.base import Alarm, Detector, F64, Scored, alarm_step, reference_alarm
+from analytics.anomaly.base import F64, Alarm, Detector, Scored, alarm_step, reference_alarm
 
 IQR_TO_STD = 1.3489795003921634  # IQR of a standard normal distribution
 
@@ -18,9 +18,9 @@ IQR_TO_STD = 1.3489795003921634  # IQR of a standard normal distribution
 def _quantile(s: np.ndarray, n: int, p: float) -> float:
     # Linear interpolation between order statistics (NumPy's default method).
     h = (n - 1) * p
-    lo = int(math.floor(h))
+    lo = int(h)  # h >= 0: truncation is floor
     hi = min(lo + 1, n - 1)
-    return s[lo] + (h - lo) * (s[hi] - s[lo])
+    return float(s[lo] + (h - lo) * (s[hi] - s[lo]))
 
 
 @njit(cache=True, parallel=True)
@@ -76,7 +76,7 @@ class RobustZ(Detector):
 
     window: int = 64
     min_scale: float = 1e-9
-    alarm: Alarm = field(default_factory=lambda: Alarm(on=6.0, off=3.0, min_on=3, min_off=10))
+    alarm: Alarm = field(default_factory=lambda: Alarm(on=5.0, off=2.0, min_on=1, min_off=5))
     name: str = "robust_z"
 
     def __post_init__(self) -> None:

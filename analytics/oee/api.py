@@ -142,7 +142,7 @@ def fleet_oee(config: OeeConfig = _DEFAULT_CONFIG, **arrays: ArrayLike) -> OeeRe
     offsets, codes outside 0..229999, negative counters, overlapping shifts, windows ending before they
     start).
     """
-    a = prepare_oee_inputs(**arrays)  # type: ignore[arg-type]
+    a = prepare_oee_inputs(**arrays)
     return run_oee_kernel(a, config)
 
 

@@ -71,13 +71,15 @@ def _classify(code: int, ranges: np.ndarray, ov_codes: np.ndarray, ov_cats: np.n
 
 
 @njit(cache=True, inline="always")
-def _covered(t: int, p_start: np.ndarray, p_end: np.ndarray, p_cum: np.ndarray) -> int:
-    # Planned-calendar milliseconds before t: whole intervals ending at or before t, plus the open one.
-    k = np.searchsorted(p_end, t, side="right")
+def _covered(t: int, k: int, p_start: np.ndarray, p_end: np.ndarray, p_cum: np.ndarray) -> tuple[int, int]:
+    # Planned-calendar milliseconds before t, and the index of the first interval ending after t.
+    # Callers ask for non-decreasing t within a window, so the index only moves forward from `k`.
+    while k < p_end.size and p_end[k] <= t:
+        k += 1
     c = p_cum[k]
     if k < p_start.size and p_start[k] < t:
         c += t - p_start[k]
-    return c
+    return c, k
 
 
 @njit(cache=True, inline="always")
@@ -119,21 +121,21 @@ def _machine(
     ev_fail = np.zeros(ns, np.bool_)
     block_start = np.empty(ns, np.int64)
     block_restart = np.zeros(ns, np.bool_)
+    if ov_codes.size > 0:
+        for i in range(ns):
+            eff[i] = _classify(st_code[s0 + i], ranges, ov_codes, ov_cats)
+    else:
+        for i in range(ns):
+            eff[i] = ranges[st_code[s0 + i] // 10000]
     i = 0
     while i < ns:
-        cat = _classify(st_code[s0 + i], ranges, ov_codes, ov_cats)
-        if not _is_stop(cat):
-            eff[i] = cat
+        if not _is_stop(eff[i]):
             i += 1
             continue
         j = i
         has_fail = False
-        while j < ns:
-            cj = _classify(st_code[s0 + j], ranges, ov_codes, ov_cats)
-            if not _is_stop(cj):
-                break
-            eff[j] = cj
-            if cj == C_FAILURE:
+        while j < ns and _is_stop(eff[j]):
+            if eff[j] == C_FAILURE:
                 has_fail = True
             j += 1
         end = seg_t[j] if j < ns else horizon
@@ -164,9 +166,11 @@ def _machine(
     for k in range(npl):
         p_cum[k + 1] = p_cum[k] + (p_end[k] - p_start[k])
 
+    acc = np.zeros(N_CAT, np.int64)
     for w in range(w0, w1):
         ws = w_start[w]
         we = w_end[w]
+        acc_out = 0
         flags = 0
         run = 0
         planned = 0
@@ -181,52 +185,52 @@ def _machine(
         k = np.searchsorted(seg_t, ws, side="left")
         if k == ns or seg_t[k] != ws:
             k -= 1
+        pk = np.searchsorted(p_end, ws, side="right")
         if k < 0:
             # Before the first state change nothing is known about the machine.
-            first = seg_t[0] if ns > 0 else we
-            b = min(we, first)
+            t_first = seg_t[0] if ns > 0 else we
+            b = min(we, t_first)
             if b > ws:
                 flags |= FLAG_NO_STATE
-                inside = _covered(b, p_start, p_end, p_cum) - _covered(ws, p_start, p_end, p_cum)
+                c_a, pk = _covered(ws, pk, p_start, p_end, p_cum)
+                c_b, pk = _covered(b, pk, p_start, p_end, p_cum)
+                inside = c_b - c_a
                 planned += inside
                 fail_loss += inside
                 out_t[w, C_UNKNOWN] += inside
                 out_t[w, C_PLANNED] += (b - ws) - inside
             k = 0
+        # Branch-light walk over the segments: every piece adds its in-calendar time to its category
+        # (run and planned categories: all of it) and the rest to "planned"; totals are derived below.
+        c_a, pk = _covered(max(seg_t[k], ws) if k < ns else ws, pk, p_start, p_end, p_cum)
         while k < ns and seg_t[k] < we:
             a = max(seg_t[k], ws)
             b = min(seg_t[k + 1] if k + 1 < ns else horizon, we)
             e = eff[k]
-            if ev_first[k] and seg_t[k] >= ws:
-                if e == C_MICRO:
-                    micros += 1
-                else:
-                    stops += 1
-                    if ev_fail[k]:
-                        failures += 1
-            if b > a:
-                dur = b - a
-                if e <= C_REDUCED:
-                    run += dur
-                    planned += dur
-                    out_t[w, e] += dur
-                elif e == C_PLANNED:
-                    out_t[w, C_PLANNED] += dur
-                else:
-                    inside = _covered(b, p_start, p_end, p_cum) - _covered(a, p_start, p_end, p_cum)
-                    out_t[w, C_PLANNED] += dur - inside
-                    out_t[w, e] += inside
-                    planned += inside
-                    if e == C_MICRO:
-                        run += inside
-                        minor += inside
-                    elif e == C_SETUP:
-                        setup_loss += inside
-                    else:
-                        fail_loss += inside
-                    if ev_fail[k]:
-                        repair += dur
+            first = ev_first[k] and seg_t[k] >= ws
+            micro = e == C_MICRO
+            micros += first and micro
+            stops += first and not micro
+            failures += first and not micro and ev_fail[k]
+            dur = b - a
+            c_b, pk = _covered(b, pk, p_start, p_end, p_cum)
+            inside = c_b - c_a if _is_stop(e) else dur
+            c_a = c_b
+            acc[e] += inside
+            acc_out += dur - inside
+            repair += dur if ev_fail[k] else 0
             k += 1
+        run += acc[C_RUNNING] + acc[C_REDUCED] + acc[C_MICRO]
+        minor += acc[C_MICRO]
+        setup_loss += acc[C_SETUP]
+        for c in range(N_CAT):
+            out_t[w, c] += acc[c]
+            if c != C_PLANNED:
+                planned += acc[c]
+            if c > C_MICRO and c < C_PLANNED and c != C_SETUP:
+                fail_loss += acc[c]
+            acc[c] = 0
+        out_t[w, C_PLANNED] += acc_out
 
         # Counters: units reported by samples in (ws, we], measured from the last sample at or before ws.
         lo = np.searchsorted(c_t[c0:c1], ws, side="right") - 1

@@ -21,7 +21,7 @@ def _is_stop(cat: Category) -> bool:
 
 def reference_fleet_oee(config: OeeConfig = OeeConfig(), **arrays: ArrayLike) -> OeeResult:  # noqa: B008
     """Same contract as `fleet_oee`, computed slowly and plainly; the property tests hold the two together."""
-    return run_reference(prepare_oee_inputs(**arrays), config)  # type: ignore[arg-type]
+    return run_reference(prepare_oee_inputs(**arrays), config)
 
 
 def _delta(prev: int, cur: int, modulus: int) -> tuple[int, int]:

@@ -66,7 +66,7 @@ configs = st.builds(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(machine(), min_size=1, max_size=4), configs)
 def test_kernel_equals_reference(machines: list[dict[str, Any]], config: OeeConfig) -> None:
     args = fleet(machines)
