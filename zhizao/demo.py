@@ -1,0 +1,242 @@
+"""`zhizao demo`: the whole platform on one machine, from nothing but the installed package.
+
+Order of start: broker -> database -> cloud (migrations, host, ingest, API) -> simulator -> one edge agent
+per line. Each external service is used when its environment variable names one (`ZHIZAO_MQTT_URL`,
+`ZHIZAO_DATABASE_URL`), else a private one runs under the data directory and is kept between runs.
+Ctrl-C stops everything in reverse order; every edge node sends its NDEATH.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+SIM_PATH = "/zhizao/sim"
+
+
+def _say(step: str, text: str) -> None:
+    click.echo(click.style(f"[{step}] ", fg="cyan") + text, err=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, log_file: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise click.ClickException(f"{what} exited with code {proc.returncode}; see {log_file}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.2)
+    raise click.ClickException(f"{what} did not listen on port {port} within {timeout:g} s; see {log_file}")
+
+
+class _Children:
+    """Child processes of the demo, stopped with SIGINT (clean: NDEATH) and then SIGKILL if they hang."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log_file = self.log_dir / f"{name}.log"
+        with log_file.open("ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "zhizao", *argv],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+                start_new_session=True,  # Ctrl-C reaches the demo, which stops children in order
+            )
+        self.procs.append((name, proc))
+        return proc
+
+    def stop(self, names: Callable[[str], bool], timeout: float = 15.0) -> None:
+        chosen = [(n, p) for n, p in self.procs if names(n) and p.poll() is None]
+        for _, p in chosen:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + timeout
+        for name, p in chosen:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _say("stop", f"{name} did not stop in {timeout:g} s; killing it")
+                p.kill()
+                p.wait()
+
+    def dead(self) -> list[str]:
+        return [f"{n} (exit {p.returncode})" for n, p in self.procs if p.poll() is not None]
+
+
+@contextlib.contextmanager
+def _broker(data_dir: Path) -> Iterator[str]:
+    url = os.environ.get("ZHIZAO_MQTT_URL")
+    if url:
+        _say("1/6", f"broker: {url} (ZHIZAO_MQTT_URL)")
+        yield url
+        return
+    from broker.embedded import start_broker
+
+    url, stop = start_broker(data_dir / "broker")
+    _say("1/6", f"broker: private broker at {url}")
+    try:
+        yield url
+    finally:
+        stop()
+
+
+@contextlib.contextmanager
+def _database(data_dir: Path) -> Iterator[str]:
+    url = os.environ.get("ZHIZAO_DATABASE_URL")
+    if url:
+        _say("2/6", "database: ZHIZAO_DATABASE_URL")
+        yield url
+        return
+    from cloud.storage.embedded import EmbeddedPostgres
+
+    _say("2/6", f"database: starting a private PostgreSQL under {data_dir / 'postgres'}")
+    pg = EmbeddedPostgres(data_dir / "postgres")
+    url = pg.start()
+    try:
+        yield url
+    finally:
+        pg.stop()
+
+
+def _protocol_env(mqtt_url: str) -> dict[str, Any]:
+    """Our clients speak MQTT 5; a broker that offers only 3.1.1 gets 3.1.1 from edge and cloud alike."""
+    from broker.embedded import probe_protocol
+
+    return {"edge": 5 if probe_protocol(mqtt_url) == "5" else 3}
+
+
+@click.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), envvar="ZHIZAO_DATA_DIR", default=Path(".zhizao"),
+              show_default=True, help="Database, outboxes, logs; kept between runs.")
+@click.option("--scenario", "scenario_path", type=click.Path(path_type=Path), default=None,
+              help="Scenario YAML (default: the seeded four-site cluster).")
+@click.option("--speed", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Simulator speed; > 1 replays a backlog from the past until it reaches the wall clock.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Simulator random seed.")
+@click.option("--api-port", type=click.IntRange(0, 65535), default=8040, show_default=True,
+              help="Port of the cloud API (0: any free port).")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop by itself after this many seconds (default: run until Ctrl-C).")
+def demo(data_dir: Path, scenario_path: Path | None, speed: float, seed: int, api_port: int,
+         duration: float | None) -> None:  # fmt: skip
+    """Run the simulated cluster, one edge agent per line, a broker, the cloud and its database."""
+    from cloud.auth import create_token
+    from cloud.service import CloudService
+    from cloud.settings import CloudSettings
+    from edge.bootstrap import write_agent_configs
+    from seeds import load_scenario
+
+    data_dir = data_dir.resolve()
+    log_dir = data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    scenario = load_scenario(scenario_path)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    started = time.monotonic()
+    children = _Children(log_dir)
+
+    with contextlib.ExitStack() as stack:
+        mqtt_url = stack.enter_context(_broker(data_dir))
+        protocol = _protocol_env(mqtt_url)
+        database_url = stack.enter_context(_database(data_dir))
+
+        settings = CloudSettings.from_env(database_url=database_url, mqtt_url=mqtt_url, data_dir=data_dir,
+                                          api_port=api_port)  # fmt: skip
+        _say("3/6", "cloud: migrations, Sparkplug host, ingest, API")
+        service = CloudService(settings)
+        api_url = service.start_in_thread(timeout=120)
+        stack.callback(service.stop)
+        _say("3/6", f"cloud: {service.storage.kind if service.storage else 'storage'}; API at {api_url}")
+
+        sim_port = _free_port()
+        endpoint = f"opc.tcp://127.0.0.1:{sim_port}{SIM_PATH}"
+        sim_argv = ["sim", "--port", str(sim_port), "--speed", str(speed), "--seed", str(seed),
+                    "--data-dir", str(data_dir / "sim")]  # fmt: skip
+        if scenario_path is not None:
+            sim_argv += ["--scenario", str(scenario_path)]
+        machines = sum(len(line.machines) for site in scenario.sites for line in site.lines)
+        _say("4/6", f"simulator: {len(scenario.sites)} sites, {machines} machines at {endpoint}")
+        sim = children.start("sim", sim_argv)
+        stack.callback(children.stop, lambda n: n == "sim")
+        _wait_port(sim_port, sim, "simulator", log_dir / "sim.log")
+
+        config_dir = data_dir / "edge" / "configs"
+        paths = write_agent_configs(scenario, config_dir, endpoint, mqtt_url=mqtt_url,
+                                    outbox_root=str(data_dir / "edge"), primary_host=settings.host_id)  # fmt: skip
+        if protocol["edge"] == 3:
+            for p in paths:  # the broker speaks only MQTT 3.1.1
+                p.write_text(p.read_text().replace(f"url: {mqtt_url}", f"url: {mqtt_url}\n  protocol: 3"))
+        _say("5/6", f"edge: {len(paths)} agents, one per line (configs in {config_dir})")
+        for p in paths:
+            children.start(f"edge-{p.stem}", ["edge", "run", str(p)])
+        stack.callback(children.stop, lambda n: n.startswith("edge-"))
+
+        token = create_token(database_url, "admin", None, "demo", created_by="demo")
+        _say("6/6", "waiting for the first samples to reach the API")
+        first = _wait_first_samples(api_url, token, stop, children)
+        if first is not None:
+            _say("6/6", f"first samples visible in the API {first - started:.1f} s after start")
+        click.echo(f"API: {api_url}/api/v1")
+        click.echo(f"Token: {token}")
+        click.echo(f"Docs: {api_url}/docs   (Ctrl-C stops everything; data stays in {data_dir})", err=True)
+        _report_until_stopped(api_url, token, stop, children, service, duration, started)
+        _say("stop", "stopping edge agents (NDEATH), simulator, cloud, database, broker")
+
+
+def _get(api_url: str, token: str, path: str) -> Any:
+    r = httpx.get(f"{api_url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    r.raise_for_status()
+    return r.json()
+
+
+def _wait_first_samples(api_url: str, token: str, stop: threading.Event, children: _Children) -> float | None:
+    while not stop.is_set():
+        if children.dead():
+            raise click.ClickException(f"stopped early: {', '.join(children.dead())}; see {children.log_dir}")
+        with contextlib.suppress(httpx.HTTPError):
+            for site in _get(api_url, token, "/api/v1/sites"):
+                if _get(api_url, token, f"/api/v1/latest?site={site['site_id']}"):
+                    return time.monotonic()
+        stop.wait(0.25)
+    return None
+
+
+def _report_until_stopped(api_url: str, token: str, stop: threading.Event, children: _Children,
+                          service: Any, duration: float | None, started: float) -> None:  # fmt: skip
+    last_rows, last_t = 0.0, time.monotonic()
+    while not stop.wait(10.0 if duration is None else min(10.0, max(0.1, duration - (time.monotonic() - started)))):
+        if duration is not None and time.monotonic() - started >= duration:
+            break
+        if children.dead():
+            _say("warn", f"child process ended: {', '.join(children.dead())}; see {children.log_dir}")
+        stats = service.ingest.stats() if service.ingest is not None else {}
+        rows = stats.get("samples_stored", 0.0)
+        now = time.monotonic()
+        online = "?"
+        with contextlib.suppress(httpx.HTTPError):
+            nodes = _get(api_url, token, "/api/v1/edge-nodes")
+            online = f"{sum(1 for n in nodes if n.get('online'))}/{len(nodes)}"
+        _say("live", f"edge nodes online {online}; samples stored {rows:,.0f} ({(rows - last_rows) / (now - last_t):,.0f}/s)")
+        last_rows, last_t = rows, now
