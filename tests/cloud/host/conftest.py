@@ -7,4 +7,4 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ingest"))
 
-from conftest_ingest import make_service  # noqa: E402,F401
+from conftest_ingest import make_service  # noqa: F401

@@ -1,0 +1,151 @@
+"""Bad input goes to dead letters while good data flows; acks wait for the commit, also through DB outages."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import psycopg
+from prometheus_client import REGISTRY
+from spnode import T0, SpNode, now_ms, wait_for
+
+from broker.sparkplug.topics import MessageType, device_topic
+from cloud.ingest.service import IngestService
+
+REASONS = ("not_protobuf", "unknown_alias", "non_finite", "future_timestamp", "oversize", "unknown_group", "bad_topic")
+
+
+def scalar(url: str, sql: str, *args: object) -> object:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(sql, args).fetchone()
+        return row[0] if row else None
+
+
+def dead_letter_counter(reason: str) -> float:
+    return REGISTRY.get_sample_value("zhizao_ingest_dead_letters_total", {"reason": reason}) or 0.0
+
+
+def test_each_kind_of_bad_input_is_dead_lettered_and_good_data_keeps_flowing(
+    make_service: Callable[..., IngestService], fresh_database: str, mqtt_url: str, unique_id: str
+) -> None:
+    other = f"{unique_id}x"
+    make_service(max_payload_bytes=4096, allowed_sites=frozenset({unique_id}), sites=(unique_id, other))
+    before = {r: dead_letter_counter(r) for r in REASONS}
+    node = SpNode(mqtt_url, unique_id, "line-1", {"m1": 4})
+    stranger = SpNode(mqtt_url, other, "line-1", {"m1": 4})
+    try:
+        node.birth()
+        wait_for(lambda: scalar(fresh_database, "SELECT count(*) FROM machines WHERE online") == 1, what="birth")
+        topic = device_topic(unique_id, MessageType.DDATA, "line-1", "m1")
+        good = 0
+
+        def send_good() -> None:
+            nonlocal good
+            node.new_batch()
+            n = 20
+            node.ddata("m1", T0 + good + np.arange(n, dtype=np.int64) * 1000, np.arange(n) % 4, np.ones(n))
+            good += n
+
+        send_good()
+        node.pub(topic, b"\x00\xffthis is not protobuf")  # not_protobuf
+        send_good()
+        node.alias[("m1", 9)] = 4242
+        node.ddata("m1", np.full(2, T0 + 9 * 10**6, np.int64), np.array([0, 9]), np.array([5.0, 5.0]))  # 1 good, 1 unknown
+        good += 1
+        send_good()
+        node.ddata("m1", T0 + 10**7 + np.arange(3, dtype=np.int64), np.array([0, 1, 2]),
+                   np.array([np.nan, np.inf, 1.0]))  # non_finite x2, 1 good
+        good += 1
+        node.ddata("m1", np.array([T0 + 2 * 10**7, now_ms() + 86_400_000], np.int64), np.array([0, 1]),
+                   np.array([1.0, 2.0]))  # future_timestamp, 1 good
+        good += 1
+        big = 400  # (its seq is never read: the host sees a gap and asks for a rebirth, as it should)
+        node.ddata("m1", T0 + 3 * 10**7 + np.arange(big, dtype=np.int64), np.arange(big) % 4, np.ones(big))  # oversize
+        stranger.birth()  # unknown_group (3 messages: NBIRTH + DBIRTH + ... all refused)
+        node.pub(f"spBv1.0/{unique_id}/DDATA/line-1", b"")  # bad_topic: DDATA without a device
+        send_good()
+        node.new_batch()
+        node.ddata("m1", np.array([T0 + 5 * 10**7], np.int64), np.array([0]), np.array([1.0]))
+        good += 1
+        wait_for(
+            lambda: scalar(
+                fresh_database,
+                "SELECT count(*) FROM samples s JOIN tags t USING (tag_id) WHERE t.machine_id = 'm1' AND s.ts >= to_timestamp(%s / 1000.0)",
+                T0,
+            ) == good,
+            what=f"all {good} good samples stored",
+        )
+        wait_for(lambda: scalar(fresh_database, "SELECT count(*) FROM dead_letters") == 8,
+                 what="8 dead letters: one of every kind, two for the unknown group")
+        with psycopg.connect(fresh_database) as conn:
+            rows = dict(conn.execute("SELECT reason, count(*) FROM dead_letters GROUP BY 1").fetchall())
+            assert rows["not_protobuf"] == 1 and rows["unknown_alias"] == 1 and rows["oversize"] == 1
+            assert rows["non_finite"] == 1 and rows["future_timestamp"] == 1 and rows["bad_topic"] == 1
+            assert rows["unknown_group"] == 2  # the stranger's NBIRTH and DBIRTH
+            detail, payload = conn.execute(
+                "SELECT detail, payload FROM dead_letters WHERE reason = 'non_finite'"
+            ).fetchone()  # type: ignore[misc]
+            assert "2 of" in detail and len(payload) > 0
+        for reason in REASONS:
+            assert dead_letter_counter(reason) - before[reason] == rows[reason], reason
+    finally:
+        node.close()
+        stranger.close()
+
+
+def test_no_ack_before_commit_and_acks_resume_after_a_database_outage(
+    make_service: Callable[..., IngestService], fresh_database: str, database_url: str, mqtt_url: str, unique_id: str
+) -> None:
+    svc = make_service(db_retry_max_s=0.5)
+    node = SpNode(mqtt_url, unique_id, "line-1", {"m1": 4})
+    dbname = fresh_database.rsplit("/", 1)[1]
+    try:
+        node.birth()
+        wait_for(lambda: scalar(fresh_database, "SELECT count(*) FROM machines WHERE online") == 1, what="birth")
+        ts = T0 + np.arange(8, dtype=np.int64) * 1000
+        metric = np.arange(8) % 4
+
+        # 1. Writes blocked by a lock: the batch cannot commit, so no ack may be sent.
+        locker = psycopg.connect(fresh_database)
+        locker.execute("LOCK TABLE samples IN ACCESS EXCLUSIVE MODE")
+        node.new_batch()
+        node.ddata("m1", ts, metric, np.ones(8))
+        node.new_batch()
+        node.ddata("m1", ts + 10**6, metric, np.ones(8))  # closes batch 1
+        time.sleep(1.0)
+        assert node.acks == []
+        locker.rollback()
+        locker.close()
+        wait_for(lambda: node.acks == [1], what="ack of batch 1 after the lock is released")
+        assert scalar(fresh_database, "SELECT count(*) FROM samples WHERE ts >= to_timestamp(%s / 1000.0)", T0) >= 8
+
+        # 2. The database refuses connections and drops the ingest's sessions: retry, hold acks, recover.
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS false')
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [dbname])
+        released = threading.Timer(2.5, lambda: _allow(database_url, dbname))
+        released.start()
+        node.new_batch()
+        node.ddata("m1", ts + 2 * 10**6, metric, np.ones(8))  # closes batch 2
+        node.new_batch()
+        node.ddata("m1", ts + 3 * 10**6, metric, np.ones(8))  # closes batch 3
+        time.sleep(1.5)
+        assert max(node.acks) == 1, "no ack while the database is down"
+        released.join()
+        wait_for(lambda: max(node.acks) >= 3, timeout=40, what="acks after the database is back")
+        assert scalar(
+            fresh_database,
+            "SELECT count(*) FROM samples s JOIN tags t USING (tag_id) WHERE t.machine_id = 'm1' AND s.ts >= to_timestamp(%s / 1000.0)",
+            T0,
+        ) == 32
+        assert svc.stats()["db_down"] == 0
+    finally:
+        _allow(database_url, dbname)
+        node.close()
+
+
+def _allow(database_url: str, dbname: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
