@@ -82,7 +82,10 @@ class OpcUaConfig(AdapterSettings):
         description="most nodes per Read / monitored items per CreateMonitoredItems (lowered to the server's limits)",
     )
     timeout_s: float = Field(default=4.0, gt=0, le=600, description="per-request timeout")
-    watchdog_s: float = Field(default=1.0, gt=0, le=60, description="how often the session is probed")
+    watchdog_s: float = Field(
+        default=5.0, gt=0, le=60,
+        description="how often the session is probed; also the probe timeout, so a busy server is not taken for dead",
+    )
 
     @field_validator("endpoint")
     @classmethod
