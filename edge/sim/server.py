@@ -35,7 +35,7 @@ _INT32 = ua.NodeId(ua.ObjectIds.Int32)
 _DOUBLE = ua.NodeId(ua.ObjectIds.Double)
 _HAS_COMPONENT = ua.NodeId(ua.ObjectIds.HasComponent)
 _ORGANIZES = ua.NodeId(ua.ObjectIds.Organizes)
-_STEPS_PER_YIELD = 20  # steps run back to back before the loop lets clients in again (catch-up mode)
+_STEPS_PER_YIELD = 1  # steps between yields to the event loop: subscribers starve if the sim hogs it
 
 
 class SimError(RuntimeError):

@@ -1,0 +1,146 @@
+"""Simulator throughput: value changes per second for a scenario, against the bare model as the same-run baseline.
+
+Run: `python -m edge.sim.bench [--seconds 10] [--scenario FILE]`. Three phases, each for `--seconds`, with the
+sim started far enough in the past that it never catches up (it runs flat out):
+1. model only (no OPC UA): the ceiling the numpy model sets;
+2. server, no client: model + `write_attribute_value` for every change;
+3. for each `--speed`: the server paced at that speed with one client in another process subscribed to every
+   node (100 ms publishing, deep queues), which counts what it receives: what an edge agent would see. The
+   pace column says whether the server held the speed (100%) or fell behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import socket
+import sys
+import time
+from typing import Any
+
+import click
+
+from edge.sim.model import FactoryModel
+from edge.sim.nodes import build_node_table
+from edge.sim.server import SimServer
+from seeds import load_scenario
+from seeds.model import Scenario
+
+_FAR_BACK_MS = 30 * 86_400_000  # 30 sim days: more than any phase can step
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _model_only(scenario: Scenario, seconds: float) -> tuple[int, int]:
+    model = FactoryModel(scenario, seed=1, start_ms=int(time.time() * 1000) - _FAR_BACK_MS)
+    values = len(model.initial().index)
+    steps = 0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        values += len(model.step().index)
+        steps += 1
+    return steps, values
+
+
+async def _server(
+    scenario: Scenario, scenario_path: str | None, seconds: float, speed: float | None
+) -> dict[str, Any]:
+    """Run a server flat out (speed None, no client) or at `speed` with one subscribing client process."""
+    port = _free_port()
+    back = _FAR_BACK_MS if speed is None else int(speed * seconds * 1000 * 2)  # never catches up in `seconds`
+    start = (int(time.time() * 1000) - back) // 1000 * 1000
+    sim = SimServer(scenario, port, speed=speed or 1e9, seed=1, start_ms=start)
+    await sim.start()
+    client = None
+    if speed is not None:
+        client = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "edge.sim.bench", "--client", sim.endpoint, "--seconds", str(seconds),
+            *(["--scenario", str(scenario_path)] if scenario_path else []), stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert client.stdout is not None
+        await client.stdout.readline()  # "subscribed": measure from here
+    stop = asyncio.Event()
+    values0, t0 = sim.stats.values, time.perf_counter()
+    sim.created_ms, sim.start_ms = time.time() * 1000, sim.model.ts_ms  # pace from now, not from construction
+    task = asyncio.create_task(sim.run(stop))
+    await asyncio.sleep(seconds)
+    stop.set()
+    await task
+    elapsed = time.perf_counter() - t0
+    sim_s = (sim.model.ts_ms - sim.start_ms) / 1000
+    result: dict[str, Any] = {"values_per_s": (sim.stats.values - values0) / elapsed, "pace": sim_s / elapsed}
+    if client is not None:
+        out, _ = await client.communicate()
+        result["client_received_per_s"] = json.loads(out)["received"] / seconds
+    await sim.stop()
+    return result
+
+
+async def _client(url: str, scenario: Scenario, seconds: float) -> None:
+    from asyncua.client.client import Client  # the probe only; edge agents read through edge.adapters.opcua
+
+    received = 0
+
+    class Handler:
+        def datachange_notification(self, node: Any, val: Any, data: Any) -> None:
+            nonlocal received
+            received += 1
+
+    async with Client(url) as client:
+        sub = await client.create_subscription(100, Handler())
+        ids = [client.get_node(n) for n in build_node_table(scenario).node_ids]
+        await sub.subscribe_data_change(ids, queuesize=100_000)
+        print("subscribed", flush=True)
+        received = 0
+        await asyncio.sleep(seconds)
+        count = received
+    print(json.dumps({"received": count, "nodes": len(ids)}), flush=True)
+
+
+@click.command()
+@click.option("--seconds", type=float, default=10.0, show_default=True)
+@click.option("--scenario", "scenario_path", default=None, help="Scenario file (default: the cluster).")
+@click.option(
+    "--speed",
+    "speeds",
+    type=float,
+    multiple=True,
+    default=(1, 10, 30, 100),
+    show_default=True,
+    help="Speeds to hold with one subscribing client.",
+)
+@click.option("--client", "client_url", default=None, hidden=True)
+def main(
+    seconds: float, scenario_path: str | None, speeds: tuple[float, ...], client_url: str | None
+) -> None:
+    """Measure simulator throughput (value changes per second) with the bare model as the baseline."""
+    import logging
+
+    logging.getLogger("asyncua").setLevel(logging.ERROR)
+    scenario = load_scenario(scenario_path)
+    if client_url is not None:
+        asyncio.run(_client(client_url, scenario, seconds))
+        return
+    n_machines = len(scenario.machine_paths())
+    click.echo(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+               f"Python {platform.python_version()}; scenario {scenario.name}: {n_machines} machines")  # fmt: skip
+    steps, values = _model_only(scenario, seconds)
+    base = values / seconds
+    click.echo(f"model only:                {base:9.0f} values/s ({steps / seconds:.0f} steps/s)")
+    alone = asyncio.run(_server(scenario, scenario_path, seconds, None))
+    click.echo(f"server flat out, no client: {alone['values_per_s']:8.0f} values/s "
+               f"({alone['values_per_s'] / base:.2f} x model, {alone['pace']:.0f} sim s per s)")  # fmt: skip
+    for speed in speeds:
+        r = asyncio.run(_server(scenario, scenario_path, seconds, speed))
+        click.echo(f"speed {speed:>5g} + 1 subscriber: {r['values_per_s']:8.0f} values/s, pace {r['pace']:.1f} sim s per s "
+                   f"({r['pace'] / speed:.0%} of target); client received {r['client_received_per_s']:.0f}/s")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
