@@ -31,6 +31,7 @@ _ENV: dict[str, str] = {
     "series_max_points": "ZHIZAO_SERIES_MAX_POINTS",
     "series_max_range_days": "ZHIZAO_SERIES_MAX_RANGE_DAYS",
     "series_max_buckets": "ZHIZAO_SERIES_MAX_BUCKETS",
+    "series_rollup_lag_s": "ZHIZAO_SERIES_ROLLUP_LAG_S",
     "db_pool_size": "ZHIZAO_DB_POOL_SIZE",
     "chunk_interval": "ZHIZAO_TS_CHUNK_INTERVAL",
     "compress_after": "ZHIZAO_TS_COMPRESS_AFTER",
@@ -58,6 +59,8 @@ class CloudSettings(BaseModel):
     series_max_points: int = Field(default=100_000, ge=10)
     series_max_range_days: float = Field(default=400.0, gt=0)
     series_max_buckets: int = Field(default=20_000, ge=10)
+    # Buckets newer than this are computed from raw samples: rollups are refreshed a little after commits.
+    series_rollup_lag_s: float = Field(default=300.0, ge=0)
     db_pool_size: int = Field(default=8, ge=1, le=200)
     chunk_interval: str = "1 day"
     compress_after: str | None = "7 days"

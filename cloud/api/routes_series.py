@@ -110,7 +110,8 @@ async def get_series(
         if text and bucket_ms is not None:
             raise bad_request("bucket", bucket, f"tag {tag['name']!r} holds text; only raw history is available")
         after = Cursor.decode(cursor, tag["tag_id"], bucket_ms).after_ms if cursor else None
-        query = SeriesQuery(tag["tag_id"], text, start_dt, end_dt, bucket_ms, aggs, page, after)
+        fresh = to_ms(datetime.now(UTC)) - int(settings.series_rollup_lag_s * 1000)
+        query = SeriesQuery(tag["tag_id"], text, start_dt, end_dt, bucket_ms, aggs, page, after, fresh)
         src = query.source(source, request.app.state.rollups)
         sql, params = query.sql(src, scope.where("g.site_id"))
         cur = await conn.execute(sql, scope.params(**params))

@@ -103,6 +103,14 @@ def _clean(expr: str) -> str:
 
 
 _MS = "floor(extract(epoch FROM {col}) * 1000)::int8"
+_RAW_AGGS = {
+    "min": "min(value)", "max": "max(value)", "avg": "avg(value)",
+    "last": "(array_agg(value ORDER BY ts DESC))[1]", "count": "count(value)",
+}
+_ROLLUP_AGGS = {
+    "min": "min(min)", "max": "max(max)", "avg": "sum(avg * count) / nullif(sum(count), 0)",
+    "last": "(array_agg(last ORDER BY bucket DESC))[1]", "count": "sum(count)::int8",
+}
 _TAG_IN_SCOPE = "EXISTS (SELECT 1 FROM tags g WHERE g.tag_id = %(tag)s AND {scope})"
 
 
@@ -118,6 +126,7 @@ class SeriesQuery:
     aggs: tuple[str, ...]
     limit: int
     after_ms: int | None
+    fresh_from_ms: int = 0  # rollups are trusted only before this time (epoch ms); raw samples after it
 
     def source(self, requested: str, rollups: set[str]) -> str:
         """raw, samples_1m or samples_1h: a rollup when it exists and the bucket is a multiple of its width."""
@@ -149,22 +158,25 @@ class SeriesQuery:
         params["origin"] = _EPOCH
         lower = self.start if self.after_ms is None else max(self.start, from_ms(self.after_ms + self.bucket_ms))
         params["lower"] = lower
+        raw = (f"SELECT date_bin(%(width)s, ts, %(origin)s) AS b, {self._aggs(_RAW_AGGS)} FROM samples"
+               f" WHERE tag_id = %(tag)s AND {in_scope} AND ts >= {{lo}} AND ts < %(end)s GROUP BY b")
         if source == "raw":
-            col, cols = "ts", {
-                "min": "min(value)", "max": "max(value)", "avg": "avg(value)",
-                "last": "(array_agg(value ORDER BY ts DESC))[1]", "count": "count(value)",
-            }
-            table = "samples"
+            inner = raw.format(lo="%(lower)s")
         else:
-            col, cols = "bucket", {
-                "min": "min(min)", "max": "max(max)",
-                "avg": "sum(avg * count) / nullif(sum(count), 0)",
-                "last": "(array_agg(last ORDER BY bucket DESC))[1]", "count": "sum(count)::int8",
-            }
-            table = source
-        select = ", ".join(cols[a] if a == "count" else _clean(cols[a]) for a in self.aggs)
-        sql = (f"SELECT {_MS.format(col='b')}, {select} FROM ("
-               f"SELECT date_bin(%(width)s, {col}, %(origin)s) AS b, * FROM {table}"
-               f" WHERE tag_id = %(tag)s AND {in_scope} AND {col} >= %(lower)s AND {col} < %(end)s) AS s"
-               " GROUP BY b ORDER BY b LIMIT %(lim)s")
+            # Rollups are refreshed after commits, so the newest buckets come from the raw samples; `fresh`
+            # is on the requested bucket grid, so each answer bucket comes whole from one side.
+            params["fresh"] = max(lower, from_ms(self.fresh_from_ms // self.bucket_ms * self.bucket_ms))
+            where = (f" FROM {source} WHERE tag_id = %(tag)s AND {in_scope} AND bucket >= %(lower)s"
+                     " AND bucket < least(%(end)s, %(fresh)s)")
+            if self.bucket_ms == dict(ROLLUPS)[source]:
+                # The rollup's own width: its rows are the answer, no regrouping.
+                rolled = "SELECT bucket AS b, " + ", ".join(f"{a} AS a_{a}" for a in self.aggs) + where
+            else:
+                rolled = f"SELECT date_bin(%(width)s, bucket, %(origin)s) AS b, {self._aggs(_ROLLUP_AGGS)}{where} GROUP BY b"
+            inner = f"{rolled} UNION ALL {raw.format(lo='%(fresh)s')}"
+        select = ", ".join(f"a_{a}" if a == "count" else _clean(f"a_{a}") for a in self.aggs)
+        sql = f"SELECT {_MS.format(col='b')}, {select} FROM ({inner}) AS u ORDER BY b LIMIT %(lim)s"
         return sql, params
+
+    def _aggs(self, exprs: dict[str, str]) -> str:
+        return ", ".join(f"{exprs[a]} AS a_{a}" for a in self.aggs)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
+import numpy as np
 import psycopg
 from fastapi.testclient import TestClient
 
 from cloud.api import create_app
 from cloud.settings import CloudSettings
-from cloud.storage.plain import rollup_ctes
+from cloud.storage.db import make_pool
+from cloud.storage.rollups import refresh
 
 # 2026-01-01T00:00:00Z: the samples of the temperature tag start here, one a second for two hours.
 T0_MS = 1_767_225_600_000
@@ -78,14 +84,18 @@ def fill_cluster(url: str) -> Cluster:
             " (to_timestamp(%(t0)s / 1000.0) + interval '5 seconds', %(tag)s, 'running')",
             {"t0": T0_MS, "tag": text_a},
         )
-        # The rollups, through the same merge SQL the ingest service uses on plain PostgreSQL.
-        conn.execute(f"WITH src AS (SELECT ts, tag_id, value FROM samples){rollup_ctes('src')} SELECT 1")
         conn.execute(
             "INSERT INTO latest_values (tag_id, ts, value, text_value) VALUES"
             " (%s, '2026-01-01T01:59:59Z', 42.5, NULL), (%s, '2026-01-01T00:00:05Z', NULL, 'running'),"
             " (%s, '2026-01-01T00:01:39Z', 1099, NULL)",
             [temp_a, text_a, temp_b],
         )
+    # The rollups, through the same refresh the ingest service runs after commits on plain PostgreSQL.
+    pool = make_pool(url, min_size=1, max_size=1)
+    try:
+        refresh(pool, np.array([temp_a, temp_b], dtype=np.int32), T0_MS, T0_MS + N_SAMPLES * 1000)
+    finally:
+        pool.close()
     return Cluster(url, temp_a, text_a, node_a, temp_b)
 
 
@@ -108,3 +118,30 @@ def make_client(url: str, **settings: object) -> TestClient:
 def bearer(token: str) -> dict[str, str]:
     """Authorization header for a token."""
     return {"Authorization": f"Bearer {token}"}
+
+
+
+@contextmanager
+def scratch_database(server_url: str) -> Iterator[str]:
+    """A new database on the test server for a whole module (read-only tests share one fill)."""
+    name = f"zhizao_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlsplit(server_url)._replace(path=f"/{name}").geturl()
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def make_tokens(url: str) -> Tokens:
+    """One token per case, created through `create_token` (the CLI path)."""
+    from cloud.auth import create_token
+
+    return Tokens(
+        viewer_a=create_token(url, "viewer", "site-a", "viewer a"),
+        viewer_b=create_token(url, "viewer", ["site-b"], "viewer b"),
+        admin_all=create_token(url, "admin", "*", "admin all"),
+        admin_a=create_token(url, "admin", "site-a", "admin a"),
+        operator_ab=create_token(url, "operator", "site-a,site-b", "operator ab"),
+    )

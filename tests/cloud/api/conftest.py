@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from apifixtures import Cluster, Tokens, fill_cluster, make_client
+from apifixtures import Cluster, Tokens, fill_cluster, make_client, make_tokens
 from fastapi.testclient import TestClient
 
-from cloud.auth import create_token
 from cloud.storage import apply_migrations
 
 
@@ -22,13 +21,7 @@ def cluster(fresh_database: str) -> Cluster:
 @pytest.fixture
 def tokens(cluster: Cluster) -> Tokens:
     """Tokens created through `create_token` (the CLI path)."""
-    return Tokens(
-        viewer_a=create_token(cluster.url, "viewer", "site-a", "viewer a"),
-        viewer_b=create_token(cluster.url, "viewer", ["site-b"], "viewer b"),
-        admin_all=create_token(cluster.url, "admin", "*", "admin all"),
-        admin_a=create_token(cluster.url, "admin", "site-a", "admin a"),
-        operator_ab=create_token(cluster.url, "operator", "site-a,site-b", "operator ab"),
-    )
+    return make_tokens(cluster.url)
 
 
 @pytest.fixture

@@ -3,14 +3,49 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
-from apifixtures import N_SAMPLES, T0_MS, Cluster, Tokens, bearer, make_client
+from apifixtures import (
+    N_SAMPLES,
+    T0_MS,
+    Cluster,
+    Tokens,
+    bearer,
+    fill_cluster,
+    make_client,
+    make_tokens,
+    scratch_database,
+)
 from fastapi.testclient import TestClient
 
+from cloud.storage import apply_migrations
+
 HOUR = 3_600_000
+
+
+# These tests only read: one filled database serves the whole module.
+@pytest.fixture(scope="module")
+def cluster(database_url: str) -> Iterator[Cluster]:
+    """The filled two-site database, shared by this module."""
+    with scratch_database(database_url) as url:
+        apply_migrations(url)
+        yield fill_cluster(url)
+
+
+@pytest.fixture(scope="module")
+def tokens(cluster: Cluster) -> Tokens:
+    """Tokens for the shared database."""
+    return make_tokens(cluster.url)
+
+
+@pytest.fixture(scope="module")
+def client(cluster: Cluster) -> Iterator[TestClient]:
+    """One app for the module."""
+    with make_client(cluster.url) as c:
+        yield c
 
 
 def _sql_buckets(url: str, tag: int, width_s: int, start_ms: int, end_ms: int) -> list[tuple[Any, ...]]:
@@ -172,3 +207,4 @@ def test_limits_come_from_settings(cluster: Cluster, tokens: Tokens) -> None:
         r = client.get("/api/v1/series", params={"tag_id": cluster.temp_a, "start": T0_MS,
                                                  "end": T0_MS + 2 * 86_400_000}, headers=bearer(tokens.viewer_a))
         assert r.status_code == 400 and "limit of 1 days" in r.json()["error"]["message"]
+

@@ -1,0 +1,133 @@
+"""`/api/v1/series` latency benchmark: one tag, 24 h of 1 s samples, 1-minute buckets over HTTP.
+
+The answer from the 1-minute rollup is timed against the same query computed by `date_bin` over the raw
+samples (the baseline), in the same run, on the same server, through a real uvicorn listener.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+import httpx
+import psycopg
+
+from cloud.auth import create_token
+from cloud.settings import CloudSettings
+
+__all__ = ["bench_series", "run_series_bench"]
+
+DAY_S = 86_400
+T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
+def _fill(url: str) -> int:
+    """One site, machine and tag; 24 h of 1 s samples; rollups maintained as the ingest would."""
+    import numpy as np
+
+    from cloud.storage.db import make_pool
+    from cloud.storage.migrate import apply_migrations
+    from cloud.storage.rollups import refresh
+
+    info = apply_migrations(url)
+    with psycopg.connect(url) as conn:
+        conn.execute("INSERT INTO sites (site_id, name) VALUES ('bench', 'bench')")
+        conn.execute("INSERT INTO edge_nodes (site_id, edge_node_id, online) VALUES ('bench', 'line-1', true)")
+        conn.execute("INSERT INTO machines (site_id, machine_id, edge_node_id, line_id) VALUES"
+                     " ('bench', 'm1', 'line-1', 'line-1')")
+        row = conn.execute("INSERT INTO tags (site_id, edge_node_id, machine_id, name, datatype) VALUES"
+                           " ('bench', 'line-1', 'm1', 'Temperature/Spindle', 10) RETURNING tag_id").fetchone()
+        assert row is not None
+        tag = int(row[0])
+        conn.execute(
+            "CREATE TEMP TABLE src AS SELECT to_timestamp(%(t0)s / 1000.0) + i * interval '1 second' AS ts,"
+            " %(tag)s::int AS tag_id, 50 + 10 * sin(i / 600.0) + (i %% 7) * 0.1 AS value"
+            " FROM generate_series(0, %(n)s - 1) AS i",
+            {"t0": T0_MS, "tag": tag, "n": DAY_S},
+        )
+        conn.execute("INSERT INTO samples (ts, tag_id, value) SELECT ts, tag_id, value FROM src")
+    if not info.timescale:
+        pool = make_pool(url, min_size=1, max_size=1)
+        try:
+            refresh(pool, np.array([tag], dtype=np.int32), T0_MS, T0_MS + DAY_S * 1000)
+        finally:
+            pool.close()
+    else:
+        with psycopg.connect(url, autocommit=True) as conn:
+            for view in ("samples_1m", "samples_1h"):
+                conn.execute(f"CALL refresh_continuous_aggregate('{view}', NULL, NULL)")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+    return tag
+
+
+def _time(client: httpx.Client, params: dict[str, Any], n: int) -> dict[str, float]:
+    for _ in range(max(3, n // 20)):  # warm the pool, plans and caches
+        client.get("/api/v1/series", params=params).raise_for_status()
+    samples = []
+    for _ in range(n):
+        started = time.perf_counter()
+        r = client.get("/api/v1/series", params=params)
+        samples.append((time.perf_counter() - started) * 1000)
+        r.raise_for_status()
+    points = len(r.json()["points"]["ts"])
+    samples.sort()
+    return {"p50_ms": statistics.median(samples), "p99_ms": samples[min(n - 1, int(n * 0.99))],
+            "mean_ms": statistics.fmean(samples), "points": float(points)}
+
+
+def run_series_bench(server_url: str, requests: int = 200) -> dict[str, Any]:
+    """Create a scratch database on `server_url`, fill it, time the variants, drop it; return the figures."""
+    from cloud.service import CloudService
+
+    name = f"zhizao_bench_series_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = urlsplit(server_url)._replace(path=f"/{name}").geturl()
+    service: CloudService | None = None
+    try:
+        tag = _fill(url)
+        token = create_token(url, "viewer", "*", "bench")
+        service = CloudService(CloudSettings(database_url=url, api_port=0), ingest=False, warm_up=False)
+        base = service.start_in_thread()
+        day = {"tag_id": tag, "start": T0_MS, "end": T0_MS + DAY_S * 1000, "bucket": "1m"}
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
+            results = {
+                "rollup_1m": _time(client, {**day, "source": "auto"}, requests),
+                "date_bin_raw": _time(client, {**day, "source": "raw"}, requests),
+                "raw_page_10k": _time(client, {"tag_id": tag, "start": T0_MS, "end": T0_MS + DAY_S * 1000,
+                                               "limit": 10_000}, max(10, requests // 4)),
+            }
+        return {
+            "requests": requests,
+            "results": results,
+            "speedup_p50": results["date_bin_raw"]["p50_ms"] / results["rollup_1m"]["p50_ms"],
+            "machine": f"{platform.machine()} {os.cpu_count()} cpu, {platform.python_implementation()} "
+                       f"{platform.python_version()}",
+        }
+    finally:
+        if service is not None:
+            service.stop()
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@click.command("series")
+@click.option("--database-url", envvar="ZHIZAO_DATABASE_URL", required=True, metavar="URL",
+              help="A PostgreSQL server where a scratch database may be created (dropped afterwards).")
+@click.option("-n", "--requests", default=200, show_default=True, help="Timed requests per variant.")
+def bench_series(database_url: str, requests: int) -> None:
+    """p50/p99 of /api/v1/series: one tag, 24 h at 1-minute buckets (rollup vs date_bin baseline)."""
+    click.echo("filling 24 h of 1 s samples for one tag (86,400 rows) ...", err=True)
+    out = run_series_bench(database_url, requests)
+    click.echo(f"machine: {out['machine']}; {out['requests']} requests per variant")
+    for name, r in out["results"].items():
+        click.echo(f"  {name:14s} p50 {r['p50_ms']:7.2f} ms   p99 {r['p99_ms']:7.2f} ms   "
+                   f"mean {r['mean_ms']:7.2f} ms   points {int(r['points'])}")
+    click.echo(f"  rollup vs date_bin baseline: {out['speedup_p50']:.1f}x faster at p50")
