@@ -11,7 +11,7 @@ from analytics.oee.api import OeeInputs, prepare_oee_inputs
 from analytics.oee.config import OeeConfig
 
 HOUR = 3_600_000
-STATE_CODES = np.array([10000, 10000, 10000, 20000, 40000, 50000, 60000, 100000, 150000, 180000])
+STOP_CODES = np.array([40000, 50000, 60000, 100000, 150000, 160000, 180000, 210000])
 
 
 def synthetic_fleet(n_machines: int, states_per_machine: int, counts_per_machine: int,
@@ -21,7 +21,9 @@ def synthetic_fleet(n_machines: int, states_per_machine: int, counts_per_machine
     span = hours * HOUR
     st_t = np.sort(rng.integers(0, span, size=(n_machines, states_per_machine)), axis=1)
     st_t[:, 0] = 0
-    codes = rng.choice(STATE_CODES, size=(n_machines, states_per_machine))
+    # Like a real line: running, then a stop with some reason, then running again.
+    codes = rng.choice(STOP_CODES, size=(n_machines, states_per_machine))
+    codes[:, 0::2] = rng.choice([10000, 10000, 10000, 20000], size=codes[:, 0::2].shape)
     c_t = np.sort(rng.integers(0, span, size=(n_machines, counts_per_machine)), axis=1)
     c_t[:, 0] = 0
     inc = rng.integers(0, 20, size=(n_machines, counts_per_machine))

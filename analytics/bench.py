@@ -73,11 +73,12 @@ def _threads(n: int) -> None:
 
 def bench_oee(quick: bool, repeat: int, max_threads: int) -> dict[str, Any]:
     """Fleet OEE: events (state changes + counter samples) per second."""
-    n_m = 200 if quick else 2000
-    cfg = OeeConfig()
-    fleet = base.synthetic_fleet(n_m, 1000, 2000)
-    small = base.synthetic_fleet(max(n_m // 10, 1), 1000, 2000)
-    tiny = base.synthetic_fleet(2, 100, 200)
+    # A day per machine: a state change every ~3 min, a counter sample every ~4 s, hourly windows.
+    n_m = 100 if quick else 1000
+    cfg = OeeConfig(startup_s=300.0)
+    fleet = base.synthetic_fleet(n_m, 500, 20_000)
+    small = base.synthetic_fleet(max(n_m // 10, 1), 500, 20_000)
+    tiny = base.synthetic_fleet(2, 50, 2_000)
     _threads(1)
     one = fleet.n_events / best_time(lambda: run_oee_kernel(fleet, cfg), repeat)
     _threads(max_threads)
@@ -86,7 +87,7 @@ def bench_oee(quick: bool, repeat: int, max_threads: int) -> dict[str, Any]:
     ref = tiny.n_events / best_time(lambda: run_reference(tiny, cfg), 1)
     mem = memory_stream_rate(fleet.n_events, _event_bytes(fleet), repeat)
     return _row("oee_fleet", "events/s", ours, one, max_threads, pandas, None, ref, mem,
-                f"{n_m} machines x (1000 states + 2000 counter samples), 24 hourly windows each")
+                f"{n_m} machines x (500 states + 20000 counter samples), 24 hourly windows each")
 
 
 def _event_bytes(a: OeeInputs) -> int:

@@ -53,6 +53,7 @@ C_SETUP = 4
 C_UNKNOWN = 8
 C_PLANNED = 9
 N_CAT = 10
+NO_END = np.iinfo(np.int64).max
 
 
 @njit(cache=True, inline="always")
@@ -83,14 +84,35 @@ def _covered(t: int, k: int, p_start: np.ndarray, p_end: np.ndarray, p_cum: np.n
 
 
 @njit(cache=True, inline="always")
-def _delta(prev: int, cur: int, modulus: int) -> tuple[int, int]:
-    # Counter increase between two samples; flag 4 = reset (restart from 0), 8 = wrap at `modulus`.
-    d = cur - prev
-    if d >= 0:
-        return d, 0
-    if modulus > 0 and prev - cur > modulus // 2:
-        return d + modulus, FLAG_COUNTER_WRAP
-    return max(cur, 0), FLAG_COUNTER_RESET
+def _scan(tot: np.ndarray, good: np.ndarray, i0: int, i1: int, modulus: int) -> tuple[int, int, int, int]:
+    # Sum of counter increases over samples i0..i1-1 (each against the one before): total, good,
+    # rejects (per sample, never negative) and reset/wrap flags. Selects, not branches: it vectorises.
+    half = modulus // 2
+    s_t = 0
+    s_g = 0
+    s_r = 0
+    n_reset = 0
+    n_wrap = 0
+    for i in range(i0, i1):
+        pt = tot[i - 1]
+        ct = tot[i]
+        pg = good[i - 1]
+        cg = good[i]
+        d_t = ct - pt
+        d_g = cg - pg
+        w_t = (d_t < 0) & (modulus > 0) & (pt - ct > half)
+        w_g = (d_g < 0) & (modulus > 0) & (pg - cg > half)
+        r_t = (d_t < 0) & ~w_t
+        r_g = (d_g < 0) & ~w_g
+        d_t = d_t + modulus if w_t else (ct if r_t else d_t)
+        d_g = d_g + modulus if w_g else (cg if r_g else d_g)
+        s_t += d_t
+        s_g += d_g
+        s_r += max(d_t - d_g, 0)
+        n_reset += r_t | r_g
+        n_wrap += w_t | w_g
+    flags = (FLAG_COUNTER_RESET if n_reset > 0 else 0) | (FLAG_COUNTER_WRAP if n_wrap > 0 else 0)
+    return s_t, s_g, s_r, flags
 
 
 @njit(cache=True)
@@ -119,46 +141,65 @@ def _machine(
     eff = np.empty(ns, np.int8)
     ev_first = np.zeros(ns, np.bool_)
     ev_fail = np.zeros(ns, np.bool_)
-    block_start = np.empty(ns, np.int64)
-    block_restart = np.zeros(ns, np.bool_)
+    su_start = np.empty(ns, np.int64)
+    su_end = np.empty(ns, np.int64)
     if ov_codes.size > 0:
         for i in range(ns):
             eff[i] = _classify(st_code[s0 + i], ranges, ov_codes, ov_cats)
     else:
         for i in range(ns):
             eff[i] = ranges[st_code[s0 + i] // 10000]
-    i = 0
-    while i < ns:
-        if not _is_stop(eff[i]):
-            i += 1
-            continue
-        j = i
-        has_fail = False
-        while j < ns and _is_stop(eff[j]):
-            if eff[j] == C_FAILURE:
-                has_fail = True
-            j += 1
-        end = seg_t[j] if j < ns else horizon
-        micro = end - seg_t[i] < microstop_ms
-        for k in range(i, j):
-            if micro:
-                eff[k] = C_MICRO
-            ev_fail[k] = has_fail and not micro
-        ev_first[i] = True
-        i = j
-    # Run blocks: consecutive run/microstop segments; a block that follows a real stop is a restart.
-    cur_start = seg_t[0] if ns > 0 else 0
-    restart = False
-    for k in range(ns):
-        e = eff[k]
-        if e <= C_MICRO:
-            if k == 0 or eff[k - 1] > C_MICRO:
-                cur_start = seg_t[k]
-                restart = k > 0
-            block_start[k] = cur_start
-            block_restart[k] = restart
-        else:
-            block_start[k] = seg_t[k]
+    # Three straight passes with selects instead of branches (state sequences mispredict badly):
+    # forward: event start and "failure so far"; backward: event end and "failure anywhere"; then decide.
+    ev_start = np.empty(ns, np.int64)
+    ev_end = np.empty(ns, np.int64)
+    prev_stop = False
+    start = 0
+    fail = False
+    for i in range(ns):
+        st = _is_stop(eff[i])
+        cont = st & prev_stop
+        start = start if cont else seg_t[i]
+        fail = (fail & cont) | (eff[i] == C_FAILURE)
+        ev_start[i] = start
+        ev_fail[i] = fail
+        ev_first[i] = st & ~prev_stop
+        prev_stop = st
+    next_stop = False
+    end = horizon
+    fail = False
+    for i in range(ns - 1, -1, -1):
+        st = _is_stop(eff[i])
+        cont = st & next_stop
+        end = end if cont else (seg_t[i + 1] if i + 1 < ns else horizon)
+        fail = (fail & cont) | ev_fail[i]
+        ev_end[i] = end
+        ev_fail[i] = fail
+        next_stop = st
+    for i in range(ns):
+        st = _is_stop(eff[i])
+        micro = st & (ev_end[i] - ev_start[i] < microstop_ms)
+        eff[i] = C_MICRO if micro else eff[i]
+        ev_fail[i] = st & ev_fail[i] & ~micro
+    # Startup intervals: the first `startup_ms` of each run block (consecutive run/microstop segments)
+    # that follows a real stop or planned time; rejects counted in them are startup rejects.
+    n_su = 0
+    if startup_ms > 0:
+        k = 1
+        while k < ns:
+            if eff[k] <= C_MICRO and eff[k - 1] > C_MICRO:
+                j = k
+                while j < ns and eff[j] <= C_MICRO:
+                    j += 1
+                end = seg_t[j] if j < ns else NO_END
+                stop = min(seg_t[k] + startup_ms, end)
+                if stop > seg_t[k]:
+                    su_start[n_su] = seg_t[k]
+                    su_end[n_su] = stop
+                    n_su += 1
+                k = j
+            else:
+                k += 1
 
     # Planned calendar prefix sums.
     npl = p_start.size
@@ -207,11 +248,11 @@ def _machine(
             a = max(seg_t[k], ws)
             b = min(seg_t[k + 1] if k + 1 < ns else horizon, we)
             e = eff[k]
-            first = ev_first[k] and seg_t[k] >= ws
+            first = ev_first[k] & (seg_t[k] >= ws)
             micro = e == C_MICRO
-            micros += first and micro
-            stops += first and not micro
-            failures += first and not micro and ev_fail[k]
+            micros += first & micro
+            stops += first & ~micro
+            failures += first & ~micro & ev_fail[k]
             dur = b - a
             c_b, pk = _covered(b, pk, p_start, p_end, p_cum)
             inside = c_b - c_a if _is_stop(e) else dur
@@ -242,41 +283,43 @@ def _machine(
         rej_other = 0.0
         if lo < 0 and hi >= 0:
             flags |= FLAG_NO_COUNT_BASELINE
-        rp = r0 - 1
-        sp = 0
-        if hi > max(lo, 0):
-            t_base = c_t[c0 + max(lo, 0)]
-            rp = r0 + np.searchsorted(r_t[r0:r1], t_base, side="right") - 1
-            sp = max(np.searchsorted(seg_t, t_base, side="right") - 1, 0)
-        for q in range(max(lo, 0) + 1, hi + 1):
-            idx = c0 + q
-            t = c_t[idx]
-            dt, f1 = _delta(c_total[idx - 1], c_total[idx], modulus)
-            dg, f2 = _delta(c_good[idx - 1], c_good[idx], modulus)
-            flags |= f1 | f2
-            total += dt
-            good += dg
-            while rp + 1 < r1 and r_t[rp + 1] <= t:
-                rp += 1
-            if rp >= r0 and r_val[rp] > 0.0:
-                ict = 60.0 / r_val[rp]
-            else:
-                ict = 0.0
-                if dt > 0:
+        # Pieces of constant ideal rate and constant startup status, each summed in one SIMD-friendly scan.
+        q = max(lo, 0) + 1
+        q_end = hi + 1
+        if q < q_end:
+            ct = c_t[c0:c1]
+            t = ct[q]
+            rp = r0 + np.searchsorted(r_t[r0:r1], t, side="right") - 1
+            up = np.searchsorted(su_end[:n_su], t, side="right")
+            while q < q_end:
+                nxt = NO_END
+                if rp + 1 < r1:
+                    nxt = r_t[rp + 1]
+                in_su = up < n_su and su_start[up] <= t
+                if in_su:
+                    nxt = min(nxt, su_end[up])
+                elif up < n_su:
+                    nxt = min(nxt, su_start[up])
+                q_next = min(q_end, np.searchsorted(ct, nxt, side="left"))
+                dt, dg, rej, f = _scan(c_total, c_good, c0 + q, c0 + q_next, modulus)
+                flags |= f
+                ict = 60.0 / r_val[rp] if rp >= r0 and r_val[rp] > 0.0 else 0.0
+                if ict == 0.0 and dt > 0:
                     flags |= FLAG_NO_IDEAL_RATE
-            ideal += dt * ict
-            rej = dt - dg
-            if rej > 0:
-                while sp + 1 < ns and seg_t[sp + 1] <= t:
-                    sp += 1
-                in_startup = (
-                    ns > 0 and seg_t[sp] <= t and eff[sp] <= C_MICRO and block_restart[sp]
-                    and t - block_start[sp] < startup_ms
-                )
-                if in_startup:
+                total += dt
+                good += dg
+                ideal += dt * ict
+                if in_su:
                     rej_startup += rej * ict
                 else:
                     rej_other += rej * ict
+                q = q_next
+                if q < q_end:
+                    t = ct[q]
+                    while rp + 1 < r1 and r_t[rp + 1] <= t:
+                        rp += 1
+                    while up < n_su and su_end[up] <= t:
+                        up += 1
 
         all_ms = we - ws
         planned_s = planned / 1000.0
