@@ -135,6 +135,15 @@ async def get_series(
             "source": src, "points": points, "next_cursor": next_cursor}
 
 
+async def _machine_exists(pool: Any, scope: SiteScope, site: str, machine: str) -> None:
+    """404 for an unknown machine (an empty answer then means: known, but no values yet)."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(f"SELECT 1 FROM machines WHERE {scope.where()} AND site_id = %(site)s"
+                                 " AND machine_id = %(machine)s", scope.params(site=site, machine=machine))
+        if await cur.fetchone() is None:
+            raise not_found("machine", machine)
+
+
 @router.get("/latest", response_model=list[LatestValue], summary="Latest live value per tag")
 async def get_latest(
     pool: Pool,
@@ -143,7 +152,7 @@ async def get_latest(
     machine: Annotated[str | None, Query(max_length=100)] = None,
     edge_node: Annotated[str | None, Query(max_length=100)] = None,
 ) -> list[dict[str, Any]]:
-    """Latest value of every tag of a site, a machine, or an edge node (its own metrics)."""
+    """Latest live value of every tag (that has one) of a site, a machine, or an edge node."""
     where = "t.site_id = %(site)s"
     params: dict[str, Any] = {"site": site}
     if machine is not None:
@@ -163,13 +172,13 @@ async def get_latest(
             " coalesce(l.text_value, CASE WHEN l.value IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8)"
             "          THEN NULL ELSE l.value::text END) AS raw_value,"
             " l.text_value IS NOT NULL AS is_text, l.quality"
-            f" FROM tags t LEFT JOIN latest_values l ON l.tag_id = t.tag_id WHERE {scope.where('t.site_id')}"
+            f" FROM tags t JOIN latest_values l ON l.tag_id = t.tag_id WHERE {scope.where('t.site_id')}"
             f" AND {where} ORDER BY t.machine_id NULLS FIRST, t.name",
             scope.params(**params),
         )
         rows = await cur.fetchall()
     if machine is not None and not rows:
-        raise not_found("machine", machine)
+        await _machine_exists(pool, scope, site, machine)
     for row in rows:
         raw = row.pop("raw_value")
         row["value"] = raw if row.pop("is_text") or raw is None else float(raw)

@@ -100,8 +100,9 @@ def test_latest_values(client: TestClient, tokens: Tokens) -> None:
     assert by_name["Temperature/Spindle"]["ts"] == 1_767_232_799_000
     assert by_name["Status/Text"]["value"] == "running"
     site_rows = client.get("/api/v1/latest?site=site-a", headers=bearer(tokens.viewer_a)).json()
-    assert {r["name"] for r in site_rows} == {"Node/Uptime", "Status/Text", "Temperature/Spindle"}
-    assert next(r for r in site_rows if r["name"] == "Node/Uptime")["value"] is None  # no value yet
+    assert {r["name"] for r in site_rows} == {"Status/Text", "Temperature/Spindle"}  # Node/Uptime has no value
+    assert client.get("/api/v1/latest?site=site-a&machine=m2", headers=bearer(tokens.viewer_a)).json() == []
+    assert client.get("/api/v1/latest?site=site-a&machine=m7", headers=bearer(tokens.viewer_a)).status_code == 404
 
 
 def test_revoked_token_is_refused(client: TestClient, cluster: Cluster, tokens: Tokens) -> None:
