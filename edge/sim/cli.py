@@ -36,6 +36,12 @@ def _parse_start(value: str | None) -> int | None:
     default=None,
     help="Scenario YAML (default: the packaged cluster.yaml).",
 )
+@click.option(
+    "--site",
+    "sites",
+    multiple=True,
+    help="Serve only this site (repeatable); run one process per site on its own port to use more cores.",
+)
 @click.option("--port", type=click.IntRange(1, 65535), default=4840, show_default=True, help="TCP port.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
@@ -95,7 +101,7 @@ def _parse_start(value: str | None) -> int | None:
     default=None,
     help="Stop after this many wall seconds and print throughput (default: run until Ctrl-C).",
 )
-def sim(scenario_path: Path | None, port: int, host: str, speed: float, seed: int, start: str | None,
+def sim(scenario_path: Path | None, sites: tuple[str, ...], port: int, host: str, speed: float, seed: int, start: str | None,
         catch_up_s: float, dt_ms: int, timeline_path: Path | None, record: Path | None, security: bool,
         data_dir: Path, duration: float | None) -> None:  # fmt: skip
     """Run the OPC UA factory simulator at opc.tcp://HOST:PORT/zhizao/sim."""
@@ -105,6 +111,11 @@ def sim(scenario_path: Path | None, port: int, host: str, speed: float, seed: in
     logging.getLogger("asyncua").setLevel(logging.ERROR)  # asyncua is chatty at INFO; our own lines suffice
     try:
         scenario = load_scenario(scenario_path)
+        if sites:
+            unknown = sorted(set(sites) - {s.id for s in scenario.sites})
+            if unknown:
+                raise click.BadParameter(f"{unknown[0]!r} is not a site of {scenario.name!r}", param_hint="--site")
+            scenario = scenario.subset([p for p in scenario.machine_paths() if p.split("/")[0] in sites])
         timeline = load_timeline(timeline_path) if timeline_path is not None else None
     except ScenarioError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -122,9 +133,9 @@ def sim(scenario_path: Path | None, port: int, host: str, speed: float, seed: in
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        await server.start()
         if duration is not None:
             loop.call_later(duration, stop.set)
-        await server.start()
         n = len(server.model.table.machine_paths)
         click.echo(
             f"serving {n} machines ({server.model.table.size} variables) at {server.endpoint}; Ctrl-C stops"

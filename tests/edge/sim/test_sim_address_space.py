@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from asyncua import Client, ua
+from asyncua.crypto.cert_gen import setup_self_signed_certificate
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from edge.sim.nodes import ENDPOINT_PATH, NAMESPACE_URI
 from edge.sim.server import SimServer
@@ -66,5 +69,40 @@ def test_address_space_matches_contract(free_port: int, run_sim: Any) -> None:
                     assert design == m.ideal_rate_per_min
                     state = await client.get_node(f"ns=2;s={path}/State").read_value()
                     assert state in {2, 4, 5, 6, 9, 11}
+
+    asyncio.run(main())
+
+
+def test_security_offers_basic256sha256_with_a_generated_certificate(
+    free_port: int, run_sim: Any, make_scenario: Any, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        sim = SimServer(make_scenario(1), free_port, seed=1, security=True, data_dir=tmp_path / "sim")
+        async with run_sim(sim):
+            assert (tmp_path / "sim" / "pki" / "sim-cert.der").exists()
+            async with Client(sim.endpoint) as probe:
+                offered = {
+                    (e.SecurityPolicyUri.rsplit("#", 1)[-1], e.SecurityMode)
+                    for e in await probe.get_endpoints()
+                }
+            assert offered == {
+                ("None", ua.MessageSecurityMode.None_),
+                ("Basic256Sha256", ua.MessageSecurityMode.Sign),
+                ("Basic256Sha256", ua.MessageSecurityMode.SignAndEncrypt),
+            }
+            key, cert = tmp_path / "client-key.pem", tmp_path / "client-cert.der"
+            await setup_self_signed_certificate(
+                key,
+                cert,
+                "urn:zhizao:test:client",
+                "localhost",
+                [ExtendedKeyUsageOID.CLIENT_AUTH],
+                {"commonName": "t"},
+            )
+            client = Client(sim.endpoint)
+            client.application_uri = "urn:zhizao:test:client"
+            await client.set_security_string(f"Basic256Sha256,SignAndEncrypt,{cert},{key}")
+            async with client:
+                assert await client.get_node("ns=2;s=s1/l1/m01/MachDesignSpeed").read_value() == 60.0
 
     asyncio.run(main())

@@ -40,7 +40,7 @@ def test_machspeed_start_stop_reset(free_port: int, run_sim: Any, make_scenario:
             await node["MachSpeed"].write_value(ua.Variant(300.0, ua.VariantType.Double))
             await _until(lambda: _eq(value("CurMachSpeed"), 300.0))
             a = await node["ProdProcessedCount"].read_data_value()
-            await asyncio.sleep(2.0)
+            await asyncio.sleep(1.0)
             b = await node["ProdProcessedCount"].read_data_value()
             minutes = (b.SourceTimestamp - a.SourceTimestamp).total_seconds() / 60
             assert abs((b.Value.Value - a.Value.Value) - 300.0 * minutes) <= 1.0
