@@ -21,7 +21,7 @@ import numpy as np
 from asyncua import ua as _ua
 from asyncua.server.server import Server
 
-from edge.sim.model import FactoryModel
+from edge.sim.model import MAX_SPEED_FACTOR, FactoryModel
 from edge.sim.nodes import ENDPOINT_PATH, METHODS, NAMESPACE_URI, T_SETPOINT
 from edge.sim.record import Recorder
 from edge.sim.security import configure_security
@@ -205,15 +205,15 @@ class SimServer:
 
         def setter(node: Any, attr: Any, value: Any) -> None:
             raw = value.Value.Value if value.Value is not None else None
-            if not isinstance(raw, int | float):
-                log.warning(
-                    "MachSpeed of %s: %r is not a number; ignored",
-                    self.model.table.machine_paths[machine],
-                    raw,
-                )
-                return
+            path = self.model.table.machine_paths[machine]
+            limit = float(self.model.ideal[machine] * MAX_SPEED_FACTOR)
+            if not isinstance(raw, int | float) or not 0.0 <= float(raw) <= limit:
+                # Refused before anything is stored or notified: the client gets BadOutOfRange.
+                log.warning("MachSpeed of %s: %r refused, outside [0, %g]", path, raw, limit)
+                raise ua.uaerrors.BadOutOfRange()
             effective = self.model.set_speed(machine, float(raw))
-            # Our own timestamps, strictly increasing per node and never ahead of the sim clock's last step.
+            # Stored (and read back) with sim time, strictly increasing per node. Subscribers are notified
+            # by asyncua with the DataValue the client wrote (its own timestamps, often none).
             ts = max(self.model.ts_ms, self._setpoint_last_ts.get(node_index, -1) + 1)
             self._setpoint_last_ts[node_index] = ts
             node.attributes[attr].value = ua.DataValue(

@@ -47,9 +47,16 @@ def test_machspeed_start_stop_reset(free_port: int, run_sim: Any, make_scenario:
             # The other machine kept its own setpoint.
             assert await client.get_node("ns=2;s=s1/l1/m02/CurMachSpeed").read_value() == 600.0
 
-            # Out-of-range setpoints are clamped to [0, 1.5 x ideal], and the node shows what is in effect.
-            await node["MachSpeed"].write_value(ua.Variant(1e6, ua.VariantType.Double))
-            assert await value("MachSpeed") == 900.0
+            # Setpoints outside [0, 1.5 x ideal] are refused with BadOutOfRange; the last good one stays.
+            for bad in (1e6, -1.0, float("nan")):
+                try:
+                    await node["MachSpeed"].write_value(ua.Variant(bad, ua.VariantType.Double))
+                except ua.UaStatusCodeError as exc:
+                    assert exc.code == ua.StatusCodes.BadOutOfRange
+                else:
+                    raise AssertionError(f"MachSpeed accepted {bad}")
+            assert await value("MachSpeed") == 300.0
+            await node["MachSpeed"].write_value(ua.Variant(900.0, ua.VariantType.Double))  # the upper bound
             await _until(lambda: _eq(value("CurMachSpeed"), 900.0))
 
             # Stop: Stopped (2) with the unspecified-stop code, nothing produced.
