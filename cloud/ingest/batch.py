@@ -79,6 +79,7 @@ class Batch:
     touched: set[NodeKey] = field(default_factory=set)
     samples: int = 0
     started: float = field(default_factory=time.monotonic)
+    births: list[Columns] = field(default_factory=list)
     _columns: Columns | None = None
 
     def add(
@@ -103,7 +104,9 @@ class Batch:
 
     def empty(self) -> bool:
         """Nothing to write and nothing to acknowledge."""
-        return not (self.samples or self.text_rows or self.dead_letters or self.health or self.acks)
+        return not (
+            self.samples or self.text_rows or self.dead_letters or self.health or self.acks or self.births
+        )
 
     def columns(self) -> Columns:
         """The numeric samples concatenated and sorted by (tag, ts), computed once per batch."""
@@ -129,7 +132,7 @@ class Batch:
         """The numeric samples as one PostgreSQL binary COPY stream for the staging table."""
         c = self.columns()
         if not len(c.tag):
-            return b""
+            return _COPY_HEADER + _COPY_TRAILER
         ts_us = (c.ts_ms - _PG_EPOCH_MS) * 1000
         parts = [_COPY_HEADER]
         for dtype, mask in ((_ROW, ~c.null), (_ROW_NULL, c.null)):
@@ -155,10 +158,29 @@ class Batch:
         parts.append(_COPY_TRAILER)
         return b"".join(parts)
 
+    def add_birth_values(
+        self,
+        tag: npt.NDArray[np.int32],
+        ts_ms: npt.NDArray[np.int64],
+        value: npt.NDArray[np.float64],
+        null: npt.NDArray[np.bool_],
+        quality: npt.NDArray[np.int16],
+    ) -> None:
+        """Current values from a birth: they move "latest" but are not historized (the edge's outbox
+        delivers every observation as DATA; a birth repeats the last one, possibly with a new timestamp)."""
+        if len(tag):
+            self.births.append(Columns(tag, ts_ms, value, null, quality, np.ones(len(tag), np.bool_)))
+
     def latest(self) -> Columns:
-        """The newest live sample of every tag in the batch (historical samples never count)."""
+        """The newest live value of every tag in the batch (historical samples never count)."""
         c = self.columns()
         idx = np.flatnonzero(c.live)
+        if self.births:
+            parts = [Columns(*(col[idx] for col in c)), *self.births]  # type: ignore[arg-type]
+            merged = [np.concatenate([p[i] for p in parts]) for i in range(6)]
+            order = np.lexsort((merged[1], merged[0]))
+            c = Columns(*(col[order] for col in merged))
+            idx = np.arange(len(order))
         tags = c.tag[idx]
         last = idx[np.append(tags[1:] != tags[:-1], True)] if len(idx) else idx
         return Columns(c.tag[last], c.ts_ms[last], c.value[last], c.null[last], c.quality[last], c.live[last])

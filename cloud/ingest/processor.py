@@ -408,8 +408,11 @@ class Processor:
             if reason == "unknown_alias":
                 self._want_rebirth(session.key, "unknown_alias")
         batch = self._batch
-        batch.add(verdict.tag, verdict.ts_ms, verdict.value, verdict.null, verdict.quality, verdict.live)
-        batch.text_rows.extend(verdict.text_rows)
+        if birth:
+            batch.add_birth_values(verdict.tag, verdict.ts_ms, verdict.value, verdict.null, verdict.quality)
+        else:
+            batch.add(verdict.tag, verdict.ts_ms, verdict.value, verdict.null, verdict.quality, verdict.live)
+            batch.text_rows.extend(verdict.text_rows)
         self.received_samples += verdict.total
         metrics.SAMPLES_RECEIVED.inc(verdict.total)
         key = session.key

@@ -78,12 +78,13 @@ def write_batch(conn: psycopg.Connection[tuple[object, ...]], batch: Batch) -> i
                     cp.write(batch.numeric_copy_data())
                 cur.execute(_NUMERIC_INSERT)
                 stored += max(0, cur.rowcount)
-                latest = batch.latest()
-                if len(latest.tag):
-                    values = [None if n else v for v, n in zip(latest.value.tolist(), latest.null.tolist(), strict=True)]
-                    cur.execute(
-                        _LATEST_UPSERT, [latest.tag.tolist(), latest.ts_ms.tolist(), values, latest.quality.tolist()]
-                    )
+        if batch.samples or batch.births:
+            latest = batch.latest()
+            if len(latest.tag):
+                values = [None if n else v for v, n in zip(latest.value.tolist(), latest.null.tolist(), strict=True)]
+                conn.execute(
+                    _LATEST_UPSERT, [latest.tag.tolist(), latest.ts_ms.tolist(), values, latest.quality.tolist()]
+                )
         if batch.text_rows:
             conn.execute(_STAGE_TEXT_DDL)
             with conn.cursor() as cur:
