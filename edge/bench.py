@@ -148,7 +148,7 @@ def _agent_config(endpoints: list[str], tags: int, edge: str, outbox: str, mqtt_
 
 
 def agent_main() -> None:
-    """Entry of the agent process: argv = JSON agent config. Runs `run_agent` until SIGTERM."""
+    """Entry of the agent process: argv = agent config (JSON file). Runs `run_agent` until SIGTERM."""
     import logging
 
     from edge.agent import run_agent
@@ -156,12 +156,12 @@ def agent_main() -> None:
 
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("asyncua").setLevel(logging.ERROR)
-    config = parse_agent_config(json.loads(sys.argv[1]), "bench")
+    config = parse_agent_config(json.loads(Path(sys.argv[1]).read_text()), "bench")
     asyncio.run(run_agent(config))
 
 
 def baseline_main() -> None:
-    """Entry of the baseline process: the same OPC UA subscription, one MQTT message per sample, until SIGTERM."""
+    """Entry of the baseline process (argv = config JSON file): the same subscription, one message per sample."""
     import logging
 
     import paho.mqtt.client as paho
@@ -175,7 +175,7 @@ def baseline_main() -> None:
     from edge.samples import SampleBlock
 
     logging.getLogger("asyncua").setLevel(logging.ERROR)
-    config = parse_agent_config(json.loads(sys.argv[1]), "bench")
+    config = parse_agent_config(json.loads(Path(sys.argv[1]).read_text()), "bench")
     mapping = build_mapping(config)
     ep = parse_mqtt_url(config.mqtt.effective_url())
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id="zhizao-bench-baseline", protocol=paho.MQTTv5)
@@ -224,7 +224,7 @@ def baseline_main() -> None:
 class _Counter:
     """Counts samples and messages arriving on a topic filter at the broker (decoded with our codec)."""
 
-    def __init__(self, mqtt_url: str, topic_filter: str) -> None:
+    def __init__(self, mqtt_url: str, topic_filter: str, one_sample_each: bool = False) -> None:
         import paho.mqtt.client as paho
         from paho.mqtt.enums import CallbackAPIVersion
 
@@ -234,6 +234,7 @@ class _Counter:
         self.samples = 0
         self.messages = 0
         self._decode = decode
+        self._one = one_sample_each  # the baseline's messages hold one sample: count, do not decode
         self._lock = threading.Lock()
         ep = parse_mqtt_url(mqtt_url)
         ready = threading.Event()
@@ -247,8 +248,8 @@ class _Counter:
             raise click.ClickException(f"no SUBACK from the broker at {mqtt_url}")
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        d = self._decode(msg.payload)
-        n = int(np.count_nonzero(d.has_alias))  # aliased metrics are samples; named ones are zhizao/Batch
+        # aliased metrics are samples; named ones are node metrics such as zhizao/Batch
+        n = 1 if self._one else int(np.count_nonzero(self._decode(msg.payload).has_alias))
         with self._lock:
             self.samples += n
             self.messages += 1
@@ -402,8 +403,12 @@ def bench_edge(
             ("baseline", "baseline_main", "bench-base"),
         ):
             cfg = _agent_config(endpoints, tags, edge, str(work / edge), mqtt_url)
-            counter = _Counter(mqtt_url, f"spBv1.0/{SITE}/DDATA/{edge}/#")
-            proc = _spawn(entry, json.dumps(cfg))
+            counter = _Counter(
+                mqtt_url, f"spBv1.0/{SITE}/DDATA/{edge}/#", one_sample_each=phase == "baseline"
+            )
+            cfg_path = work / f"{edge}.json"
+            cfg_path.write_text(json.dumps(cfg))
+            proc = _spawn(entry, str(cfg_path))
             try:
                 click.echo(f"bench edge: measuring {phase} for {seconds:g} s ...", err=True)
                 results[phase] = _measure(proc, counter, counters, warmup, seconds, phase)

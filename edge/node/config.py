@@ -67,6 +67,7 @@ class SparkplugConfig(_Section):
         ge=1,
         description="historical samples replayed per publish interval, so live data keeps flowing",
     )
+    health_interval_s: float = Field(default=5.0, ge=0.1, le=3600, description="node health NDATA period")
     bdseq_file: Path | None = Field(default=None, description="default: <outbox.dir>/bdseq")
 
     @field_validator("primary_host")

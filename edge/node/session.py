@@ -49,12 +49,11 @@ from edge.node.link import (
     Published,
     Subscribed,
 )
-from edge.outbox import Outbox
+from edge.outbox import Outbox, OutboxError
 from edge.samples import SampleBlock, SignalTable
 
 log = logging.getLogger(__name__)
 
-HEALTH_INTERVAL_S = 5.0
 CommandHandler = Callable[[int, float | int | bool | str], Awaitable[None]]
 """Called for each metric of a DCMD: (signal index, value) -> write it to the device."""
 
@@ -121,6 +120,7 @@ class EdgeNode:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._last_health = 0.0
+        self._last_error = ("", 0.0)
         self._last_appended = outbox.appended_samples
         self._rate = 0.0
         self.online = asyncio.Event()
@@ -176,7 +176,10 @@ class EdgeNode:
         await self._task
         self._task = None
         if self._state == "online":
-            self._tick()  # publish what the adapters delivered since the last interval
+            try:
+                self._tick()  # publish what the adapters delivered since the last interval
+            except (LinkError, OutboxError, OSError) as exc:
+                self._report_error(exc)
         if self._state in ("online", "subscribing", "waiting-host"):
             done = await self.link.publish(
                 self._t["ndeath"], encode_death(_now_ms(), bd_seq=self._bd_seq), 1
@@ -203,17 +206,28 @@ class EdgeNode:
         next_tick = time.monotonic() + interval
         while True:
             try:
-                async with asyncio.timeout(max(0.0, next_tick - time.monotonic())):
-                    event = await self._events.get()
-                if event is None:
-                    return
-                await self._handle(event)
-            except TimeoutError:
-                pass
-            now = time.monotonic()
-            if now >= next_tick:
-                self._tick()
-                next_tick = max(next_tick + interval, now)
+                try:
+                    async with asyncio.timeout(max(0.0, next_tick - time.monotonic())):
+                        event = await self._events.get()
+                    if event is None:
+                        return
+                    await self._handle(event)
+                except TimeoutError:
+                    pass
+                now = time.monotonic()
+                if now >= next_tick:
+                    self._tick()
+                    next_tick = max(next_tick + interval, now)
+            except (LinkError, OutboxError, OSError) as exc:
+                # The session must outlive a failed publish or a disk hiccup: data stays in the outbox.
+                self._report_error(exc)
+
+    def _report_error(self, exc: Exception) -> None:
+        key = f"{type(exc).__name__}: {exc}"
+        now = time.monotonic()
+        if key != self._last_error[0] or now - self._last_error[1] > 60.0:
+            log.error("edge node %s/%s: %s", self.site, self.edge, key)
+            self._last_error = (key, now)
 
     # ---- events -----------------------------------------------------------------------------------------
     async def _handle(self, event: LinkEvent) -> None:
@@ -387,7 +401,7 @@ class EdgeNode:
                 hist, positions = self.outbox.take_replay(self.sp.replay_samples_per_interval)
                 self._publish(hist, positions, historical=True)
             self._publish_live()
-            if time.monotonic() - self._last_health >= HEALTH_INTERVAL_S:
+            if time.monotonic() - self._last_health >= self.sp.health_interval_s:
                 self._publish_health()
             if not self.acks:
                 while self._release and self._release[0][0].done:

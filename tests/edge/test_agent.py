@@ -53,6 +53,7 @@ class RampAdapter(Adapter):
     config_model: ClassVar[type[RampConfig]] = RampConfig
     connects: ClassVar[int] = 0
     dropped: ClassVar[bool] = False
+    writes: ClassVar[list[tuple[str, object]]] = []
 
     async def connect(self) -> None:
         type(self).connects += 1
@@ -90,6 +91,9 @@ class RampAdapter(Adapter):
 
     async def close(self) -> None:
         pass
+
+    async def write(self, signal: int, value: float | int | bool | str) -> None:
+        type(self).writes.append((self.signals.signals[signal].metric, value))
 
 
 def agent_config(site: str, tmp: Path, mqtt_url: str, **ramp: Any) -> AgentConfig:
@@ -222,6 +226,32 @@ def test_auth_error_stops_the_adapter_config_error_refuses_to_run(
         asyncio.run(config_error())
     with pytest.raises(AgentError, match=r"adapters\[0\]\.type: no adapter 'ramp' is installed"):
         asyncio.run(run_agent(agent_config(unique_id, tmp_path / "d", mqtt_url), adapter_types={}))
+
+
+def test_dcmd_writes_reach_the_adapter(tmp_path: Path, mqtt_url: str, unique_id: str) -> None:
+    import pysparkplug as psp
+
+    cap = Capture(mqtt_url, [f"spBv1.0/{unique_id}/#"])
+    cfg = agent_config(unique_id, tmp_path, mqtt_url, rate=100.0)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_agent(cfg, stop, adapter_types={"ramp": RampAdapter}))
+        await cap.until(lambda ms: [m.kind for m in ms].count("DBIRTH") == 2, what="births")
+        metric = psp.Metric(timestamp=1, name="Sig/1", datatype=psp.DataType.DOUBLE, value=42.5)
+        cmd = psp.DCmd(timestamp=1, metrics=(metric,))
+        await asyncio.to_thread(cap.publish, f"spBv1.0/{unique_id}/DCMD/agent-1/m2", cmd.encode())
+        for _ in range(200):
+            if RampAdapter.writes:
+                break
+            await asyncio.sleep(0.02)
+        stop.set()
+        await task
+
+    RampAdapter.connects, RampAdapter.writes = 0, []
+    asyncio.run(main())
+    cap.close()
+    assert RampAdapter.writes == [("ns=2;s=m2/1", 42.5)]  # the device node behind m2's Sig/1
 
 
 # ---- kill -9 of an agent subprocess ------------------------------------------------------------------------

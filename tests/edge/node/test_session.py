@@ -324,3 +324,43 @@ def test_bad_ids_are_refused(tmp_path: Path, mqtt_url: str) -> None:
     with pytest.raises(NodeError, match="site"):
         EdgeNode("Bad/Site", "e1", MqttConfig(url=mqtt_url), SparkplugConfig(), box, signal_table())
     box.close()
+
+
+def test_plain_sparkplug_releases_once_published(tmp_path: Path, mqtt_url: str, unique_id: str) -> None:
+    async def body(rig: Rig) -> None:
+        await rig.node.start()
+        await rig.cap.until(lambda ms: kinds(ms).count("DBIRTH") == 2)
+        rig.outbox.append(block([0, 2, 3], [1, 2, 3]))
+        await rig.cap.until(lambda ms: len(all_samples(ms)) >= 3)
+        for _ in range(100):
+            if rig.outbox.depth_samples == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert rig.outbox.depth_samples == 0  # no host acks needed with acks: false
+
+    run(tmp_path, mqtt_url, unique_id, body, acks=False)
+
+
+def test_health_ndata_carries_node_metrics_and_batch(tmp_path: Path, mqtt_url: str, unique_id: str) -> None:
+    async def body(rig: Rig) -> None:
+        await rig.node.start()
+        rig.outbox.append(block([0, 1], [1, 2]))
+        await rig.cap.until(lambda ms: kinds(ms).count("NDATA") >= 2, what="two health NDATA")
+
+    rig = run(tmp_path, mqtt_url, unique_id, body, health_interval_s=0.2)
+    msgs = rig.cap.snapshot()
+    aliases = _aliases(msgs)
+    ndata = [decode_data(m, aliases) for m in msgs if m.kind == "NDATA"]
+    batches = [int(named["zhizao/Batch"]) for _, _, named in ndata]  # type: ignore[call-overload]
+    ddata_batches = [int(decode_data(m, aliases)[2]["zhizao/Batch"]) for m in msgs if m.kind == "DDATA"]  # type: ignore[call-overload]
+    every = sorted(batches + ddata_batches)
+    assert len(set(every)) == len(every)  # one batch id per message, strictly increasing
+    names = {s.name for _, samples, _ in ndata for s in samples}
+    assert names == {
+        "Health/OutboxDepth",
+        "Health/OutboxBytes",
+        "Health/SamplesPerSecond",
+        "Health/Reconnects",
+    }
+    depth = [s.value for _, samples, _ in ndata for s in samples if s.name == "Health/OutboxDepth"]
+    assert depth[-1] == 2  # nothing acked: both samples still in the outbox
