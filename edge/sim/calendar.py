@@ -18,17 +18,28 @@ class CalendarClock:
         self._cal = calendar
         self._zone = ZoneInfo(timezone)
         self._days: dict[date, tuple[list[int], list[int]]] = {}
+        self._day_end: dict[date, int] = {}
+        self._lo, self._hi, self._code = 0, 0, 0
 
     def code_at(self, ts_ms: int) -> int:
         """The planned-stop code at `ts_ms` (UTC epoch ms): 0 working, a break code, or a no-shift code."""
+        if self._lo <= ts_ms < self._hi:  # the sim asks about the same stretch step after step
+            return self._code
         day = datetime.fromtimestamp(ts_ms / 1000, UTC).astimezone(self._zone).date()
         table = self._days.get(day)
         if table is None:
             if len(self._days) > 8:  # the sim moves forward; keep the cache small
                 self._days.clear()
+                self._day_end.clear()
             table = self._days[day] = self._build_day(day)
+            self._day_end[day] = self._local_ms(day + timedelta(days=1), 0)
         bounds, codes = table
-        return codes[bisect.bisect_right(bounds, ts_ms) - 1]
+        i = bisect.bisect_right(bounds, ts_ms) - 1
+        # Remember the stretch, clipped to this local day (the next day's table may split it differently).
+        self._lo = max(bounds[i], bounds[1])
+        self._hi = bounds[i + 1] if i + 1 < len(bounds) else self._day_end[day]
+        self._code = codes[i]
+        return self._code
 
     def _local_ms(self, day: date, minutes: float) -> int:
         base = datetime.combine(day, time(0), tzinfo=self._zone)

@@ -92,6 +92,8 @@ class FactoryModel:
         self.change_s = np.array([m.behaviour.changeover_min * 60 for m in ms])
         self.change_code = np.array([m.behaviour.changeover_code for m in ms], dtype=np.int64)
         self.since_change = np.zeros(n)
+        self.fail_p = self.dt_s / self.mtbf_s  # per-step probabilities (exponential inter-arrival, small dt)
+        self.micro_p = self.micro_rate * self.dt_s
         self.run_cmd = np.ones(n, dtype=np.bool_)
         self.was_reset = np.zeros(n, dtype=np.bool_)
         self.state = np.full(n, STOPPED, dtype=np.int64)
@@ -189,8 +191,9 @@ class FactoryModel:
         made = np.where(executing, self.speed / 60.0 * self.dt_s, 0.0)
         self.produced += made
         new_units = np.floor(self.produced).astype(np.int64) - self.processed
-        self.processed += new_units
-        self.defective += self.rng.binomial(new_units, self.reject)
+        if new_units.any():  # skipping the draw when nothing was made keeps runs deterministic
+            self.processed += new_units
+            self.defective += self.rng.binomial(new_units, self.reject)
         self.since_change += np.where(executing, self.dt_s, 0.0)
         # Stop timers run while their stop is shown; a repair also runs through breaks.
         shown_down = (self.down_left > 0) & (self.state == self.down_state) & (self.reason == self.down_code)
@@ -205,12 +208,17 @@ class FactoryModel:
         u = self.rng.random((2, len(self.state)))
         events = StopEvents()
         self.faults.events(free, self.rng, self.dt_s, events)
-        failed = np.flatnonzero(free & (u[0] < self.dt_s / self.mtbf_s))
+        fail = u[0] < self.fail_p
+        change = self.since_change >= self.change_every_s
+        micro_hit = u[1] < self.micro_p
+        if not events.machines and not (free & (fail | change | micro_hit)).any():
+            return  # the common step: nothing starts
+        failed = np.flatnonzero(free & fail)
         events.add(failed, np.full(len(failed), np.nan), ABORTED, self.failure_code[failed])
-        changing = np.flatnonzero(free & (self.since_change >= self.change_every_s))
+        changing = np.flatnonzero(free & change)
         events.add(changing, self.change_s[changing], HELD, self.change_code[changing])
         self.since_change[changing] = 0.0
-        micro = np.flatnonzero(free & (u[1] < self.micro_rate * self.dt_s))
+        micro = np.flatnonzero(free & micro_hit)
         events.add(
             micro, self.rng.uniform(self.micro_min[micro], self.micro_max[micro]), SUSPENDED, MICROSTOP
         )
