@@ -21,7 +21,7 @@ class VibrationFeatures(NamedTuple):
     peak: F64  # max |x|
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def features_kernel(x: np.ndarray, length: int, out: np.ndarray) -> None:
     """out[f, w, j] for f in (rms, kurtosis, crest, peak); two passes per window, tags innermost (SIMD)."""
     n_t, n = x.shape

@@ -16,7 +16,43 @@ _N, _MEAN, _M2, _SP, _SN, _ACT, _CON, _COFF = range(8)
 TAG_BLOCK = 256
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy")
+def _cusum_row(
+    xr: np.ndarray, sr: np.ndarray, ar: np.ndarray, cnt: np.ndarray, mean: np.ndarray, m2: np.ndarray,
+    sp: np.ndarray, sn: np.ndarray, act: np.ndarray, con: np.ndarray, coff: np.ndarray,
+    warmup: float, k: float, cap: float, min_std: float, on: float, off: float, min_on: int, min_off: int,
+) -> None:
+    # One time step for a block of tags; selects only, so that LLVM vectorises across tags.
+    for j in range(xr.size):
+        v = xr[j]
+        c = cnt[j]
+        m = mean[j]
+        ok = v == v
+        learning = c < warmup
+        # Warm-up: Welford update of the baseline.
+        c1 = c + 1.0
+        d = v - m
+        m_new = m + d / c1
+        learn = ok & learning
+        m2_old = m2[j]
+        mean[j] = m_new if learn else m
+        m2[j] = m2_old + d * (v - m_new) if learn else m2_old
+        cnt[j] = c1 if learn else c
+        # Monitoring: standardise against the frozen baseline.
+        sd = max(math.sqrt(m2_old / max(c, 1.0)), min_std)
+        z = (v - m) / sd
+        p = min(max(sp[j] + z - k, 0.0), cap)
+        q = min(max(sn[j] - z - k, 0.0), cap)
+        watch = ok & ~learning
+        sp[j] = p if watch else sp[j]
+        sn[j] = q if watch else sn[j]
+        score = max(p, q) if watch else np.nan
+        sr[j] = score
+        act[j], con[j], coff[j] = alarm_step(score, on, off, min_on, min_off, act[j], con[j], coff[j])
+        ar[j] = act[j] > 0.5
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
 def cusum_kernel(
     st: np.ndarray, x: np.ndarray, warmup: float, k: float, cap: float, min_std: float,
     on: float, off: float, min_on: int, min_off: int, scores: np.ndarray, alarms: np.ndarray,
@@ -27,44 +63,11 @@ def cusum_kernel(
     for b in prange(n_blocks):
         lo = b * TAG_BLOCK
         hi = min(n, lo + TAG_BLOCK)
-        cnt = st[_N]
-        mean = st[_MEAN]
-        m2 = st[_M2]
-        sp = st[_SP]
-        sn = st[_SN]
-        act = st[_ACT]
-        con = st[_CON]
-        coff = st[_COFF]
+        rows = [st[r, lo:hi] for r in range(8)]
         for t in range(n_t):
-            xr = x[t]
-            sr = scores[t]
-            ar = alarms[t]
-            for j in range(lo, hi):
-                v = xr[j]
-                c = cnt[j]
-                m = mean[j]
-                ok = v == v
-                learning = c < warmup
-                # Warm-up: Welford update of the baseline.
-                c1 = c + 1.0
-                d = v - m
-                m_new = m + d / c1
-                learn = ok and learning
-                mean[j] = m_new if learn else m
-                m2[j] = m2[j] + d * (v - m_new) if learn else m2[j]
-                cnt[j] = c1 if learn else c
-                # Monitoring: standardise against the frozen baseline.
-                sd = max(math.sqrt(m2[j] / max(c, 1.0)), min_std)
-                z = (v - m) / sd
-                p = min(max(sp[j] + z - k, 0.0), cap)
-                q = min(max(sn[j] - z - k, 0.0), cap)
-                watch = ok and not learning
-                sp[j] = p if watch else sp[j]
-                sn[j] = q if watch else sn[j]
-                score = max(p, q) if watch else np.nan
-                sr[j] = score
-                act[j], con[j], coff[j] = alarm_step(score, on, off, min_on, min_off, act[j], con[j], coff[j])
-                ar[j] = act[j] > 0.5
+            _cusum_row(x[t, lo:hi], scores[t, lo:hi], alarms[t, lo:hi], rows[_N], rows[_MEAN], rows[_M2],
+                       rows[_SP], rows[_SN], rows[_ACT], rows[_CON], rows[_COFF],
+                       warmup, k, cap, min_std, on, off, min_on, min_off)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 from analytics.anomaly.base import F64, Alarm, Detector, Scored, alarm_step, reference_alarm
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _mahalanobis(cov: np.ndarray, d: np.ndarray, ridge: float, lmat: np.ndarray, y: np.ndarray) -> float:
     # d' (C + ridge I)^-1 d through a Cholesky factor: ||L^-1 d||².
     p = d.size
@@ -37,7 +37,7 @@ def _mahalanobis(cov: np.ndarray, d: np.ndarray, ridge: float, lmat: np.ndarray,
     return acc
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def mahalanobis_kernel(
     st: np.ndarray, x: np.ndarray, p: int, alpha: float, warmup: float, ridge: float,
     on: float, off: float, min_on: int, min_off: int, scores: np.ndarray, alarms: np.ndarray,
@@ -64,7 +64,12 @@ def mahalanobis_kernel(
             if ok:
                 c = row[0]
                 if c >= warmup:
-                    score = _mahalanobis(cov, d, ridge, lmat, y)
+                    # The ridge is relative to the mean variance: the condition number stays below ~1/ridge.
+                    tr = 0.0
+                    for i in range(p):
+                        tr += cov[i * p + i]
+                    if tr > 0.0:
+                        score = _mahalanobis(cov, d, ridge * tr / p, lmat, y)
                 a = max(alpha, 1.0 / (c + 1.0))
                 for i in range(p):
                     mean[i] += a * d[i]
@@ -82,7 +87,10 @@ def mahalanobis_kernel(
 
 @dataclass(frozen=True)
 class MahalanobisT2(Detector):
-    """T² = d'(C + ridge·I)⁻¹d per machine of `dims` consecutive tags; a NaN in any tag skips the sample."""
+    """T² = d'(C + r·I)⁻¹d per machine of `dims` consecutive tags, r = ridge x mean variance.
+
+    A NaN in any of the machine's tags skips the sample; no score while the covariance is all zero.
+    """
 
     dims: int = 3
     alpha: float = 0.005
@@ -125,7 +133,7 @@ class MahalanobisT2(Detector):
         p = self.dims
         n_g = state.shape[0]
         scores = np.full((x.shape[0], n_g), np.nan)
-        eye = np.eye(p) * self.ridge
+        eye = np.eye(p)
         for g in range(n_g):
             mean = state[g, 1:1 + p]
             cov = state[g, 1 + p:1 + p + p * p].reshape(p, p)
@@ -135,10 +143,9 @@ class MahalanobisT2(Detector):
                     continue
                 d = v - mean
                 c = state[g, 0]
-                if c >= self.warmup:
-                    m = cov + eye
-                    if np.all(np.linalg.eigvalsh(m) > 0):
-                        scores[t, g] = float(d @ np.linalg.solve(m, d))
+                tr = float(np.trace(cov))
+                if c >= self.warmup and tr > 0.0:
+                    scores[t, g] = float(d @ np.linalg.solve(cov + eye * (self.ridge * tr / p), d))
                 a = max(self.alpha, 1.0 / (c + 1.0))
                 mean += a * d
                 cov[:] = (1.0 - a) * (cov + a * np.outer(d, d))

@@ -14,7 +14,7 @@ from analytics.anomaly.base import F64, Alarm, Detector, Scored, alarm_step, ref
 IQR_TO_STD = 1.3489795003921634  # IQR of a standard normal distribution
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _quantile(s: np.ndarray, n: int, p: float) -> float:
     # Linear interpolation between order statistics (NumPy's default method).
     h = (n - 1) * p
@@ -23,7 +23,7 @@ def _quantile(s: np.ndarray, n: int, p: float) -> float:
     return float(s[lo] + (h - lo) * (s[hi] - s[lo]))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def robust_kernel(
     st: np.ndarray, x: np.ndarray, w: int, min_scale: float,
     on: float, off: float, min_on: int, min_off: int, scores: np.ndarray, alarms: np.ndarray,

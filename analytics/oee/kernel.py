@@ -56,13 +56,13 @@ N_CAT = 10
 NO_END = np.iinfo(np.int64).max
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _is_stop(cat: int) -> bool:
     # Stops: microstop and every unplanned stop category (FAILURE..UNKNOWN).
     return cat >= C_MICRO and cat < C_PLANNED
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _classify(code: int, ranges: np.ndarray, ov_codes: np.ndarray, ov_cats: np.ndarray) -> int:
     if ov_codes.size > 0:
         k = np.searchsorted(ov_codes, code)
@@ -71,7 +71,7 @@ def _classify(code: int, ranges: np.ndarray, ov_codes: np.ndarray, ov_cats: np.n
     return int(ranges[code // 10000])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _covered(t: int, k: int, p_start: np.ndarray, p_end: np.ndarray, p_cum: np.ndarray) -> tuple[int, int]:
     # Planned-calendar milliseconds before t, and the index of the first interval ending after t.
     # Callers ask for non-decreasing t within a window, so the index only moves forward from `k`.
@@ -83,7 +83,7 @@ def _covered(t: int, k: int, p_start: np.ndarray, p_end: np.ndarray, p_cum: np.n
     return c, k
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _scan(tot: np.ndarray, good: np.ndarray, i0: int, i1: int, modulus: int) -> tuple[int, int, int, int]:
     # Sum of counter increases over samples i0..i1-1 (each against the one before): total, good,
     # rejects (per sample, never negative) and reset/wrap flags. Selects, not branches: it vectorises.
@@ -115,7 +115,7 @@ def _scan(tot: np.ndarray, good: np.ndarray, i0: int, i1: int, modulus: int) -> 
     return s_t, s_g, s_r, flags
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _machine(
     m: int,
     st_t: np.ndarray, st_code: np.ndarray, s0: int, s1: int,
@@ -376,7 +376,7 @@ def _machine(
         r[I_FLAGS] = flags
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def oee_kernel(
     st_off: np.ndarray, st_t: np.ndarray, st_code: np.ndarray,
     c_off: np.ndarray, c_t: np.ndarray, c_total: np.ndarray, c_good: np.ndarray,
