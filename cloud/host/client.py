@@ -88,6 +88,7 @@ class HostClient:
         self._keepalive = keepalive
         self._state_ts = now_ms()
         self._connected = threading.Event()
+        self._tcp_failed = False  # nothing listens: no reason to try another protocol version
         self._stopping = False
         self._lock = threading.Lock()
         self.reconnects = 0
@@ -112,6 +113,7 @@ class HostClient:
         client.max_queued_messages_set(10_000)  # acks queued while offline stay bounded
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
         self._set_will(client)
         return client
@@ -125,7 +127,7 @@ class HostClient:
         """Connect and start paho's network thread; raise HostError if not connected within `wait_s`."""
         self._connect()
         if not self._connected.wait(wait_s):
-            if self._protocol == "auto" and self._v5 and not self._connected.is_set():
+            if self._protocol == "auto" and self._v5 and not self._tcp_failed:
                 # Some brokers close the socket on an MQTT 5 CONNECT instead of answering.
                 self._fallback_to_v311()
                 if self._connected.wait(wait_s):
@@ -200,6 +202,9 @@ class HostClient:
         client.publish(self._state_topic, encode_state(True, self._state_ts), qos=1, retain=True)
         self._connected.set()
         log.info("host %s online at %s:%s", self.host_id, self._endpoint.host, self._endpoint.port)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        self._tcp_failed = True
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: object, flags: object, reason: ReasonCode, props: object

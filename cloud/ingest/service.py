@@ -10,11 +10,13 @@ import logging
 import threading
 import time
 
+from psycopg_pool import ConnectionPool
+
 from broker.extensions import ack_topic, encode_ack
 from broker.sparkplug.codec import BirthMetric, encode_metrics
 from broker.sparkplug.datatypes import DataType
 from broker.sparkplug.topics import MessageType, node_topic
-from cloud.host.client import HostClient, now_ms, subscriptions
+from cloud.host.client import HostClient, HostError, now_ms, subscriptions
 from cloud.host.session import InMemorySessionStore, NodeKey, SessionStore
 from cloud.ingest import metrics
 from cloud.ingest.processor import Processor
@@ -54,15 +56,49 @@ class IngestService:
         self._writer: DbWriter | None = None
         self._processor: Processor | None = None
         self._rollups: RollupRefresher | None = None
+        self._pool: ConnectionPool | None = None
         self.acks_sent = 0
         self._t0 = time.monotonic()
 
     def start(self) -> None:
-        """Apply migrations, open the pool, start the writer and processor, connect the host (non-blocking)."""
+        """Apply migrations, start the writers and processor, connect the host (returns once online)."""
+        if not self._claim_start():
+            return
+        self._start_pipeline()
+        s = self.settings
+        assert self._processor is not None
+        try:
+            self._host = HostClient(
+                self.mqtt_url,
+                self.host_id,
+                self._processor.offer,
+                subscriptions=subscriptions(self.host_id, shared=s.shared_subscription, sites=s.sites),
+                protocol=s.mqtt_protocol,
+            )
+            self._host.start()
+        except HostError:
+            self._host = None  # it already closed itself
+            self.stop()
+            raise
+
+    def start_pipeline_only(self) -> None:
+        """Start storage, writers and processor without MQTT (benchmarks and replay tools use `submit`)."""
+        if self._claim_start():
+            self._start_pipeline()
+
+    def submit(self, topic: str, payload: bytes, received_ms: int | None = None) -> None:
+        """Feed one message as if it came from the broker."""
+        assert self._processor is not None, "start() first"
+        self._processor.offer(topic, payload, received_ms if received_ms is not None else now_ms())
+
+    def _claim_start(self) -> bool:
         with self._lock:
             if self._started:
-                return
+                return False
             self._started = True
+            return True
+
+    def _start_pipeline(self) -> None:
         s = self.settings
         self.storage = apply_migrations(self.conninfo, horizons=s.horizons)
         log.warning("ingest storage: %s", self.storage.kind)
@@ -90,43 +126,7 @@ class IngestService:
             self._rollups.start()
         self._writer.start()
         self._processor.start()
-        self._host = HostClient(
-            self.mqtt_url,
-            self.host_id,
-            self._processor.offer,
-            subscriptions=subscriptions(self.host_id, shared=s.shared_subscription, sites=s.sites),
-            protocol=s.mqtt_protocol,
-        )
-        self._host.start()
         self._t0 = time.monotonic()
-
-    def submit(self, topic: str, payload: bytes, received_ms: int | None = None) -> None:
-        """Feed one message as if it came from the broker (benchmarks, replay tools)."""
-        assert self._processor is not None, "start() first"
-        self._processor.offer(topic, payload, received_ms if received_ms is not None else now_ms())
-
-    def start_pipeline_only(self) -> None:
-        """Start storage, writer and processor without an MQTT connection (benchmarks use `submit`)."""
-        with self._lock:
-            if self._started:
-                return
-            self._started = True
-        s = self.settings
-        self.storage = apply_migrations(self.conninfo, horizons=s.horizons)
-        self._pool = make_pool(self.conninfo, min_size=2, max_size=s.pool_max_size, name="zhizao-ingest")
-        self._rollups = None if self.storage.timescale else RollupRefresher(self._pool)
-        self._writer = DbWriter(
-            self._pool,
-            on_committed=self._ack,
-            on_stored=self._rollups.submit if self._rollups else None,
-            depth=s.pipeline_depth,
-            writers=s.writers,
-        )
-        self._processor = Processor(self._pool, self._writer, self.sessions, s, self._request_rebirth)
-        if self._rollups is not None:
-            self._rollups.start()
-        self._writer.start()
-        self._processor.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Flush queued data, publish STATE offline, disconnect; idempotent."""
@@ -144,7 +144,8 @@ class IngestService:
             self._rollups.stop(max(0.5, deadline - time.monotonic()))
         if self._host is not None:
             self._host.stop()
-        self._pool.close()
+        if self._pool is not None:
+            self._pool.close()
 
     def rollups_idle(self, timeout: float = 10.0) -> bool:
         """Wait until the plain-PostgreSQL rollups cover every commit so far (True at once on TimescaleDB)."""
