@@ -37,8 +37,7 @@ SITE = "bench"
 # ---- the OPC UA server process ------------------------------------------------------------------------------
 def _skip_server_deepcopy() -> None:
     """asyncua's server deep-copies every DataValue per monitored item (~0.5 ms per write); ours are fresh
-    objects never mutated, so the bench server keeps the reference. Without this the server, not the agent,
-    is the bottleneck (a few thousand changes/s)."""
+    objects never mutated, so the bench server keeps the reference (write mode)."""
     from asyncua.server.monitored_item_service import MonitoredItemValues
 
     def set_current(self: Any, cur_val: Any) -> None:
@@ -48,14 +47,53 @@ def _skip_server_deepcopy() -> None:
     MonitoredItemValues.set_current_datavalue = set_current  # type: ignore[method-assign]
 
 
-async def _serve(port: int, server_no: int, tags: int, rate: float, counter_file: Path) -> None:
+class _Pusher:
+    """Inject mode: hand value changes to every subscription's notification queue, as a PLC pushes changes.
+
+    Clients receive ordinary DataChangeNotifications; the server skips asyncua's address-space write and
+    per-item callback path (~50 us per value in Python), which otherwise caps what the bench can offer.
+    """
+
+    def __init__(self, server: Any, index: dict[Any, int]) -> None:
+        self.subs: dict[int, Any] = server.iserver.subscription_service.subscriptions
+        self.index = index
+        self._targets: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
+
+    def _targets_of(self, sub: Any) -> list[tuple[int, int, int, int]]:
+        items = sub.monitored_item_srv._monitored_items
+        key = (id(sub), len(items))
+        if key not in self._targets:
+            self._targets[key] = [
+                (mid, d.client_handle, d.queue_size, self.index[d.read_value_id.NodeId])
+                for mid, d in items.items()
+                if d.read_value_id is not None and d.read_value_id.NodeId in self.index
+            ]
+        return self._targets[key]
+
+    async def push(self, ua: Any, values: list[Any]) -> None:
+        """Queue one notification per monitored tag of every subscription, then let it publish."""
+        notification = ua.MonitoredItemNotification
+        for sub in list(self.subs.values()):
+            queue = sub._triggered_datachanges
+            for mid, handle, size, k in self._targets_of(sub):
+                event = notification(ClientHandle=handle, Value=values[k])
+                pending = queue.get(mid)
+                if pending is None:
+                    queue[mid] = [event]
+                else:
+                    if size and len(pending) >= size:
+                        pending.pop(0)
+                    pending.append(event)
+            await sub._trigger_publish()
+
+
+async def _serve(port: int, server_no: int, tags: int, rate: float, counter_file: Path, mode: str) -> None:
     from datetime import UTC, datetime
 
     from asyncua import Server, ua  # type: ignore[attr-defined]
 
     ua_: Any = ua  # asyncua's stubs declare NodeId(Int32, Int16) and DateTime where str/int/datetime work
     _skip_server_deepcopy()
-
     server = Server()
     await server.init()
     server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/bench")
@@ -69,6 +107,8 @@ async def _serve(port: int, server_no: int, tags: int, rate: float, counter_file
         node = await folder.add_variable(ua_.NodeId(_tag(server_no, i), idx), f"T{i}", 0.0)
         ids.append(node.nodeid)
     write = server.write_attribute_value
+    pusher = _Pusher(server, {nid: k for k, nid in enumerate(ids)})
+    double = ua.VariantType.Double
     async with server:
         print("ready", flush=True)
         written, last_dump = 0, 0.0
@@ -82,9 +122,15 @@ async def _serve(port: int, server_no: int, tags: int, rate: float, counter_file
                 await asyncio.sleep(due)
             now = datetime.now(UTC)
             base = float(written)
-            for k, nid in enumerate(ids):
-                variant = ua.Variant(base + k, ua.VariantType.Double)
-                await write(nid, ua_.DataValue(variant, SourceTimestamp=now, ServerTimestamp=now))
+            values = [
+                ua_.DataValue(ua.Variant(base + k, double), SourceTimestamp=now, ServerTimestamp=now)
+                for k in range(tags)
+            ]
+            if mode == "inject":
+                await pusher.push(ua_, values)
+            else:
+                for nid, dv in zip(ids, values, strict=True):
+                    await write(nid, dv)
             written += tags
             if time.monotonic() - last_dump > 0.2:
                 _dump(counter_file, written)
@@ -101,12 +147,12 @@ def _tag(server_no: int, i: int) -> str:
 
 
 def serve_main() -> None:
-    """Entry of a server process: argv = port, server number, tags, rate, counter file."""
+    """Entry of a server process: argv = port, server number, tags, rate, counter file, mode (inject|write)."""
     import logging
 
     logging.getLogger("asyncua").setLevel(logging.ERROR)
     port, server_no, tags, rate = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-    asyncio.run(_serve(port, server_no, tags, rate, Path(sys.argv[5])))
+    asyncio.run(_serve(port, server_no, tags, rate, Path(sys.argv[5]), sys.argv[6]))
 
 
 # ---- the agent process and the baseline process ---------------------------------------------------------------
@@ -369,9 +415,17 @@ def _free_port() -> int:
 @click.option(
     "--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the figures here."
 )
+@click.option("--server-path", type=click.Choice(["inject", "write"]), default="inject", show_default=True,
+              help="How the servers change values: queue notifications directly, or asyncua's node writes (slower).")  # fmt: skip
 @click.option("--quick", is_flag=True, help="CI smoke run: 1 server, 400 tags, 2 s windows (< 30 s in all).")
 def bench_edge(
-    seconds: float, tags: int, servers: int, rate: float, json_path: Path | None, quick: bool
+    seconds: float,
+    tags: int,
+    servers: int,
+    rate: float,
+    server_path: str,
+    json_path: Path | None,
+    quick: bool,
 ) -> None:
     """OPC UA value changes -> published Sparkplug samples per second, against one MQTT message per sample."""
     from broker.mqtt import resolve_mqtt_url
@@ -384,11 +438,13 @@ def bench_edge(
     ports = [_free_port() for _ in range(servers)]
     counters = [work / f"offered-{no}" for no in range(servers)]
     procs = [
-        _spawn("serve_main", str(port), str(no), str(tags), str(rate / servers), str(counters[no]))
+        _spawn(
+            "serve_main", str(port), str(no), str(tags), str(rate / servers), str(counters[no]), server_path
+        )
         for no, port in enumerate(ports)
     ]
     results: dict[str, Any] = {
-        "machine": _machine(), "servers": servers, "tags": tags * servers, "offered_rate": rate, "broker": mqtt_url
+        "machine": _machine(), "servers": servers, "tags": tags * servers, "offered_rate": rate, "server_path": server_path, "broker": mqtt_url
     }  # fmt: skip
     try:
         for server in procs:
