@@ -47,7 +47,8 @@ def test_cluster_states_counters_and_faults_over_a_day() -> None:
     states_seen = {s for s, _ in seen}
     assert {2, 6, 9} <= states_seen
     reasons_seen = {r // 10000 * 10000 for _, r in seen}
-    assert {150000, 180000} <= reasons_seen  # breaks and failures over a day
+    # Over a day: breaks, failures, microstops, jams, changeovers, tool changes (130001) and cleaning (110001).
+    assert {50000, 60000, 100000, 110000, 130000, 150000, 180000} <= reasons_seen
     # Counters are Int32 on the wire and wrap: the seeded machines near 2**31 have wrapped by now.
     wire = model.values[t.packml[:, T_PROCESSED]]
     sorter = t.machine_paths.index("ah-hefei/mod-1/mod-1-m01")
@@ -81,3 +82,42 @@ def test_unknown_command_names_the_value(command: str, make_scenario: Any) -> No
     model = FactoryModel(make_scenario(1), seed=0, start_ms=START)
     with pytest.raises(ValueError, match=f"command: {command!r}"):
         model.command(0, command)
+
+
+def test_tool_wear_drifts_load_then_a_tool_change_resets_it() -> None:
+    path = "sh-lingang/cnc-1/cnc-1-m03"  # lathe: tool life 120 running min, +15 % load, tool change 130001
+    model = FactoryModel(load_scenario().subset([path]), seed=3, start_ms=START, dt_ms=10_000)
+    model.initial()
+    load = model.table.index_of(path, "Load/Spindle")
+    running_load: list[float] = []
+    changes = 0
+    for _ in range(6 * 60 * 8):  # 8 sim hours
+        model.step()
+        if model.reason[0] == 130001:
+            if running_load and model.faults.t_used[0] == 0.0 and len(running_load) > 60:
+                early, late = np.mean(running_load[:30]), np.mean(running_load[-30:])
+                assert late > early + 8.0  # most of the 15 % rise shows before the change
+                changes += 1
+            running_load = []
+        elif model.state[0] == 6:
+            running_load.append(model.values[load])
+    assert changes >= 2
+
+
+def test_sensor_drift_grows_and_reset_recalibrates() -> None:
+    path = "ah-hefei/mod-1/mod-1-m01"  # cell sorter: voltage drifts +0.002 V/h after 4 h, up to 0.02 V
+    model = FactoryModel(load_scenario().subset([path]), seed=4, start_ms=START, dt_ms=10_000)
+    model.initial()
+    for _ in range(6 * 60 * 14):  # 14 sim hours: 10 h of drift
+        model.step()
+    _, add = model.faults.signal_effects(np.ones(1), len(model.s_typ))
+    volt = model.table.tags[int(model.table.signal_nodes[0])]
+    assert volt == "Voltage/Cell" and add[0] == pytest.approx(0.02)
+    before = int(model.processed[0])
+    model.command(0, "Reset")
+    model.step()
+    _, add = model.faults.signal_effects(np.ones(1), len(model.s_typ))
+    assert add[0] == 0.0
+    assert (
+        before > 10_000 and 0 <= model.processed[0] <= 20
+    )  # counting starts over (one 10 s step at 120/min)
