@@ -224,13 +224,13 @@ def bench_kernels(json_path: Path | None, quick: bool) -> None:
 
         click.echo("  detection study ...", err=True)
         doc["detection"] = detection_report()
-    header = f"{'kernel':<20}{'unit':<11}{'rate':>10}{'1 thread':>10}{'pandas':>8}{'bn':>7}{'ref':>8}{'mem':>7}"
+    header = f"{'kernel':<20}{'unit':<11}{'rate':>10}{'1 thread':>10}{'pandas':>9}{'bn':>8}{'ref':>10}{'mem':>8}"
     click.echo(header)
     for r in results:
         vs = r["vs"]
         click.echo(f"{r['kernel']:<20}{r['unit']:<11}{r['rate']:>10.3g}{_fmt(r.get('rate_1_thread')):>10}"
-                   f"{_fmt(vs['pandas']):>8}{_fmt(vs['bottleneck']):>7}{_fmt(vs['reference']):>8}"
-                   f"{_fmt(vs['memory_stream']):>7}")
+                   f"{_fmt(vs['pandas']):>9}{_fmt(vs['bottleneck']):>8}{_fmt(vs['reference']):>10}"
+                   f"{_fmt(vs['memory_stream']):>8}")
     click.echo(f"compile: {compile_info}")
     for row in doc.get("detection", []):
         click.echo("detect: " + ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in row.items()))

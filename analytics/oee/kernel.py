@@ -84,16 +84,16 @@ def _covered(t: int, k: int, p_start: np.ndarray, p_end: np.ndarray, p_cum: np.n
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _scan(tot: np.ndarray, good: np.ndarray, i0: int, i1: int, modulus: int) -> tuple[int, int, int, int]:
-    # Sum of counter increases over samples i0..i1-1 (each against the one before): total, good,
-    # rejects (per sample, never negative) and reset/wrap flags. Selects, not branches: it vectorises.
+def _scan(tot: np.ndarray, good: np.ndarray, modulus: int) -> tuple[int, int, int, int]:
+    # Sum of counter increases over samples 1.. of the views (each against the one before): total,
+    # good, rejects (per sample, never negative) and reset/wrap flags. Selects only: it vectorises.
     half = modulus // 2
     s_t = 0
     s_g = 0
     s_r = 0
     n_reset = 0
     n_wrap = 0
-    for i in range(i0, i1):
+    for i in range(1, tot.size):
         pt = tot[i - 1]
         ct = tot[i]
         pg = good[i - 1]
@@ -301,7 +301,7 @@ def _machine(
                 elif up < n_su:
                     nxt = min(nxt, su_start[up])
                 q_next = min(q_end, np.searchsorted(ct, nxt, side="left"))
-                dt, dg, rej, f = _scan(c_total, c_good, c0 + q, c0 + q_next, modulus)
+                dt, dg, rej, f = _scan(c_total[c0 + q - 1:c0 + q_next], c_good[c0 + q - 1:c0 + q_next], modulus)
                 flags |= f
                 ict = 60.0 / r_val[rp] if rp >= r0 and r_val[rp] > 0.0 else 0.0
                 if ict == 0.0 and dt > 0:
