@@ -108,6 +108,8 @@ class MqttLink:
         self._on_event = on_event
         self._loop: asyncio.AbstractEventLoop | None = None
         self._bd_seq = -1
+        self._will: tuple[int, str, bytes] | None = None
+        self._reuse_will = False
         try:
             self.endpoint = parse_mqtt_url(config.effective_url())
         except MqttUrlError as exc:
@@ -154,7 +156,11 @@ class MqttLink:
                 loop.call_soon_threadsafe(self._on_event, event)
 
     def _pre_connect(self, client: paho.Client, userdata: object) -> None:
-        bd_seq, topic, payload = self._will_factory()
+        # A new bdSeq per CONNECT sent; an attempt that never opened a socket sent none, so its Will is reused.
+        if self._will is None or not self._reuse_will:
+            self._will = self._will_factory()
+        self._reuse_will = False
+        bd_seq, topic, payload = self._will
         self._bd_seq = bd_seq
         client.will_set(topic, payload, qos=1, retain=False)
 
@@ -167,6 +173,7 @@ class MqttLink:
             self._post(Connected(self._bd_seq))
 
     def _connect_failed(self, client: paho.Client, userdata: object) -> None:
+        self._reuse_will = True  # paho calls this when the socket could not be opened: no CONNECT went out
         self._post(ConnectFailed("connection refused or unreachable"))
 
     def _disconnected(
