@@ -182,6 +182,9 @@ class Processor:
                 )
                 session.missing.clear()
                 self._rebirth_wanted.setdefault(session.key, "seq_gap")
+            elif session.frozen is not None and session.online and not session.missing:
+                # Keep asking (rate-limited) until the NBIRTH comes: NCMD is QoS 0 and may be lost.
+                self._rebirth_wanted.setdefault(session.key, session.frozen)
         for key, reason in list(self._rebirth_wanted.items()):
             session = self._sessions.get_or_create(key)
             if (now - session.last_rebirth_request) * 1000 >= self._s.rebirth_min_interval_ms:

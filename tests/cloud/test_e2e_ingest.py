@@ -26,13 +26,15 @@ SEED_AGENTS = ROOT / "seeds" / "agents"
 HOST_ID = "zhizao-e2e"
 
 CLOUD = """
-import signal, threading
+import logging, signal, sys, threading
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
 from cloud.ingest.service import IngestService
 svc = IngestService({db!r}, {mqtt!r}, {host!r})
 svc.start()
 print("up", flush=True)
 stop = threading.Event()
-signal.signal(signal.SIGTERM, lambda *a: stop.set())
+for sig in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(sig, lambda *a: stop.set())
 stop.wait()
 svc.stop()
 """
@@ -87,7 +89,8 @@ def test_e2e_cloud_kill9_and_broker_restart_lose_nothing_and_duplicate_nothing(
 
     def start_cloud() -> subprocess.Popen[bytes]:
         code = CLOUD.format(db=fresh_database, mqtt=mqtt_url, host=HOST_ID)
-        proc = subprocess.Popen([py, "-c", code], stdout=subprocess.PIPE, cwd=ROOT)
+        with (tmp_path / "cloud.log").open("ab") as err:
+            proc = subprocess.Popen([py, "-c", code], stdout=subprocess.PIPE, stderr=err, cwd=ROOT)
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"up", "cloud did not start"
         return proc
 
@@ -126,10 +129,14 @@ def test_e2e_cloud_kill9_and_broker_restart_lose_nothing_and_duplicate_nothing(
         sim.wait(30)
         deadline = time.monotonic() + 90
         while True:
-            depth = sum(metric_sum(p, "zhizao_edge_outbox_depth_samples") for p in metric_ports.values())
+            depths = {line: metric_sum(p, "zhizao_edge_outbox_depth_samples") for line, p in metric_ports.items()}
+            depth = sum(depths.values())
             if depth == 0:
                 break
-            assert time.monotonic() < deadline, f"edge outboxes still hold {depth} unacknowledged samples"
+            if time.monotonic() > deadline:
+                log = (tmp_path / "cloud.log").read_text(errors="replace").splitlines()
+                interesting = [x for x in log if "processor" in x or "writer" in x or "WARN" in x][-40:]
+                raise AssertionError(f"edge outboxes still hold {depths}; cloud log:\n" + "\n".join(interesting))
             time.sleep(1)
         produced = sum(metric_sum(p, "zhizao_edge_samples_appended_total") for p in metric_ports.values())
         with psycopg.connect(fresh_database) as conn:

@@ -100,7 +100,7 @@ def test_ndeath_with_matching_bdseq_marks_node_and_devices_offline_stale_one_ign
 def test_seq_gap_requests_rebirth_after_the_reorder_timeout_and_holds_acks(
     make_service: Callable[..., IngestService], fresh_database: str, mqtt_url: str, unique_id: str
 ) -> None:
-    make_service(reorder_timeout_ms=600, rebirth_min_interval_ms=0)
+    make_service(reorder_timeout_ms=600, rebirth_min_interval_ms=3000)
     node = SpNode(mqtt_url, unique_id, "line-1", {"m1": 2})
     try:
         node.birth()
