@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import numpy as np
@@ -41,6 +42,7 @@ from edge.adapters.base import (
     SampleSink,
 )
 from edge.adapters.opcua.config import OpcUaConfig
+from edge.adapters.opcua.fastdecode import DataChangeArrays, decode_publish_response
 from edge.samples import QUALITY_BAD, QUALITY_GOOD, QUALITY_STALE, SampleBlock, SignalTable
 
 __all__ = ["OpcUaAdapter"]
@@ -73,6 +75,8 @@ _VARIANTS = {
     DataType.Boolean: ua.VariantType.Boolean, DataType.String: ua.VariantType.String,
 }
 _FLOATS = frozenset({int(DataType.Double), int(DataType.Float)})
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
 
 
 def _code_name(code: int) -> str:
@@ -113,9 +117,11 @@ class _BatchSubscription(Subscription):
 
     def __init__(self, session: Any, params: ua.CreateSubscriptionParameters,
                  on_items: Callable[[list[ua.MonitoredItemNotification]], None],
+                 on_arrays: Callable[[DataChangeArrays], None],
                  on_status: Callable[[ua.StatusCode], None]) -> None:
         super().__init__(session, params, handler=self)  # type: ignore[arg-type]  # a handler, so no iterator queue is allocated
         self._on_items = on_items
+        self._on_arrays = on_arrays
         self._on_status = on_status
 
     async def publish_callback(self, publish_result: ua.PublishResult) -> None:
@@ -126,7 +132,9 @@ class _BatchSubscription(Subscription):
             return
         self.last_sequence_number = int(msg.SequenceNumber)
         for notif in msg.NotificationData:
-            if isinstance(notif, ua.DataChangeNotification):
+            if isinstance(notif, DataChangeArrays):
+                self._on_arrays(notif)
+            elif isinstance(notif, ua.DataChangeNotification):
                 self._on_items(notif.MonitoredItems)
             elif isinstance(notif, ua.StatusChangeNotification):
                 self._on_status(notif.Status)
@@ -138,15 +146,16 @@ def _quality(codes: npt.NDArray[np.int64]) -> npt.NDArray[np.int16]:
     return np.where(sev == 0, QUALITY_GOOD, np.where(sev == 1, QUALITY_STALE, QUALITY_BAD)).astype(np.int16)
 
 
+def _ms(dt: datetime | None, now_ms: int) -> int:
+    return now_ms if dt is None else (dt - _EPOCH) // _ONE_MS  # exact integer floor, no float rounding
+
+
 def _to_block(signal: npt.NDArray[np.int32], dvs: Sequence[ua.DataValue], now_ms: int) -> SampleBlock:
     """Columnar arrays from DataValues: source timestamps (server, then receive time, as fallbacks)."""
     n = len(dvs)
-    now = now_ms / 1000.0
-    ts = np.fromiter(
-        (dv.SourceTimestamp.timestamp() if dv.SourceTimestamp is not None
-         else dv.ServerTimestamp.timestamp() if dv.ServerTimestamp is not None else now for dv in dvs),
-        np.float64, n)
-    ts_ms = np.rint(ts * 1000.0).astype(np.int64)
+    ts_ms = np.fromiter(
+        (_ms(dv.SourceTimestamp if dv.SourceTimestamp is not None else dv.ServerTimestamp, now_ms) for dv in dvs),
+        np.int64, n)
     codes = np.fromiter((dv.StatusCode.value if dv.StatusCode is not None else 0 for dv in dvs), np.int64, n)
     text: list[tuple[int, str]] = []
     try:
@@ -346,7 +355,10 @@ class OpcUaAdapter(Adapter):
         params.MaxNotificationsPerPublish = cfg.max_notifications_per_publish
         params.PublishingEnabled = True
         params.Priority = 0
-        sub = _BatchSubscription(client.uaclient.session, params, self._on_items, self._on_status)
+        session = client.uaclient.session
+        if self.config.fast_decode:
+            _install_fast_publish(session)
+        sub = _BatchSubscription(session, params, self._on_items, self._on_arrays, self._on_status)
         result = await sub.init()
         revised = client.get_subscription_revised_params(params, result)
         if revised:
@@ -410,6 +422,18 @@ class OpcUaAdapter(Adapter):
             block = _select(block, keep)
         self._emit(block)
 
+    def _on_arrays(self, arrays: DataChangeArrays) -> None:
+        n = len(arrays.handles)
+        if not n:
+            return
+        self.notifications += 1
+        signal = self._lookup[np.clip(arrays.handles, 0, len(self._lookup) - 1)]
+        ts = arrays.ts_ms if arrays.has_ts.all() else np.where(arrays.has_ts, arrays.ts_ms, int(time.time() * 1000))
+        block = SampleBlock(signal, ts, arrays.value, _quality(arrays.status), tuple(arrays.text))
+        if (signal < 0).any():
+            block = _select(block, signal >= 0)
+        self._emit(block)
+
     def _on_status(self, status: ua.StatusCode) -> None:
         if not status.is_good():
             log.warning("opcua %s: subscription status %s", self.config.name, _code_name(status.value))
@@ -442,6 +466,27 @@ class OpcUaAdapter(Adapter):
             block = _select(block, changed)
         if len(block):
             self._emit(block)
+
+
+def _install_fast_publish(session: Any) -> None:
+    """Let the session's publish loop decode responses with `fastdecode` (arrays instead of objects).
+
+    asyncua's publish loop calls `session.publish(acks)` and hands `response.Parameters` to the subscription
+    callback; this replaces that one method on this session object only (asyncua 2.x internals, pinned <3).
+    """
+    from asyncua.ua.uaerrors import UaStructParsingError
+
+    async def publish(acks: list[ua.SubscriptionAcknowledgement]) -> Any:
+        request = ua.PublishRequest()
+        request.Parameters.SubscriptionAcknowledgements = acks if acks else []
+        data = await session._send_request(request, timeout=0)
+        try:
+            return decode_publish_response(data)
+        except Exception as exc:  # same contract as asyncua's publish(): a parse error is skipped
+            log.error("opcua: cannot parse a publish response: %r", exc)
+            raise UaStructParsingError from exc
+
+    session.publish = publish
 
 
 def _select(block: SampleBlock, keep: npt.NDArray[np.bool_]) -> SampleBlock:

@@ -81,6 +81,9 @@ class OpcUaConfig(AdapterSettings):
         default=1000, ge=1, le=100_000,
         description="most nodes per Read / monitored items per CreateMonitoredItems (lowered to the server's limits)",
     )
+    fast_decode: bool = Field(
+        default=True, description="decode data changes straight into arrays (false: asyncua's own decoder)"
+    )
     timeout_s: float = Field(default=4.0, gt=0, le=600, description="per-request timeout")
     watchdog_s: float = Field(
         default=5.0, gt=0, le=60,

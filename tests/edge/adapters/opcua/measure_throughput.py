@@ -1,14 +1,15 @@
 """Quick client-side throughput check of OpcUaAdapter (not a test; the full figure is `zhizao bench edge`).
 
-Usage: python tests/edge/adapters/opcua/measure_throughput.py [NODES] [SECONDS] [TICK_S] [--profile] [--offline]
+Usage: python tests/edge/adapters/opcua/measure_throughput.py [NODES] [SECONDS] [TICK_S] [--profile]
+       python tests/edge/adapters/opcua/measure_throughput.py [NODES] --offline [--mixed]
 
 A server process changes NODES Double nodes every TICK_S seconds; this process runs the adapter with a
 counting sink and reports samples/s received, its CPU use, and samples per client CPU-second (what one
 agent process could take if the server were not the limit).
 
 --offline: no server; encodes one PublishResponse carrying NODES value changes once, then times what the
-client does per response (asyncua's binary decode + the adapter's array building), against the same decode
-plus asyncua's stock per-item path (one DataChangeEvent and one handler task per value) as the baseline.
+client does per response (fastdecode's arrays; asyncua's decode + the adapter's array building), against
+asyncua's decode plus its stock per-item path (one DataChangeEvent and one handler task per value) as baseline.
 """
 
 from __future__ import annotations
@@ -93,8 +94,15 @@ def offline() -> None:
     from simserver import make_adapter
 
     now = datetime.now(UTC)
+    mixed = "--mixed" in sys.argv  # Int32 and Double items interleaved: the per-item loop instead of frombuffer
+
+    def variant(k: int) -> Any:
+        if mixed and k % 2:
+            return ua.Variant(k, ua.VariantType.Int32)
+        return ua.Variant(float(k), ua.VariantType.Double)
+
     items = [ua.MonitoredItemNotification(ClientHandle=k + 1, Value=ua.DataValue(
-        ua.Variant(float(k), ua.VariantType.Double), SourceTimestamp=now, ServerTimestamp=now)) for k in range(NODES)]
+        variant(k), SourceTimestamp=now, ServerTimestamp=now)) for k in range(NODES)]
     msg = ua.NotificationMessage(SequenceNumber=1, PublishTime=now,
                                  NotificationData=[ua.DataChangeNotification(MonitoredItems=items)])
     resp = ua.PublishResponse()
@@ -120,11 +128,18 @@ def offline() -> None:
             await asyncio.gather(*list(sub._dispatch_tasks))
         return time.process_time() - t0
 
+    from edge.adapters.opcua.fastdecode import decode_publish_response
+
     rounds = max(1, int(200_000 / NODES))
     t0 = time.process_time()
     for _ in range(rounds):
         r = struct_from_binary(ua.PublishResponse, Buffer(raw))
         adapter._on_items(r.Parameters.NotificationMessage.NotificationData[0].MonitoredItems)
+    items_path = time.process_time() - t0
+    t0 = time.process_time()
+    for _ in range(rounds):
+        r = decode_publish_response(Buffer(raw))
+        adapter._on_arrays(r.Parameters.NotificationMessage.NotificationData[0])
     ours = time.process_time() - t0
     t0 = time.process_time()
     for _ in range(rounds):
@@ -134,7 +149,8 @@ def offline() -> None:
     n = rounds * NODES
     print(f"{NODES} changes per PublishResponse ({len(raw)} bytes), {rounds} responses:")
     print(f"  asyncua decode only           {n / decode:10.0f} changes per CPU-second")
-    print(f"  decode + adapter arrays       {n / ours:10.0f} changes per CPU-second")
+    print(f"  asyncua decode + arrays       {n / items_path:10.0f} changes per CPU-second (fast_decode: false)")
+    print(f"  fastdecode + arrays           {n / ours:10.0f} changes per CPU-second (default)")
     print(f"  decode + stock per-item tasks {n / base:10.0f} changes per CPU-second (baseline)")
     print(f"  ratio adapter / baseline      {base / ours:10.2f}x")
 

@@ -1,0 +1,114 @@
+"""fastdecode gives exactly what asyncua's own decoder gives, for every DataValue shape (hypothesis)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from asyncua import ua
+from asyncua.common.utils import Buffer
+from asyncua.ua.ua_binary import struct_from_binary, struct_to_binary
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge.adapters.opcua.adapter import _quality, _to_block
+from edge.adapters.opcua.fastdecode import DataChangeArrays, decode_publish_response
+
+NOW_MS = 1_767_225_600_000
+VT = ua.VariantType
+SCALARS: dict[Any, Any] = {
+    VT.Boolean: st.booleans(),
+    VT.SByte: st.integers(-128, 127),
+    VT.Byte: st.integers(0, 255),
+    VT.Int16: st.integers(-(2**15), 2**15 - 1),
+    VT.UInt16: st.integers(0, 2**16 - 1),
+    VT.Int32: st.integers(-(2**31), 2**31 - 1),
+    VT.UInt32: st.integers(0, 2**32 - 1),
+    VT.Int64: st.integers(-(2**63), 2**63 - 1),
+    VT.UInt64: st.integers(0, 2**64 - 1),
+    VT.Float: st.floats(width=32, allow_nan=False),
+    VT.Double: st.floats(allow_nan=False),
+    VT.String: st.one_of(st.none(), st.text(max_size=12)),
+}
+OTHER = {  # shapes the fast path hands back to asyncua
+    "array": st.lists(st.floats(allow_nan=False), max_size=3).map(lambda v: ua.Variant(v, VT.Double, is_array=True)),
+    "text": st.text(max_size=5).map(lambda t: ua.Variant(ua.LocalizedText(t), VT.LocalizedText)),
+    "null": st.just(ua.Variant()),
+}
+times = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
+
+
+@st.composite
+def variants(draw: Any, vtype: Any) -> Any:
+    if vtype in OTHER:
+        return draw(OTHER[vtype])
+    return ua.Variant(draw(SCALARS[vtype]), vtype)
+
+
+@st.composite
+def notifications(draw: Any) -> list[ua.MonitoredItemNotification]:
+    kinds = [*SCALARS, *OTHER] if draw(st.booleans()) else [draw(st.sampled_from(list(SCALARS)))]
+    same_mask = draw(st.booleans())
+    mask = (draw(st.booleans()), draw(st.booleans()), draw(st.booleans()))
+    items = []
+    for _ in range(draw(st.integers(0, 12))):
+        has_status, has_src, has_srv = mask if same_mask else (draw(st.booleans()), draw(st.booleans()), draw(st.booleans()))
+        dv = ua.DataValue(draw(variants(draw(st.sampled_from(kinds)))))
+        dv.StatusCode = ua.StatusCode(draw(st.sampled_from([0, 0x40000000, 0x80000000, 0x80340000]))) if has_status else None
+        dv.SourceTimestamp = draw(times) if has_src else None
+        dv.ServerTimestamp = draw(times) if has_srv else None
+        items.append(ua.MonitoredItemNotification(ClientHandle=draw(st.integers(0, 2**32 - 1)), Value=dv))
+    return items
+
+
+def generic_block(items: list[ua.MonitoredItemNotification]) -> tuple[Any, ...]:
+    b = _to_block(np.zeros(len(items), np.int32), [it.Value for it in items], NOW_MS)
+    return [it.ClientHandle for it in items], b.ts_ms.tolist(), b.value, b.quality.tolist(), list(b.text)
+
+
+def fast_block(a: DataChangeArrays) -> tuple[Any, ...]:
+    ts = np.where(a.has_ts, a.ts_ms, NOW_MS)
+    return a.handles.tolist(), ts.tolist(), a.value, _quality(a.status).tolist(), list(a.text)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(notifications(), min_size=1, max_size=3), st.booleans())
+def test_fast_decode_equals_asyncua(batches: list[list[ua.MonitoredItemNotification]], with_status: bool) -> None:
+    data: list[Any] = [ua.DataChangeNotification(MonitoredItems=items) for items in batches]
+    if with_status:
+        data.insert(1, ua.StatusChangeNotification(Status=ua.StatusCode(0x80AB0000)))
+    resp = ua.PublishResponse()
+    resp.Parameters = ua.PublishResult(SubscriptionId=7, AvailableSequenceNumbers=[3, 4], MoreNotifications=False,
+                                       NotificationMessage=ua.NotificationMessage(SequenceNumber=4, NotificationData=data))
+    raw = struct_to_binary(resp)
+    fast = decode_publish_response(Buffer(raw))
+    slow = struct_from_binary(ua.PublishResponse, Buffer(raw))
+    assert fast.Parameters.SubscriptionId == 7 and fast.Parameters.NotificationMessage.SequenceNumber == 4
+    assert fast.Parameters.AvailableSequenceNumbers == [3, 4]
+    got_data, want_data = fast.Parameters.NotificationMessage.NotificationData, slow.Parameters.NotificationMessage.NotificationData
+    assert len(got_data) == len(want_data)
+    for got, want in zip(got_data, want_data, strict=True):
+        if isinstance(want, ua.StatusChangeNotification):
+            assert got == want
+            continue
+        expected = generic_block(want.MonitoredItems)
+        actual = fast_block(got) if isinstance(got, DataChangeArrays) else generic_block(got.MonitoredItems)
+        assert actual[0] == expected[0] and actual[1] == expected[1] and actual[3] == expected[3]
+        assert actual[4] == expected[4]
+        np.testing.assert_array_equal(actual[2], expected[2])
+
+
+def test_homogeneous_notification_is_one_frombuffer_and_exact() -> None:
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    items = [ua.MonitoredItemNotification(ClientHandle=k + 1, Value=ua.DataValue(
+        ua.Variant(k * 0.5, VT.Double), SourceTimestamp=t + timedelta(microseconds=999 * k), ServerTimestamp=t))
+        for k in range(1000)]
+    resp = ua.PublishResponse()
+    resp.Parameters = ua.PublishResult(SubscriptionId=1, NotificationMessage=ua.NotificationMessage(
+        SequenceNumber=1, NotificationData=[ua.DataChangeNotification(MonitoredItems=items)]))
+    arrays = decode_publish_response(Buffer(struct_to_binary(resp))).Parameters.NotificationMessage.NotificationData[0]
+    assert isinstance(arrays, DataChangeArrays)
+    assert arrays.handles.tolist() == list(range(1, 1001))
+    assert arrays.value.tolist() == [k * 0.5 for k in range(1000)]
+    assert arrays.ts_ms.tolist() == [NOW_MS + (999 * k) // 1000 for k in range(1000)]  # floored to ms
