@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -189,6 +190,11 @@ def node_birth_metrics(bd_seq: int, batch: int, health: dict[str, float], now_ms
         v = health.get(name, 0)
         out.append(BirthMetric(name, dt, float(v) if dt == DataType.Double else int(v), alias, now_ms))
     return out
+
+
+def now_ms() -> int:
+    """Wall-clock UTC time in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
 
 
 def health_arrays(

@@ -20,13 +20,11 @@ import asyncio
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from broker.extensions import BATCH_METRIC, ExtensionError, ack_topic, decode_ack, decode_state
-from broker.sparkplug.codec import BirthMetric, PayloadError, decode, encode_birth, encode_data, encode_death
+from broker.extensions import ExtensionError, ack_topic, decode_ack, decode_state
+from broker.sparkplug.codec import PayloadError, decode, encode_birth, encode_death
 from broker.sparkplug.datatypes import DataType
 from broker.sparkplug.topics import (
     MessageType,
@@ -46,11 +44,11 @@ from edge.node.link import (
     LinkEvent,
     Message,
     MqttLink,
-    Published,
     Subscribed,
 )
+from edge.node.publisher import NodeStats, Publisher
 from edge.outbox import Outbox, OutboxError
-from edge.samples import SampleBlock, SignalTable
+from edge.samples import SignalTable
 
 log = logging.getLogger(__name__)
 
@@ -60,19 +58,6 @@ CommandHandler = Callable[[int, float | int | bool | str], Awaitable[None]]
 
 class NodeError(Exception):
     """The edge node cannot run (bad MQTT settings)."""
-
-
-@dataclass
-class NodeStats:
-    """Counters of one edge node (read by the health exporter)."""
-
-    connects: int = 0
-    reconnects: int = 0
-    births: int = 0
-    messages: int = 0
-    live_samples: int = 0
-    historical_samples: int = 0
-    rejected_commands: int = 0
 
 
 class EdgeNode:
@@ -102,7 +87,6 @@ class EdgeNode:
         self.outbox = outbox
         self.acks = acks
         self.index = m.SignalIndex(signals)
-        self.last = m.LastValues(len(signals))
         self.stats = NodeStats()
         self._on_command = on_command
         self._bd_file = sparkplug.bdseq_file or (state_dir or outbox.dir) / "bdseq"
@@ -116,13 +100,9 @@ class EdgeNode:
         self._born_host_ts = -1
         self._born: set[int] = set()
         self._dead: set[int] = set()
-        self._release: deque[tuple[Published, int]] = deque()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
-        self._last_health = 0.0
         self._last_error = ("", 0.0)
-        self._last_appended = outbox.appended_samples
-        self._rate = 0.0
         self.online = asyncio.Event()
         self._t = {
             "nbirth": node_topic(site, MessageType.NBIRTH, edge_node),
@@ -146,6 +126,11 @@ class EdgeNode:
             )
         except LinkError as exc:
             raise NodeError(str(exc)) from None
+        self.pub = Publisher(
+            outbox, self.index, self.link, sparkplug, self.stats,
+            acks=acks, ddata_topics=self._dev_topics[MessageType.DDATA], ndata_topic=self._t["ndata"],
+            next_seq=self._next_seq, ensure_born=self._ensure_born,
+        )  # fmt: skip
 
     # ---- bdSeq and the Will (called in paho's thread before every CONNECT) ------------------------
     def _next_will(self) -> tuple[int, str, bytes]:
@@ -158,7 +143,7 @@ class EdgeNode:
         self._bd_file.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(str(bd))
         os.replace(tmp, self._bd_file)
-        return bd, self._t["ndeath"], encode_death(_now_ms(), bd_seq=bd)
+        return bd, self._t["ndeath"], encode_death(m.now_ms(), bd_seq=bd)
 
     # ---- lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -182,7 +167,7 @@ class EdgeNode:
                 self._report_error(exc)
         if self._state in ("online", "subscribing", "waiting-host"):
             done = await self.link.publish(
-                self._t["ndeath"], encode_death(_now_ms(), bd_seq=self._bd_seq), 1
+                self._t["ndeath"], encode_death(m.now_ms(), bd_seq=self._bd_seq), 1
             ).wait(5.0)
             if not done:
                 log.warning(
@@ -254,7 +239,7 @@ class EdgeNode:
             if self._state != "connecting":
                 self._set_state("connecting", f"lost connection: {event.reason}")
             self.outbox.end_session()
-            self._release.clear()
+            self.pub.reset()
         elif isinstance(event, Message):
             await self._message(event)
 
@@ -300,7 +285,7 @@ class EdgeNode:
                 self._birth()
         elif self._state == "online":
             log.warning("edge node %s/%s: primary host offline; NDEATH and reconnect", self.site, self.edge)
-            await self.link.publish(self._t["ndeath"], encode_death(_now_ms(), bd_seq=self._bd_seq), 1).wait(
+            await self.link.publish(self._t["ndeath"], encode_death(m.now_ms(), bd_seq=self._bd_seq), 1).wait(
                 2.0
             )
             self.outbox.end_session()
@@ -347,11 +332,11 @@ class EdgeNode:
 
     def _birth(self) -> None:
         """NBIRTH (seq 0) and a DBIRTH for every live machine; unacked outbox data becomes history to replay."""
-        now = _now_ms()
+        now = m.now_ms()
         self._seq = 0
-        self._release.clear()
+        self.pub.reset()
         self.outbox.begin_session()
-        metrics = m.node_birth_metrics(self._bd_seq, self.outbox.last_batch, self._health(), now)
+        metrics = m.node_birth_metrics(self._bd_seq, self.outbox.last_batch, self.pub.health(), now)
         self.link.publish(self._t["nbirth"], encode_birth(0, now, metrics))
         self._born.clear()
         for d in range(len(self.index.devices)):
@@ -364,7 +349,7 @@ class EdgeNode:
 
     def _device_birth(self, device: int, now: int) -> None:
         payload = encode_birth(
-            self._next_seq(), now, m.device_birth_metrics(device, self.index, self.last, now)
+            self._next_seq(), now, m.device_birth_metrics(device, self.index, self.pub.last, now)
         )
         self.link.publish(self._dev_topics[MessageType.DBIRTH][device], payload)
         self._born.add(device)
@@ -379,14 +364,14 @@ class EdgeNode:
         if online:
             self._dead.discard(device)
             if self._state == "online" and device not in self._born:
-                self._device_birth(device, _now_ms())
+                self._device_birth(device, m.now_ms())
         else:
             self._dead.add(device)
             if self._state == "online" and device in self._born:
-                self._publish_live()  # samples taken before the loss go out before its DDEATH
+                self.pub.publish_live()  # samples taken before the loss go out before its DDEATH
                 self.link.publish(
                     self._dev_topics[MessageType.DDEATH][device],
-                    encode_death(_now_ms(), seq=self._next_seq()),
+                    encode_death(m.now_ms(), seq=self._next_seq()),
                 )
                 self._born.discard(device)
                 self.stats.messages += 1
@@ -394,89 +379,15 @@ class EdgeNode:
                 "edge node %s/%s: machine %s %s", self.site, self.edge, machine, "back" if online else "lost"
             )
 
-    # ---- publishing ---------------------------------------------------------------------------------------
     def _tick(self) -> None:
         if self._state == "online":
-            if self.outbox.replay_pending:
-                hist, positions = self.outbox.take_replay(self.sp.replay_samples_per_interval)
-                self._publish(hist, positions, historical=True)
-            self._publish_live()
-            if time.monotonic() - self._last_health >= self.sp.health_interval_s:
-                self._publish_health()
-            if not self.acks:
-                while self._release and self._release[0][0].done:
-                    self.outbox.ack(self._release.popleft()[1])
+            self.pub.tick()
         self.outbox.maybe_sync()
 
-    def _publish_live(self) -> None:
-        live, positions = self.outbox.take_live()
-        if len(live):
-            self.last.update(live)
-            self._publish(live, positions, historical=False)
-
-    def _publish(self, block: SampleBlock, positions: list[int], historical: bool) -> None:
-        chunks = m.split_block(block, self.index, self.sp.max_samples_per_message)
-        if not chunks:
-            return
-        now = _now_ms()
-        handle: Published | None = None
-        batch = 0
-        for c in chunks:
-            if c.device not in self._born:
-                self._dead.discard(c.device)
-                self._device_birth(c.device, now)
-            batch = self.outbox.next_batch()
-            payload = encode_data(
-                self._next_seq(),
-                now,
-                c.alias,
-                c.ts_ms,
-                c.value,
-                c.datatype,
-                historical=historical,
-                quality=c.quality,
-                text=c.text,
-                extra=(BirthMetric(BATCH_METRIC, DataType.Int64, batch),),
-            )
-            handle = self.link.publish(self._dev_topics[MessageType.DDATA][c.device], payload)
-            self.stats.messages += 1
-        self.outbox.mark_published(positions, batch)
-        if historical:
-            self.stats.historical_samples += len(block)
-        else:
-            self.stats.live_samples += len(block)
-        if not self.acks and handle is not None:
-            self._release.append((handle, batch))
-
-    def _health(self) -> dict[str, float]:
-        now = time.monotonic()
-        appended = self.outbox.appended_samples
-        if self._last_health:
-            self._rate = (appended - self._last_appended) / max(now - self._last_health, 1e-3)
-        self._last_health = now
-        self._last_appended = appended
-        return {
-            m.OUTBOX_DEPTH_METRIC: self.outbox.depth_samples,
-            m.OUTBOX_BYTES_METRIC: self.outbox.depth_bytes,
-            m.SAMPLES_PER_S_METRIC: self._rate,
-            m.RECONNECTS_METRIC: self.stats.reconnects,
-        }
-
-    def _publish_health(self) -> None:
-        now = _now_ms()
-        alias, ts, value, dts = m.health_arrays(self._health(), now)
-        batch = self.outbox.next_batch()
-        payload = encode_data(
-            self._next_seq(),
-            now,
-            alias,
-            ts,
-            value,
-            dts,
-            extra=(BirthMetric(BATCH_METRIC, DataType.Int64, batch),),
-        )
-        self.link.publish(self._t["ndata"], payload)
-        self.stats.messages += 1
+    def _ensure_born(self, device: int, now: int) -> None:
+        if device not in self._born:  # data for a machine reported lost: it is evidently back
+            self._dead.discard(device)
+            self._device_birth(device, now)
 
     @property
     def state(self) -> str:
@@ -486,8 +397,4 @@ class EdgeNode:
     @property
     def samples_per_s(self) -> float:
         """Samples appended per second over the last health interval."""
-        return self._rate
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+        return self.pub.samples_per_s
