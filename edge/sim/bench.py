@@ -49,22 +49,25 @@ def _model_only(scenario: Scenario, seconds: float) -> tuple[int, int]:
 
 
 async def _server(
-    scenario: Scenario, scenario_path: str | None, seconds: float, speed: float | None
+    scenario: Scenario, scenario_path: str | None, seconds: float, speed: float | None, clients: int = 1
 ) -> dict[str, Any]:
-    """Run a server flat out (speed None, no client) or at `speed` with one subscribing client process."""
+    """Run a server flat out (speed None, no client) or at `speed` with `clients` subscribing processes."""
     port = _free_port()
     back = _FAR_BACK_MS if speed is None else int(speed * seconds * 1000 * 2)  # never catches up in `seconds`
     start = (int(time.time() * 1000) - back) // 1000 * 1000
     sim = SimServer(scenario, port, speed=speed or 1e9, seed=1, start_ms=start)
     await sim.start()
-    client = None
-    if speed is not None:
-        client = await asyncio.create_subprocess_exec(
+    procs = []
+    for part in range(clients if speed is not None else 0):
+        proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "edge.sim.bench", "--client", sim.endpoint, "--seconds", str(seconds),
-            *(["--scenario", str(scenario_path)] if scenario_path else []), stdout=asyncio.subprocess.PIPE,
+            "--part", f"{part}/{clients}", *(["--scenario", str(scenario_path)] if scenario_path else []),
+            stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        assert client.stdout is not None
-        await client.stdout.readline()  # "subscribed": measure from here
+        procs.append(proc)
+    for proc in procs:
+        assert proc.stdout is not None
+        await proc.stdout.readline()  # "subscribed": measure from here
     stop = asyncio.Event()
     values0, t0 = sim.stats.values, time.perf_counter()
     sim.created_ms, sim.start_ms = time.time() * 1000, sim.model.ts_ms  # pace from now, not from construction
@@ -75,14 +78,14 @@ async def _server(
     elapsed = time.perf_counter() - t0
     sim_s = (sim.model.ts_ms - sim.start_ms) / 1000
     result: dict[str, Any] = {"values_per_s": (sim.stats.values - values0) / elapsed, "pace": sim_s / elapsed}
-    if client is not None:
-        out, _ = await client.communicate()
-        result["client_received_per_s"] = json.loads(out)["received"] / seconds
+    if procs:
+        outs = [(await proc.communicate())[0] for proc in procs]
+        result["client_received_per_s"] = sum(json.loads(out)["received"] for out in outs) / seconds
     await sim.stop()
     return result
 
 
-async def _client(url: str, scenario: Scenario, seconds: float) -> None:
+async def _client(url: str, scenario: Scenario, seconds: float, part: tuple[int, int]) -> None:
     from asyncua.client.client import Client  # the probe only; edge agents read through edge.adapters.opcua
 
     received = 0
@@ -94,7 +97,10 @@ async def _client(url: str, scenario: Scenario, seconds: float) -> None:
 
     async with Client(url) as client:
         sub = await client.create_subscription(100, Handler())
-        ids = [client.get_node(n) for n in build_node_table(scenario).node_ids]
+        # Part i of n takes whole machines (every n-th), like one agent per line takes its line's machines.
+        table = build_node_table(scenario)
+        mine = [j for j, m in enumerate(table.node_machine.tolist()) if m % part[1] == part[0]]
+        ids = [client.get_node(table.node_ids[j]) for j in mine]
         await sub.subscribe_data_change(ids, queuesize=100_000)
         print("subscribed", flush=True)
         received = 0
@@ -113,11 +119,18 @@ async def _client(url: str, scenario: Scenario, seconds: float) -> None:
     multiple=True,
     default=(1, 10, 30, 100),
     show_default=True,
-    help="Speeds to hold with one subscribing client.",
+    help="Speeds to hold with the subscribing clients.",
 )
+@click.option("--clients", type=int, default=1, show_default=True, help="Subscribing client processes.")
 @click.option("--client", "client_url", default=None, hidden=True)
+@click.option("--part", default="0/1", hidden=True)
 def main(
-    seconds: float, scenario_path: str | None, speeds: tuple[float, ...], client_url: str | None
+    seconds: float,
+    scenario_path: str | None,
+    speeds: tuple[float, ...],
+    clients: int,
+    client_url: str | None,
+    part: str,
 ) -> None:
     """Measure simulator throughput (value changes per second) with the bare model as the baseline."""
     import logging
@@ -125,7 +138,8 @@ def main(
     logging.getLogger("asyncua").setLevel(logging.ERROR)
     scenario = load_scenario(scenario_path)
     if client_url is not None:
-        asyncio.run(_client(client_url, scenario, seconds))
+        i, n = (int(x) for x in part.split("/"))
+        asyncio.run(_client(client_url, scenario, seconds, (i, n)))
         return
     n_machines = len(scenario.machine_paths())
     click.echo(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
@@ -137,8 +151,8 @@ def main(
     click.echo(f"server flat out, no client: {alone['values_per_s']:8.0f} values/s "
                f"({alone['values_per_s'] / base:.2f} x model, {alone['pace']:.0f} sim s per s)")  # fmt: skip
     for speed in speeds:
-        r = asyncio.run(_server(scenario, scenario_path, seconds, speed))
-        click.echo(f"speed {speed:>5g} + 1 subscriber: {r['values_per_s']:8.0f} values/s, pace {r['pace']:.1f} sim s per s "
+        r = asyncio.run(_server(scenario, scenario_path, seconds, speed, clients))
+        click.echo(f"speed {speed:>5g} + {clients} subscriber(s): {r['values_per_s']:8.0f} values/s, pace {r['pace']:.1f} sim s per s "
                    f"({r['pace'] / speed:.0%} of target); client received {r['client_received_per_s']:.0f}/s")  # fmt: skip
 
 
