@@ -1,0 +1,251 @@
+"""The processes of `zhizao bench edge`: fast-changing asyncua servers, the agent, the one-message-per-sample
+baseline. Each runs as `python -c "from edge.bench_procs import X; X()" ARGS` (see edge/bench.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+NAMESPACE = "urn:zhizao:bench"
+TAGS_PER_MACHINE = 200
+SITE = "bench"
+
+
+# ---- the OPC UA server process ------------------------------------------------------------------------------
+def _skip_server_deepcopy() -> None:
+    """asyncua's server deep-copies every DataValue per monitored item (~0.5 ms per write); ours are fresh
+    objects never mutated, so the bench server keeps the reference (write mode)."""
+    from asyncua.server.monitored_item_service import MonitoredItemValues
+
+    def set_current(self: Any, cur_val: Any) -> None:
+        self.old_dvalue = self.current_dvalue
+        self.current_dvalue = cur_val
+
+    MonitoredItemValues.set_current_datavalue = set_current  # type: ignore[method-assign]
+
+
+class _Pusher:
+    """Inject mode: hand value changes to every subscription's notification queue, as a PLC pushes changes.
+
+    Clients receive ordinary DataChangeNotifications; the server skips asyncua's address-space write and
+    per-item callback path (~50 us per value in Python), which otherwise caps what the bench can offer.
+    """
+
+    def __init__(self, server: Any, index: dict[Any, int]) -> None:
+        self.subs: dict[int, Any] = server.iserver.subscription_service.subscriptions
+        self.index = index
+        self._targets: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
+
+    def _targets_of(self, sub: Any) -> list[tuple[int, int, int, int]]:
+        items = sub.monitored_item_srv._monitored_items
+        key = (id(sub), len(items))
+        if key not in self._targets:
+            self._targets[key] = [
+                (mid, d.client_handle, d.queue_size, self.index[d.read_value_id.NodeId])
+                for mid, d in items.items()
+                if d.read_value_id is not None and d.read_value_id.NodeId in self.index
+            ]
+        return self._targets[key]
+
+    async def push(self, ua: Any, values: list[Any]) -> None:
+        """Queue one notification per monitored tag of every subscription, then let it publish."""
+        notification = ua.MonitoredItemNotification
+        for sub in list(self.subs.values()):
+            queue = sub._triggered_datachanges
+            for mid, handle, size, k in self._targets_of(sub):
+                event = notification(ClientHandle=handle, Value=values[k])
+                pending = queue.get(mid)
+                if pending is None:
+                    queue[mid] = [event]
+                else:
+                    if size and len(pending) >= size:
+                        pending.pop(0)
+                    pending.append(event)
+            await sub._trigger_publish()
+
+
+async def _serve(port: int, server_no: int, tags: int, rate: float, counter_file: Path, mode: str) -> None:
+    from datetime import UTC, datetime
+
+    from asyncua import Server, ua  # type: ignore[attr-defined]
+
+    ua_: Any = ua  # asyncua's stubs declare NodeId(Int32, Int16) and DateTime where str/int/datetime work
+    _skip_server_deepcopy()
+    server = Server()
+    await server.init()
+    server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/bench")
+    idx = await server.register_namespace(NAMESPACE)
+    ids = []
+    folder = None
+    for i in range(tags):
+        if i % TAGS_PER_MACHINE == 0:  # one object per machine: asyncua adds children in O(siblings)
+            folder = await server.nodes.objects.add_object(idx, f"s{server_no}-m{i // TAGS_PER_MACHINE:03d}")
+        assert folder is not None
+        node = await folder.add_variable(ua_.NodeId(_tag(server_no, i), idx), f"T{i}", 0.0)
+        ids.append(node.nodeid)
+    write = server.write_attribute_value
+    pusher = _Pusher(server, {nid: k for k, nid in enumerate(ids)})
+    double = ua.VariantType.Double
+    async with server:
+        print("ready", flush=True)
+        written, last_dump = 0, 0.0
+        start = time.monotonic()
+        while True:
+            # Pace whole rounds so the offered rate is about `rate`; run flat out when the server cannot.
+            due = (written + tags) / rate - (time.monotonic() - start)
+            if due < -1.0:  # starved for a while (CPU contention): do not burst to catch up
+                start = time.monotonic() - written / rate
+            elif due > 0:
+                await asyncio.sleep(due)
+            now = datetime.now(UTC)
+            base = float(written)
+            values = [
+                ua_.DataValue(ua.Variant(base + k, double), SourceTimestamp=now, ServerTimestamp=now)
+                for k in range(tags)
+            ]
+            if mode == "inject":
+                await pusher.push(ua_, values)
+            else:
+                for nid, dv in zip(ids, values, strict=True):
+                    await write(nid, dv)
+            written += tags
+            if time.monotonic() - last_dump > 0.2:
+                _dump(counter_file, written)
+                last_dump = time.monotonic()
+            await asyncio.sleep(0)
+
+
+def _dump(counter_file: Path, written: int) -> None:
+    counter_file.write_text(f"{written} {time.monotonic()}")  # tiny file, a few times per second
+
+
+def _tag(server_no: int, i: int) -> str:
+    return f"bench/s{server_no}/m{i // TAGS_PER_MACHINE:03d}/T{i:05d}"
+
+
+def serve_main() -> None:
+    """Entry of a server process: argv = port, server number, tags, rate, counter file, mode (inject|write)."""
+    import logging
+
+    logging.getLogger("asyncua").setLevel(logging.ERROR)
+    port, server_no, tags, rate = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+    asyncio.run(_serve(port, server_no, tags, rate, Path(sys.argv[5]), sys.argv[6]))
+
+
+# ---- the agent process and the baseline process ---------------------------------------------------------------
+def agent_config(endpoints: list[str], tags: int, edge: str, outbox: str, mqtt_url: str) -> dict[str, Any]:
+    """One opcua adapter per server, machines of TAGS_PER_MACHINE Double signals each."""
+    adapters, machines = [], []
+    for no, endpoint in enumerate(endpoints):
+        adapters.append(
+            {
+                "type": "opcua",
+                "name": f"s{no}",
+                "endpoint": endpoint,
+                "security": {"mode": "None"},
+                "subscription": {"publishing_interval_ms": 100, "sampling_interval_ms": 50, "queue_size": 50},
+            }
+        )
+        for j in range(0, tags, TAGS_PER_MACHINE):
+            signals = [
+                {"metric": f"T{i:05d}", "node_id": f"ns=2;s={_tag(no, i)}"}
+                for i in range(j, min(j + TAGS_PER_MACHINE, tags))
+            ]
+            machines.append(
+                {
+                    "id": f"s{no}-m{j // TAGS_PER_MACHINE:03d}",
+                    "adapter": f"s{no}",
+                    "oee": False,
+                    "signals": signals,
+                }
+            )
+    return {
+        "site": SITE,
+        "edge_node": edge,
+        "mqtt": {"url": mqtt_url},
+        "sparkplug": {"publish_interval_ms": 250, "max_samples_per_message": 5000},
+        "outbox": {"dir": outbox, "fsync_interval_s": 1.0},
+        "adapters": adapters,
+        "machines": machines,
+    }
+
+
+def agent_main() -> None:
+    """Entry of the agent process: argv = agent config (JSON file). Runs `run_agent` until SIGTERM."""
+    import logging
+
+    from edge.agent import run_agent
+    from edge.config import parse_agent_config
+
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("asyncua").setLevel(logging.ERROR)
+    config = parse_agent_config(json.loads(Path(sys.argv[1]).read_text()), "bench")
+    asyncio.run(run_agent(config))
+
+
+def baseline_main() -> None:
+    """Entry of the baseline process (argv = config JSON file): the same subscription, one message per sample."""
+    import logging
+
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from broker.mqtt import parse_mqtt_url
+    from broker.sparkplug.codec import encode_data
+    from edge.adapters.opcua import OpcUaAdapter
+    from edge.config import parse_agent_config
+    from edge.mapping import build_mapping
+    from edge.samples import SampleBlock
+
+    logging.getLogger("asyncua").setLevel(logging.ERROR)
+    config = parse_agent_config(json.loads(Path(sys.argv[1]).read_text()), "bench")
+    mapping = build_mapping(config)
+    ep = parse_mqtt_url(config.mqtt.effective_url())
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="zhizao-bench-baseline", protocol=paho.MQTTv5)
+    client.connect(ep.host, ep.port)
+    client.loop_start()
+    devices = [s.machine for s in mapping.signals.signals]
+    topics = [f"spBv1.0/{SITE}/DDATA/{config.edge_node}/{d}" for d in devices]
+    one_dt = np.array([10], np.uint32)
+    seq = 0
+    seq_total = 0
+
+    def make_sink(adapter: str) -> Callable[[SampleBlock], None]:
+        def sink(block: SampleBlock) -> None:
+            nonlocal seq, seq_total
+            out = mapping.transform(adapter, block)
+            sig, ts, val = out.signal.tolist(), out.ts_ms, out.value
+            for i, s in enumerate(sig):
+                seq = (seq + 1) % 256
+                alias = np.array([100 + s], np.uint64)
+                payload = encode_data(seq, int(ts[i]), alias, ts[i : i + 1], val[i : i + 1], one_dt)
+                client.publish(topics[s], payload, qos=0)
+                seq_total += 1
+
+        return sink
+
+    async def run() -> None:
+        adapters = [OpcUaAdapter(p.config, p.sources, make_sink(n)) for n, p in mapping.plans.items()]  # type: ignore[arg-type]
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        for a in adapters:
+            await a.connect()
+        tasks = [asyncio.create_task(a.run()) for a in adapters]
+        await stop.wait()
+        for t in tasks:
+            t.cancel()
+        for a in adapters:
+            await a.close()
+
+    asyncio.run(run())
+    print(f"baseline published {seq_total} messages", flush=True)
+    client.disconnect()
+    client.loop_stop()
