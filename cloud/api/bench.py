@@ -109,7 +109,7 @@ def run_series_bench(server_url: str, requests: int = 200) -> dict[str, Any]:
             "results": results,
             "speedup_p50": results["date_bin_raw"]["p50_ms"] / results["rollup_1m"]["p50_ms"],
             "machine": f"{platform.machine()} {os.cpu_count()} cpu, {platform.python_implementation()} "
-                       f"{platform.python_version()}",
+                       f"{platform.python_version()}, load average {os.getloadavg()[0]:.1f} at the end",
         }
     finally:
         if service is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
@@ -76,7 +76,7 @@ async def get_series(
     source: Annotated[str, Query(pattern="^(auto|raw|samples_1m|samples_1h)$")] = "auto",
     limit: Annotated[int | None, Query(description="points per page")] = None,
     cursor: Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")] = None,
-) -> dict[str, Any]:
+) -> Response:
     """Raw samples or min/max/avg/last/count per bucket (buckets aligned to the epoch), as column arrays."""
     settings: CloudSettings = request.app.state.settings
     end_dt = parse_time("end", end) if end is not None else datetime.now(UTC)
@@ -131,8 +131,10 @@ async def get_series(
         for i, name_ in enumerate(aggs, start=1):
             points[name_] = col(i)
     next_cursor = Cursor(tag["tag_id"], rows[-1][0], bucket_ms).encode() if more else None
-    return {"tag": tag, "start": to_ms(start_dt), "end": to_ms(end_dt), "bucket_ms": bucket_ms,
-            "source": src, "points": points, "next_cursor": next_cursor}
+    body = Series.model_validate({"tag": tag, "start": to_ms(start_dt), "end": to_ms(end_dt), "bucket_ms": bucket_ms,
+                                  "source": src, "points": points, "next_cursor": next_cursor})
+    # pydantic's JSON encoder is ~10x faster than the stdlib path FastAPI would take for thousands of floats.
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 async def _machine_exists(pool: Any, scope: SiteScope, site: str, machine: str) -> None:
