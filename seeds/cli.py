@@ -59,9 +59,10 @@ def check(files: tuple[Path, ...]) -> None:
             failed += 1
             for problem in exc.problems:
                 click.echo(f"{path}: {problem}", err=True)
-        except ValueError as exc:  # edge.config.ConfigError derives from ValueError by convention
+        except ValueError as exc:  # edge.config.ConfigError derives from ValueError and lists `problems`
             failed += 1
-            click.echo(f"{path}: {exc}", err=True)
+            for problem in getattr(exc, "problems", None) or [str(exc)]:
+                click.echo(f"{path}: {problem}", err=True)
     if failed:
         raise click.ClickException(f"{failed} of {len(paths)} seed files are invalid")
     click.echo(
