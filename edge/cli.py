@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from edge.config import ConfigError, load_agent_config
 @click.group("edge")
 def edge() -> None:
     """Run, check and bootstrap edge agents."""
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # asyncua logs every request at INFO; our own lines say each state change once (-vv shows asyncua's)
+        logging.getLogger("asyncua").setLevel(logging.WARNING)
 
 
 @edge.command("check-config")

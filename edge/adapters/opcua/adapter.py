@@ -75,6 +75,7 @@ _VARIANTS = {
     DataType.Boolean: ua.VariantType.Boolean, DataType.String: ua.VariantType.String,
 }
 _FLOATS = frozenset({int(DataType.Double), int(DataType.Float)})
+_SESSION_TIMEOUT_MS = 60_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
 
@@ -210,6 +211,9 @@ class OpcUaAdapter(Adapter):
             self._node_ids = [ua.NodeId.from_string(s.metric) for s in self.signals.signals]
         client = Client(cfg.endpoint, timeout=cfg.timeout_s, watchdog_intervall=cfg.watchdog_s)
         client.application_uri = sec.application_uri
+        # We never resume a session (a reconnect builds a fresh client), so the server need not keep it long;
+        # a timeout servers accept as asked also keeps asyncua from warning about revised values on every connect.
+        client.session_timeout = _SESSION_TIMEOUT_MS
         client.name = client.description = f"zhizao edge ({cfg.name})"
         if sec.username is not None and sec.password is not None:
             client.set_user(sec.username)
