@@ -1,9 +1,9 @@
 """The OPC UA adapter (asyncua client): subscriptions or polling -> `SampleBlock`s, writes and method calls.
 
 Hot path: asyncua's per-item callback (`datachange_notification`, one task per value) is bypassed. A
-`Subscription` subclass takes each whole `DataChangeNotification` and the adapter builds the arrays straight
-from its `MonitoredItems` (client handle = source index + 1, looked up through a numpy array), one sink
-call per notification.
+`Subscription` subclass takes each whole `DataChangeNotification`, already decoded into arrays by
+`fastdecode` (or, with `fast_decode: false`, asyncua's `MonitoredItems` turned into arrays here); client
+handle = source index + 1, looked up through a numpy array; one sink call per notification.
 
 Reconnects belong to the runtime: when the session drops, `run()` raises `AdapterTemporaryError` after
 reporting the machines offline; the runtime calls `close()` then `connect()`, which builds a fresh client
