@@ -200,6 +200,12 @@ async def run_agent(
     """
     stop = stop or asyncio.Event()
     agent = _Agent(config, adapter_types if adapter_types is not None else registered_adapters())
+    if config.metrics_port:
+        try:
+            agent.health.serve(config.metrics_port)
+        except OSError as exc:
+            agent.outbox.close()
+            raise AgentError(f"metrics_port: cannot serve /metrics on {config.metrics_port}: {exc}") from None
     loop = asyncio.get_running_loop()
     handled: list[signal.Signals] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -208,8 +214,6 @@ async def run_agent(
             handled.append(sig)
         except (NotImplementedError, RuntimeError, ValueError):
             pass  # not the main thread (embedded use): the caller owns `stop`
-    if config.metrics_port:
-        agent.health.serve(config.metrics_port)
     log.info(
         "edge agent %s/%s: starting (%d machines, %d signals, outbox %s)",
         agent.site, agent.edge, len(config.machines), len(agent.mapping.signals), agent.outbox.dir,
