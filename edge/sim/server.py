@@ -136,6 +136,8 @@ class SimServer:
         try:
             await srv.start()
         except OSError as exc:
+            if self._recorder is not None:
+                self._recorder.close()
             raise SimError(f"cannot listen on {self.endpoint}: {exc.strerror or exc}") from exc
         log.info("simulator serving %d machines, %d variables at %s (start %s, speed %g)", len(t.machine_paths),
                  t.size, self.endpoint, datetime.fromtimestamp(self.start_ms / 1000, UTC).isoformat(), self.speed)  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -35,3 +36,12 @@ def test_zhizao_sim_rejects_bad_input(free_port: int, tmp_path: Path) -> None:
     assert result.exit_code != 0 and "'2026-01-01T08:00' has no UTC offset" in result.output
     result = CliRunner().invoke(cli, ["sim", "--port", str(free_port), "--site", "mars"])
     assert result.exit_code != 0 and "'mars' is not a site of 'yrd-cluster'" in result.output
+
+
+def test_zhizao_sim_port_in_use_is_a_clear_error(free_port: int) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", free_port))
+        taken.listen()
+        result = CliRunner().invoke(cli, ["sim", "--site", "ah-hefei", "--port", str(free_port)])
+    assert result.exit_code != 0
+    assert f"cannot listen on opc.tcp://127.0.0.1:{free_port}/zhizao/sim" in result.output
