@@ -368,6 +368,9 @@ class OpcUaAdapter(Adapter):
         if revised:
             await sub.update(revised)
         self._sub = sub
+        # Registered like client.create_subscription() would, so asyncua's stale-subscription watchdog re-creates
+        # it when the server silently drops it while the session stays up.
+        client._subscriptions.append(sub)
         failed: list[str] = []
         for start in range(0, len(self._node_ids), self._chunk):
             requests = [self._item_request(i) for i in range(start, min(start + self._chunk, len(self._node_ids)))]

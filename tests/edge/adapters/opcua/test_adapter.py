@@ -28,9 +28,10 @@ def test_registered_through_entry_point() -> None:
     assert registered_adapters()["opcua"] is OpcUaAdapter
 
 
-def test_subscription_delivers_every_change_in_order(server: ServerThread) -> None:
+@pytest.mark.parametrize("fast_decode", [True, False])
+def test_subscription_delivers_every_change_in_order(server: ServerThread, fast_decode: bool) -> None:
     nodes = [M1 + "Temperature/Spindle", M1 + "ProdProcessedCount", M2 + "CurMachSpeed"]
-    adapter, sink = make_adapter(server.url, nodes)
+    adapter, sink = make_adapter(server.url, nodes, fast_decode=fast_decode)
 
     async def scenario() -> None:
         await adapter.connect()
