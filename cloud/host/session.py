@@ -6,11 +6,14 @@ Redis; the in-memory store is the one-process implementation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+from broker.sparkplug.codec import Decoded
 
 
 class NodeKey(NamedTuple):
@@ -91,6 +94,42 @@ class NodeSession:
         # the edge replays everything after the last ack it received, so acking can resume.
         self.last_batch_seen = None
         self.frozen = None
+
+    def track_seq(self, seq: int, now: float) -> None:
+        """Track Sparkplug seq (0..255 per node across message types); a gap holds acks and starts the timer."""
+        expected = self.next_seq
+        if expected is None or seq == expected:
+            self.next_seq = (seq + 1) % 256
+            return
+        if seq in self.missing:  # a late, reordered message fills the gap
+            del self.missing[seq]
+            if not self.missing and self.frozen == "seq_gap":
+                self.frozen = None
+            return
+        gap = (seq - expected) % 256
+        if gap > 128:
+            return  # behind the expected value: a duplicate or a very late message; nothing to track
+        for k in range(gap):
+            self.missing[(expected + k) % 256] = now
+        if self.frozen is None:
+            self.frozen = "seq_gap"
+        self.next_seq = (seq + 1) % 256
+
+    def learn_birth(
+        self, device: str | None, decoded: Decoded, tags: dict[str, int], role_of: Callable[[str], str | None]
+    ) -> None:
+        """Add a birth's metrics to the alias map; note node metrics with a protocol role (batch, health)."""
+        for i, name in enumerate(decoded.names):
+            if not name:
+                continue
+            alias = int(decoded.alias[i]) if decoded.has_alias[i] else None
+            if device is None and alias is not None:
+                role = role_of(name)
+                if role is not None:
+                    self.special_aliases[alias] = role
+            tag = tags.get(name)
+            if tag is not None:
+                self.aliases.add(alias, tag, int(decoded.datatype[i]), device, name)
 
     def see_batch(self, batch_id: int) -> None:
         """A message of `batch_id` arrived: the previous batch is complete (its messages are contiguous)."""

@@ -54,6 +54,11 @@ class Dropped:
     key: NodeKey
 
 
+def _role(name: str) -> str | None:
+    """Protocol role of a node metric: the zhizao batch id or a health figure."""
+    return "batch" if name == BATCH_METRIC else health_field(name)
+
+
 class Stopping(Exception):
     """Raised inside the processor when the service stops while it waits on the database."""
 
@@ -136,6 +141,7 @@ class Processor:
                 if isinstance(item, Inbound):
                     with self._lock:
                         self._queued_bytes -= len(item.payload)
+                        metrics.QUEUE_BYTES.set(self._queued_bytes)
                     self._handle(item)
                 elif isinstance(item, Dropped):
                     with self._lock:
@@ -208,12 +214,14 @@ class Processor:
         self._batch = Batch()
         if batch.empty():
             return
+        deadline = time.monotonic() + 5.0
         while not self._writer.submit(batch, timeout=0.5):
+            if final and time.monotonic() > deadline:
+                # Shutting down with the writers stuck: unacked data stays at the edge, which replays it.
+                log.warning("stopping with %d samples not handed to the database (not acked)", batch.samples)
+                return
             if self._stop.is_set() and not final:
                 raise Stopping
-            if final and self._stop.is_set():
-                # Shutting down with the writer stuck: unacked data stays at the edge.
-                return
 
     # --- helpers ---
 
@@ -249,27 +257,8 @@ class Processor:
         self._want_rebirth(key, reason)
 
     def _seq(self, session: NodeSession, seq: int | None) -> None:
-        """Track Sparkplug seq (0..255 per node across message types); a gap starts the reorder timer."""
-        if seq is None or not self._check_seq:
-            return
-        expected = session.next_seq
-        if expected is None or seq == expected:
-            session.next_seq = (seq + 1) % 256
-            return
-        if seq in session.missing:  # a late, reordered message fills the gap
-            del session.missing[seq]
-            if not session.missing and session.frozen == "seq_gap":
-                session.frozen = None
-            return
-        gap = (seq - expected) % 256
-        if gap > 128:
-            return  # behind the expected value: a duplicate or a very late message; nothing to track
-        now = time.monotonic()
-        for k in range(gap):
-            session.missing[(expected + k) % 256] = now
-        if session.frozen is None:
-            session.frozen = "seq_gap"
-        session.next_seq = (seq + 1) % 256
+        if seq is not None and self._check_seq:
+            session.track_seq(seq, time.monotonic())
 
     # --- message handling ---
 
@@ -344,7 +333,7 @@ class Processor:
         session.reset_for_birth(bd_seq)
         session.node_tags = tags
         self._rebirth_wanted.pop(key, None)
-        self._learn_aliases(session, None, decoded, tags)
+        session.learn_birth(None, decoded, tags, role_of=_role)
         if decoded.seq is not None:
             session.next_seq = (decoded.seq + 1) % 256
         log.info("%s/%s online (NBIRTH, bdSeq %s, %d metrics)", key.site, key.edge, bd_seq, len(defs))
@@ -358,23 +347,10 @@ class Processor:
         line_id = decoded.text.get(line, key.edge) if line is not None else key.edge
         when = decoded.timestamp_ms or item.received_ms
         tags = self._db(registry.register_device_birth, key.site, key.edge, device, line_id, when, defs)
-        self._learn_aliases(session, device, decoded, tags)
+        session.learn_birth(device, decoded, tags, role_of=_role)
         session.devices.add(device)
         log.info("%s/%s/%s online (DBIRTH, %d metrics)", key.site, key.edge, device, len(defs))
         self._store(item, session, device, decoded, birth=True)
-
-    def _learn_aliases(self, session: NodeSession, device: str | None, decoded: Decoded, tags: dict[str, int]) -> None:
-        for i, name in enumerate(decoded.names):
-            if not name:
-                continue
-            alias = int(decoded.alias[i]) if decoded.has_alias[i] else None
-            if device is None and alias is not None:
-                role = "batch" if name == BATCH_METRIC else health_field(name)
-                if role is not None:
-                    session.special_aliases[alias] = role
-            tag = tags.get(name)
-            if tag is not None:
-                session.aliases.add(alias, tag, int(decoded.datatype[i]), device, name)
 
     def _on_ndeath(self, item: Inbound, key: NodeKey, decoded: Decoded) -> None:
         session = self._sessions.get(key)
