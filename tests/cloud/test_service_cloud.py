@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from broker.embedded import start_broker
 from broker.mqtt import parse_mqtt_url
 from cloud.auth import create_token
 from cloud.service import CloudService
@@ -32,7 +38,7 @@ def _retained_state(mqtt_url: str, host_id: str) -> dict[str, object]:
     ep = parse_mqtt_url(mqtt_url)
     got: list[bytes] = []
     done = threading.Event()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.on_message = lambda c, u, m: (got.append(m.payload), done.set())
     client.connect(ep.host, ep.port)
     client.subscribe(f"spBv1.0/STATE/{host_id}", qos=1)
@@ -46,7 +52,23 @@ def _retained_state(mqtt_url: str, host_id: str) -> dict[str, object]:
     return state
 
 
-def test_service_in_a_thread(fresh_database: str, mqtt_url: str, unique_id: str) -> None:
+@pytest.fixture(params=["shared-mosquitto", "iotcore"])
+def any_broker(request: pytest.FixtureRequest, mqtt_url: str) -> Iterator[str]:
+    """The test Mosquitto, then the demo's embedded MQTT 5 broker: the service must work with both."""
+    if request.param == "shared-mosquitto":
+        yield mqtt_url
+        return
+    work = Path(tempfile.mkdtemp(prefix="zhizao-svc-broker-"))
+    url, stop = start_broker(work, kind="iotcore")
+    try:
+        yield url
+    finally:
+        stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_service_in_a_thread(fresh_database: str, any_broker: str, unique_id: str) -> None:
+    mqtt_url = any_broker
     settings = CloudSettings(database_url=fresh_database, mqtt_url=mqtt_url, host_id=unique_id, api_port=0)
     service = CloudService(settings, warm_up=False)
     url = service.start_in_thread()
@@ -62,7 +84,7 @@ def test_service_in_a_thread(fresh_database: str, mqtt_url: str, unique_id: str)
         service.stop()
     assert service._thread is not None and not service._thread.is_alive()
     assert _retained_state(mqtt_url, unique_id)["online"] is False
-    with __import__("pytest").raises(httpx.ConnectError):
+    with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/healthz", timeout=2)
 
 
