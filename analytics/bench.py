@@ -23,15 +23,20 @@ from analytics.oee.api import OeeInputs, run_oee_kernel
 from analytics.oee.config import OeeConfig
 from analytics.oee.reference import run_reference
 
+_BUDGET_S = {"value": 1.0}  # extra timing runs allowed per measurement; small in --quick
+
 
 def best_time(fn: Callable[[], object], repeat: int) -> float:
-    """Smallest wall time of `repeat` calls (after one untimed call that loads the code)."""
+    """Smallest wall time of at least `repeat` calls, more within a time budget (the machine may be shared)."""
+    budget_s = _BUDGET_S["value"]
     fn()
-    times = []
-    for _ in range(repeat):
+    times: list[float] = []
+    spent = 0.0
+    while len(times) < repeat or (spent < budget_s and len(times) < 4 * repeat):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
+        spent += times[-1]
     return min(times)
 
 
@@ -58,6 +63,8 @@ def machine_info() -> dict[str, Any]:
         "cpu": cpu, "cores": os.cpu_count(), "numba_threads": numba.get_num_threads(),
         "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
         "platform": platform.platform(),
+        # Other work on the machine depresses the rates: the load average says how busy it was.
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
 
@@ -113,7 +120,7 @@ def bench_detector(det: Detector, quick: bool, repeat: int, max_threads: int) ->
     """A detector over 1000+ tags: samples per second."""
     rng = np.random.default_rng(0)
     n_tags = 1000 * det.tags_per_output if det.tags_per_output > 1 else 1000
-    n_t = 1000 if quick else 4000
+    n_t = 500 if quick else 4000
     x = rng.normal(size=(n_t, n_tags))
 
     def run() -> None:
@@ -139,7 +146,7 @@ def bench_detector(det: Detector, quick: bool, repeat: int, max_threads: int) ->
 def bench_features(quick: bool, repeat: int, max_threads: int) -> dict[str, Any]:
     """Vibration features (RMS, kurtosis, crest, peak) over 256-sample windows: samples per second."""
     rng = np.random.default_rng(0)
-    n_t = 256 * (8 if quick else 32)
+    n_t = 256 * (4 if quick else 32)
     x = rng.normal(size=(n_t, 1000))
     _threads(1)
     one = x.size / best_time(lambda: vibration_features(x, 256), repeat)
@@ -202,6 +209,7 @@ def bench_kernels(json_path: Path | None, quick: bool) -> None:
 
     max_threads = numba.get_num_threads()
     repeat = 2 if quick else 5
+    _BUDGET_S["value"] = 0.1 if quick else 1.0
     click.echo(f"zhizao bench kernels ({'quick' if quick else 'full'}), {max_threads} threads", err=True)
     from analytics.warmup import warm_up
 
