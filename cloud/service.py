@@ -57,6 +57,7 @@ class CloudService:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._stop_requested = False
         self.port: int | None = None
 
     @property
@@ -91,15 +92,16 @@ class CloudService:
         log.warning("storage: %s", self.storage.kind)
         config = uvicorn.Config(
             self.build_app(), host=self.settings.api_host, port=self.settings.api_port,
-            log_level="warning", access_log=False, lifespan="on", root_path=self.settings.api_root_path,
+            log_level="warning", access_log=False, lifespan="on",
         )
         server = self._server = _Server(config)
+        server.should_exit = self._stop_requested  # a signal that came during the migrations
         watcher = asyncio.create_task(self._announce(server))
         try:
             await server.serve()
         finally:
             watcher.cancel()
-        if not server.started:
+        if not server.started and not self._stop_requested:
             raise RuntimeError(f"API did not start on {self.settings.api_host}:{self.settings.api_port}; see log")
 
     async def _announce(self, server: _Server) -> None:
@@ -142,6 +144,7 @@ class CloudService:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Ask the server to finish (the lifespan then stops the ingest); waits for the thread if there is one."""
+        self._stop_requested = True
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None and self._thread is not threading.current_thread():
