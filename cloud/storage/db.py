@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import ParamSpec, TypeVar
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 log = logging.getLogger(__name__)
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 
 class StorageError(RuntimeError):
@@ -71,15 +67,3 @@ def translate_errors() -> Iterator[None]:
         raise
     except (psycopg.Error, PoolTimeout, OSError) as exc:
         raise map_error(exc) from exc
-
-
-def translated(func: Callable[P, T]) -> Callable[P, T]:
-    """Decorator form of `translate_errors`."""
-
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        with translate_errors():
-            return func(*args, **kwargs)
-
-    wrapper.__name__ = func.__name__
-    wrapper.__doc__ = func.__doc__
-    return wrapper

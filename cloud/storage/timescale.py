@@ -53,13 +53,13 @@ def setup(conn: psycopg.Connection[tuple[object, ...]], horizons: TimescaleHoriz
         if not _is_hypertable(conn, table):
             # migrate_data: a database that started on plain PostgreSQL keeps its rows.
             conn.execute(
-                "SELECT create_hypertable(%s, 'ts', chunk_time_interval => %s::interval,"
+                "SELECT create_hypertable(%s::regclass, 'ts', chunk_time_interval => %s::interval,"
                 " if_not_exists => true, migrate_data => true)",
                 [table, horizons.chunk_interval],
             )
             log.info("%s is now a hypertable (chunks of %s)", table, horizons.chunk_interval)
         else:
-            conn.execute("SELECT set_chunk_time_interval(%s, %s::interval)", [table, horizons.chunk_interval])
+            conn.execute("SELECT set_chunk_time_interval(%s::regclass, %s::interval)", [table, horizons.chunk_interval])
         if not _compression_enabled(conn, table):
             conn.execute(
                 sql.SQL(
@@ -68,16 +68,16 @@ def setup(conn: psycopg.Connection[tuple[object, ...]], horizons: TimescaleHoriz
                 ).format(sql.Identifier(table))
             )
         # Remove then add: a changed horizon in the settings takes effect at the next start.
-        conn.execute("SELECT remove_compression_policy(%s, if_exists => true)", [table])
+        conn.execute("SELECT remove_compression_policy(%s::regclass, if_exists => true)", [table])
         if horizons.compress_after:
             conn.execute(
-                "SELECT add_compression_policy(%s, compress_after => %s::interval)",
+                "SELECT add_compression_policy(%s::regclass, compress_after => %s::interval)",
                 [table, horizons.compress_after],
             )
-        conn.execute("SELECT remove_retention_policy(%s, if_exists => true)", [table])
+        conn.execute("SELECT remove_retention_policy(%s::regclass, if_exists => true)", [table])
         if horizons.retain_raw_for:
             conn.execute(
-                "SELECT add_retention_policy(%s, drop_after => %s::interval)", [table, horizons.retain_raw_for]
+                "SELECT add_retention_policy(%s::regclass, drop_after => %s::interval)", [table, horizons.retain_raw_for]
             )
     for view, width in _CAGGS.items():
         _setup_cagg(conn, view, width, horizons)
@@ -110,13 +110,13 @@ def _setup_cagg(
         if view == "samples_1m"
         else (horizons.refresh_1h_every, horizons.refresh_1h_lookback)
     )
-    conn.execute("SELECT remove_continuous_aggregate_policy(%s, if_exists => true)", [view])
+    conn.execute("SELECT remove_continuous_aggregate_policy(%s::regclass, if_exists => true)", [view])
     conn.execute(
-        "SELECT add_continuous_aggregate_policy(%s, start_offset => %s::interval,"
+        "SELECT add_continuous_aggregate_policy(%s::regclass, start_offset => %s::interval,"
         " end_offset => %s::interval, schedule_interval => %s::interval)",
         [view, lookback, width, every],
     )
     retain = horizons.retain_1m_for if view == "samples_1m" else horizons.retain_1h_for
-    conn.execute("SELECT remove_retention_policy(%s, if_exists => true)", [view])
+    conn.execute("SELECT remove_retention_policy(%s::regclass, if_exists => true)", [view])
     if retain:
-        conn.execute("SELECT add_retention_policy(%s, drop_after => %s::interval)", [view, retain])
+        conn.execute("SELECT add_retention_policy(%s::regclass, drop_after => %s::interval)", [view, retain])
