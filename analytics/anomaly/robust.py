@@ -47,17 +47,34 @@ def robust_kernel(
                     med = _quantile(srt, w, 0.5)
                     iqr = _quantile(srt, w, 0.75) - _quantile(srt, w, 0.25)
                     score = abs(v - med) / max(iqr / IQR_TO_STD, min_scale)
-                    # Drop the oldest value from the sorted copy.
+                    # Replace the oldest value in the sorted copy: find it, then slide v from there
+                    # to its place (fewer moves than a delete plus an insert).
                     old = ring[pos]
-                    k = np.searchsorted(srt[:cnt], old)
-                    for q in range(k, cnt - 1):
-                        srt[q] = srt[q + 1]
-                    cnt -= 1
-                k = np.searchsorted(srt[:cnt], v)
-                for q in range(cnt, k, -1):
-                    srt[q] = srt[q - 1]
-                srt[k] = v
-                cnt += 1
+                    lo = 0
+                    hi = w
+                    while lo < hi:
+                        mid = (lo + hi) >> 1
+                        if srt[mid] < old:
+                            lo = mid + 1
+                        else:
+                            hi = mid
+                    q = lo
+                    if v > old:
+                        while q + 1 < w and srt[q + 1] < v:
+                            srt[q] = srt[q + 1]
+                            q += 1
+                    else:
+                        while q > 0 and srt[q - 1] > v:
+                            srt[q] = srt[q - 1]
+                            q -= 1
+                    srt[q] = v
+                else:
+                    q = cnt
+                    while q > 0 and srt[q - 1] > v:
+                        srt[q] = srt[q - 1]
+                        q -= 1
+                    srt[q] = v
+                    cnt += 1
                 ring[pos] = v
                 pos = (pos + 1) % w
             scores[t, j] = score
