@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -215,9 +216,9 @@ class OpcUaAdapter(Adapter):
         # a timeout servers accept as asked also keeps asyncua from warning about revised values on every connect.
         client.session_timeout = _SESSION_TIMEOUT_MS
         client.name = client.description = f"zhizao edge ({cfg.name})"
-        if sec.username is not None and sec.password is not None:
+        if sec.username is not None:
             client.set_user(sec.username)
-            client.set_password(sec.password.get_secret_value())
+            client.set_password(self._password())
         client.connection_lost_callback = self._connection_lost
         self._client = client
         with _mapped(f"connect to {cfg.endpoint}"):
@@ -302,6 +303,17 @@ class OpcUaAdapter(Adapter):
             return await obj.call_method(meth.nodeid, *args)
 
     # -- internals -------------------------------------------------------------------------------
+
+    def _password(self) -> str:
+        sec = self.config.security
+        if sec.password is not None:
+            return sec.password.get_secret_value()
+        value = os.environ.get(sec.password_env or "")
+        if value is None:
+            raise AdapterConfigError(
+                f"opcua {self.config.name}: environment variable {sec.password_env!r} (password_env) is not set"
+            )
+        return value
 
     def _require_client(self) -> Client:
         if self._client is None:

@@ -55,16 +55,21 @@ class SecurityConfig(_Section):
     )
     application_uri: str = Field(default="urn:zhizao:edge", description="must match the client certificate's URI")
     username: str | None = None
-    password: SecretStr | None = None
+    password: SecretStr | None = Field(default=None, description="prefer password_env: no secret in the file")
+    password_env: str | None = Field(default=None, description="name of the environment variable with the password")
 
     @model_validator(mode="after")
     def _complete(self) -> SecurityConfig:
         for key in ("certificate", "private_key"):
             if self.mode != "None" and getattr(self, key) is None:
                 raise ValueError(f"{key}: required for mode {self.mode!r} (client certificate and private key)")
-        if (self.username is None) != (self.password is None):
-            missing = "password" if self.password is None else "username"
-            raise ValueError(f"{missing}: required with {'username' if missing == 'password' else 'password'}")
+        if self.password is not None and self.password_env is not None:
+            raise ValueError("password_env: set either password or password_env, not both")
+        has_password = self.password is not None or self.password_env is not None
+        if self.username is None and has_password:
+            raise ValueError("username: required with a password")
+        if self.username is not None and not has_password:
+            raise ValueError("password: required with username (or password_env)")
         return self
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,16 @@ def test_sign_and_encrypt_with_user_password(certs: dict[str, Path]) -> None:
         finally:
             task.cancel()
             await adapter.close()
+
+        os.environ["ZHIZAO_TEST_OPCUA_PW"] = "s3cret"
+        from_env, _ = make_adapter(srv.url, [node], security=security(
+            certs, password=None, password_env="ZHIZAO_TEST_OPCUA_PW"))
+        await from_env.connect()
+        await from_env.close()
+        del os.environ["ZHIZAO_TEST_OPCUA_PW"]
+        with pytest.raises(AdapterConfigError, match="ZHIZAO_TEST_OPCUA_PW"):
+            await from_env.connect()
+        await from_env.close()
 
         wrong, _ = make_adapter(srv.url, [node], security=security(certs, password="guess"))
         with pytest.raises(AdapterAuthError, match="Bad"):
