@@ -27,6 +27,7 @@ _ENV: dict[str, str] = {
     "api_host": "ZHIZAO_API_HOST",
     "api_port": "ZHIZAO_API_PORT",
     "api_root_path": "ZHIZAO_API_ROOT_PATH",
+    "api_docs": "ZHIZAO_API_DOCS",
     "max_body_bytes": "ZHIZAO_API_MAX_BODY_BYTES",
     "series_max_points": "ZHIZAO_SERIES_MAX_POINTS",
     "series_max_range_days": "ZHIZAO_SERIES_MAX_RANGE_DAYS",
@@ -55,6 +56,8 @@ class CloudSettings(BaseModel):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)
     api_root_path: str = ""
+    # /docs and /openapi.json describe the API and hold no data, so they need no token; false removes them.
+    api_docs: bool = True
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     series_max_points: int = Field(default=100_000, ge=10)
     series_max_range_days: float = Field(default=400.0, gt=0)

@@ -141,6 +141,9 @@ def create_app(
         "(create one with `zhizao cloud token create`). Objects outside a token's sites answer 404.",
         lifespan=lifespan,
         root_path=settings.api_root_path,
+        docs_url="/docs" if settings.api_docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if settings.api_docs else None,
     )
     app.state.settings = settings
     app.state.ingest_stats = ingest_stats

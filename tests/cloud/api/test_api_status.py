@@ -61,6 +61,12 @@ def test_docs_and_openapi(client: TestClient) -> None:
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 
 
+def test_docs_can_be_switched_off(cluster: Cluster) -> None:
+    with make_client(cluster.url, api_docs=False) as client:
+        assert client.get("/docs").status_code == 404
+        assert client.get("/openapi.json").status_code == 404
+
+
 def test_unknown_route_and_bad_path_are_json(client: TestClient, tokens: Tokens) -> None:
     r = client.get("/api/v1/nothing-here", headers=bearer(tokens.viewer_a))
     assert r.status_code == 404 and r.json()["error"]["status"] == 404
