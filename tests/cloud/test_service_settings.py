@@ -1,0 +1,45 @@
+"""CloudSettings from ZHIZAO_* variables: defaults, overrides, horizons, and errors naming the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cloud.settings import CloudSettings, SettingsError
+
+
+def test_defaults_and_environment() -> None:
+    s = CloudSettings.from_env({})
+    assert (s.host_id, s.api_port, s.data_dir, s.database_url) == ("zhizao-cloud", 8080, Path(".zhizao"), None)
+    s = CloudSettings.from_env({"ZHIZAO_DATABASE_URL": "postgresql://db/x", "ZHIZAO_HOST_ID": "cloud-2",
+                                "ZHIZAO_API_PORT": "9000", "ZHIZAO_TS_COMPRESS_AFTER": "off",
+                                "ZHIZAO_TS_RETAIN_RAW_FOR": "90 days", "ZHIZAO_API_DOCS": "false"})
+    assert (s.database_url, s.host_id, s.api_port, s.api_docs) == ("postgresql://db/x", "cloud-2", 9000, False)
+    h = s.horizons()
+    assert (h.compress_after, h.retain_raw_for, h.chunk_interval) == (None, "90 days", "1 day")
+
+
+def test_overrides_win_over_the_environment() -> None:
+    s = CloudSettings.from_env({"ZHIZAO_API_PORT": "9000"}, api_port=0)
+    assert s.api_port == 0
+
+
+@pytest.mark.parametrize(
+    "env,message",
+    [
+        ({"ZHIZAO_API_PORT": "eighty"}, "ZHIZAO_API_PORT='eighty': "),
+        ({"ZHIZAO_API_PORT": "70000"}, "ZHIZAO_API_PORT='70000': "),
+        ({"ZHIZAO_HOST_ID": "bad host/id"}, "ZHIZAO_HOST_ID='bad host/id': "),
+        ({"ZHIZAO_SERIES_MAX_POINTS": "1"}, "ZHIZAO_SERIES_MAX_POINTS='1': "),
+    ],
+)
+def test_errors_name_the_variable_and_value(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        CloudSettings.from_env(env)
+    assert str(info.value).startswith(message)
+
+
+def test_database_url_is_required_to_serve() -> None:
+    with pytest.raises(SettingsError, match="ZHIZAO_DATABASE_URL is not set"):
+        CloudSettings.from_env({}).require_database_url()
