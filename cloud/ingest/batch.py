@@ -122,8 +122,13 @@ class Batch:
                 ts = np.concatenate(self.ts_ms)
                 # (tag, ts) order: btree inserts into neighbouring leaf pages, and "latest" is a last-per-run.
                 order = np.lexsort((ts, tag))
+                tag, ts = tag[order], ts[order]
+                # A (tag, ts) repeated inside the batch keeps its first arrival, as ON CONFLICT would.
+                first = np.ones(len(tag), np.bool_)
+                first[1:] = (tag[1:] != tag[:-1]) | (ts[1:] != ts[:-1])
+                order = order[first]
                 self._columns = Columns(
-                    tag[order], ts[order], np.concatenate(self.value)[order], np.concatenate(self.null)[order],
+                    tag[first], ts[first], np.concatenate(self.value)[order], np.concatenate(self.null)[order],
                     np.concatenate(self.quality)[order], np.concatenate(self.live)[order],
                 )
         return self._columns

@@ -110,6 +110,7 @@ class IngestService:
             on_stored=self._rollups.submit if self._rollups else None,
             depth=s.pipeline_depth,
             writers=s.writers,
+            optimistic=s.optimistic_insert,
             retry_initial_s=s.db_retry_initial_s,
             retry_max_s=s.db_retry_max_s,
         )

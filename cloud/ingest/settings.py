@@ -28,6 +28,9 @@ class IngestSettings(BaseModel):
     mqtt_protocol: Literal["auto", "5", "3.1.1"] = "auto"
     queue_max_bytes: int = Field(default=128 * 1024 * 1024, ge=1024, description="receive-queue budget (bytes)")
     pipeline_depth: int = Field(default=2, ge=1, description="batches waiting for the DB writers")
+    optimistic_insert: bool = Field(
+        default=True, description="live-only batches try a plain INSERT first (ON CONFLICT on any conflict)"
+    )
     writers: int = Field(default=2, ge=1, le=16, description="DB writer threads (connections) committing at once")
     db_retry_initial_s: float = Field(default=0.2, gt=0)
     db_retry_max_s: float = Field(default=5.0, gt=0)

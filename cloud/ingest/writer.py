@@ -37,6 +37,9 @@ _STAGE_TEXT_DDL = (
     " live boolean NOT NULL) ON COMMIT DELETE ROWS"
 )
 
+_PLAIN_INSERT = (
+    "INSERT INTO samples (ts, tag_id, value, quality) SELECT ts, tag_id, value, quality FROM zhizao_stage"
+)
 _NUMERIC_INSERT = (
     "INSERT INTO samples (ts, tag_id, value, quality) SELECT ts, tag_id, value, quality FROM zhizao_stage"
     " ON CONFLICT (tag_id, ts) DO NOTHING"
@@ -67,7 +70,28 @@ def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
-def write_batch(conn: psycopg.Connection[tuple[object, ...]], batch: Batch) -> int:
+def _insert_numeric(
+    conn: psycopg.Connection[tuple[object, ...]], cur: psycopg.Cursor[tuple[object, ...]], optimistic: bool
+) -> int:
+    """Staged rows -> samples; returns the rows inserted.
+
+    Live data almost never conflicts, and a plain INSERT costs about 60 % of INSERT .. ON CONFLICT (no
+    speculative insertion per row). So a live-only batch first tries the plain INSERT under a savepoint;
+    any unique violation (a replay, another writer) rolls it back and the ON CONFLICT statement runs.
+    Either way the unique (tag_id, ts) constraint is what guarantees exactly-once storage.
+    """
+    if optimistic:
+        try:
+            with conn.transaction():
+                cur.execute(_PLAIN_INSERT)
+            return max(0, cur.rowcount)
+        except psycopg.errors.UniqueViolation:
+            pass
+    cur.execute(_NUMERIC_INSERT)
+    return max(0, cur.rowcount)
+
+
+def write_batch(conn: psycopg.Connection[tuple[object, ...]], batch: Batch, *, optimistic: bool = True) -> int:
     """Write one batch in one transaction on `conn`; returns the number of samples newly stored."""
     stored = 0
     with conn.transaction():
@@ -76,8 +100,7 @@ def write_batch(conn: psycopg.Connection[tuple[object, ...]], batch: Batch) -> i
             with conn.cursor() as cur:
                 with cur.copy("COPY zhizao_stage (ts, tag_id, value, quality, live) FROM STDIN (FORMAT BINARY)") as cp:
                     cp.write(batch.numeric_copy_data())
-                cur.execute(_NUMERIC_INSERT)
-                stored += max(0, cur.rowcount)
+                stored += _insert_numeric(conn, cur, optimistic and bool(batch.columns().live.all()))
         if batch.samples or batch.births:
             latest = batch.latest()
             if len(latest.tag):
@@ -146,11 +169,13 @@ class DbWriter:
         on_stored: StoredSink | None = None,
         depth: int = 2,
         writers: int = 2,
+        optimistic: bool = True,
         retry_initial_s: float = 0.2,
         retry_max_s: float = 5.0,
     ) -> None:
         self._pool = pool
         self._on_stored = on_stored
+        self._optimistic = optimistic
         self._on_committed = on_committed
         self._queue: queue.Queue[tuple[int, Batch] | None] = queue.Queue(maxsize=depth)
         self._retry = (retry_initial_s, retry_max_s)
@@ -234,7 +259,7 @@ class DbWriter:
             started = time.monotonic()
             try:
                 with translate_errors(), self._pool.connection() as conn:
-                    stored = write_batch(conn, batch)
+                    stored = write_batch(conn, batch, optimistic=self._optimistic)
             except StorageUnavailable as exc:
                 metrics.DB_ERRORS.labels("unavailable").inc()
                 if self.db_down_since is None:

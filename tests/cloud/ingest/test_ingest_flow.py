@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -71,6 +72,13 @@ def test_births_register_assets_and_data_is_stored_once(
         assert count(
             fresh_database, "SELECT count(*) FROM (SELECT tag_id, ts FROM samples GROUP BY 1, 2 HAVING count(*) > 1) d"
         ) == 0
+        # The same samples again as *live* data (a duplicate delivery): the optimistic plain INSERT hits the
+        # unique constraint, falls back to ON CONFLICT DO NOTHING, and stores only the one new sample.
+        rows = count(fresh_database, MACHINE_ROWS, T0)
+        node.ddata("m1", np.append(ts, ts[-1] + 3 * 10**6), np.append(metric, 0), np.append(value, 1.0))
+        wait_for(lambda: count(fresh_database, MACHINE_ROWS, T0) == rows + 1, what="only the new live sample")
+        time.sleep(0.3)
+        assert count(fresh_database, MACHINE_ROWS, T0) == rows + 1
         assert count(fresh_database, "SELECT count(*) FROM dead_letters") == 0
         assert svc.stats()["dead_letters"] == 0
     finally:
