@@ -77,6 +77,7 @@ _VARIANTS = {
 }
 _FLOATS = frozenset({int(DataType.Double), int(DataType.Float)})
 _SESSION_TIMEOUT_MS = 60_000
+_NUMBERS = (float, int, bool)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
 
@@ -160,12 +161,12 @@ def _to_block(signal: npt.NDArray[np.int32], dvs: Sequence[ua.DataValue], now_ms
         np.int64, n)
     codes = np.fromiter((dv.StatusCode.value if dv.StatusCode is not None else 0 for dv in dvs), np.int64, n)
     text: list[tuple[int, str]] = []
-    try:
-        value = np.fromiter((dv.Value.Value for dv in dvs), np.float64, n)  # type: ignore[union-attr]
-    except (TypeError, ValueError, AttributeError, OverflowError):
+    raw = [dv.Value.Value if dv.Value is not None else None for dv in dvs]
+    if all(type(v) in _NUMBERS for v in raw):  # exact types: numpy would also parse numeric strings
+        value = np.fromiter(raw, np.float64, n)
+    else:
         value = np.full(n, np.nan)
-        for k, dv in enumerate(dvs):
-            v = dv.Value.Value if dv.Value is not None else None
+        for k, v in enumerate(raw):
             if isinstance(v, str):
                 text.append((k, v))
             elif isinstance(v, bool | int | float):

@@ -29,7 +29,7 @@ SCALARS: dict[Any, Any] = {
     VT.UInt64: st.integers(0, 2**64 - 1),
     VT.Float: st.floats(width=32, allow_nan=False),
     VT.Double: st.floats(allow_nan=False),
-    VT.String: st.one_of(st.none(), st.text(max_size=12)),
+    VT.String: st.one_of(st.none(), st.text(max_size=12), st.sampled_from(["5", "2.5", "nan", ""])),
 }
 OTHER = {  # shapes the fast path hands back to asyncua
     "array": st.lists(st.floats(allow_nan=False), max_size=3).map(lambda v: ua.Variant(v, VT.Double, is_array=True)),
