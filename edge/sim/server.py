@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -92,6 +93,7 @@ class SimServer:
             raise ValueError(f"start_ms: {self.start_ms} lies in the future; source timestamps never may")
         self.model = FactoryModel(scenario, seed=seed, start_ms=self.start_ms, dt_ms=dt_ms, timeline=timeline)
         self.endpoint = f"opc.tcp://{host}:{port}{ENDPOINT_PATH}"
+        self._host, self._port = host, port
         self.stats = SimStats()
         self._record_path = record
         self._recorder: Recorder | None = None
@@ -107,6 +109,7 @@ class SimServer:
     async def start(self) -> None:
         """Build the address space, open the endpoint and publish every node's initial value."""
         srv = self._server
+        self._check_port()  # fail fast: asyncua's init costs a second or two before it would bind
         await srv.init()
         srv.set_endpoint(self.endpoint)
         srv.set_server_name("zhizao OPC UA factory simulator")
@@ -141,6 +144,14 @@ class SimServer:
             raise SimError(f"cannot listen on {self.endpoint}: {exc.strerror or exc}") from exc
         log.info("simulator serving %d machines, %d variables at %s (start %s, speed %g)", len(t.machine_paths),
                  t.size, self.endpoint, datetime.fromtimestamp(self.start_ms / 1000, UTC).isoformat(), self.speed)  # fmt: skip
+
+    def _check_port(self) -> None:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's server will
+            try:
+                probe.bind((self._host, self._port))
+            except OSError as exc:
+                raise SimError(f"cannot listen on {self.endpoint}: {exc.strerror or exc}") from exc
 
     def _node_items(self) -> list[Any]:
         t = self.model.table
