@@ -153,3 +153,25 @@ def test_data_before_birth_and_unknown_alias_request_a_rate_limited_rebirth(
         assert scalar(fresh_database, "SELECT count(*) FROM dead_letters WHERE reason = 'unknown_alias'") == 1
     finally:
         node.close()
+
+
+def test_host_speaks_mqtt_311_when_configured(
+    make_service: Callable[..., IngestService], fresh_database: str, mqtt_url: str, unique_id: str
+) -> None:
+    host_id = f"host-{unique_id}"
+    watch = Watcher(mqtt_url, [state_topic(host_id)])
+    make_service(mqtt_protocol="3.1.1")
+    node = SpNode(mqtt_url, unique_id, "line-1", {"m1": 2})
+    try:
+        wait_for(lambda: watch.on(state_topic(host_id)), what="STATE birth over MQTT 3.1.1")
+        assert decode_state(watch.on(state_topic(host_id))[-1])[0] is True
+        node.birth()
+        wait_for(lambda: scalar(fresh_database, "SELECT count(*) FROM machines WHERE online") == 1, what="birth")
+        node.new_batch()
+        node.ddata("m1", T0 + np.arange(2, dtype=np.int64), np.array([0, 1]), np.ones(2))
+        node.new_batch()
+        node.ddata("m1", T0 + 10 + np.arange(2, dtype=np.int64), np.array([0, 1]), np.ones(2))
+        wait_for(lambda: node.acks == [1], what="ack over MQTT 3.1.1")
+    finally:
+        node.close()
+        watch.close()
