@@ -49,6 +49,7 @@ class IngestBenchResult:
     storage: str
     cpu: str
     cores: int
+    load_avg_1m: float
     python: str
 
 
@@ -186,6 +187,7 @@ def run_ingest_bench(
         storage=storage,
         cpu=_cpu_model(),
         cores=os.cpu_count() or 0,
+        load_avg_1m=round(os.getloadavg()[0], 2),
         python=platform.python_version(),
     )
 
@@ -212,7 +214,8 @@ def bench_ingest(samples: int, json_path: Path | None, quick: bool) -> None:
         f"executemany : {result.baseline_rows_per_s:>10,} rows/s     ({result.baseline_rows:,} rows, "
         f"{result.baseline_seconds} s)\n"
         f"ratio       : {result.ratio}x   storage: {result.storage}\n"
-        f"machine     : {result.cpu}, {result.cores} cores, Python {result.python}"
+        f"machine     : {result.cpu}, {result.cores} cores, load average {result.load_avg_1m}, "
+        f"Python {result.python}"
     )
     if json_path is not None:
         json_path.write_text(json.dumps(asdict(result), indent=2) + "\n")
