@@ -84,7 +84,7 @@ def test_bootstrap_writes_valid_configs(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerThread]:
-    srv = ServerThread(port=free_port())
+    srv = ServerThread(port=free_port(), nested=True)
     try:
         yield srv
     finally:
@@ -102,7 +102,9 @@ def test_browse_writes_a_config_that_passes_check_config(server: ServerThread, t
     assert (config.site, config.edge_node) == ("sh-lingang", "cnc-1")
     assert [m.id for m in config.machines] == ["cnc-1-m01", "cnc-1-m02"]
     m1 = {s.metric: s for s in config.machines[0].signals}
-    assert set(m1) == {"State", "Counts/Total", "Counts/Good", "Rate/Ideal", "Rate/Current", "Temperature/Spindle"}
+    assert set(m1) == {"State", "Counts/Total", "Counts/Good", "Rate/Ideal", "Rate/Current", "Temperature/Spindle",
+                       "Axis/Position"}  # a folder below the machine folds into it
+    assert m1["Axis/Position"].node_id == "ns=2;s=sh-lingang/cnc-1/cnc-1-m01/Axis/Position"
     assert m1["State"].map == "packml_state"
     assert m1["State"].stop_reason_node_id == "ns=2;s=sh-lingang/cnc-1/cnc-1-m01/StopReason"
     assert m1["Counts/Good"].defective_node_id == "ns=2;s=sh-lingang/cnc-1/cnc-1-m01/ProdDefectiveCount"

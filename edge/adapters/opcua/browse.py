@@ -90,7 +90,22 @@ async def _walk(client: Client, max_nodes: int) -> list[BrowsedObject]:
         if kind is None:
             continue  # structures, enumerations, arrays of custom types: not a signal we know how to publish
         objects.setdefault(obj, BrowsedObject(obj)).variables[name] = (nid.to_string(), kind)
-    return [o for o in objects.values() if o.variables]
+    return _fold_into_machines([o for o in objects.values() if o.variables])
+
+
+def _fold_into_machines(objects: list[BrowsedObject]) -> list[BrowsedObject]:
+    """Objects below a PackML machine (folders such as Temperature/) belong to it: their variables join it."""
+    machines = sorted((o for o in objects if o.is_packml()), key=lambda o: -len(o.path))
+    out: list[BrowsedObject] = []
+    for obj in objects:
+        owner = next((m for m in machines if m is not obj and obj.path[:len(m.path)] == m.path), None)
+        if owner is None or obj.is_packml():
+            out.append(obj)
+            continue
+        prefix = "/".join(obj.path[len(owner.path):])
+        for name, node in obj.variables.items():
+            owner.variables.setdefault(f"{prefix}/{name}", node)
+    return out
 
 
 def _slug(text: str) -> str:

@@ -90,8 +90,10 @@ async def start_server(
     security: tuple[Path, Path] | None = None,
     users: tuple[str, str] | None = None,
     shelf: Path | None = None,
+    nested: bool = False,
 ) -> SimServer:
-    """Serve `machines` ('site/line/machine' paths) with PackML tags; `extra` adds Double nodes Extra/{k}."""
+    """Serve `machines` ('site/line/machine' paths) with PackML tags; `extra` adds Double nodes extra/{k};
+    `nested` adds a folder object Axis with a variable Position (Double) below each machine."""
     port = port or free_port()
     server = Server(user_manager=PasswordUsers(*users) if users else None)
     await server.init(shelf_file=shelf)
@@ -133,6 +135,11 @@ async def start_server(
                 return []
             return method
 
+        if nested:
+            axis = await machine.add_object(ua.NodeId(f"{path}/Axis", idx), ua.QualifiedName("Axis", idx))
+            var = await axis.add_variable(ua.NodeId(f"{path}/Axis/Position", idx), ua.QualifiedName("Position", idx),
+                                          ua.Variant(0.0, ua.VariantType.Double))
+            sim.nodes[f"ns=2;s={path}/Axis/Position"] = (var, ua.VariantType.Double)
         for name in ("Start", "Stop", "Reset"):
             await machine.add_method(ua.NodeId(f"{path}/{name}", idx), ua.QualifiedName(name, idx),
                                      make(name, f"ns=2;s={path}/State"), [], [])
