@@ -10,8 +10,8 @@ from asyncua import Client, ua
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from edge.sim.nodes import ENDPOINT_PATH, NAMESPACE_URI
-from edge.sim.server import SimServer
+from edge.sim.nodes import ENDPOINT_PATH, NAMESPACE_URI, build_node_table
+from edge.sim.server import SimServer, SimStats, serve
 from seeds import load_scenario
 
 PACKML = {
@@ -25,52 +25,63 @@ PACKML = {
 }
 
 
-def test_address_space_matches_contract(free_port: int, run_sim: Any) -> None:
+def test_address_space_matches_contract(free_port: int) -> None:
     cluster = load_scenario()
     paths = ["sh-lingang/cnc-1/cnc-1-m01", "js-suzhou/smt-1/smt-1-m05", "ah-hefei/mod-1/mod-1-m01"]
     scenario = cluster.subset(paths)
+    endpoint = f"opc.tcp://127.0.0.1:{free_port}{ENDPOINT_PATH}"
 
-    async def main() -> None:
-        async with run_sim(SimServer(scenario, free_port, seed=3)) as (sim, _, _):
-            assert sim.endpoint == f"opc.tcp://127.0.0.1:{free_port}{ENDPOINT_PATH}"
-            async with Client(sim.endpoint) as client:
-                ns = await client.get_namespace_array()
-                assert ns[2] == NAMESPACE_URI
-                endpoints = await client.get_endpoints()
-                assert {e.SecurityMode for e in endpoints} == {ua.MessageSecurityMode.None_}
-                objects = client.nodes.objects
-                sites = {(await n.read_browse_name()).Name for n in await objects.get_children()}
-                assert {"sh-lingang", "js-suzhou", "ah-hefei"} <= sites
-                for path in paths:
-                    site, line, machine = path.split("/")
-                    node = await objects.get_child([f"2:{site}", f"2:{line}", f"2:{machine}"])
-                    assert node.nodeid == ua.NodeId(path, 2)
-                    children = {(await c.read_browse_name()).Name: c for c in await node.get_children()}
-                    m = next(
-                        mm for s in cluster.sites for ln in s.lines for mm in ln.machines if mm.id == machine
+    async def main() -> SimStats:
+        # Through `serve`, the entry point the demo uses: `ready` once listening, returns when `stop` is set.
+        stop, ready = asyncio.Event(), asyncio.Event()
+        served = asyncio.create_task(serve(scenario, free_port, seed=3, stop=stop, ready=ready))
+        await asyncio.wait_for(ready.wait(), timeout=30)
+        try:
+            await _check(endpoint)
+        finally:
+            stop.set()
+        return await served
+
+    async def _check(endpoint: str) -> None:
+        async with Client(endpoint) as client:
+            ns = await client.get_namespace_array()
+            assert ns[2] == NAMESPACE_URI
+            endpoints = await client.get_endpoints()
+            assert {e.SecurityMode for e in endpoints} == {ua.MessageSecurityMode.None_}
+            objects = client.nodes.objects
+            sites = {(await n.read_browse_name()).Name for n in await objects.get_children()}
+            assert {"sh-lingang", "js-suzhou", "ah-hefei"} <= sites
+            for path in paths:
+                site, line, machine = path.split("/")
+                node = await objects.get_child([f"2:{site}", f"2:{line}", f"2:{machine}"])
+                assert node.nodeid == ua.NodeId(path, 2)
+                children = {(await c.read_browse_name()).Name: c for c in await node.get_children()}
+                m = next(
+                    mm for s in cluster.sites for ln in s.lines for mm in ln.machines if mm.id == machine
+                )
+                assert set(children) == PACKML | {s.name for s in m.signals} | {"Start", "Stop", "Reset"}
+                for tag, child in children.items():
+                    if tag in ("Start", "Stop", "Reset"):
+                        assert await child.read_node_class() == ua.NodeClass.Method
+                        continue
+                    assert child.nodeid.to_string() == f"ns=2;s={path}/{tag}"
+                    dtype = await child.read_data_type()
+                    want = (
+                        ua.ObjectIds.Int32
+                        if tag in {"State", "StopReason", "ProdProcessedCount", "ProdDefectiveCount"}
+                        else ua.ObjectIds.Double
                     )
-                    assert set(children) == PACKML | {s.name for s in m.signals} | {"Start", "Stop", "Reset"}
-                    for tag, child in children.items():
-                        if tag in ("Start", "Stop", "Reset"):
-                            assert await child.read_node_class() == ua.NodeClass.Method
-                            continue
-                        assert child.nodeid.to_string() == f"ns=2;s={path}/{tag}"
-                        dtype = await child.read_data_type()
-                        want = (
-                            ua.ObjectIds.Int32
-                            if tag in {"State", "StopReason", "ProdProcessedCount", "ProdDefectiveCount"}
-                            else ua.ObjectIds.Double
-                        )
-                        assert dtype == ua.NodeId(want), tag
-                        access = await child.read_attribute(ua.AttributeIds.AccessLevel)
-                        writable = bool(access.Value.Value & ua.AccessLevel.CurrentWrite.mask)
-                        assert writable == (tag == "MachSpeed"), tag
-                    design = await client.get_node(f"ns=2;s={path}/MachDesignSpeed").read_value()
-                    assert design == m.ideal_rate_per_min
-                    state = await client.get_node(f"ns=2;s={path}/State").read_value()
-                    assert state in {2, 4, 5, 6, 9, 11}
+                    assert dtype == ua.NodeId(want), tag
+                    access = await child.read_attribute(ua.AttributeIds.AccessLevel)
+                    writable = bool(access.Value.Value & ua.AccessLevel.CurrentWrite.mask)
+                    assert writable == (tag == "MachSpeed"), tag
+                design = await client.get_node(f"ns=2;s={path}/MachDesignSpeed").read_value()
+                assert design == m.ideal_rate_per_min
+                state = await client.get_node(f"ns=2;s={path}/State").read_value()
+                assert state in {2, 4, 5, 6, 9, 11}
 
-    asyncio.run(main())
+    stats = asyncio.run(main())
+    assert stats.values >= build_node_table(scenario).size == 33  # every node published at least once
 
 
 def test_security_offers_basic256sha256_with_a_generated_certificate(
