@@ -63,7 +63,8 @@ def agent_configs_for_scenario(
                 "adapters": [{
                     "type": "opcua", "name": "sim", "endpoint": endpoint,
                     "security": {"mode": "None"},  # the simulator on localhost; production: SignAndEncrypt
-                    "subscription": {"publishing_interval_ms": 250, "sampling_interval_ms": 100, "queue_size": 100},
+                    # queue_size: the simulator catching up at --speed X writes many values per publish interval
+                    "subscription": {"publishing_interval_ms": 250, "sampling_interval_ms": 100, "queue_size": 1000},
                 }],
                 "machines": machines,
             }
