@@ -142,7 +142,7 @@ class Processor:
                     with self._lock:
                         self._queued_bytes -= len(item.payload)
                         metrics.QUEUE_BYTES.set(self._queued_bytes)
-                    self._handle(item)
+                    self._handle_guarded(item)
                 elif isinstance(item, Dropped):
                     with self._lock:
                         self._drop_marked.discard(item.key)
@@ -261,6 +261,16 @@ class Processor:
             session.track_seq(seq, time.monotonic())
 
     # --- message handling ---
+
+    def _handle_guarded(self, item: Inbound) -> None:
+        """One message; whatever goes wrong with it is its own dead letter, never the end of the stream."""
+        try:
+            self._handle(item)
+        except Stopping:
+            raise
+        except Exception as exc:  # a bug on one odd payload must not stop the ingest (log.exception)
+            log.exception("could not process a message on %s", item.topic)
+            self._dead_letter(item, "processing_error", f"{type(exc).__name__}: {exc}")
 
     def _handle(self, item: Inbound) -> None:
         self.received_messages += 1
