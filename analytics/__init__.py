@@ -14,6 +14,7 @@ from analytics.oee import (
     reference_fleet_oee,
 )
 from analytics.warmup import warm_up
+from analytics.windows import calendar_windows, fleet_windows, rolling_windows
 
 DETECTORS: tuple[type[Detector], ...] = (EwmaZ, Cusum, RobustZ, MahalanobisT2)
 
@@ -30,9 +31,12 @@ __all__ = [
     "RobustZ",
     "Scored",
     "VibrationFeatures",
+    "calendar_windows",
     "fleet_oee",
+    "fleet_windows",
     "reference_fleet_oee",
     "reference_vibration_features",
+    "rolling_windows",
     "vibration_features",
     "warm_up",
 ]
