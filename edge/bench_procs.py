@@ -124,7 +124,9 @@ async def _serve(port: int, server_no: int, tags: int, rate: float, counter_file
 
 
 def _dump(counter_file: Path, written: int) -> None:
-    counter_file.write_text(f"{written} {time.monotonic()}")  # tiny file, a few times per second
+    tmp = counter_file.with_suffix(".tmp")  # replaced atomically: the reader never sees a half-written file
+    tmp.write_text(f"{written} {time.monotonic()}")
+    tmp.replace(counter_file)
 
 
 def _tag(server_no: int, i: int) -> str:
