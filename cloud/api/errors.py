@@ -42,7 +42,7 @@ def _body(status: int, message: str, field: str | None = None, value: Any = None
     error: dict[str, Any] = {"status": status, "message": message}
     if field is not None:
         error["field"] = field
-        error["value"] = value if isinstance(value, str | int | float | bool) or value is None else str(value)
+        error["value"] = _json_safe(value)
     return {"error": error}
 
 
