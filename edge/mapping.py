@@ -113,6 +113,7 @@ class _StateRoute:
     slow_below: float
     last_code: int = -1
     last_ts: int = -(2**62)
+    inputs: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, bool))  # per source: feeds this state
 
 
 @dataclass
@@ -168,8 +169,10 @@ class _Routes:
         self.last_value = np.full(self.n, np.nan)  # last good value of every source (state inputs)
         self.derived_by_src: dict[int, list[_StateRoute | _GoodRoute]] = {}
         for s in self.states:
+            s.inputs = np.zeros(self.n, bool)
             for src in (s.state, s.stop_reason, s.cur_speed, s.ideal_speed):
                 if src >= 0:
+                    s.inputs[src] = True
                     self.derived_by_src.setdefault(src, []).append(s)
         for g in self.goods:
             for src in (g.processed, g.defective):
@@ -414,8 +417,7 @@ def _good(r: _Routes, g: _GoodRoute, src: npt.NDArray[np.int64], good: npt.NDArr
 def _state(r: _Routes, s: _StateRoute, src: npt.NDArray[np.int64], good: npt.NDArray[np.bool_],
            value: npt.NDArray[np.float64], ts: npt.NDArray[np.int64]
            ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.int64]] | None:
-    inputs = [i for i in (s.state, s.stop_reason, s.cur_speed, s.ideal_speed) if i >= 0]
-    trig = good & np.isin(src, inputs)
+    trig = good & s.inputs[src]
     pos = np.nonzero(trig)[0]
     sp, vp = src[pos], value[pos]
 
