@@ -1,4 +1,7 @@
-"""Shift calendars resolved to planned-stop codes at a UTC instant (0 = inside a shift, working)."""
+"""Shift calendars resolved at UTC instants: planned-stop codes (0 = working) and shift windows.
+
+Pure functions of a site's `Calendar`, shared by the simulator (edge) and OEE windows (cloud).
+"""
 
 from __future__ import annotations
 
@@ -40,6 +43,19 @@ class CalendarClock:
         self._hi = bounds[i + 1] if i + 1 < len(bounds) else self._day_end[day]
         self._code = codes[i]
         return self._code
+
+    def shifts_on(self, day: date) -> list[tuple[str, int, int]]:
+        """Shifts that start on local `day`: (name, start ms, end ms), in start order; none on no-shift days."""
+        if self._no_shift_code(day) is not None:
+            return []
+        out = []
+        for shift in self._cal.shifts:
+            if day.isoweekday() in shift.days:
+                begin = _minutes(shift.start)
+                out.append(
+                    (shift.name, self._local_ms(day, begin), self._local_ms(day, begin + shift.hours * 60))
+                )
+        return sorted(out, key=lambda s: s[1])
 
     def _local_ms(self, day: date, minutes: float) -> int:
         base = datetime.combine(day, time(0), tzinfo=self._zone)

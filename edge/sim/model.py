@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from edge.sim.calendar import CalendarClock
 from edge.sim.faults import ABORTED, HELD, SUSPENDED, Faults, StopEvents
 from edge.sim.nodes import (
     T_DEFECTIVE,
@@ -29,6 +28,7 @@ from edge.sim.nodes import (
     build_node_table,
 )
 from edge.sim.timeline import Script, TimelineError
+from seeds.calendar import CalendarClock
 from seeds.model import Scenario, Timeline
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from edge.sim.calendar import CalendarClock
 from seeds import SEEDS_DIR, ScenarioError, load_scenario, load_timeline
+from seeds.calendar import CalendarClock
 from seeds.cli import seeds
 from seeds.model import Scenario
 
@@ -152,3 +152,20 @@ def test_calendar_breaks_and_no_shift() -> None:
     assert at("2026-10-03T10:00+08:00") == 160000  # National Day
     assert at("2026-11-28T23:59+08:00") == 0  # Saturday's shift B
     assert at("2026-11-29T00:30+08:00") == 160000  # shift C does not run on Sunday
+
+
+def test_shift_windows_in_local_time() -> None:
+    from datetime import date, datetime
+
+    site = load_scenario().sites[1]  # js-suzhou: Day 08:00 12 h Mon-Sat, Night 20:00 12 h Mon-Fri
+    clock = CalendarClock(site.calendar, site.timezone)
+
+    def ms(iso: str) -> int:
+        return int(datetime.fromisoformat(iso).timestamp() * 1000)
+
+    assert clock.shifts_on(date(2026, 11, 27)) == [  # a Friday
+        ("Day", ms("2026-11-27T08:00+08:00"), ms("2026-11-27T20:00+08:00")),
+        ("Night", ms("2026-11-27T20:00+08:00"), ms("2026-11-28T08:00+08:00")),
+    ]
+    assert [s[0] for s in clock.shifts_on(date(2026, 11, 28))] == ["Day"]  # Saturday: no night shift
+    assert clock.shifts_on(date(2026, 10, 2)) == []  # National Day
