@@ -63,10 +63,14 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+CREATED_DATABASES: list[str] = []  # names this process created (and dropped): lets tests check the cleanup
+
+
 class _TempDatabase:
     def __init__(self, url: str) -> None:
         self.admin = url
-        self.name = f"zhizao_bench_{uuid.uuid4().hex[:10]}"
+        self.name = f"zhizao_bench_ingest_{uuid.uuid4().hex[:10]}"
+        CREATED_DATABASES.append(self.name)
         self.url = urlsplit(url)._replace(path=f"/{self.name}").geturl()
 
     def __enter__(self) -> str:
