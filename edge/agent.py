@@ -194,10 +194,11 @@ async def run_agent(
     *,
     adapter_types: Mapping[str, type[Adapter]] | None = None,
 ) -> None:
-    """Run one edge agent until `stop` is set or SIGINT/SIGTERM arrives; raise AgentError if it cannot run.
+    """Run one edge agent until `stop` is set (or, without `stop`, SIGINT/SIGTERM); AgentError if it cannot run.
 
     `adapter_types` replaces the installed adapters (`zhizao.adapters` entry points), for embedding and tests.
     """
+    own_signals = stop is None  # a caller that passes `stop` (several agents in one process) owns the signals
     stop = stop or asyncio.Event()
     agent = _Agent(config, adapter_types if adapter_types is not None else registered_adapters())
     if config.metrics_port:
@@ -208,7 +209,7 @@ async def run_agent(
             raise AgentError(f"metrics_port: cannot serve /metrics on {config.metrics_port}: {exc}") from None
     loop = asyncio.get_running_loop()
     handled: list[signal.Signals] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM) if own_signals else ():
         try:
             loop.add_signal_handler(sig, stop.set)
             handled.append(sig)
