@@ -8,7 +8,8 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from seeds.model import Scenario, Timeline, format_validation_error
+from seeds.model import Scenario, format_validation_error
+from seeds.timeline import Timeline
 
 __all__ = ["SEEDS_DIR", "Scenario", "ScenarioError", "Timeline", "load_scenario", "load_timeline"]
 

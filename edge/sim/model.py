@@ -29,7 +29,8 @@ from edge.sim.nodes import (
 )
 from edge.sim.timeline import Script, TimelineError
 from seeds.calendar import CalendarClock
-from seeds.model import Scenario, Timeline
+from seeds.model import Scenario
+from seeds.timeline import Timeline
 
 log = logging.getLogger(__name__)
 

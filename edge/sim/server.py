@@ -26,7 +26,8 @@ from edge.sim.model import MAX_SPEED_FACTOR, FactoryModel
 from edge.sim.nodes import ENDPOINT_PATH, METHODS, NAMESPACE_URI, T_SETPOINT
 from edge.sim.record import Recorder
 from edge.sim.security import configure_security
-from seeds.model import Scenario, Timeline
+from seeds.model import Scenario
+from seeds.timeline import Timeline
 
 log = logging.getLogger(__name__)
 # asyncua's generated stubs declare NodeId(Int32) etc., which plain ints and strs fail under --strict.
