@@ -47,7 +47,7 @@ class Scored(NamedTuple):
 ALARM_FIELDS = 3
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def alarm_step(
     score: float, on: float, off: float, min_on: int, min_off: int, active: float, c_on: float, c_off: float
 ) -> tuple[float, float, float]:

@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 from analytics.anomaly.base import F64, Alarm, Detector, Scored, alarm_step, reference_alarm
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def _mahalanobis(cov: np.ndarray, d: np.ndarray, ridge: float, lmat: np.ndarray, y: np.ndarray) -> float:
     # d' (C + ridge I)^-1 d through a Cholesky factor: ||L^-1 d||².
     p = d.size

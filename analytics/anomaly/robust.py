@@ -14,7 +14,7 @@ from analytics.anomaly.base import F64, Alarm, Detector, Scored, alarm_step, ref
 IQR_TO_STD = 1.3489795003921634  # IQR of a standard normal distribution
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def _quantile(s: np.ndarray, n: int, p: float) -> float:
     # Linear interpolation between order statistics (NumPy's default method).
     h = (n - 1) * p

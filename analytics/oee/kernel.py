@@ -56,7 +56,7 @@ N_CAT = 10
 NO_END = np.iinfo(np.int64).max
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def _is_stop(cat: int) -> bool:
     # Stops: microstop and every unplanned stop category (FAILURE..UNKNOWN).
     return cat >= C_MICRO and cat < C_PLANNED
@@ -71,7 +71,7 @@ def _classify(code: int, ranges: np.ndarray, ov_codes: np.ndarray, ov_cats: np.n
     return int(ranges[code // 10000])
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def _covered(t: int, k: int, p_start: np.ndarray, p_end: np.ndarray, p_cum: np.ndarray) -> tuple[int, int]:
     # Planned-calendar milliseconds before t, and the index of the first interval ending after t.
     # Callers ask for non-decreasing t within a window, so the index only moves forward from `k`.
@@ -83,7 +83,7 @@ def _covered(t: int, k: int, p_start: np.ndarray, p_end: np.ndarray, p_cum: np.n
     return c, k
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def _scan(tot: np.ndarray, good: np.ndarray, modulus: int) -> tuple[int, int, int, int]:
     # Sum of counter increases over samples 1.. of the views (each against the one before): total,
     # good, rejects (per sample, never negative) and reset/wrap flags. Selects only: it vectorises.
