@@ -114,7 +114,9 @@ def sim(scenario_path: Path | None, sites: tuple[str, ...], port: int, host: str
         if sites:
             unknown = sorted(set(sites) - {s.id for s in scenario.sites})
             if unknown:
-                raise click.BadParameter(f"{unknown[0]!r} is not a site of {scenario.name!r}", param_hint="--site")
+                raise click.BadParameter(
+                    f"{unknown[0]!r} is not a site of {scenario.name!r}", param_hint="--site"
+                )
             scenario = scenario.subset([p for p in scenario.machine_paths() if p.split("/")[0] in sites])
         timeline = load_timeline(timeline_path) if timeline_path is not None else None
     except ScenarioError as exc:
