@@ -189,10 +189,3 @@ class Batch:
         tags = c.tag[idx]
         last = idx[np.append(tags[1:] != tags[:-1], True)] if len(idx) else idx
         return Columns(c.tag[last], c.ts_ms[last], c.value[last], c.null[last], c.quality[last], c.live[last])
-
-    def touched_range(self) -> tuple[npt.NDArray[np.int32], int, int] | None:
-        """(distinct tag ids, min ts, max ts) of the numeric samples, for rollup refreshes."""
-        c = self.columns()
-        if not len(c.tag):
-            return None
-        return np.unique(c.tag), int(c.ts_ms.min()), int(c.ts_ms.max())

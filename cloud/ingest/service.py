@@ -24,7 +24,6 @@ from cloud.ingest.settings import IngestSettings
 from cloud.ingest.writer import DbWriter
 from cloud.storage.db import make_pool
 from cloud.storage.migrate import StorageInfo, apply_migrations
-from cloud.storage.rollups import RollupRefresher
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +54,6 @@ class IngestService:
         self._host: HostClient | None = None
         self._writer: DbWriter | None = None
         self._processor: Processor | None = None
-        self._rollups: RollupRefresher | None = None
         self._pool: ConnectionPool | None = None
         self.acks_sent = 0
         self._t0 = time.monotonic()
@@ -103,11 +101,10 @@ class IngestService:
         self.storage = apply_migrations(self.conninfo, horizons=s.horizons)
         log.warning("ingest storage: %s", self.storage.kind)
         self._pool = make_pool(self.conninfo, min_size=2, max_size=s.pool_max_size, name="zhizao-ingest")
-        self._rollups = None if self.storage.timescale else RollupRefresher(self._pool)
         self._writer = DbWriter(
             self._pool,
             on_committed=self._ack,
-            on_stored=self._rollups.submit if self._rollups else None,
+            rollups=not self.storage.timescale,
             depth=s.pipeline_depth,
             writers=s.writers,
             optimistic=s.optimistic_insert,
@@ -123,8 +120,6 @@ class IngestService:
             # With shared subscriptions a worker sees only part of each node's seq stream.
             check_seq=not s.shared_subscription,
         )
-        if self._rollups is not None:
-            self._rollups.start()
         self._writer.start()
         self._processor.start()
         self._t0 = time.monotonic()
@@ -141,16 +136,10 @@ class IngestService:
             self._processor.stop(max(0.5, deadline - time.monotonic()))
         if self._writer is not None and not self._writer.stop(max(0.5, deadline - time.monotonic())):
             log.warning("stopped with batches not committed; the edge nodes keep them and replay")
-        if self._rollups is not None:
-            self._rollups.stop(max(0.5, deadline - time.monotonic()))
         if self._host is not None:
             self._host.stop()
         if self._pool is not None:
             self._pool.close()
-
-    def rollups_idle(self, timeout: float = 10.0) -> bool:
-        """Wait until the plain-PostgreSQL rollups cover every commit so far (True at once on TimescaleDB)."""
-        return self._rollups is None or self._rollups.wait_idle(timeout)
 
     def _ack(self, key: NodeKey, batch: int) -> None:
         if not self.settings.acks or self._host is None:

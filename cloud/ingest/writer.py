@@ -14,14 +14,13 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import numpy as np
-import numpy.typing as npt
 import psycopg
 from psycopg_pool import ConnectionPool
 
 from cloud.host.session import NodeKey
 from cloud.ingest import metrics
 from cloud.ingest.batch import Batch
+from cloud.storage import plain
 from cloud.storage.db import StorageError, StorageUnavailable, translate_errors
 
 log = logging.getLogger(__name__)
@@ -43,6 +42,13 @@ _PLAIN_INSERT = (
 _NUMERIC_INSERT = (
     "INSERT INTO samples (ts, tag_id, value, quality) SELECT ts, tag_id, value, quality FROM zhizao_stage"
     " ON CONFLICT (tag_id, ts) DO NOTHING"
+)
+
+_ROLLUP_INSERT = (
+    "WITH ins AS (INSERT INTO samples (ts, tag_id, value, quality) SELECT ts, tag_id, value, quality"
+    " FROM zhizao_stage ON CONFLICT (tag_id, ts) DO NOTHING RETURNING ts, tag_id, value)"
+    + plain.merge_returning_ctes("ins")
+    + " SELECT count(*) FROM ins"
 )
 
 # Newest live value per tag, computed in numpy (one row per tag, not per sample).
@@ -71,27 +77,47 @@ def _dt(ms: int) -> datetime:
 
 
 def _insert_numeric(
-    conn: psycopg.Connection[tuple[object, ...]], cur: psycopg.Cursor[tuple[object, ...]], optimistic: bool
+    conn: psycopg.Connection[tuple[object, ...]],
+    cur: psycopg.Cursor[tuple[object, ...]],
+    batch: Batch,
+    *,
+    optimistic: bool,
+    rollups: bool,
 ) -> int:
-    """Staged rows -> samples; returns the rows inserted.
+    """Staged rows -> samples (and, on plain PostgreSQL, their rollups); returns the rows inserted.
 
     Live data almost never conflicts, and a plain INSERT costs about 60 % of INSERT .. ON CONFLICT (no
-    speculative insertion per row). So a live-only batch first tries the plain INSERT under a savepoint;
-    any unique violation (a replay, another writer) rolls it back and the ON CONFLICT statement runs.
-    Either way the unique (tag_id, ts) constraint is what guarantees exactly-once storage.
+    speculative insertion per row). So a live-only batch first tries the plain INSERT under a savepoint:
+    if it succeeds every staged row was inserted, and the rollups merge aggregates computed in numpy.
+    Any unique violation (a replay, another writer) rolls it back; then INSERT .. ON CONFLICT DO NOTHING
+    RETURNING feeds the rollup merge with exactly the rows it inserted. Either way the unique (tag_id, ts)
+    constraint is what guarantees exactly-once storage.
     """
-    if optimistic:
+    if optimistic and bool(batch.columns().live.all()):
         try:
             with conn.transaction():
                 cur.execute(_PLAIN_INSERT)
-            return max(0, cur.rowcount)
+                inserted = max(0, cur.rowcount)
+                if rollups:
+                    c = batch.columns()
+                    plain.merge_aggregates(
+                        cur,
+                        {table: plain.aggregate(c.tag, c.ts_ms, c.value, c.null, width)
+                         for table, (_, width) in plain.ROLLUPS.items()},
+                    )
+            return inserted
         except psycopg.errors.UniqueViolation:
             pass
+    if rollups:
+        row = cur.execute(_ROLLUP_INSERT).fetchone()
+        return int(row[0]) if row else 0  # type: ignore[call-overload]
     cur.execute(_NUMERIC_INSERT)
     return max(0, cur.rowcount)
 
 
-def write_batch(conn: psycopg.Connection[tuple[object, ...]], batch: Batch, *, optimistic: bool = True) -> int:
+def write_batch(
+    conn: psycopg.Connection[tuple[object, ...]], batch: Batch, *, rollups: bool, optimistic: bool = True
+) -> int:
     """Write one batch in one transaction on `conn`; returns the number of samples newly stored."""
     stored = 0
     with conn.transaction():
@@ -100,7 +126,7 @@ def write_batch(conn: psycopg.Connection[tuple[object, ...]], batch: Batch, *, o
             with conn.cursor() as cur:
                 with cur.copy("COPY zhizao_stage (ts, tag_id, value, quality, live) FROM STDIN (FORMAT BINARY)") as cp:
                     cp.write(batch.numeric_copy_data())
-                stored += _insert_numeric(conn, cur, optimistic and bool(batch.columns().live.all()))
+                stored += _insert_numeric(conn, cur, batch, optimistic=optimistic, rollups=rollups)
         if batch.samples or batch.births:
             latest = batch.latest()
             if len(latest.tag):
@@ -151,7 +177,6 @@ def _health_row(batch: Batch, key: NodeKey) -> tuple[object, ...]:
 
 
 AckSink = Callable[[NodeKey, int], None]
-StoredSink = Callable[[npt.NDArray[np.int32], int, int], None]  # tags, min ts ms, max ts ms of a commit
 
 
 class DbWriter:
@@ -166,7 +191,7 @@ class DbWriter:
         pool: ConnectionPool,
         *,
         on_committed: AckSink,
-        on_stored: StoredSink | None = None,
+        rollups: bool,
         depth: int = 2,
         writers: int = 2,
         optimistic: bool = True,
@@ -174,7 +199,7 @@ class DbWriter:
         retry_max_s: float = 5.0,
     ) -> None:
         self._pool = pool
-        self._on_stored = on_stored
+        self._rollups = rollups
         self._optimistic = optimistic
         self._on_committed = on_committed
         self._queue: queue.Queue[tuple[int, Batch] | None] = queue.Queue(maxsize=depth)
@@ -249,9 +274,6 @@ class DbWriter:
                 self._next_release += 1
                 for key, ack in done.acks.items():
                     self._on_committed(key, ack)
-                touched = done.touched_range()
-                if self._on_stored is not None and touched is not None:
-                    self._on_stored(*touched)
 
     def _write_with_retry(self, batch: Batch) -> bool:
         delay = self._retry[0]
@@ -259,7 +281,7 @@ class DbWriter:
             started = time.monotonic()
             try:
                 with translate_errors(), self._pool.connection() as conn:
-                    stored = write_batch(conn, batch, optimistic=self._optimistic)
+                    stored = write_batch(conn, batch, rollups=self._rollups, optimistic=self._optimistic)
             except StorageUnavailable as exc:
                 metrics.DB_ERRORS.labels("unavailable").inc()
                 if self.db_down_since is None:
