@@ -27,13 +27,21 @@ DAY_S = 86_400
 T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
 
+def fill_rollups(conn: psycopg.Connection[Any], tags: list[int]) -> None:
+    """Plain-PostgreSQL rollup rows of `tags` straight from their samples (what the ingest maintains)."""
+    for table, width in (("samples_1m", "1 minute"), ("samples_1h", "1 hour")):
+        conn.execute(
+            f"INSERT INTO {table} (bucket, tag_id, min, max, sum, count, last, last_ts)"
+            f" SELECT date_bin('{width}', ts, 'epoch'), tag_id, min(value), max(value), coalesce(sum(value), 0),"
+            " count(value), (array_agg(value ORDER BY ts DESC))[1], max(ts)"
+            " FROM samples WHERE tag_id = ANY(%s) GROUP BY 1, 2",
+            [tags],
+        )
+
+
 def _fill(url: str) -> int:
     """One site, machine and tag; 24 h of 1 s samples; rollups maintained as the ingest would."""
-    import numpy as np
-
-    from cloud.storage.db import make_pool
     from cloud.storage.migrate import apply_migrations
-    from cloud.storage.rollups import refresh
 
     info = apply_migrations(url)
     with psycopg.connect(url) as conn:
@@ -53,11 +61,8 @@ def _fill(url: str) -> int:
         )
         conn.execute("INSERT INTO samples (ts, tag_id, value) SELECT ts, tag_id, value FROM src")
     if not info.timescale:
-        pool = make_pool(url, min_size=1, max_size=1)
-        try:
-            refresh(pool, np.array([tag], dtype=np.int32), T0_MS, T0_MS + DAY_S * 1000)
-        finally:
-            pool.close()
+        with psycopg.connect(url) as conn:
+            fill_rollups(conn, [tag])
     else:
         with psycopg.connect(url, autocommit=True) as conn:
             for view in ("samples_1m", "samples_1h"):

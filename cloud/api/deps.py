@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from cloud.api.errors import ApiError
 from cloud.auth import TOKEN_PREFIX, Principal, Role, hash_token, principal_from_row, tokens_match
 
-__all__ = ["Caller", "Pool", "Scope", "SiteScope", "get_principal", "require_role"]
+__all__ = ["Caller", "Conn", "Pool", "Scope", "SiteScope", "get_principal", "require_role"]
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `zhizao cloud token create`.")
 # Writing last_used on every request would turn each read into a write; once a minute per token is plenty.
@@ -30,13 +31,22 @@ def get_pool(request: Request) -> AsyncConnectionPool:
 Pool = Annotated[AsyncConnectionPool, Depends(get_pool)]
 
 
+async def get_conn(pool: Pool) -> AsyncIterator[AsyncConnection[Any]]:
+    """One pooled connection per request, shared by the token check and the route (one health check)."""
+    async with pool.connection() as conn:
+        yield conn
+
+
+Conn = Annotated[AsyncConnection[Any], Depends(get_conn)]
+
+
 def _unauthorized(message: str) -> ApiError:
     return ApiError(401, message, "Authorization", None)
 
 
 async def get_principal(
     request: Request,
-    pool: Pool,
+    conn: Conn,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """The caller behind the bearer token; 401 when it is missing, unknown or revoked."""
@@ -46,21 +56,20 @@ async def get_principal(
     if not token.startswith(TOKEN_PREFIX) or len(token) > 256:
         raise _unauthorized("invalid bearer token")
     digest = hash_token(token)
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT token_id, name, role, sites, token_hash FROM api_tokens"
-            " WHERE token_hash = %s AND revoked_at IS NULL",
-            [digest],
-        )
-        row = await cur.fetchone()
-        if row is None or not tokens_match(bytes(row[4]), token):
-            raise _unauthorized("invalid or revoked bearer token")
-        principal = principal_from_row(row)
-        seen: dict[int, float] = request.app.state.token_last_used
-        now = time.monotonic()
-        if now - seen.get(principal.token_id, -_LAST_USED_EVERY_S) >= _LAST_USED_EVERY_S:
-            seen[principal.token_id] = now
-            await conn.execute("UPDATE api_tokens SET last_used = now() WHERE token_id = %s", [principal.token_id])
+    cur = await conn.execute(
+        "SELECT token_id, name, role, sites, token_hash FROM api_tokens"
+        " WHERE token_hash = %s AND revoked_at IS NULL",
+        [digest],
+    )
+    row = await cur.fetchone()
+    if row is None or not tokens_match(bytes(row[4]), token):
+        raise _unauthorized("invalid or revoked bearer token")
+    principal = principal_from_row(row)
+    seen: dict[int, float] = request.app.state.token_last_used
+    now = time.monotonic()
+    if now - seen.get(principal.token_id, -_LAST_USED_EVERY_S) >= _LAST_USED_EVERY_S:
+        seen[principal.token_id] = now
+        await conn.execute("UPDATE api_tokens SET last_used = now() WHERE token_id = %s", [principal.token_id])
     return principal
 
 

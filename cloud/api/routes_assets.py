@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
-from cloud.api.deps import Pool, Scope, SiteScope
+from cloud.api.deps import Conn, Scope, SiteScope
 from cloud.api.errors import not_found
 from cloud.api.models import Line, LineDetail, Machine, MachineDetail, Site, SiteDetail, Tag
 
@@ -74,92 +74,83 @@ async def _machine(conn: AsyncConnection[Any], scope: SiteScope, site: str, mach
 
 
 @router.get("/sites", response_model=list[Site], summary="Sites the token may see")
-async def list_sites(pool: Pool, scope: Scope) -> list[dict[str, Any]]:
+async def list_sites(conn: Conn, scope: Scope) -> list[dict[str, Any]]:
     """Every site inside the token's scope."""
-    async with pool.connection() as conn:
-        return await _rows(conn, _SITE_SQL.format(scope=scope.where("s.site_id")) + " ORDER BY s.site_id",
-                           scope.params())
+    return await _rows(conn, _SITE_SQL.format(scope=scope.where("s.site_id")) + " ORDER BY s.site_id",
+                       scope.params())
 
 
 @router.get("/sites/{site}", response_model=SiteDetail, summary="One site with its lines")
-async def get_site(site: SiteId, pool: Pool, scope: Scope) -> dict[str, Any]:
+async def get_site(site: SiteId, conn: Conn, scope: Scope) -> dict[str, Any]:
     """A site and its lines; 404 when unknown or outside the token's sites."""
-    async with pool.connection() as conn:
-        row = await _site(conn, scope, site)
-        row["line_list"] = await _rows(conn, _LINE_SQL.format(scope=scope.where("e.site_id"))
-                                       + " ORDER BY e.edge_node_id", scope.params(site=site))
+    row = await _site(conn, scope, site)
+    row["line_list"] = await _rows(conn, _LINE_SQL.format(scope=scope.where("e.site_id"))
+                                   + " ORDER BY e.edge_node_id", scope.params(site=site))
     return row
 
 
 @router.get("/sites/{site}/lines", response_model=list[Line], summary="Lines (edge nodes) of a site")
-async def list_lines(site: SiteId, pool: Pool, scope: Scope) -> list[dict[str, Any]]:
+async def list_lines(site: SiteId, conn: Conn, scope: Scope) -> list[dict[str, Any]]:
     """The lines of a site."""
-    async with pool.connection() as conn:
-        await _site(conn, scope, site)
-        return await _rows(conn, _LINE_SQL.format(scope=scope.where("e.site_id")) + " ORDER BY e.edge_node_id",
-                           scope.params(site=site))
+    await _site(conn, scope, site)
+    return await _rows(conn, _LINE_SQL.format(scope=scope.where("e.site_id")) + " ORDER BY e.edge_node_id",
+                       scope.params(site=site))
 
 
 @router.get("/sites/{site}/lines/{line}", response_model=LineDetail, summary="One line with its machines")
-async def get_line(site: SiteId, line: LineId, pool: Pool, scope: Scope) -> dict[str, Any]:
+async def get_line(site: SiteId, line: LineId, conn: Conn, scope: Scope) -> dict[str, Any]:
     """A line, its machines and the edge node's own metrics."""
-    async with pool.connection() as conn:
-        row = await _line(conn, scope, site, line)
-        row["machine_list"] = await _rows(
-            conn, _MACHINE_SQL.format(scope=scope.where()) + " AND edge_node_id = %(line)s ORDER BY machine_id",
-            scope.params(site=site, line=line))
-        row["node_tags"] = await _rows(
-            conn, _TAG_SQL.format(scope=scope.where()) + " AND site_id = %(site)s AND edge_node_id = %(line)s"
-            " AND machine_id IS NULL ORDER BY name", scope.params(site=site, line=line))
+    row = await _line(conn, scope, site, line)
+    row["machine_list"] = await _rows(
+        conn, _MACHINE_SQL.format(scope=scope.where()) + " AND edge_node_id = %(line)s ORDER BY machine_id",
+        scope.params(site=site, line=line))
+    row["node_tags"] = await _rows(
+        conn, _TAG_SQL.format(scope=scope.where()) + " AND site_id = %(site)s AND edge_node_id = %(line)s"
+        " AND machine_id IS NULL ORDER BY name", scope.params(site=site, line=line))
     return row
 
 
 @router.get("/sites/{site}/lines/{line}/machines", response_model=list[Machine], summary="Machines of a line")
-async def list_line_machines(site: SiteId, line: LineId, pool: Pool, scope: Scope) -> list[dict[str, Any]]:
+async def list_line_machines(site: SiteId, line: LineId, conn: Conn, scope: Scope) -> list[dict[str, Any]]:
     """The machines served by one edge node."""
-    async with pool.connection() as conn:
-        await _line(conn, scope, site, line)
-        return await _rows(
-            conn, _MACHINE_SQL.format(scope=scope.where()) + " AND edge_node_id = %(line)s ORDER BY machine_id",
-            scope.params(site=site, line=line))
+    await _line(conn, scope, site, line)
+    return await _rows(
+        conn, _MACHINE_SQL.format(scope=scope.where()) + " AND edge_node_id = %(line)s ORDER BY machine_id",
+        scope.params(site=site, line=line))
 
 
 @router.get("/sites/{site}/machines", response_model=list[Machine], summary="Machines of a site")
-async def list_machines(site: SiteId, pool: Pool, scope: Scope) -> list[dict[str, Any]]:
+async def list_machines(site: SiteId, conn: Conn, scope: Scope) -> list[dict[str, Any]]:
     """Every machine of a site."""
-    async with pool.connection() as conn:
-        await _site(conn, scope, site)
-        return await _rows(conn, _MACHINE_SQL.format(scope=scope.where()) + " ORDER BY machine_id",
-                           scope.params(site=site))
+    await _site(conn, scope, site)
+    return await _rows(conn, _MACHINE_SQL.format(scope=scope.where()) + " ORDER BY machine_id",
+                       scope.params(site=site))
 
 
 @router.get("/sites/{site}/machines/{machine}", response_model=MachineDetail, summary="One machine with its tags")
-async def get_machine(site: SiteId, machine: MachineId, pool: Pool, scope: Scope) -> dict[str, Any]:
+async def get_machine(site: SiteId, machine: MachineId, conn: Conn, scope: Scope) -> dict[str, Any]:
     """A machine and its tags."""
-    async with pool.connection() as conn:
-        row = await _machine(conn, scope, site, machine)
-        row["tags"] = await _rows(
-            conn, _TAG_SQL.format(scope=scope.where()) + " AND site_id = %(site)s AND machine_id = %(machine)s"
-            " ORDER BY name", scope.params(site=site, machine=machine))
+    row = await _machine(conn, scope, site, machine)
+    row["tags"] = await _rows(
+        conn, _TAG_SQL.format(scope=scope.where()) + " AND site_id = %(site)s AND machine_id = %(machine)s"
+        " ORDER BY name", scope.params(site=site, machine=machine))
     return row
 
 
 @router.get("/sites/{site}/machines/{machine}/tags", response_model=list[Tag], summary="Tags of a machine")
-async def list_machine_tags(site: SiteId, machine: MachineId, pool: Pool, scope: Scope) -> list[dict[str, Any]]:
+async def list_machine_tags(site: SiteId, machine: MachineId, conn: Conn, scope: Scope) -> list[dict[str, Any]]:
     """The tags (signals) of a machine."""
-    async with pool.connection() as conn:
-        await _machine(conn, scope, site, machine)
-        return await _rows(
-            conn, _TAG_SQL.format(scope=scope.where()) + " AND site_id = %(site)s AND machine_id = %(machine)s"
-            " ORDER BY name", scope.params(site=site, machine=machine))
+    await _machine(conn, scope, site, machine)
+    return await _rows(
+        conn, _TAG_SQL.format(scope=scope.where()) + " AND site_id = %(site)s AND machine_id = %(machine)s"
+        " ORDER BY name", scope.params(site=site, machine=machine))
 
 
 @router.get("/tags/{tag_id}", response_model=Tag, summary="One tag by id")
-async def get_tag(tag_id: int, pool: Pool, scope: Scope) -> dict[str, Any]:
+async def get_tag(tag_id: int, conn: Conn, scope: Scope) -> dict[str, Any]:
     """A tag; 404 when unknown or outside the token's sites."""
-    async with pool.connection() as conn:
-        rows = await _rows(conn, _TAG_SQL.format(scope=scope.where()) + " AND tag_id = %(tag_id)s",
-                           scope.params(tag_id=tag_id))
+    rows = await _rows(conn, _TAG_SQL.format(scope=scope.where()) + " AND tag_id = %(tag_id)s",
+                       scope.params(tag_id=tag_id))
     if not rows:
         raise not_found("tag", tag_id)
     return rows[0]

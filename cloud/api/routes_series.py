@@ -10,7 +10,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from broker.sparkplug.datatypes import TEXT_TYPES
-from cloud.api.deps import Pool, Scope, SiteScope
+from cloud.api.deps import Conn, Scope, SiteScope
 from cloud.api.errors import bad_request, not_found
 from cloud.api.models import LatestValue, Series
 from cloud.api.series import Cursor, SeriesQuery, from_ms, parse_aggs, parse_bucket, parse_time, to_ms
@@ -62,7 +62,7 @@ async def _resolve_tag(
 @router.get("/series", response_model=Series, summary="History of one tag: raw or bucketed, paged")
 async def get_series(
     request: Request,
-    pool: Pool,
+    conn: Conn,
     scope: Scope,
     tag_id: Annotated[int | None, Query(description="tag id (or give site + machine/edge_node + name)")] = None,
     site: Annotated[str | None, Query(max_length=100)] = None,
@@ -104,18 +104,17 @@ async def get_series(
     elif agg is not None:
         raise bad_request("agg", agg, "aggregates need a bucket (e.g. bucket=1m)")
 
-    async with pool.connection() as conn:
-        tag = await _resolve_tag(conn, scope, tag_id, site, machine, edge_node, name)
-        text = tag["datatype"] in TEXT_TYPES
-        if text and bucket_ms is not None:
-            raise bad_request("bucket", bucket, f"tag {tag['name']!r} holds text; only raw history is available")
-        after = Cursor.decode(cursor, tag["tag_id"], bucket_ms).after_ms if cursor else None
-        fresh = to_ms(datetime.now(UTC)) - int(settings.series_rollup_lag_s * 1000)
-        query = SeriesQuery(tag["tag_id"], text, start_dt, end_dt, bucket_ms, aggs, page, after, fresh)
-        src = query.source(source, request.app.state.rollups)
-        sql, params = query.sql(src, scope.where("g.site_id"))
-        cur = await conn.execute(sql, scope.params(**params))
-        rows = await cur.fetchall()
+    tag = await _resolve_tag(conn, scope, tag_id, site, machine, edge_node, name)
+    text = tag["datatype"] in TEXT_TYPES
+    if text and bucket_ms is not None:
+        raise bad_request("bucket", bucket, f"tag {tag['name']!r} holds text; only raw history is available")
+    after = Cursor.decode(cursor, tag["tag_id"], bucket_ms).after_ms if cursor else None
+    fresh = to_ms(datetime.now(UTC)) - int(settings.series_rollup_lag_s * 1000)
+    query = SeriesQuery(tag["tag_id"], text, start_dt, end_dt, bucket_ms, aggs, page, after, fresh)
+    src = query.source(source, request.app.state.rollups)
+    sql, params = query.sql(src, scope.where("g.site_id"))
+    cur = await conn.execute(sql, scope.params(**params))
+    rows = await cur.fetchall()
 
     more = len(rows) > page
     rows = rows[:page]
@@ -137,18 +136,17 @@ async def get_series(
     return Response(body.model_dump_json(), media_type="application/json")
 
 
-async def _machine_exists(pool: Any, scope: SiteScope, site: str, machine: str) -> None:
+async def _machine_exists(conn: AsyncConnection[Any], scope: SiteScope, site: str, machine: str) -> None:
     """404 for an unknown machine (an empty answer then means: known, but no values yet)."""
-    async with pool.connection() as conn:
-        cur = await conn.execute(f"SELECT 1 FROM machines WHERE {scope.where()} AND site_id = %(site)s"
-                                 " AND machine_id = %(machine)s", scope.params(site=site, machine=machine))
-        if await cur.fetchone() is None:
-            raise not_found("machine", machine)
+    cur = await conn.execute(f"SELECT 1 FROM machines WHERE {scope.where()} AND site_id = %(site)s"
+                             " AND machine_id = %(machine)s", scope.params(site=site, machine=machine))
+    if await cur.fetchone() is None:
+        raise not_found("machine", machine)
 
 
 @router.get("/latest", response_model=list[LatestValue], summary="Latest live value per tag")
 async def get_latest(
-    pool: Pool,
+    conn: Conn,
     scope: Scope,
     site: Annotated[str, Query(max_length=100)],
     machine: Annotated[str | None, Query(max_length=100)] = None,
@@ -163,7 +161,7 @@ async def get_latest(
     if edge_node is not None:
         where += " AND t.edge_node_id = %(edge_node)s"
         params["edge_node"] = edge_node
-    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+    async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(f"SELECT 1 FROM sites WHERE {scope.where()} AND site_id = %(site)s",
                           scope.params(site=site))
         if await cur.fetchone() is None:
@@ -180,7 +178,7 @@ async def get_latest(
         )
         rows = await cur.fetchall()
     if machine is not None and not rows:
-        await _machine_exists(pool, scope, site, machine)
+        await _machine_exists(conn, scope, site, machine)
     for row in rows:
         raw = row.pop("raw_value")
         row["value"] = raw if row.pop("is_text") or raw is None else float(raw)

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from psycopg.rows import dict_row
 
-from cloud.api.deps import Caller, Pool, Scope, require_role
+from cloud.api.deps import Caller, Conn, Pool, Scope, require_role
 from cloud.api.errors import ApiError, bad_request, not_found
 from cloud.api.models import EdgeNode, Health, TokenCreate, TokenCreated
 from cloud.auth import (
@@ -61,14 +61,14 @@ async def metrics(_: Caller) -> Response:
 @router.get("/api/v1/edge-nodes", response_model=list[EdgeNode], tags=["status"],
             summary="Edge agents: online state, last birth, outbox depth, samples/s")
 async def edge_nodes(
-    pool: Pool, scope: Scope, site: Annotated[str | None, Query(max_length=100)] = None
+    conn: Conn, scope: Scope, site: Annotated[str | None, Query(max_length=100)] = None
 ) -> list[dict[str, Any]]:
     """Every edge node in the token's sites (or one site)."""
     where = ""
     params: dict[str, Any] = {}
     if site is not None:
         where, params["site"] = " AND site_id = %(site)s", site
-    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+    async with conn.cursor(row_factory=dict_row) as cur:
         if site is not None:
             await cur.execute(f"SELECT 1 FROM sites WHERE {scope.where()} AND site_id = %(site)s",
                               scope.params(site=site))
@@ -88,7 +88,7 @@ Admin = Annotated[Principal, Depends(require_role(Role.admin))]
 
 @router.post("/api/v1/tokens", response_model=TokenCreated, status_code=201, tags=["admin"],
              summary="Create a token (admin); its sites must lie inside the caller's")
-async def create_token(body: TokenCreate, caller: Admin, pool: Pool) -> dict[str, Any]:
+async def create_token(body: TokenCreate, caller: Admin, conn: Conn) -> dict[str, Any]:
     """A new token with a role and sites no wider than the caller's; written to the audit log."""
     try:
         role = Role.parse(body.role)
@@ -104,28 +104,26 @@ async def create_token(body: TokenCreate, caller: Admin, pool: Pool) -> dict[str
         if outside:
             raise bad_request("sites", ",".join(outside), "outside the caller's sites")
     token = new_token()
-    async with pool.connection() as conn:
-        cur = await conn.execute(insert_token_sql(), token_row(role, sites, name, token, caller.name))
-        row = await cur.fetchone()
-        assert row is not None
-        sql, params = audit_params(caller.token_id, caller.name, "token.create", None, str(row[0]),
-                                   {"name": name, "role": role.value, "sites": sites})
-        await conn.execute(sql, params)
+    cur = await conn.execute(insert_token_sql(), token_row(role, sites, name, token, caller.name))
+    row = await cur.fetchone()
+    assert row is not None
+    sql, params = audit_params(caller.token_id, caller.name, "token.create", None, str(row[0]),
+                               {"name": name, "role": role.value, "sites": sites})
+    await conn.execute(sql, params)
     return {"token_id": row[0], "name": name, "role": role.value, "sites": None if sites is None else list(sites),
             "token": token}
 
 
 @router.delete("/api/v1/tokens/{token_id}", status_code=204, tags=["admin"], summary="Revoke a token (admin)")
-async def revoke(token_id: int, caller: Admin, pool: Pool) -> Response:
+async def revoke(token_id: int, caller: Admin, conn: Conn) -> Response:
     """Revoke a token whose sites lie inside the caller's; 404 otherwise."""
-    async with pool.connection() as conn:
-        cur = await conn.execute("SELECT sites FROM api_tokens WHERE token_id = %s AND revoked_at IS NULL",
-                                 [token_id])
-        row = await cur.fetchone()
-        sites = None if row is None else row[0]
-        if row is None or (caller.sites is not None and (sites is None or not set(sites) <= caller.sites)):
-            raise not_found("token", token_id)
-        await conn.execute("UPDATE api_tokens SET revoked_at = now() WHERE token_id = %s", [token_id])
-        sql, params = audit_params(caller.token_id, caller.name, "token.revoke", None, str(token_id), None)
-        await conn.execute(sql, params)
+    cur = await conn.execute("SELECT sites FROM api_tokens WHERE token_id = %s AND revoked_at IS NULL",
+                             [token_id])
+    row = await cur.fetchone()
+    sites = None if row is None else row[0]
+    if row is None or (caller.sites is not None and (sites is None or not set(sites) <= caller.sites)):
+        raise not_found("token", token_id)
+    await conn.execute("UPDATE api_tokens SET revoked_at = now() WHERE token_id = %s", [token_id])
+    sql, params = audit_params(caller.token_id, caller.name, "token.revoke", None, str(token_id), None)
+    await conn.execute(sql, params)
     return Response(status_code=204)

@@ -8,14 +8,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import numpy as np
 import psycopg
 from fastapi.testclient import TestClient
 
 from cloud.api import create_app
+from cloud.api.bench import fill_rollups
 from cloud.settings import CloudSettings
-from cloud.storage.db import make_pool
-from cloud.storage.rollups import refresh
 
 # 2026-01-01T00:00:00Z: the samples of the temperature tag start here, one a second for two hours.
 T0_MS = 1_767_225_600_000
@@ -90,12 +88,9 @@ def fill_cluster(url: str) -> Cluster:
             " (%s, '2026-01-01T00:01:39Z', 1099, NULL)",
             [temp_a, text_a, temp_b],
         )
-    # The rollups, through the same refresh the ingest service runs after commits on plain PostgreSQL.
-    pool = make_pool(url, min_size=1, max_size=1)
-    try:
-        refresh(pool, np.array([temp_a, temp_b], dtype=np.int32), T0_MS, T0_MS + N_SAMPLES * 1000)
-    finally:
-        pool.close()
+    # The rollup rows, as the ingest maintains them on plain PostgreSQL.
+    with psycopg.connect(url) as conn:
+        fill_rollups(conn, [temp_a, temp_b])
     return Cluster(url, temp_a, text_a, node_a, temp_b)
 
 
