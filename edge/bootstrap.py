@@ -40,14 +40,16 @@ def agent_configs_for_scenario(
             for machine in line.machines:
                 base = f"ns=2;s={site.id}/{line.id}/{machine.id}/"
                 signals: list[dict[str, Any]] = [
+                    # Execute below 90 % of the ideal (design) rate counts as "running slower" (20000).
                     {"metric": "State", "node_id": base + "State", "map": "packml_state",
-                     "stop_reason_node_id": base + "StopReason"},
+                     "stop_reason_node_id": base + "StopReason", "slow_below": 0.9},
                     {"metric": "Counts/Total", "node_id": base + "ProdProcessedCount", "map": "counter"},
                     {"metric": "Counts/Good", "node_id": base + "ProdProcessedCount", "map": "good_counter",
                      "defective_node_id": base + "ProdDefectiveCount"},
-                    {"metric": "Rate/Ideal", "node_id": base + "MachSpeed", "unit": "1/min"},
+                    # The ideal rate is the machine's design speed; MachSpeed is the operator's setpoint.
+                    {"metric": "Rate/Ideal", "node_id": base + "MachDesignSpeed", "unit": "1/min"},
                     {"metric": "Rate/Current", "node_id": base + "CurMachSpeed", "unit": "1/min"},
-                    {"metric": "Rate/Design", "node_id": base + "MachDesignSpeed", "unit": "1/min"},
+                    {"metric": "Rate/Setpoint", "node_id": base + "MachSpeed", "unit": "1/min"},
                 ]
                 signals += [{"metric": s.name, "node_id": base + s.name, "unit": s.unit} for s in machine.signals]
                 machines.append({"id": machine.id, "adapter": "sim", "signals": signals})

@@ -167,11 +167,13 @@ def _signals(obj: BrowsedObject) -> list[dict[str, Any]]:
                         "defective_node_id": v["ProdDefectiveCount"][0]})
         else:  # no reject count: every part counts as good
             out.append({"metric": "Counts/Good", "node_id": v["ProdProcessedCount"][0], "map": "counter"})
-        for tag, metric in (("MachSpeed", "Rate/Ideal"), ("CurMachSpeed", "Rate/Current"),
-                            ("MachDesignSpeed", "Rate/Design")):
+        # The ideal rate is the design speed when the machine has one; MachSpeed is then the setpoint.
+        speeds = (("MachDesignSpeed", "Rate/Ideal"), ("MachSpeed", "Rate/Setpoint")) if "MachDesignSpeed" in v \
+            else (("MachSpeed", "Rate/Ideal"),)
+        for tag, metric in (*speeds, ("CurMachSpeed", "Rate/Current")):
             if tag in v:
                 out.append({"metric": metric, "node_id": v[tag][0]})
-        taken = set(PACKML_TAGS) | {"Counts/Total", "Counts/Good", "Rate/Ideal", "Rate/Current", "Rate/Design"}
+        taken = set(PACKML_TAGS) | {"Counts/Total", "Counts/Good", "Rate/Ideal", "Rate/Current", "Rate/Setpoint"}
     seen_ci = {m.casefold() for m in taken}
     for name, (nid, kind) in sorted(v.items()):
         if name in taken:
