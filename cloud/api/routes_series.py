@@ -113,7 +113,8 @@ async def get_series(
     query = SeriesQuery(tag["tag_id"], text, start_dt, end_dt, bucket_ms, aggs, page, after, fresh)
     src = query.source(source, request.app.state.rollups)
     sql, params = query.sql(src, scope.where("g.site_id"))
-    cur = await conn.execute(sql, scope.params(**params))
+    # Binary rows: thousands of float8/int8 values parse about twice as fast as their text form.
+    cur = await conn.execute(sql, scope.params(**params), binary=True)
     rows = await cur.fetchall()
 
     more = len(rows) > page
