@@ -91,6 +91,8 @@ class Processor:
         self._batch = Batch()
         self._rebirth_wanted: dict[NodeKey, str] = {}
         self._next_timer_check = 0.0
+        self._dl_tokens = float(settings.dead_letter_rows_per_s)
+        self._dl_refill = time.monotonic()
         self.received_messages = 0
         self.received_samples = 0
         self.dead_letters = 0
@@ -242,6 +244,16 @@ class Processor:
     def _dead_letter(self, item: Inbound, reason: str, detail: str) -> None:
         metrics.DEAD_LETTERS.labels(reason).inc()
         self.dead_letters += 1
+        # Token bucket: a flood of garbage is counted in full but stored only up to a rate, so writing
+        # dead letters never takes the database away from good data.
+        now = time.monotonic()
+        rate = self._s.dead_letter_rows_per_s
+        self._dl_tokens = min(rate, self._dl_tokens + (now - self._dl_refill) * rate)
+        self._dl_refill = now
+        if self._dl_tokens < 1:
+            metrics.DROPPED.labels("dead_letter_rate").inc()
+            return
+        self._dl_tokens -= 1
         self._batch.dead_letters.append(
             DeadLetter(item.received_ms, item.topic, reason, detail, item.payload[:_DEAD_LETTER_PAYLOAD_MAX])
         )

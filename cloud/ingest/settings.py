@@ -20,6 +20,9 @@ class IngestSettings(BaseModel):
     max_future_s: float = Field(default=300.0, ge=0, description="samples further in the future are dead letters")
     allow_nan: bool = Field(default=False, description="store NaN/Inf values instead of dead-lettering them")
     allowed_sites: frozenset[str] | None = Field(default=None, description="site allow-list; None accepts any group")
+    dead_letter_rows_per_s: float = Field(
+        default=200.0, gt=0, description="dead letters stored per second at most (all are counted)"
+    )
     reorder_timeout_ms: int = Field(default=2_000, ge=0, description="a seq gap older than this triggers a rebirth")
     rebirth_min_interval_ms: int = Field(default=5_000, ge=0, description="minimum ms between rebirth requests to one node")
     acks: bool = Field(default=True, description="publish zhizao delivery acks after each commit")

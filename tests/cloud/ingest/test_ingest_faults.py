@@ -149,3 +149,25 @@ def test_no_ack_before_commit_and_acks_resume_after_a_database_outage(
 def _allow(database_url: str, dbname: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as admin:
         admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
+
+
+def test_a_flood_of_garbage_is_counted_in_full_but_stored_at_a_bounded_rate(
+    make_service: Callable[..., IngestService], fresh_database: str, mqtt_url: str, unique_id: str
+) -> None:
+    svc = make_service(dead_letter_rows_per_s=20)
+    node = SpNode(mqtt_url, unique_id, "line-1", {"m1": 2})
+    try:
+        node.birth()
+        wait_for(lambda: scalar(fresh_database, "SELECT count(*) FROM machines WHERE online") == 1, what="birth")
+        topic = device_topic(unique_id, MessageType.DDATA, "line-1", "m1")
+        for _ in range(300):
+            node.client.publish(topic, b"\xff\xff garbage", qos=0)
+        node.new_batch()
+        node.ddata("m1", np.array([T0, T0 + 1], np.int64), np.array([0, 1]), np.ones(2))
+        wait_for(lambda: svc.stats()["dead_letters"] == 300, what="all 300 counted")
+        wait_for(lambda: scalar(fresh_database, "SELECT count(*) FROM samples WHERE ts < to_timestamp(%s / 1000.0 + 1)",
+                                T0) == 2, what="the good samples stored")
+        stored = scalar(fresh_database, "SELECT count(*) FROM dead_letters")
+        assert isinstance(stored, int) and 20 <= stored < 100
+    finally:
+        node.close()
