@@ -133,12 +133,19 @@ class Detector(ABC):
         if n_tags < 1 or n_tags % self.tags_per_output:
             raise ValueError(f"n_tags: {n_tags} must be a positive multiple of {self.tags_per_output}")
 
-    def update(self, state: F64, x: ArrayLike) -> Scored:
-        """Score a batch (time x tags) and advance `state` in place (numba kernel)."""
+    def update(self, state: F64, x: ArrayLike, out: Scored | None = None) -> Scored:
+        """Score a batch (time x tags) and advance `state` in place (numba kernel); `out` reuses buffers."""
         arr = self._check(state, x)
         shape = (arr.shape[0], self.n_outputs(arr.shape[1]))
-        scores = np.empty(shape, np.float64)
-        alarms = np.empty(shape, np.bool_)
+        if out is None:
+            scores = np.empty(shape, np.float64)
+            alarms = np.empty(shape, np.bool_)
+        else:
+            scores, alarms = out
+            for name, buf, dtype in (("scores", scores, np.float64), ("alarms", alarms, np.bool_)):
+                if buf.shape != shape or buf.dtype != dtype or not buf.flags.c_contiguous:
+                    raise ValueError(f"out.{name}: expected a C-contiguous {np.dtype(dtype).name} array "
+                                     f"of shape {shape}, got {buf.dtype} {buf.shape}")
         if arr.shape[0]:
             self._kernel(state, arr, scores, alarms)
         return Scored(scores, alarms)

@@ -84,6 +84,25 @@ def _covered(t: int, k: int, p_start: np.ndarray, p_end: np.ndarray, p_cum: np.n
 
 
 @njit(cache=True, error_model="numpy")
+def _gallop(ct: np.ndarray, q: int, q_end: int, t: int) -> int:
+    # First index in [q, q_end] whose time is >= t (q_end if none). Pieces are short, so search
+    # outwards from q (1, 2, 4, ... samples) before bisecting, instead of over the whole machine.
+    step = 1
+    lo = q
+    while lo + step < q_end and ct[lo + step] < t:
+        lo += step
+        step *= 2
+    hi = min(lo + step, q_end)
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if ct[mid] < t:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True, error_model="numpy")
 def _scan(tot: np.ndarray, good: np.ndarray, modulus: int) -> tuple[int, int, int, int]:
     # Sum of counter increases over samples 1.. of the views (each against the one before): total,
     # good, rejects (per sample, never negative) and reset/wrap flags. Selects only: it vectorises.
@@ -300,7 +319,7 @@ def _machine(
                     nxt = min(nxt, su_end[up])
                 elif up < n_su:
                     nxt = min(nxt, su_start[up])
-                q_next = min(q_end, np.searchsorted(ct, nxt, side="left"))
+                q_next = _gallop(ct, q, q_end, nxt)
                 dt, dg, rej, f = _scan(c_total[c0 + q - 1:c0 + q_next], c_good[c0 + q - 1:c0 + q_next], modulus)
                 flags |= f
                 ict = 60.0 / r_val[rp] if rp >= r0 and r_val[rp] > 0.0 else 0.0

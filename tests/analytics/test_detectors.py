@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from analytics.anomaly import Alarm, Cusum, Detector, EwmaZ, MahalanobisT2, RobustZ
+from analytics.anomaly import Alarm, Cusum, Detector, EwmaZ, MahalanobisT2, RobustZ, Scored
 
 # Small warm-ups and windows so that short random batches reach the scoring phase.
 DETECTORS: list[Detector] = [
@@ -134,3 +134,17 @@ def test_robust_detector_is_not_dragged_by_outliers() -> None:
     # Scores of the ordinary samples stay those of unit noise; the spikes stand out.
     assert np.nanmax(robust.scores[clean, 0]) < 6.0
     assert np.nanmin(robust.scores[::10][7:, 0]) > 20.0
+
+
+@pytest.mark.parametrize("det", DETECTORS, ids=IDS)
+def test_output_buffers_are_reused_and_checked(det: Detector) -> None:
+    n_tags = 2 * det.tags_per_output
+    x = np.random.default_rng(4).normal(size=(20, n_tags))
+    shape = (20, det.n_outputs(n_tags))
+    out = Scored(np.empty(shape), np.empty(shape, np.bool_))
+    fresh = det.update(det.init_state(n_tags), x)
+    reused = det.update(det.init_state(n_tags), x, out)
+    assert reused.scores is out[0]
+    np.testing.assert_array_equal(reused.scores, fresh.scores)
+    with pytest.raises(ValueError, match=r"out.scores: expected a C-contiguous float64 array of shape"):
+        det.update(det.init_state(n_tags), x, Scored(np.empty((3, 3)), out.alarms))
