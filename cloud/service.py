@@ -49,7 +49,7 @@ class CloudService:
         self.conninfo = settings.require_database_url()
         self.ingest: IngestService | None = None
         if ingest:
-            ingest_settings = ingest_settings or IngestSettings(horizons=settings.horizons())
+            ingest_settings = ingest_settings or settings.ingest_settings()
             self.ingest = IngestService(self.conninfo, settings.mqtt_url, settings.host_id, ingest_settings)
         self.storage: StorageInfo | None = None
         self._warm_up = warm_up

@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cloud.storage.migrate import TimescaleHorizons
+
+if TYPE_CHECKING:
+    from cloud.ingest.settings import IngestSettings
 
 __all__ = ["CloudSettings", "SettingsError"]
 
@@ -39,7 +43,11 @@ _ENV: dict[str, str] = {
     "retain_raw_for": "ZHIZAO_TS_RETAIN_RAW_FOR",
     "retain_1m_for": "ZHIZAO_TS_RETAIN_1M_FOR",
     "retain_1h_for": "ZHIZAO_TS_RETAIN_1H_FOR",
+    "mqtt_protocol": "ZHIZAO_MQTT_PROTOCOL",
+    "ingest_shared_subscription": "ZHIZAO_INGEST_SHARED_SUBSCRIPTION",
+    "ingest_sites": "ZHIZAO_INGEST_SITES",
 }
+SHARE_GROUP = "zhizao-ingest"  # the $share group of the host's DATA subscriptions (cloud.host.client)
 # Horizons that may be switched off with an empty value or "off".
 _OPTIONAL_HORIZONS = {"compress_after", "retain_raw_for", "retain_1m_for", "retain_1h_for"}
 
@@ -70,6 +78,10 @@ class CloudSettings(BaseModel):
     retain_raw_for: str | None = "365 days"
     retain_1m_for: str | None = None
     retain_1h_for: str | None = None
+    mqtt_protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    # Several workers split DATA through `$share/zhizao-ingest/...` (each still sees every birth).
+    ingest_shared_subscription: bool = False
+    ingest_sites: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> CloudSettings:
@@ -82,9 +94,16 @@ class CloudSettings(BaseModel):
                 continue
             if field in _OPTIONAL_HORIZONS and raw.strip().lower() in ("", "off", "none"):
                 values[field] = None
+            elif field == "ingest_shared_subscription":
+                values[field] = _share_flag(var, raw)
+            elif field == "ingest_sites":
+                values[field] = tuple(p.strip() for p in raw.split(",") if p.strip())
             elif raw.strip() != "":
                 values[field] = raw.strip()
         values.update(overrides)
+        password_file = env.get("ZHIZAO_DATABASE_PASSWORD_FILE")
+        if password_file and values.get("database_url"):
+            values["database_url"] = _with_password(str(values["database_url"]), password_file)
         try:
             return cls(**values)
         except ValidationError as exc:
@@ -99,6 +118,13 @@ class CloudSettings(BaseModel):
             raise SettingsError("ZHIZAO_DATABASE_URL is not set; give postgresql://user@host:port/dbname")
         return self.database_url
 
+    def ingest_settings(self) -> IngestSettings:
+        """Settings of the ingest that `CloudService` runs."""
+        from cloud.ingest.settings import IngestSettings
+
+        return IngestSettings(horizons=self.horizons(), mqtt_protocol=self.mqtt_protocol,
+                              shared_subscription=self.ingest_shared_subscription, sites=self.ingest_sites)
+
     def horizons(self) -> TimescaleHorizons:
         """TimescaleDB horizons for `apply_migrations`."""
         return TimescaleHorizons(
@@ -108,3 +134,29 @@ class CloudSettings(BaseModel):
             retain_1m_for=self.retain_1m_for,
             retain_1h_for=self.retain_1h_for,
         )
+
+
+def _share_flag(var: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on", SHARE_GROUP):
+        return True
+    raise SettingsError(f"{var}={raw!r}: give true/false (the share group is always {SHARE_GROUP!r})")
+
+
+def _with_password(url: str, password_file: str) -> str:
+    """The database URL with the password read from a file (Docker/Kubernetes secrets); a URL that already
+    carries a password is kept."""
+    parts = urlsplit(url)
+    if parts.password:
+        return url
+    try:
+        password = Path(password_file).read_text().strip()
+    except OSError as exc:
+        raise SettingsError(f"ZHIZAO_DATABASE_PASSWORD_FILE={password_file!r}: cannot read it ({exc})") from None
+    if not parts.username:
+        raise SettingsError(f"ZHIZAO_DATABASE_PASSWORD_FILE={password_file!r}: ZHIZAO_DATABASE_URL must name "
+                            "the user (postgresql://user@host/db)")
+    host = parts.netloc.split("@", 1)[1]
+    return parts._replace(netloc=f"{parts.username}:{quote(password, safe='')}@{host}").geturl()

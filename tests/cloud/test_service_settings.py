@@ -43,3 +43,22 @@ def test_errors_name_the_variable_and_value(env: dict[str, str], message: str) -
 def test_database_url_is_required_to_serve() -> None:
     with pytest.raises(SettingsError, match="ZHIZAO_DATABASE_URL is not set"):
         CloudSettings.from_env({}).require_database_url()
+
+
+def test_password_file_and_ingest_scale_out(tmp_path: Path) -> None:
+    secret = tmp_path / "db_password"
+    secret.write_text("s3cr/t:pw\n")
+    s = CloudSettings.from_env({"ZHIZAO_DATABASE_URL": "postgresql://zhizao@db:5432/zhizao",
+                                "ZHIZAO_DATABASE_PASSWORD_FILE": str(secret),
+                                "ZHIZAO_INGEST_SHARED_SUBSCRIPTION": "zhizao-ingest",
+                                "ZHIZAO_INGEST_SITES": "sh-lingang, js-suzhou", "ZHIZAO_MQTT_PROTOCOL": "3.1.1"})
+    assert s.database_url == "postgresql://zhizao:s3cr%2Ft%3Apw@db:5432/zhizao"
+    ingest = s.ingest_settings()
+    assert (ingest.shared_subscription, ingest.sites, ingest.mqtt_protocol) == (True, ("sh-lingang", "js-suzhou"),
+                                                                               "3.1.1")
+    assert ingest.horizons == s.horizons()
+    with pytest.raises(SettingsError, match="ZHIZAO_INGEST_SHARED_SUBSCRIPTION='workers'"):
+        CloudSettings.from_env({"ZHIZAO_INGEST_SHARED_SUBSCRIPTION": "workers"})
+    with pytest.raises(SettingsError, match="ZHIZAO_DATABASE_PASSWORD_FILE='/nonexistent': cannot read it"):
+        CloudSettings.from_env({"ZHIZAO_DATABASE_URL": "postgresql://u@h/d",
+                                "ZHIZAO_DATABASE_PASSWORD_FILE": "/nonexistent"})
