@@ -23,68 +23,77 @@ def _quantile(s: np.ndarray, n: int, p: float) -> float:
     return float(s[lo] + (h - lo) * (s[hi] - s[lo]))
 
 
+@njit(cache=True, error_model="numpy")
+def _robust_step(row: np.ndarray, v: float, w: int, min_scale: float) -> float:
+    # Score v against the tag's full window, then put it in: the ring buffer and the sorted copy.
+    cnt = int(row[0])
+    pos = int(row[1])
+    ring = row[2:2 + w]
+    srt = row[2 + w:2 + 2 * w]
+    score = np.nan
+    if cnt == w:
+        med = _quantile(srt, w, 0.5)
+        iqr = _quantile(srt, w, 0.75) - _quantile(srt, w, 0.25)
+        score = abs(v - med) / max(iqr / IQR_TO_STD, min_scale)
+        # Replace the oldest value in the sorted copy: find it, then slide v from there to its
+        # place (fewer moves than a delete plus an insert).
+        old = ring[pos]
+        lo = 0
+        hi = w
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if srt[mid] < old:
+                lo = mid + 1
+            else:
+                hi = mid
+        q = lo
+        if v > old:
+            while q + 1 < w and srt[q + 1] < v:
+                srt[q] = srt[q + 1]
+                q += 1
+        else:
+            while q > 0 and srt[q - 1] > v:
+                srt[q] = srt[q - 1]
+                q -= 1
+        srt[q] = v
+    else:
+        q = cnt
+        while q > 0 and srt[q - 1] > v:
+            srt[q] = srt[q - 1]
+            q -= 1
+        srt[q] = v
+        row[0] = cnt + 1
+    ring[pos] = v
+    row[1] = (pos + 1) % w
+    return score
+
+
+TAG_BLOCK = 16  # tags per parallel task: their windows stay in L1 while time advances
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def robust_kernel(
     st: np.ndarray, x: np.ndarray, w: int, min_scale: float,
     on: float, off: float, min_on: int, min_off: int, scores: np.ndarray, alarms: np.ndarray,
 ) -> None:
-    """Per tag: a ring buffer of the last `w` samples and the same values kept sorted (insert/delete O(w))."""
+    """Per tag: a ring buffer of the last `w` samples and the same values kept sorted (O(w) per sample)."""
     n_t, n = x.shape
-    for j in prange(n):
-        row = st[j]
-        ring = row[2:2 + w]
-        srt = row[2 + w:2 + 2 * w]
-        cnt = int(row[0])
-        pos = int(row[1])
-        act = row[2 + 2 * w]
-        con = row[3 + 2 * w]
-        coff = row[4 + 2 * w]
+    a0 = 2 + 2 * w
+    n_blocks = (n + TAG_BLOCK - 1) // TAG_BLOCK
+    for b in prange(n_blocks):
+        lo = b * TAG_BLOCK
+        hi = min(n, lo + TAG_BLOCK)
         for t in range(n_t):
-            v = x[t, j]
-            score = np.nan
-            if v == v:
-                if cnt == w:
-                    med = _quantile(srt, w, 0.5)
-                    iqr = _quantile(srt, w, 0.75) - _quantile(srt, w, 0.25)
-                    score = abs(v - med) / max(iqr / IQR_TO_STD, min_scale)
-                    # Replace the oldest value in the sorted copy: find it, then slide v from there
-                    # to its place (fewer moves than a delete plus an insert).
-                    old = ring[pos]
-                    lo = 0
-                    hi = w
-                    while lo < hi:
-                        mid = (lo + hi) >> 1
-                        if srt[mid] < old:
-                            lo = mid + 1
-                        else:
-                            hi = mid
-                    q = lo
-                    if v > old:
-                        while q + 1 < w and srt[q + 1] < v:
-                            srt[q] = srt[q + 1]
-                            q += 1
-                    else:
-                        while q > 0 and srt[q - 1] > v:
-                            srt[q] = srt[q - 1]
-                            q -= 1
-                    srt[q] = v
-                else:
-                    q = cnt
-                    while q > 0 and srt[q - 1] > v:
-                        srt[q] = srt[q - 1]
-                        q -= 1
-                    srt[q] = v
-                    cnt += 1
-                ring[pos] = v
-                pos = (pos + 1) % w
-            scores[t, j] = score
-            act, con, coff = alarm_step(score, on, off, min_on, min_off, act, con, coff)
-            alarms[t, j] = act > 0.5
-        row[0] = cnt
-        row[1] = pos
-        row[2 + 2 * w] = act
-        row[3 + 2 * w] = con
-        row[4 + 2 * w] = coff
+            for j in range(lo, hi):
+                row = st[j]
+                v = x[t, j]
+                score = _robust_step(row, v, w, min_scale) if v == v else np.nan
+                scores[t, j] = score
+                act, con, coff = alarm_step(score, on, off, min_on, min_off, row[a0], row[a0 + 1], row[a0 + 2])
+                row[a0] = act
+                row[a0 + 1] = con
+                row[a0 + 2] = coff
+                alarms[t, j] = act > 0.5
 
 
 @dataclass(frozen=True)
