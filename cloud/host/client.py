@@ -178,14 +178,13 @@ class HostClient:
         self._connected.clear()
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
-        """Publish (thread-safe); False when the message could not be queued (no connection for QoS 0)."""
+        """Publish (thread-safe); False when it was not sent or queued (QoS 0 offline, paho queue full)."""
         try:
             info = self._client.publish(topic, payload, qos=qos, retain=retain)
         except (ValueError, RuntimeError) as exc:
             raise HostError(f"publish to {topic!r} failed: {exc}") from exc
-        return info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_QUEUE_SIZE) or (
-            qos > 0 and info.rc == mqtt.MQTT_ERR_NO_CONN
-        )
+        # QoS > 0 while disconnected: paho keeps the message and sends it after the reconnect.
+        return info.rc == mqtt.MQTT_ERR_SUCCESS or (qos > 0 and info.rc == mqtt.MQTT_ERR_NO_CONN)
 
     # --- paho callbacks (network thread) ---
 
