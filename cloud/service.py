@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from cloud.api import create_app
 from cloud.ingest.service import IngestService
 from cloud.ingest.settings import IngestSettings
+from cloud.live import LiveHub
 from cloud.settings import CloudSettings
 from cloud.storage.migrate import StorageInfo, apply_migrations
 
@@ -52,6 +53,7 @@ class CloudService:
             ingest_settings = ingest_settings or settings.ingest_settings()
             self.ingest = IngestService(self.conninfo, settings.mqtt_url, settings.host_id, ingest_settings)
         self.storage: StorageInfo | None = None
+        self.live = LiveHub()
         self._warm_up = warm_up
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -84,7 +86,7 @@ class CloudService:
     def build_app(self) -> FastAPI:
         """The API app wired to this service's ingest."""
         stats = self.ingest.stats if self.ingest is not None else None
-        return create_app(self.settings, ingest_stats=stats, lifespan_hook=self._lifespan)
+        return create_app(self.settings, ingest_stats=stats, lifespan_hook=self._lifespan, live=self.live)
 
     async def serve(self) -> None:
         """Apply migrations, then serve API + ingest until `stop()` (or a signal, via `run()`)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -13,8 +14,10 @@ from prometheus_client import Counter, Histogram
 from psycopg_pool import AsyncConnectionPool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cloud.api import routes_assets, routes_series, routes_status
+from cloud.api import routes_assets, routes_live, routes_oee, routes_series, routes_status
 from cloud.api.errors import install_error_handlers
+from cloud.dashboard import router as dashboard_router
+from cloud.live import LiveHub
 from cloud.settings import CloudSettings
 from cloud.storage.db import make_async_pool
 
@@ -107,11 +110,13 @@ def create_app(
     *,
     ingest_stats: Callable[[], dict[str, float]] | None = None,
     lifespan_hook: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    live: LiveHub | None = None,
 ) -> FastAPI:
     """The API app; with no `pool` it opens its own from `settings.database_url` during its lifespan.
 
     `lifespan_hook(app)` is entered after the pool is open and left before it closes (the service starts
-    and stops the ingest there); `ingest_stats()` feeds /healthz.
+    and stops the ingest there); `ingest_stats()` feeds /healthz; `live` is the event hub behind the live
+    stream (a private one when not given).
     """
 
     @asynccontextmanager
@@ -122,6 +127,7 @@ def create_app(
         if own:
             await used.open(wait=True, timeout=30.0)
         app.state.pool = used
+        app.state.live.bind(asyncio.get_running_loop())
         try:
             app.state.storage_kind, app.state.rollups = await _detect(used)
             log.info("api ready on %s (rollups: %s)", app.state.storage_kind, sorted(app.state.rollups) or "none")
@@ -147,6 +153,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.ingest_stats = ingest_stats
+    app.state.live = live if live is not None else LiveHub()
     app.state.token_last_used = {}
     app.state.storage_kind = None
     app.state.rollups = set()
@@ -154,6 +161,9 @@ def create_app(
     app.include_router(routes_status.router)
     app.include_router(routes_assets.router)
     app.include_router(routes_series.router)
+    app.include_router(routes_oee.router)
+    app.include_router(routes_live.router)
+    app.include_router(dashboard_router)
 
     @app.middleware("http")
     async def count_requests(request: Any, call_next: Any) -> Any:
