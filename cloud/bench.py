@@ -1,8 +1,10 @@
 """`zhizao bench ingest`: Sparkplug DDATA bytes -> committed rows/s in one ingest process, vs executemany.
 
-Both sides write the same rows into the same schema on the same server in the same run: the ingest path
-(decode -> alias lookup -> binary COPY -> one INSERT .. ON CONFLICT per batch, rollups and latest values
-maintained) and psycopg `executemany` of prepared row tuples (no decode, no rollups: a generous baseline).
+Both sides write the same rows (the baseline takes the first `baseline_rows` samples of the same DDATA
+stream) into the same schema on the same server in the same run: the ingest path (decode -> alias lookup
+-> binary COPY -> one INSERT per batch, rollups and latest values maintained) and psycopg `executemany`
+(pipeline mode) of prepared row tuples with ON CONFLICT DO NOTHING (no decode, no rollups: a generous
+baseline).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 import psycopg
 
 from broker.extensions import BATCH_METRIC
-from broker.sparkplug.codec import BirthMetric, encode_birth, encode_data
+from broker.sparkplug.codec import BirthMetric, decode, encode_birth, encode_data
 from broker.sparkplug.datatypes import DataType
 from broker.sparkplug.topics import MessageType, device_topic, node_topic
 from cloud.ingest.service import IngestService
@@ -129,6 +131,24 @@ def _payloads(
     return births, data, produced
 
 
+def _baseline_rows(data: list[tuple[str, bytes]], count: int) -> list[tuple[datetime, int, float, int]]:
+    """The first `count` samples of the same DDATA stream as row tuples (built before the clock starts)."""
+    rows: list[tuple[datetime, int, float, int]] = []
+    machines: dict[str, int] = {}
+    for topic, payload in data:
+        device = topic.rsplit("/", 2)
+        m = machines.setdefault(f"{device[1]}/{device[2]}", len(machines))
+        d = decode(payload)
+        keep = d.has_alias
+        # tag id per (machine, signal), the same 2000-tag layout the ingest side registers
+        tags = (m * 50 + (d.alias[keep].astype(np.int64) - 100) % 1000 + 1).tolist()
+        for t, tag, v in zip(d.ts_ms[keep].tolist(), tags, d.value[keep].tolist(), strict=True):
+            rows.append((datetime.fromtimestamp(t / 1000, UTC), tag, v, 192))
+            if len(rows) == count:
+                return rows
+    return rows
+
+
 def run_ingest_bench(
     samples: int, database_url: str, *, per_message: int = 2000, baseline_rows: int = 100_000
 ) -> IngestBenchResult:
@@ -160,12 +180,7 @@ def run_ingest_bench(
     base_n = min(baseline_rows, produced)
     with _TempDatabase(database_url) as url:
         apply_migrations(url)
-        ts = T0 + np.arange(base_n, dtype=np.int64) // 50 * 10
-        rows = [
-            (datetime.fromtimestamp(t / 1000, UTC), int(tag), float(v), 192)
-            for t, tag, v in zip(ts.tolist(), (np.arange(base_n) % 50 + 1).tolist(),
-                                 np.random.default_rng(3).normal(50, 5, base_n).tolist(), strict=True)
-        ]
+        rows = _baseline_rows(data, base_n)
         with psycopg.connect(url) as conn:
             started = time.perf_counter()
             with conn.cursor() as cur:
