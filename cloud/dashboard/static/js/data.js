@@ -1,0 +1,34 @@
+// Queries shared by the pages: current-shift OEE, 24 h hourly trend, latest values.
+import { get, getOr, iso } from "./api.js";
+
+const HOUR = 3600_000;
+
+/** Windows of one scope ("cluster" needs no site/id) over the last `hours`. */
+export function oeeWindows(scope, site, id, window, hours) {
+  const now = Date.now();
+  return getOr("oee", { scope, site: scope === "cluster" ? undefined : site, id,
+    window, from: iso(now - hours * HOUR), to: iso(now) }, []);
+}
+
+/** The newest shift window and the hourly trend of the last 24 h. */
+export async function oeeSummary(scope, site, id) {
+  const [shifts, hours] = await Promise.all([
+    oeeWindows(scope, site, id, "shift", 12),
+    oeeWindows(scope, site, id, "hour", 24),
+  ]);
+  return { current: newest(shifts), trend: [...hours].sort((a, b) => Date.parse(a.start) - Date.parse(b.start)) };
+}
+
+export function newest(windows) {
+  let best = null;
+  for (const w of windows) if (!best || Date.parse(w.start) > Date.parse(best.start)) best = w;
+  return best;
+}
+
+/** Latest value per tag name of a machine (or every machine of a site: keyed "machine/name"). */
+export async function latest(site, machine) {
+  const rows = await get("latest", { site, machine });
+  const out = new Map();
+  for (const r of rows) out.set(machine ? r.name : `${r.machine_id}/${r.name}`, r);
+  return out;
+}

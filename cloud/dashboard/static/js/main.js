@@ -1,0 +1,125 @@
+// The app shell: hash router, header (breadcrumbs, live status, language, logout), page life cycle.
+import { ApiError, getToken, setToken } from "./api.js";
+import { disposeCharts } from "./charts.js";
+import { h } from "./dom.js";
+import { LANGS, currentLang, preferredLang, setLang, t, translate } from "./i18n.js";
+import * as live from "./live.js";
+import { line } from "./views/line.js";
+import { login } from "./views/login.js";
+import { machine } from "./views/machine.js";
+import { overview } from "./views/overview.js";
+import { site } from "./views/site.js";
+
+const view = document.getElementById("view");
+const crumbs = document.getElementById("crumbs");
+const liveEl = document.getElementById("live");
+const langBtn = document.getElementById("lang");
+const logoutBtn = document.getElementById("logout");
+let liveState = "off";
+let page = 0;
+let cleanups = [];
+
+// #/ | #/site/S | #/site/S/line/L | #/site/S/machine/M
+function route() {
+  const parts = location.hash.replace(/^#\/?/, "").split("/").filter(Boolean).map(decodeURIComponent);
+  if (parts.length === 0) return [overview];
+  if (parts[0] === "site" && parts.length === 2) return [site, parts[1]];
+  if (parts[0] === "site" && parts.length === 4 && parts[2] === "line") return [line, parts[1], parts[3]];
+  if (parts[0] === "site" && parts.length === 4 && parts[2] === "machine") return [machine, parts[1], parts[3]];
+  return null;
+}
+
+function setCrumbs(items) {
+  const all = [[t("cluster"), items.length ? "#/" : null], ...items];
+  crumbs.replaceChildren(h("ol", {}, ...all.map(([label, href], i) => h("li", {},
+    href && i < all.length - 1 ? h("a", { href }, label) : h("span", { "aria-current": "page" }, label)))));
+}
+
+function showLive(state) {
+  liveState = state;
+  liveEl.className = `live live-${state}`;
+  liveEl.textContent = t(`live.${state}`);
+}
+
+async function render() {
+  const id = ++page;
+  for (const fn of cleanups) fn();
+  cleanups = [];
+  disposeCharts();
+  const ctx = {
+    view,
+    current: () => id === page,
+    show: (...nodes) => {
+      if (id === page) view.replaceChildren(...nodes);
+    },
+    crumbs: setCrumbs,
+    live: (fn) => cleanups.push(live.listen(fn)),
+    signedIn: () => start(),
+  };
+  logoutBtn.hidden = !getToken();
+  if (!getToken()) {
+    live.disconnect();
+    liveEl.textContent = "";
+    liveEl.className = "live";
+    login(ctx);
+    return;
+  }
+  const found = route();
+  view.setAttribute("aria-busy", "true");
+  if (!view.firstChild) view.replaceChildren(h("p", { class: "muted" }, t("loading")));
+  try {
+    if (!found) throw new ApiError(404, t("not.found"));
+    const [fn, ...args] = found;
+    await fn(ctx, ...args);
+  } catch (err) {
+    if (id !== page) return;
+    if (err instanceof ApiError && err.status === 401) return;
+    setCrumbs([[t("not.found")]]);
+    ctx.show(h("div", { class: "card notice", role: "alert" },
+      h("p", {}, err instanceof ApiError && err.status === 404 ? t("not.found") : t("error", { message: err.message })),
+      h("a", { href: "#/" }, t("back.overview"))));
+  } finally {
+    if (id === page) view.removeAttribute("aria-busy");
+  }
+}
+
+function start() {
+  live.connect(showLive);
+  logoutBtn.hidden = false;
+  render(); // the page that was asked for before the login
+}
+
+function paintHeader() {
+  translate();
+  const other = LANGS.find((l) => l !== currentLang());
+  langBtn.textContent = t("lang.switch");
+  langBtn.setAttribute("lang", other);
+  langBtn.setAttribute("aria-label", t("lang.switch.label"));
+  if (liveEl.textContent) showLive(liveState);
+}
+
+langBtn.addEventListener("click", async () => {
+  await setLang(LANGS.find((l) => l !== currentLang()));
+  paintHeader();
+  view.replaceChildren();
+  render();
+});
+logoutBtn.addEventListener("click", () => {
+  setToken(null);
+  location.hash = "#/";
+  render();
+});
+window.addEventListener("hashchange", () => {
+  view.replaceChildren();
+  render();
+  view.focus({ preventScroll: true });
+});
+window.addEventListener("zhizao:unauthorized", () => {
+  setToken(null);
+  render();
+});
+
+await setLang(preferredLang());
+paintHeader();
+if (getToken()) live.connect(showLive);
+render();

@@ -1,0 +1,45 @@
+// Line page: a card per machine with its state, OEE with A/P/Q and counters of the current shift.
+import { get } from "../api.js";
+import { apq, updateApq } from "../charts.js";
+import { latest, oeeSummary } from "../data.js";
+import { h } from "../dom.js";
+import { num } from "../format.js";
+import { t } from "../i18n.js";
+import { followStates, stateChip } from "./site.js";
+
+export async function line(ctx, siteId, lineId) {
+  const [siteDetail, detail, values] = await Promise.all([
+    get(`sites/${encodeURIComponent(siteId)}`),
+    get(`sites/${encodeURIComponent(siteId)}/lines/${encodeURIComponent(lineId)}`),
+    latest(siteId),
+  ]);
+  const summaries = await Promise.all(detail.machine_list.map((m) => oeeSummary("machine", siteId, m.machine_id)));
+  if (!ctx.current()) return;
+  ctx.crumbs([[siteDetail.name || siteId, `#/site/${encodeURIComponent(siteId)}`], [lineId]]);
+  const lineSummary = await oeeSummary("line", siteId, lineId);
+  if (!ctx.current()) return;
+  const cards = detail.machine_list.map((m, i) => {
+    const w = summaries[i].current;
+    return h("article", { class: "card machine-card", dataset: { scope: "machine", id: m.machine_id } },
+      h("header", { class: "card-head" },
+        h("h2", {}, h("a", { href: `#/site/${encodeURIComponent(siteId)}/machine/${encodeURIComponent(m.machine_id)}` },
+          m.machine_id))),
+      stateChip(siteId, m.machine_id, values.get(`${m.machine_id}/State`)?.value ?? null),
+      apq(w, { big: false }),
+      h("dl", { class: "mini-counters" },
+        h("div", {}, h("dt", {}, t("total")), h("dd", {}, num(w?.total))),
+        h("div", {}, h("dt", {}, t("good")), h("dd", {}, num(w?.good)))));
+  });
+  ctx.show(h("section", { class: "line" },
+    h("div", { class: "line-head card", dataset: { scope: "line", id: lineId } },
+      h("h1", { class: "page-title" }, lineId),
+      h("p", { class: "small muted caption" }, lineSummary.current ? t("current.shift") : t("no.oee")),
+      apq(lineSummary.current, { big: false })),
+    h("div", { class: "grid machines" }, ...cards)));
+  followStates(ctx, siteId);
+  ctx.live((kind, data) => {
+    if (kind !== "oee" || data.window_kind !== "shift" || data.site !== siteId) return;
+    if (data.scope !== "machine" && !(data.scope === "line" && data.id === lineId)) return;
+    updateApq(ctx.view.querySelector(`[data-scope="${data.scope}"][data-id="${CSS.escape(data.id)}"] .apq`), data);
+  });
+}

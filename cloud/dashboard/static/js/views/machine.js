@@ -1,0 +1,109 @@
+// Machine page: current state, OEE with A/P/Q, counters, state timeline, six big losses, stop-reason pareto
+// and one process signal's last hour.
+import { get, getOr, iso } from "../api.js";
+import { apq, bars, legend, lineChart, timeline, updateApq } from "../charts.js";
+import { latest, oeeWindows, newest } from "../data.js";
+import { h } from "../dom.js";
+import { category, clock, num, stateName } from "../format.js";
+import { t } from "../i18n.js";
+
+const HOUR = 3600_000;
+const LOSSES = ["equipment_failure_s", "setup_adjustment_s", "idling_minor_stops_s", "reduced_speed_s",
+  "process_defects_s", "startup_rejects_s"];
+// Machine metrics with their own panels; everything else numeric is a process signal.
+const OWN = /^(State|StopReason|Counts\/|Rate\/)/;
+
+function stateBadge(code, since) {
+  const cat = code === null || code === undefined ? "unknown" : category(undefined, code);
+  return h("div", { class: `state-badge cat-${cat}`, id: "state", dataset: { stateCode: code ?? "" } },
+    h("span", { class: "state-name" }, stateName(code)),
+    h("span", { class: "state-since" }, since ? t("state.since", { time: clock(since) }) : ""));
+}
+
+function counters(w, values) {
+  const item = (key, value, unit) => h("div", {}, h("dt", {}, t(key)), h("dd", {}, num(value), unit ? h("small", {}, unit) : null));
+  const total = w?.total ?? null;
+  const good = w?.good ?? null;
+  return h("dl", { class: "counters", id: "counters" },
+    item("total", total), item("good", good),
+    item("rejects", total !== null && good !== null ? total - good : null),
+    item("rate.current", values.get("Rate/Current")?.value, t("per.min")),
+    item("rate.ideal", values.get("Rate/Ideal")?.value, t("per.min")));
+}
+
+export async function machine(ctx, siteId, machineId) {
+  const site = encodeURIComponent(siteId);
+  const now = Date.now();
+  const from = now - 8 * HOUR;
+  const [siteDetail, detail, values, shifts, states] = await Promise.all([
+    get(`sites/${site}`),
+    get(`sites/${site}/machines/${encodeURIComponent(machineId)}`),
+    latest(siteId, machineId),
+    oeeWindows("machine", siteId, machineId, "shift", 12),
+    getOr("states", { site: siteId, machine: machineId, from: iso(from), to: iso(now) }, []),
+  ]);
+  const current = newest(shifts);
+  const shiftStart = current ? Date.parse(current.start) : from;
+  const losses = await getOr("losses", { scope: "machine", site: siteId, id: machineId,
+    from: iso(shiftStart), to: iso(now) }, null);
+  if (!ctx.current()) return;
+  ctx.crumbs([[siteDetail.name || siteId, `#/site/${site}`],
+    [detail.line_id, `#/site/${site}/line/${encodeURIComponent(detail.line_id)}`], [machineId]]);
+
+  const intervals = [...states];
+  const last = intervals.at(-1);
+  const code = values.get("State")?.value ?? last?.code ?? null;
+  const since = last && last.code === code ? Date.parse(last.start) : null;
+  const signals = detail.tags.filter((tag) => !OWN.test(tag.name) && tag.datatype <= 11);
+  const timelineEl = h("div", { class: "timeline", id: "timeline" });
+  const chartEl = h("div", { class: "signal-chart" });
+  const picker = h("select", { id: "signal", "aria-label": t("signal.pick") },
+    ...signals.map((tag) => h("option", { value: tag.tag_id }, tag.name + (tag.unit ? ` (${tag.unit})` : ""))));
+  const pareto = (losses?.pareto ?? []).slice(0, 6).map((r) => ({ label: r.reason || stateName(r.code), seconds: r.seconds,
+    note: t("pareto.count", { count: r.count }), cls: `cat-${category(r.category, r.code)}` }));
+  const six = LOSSES.map((k) => ({ label: t(`loss.${k}`), seconds: losses?.six_big_losses?.[k] ?? 0 }));
+
+  ctx.show(h("section", { class: "machine-page" },
+    h("div", { class: "card m-state" },
+      h("h1", { class: "page-title" }, machineId), stateBadge(code, since)),
+    h("div", { class: "card m-oee", dataset: { scope: "machine", id: machineId } },
+      h("h2", { class: "card-title" }, t("current.shift")), apq(current)),
+    h("div", { class: "card m-counters" }, h("h2", { class: "card-title" }, t("counters")), counters(current, values)),
+    h("div", { class: "card m-timeline" }, h("h2", { class: "card-title" }, t("state.timeline")), timelineEl, legend()),
+    h("div", { class: "card m-losses" }, h("h2", { class: "card-title" }, t("losses")), bars(six)),
+    h("div", { class: "card m-pareto" }, h("h2", { class: "card-title" }, t("pareto")), bars(pareto)),
+    h("div", { class: "card m-signal" },
+      h("div", { class: "card-head" }, h("h2", { class: "card-title" }, t("signal")), signals.length ? picker : null),
+      signals.length ? chartEl : h("p", { class: "muted" }, t("signal.none")))));
+
+  timeline(timelineEl, intervals, from, now);
+  const showSignal = async () => {
+    const tag = signals.find((s) => String(s.tag_id) === picker.value);
+    if (!tag) return;
+    const end = Date.now();
+    const res = await get("series", { tag_id: tag.tag_id, start: end - HOUR, end, bucket: "10s", agg: "avg" });
+    if (!ctx.current()) return;
+    const pts = res.points;
+    const keep = pts.avg.map((v, i) => [pts.ts[i], v]).filter(([, v]) => v !== null);
+    lineChart(chartEl, keep.map(([ts]) => ts), keep.map(([, v]) => v), tag.name, tag.unit);
+  };
+  picker.addEventListener("change", showSignal);
+  if (signals.length) await showSignal();
+
+  ctx.live((kind, data) => {
+    if (data.site !== siteId || (kind === "state" ? data.machine !== machineId : data.id !== machineId)) return;
+    if (kind === "state") {
+      const ts = typeof data.ts === "number" ? data.ts : Date.parse(data.ts);
+      const badge = stateBadge(data.code, ts);
+      badge.classList.add("flash");
+      ctx.view.querySelector("#state")?.replaceWith(badge);
+      const open = intervals.at(-1);
+      if (open && !open.end) open.end = iso(ts);
+      intervals.push({ start: iso(ts), end: null, code: data.code, category: data.category });
+      timeline(timelineEl, intervals, Date.now() - 8 * HOUR, Date.now());
+    } else if (kind === "oee" && data.scope === "machine" && data.window_kind === "shift") {
+      updateApq(ctx.view.querySelector(".m-oee .apq"), data);
+      ctx.view.querySelector("#counters")?.replaceWith(counters(data, values));
+    }
+  });
+}

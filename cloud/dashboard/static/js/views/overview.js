@@ -1,0 +1,46 @@
+// Cluster overview: the cluster's OEE, then a card per site with OEE, A/P/Q and its 24 h trend.
+import { get } from "../api.js";
+import { apq, sparkline, updateApq } from "../charts.js";
+import { oeeSummary } from "../data.js";
+import { h } from "../dom.js";
+import { t } from "../i18n.js";
+
+function card({ title, href, meta, summary, dataset, cls = "" }) {
+  const spark = h("div", { class: "spark" });
+  const el = h("article", { class: `card summary-card ${cls}`, dataset },
+    h("header", { class: "card-head" },
+      h("h2", {}, href ? h("a", { class: "stretch", href }, title) : title),
+      meta ? h("span", { class: "muted small" }, meta) : null),
+    h("p", { class: "small muted caption" }, summary.current ? t("current.shift") : t("no.oee")),
+    apq(summary.current),
+    h("p", { class: "small muted caption" }, t("trend.24h")),
+    spark);
+  return { el, spark };
+}
+
+export async function overview(ctx) {
+  ctx.crumbs([]);
+  const sites = await get("sites");
+  const [cluster, ...perSite] = await Promise.all([
+    oeeSummary("cluster", null, "cluster"),
+    ...sites.map((s) => oeeSummary("site", s.site_id, s.site_id)),
+  ]);
+  if (!ctx.current()) return;
+  const top = card({ title: t("cluster.title"), summary: cluster, meta: `${sites.length} ${t("sites")}`,
+    dataset: { scope: "cluster", id: "cluster" }, cls: "cluster-card" });
+  const cards = sites.map((s, i) => ({ ...card({
+    title: s.name || s.site_id, href: `#/site/${encodeURIComponent(s.site_id)}`,
+    meta: `${s.lines} ${t("lines")} · ${s.machines} ${t("machines")}`, summary: perSite[i],
+    dataset: { scope: "site", id: s.site_id, site: s.site_id } }), summary: perSite[i] }));
+  ctx.show(h("section", { class: "overview", "aria-labelledby": "ov-title" },
+    h("h1", { id: "ov-title", class: "visually-hidden" }, t("cluster")),
+    top.el,
+    h("div", { class: "grid sites" }, ...cards.map((c) => c.el))));
+  sparkline(top.spark, cluster.trend);
+  cards.forEach((c) => sparkline(c.spark, c.summary.trend));
+  ctx.live((kind, data) => {
+    if (kind !== "oee" || data.window_kind !== "shift") return;
+    const el = ctx.view.querySelector(`[data-scope="${CSS.escape(data.scope)}"][data-id="${CSS.escape(data.id)}"]`);
+    updateApq(el?.querySelector(".apq"), data);
+  });
+}
