@@ -186,7 +186,8 @@ def _outbox_appends(work: Path, blocks: int, per_block: int) -> dict[str, float]
     }
 
 
-def _machine() -> dict[str, Any]:
+def machine_info() -> dict[str, Any]:
+    """CPU model, core count and Python version of this machine, for benchmark reports."""
     model = platform.processor() or ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -252,7 +253,7 @@ def bench_edge(
         for no, port in enumerate(ports)
     ]
     results: dict[str, Any] = {
-        "machine": _machine(), "servers": servers, "tags": tags * servers, "offered_rate": rate, "server_path": server_path, "broker": mqtt_url
+        "machine": machine_info(), "servers": servers, "tags": tags * servers, "offered_rate": rate, "server_path": server_path, "broker": mqtt_url
     }  # fmt: skip
     try:
         for server in procs:

@@ -8,6 +8,7 @@ from zhizao.cli import LazyGroup
 
 _BENCHES: dict[str, tuple[str, str]] = {
     "edge": ("edge.bench:bench_edge", "OPC UA value changes -> published Sparkplug samples per second."),
+    "cluster": ("edge.bench_cluster:bench_cluster", "Full simulated cluster, one agent per line: rates, CPU, no loss."),
     "ingest": ("cloud.bench:bench_ingest", "Sparkplug DDATA bytes -> committed rows per second."),
     "kernels": ("analytics.bench:bench_kernels", "OEE and anomaly kernels against pandas, bottleneck, reference."),
     "series": ("cloud.api.bench:bench_series", "/api/v1/series latency: 24 h at 1-minute buckets, p50/p99."),
