@@ -21,7 +21,7 @@ from cloud.host.session import InMemorySessionStore, NodeKey, SessionStore
 from cloud.ingest import metrics
 from cloud.ingest.processor import Processor
 from cloud.ingest.settings import IngestSettings
-from cloud.ingest.writer import DbWriter
+from cloud.ingest.writer import CommitListener, DbWriter
 from cloud.storage.db import make_pool
 from cloud.storage.migrate import StorageInfo, apply_migrations
 
@@ -57,6 +57,7 @@ class IngestService:
         self._pool: ConnectionPool | None = None
         self.acks_sent = 0
         self._t0 = time.monotonic()
+        self._commit_listeners: list[CommitListener] = []
 
     def start(self) -> None:
         """Apply migrations, start the writers and processor, connect the host (returns once online)."""
@@ -78,6 +79,17 @@ class IngestService:
             self._host = None  # it already closed itself
             self.stop()
             raise
+
+    def add_commit_listener(self, fn: CommitListener) -> None:
+        """Call `fn(tag_ids, ts_ms, value)` with every committed batch's numeric samples, after its commit.
+
+        `tag_ids` is int32, `ts_ms` int64 epoch ms, `value` float64 (null values left out), one entry per
+        sample, sorted by (tag, ts); replays may repeat samples already stored. It runs in a writer thread in
+        commit-release order (batch k after batches 1..k-1), so it must be cheap: queue the arrays and work
+        elsewhere (the OEE service does). Exceptions are logged and never stop the ingest. Add listeners
+        before `start()`.
+        """
+        self._commit_listeners.append(fn)
 
     def start_pipeline_only(self) -> None:
         """Start storage, writers and processor without MQTT (benchmarks and replay tools use `submit`)."""
@@ -104,6 +116,7 @@ class IngestService:
         self._writer = DbWriter(
             self._pool,
             on_committed=self._ack,
+            commit_listeners=self._commit_listeners,
             rollups=not self.storage.timescale,
             depth=s.pipeline_depth,
             writers=s.writers,

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import numpy as np
+import numpy.typing as npt
 import psycopg
 from psycopg_pool import ConnectionPool
 
@@ -177,6 +179,8 @@ def _health_row(batch: Batch, key: NodeKey) -> tuple[object, ...]:
 
 
 AckSink = Callable[[NodeKey, int], None]
+# fn(tag_ids: i32[n], ts_ms: i64[n], value: f64[n]) after a batch's commit (see IngestService.add_commit_listener).
+CommitListener = Callable[[npt.NDArray[np.int32], npt.NDArray[np.int64], npt.NDArray[np.float64]], None]
 
 
 class DbWriter:
@@ -192,6 +196,7 @@ class DbWriter:
         *,
         on_committed: AckSink,
         rollups: bool,
+        commit_listeners: list[CommitListener] | None = None,
         depth: int = 2,
         writers: int = 2,
         optimistic: bool = True,
@@ -202,6 +207,7 @@ class DbWriter:
         self._rollups = rollups
         self._optimistic = optimistic
         self._on_committed = on_committed
+        self._listeners = commit_listeners if commit_listeners is not None else []
         self._queue: queue.Queue[tuple[int, Batch] | None] = queue.Queue(maxsize=depth)
         self._retry = (retry_initial_s, retry_max_s)
         self._abort = threading.Event()
@@ -274,6 +280,19 @@ class DbWriter:
                 self._next_release += 1
                 for key, ack in done.acks.items():
                     self._on_committed(key, ack)
+                if self._listeners and done.samples:
+                    self._notify(done)
+
+    def _notify(self, batch: Batch) -> None:
+        """Hand the committed numeric samples to the commit listeners (in commit-release order)."""
+        c = batch.columns()
+        keep = ~c.null
+        tag, ts, value = c.tag[keep], c.ts_ms[keep], c.value[keep]
+        for fn in list(self._listeners):
+            try:
+                fn(tag, ts, value)
+            except Exception:  # a listener's bug must never stop storage or acks
+                log.exception("commit listener %r failed", fn)
 
     def _write_with_retry(self, batch: Batch) -> bool:
         delay = self._retry[0]
@@ -298,6 +317,7 @@ class DbWriter:
                 self.last_error = str(exc)
                 log.error("batch of %d samples refused by the database, not acked: %s", batch.samples, exc)
                 batch.acks.clear()
+                batch.samples = 0  # nothing of it was stored: commit listeners must not see it
                 return True
             if self.db_down_since is not None:
                 log.warning("database back after %.1f s", time.monotonic() - self.db_down_since)
