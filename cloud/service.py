@@ -18,8 +18,11 @@ from cloud.api import create_app
 from cloud.ingest.service import IngestService
 from cloud.ingest.settings import IngestSettings
 from cloud.live import LiveHub
+from cloud.oee import OeeService
 from cloud.settings import CloudSettings
 from cloud.storage.migrate import StorageInfo, apply_migrations
+from seeds import ScenarioError, load_scenario
+from seeds.model import Scenario
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,7 @@ class CloudService:
         ingest: bool = True,
         ingest_settings: IngestSettings | None = None,
         warm_up: bool = True,
+        oee: bool = True,
     ) -> None:
         self.settings = settings
         self.conninfo = settings.require_database_url()
@@ -54,6 +58,10 @@ class CloudService:
             self.ingest = IngestService(self.conninfo, settings.mqtt_url, settings.host_id, ingest_settings)
         self.storage: StorageInfo | None = None
         self.live = LiveHub()
+        # OEE from committed samples: the ingest hands every committed batch to it (after commit).
+        self.oee: OeeService | None = OeeService(self.conninfo, self.live, scenario=_seed_scenario()) if oee else None
+        if self.oee is not None and self.ingest is not None:
+            self.ingest.add_commit_listener(self.oee.on_committed)
         self._warm_up = warm_up
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -71,6 +79,9 @@ class CloudService:
     @asynccontextmanager
     async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         ingest = self.ingest
+        app.state.oee = self.oee
+        if self.oee is not None:
+            await asyncio.to_thread(self.oee.start)
         if ingest is not None:
             await asyncio.to_thread(ingest.start)
             log.warning("ingest started: host %s on %s", self.settings.host_id, self.settings.mqtt_url)
@@ -82,6 +93,8 @@ class CloudService:
             if ingest is not None:
                 await asyncio.to_thread(ingest.stop)
                 log.warning("ingest stopped")
+            if self.oee is not None:
+                await asyncio.to_thread(self.oee.stop)
 
     def build_app(self) -> FastAPI:
         """The API app wired to this service's ingest."""
@@ -151,6 +164,15 @@ class CloudService:
             self._server.should_exit = True
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+
+
+def _seed_scenario() -> Scenario | None:
+    """The packaged cluster scenario: OEE takes each site's calendar and state classes from it at first start."""
+    try:
+        return load_scenario()
+    except ScenarioError as exc:  # a broken seed file must not keep the service from starting
+        log.warning("oee: seeds not loaded (%s); sites get an all-day calendar", exc)
+        return None
 
 
 def _warm_up_analytics() -> None:

@@ -1,0 +1,160 @@
+"""A site's OEE setup: shift calendar -> planned intervals and windows (hour, shift, day), state classes -> OeeConfig."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+from numpy.typing import NDArray
+
+from analytics import Category, OeeConfig, calendar_windows
+from seeds.calendar import CalendarClock
+from seeds.model import Calendar, Shift, StateClasses
+
+I64 = NDArray[np.int64]
+WINDOW_KINDS = ("hour", "shift", "day")
+DAY_MS = 86_400_000
+
+# Availability-loss category of a 10000-range when a site lists it as availability loss but the analytics
+# default would not count it as a stop (e.g. preventive maintenance, which is planned by default).
+_STOP_OF_RANGE: dict[int, Category] = {
+    4: Category.UNSPECIFIED, 5: Category.UNSPECIFIED, **{r: Category.MATERIAL for r in range(6, 10)},
+    **{r: Category.SETUP for r in range(10, 14)}, 14: Category.OPERATOR, 15: Category.OPERATOR,
+    16: Category.UNSPECIFIED, 17: Category.UNSPECIFIED, **{r: Category.FAILURE for r in range(18, 23)},
+}  # fmt: skip
+_STOPS = {Category.FAILURE, Category.SETUP, Category.MATERIAL, Category.OPERATOR, Category.UNSPECIFIED}
+
+
+def all_day_calendar() -> Calendar:
+    """The calendar of a site nobody configured: one 24-hour shift every day (everything is planned)."""
+    return Calendar(shifts=[Shift(name="day", start="00:00", hours=24, days=[1, 2, 3, 4, 5, 6, 7])])
+
+
+def oee_config(classes: StateClasses | None) -> OeeConfig:
+    """The kernel configuration for a site's state classes (None: the analytics defaults).
+
+    Planned codes are excluded time; availability-loss codes are stops (they cut run time); performance-loss
+    stop codes stay in run time (as microstops do) so their cost shows in performance; 20000 is reduced speed.
+    """
+    if classes is None:
+        return OeeConfig()
+    base = OeeConfig()
+    ranges = dict(base.ranges)
+    for code in classes.planned:
+        ranges[code // 10_000] = Category.PLANNED
+    for code in classes.availability_loss:
+        r = code // 10_000
+        if ranges[r] not in _STOPS:
+            ranges[r] = _STOP_OF_RANGE.get(r, Category.UNSPECIFIED)
+    for code in classes.performance_loss:
+        r = code // 10_000
+        ranges[r] = Category.REDUCED_SPEED if r <= 2 else Category.MICROSTOP
+    return OeeConfig(ranges=ranges)
+
+
+@dataclass(frozen=True)
+class PlannedStop:
+    """A one-off planned stop of a site: [start_ms, end_ms) with a state code."""
+
+    start_ms: int
+    end_ms: int
+    code: int
+
+
+@dataclass
+class SiteCalendar:
+    """Shift calendar, time zone, planned stops and state classes of one site, answering in epoch ms."""
+
+    site: str
+    tz: str
+    calendar: Calendar
+    classes: StateClasses | None = None
+    planned_stops: list[PlannedStop] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.zone = ZoneInfo(self.tz)
+        self.clock = CalendarClock(self.calendar, self.tz)
+        self.config = oee_config(self.classes)
+
+    def _days(self, lo: int, hi: int) -> list[object]:
+        first = datetime.fromtimestamp(lo / 1000, UTC).astimezone(self.zone).date() - timedelta(days=1)
+        last = datetime.fromtimestamp(hi / 1000, UTC).astimezone(self.zone).date()
+        return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+    def shifts(self, lo: int, hi: int) -> list[tuple[int, int, Shift]]:
+        """Shifts overlapping [lo, hi): (start ms, end ms, shift), in start order."""
+        by_name = {s.name: s for s in self.calendar.shifts}
+        out = []
+        for day in self._days(lo, hi):
+            for name, s, e in self.clock.shifts_on(day):  # type: ignore[arg-type]
+                if e > lo and s < hi:
+                    out.append((s, e, by_name[name]))
+        return sorted(out, key=lambda x: x[0])
+
+    def plan_intervals(self, lo: int, hi: int) -> tuple[I64, I64]:
+        """Planned production intervals overlapping [lo, hi): shifts minus their breaks and planned stops."""
+        work: list[tuple[int, int]] = []
+        holes: list[tuple[int, int]] = [(p.start_ms, p.end_ms) for p in self.planned_stops]
+        for s, e, shift in self.shifts(lo, hi):
+            work.append((s, e))
+            begin = int(shift.start[:2]) * 60 + int(shift.start[3:])
+            for brk in shift.breaks:
+                offset = (int(brk.start[:2]) * 60 + int(brk.start[3:]) - begin) % 1440
+                b0 = s + offset * 60_000
+                holes.append((b0, b0 + round(brk.minutes * 60_000)))
+        pieces = _subtract(_union(work), _union(holes))
+        starts = np.array([p[0] for p in pieces], np.int64)
+        ends = np.array([p[1] for p in pieces], np.int64)
+        return starts, ends
+
+    def windows(self, kind: str, lo: int, hi: int) -> list[tuple[int, int]]:
+        """Windows of `kind` (hour, shift, day) overlapping [lo, hi), as (start ms, end ms)."""
+        if kind == "shift":
+            return [(s, e) for s, e, _ in self.shifts(lo, hi)]
+        starts, ends = calendar_windows(lo, max(hi, lo + 1), self.tz, kind)
+        return list(zip(starts.tolist(), ends.tolist(), strict=True))
+
+    def earliest_start(self, t: int) -> int:
+        """The earliest start of any window (hour, shift, day) that contains instant `t`."""
+        return min(s for kind in WINDOW_KINDS for s, e in self.windows(kind, t, t + 1) if s <= t < e)
+
+    def atom_edges(self, lo: int, hi: int) -> I64:
+        """Edges of the pieces every window is a union of (hour grid split at shift and day edges), over [lo, hi)."""
+        edges: set[int] = set()
+        for kind in WINDOW_KINDS:
+            for s, e in self.windows(kind, lo, hi):
+                edges.add(s)
+                edges.add(e)
+        arr = np.array(sorted(edges), np.int64)
+        first = max(int(np.searchsorted(arr, lo, side="right")) - 1, 0)
+        last = int(np.searchsorted(arr, hi, side="left"))
+        return arr[first:last + 1]
+
+
+def _union(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for s, e in sorted(spans):
+        if e <= s:
+            continue
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
+        else:
+            out.append((s, e))
+    return out
+
+
+def _subtract(spans: list[tuple[int, int]], holes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for s, e in spans:
+        cur = s
+        for hs, he in holes:
+            if he <= cur or hs >= e:
+                continue
+            if hs > cur:
+                out.append((cur, hs))
+            cur = max(cur, he)
+        if cur < e:
+            out.append((cur, e))
+    return out

@@ -1,0 +1,132 @@
+"""Read side of OEE for the API (async psycopg): windows rolled up by sums, losses, pareto, state timelines."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from pydantic import ValidationError
+
+from analytics import Category, OeeConfig
+from cloud.oee.calendar import oee_config
+from cloud.oee.engine import SUM_FIELDS
+from seeds.model import STOP_CATALOGUE, StateClasses
+
+AConn = AsyncConnection[Any]
+_SUMS = ", ".join(f"sum({f})::float8 AS {f}" for f in SUM_FIELDS if f != "flags")
+LOSS_FIELDS = {
+    "equipment_failure_s": "loss_failure_s", "setup_adjustment_s": "loss_setup_s",
+    "idling_minor_stops_s": "loss_minor_s", "reduced_speed_s": "loss_speed_s",
+    "process_defects_s": "loss_defect_s", "startup_rejects_s": "loss_startup_s",
+}  # fmt: skip
+
+
+def scope_filter(scope: str, site: str | None, ident: str) -> tuple[str, dict[str, Any]]:
+    """SQL condition on oee_windows (or a table with site_id/machine_id) for an OEE scope."""
+    if scope == "machine":
+        return "site_id = %(site)s AND machine_id = %(id)s", {"site": site, "id": ident}
+    if scope == "line":
+        return "site_id = %(site)s AND line_id = %(id)s", {"site": site, "id": ident}
+    if scope == "site":
+        return "site_id = %(site)s", {"site": site}
+    return "TRUE", {}
+
+
+def ratios_of(row: dict[str, Any], *, one_machine: bool) -> dict[str, Any]:
+    """A, P, Q, OEE, TEEP from summed figures: planned time and ideal output weight every machine.
+
+    One machine: Q = good / total, as the kernel defines it. A group of machines (different products and
+    rates): Q = good output at ideal cycle time / all output at ideal cycle time, so that A x P x Q equals
+    the group's good output at ideal cycle time / planned time.
+    """
+    planned, run, ideal, good_ideal = row["planned_s"], row["run_s"], row["ideal_s"], row["good_ideal_s"]
+    total, good, all_s = row["total"], row["good"], row["all_s"]
+    a = run / planned if planned > 0 else None
+    p = min(1.0, ideal / run) if run > 0 else None
+    by_units = good / total if total > 0 else None
+    q = by_units if one_machine or ideal <= 0 else good_ideal / ideal
+    oee = None if planned <= 0 else (0.0 if total == 0 else (a or 0.0) * (p or 0.0) * (q or 0.0))
+    teep = oee * planned / all_s if oee is not None and all_s > 0 else None
+    return {"availability": a, "performance": p, "quality": q, "oee": oee, "teep": teep,
+            "performance_capped": bool(run > 0 and ideal > run) or bool(int(row.get("flags") or 0) & 1)}
+
+
+async def oee_rows(conn: AConn, where: str, params: dict[str, Any], kind: str, lo: datetime, hi: datetime,
+                   scope_sql: str) -> list[dict[str, Any]]:
+    """Windows of `kind` overlapping [lo, hi) matching `where`, summed per window start."""
+    sql = (
+        f"SELECT start_ts, max(end_ts) AS end_ts, {_SUMS}, bit_or(flags) AS flags, min(site_id) AS site_id"
+        f" FROM oee_windows WHERE kind = %(kind)s AND start_ts < %(hi)s AND end_ts > %(lo)s AND {where}"
+        f" AND {scope_sql} GROUP BY start_ts ORDER BY start_ts"
+    )
+    cur = await conn.execute(sql, {**params, "kind": kind, "lo": lo, "hi": hi})
+    names = [d.name for d in cur.description or []]
+    return [dict(zip(names, r, strict=True)) for r in await cur.fetchall()]
+
+
+async def loss_totals(conn: AConn, where: str, params: dict[str, Any], lo: datetime, hi: datetime,
+                      scope_sql: str) -> dict[str, float]:
+    """The six big losses in seconds over the hour windows starting in [lo, hi)."""
+    cols = ", ".join(f"coalesce(sum({c}), 0)::float8" for c in LOSS_FIELDS.values())
+    cur = await conn.execute(
+        f"SELECT {cols} FROM oee_windows WHERE kind = 'hour' AND start_ts >= %(lo)s AND start_ts < %(hi)s"
+        f" AND {where} AND {scope_sql}",
+        {**params, "lo": lo, "hi": hi},
+    )
+    row = await cur.fetchone()
+    return {k: float(v) for k, v in zip(LOSS_FIELDS, row or (0.0,) * 6, strict=True)}
+
+
+async def site_configs(conn: AConn, sites: list[str]) -> dict[str, OeeConfig]:
+    """The kernel configuration of each site (analytics defaults where none is stored)."""
+    cur = await conn.execute("SELECT site_id, state_classes FROM oee_site_config WHERE site_id = ANY(%s)", [sites])
+    out = {s: OeeConfig() for s in sites}
+    for site, classes in await cur.fetchall():
+        # A hand-edited row that does not validate: the defaults are a sane reading.
+        with contextlib.suppress(ValidationError):
+            out[site] = oee_config(StateClasses.model_validate(classes) if classes is not None else None)
+    return out
+
+
+def code_name(code: int) -> str:
+    """The catalogue name of a state code's base (DESIGN.md section 4)."""
+    return STOP_CATALOGUE.get(code // 10_000 * 10_000, "unknown")
+
+
+_TIMELINE = """
+WITH ch AS (
+    SELECT c.site_id, c.machine_id, c.ts, c.code, r.code AS reason_code,
+           lead(c.ts) OVER (PARTITION BY c.site_id, c.machine_id ORDER BY c.ts) AS next_ts
+    FROM oee_state_changes c
+    LEFT JOIN oee_stop_reasons r USING (site_id, machine_id, ts)
+    WHERE {where} AND {scope} AND c.ts < %(hi)s
+      AND c.ts >= coalesce((SELECT max(p.ts) FROM oee_state_changes p WHERE p.site_id = c.site_id
+                            AND p.machine_id = c.machine_id AND p.ts <= %(lo)s), '-infinity')
+)
+SELECT site_id, machine_id, greatest(ts, %(lo)s) AS start_ts, least(coalesce(next_ts, %(now)s), %(hi)s) AS end_ts,
+       code, reason_code, ts AS stop_ts
+FROM ch WHERE coalesce(next_ts, %(now)s) > %(lo)s ORDER BY machine_id, ts
+"""
+
+
+async def timeline(conn: AConn, machines: list[tuple[str, str]] | None, lo: datetime, hi: datetime,
+                   now: datetime, scope_sql: str, scope_params: dict[str, Any]) -> list[dict[str, Any]]:
+    """State intervals clipped to [lo, hi) (the last one runs until `now`), with operator reasons.
+
+    `machines`: (site, machine) pairs, or None for every machine inside the scope condition.
+    """
+    where = "TRUE"
+    params: dict[str, Any] = {**scope_params, "lo": lo, "hi": hi, "now": now}
+    if machines is not None:
+        where = "(c.site_id, c.machine_id) IN (SELECT * FROM unnest(%(ms)s::text[], %(mm)s::text[]))"
+        params["ms"], params["mm"] = [m[0] for m in machines], [m[1] for m in machines]
+    cur = await conn.execute(_TIMELINE.format(where=where, scope=scope_sql), params)
+    names = [d.name for d in cur.description or []]
+    return [dict(zip(names, r, strict=True)) for r in await cur.fetchall() if r[3] > r[2]]
+
+
+def category_name(config: OeeConfig, code: int) -> str:
+    """Lower-case category of a code under a site's configuration."""
+    return Category(config.category_of(code)).name.lower()

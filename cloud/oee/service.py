@@ -1,0 +1,357 @@
+"""`OeeService`: continuous OEE from committed samples, in its own worker thread.
+
+The ingest calls `on_committed(tag_ids, ts_ms, value)` after each commit (cheap: it only queues the arrays).
+The worker turns them into state changes and counter/rate series per machine, publishes `state` events at
+once, and every `tick_s` runs the OEE kernel over the atoms new data touched (never over history), upserts
+the affected hour/shift/day windows into `oee_windows` and publishes `oee` events (at most one per machine per
+`oee_event_every_s`). Late (replayed) samples, stop reasons and calendar edits make it reload the machine's
+signals from the database for the windows involved and recompute them.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from analytics import Category
+from cloud.live import LiveHub
+from cloud.oee import store
+from cloud.oee.calendar import DAY_MS, SiteCalendar
+from cloud.oee.engine import FLAGS, SUM_FIELDS, MachineState, compute_atoms, ratios
+from cloud.storage.db import StorageError, make_pool, translate_errors
+from seeds.model import Scenario
+
+log = logging.getLogger(__name__)
+
+__all__ = ["OeeService"]
+
+_Batch = tuple[NDArray[np.int32], NDArray[np.int64], NDArray[np.float64]]
+_Request = tuple[str, str, str | None, int, threading.Event]  # kind, site, machine, since ms, done
+
+
+class OeeService:
+    """Keeps per-machine OEE state from committed samples and the `oee_windows` table up to date."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        live: LiveHub | None = None,
+        *,
+        scenario: Scenario | None = None,
+        tick_s: float = 0.5,
+        oee_event_every_s: float = 1.0,
+        max_queued_batches: int = 10_000,
+    ) -> None:
+        self.conninfo = conninfo
+        self.live = live
+        self.scenario = scenario
+        self.tick_s = tick_s
+        self.oee_event_every_s = oee_event_every_s
+        self._queue: queue.Queue[_Batch] = queue.Queue(max_queued_batches)
+        self._requests: queue.Queue[_Request] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool: Any = None
+        self._tags: dict[int, store.TagInfo | None] = {}
+        self._sites: dict[str, SiteCalendar] = {}
+        self._machines: dict[tuple[str, str], MachineState] = {}
+        self._reload: dict[tuple[str, str], int] = {}
+        self._last_event: dict[tuple[str, str], float] = {}
+        self._pending_events: set[tuple[str, str]] = set()
+        self._lost_from: int | None = None
+        self._lost_lock = threading.Lock()
+        self._db_down = False
+        self.batches = 0
+        self.computes = 0
+        self.dropped_batches = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect, store the seeds' calendars for sites without one, start the worker."""
+        if self._thread is not None:
+            return
+        self._pool = make_pool(self.conninfo, min_size=1, max_size=2, name="zhizao-oee")
+        if self.scenario is not None:
+            with translate_errors(), self._pool.connection() as conn:
+                store.seed_site_configs(conn, self.scenario)
+        self._thread = threading.Thread(target=self._run, name="zhizao-oee", daemon=True)
+        self._thread.start()
+        log.warning("oee service started (tick %.2f s)", self.tick_s)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the queued work (within `timeout`) and close the connections; idempotent."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join(timeout)
+        self._thread = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        log.warning("oee service stopped")
+
+    # -- inputs ------------------------------------------------------------------------------------------
+
+    def on_committed(self, tag_ids: NDArray[np.int32], ts_ms: NDArray[np.int64], value: NDArray[np.float64]) -> None:
+        """Committed numeric samples (any order); called from the ingest's writer thread, never blocks."""
+        if not len(tag_ids):
+            return
+        try:
+            self._queue.put_nowait((np.asarray(tag_ids), np.asarray(ts_ms), np.asarray(value)))
+        except queue.Full:
+            # Too far behind: remember from when, and rebuild the machines from the database later.
+            self.dropped_batches += 1
+            with self._lost_lock:
+                first = int(np.min(ts_ms))
+                self._lost_from = first if self._lost_from is None else min(self._lost_from, first)
+
+    def recompute(self, site: str, machine: str | None, since_ms: int) -> threading.Event:
+        """Reload and recompute a machine (or, with None, every machine of the site and its calendar) from
+        `since_ms`; the event is set when the windows are written."""
+        done = threading.Event()
+        self._requests.put(("reload", site, machine, since_ms, done))
+        return done
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued so far is processed and computed (tests, benchmarks)."""
+        done = threading.Event()
+        self._requests.put(("flush", "", None, 0, done))
+        return done.wait(timeout)
+
+    # -- worker ------------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        last_compute = 0.0
+        while True:
+            stopping = self._stop.is_set()
+            try:
+                batch = self._queue.get(timeout=min(self.tick_s, 0.1))
+            except queue.Empty:
+                batch = None
+            try:
+                with translate_errors(), self._pool.connection() as conn:
+                    while batch is not None:
+                        self._ingest(conn, *batch)
+                        try:
+                            batch = self._queue.get_nowait()
+                        except queue.Empty:
+                            batch = None
+                    requests = self._drain_requests()
+                    if requests or stopping or time.monotonic() - last_compute >= self.tick_s:
+                        self._handle_requests(conn, requests)
+                        self._compute(conn)
+                        last_compute = time.monotonic()
+                        for *_, done in requests:
+                            done.set()
+                if self._db_down:
+                    log.warning("oee: database back")
+                    self._db_down = False
+            except StorageError as exc:
+                if not self._db_down:
+                    log.warning("oee: database unavailable, will retry: %s", exc)
+                    self._db_down = True
+                self._stop.wait(1.0)
+            except Exception:  # one bad batch must not end live OEE for the fleet
+                log.exception("oee: batch failed; affected machines are reloaded from the database")
+                for key, m in self._machines.items():
+                    if m.dirty_from is not None:
+                        self._reload[key] = min(self._reload.get(key, m.dirty_from), m.dirty_from)
+            if stopping and self._queue.empty():
+                return
+
+    def _drain_requests(self) -> list[_Request]:
+        out = []
+        while True:
+            try:
+                out.append(self._requests.get_nowait())
+            except queue.Empty:
+                return out
+
+    def _site(self, conn: store.Conn, site: str) -> SiteCalendar:
+        cal = self._sites.get(site)
+        if cal is None:
+            cal = self._sites[site] = store.load_site(conn, site)
+        return cal
+
+    def _ingest(self, conn: store.Conn, tags: NDArray[np.int32], ts: NDArray[np.int64], val: NDArray[np.float64]) -> None:
+        self.batches += 1
+        order = np.lexsort((ts, tags))
+        tags, ts, val = tags[order], ts[order], val[order]
+        unknown = [int(t) for t in np.unique(tags) if int(t) not in self._tags]
+        if unknown:
+            self._tags.update(store.lookup_tags(conn, unknown))
+        cuts = np.flatnonzero(np.diff(tags)) + 1
+        per_machine: dict[tuple[str, str], dict[str, tuple[NDArray[np.int64], NDArray[np.float64]]]] = defaultdict(dict)
+        lines: dict[tuple[str, str], str] = {}
+        for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(tags)], strict=True):
+            info = self._tags.get(int(tags[lo]))
+            if info is None:
+                continue
+            key = (info.site, info.machine)
+            lines[key] = info.line
+            t, v = ts[lo:hi], val[lo:hi]
+            ok = np.isfinite(v)
+            group = per_machine[key]
+            role = info.role
+            if role in group:  # two tags with one role (e.g. a re-birth under another edge node): merge
+                t0, v0 = group[role]
+                t, v = np.concatenate([t0, t[ok]]), np.concatenate([v0, v[ok]])
+                srt = np.argsort(t, kind="stable")
+                group[role] = (t[srt], v[srt])
+            else:
+                group[role] = (t[ok], v[ok])
+        changes: list[tuple[str, str, int, int]] = []
+        for key, group in per_machine.items():
+            m = self._machines.get(key)
+            if m is None:
+                m = self._machines[key] = MachineState(key[0], lines[key], key[1])
+            first = min(int(t.min()) for t, _ in group.values() if t.size) if any(t.size for t, _ in group.values()) else None
+            if first is None:
+                continue
+            cal = self._site(conn, m.site)
+            if not m.loaded:
+                self._load(conn, m, cal, first)
+            self._append(m, cal, group, changes, first)
+        store.save_state_changes(conn, changes)
+
+    def _append(self, m: MachineState, cal: SiteCalendar, group: dict[str, tuple[NDArray[np.int64], NDArray[np.float64]]],
+                changes: list[tuple[str, str, int, int]], first: int) -> None:
+        empty_t, empty_v = np.zeros(0, np.int64), np.zeros(0, np.float64)
+        lates = []
+        if "state" in group:
+            t, v = group["state"]
+            c = np.where((v >= 0) & (v < 230_000), v, 30_000).astype(np.int64)
+            kept_t, kept_c, late = m.append_states(t, c)
+            lates.append(late)
+            for ts_, code in zip(kept_t.tolist(), kept_c.tolist(), strict=True):
+                changes.append((m.site, m.machine, ts_, code))
+                self._publish_state(m, cal, ts_, m.reasons.get(ts_, code))
+        if "total" in group or "good" in group:
+            tt, tv = group.get("total", (empty_t, empty_v))
+            gt, gv = group.get("good", (empty_t, empty_v))
+            lates.append(m.append_counts(tt, tv.astype(np.int64), gt, gv.astype(np.int64)))
+        if "rate" in group:
+            lates.append(m.append_rates(*group["rate"]))
+        late = min((x for x in lates if x is not None), default=None)
+        if late is not None:
+            key = (m.site, m.machine)
+            self._reload[key] = min(self._reload.get(key, late), late)
+        m.mark(first)
+        m.horizon = max(m.horizon, max(int(t.max()) for t, _ in group.values() if t.size))
+
+    def _load(self, conn: store.Conn, m: MachineState, cal: SiteCalendar, since: int) -> None:
+        """(Re)build a machine's buffers from the database for every window containing `since` onwards."""
+        x = cal.earliest_start(since)
+        hist = store.load_history(conn, m.site, m.machine, x, x - DAY_MS)
+        fresh = MachineState(m.site, m.line, m.machine)
+        st_t, st_v = hist["state"]
+        fresh.append_states(st_t, np.where((st_v >= 0) & (st_v < 230_000), st_v, 30_000).astype(np.int64))
+        (tt, tv), (gt, gv) = hist["total"], hist["good"]
+        fresh.append_counts(tt, tv.astype(np.int64), gt, gv.astype(np.int64))
+        fresh.append_rates(*hist["rate"])
+        m.st_t, m.st_c = fresh.st_t, fresh.st_c
+        m.ct_t, m.ct_total, m.ct_good = fresh.ct_t, fresh.ct_total, fresh.ct_good
+        m.last_total, m.last_good = fresh.last_total, fresh.last_good
+        m.rt_t, m.rt_v = fresh.rt_t, fresh.rt_v
+        m.reasons = hist["reasons"]
+        times = [int(a[-1]) for a in (st_t, tt, gt, hist["rate"][0]) if a.size]
+        if hist["horizon"] is not None:
+            times.append(hist["horizon"])
+        m.horizon = max([m.horizon, *times])
+        for start in [s for s in m.atoms if s >= x]:
+            del m.atoms[start]
+        m.complete_from = min(m.complete_from, x)
+        m.dirty_from = x if m.dirty_from is None else min(m.dirty_from, x)
+        m.loaded = True
+
+    def _handle_requests(self, conn: store.Conn, requests: list[_Request]) -> None:
+        with self._lost_lock:
+            lost, self._lost_from = self._lost_from, None
+        if lost is not None:
+            for key in self._machines:
+                self._reload[key] = min(self._reload.get(key, lost), lost)
+        for kind, site, machine, since, _ in requests:
+            if kind != "reload":
+                continue
+            if machine is None:
+                self._sites.pop(site, None)
+                known = {mid for (s, mid) in self._machines if s == site}
+                rows = conn.execute("SELECT machine_id, line_id FROM machines WHERE site_id = %s", [site]).fetchall()
+                for mid, line in rows:
+                    if (site, mid) not in self._machines:
+                        self._machines[(site, mid)] = MachineState(site, line, mid)
+                    known.add(mid)
+                for mid in known:
+                    self._reload[(site, mid)] = min(self._reload.get((site, mid), since), since)
+            else:
+                if (site, machine) not in self._machines:
+                    row = conn.execute("SELECT line_id FROM machines WHERE site_id = %s AND machine_id = %s",
+                                       [site, machine]).fetchone()
+                    self._machines[(site, machine)] = MachineState(site, str(row[0]) if row else "", machine)
+                self._reload[(site, machine)] = min(self._reload.get((site, machine), since), since)
+        for key, since in list(self._reload.items()):
+            m = self._machines[key]
+            self._load(conn, m, self._site(conn, m.site), since)
+        self._reload.clear()
+
+    def _compute(self, conn: store.Conn) -> None:
+        dirty = [m for m in self._machines.values() if m.dirty_from is not None and m.loaded]
+        rows: list[tuple[str, str, str, str, int, int, NDArray[np.float64]]] = []
+        by_site: dict[str, list[MachineState]] = defaultdict(list)
+        for m in dirty:
+            by_site[m.site].append(m)
+        for site, machines in by_site.items():
+            cal = self._site(conn, site)
+            spans = compute_atoms([(m, cal) for m in machines])
+            for m, (lo, hi) in zip(machines, spans, strict=True):
+                for kind, ws, we, sums in m.window_sums(cal, lo, hi):
+                    rows.append((m.site, m.machine, m.line, kind, ws, we, sums))
+                m.trim(cal)
+                self._pending_events.add((m.site, m.machine))
+        if dirty:
+            self.computes += 1
+            store.save_windows(conn, rows)
+        self._publish_oee()
+
+    # -- live events -------------------------------------------------------------------------------------
+
+    def _publish_state(self, m: MachineState, cal: SiteCalendar, ts: int, code: int) -> None:
+        if self.live is None:
+            return
+        category = Category(cal.config.category_of(code)).name.lower()
+        self.live.publish("state", m.site, {"site": m.site, "line": m.line, "machine": m.machine, "ts": ts,
+                                            "code": code, "category": category})
+
+    def _publish_oee(self) -> None:
+        if self.live is None:
+            self._pending_events.clear()
+            return
+        now = time.monotonic()
+        for key in list(self._pending_events):
+            if now - self._last_event.get(key, -1e9) < self.oee_event_every_s:
+                continue
+            self._pending_events.discard(key)
+            self._last_event[key] = now
+            m = self._machines[key]
+            cal = self._sites.get(m.site)
+            if cal is None:
+                continue
+            for kind, ws, we, sums in m.window_sums(cal, m.horizon, m.horizon):
+                if not ws <= m.horizon < we:
+                    continue
+                r = ratios(sums)
+                self.live.publish("oee", m.site, {
+                    "scope": "machine", "id": m.machine, "site": m.site, "window_kind": kind,
+                    "start": store.dt(ws).isoformat(), "end": store.dt(we).isoformat(),
+                    "availability": r["availability"], "performance": r["performance"],
+                    "quality": r["quality"], "oee": r["oee"],
+                    "performance_capped": bool(int(sums[FLAGS]) & 1) or sums[SUM_FIELDS.index("ideal_s")] > sums[SUM_FIELDS.index("run_s")],
+                })  # fmt: skip
