@@ -243,6 +243,7 @@ async def put_calendar(
     for i, stop in enumerate(body.planned_stops):
         if stop.end <= stop.start:
             raise bad_request(f"planned_stops[{i}].end", stop.end.isoformat(), "must be after start")
+    await conn.commit()  # the token check opened a transaction; our writes must be visible to the OEE worker
     async with conn.transaction():
         await conn.execute(
             "INSERT INTO oee_site_config (site_id, tz, calendar, state_classes, source, updated_at, updated_by)"
@@ -261,6 +262,7 @@ async def put_calendar(
             [principal.token_id, principal.name, "oee.calendar.put", site, site,
              json.dumps({"shifts": len(body.shifts), "planned_stops": len(body.planned_stops)})],
         )
+    await conn.commit()
     since = body.recompute_from or datetime.now(UTC) - timedelta(days=7)
     result = await _stored_calendar(conn, site)
     result["recomputed"] = await _recompute(request, site, None, since)
@@ -295,6 +297,7 @@ async def post_stop_reason(
         raise not_found("stop", f"{site}/{machine}@{start.isoformat()}")
     if not 40_000 <= int(row[0]) < 50_000:
         raise bad_request("start", body.start, f"the state that began then has code {row[0]}, not an unspecified stop")
+    await conn.commit()  # the token check opened a transaction; our writes must be visible to the OEE worker
     async with conn.transaction():
         await conn.execute(
             "INSERT INTO oee_stop_reasons (site_id, machine_id, ts, code, set_by) VALUES (%s, %s, %s, %s, %s)"
@@ -307,6 +310,7 @@ async def post_stop_reason(
             [principal.token_id, principal.name, "oee.stop.reason", site, machine,
              json.dumps({"start": start.isoformat(), "code": body.code, "was": int(row[0])})],
         )
+    await conn.commit()
     recomputed = await _recompute(request, site, machine, start)
     return {"site": site, "machine": machine, "start": start.isoformat(), "code": body.code,
             "reason": q.code_name(body.code), "recomputed": recomputed}

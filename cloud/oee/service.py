@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["OeeService"]
 
+_NEVER = -(2**62)  # MachineState.horizon before any sample
 _Batch = tuple[NDArray[np.int32], NDArray[np.int64], NDArray[np.float64]]
 _Request = tuple[str, str, str | None, int, threading.Event]  # kind, site, machine, since ms, done
 
@@ -145,10 +146,12 @@ class OeeService:
                         except queue.Empty:
                             batch = None
                     requests = self._drain_requests()
-                    if requests or stopping or time.monotonic() - last_compute >= self.tick_s:
-                        self._handle_requests(conn, requests)
-                        self._compute(conn)
-                        last_compute = time.monotonic()
+                    try:
+                        if requests or stopping or time.monotonic() - last_compute >= self.tick_s:
+                            self._handle_requests(conn, requests)
+                            self._compute(conn)
+                            last_compute = time.monotonic()
+                    finally:
                         for *_, done in requests:
                             done.set()
                 if self._db_down:
@@ -268,9 +271,11 @@ class OeeService:
         m.horizon = max([m.horizon, *times])
         for start in [s for s in m.atoms if s >= x]:
             del m.atoms[start]
+        m.loaded = True
+        if m.horizon <= _NEVER:
+            return  # no data at all yet: nothing to compute
         m.complete_from = min(m.complete_from, x)
         m.dirty_from = x if m.dirty_from is None else min(m.dirty_from, x)
-        m.loaded = True
 
     def _handle_requests(self, conn: store.Conn, requests: list[_Request]) -> None:
         with self._lost_lock:
@@ -303,7 +308,7 @@ class OeeService:
         self._reload.clear()
 
     def _compute(self, conn: store.Conn) -> None:
-        dirty = [m for m in self._machines.values() if m.dirty_from is not None and m.loaded]
+        dirty = [m for m in self._machines.values() if m.dirty_from is not None and m.loaded and m.horizon > _NEVER]
         rows: list[tuple[str, str, str, str, int, int, NDArray[np.float64]]] = []
         by_site: dict[str, list[MachineState]] = defaultdict(list)
         for m in dirty:
@@ -342,7 +347,7 @@ class OeeService:
             self._last_event[key] = now
             m = self._machines[key]
             cal = self._sites.get(m.site)
-            if cal is None:
+            if cal is None or m.horizon <= _NEVER:
                 continue
             for kind, ws, we, sums in m.window_sums(cal, m.horizon, m.horizon):
                 if not ws <= m.horizon < we:

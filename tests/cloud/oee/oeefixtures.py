@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
 import psycopg
+import pytest
 
 from analytics import OeeResult, reference_fleet_oee
-from cloud.oee.calendar import SiteCalendar
+from analytics.oee import kernel as k
+from cloud.oee.calendar import WINDOW_KINDS, PlannedStop, SiteCalendar
+from cloud.oee.store import dt
 from cloud.storage import apply_migrations
 from seeds.model import Calendar, StateClasses
 
@@ -23,7 +27,7 @@ if TYPE_CHECKING:
 T0 = int(datetime(2026, 11, 2, 0, 0, tzinfo=UTC).timestamp() * 1000)
 MIN = 60_000
 TZ = "Asia/Shanghai"
-CALENDAR = {
+CALENDAR: dict[str, Any] = {
     "shifts": [
         {"name": "A", "start": "08:00", "hours": 8, "days": [1, 2, 3, 4, 5, 6, 7],
          "breaks": [{"start": "10:00", "minutes": 15}, {"start": "12:00", "minutes": 30},
@@ -63,9 +67,11 @@ class MachineData:
     series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
 
-def site_calendar(site: str, calendar: dict[str, object] | None = None) -> SiteCalendar:
+def site_calendar(site: str, calendar: dict[str, Any] | None = None,
+                  planned_stops: list[PlannedStop] | None = None) -> SiteCalendar:
     """The SiteCalendar the service builds for the fixture sites."""
-    return SiteCalendar(site, TZ, Calendar.model_validate(calendar or CALENDAR), StateClasses.model_validate(CLASSES))
+    return SiteCalendar(site, TZ, Calendar.model_validate(calendar or CALENDAR), StateClasses.model_validate(CLASSES),
+                        planned_stops or [])
 
 
 def make_fleet(url: str) -> dict[tuple[str, str, str], int]:
@@ -196,3 +202,61 @@ def reference(d: MachineData, cal: SiteCalendar, windows: list[tuple[int, int]],
         plan_offsets=[0, len(ps)], plan_start=ps, plan_end=pe,
         window_offsets=[0, len(ws)], window_start=ws, window_end=we,
     )
+
+
+def feed(r: Running, data: list[MachineData], step_ms: int = 7 * MIN) -> None:
+    """Store and hand over the data as committed batches, as the ingest would."""
+    oee = r.service.oee
+    assert oee is not None
+    with psycopg.connect(r.db) as conn:
+        for tag, ts, value in batches(data, r.tags, step_ms):
+            store_batch(conn, tag, ts, value)
+            oee.on_committed(tag, ts, value)
+    assert oee.flush(60), "the OEE service did not catch up"
+
+
+def api_oee(r: Running, scope: str, window: str, site: str | None = None, ident: str | None = None,
+            lo: int = T0 - 120 * MIN, hi: int = T0 + 24 * 60 * MIN) -> list[dict[str, Any]]:
+    params = {"scope": scope, "window": window, "from": dt(lo).isoformat(), "to": dt(hi).isoformat()}
+    if site:
+        params["site"] = site
+    if ident:
+        params["id"] = ident
+    resp = r.client.get("/api/v1/oee", params=params)
+    assert resp.status_code == 200, resp.text
+    rows: list[dict[str, Any]] = resp.json()
+    return rows
+
+
+def check_machine_windows(r: Running, d: MachineData, calendar: dict[str, Any] | None = None,
+                          reasons: dict[int, int] | None = None, planned_stops: list[PlannedStop] | None = None) -> dict[str, dict[int, dict[str, float]]]:
+    """Every window of the machine from the API equals the reference twin; returns the reference sums."""
+    cal = site_calendar(d.site, calendar, planned_stops)
+    out: dict[str, dict[int, dict[str, float]]] = {}
+    for kind in WINDOW_KINDS:
+        rows = api_oee(r, "machine", kind, d.site, d.machine)
+        assert rows, f"no {kind} windows for {d.machine}"
+        wins = [(int(dt_ms(x["start"])), int(dt_ms(x["end"]))) for x in rows]
+        ref = reference(d, cal, wins, reasons)
+        out[kind] = {}
+        for i, row in enumerate(rows):
+            where = f"{d.machine} {kind} {row['start']}"
+            assert row["planned_s"] == pytest.approx(ref.planned_s[i], abs=1e-6), where
+            assert row["run_s"] == pytest.approx(ref.run_s[i], abs=1e-6), where
+            assert row["total"] == ref.total[i], where
+            assert row["good"] == ref.good[i], where
+            want = ref.oee[i]
+            assert (row["oee"] is None) == math.isnan(want), where
+            if not math.isnan(want):
+                assert row["oee"] == pytest.approx(want, rel=1e-9, abs=1e-12), where
+            out[kind][wins[i][0]] = {
+                "planned": float(ref.planned_s[i]), "run": float(ref.run_s[i]), "ideal": float(ref.ideal_s[i]),
+                "good_ideal": float(ref.ideal_s[i] - ref.floats[i, k.F_LOSS_DEFECT_S] - ref.floats[i, k.F_LOSS_STARTUP_S]),
+            }
+    return out
+
+
+def dt_ms(iso: str) -> int:
+    return round(datetime.fromisoformat(iso).timestamp() * 1000)
+
+

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
-import psycopg
 import pytest
 from oeefixtures import (
     FLEET,
@@ -14,41 +10,13 @@ from oeefixtures import (
     V1_SEGMENTS,
     MachineData,
     Running,
-    batches,
+    api_oee,
+    check_machine_windows,
+    dt_ms,
+    feed,
     random_machine,
-    reference,
     scripted,
-    site_calendar,
-    store_batch,
 )
-
-from analytics.oee import kernel as k
-from cloud.oee.calendar import WINDOW_KINDS
-from cloud.oee.store import dt
-
-
-def feed(r: Running, data: list[MachineData], step_ms: int = 7 * MIN) -> None:
-    """Store and hand over the data as committed batches, as the ingest would."""
-    oee = r.service.oee
-    assert oee is not None
-    with psycopg.connect(r.db) as conn:
-        for tag, ts, value in batches(data, r.tags, step_ms):
-            store_batch(conn, tag, ts, value)
-            oee.on_committed(tag, ts, value)
-    assert oee.flush(60), "the OEE service did not catch up"
-
-
-def api_oee(r: Running, scope: str, window: str, site: str | None = None, ident: str | None = None,
-            lo: int = T0 - 120 * MIN, hi: int = T0 + 24 * 60 * MIN) -> list[dict[str, Any]]:
-    params = {"scope": scope, "window": window, "from": dt(lo).isoformat(), "to": dt(hi).isoformat()}
-    if site:
-        params["site"] = site
-    if ident:
-        params["id"] = ident
-    resp = r.client.get("/api/v1/oee", params=params)
-    assert resp.status_code == 200, resp.text
-    rows: list[dict[str, Any]] = resp.json()
-    return rows
 
 
 def fleet_data() -> list[MachineData]:
@@ -59,40 +27,6 @@ def fleet_data() -> list[MachineData]:
                 out.append(random_machine(site, line, m, seed))
                 seed += 1
     return out
-
-
-def check_machine_windows(r: Running, d: MachineData, calendar: dict[str, object] | None = None,
-                          reasons: dict[int, int] | None = None) -> dict[str, dict[int, dict[str, float]]]:
-    """Every window of the machine from the API equals the reference twin; returns the reference sums."""
-    cal = site_calendar(d.site, calendar)
-    out: dict[str, dict[int, dict[str, float]]] = {}
-    for kind in WINDOW_KINDS:
-        rows = api_oee(r, "machine", kind, d.site, d.machine)
-        assert rows, f"no {kind} windows for {d.machine}"
-        wins = [(int(dt_ms(x["start"])), int(dt_ms(x["end"]))) for x in rows]
-        ref = reference(d, cal, wins, reasons)
-        out[kind] = {}
-        for i, row in enumerate(rows):
-            where = f"{d.machine} {kind} {row['start']}"
-            assert row["planned_s"] == pytest.approx(ref.planned_s[i], abs=1e-6), where
-            assert row["run_s"] == pytest.approx(ref.run_s[i], abs=1e-6), where
-            assert row["total"] == ref.total[i], where
-            assert row["good"] == ref.good[i], where
-            want = ref.oee[i]
-            assert (row["oee"] is None) == math.isnan(want), where
-            if not math.isnan(want):
-                assert row["oee"] == pytest.approx(want, rel=1e-9, abs=1e-12), where
-            out[kind][wins[i][0]] = {
-                "planned": float(ref.planned_s[i]), "run": float(ref.run_s[i]), "ideal": float(ref.ideal_s[i]),
-                "good_ideal": float(ref.ideal_s[i] - ref.floats[i, k.F_LOSS_DEFECT_S] - ref.floats[i, k.F_LOSS_STARTUP_S]),
-            }
-    return out
-
-
-def dt_ms(iso: str) -> int:
-    from datetime import datetime
-
-    return round(datetime.fromisoformat(iso).timestamp() * 1000)
 
 
 def test_windows_match_reference_and_rollups_sum_planned_and_ideal_time(running: Running) -> None:
