@@ -25,7 +25,7 @@ function url(path, params = {}) {
 }
 
 /** GET a JSON resource; throws ApiError with the API's message (which names the field and value). */
-export async function get(path, params = {}, { signal } = {}) {
+export async function get(path, params = {}, { signal, silent = false } = {}) {
   let res;
   try {
     res = await fetch(url(path, params), { headers: { Authorization: `Bearer ${getToken() ?? ""}` }, signal });
@@ -38,7 +38,7 @@ export async function get(path, params = {}, { signal } = {}) {
     try {
       message = (await res.json()).error?.message ?? message;
     } catch { /* not JSON */ }
-    if (res.status === 401) window.dispatchEvent(new CustomEvent("zhizao:unauthorized"));
+    if (res.status === 401 && !silent) window.dispatchEvent(new CustomEvent("zhizao:unauthorized"));
     throw new ApiError(res.status, message);
   }
   return res.json();

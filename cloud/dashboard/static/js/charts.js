@@ -50,7 +50,7 @@ export function sparkline(el, windows, height = 56) {
     legend: { show: false }, cursor: { show: false }, select: { show: false },
     scales: { x: { time: true }, y: { range: [0, 100] } },
     axes: [{ show: false }, { show: false }],
-    series: [{}, { stroke: css("--accent"), width: 2, fill: css("--accent-soft") }],
+    series: [{}, { stroke: css("--accent"), width: 2, fill: css("--accent-soft"), points: { show: false } }],
   }, [x, y], el);
   el.setAttribute("role", "img");
   el.setAttribute("aria-label", `${t("trend.24h")}: ${y.map((v) => v.toFixed(0)).join(", ")} %`);
@@ -67,11 +67,11 @@ export function lineChart(el, ts, values, label, unit) {
   const grid = { stroke: css("--grid"), width: 1 };
   const axis = { stroke: css("--muted"), grid, ticks: grid };
   const chart = new uPlot({
-    width: Math.max(200, el.clientWidth), height: Math.max(120, el.clientHeight || 160),
+    width: Math.max(200, el.clientWidth), height: Math.max(150, (el.clientHeight || 170) - 4),
     legend: { show: false },
     scales: { x: { time: true } },
     axes: [axis, { ...axis, label: unit || undefined, size: 56 }],
-    series: [{}, { label, stroke: css("--accent"), width: 1.5 }],
+    series: [{}, { label, stroke: css("--accent"), width: 1.5, points: { show: false } }],
   }, [ts.map((v) => v / 1000), values], el);
   charts.add(chart);
 }
@@ -120,7 +120,7 @@ export function bars(rows, { empty = t("no.data") } = {}) {
   const max = Math.max(0, ...rows.map((r) => r.seconds));
   if (!rows.length || max <= 0) return h("p", { class: "muted" }, empty);
   return h("ul", { class: "bars" }, ...rows.map((r) => h("li", {},
-    h("span", { class: "bar-label" }, r.label),
+    h("span", { class: "bar-label", title: r.label }, r.label),
     h("span", { class: "bar-track", "aria-hidden": "true" },
       h("span", { class: `bar-fill ${r.cls ?? ""}`, style: `width:${((r.seconds / max) * 100).toFixed(1)}%` })),
     h("span", { class: "bar-val" }, duration(r.seconds), r.note ? h("span", { class: "muted" }, ` ${r.note}`) : null))));

@@ -55,3 +55,8 @@ export function band(x) {
   if (x === null || x === undefined) return "none";
   return x >= 0.85 ? "good" : x >= 0.6 ? "fair" : "poor";
 }
+
+/** "3 lines" / "1 line" in the current language; `what` is site, line or machine. */
+export function count(n, what) {
+  return t(n === 1 ? `count.${what}` : `count.${what}s`, { n });
+}

@@ -30,6 +30,10 @@ function route() {
 }
 
 function setCrumbs(items) {
+  if (items === null) {
+    crumbs.replaceChildren();
+    return;
+  }
   const all = [[t("cluster"), items.length ? "#/" : null], ...items];
   crumbs.replaceChildren(h("ol", {}, ...all.map(([label, href], i) => h("li", {},
     href && i < all.length - 1 ? h("a", { href }, label) : h("span", { "aria-current": "page" }, label)))));

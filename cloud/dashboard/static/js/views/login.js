@@ -4,7 +4,7 @@ import { h } from "../dom.js";
 import { t } from "../i18n.js";
 
 export function login(ctx) {
-  ctx.crumbs([]);
+  ctx.crumbs(null);
   const input = h("input", { id: "token", name: "token", type: "password", autocomplete: "off", required: true,
     spellcheck: "false", "aria-describedby": "login-hint" });
   const error = h("p", { class: "form-error", role: "alert" });
@@ -18,7 +18,7 @@ export function login(ctx) {
     error.textContent = "";
     setToken(input.value.trim());
     try {
-      await get("sites");
+      await get("sites", {}, { silent: true });
     } catch (err) {
       setToken(null);
       error.textContent = err instanceof ApiError && err.status === 0 ? t("login.offline") : t("login.bad");

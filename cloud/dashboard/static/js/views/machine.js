@@ -59,7 +59,7 @@ export async function machine(ctx, siteId, machineId) {
   const chartEl = h("div", { class: "signal-chart" });
   const picker = h("select", { id: "signal", "aria-label": t("signal.pick") },
     ...signals.map((tag) => h("option", { value: tag.tag_id }, tag.name + (tag.unit ? ` (${tag.unit})` : ""))));
-  const pareto = (losses?.pareto ?? []).slice(0, 6).map((r) => ({ label: r.reason || stateName(r.code), seconds: r.seconds,
+  const pareto = (losses?.pareto ?? []).slice(0, 6).map((r) => ({ label: stateName(r.code), seconds: r.seconds,
     note: t("pareto.count", { count: r.count }), cls: `cat-${category(r.category, r.code)}` }));
   const six = LOSSES.map((k) => ({ label: t(`loss.${k}`), seconds: losses?.six_big_losses?.[k] ?? 0 }));
 

@@ -3,6 +3,7 @@ import { get } from "../api.js";
 import { apq, sparkline, updateApq } from "../charts.js";
 import { oeeSummary } from "../data.js";
 import { h } from "../dom.js";
+import { count } from "../format.js";
 import { t } from "../i18n.js";
 
 function card({ title, href, meta, summary, dataset, cls = "" }) {
@@ -26,11 +27,11 @@ export async function overview(ctx) {
     ...sites.map((s) => oeeSummary("site", s.site_id, s.site_id)),
   ]);
   if (!ctx.current()) return;
-  const top = card({ title: t("cluster.title"), summary: cluster, meta: `${sites.length} ${t("sites")}`,
+  const top = card({ title: t("cluster.title"), summary: cluster, meta: count(sites.length, "site"),
     dataset: { scope: "cluster", id: "cluster" }, cls: "cluster-card" });
   const cards = sites.map((s, i) => ({ ...card({
     title: s.name || s.site_id, href: `#/site/${encodeURIComponent(s.site_id)}`,
-    meta: `${s.lines} ${t("lines")} · ${s.machines} ${t("machines")}`, summary: perSite[i],
+    meta: `${count(s.lines, "line")} · ${count(s.machines, "machine")}`, summary: perSite[i],
     dataset: { scope: "site", id: s.site_id, site: s.site_id } }), summary: perSite[i] }));
   ctx.show(h("section", { class: "overview", "aria-labelledby": "ov-title" },
     h("h1", { id: "ov-title", class: "visually-hidden" }, t("cluster")),

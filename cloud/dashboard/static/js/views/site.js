@@ -3,7 +3,7 @@ import { get } from "../api.js";
 import { apq, sparkline, updateApq } from "../charts.js";
 import { latest, oeeSummary } from "../data.js";
 import { h } from "../dom.js";
-import { category, stateName } from "../format.js";
+import { category, count, stateName } from "../format.js";
 import { t } from "../i18n.js";
 
 /** A link chip showing a machine's current state; live updates find it by data-machine. */
@@ -52,7 +52,7 @@ export async function site(ctx, siteId) {
   });
   ctx.show(h("section", { class: "site" },
     h("h1", { class: "page-title" }, detail.name || siteId, h("span", { class: "muted small" },
-      ` ${detail.lines} ${t("lines")} · ${detail.machines} ${t("machines")}`)),
+      ` ${count(detail.lines, "line")} · ${count(detail.machines, "machine")}`)),
     h("div", { class: "grid lines" }, ...cards.map((c) => c.el))));
   cards.forEach((c) => sparkline(c.spark, c.trend, 40));
   followStates(ctx, siteId);
