@@ -28,6 +28,16 @@ export function updateApq(el, w) {
 }
 
 const charts = new Set();
+const owners = new WeakMap();
+
+/** Destroy the chart that lives in `el`, if any (before drawing a new one there). */
+function forget(el) {
+  const old = owners.get(el);
+  if (old) {
+    old.destroy();
+    charts.delete(old);
+  }
+}
 
 /** Destroy the uPlot instances of the previous page. */
 export function disposeCharts() {
@@ -37,6 +47,7 @@ export function disposeCharts() {
 
 /** The OEE trend of hour windows as a small line chart (0..100 %). */
 export function sparkline(el, windows, height = 56) {
+  forget(el);
   el.replaceChildren();
   const pts = windows.filter((w) => w.oee !== null && w.oee !== undefined);
   if (pts.length < 2) {
@@ -52,6 +63,7 @@ export function sparkline(el, windows, height = 56) {
     axes: [{ show: false }, { show: false }],
     series: [{}, { stroke: css("--accent"), width: 2, fill: css("--accent-soft"), points: { show: false } }],
   }, [x, y], el);
+  owners.set(el, chart);
   el.setAttribute("role", "img");
   el.setAttribute("aria-label", `${t("trend.24h")}: ${y.map((v) => v.toFixed(0)).join(", ")} %`);
   charts.add(chart);
@@ -59,6 +71,7 @@ export function sparkline(el, windows, height = 56) {
 
 /** One tag's values over time, sized to its container. */
 export function lineChart(el, ts, values, label, unit) {
+  forget(el);
   el.replaceChildren();
   if (!ts.length) {
     el.append(h("p", { class: "muted" }, t("no.data")));
@@ -73,6 +86,7 @@ export function lineChart(el, ts, values, label, unit) {
     axes: [axis, { ...axis, label: unit || undefined, size: 56 }],
     series: [{}, { label, stroke: css("--accent"), width: 1.5, points: { show: false } }],
   }, [ts.map((v) => v / 1000), values], el);
+  owners.set(el, chart);
   charts.add(chart);
 }
 

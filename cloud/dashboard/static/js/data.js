@@ -32,3 +32,20 @@ export async function latest(site, machine) {
   for (const r of rows) out.set(machine ? r.name : `${r.machine_id}/${r.name}`, r);
   return out;
 }
+
+/** Run fn at most once per `ms` per key, trailing (a burst of live events causes one refresh). */
+export function throttled(ms) {
+  const timers = new Map();
+  const schedule = (key, fn) => {
+    if (timers.has(key)) return;
+    timers.set(key, setTimeout(() => {
+      timers.delete(key);
+      fn();
+    }, ms));
+  };
+  schedule.cancel = () => {
+    for (const t of timers.values()) clearTimeout(t);
+    timers.clear();
+  };
+  return schedule;
+}

@@ -58,6 +58,7 @@ async function render() {
     },
     crumbs: setCrumbs,
     live: (fn) => cleanups.push(live.listen(fn)),
+    onLeave: (fn) => cleanups.push(fn),
     signedIn: () => start(),
   };
   logoutBtn.hidden = !getToken();

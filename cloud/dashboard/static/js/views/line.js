@@ -1,11 +1,17 @@
 // Line page: a card per machine with its state, OEE with A/P/Q and counters of the current shift.
 import { get } from "../api.js";
 import { apq, updateApq } from "../charts.js";
-import { latest, oeeSummary } from "../data.js";
+import { latest, oeeSummary, throttled } from "../data.js";
 import { h } from "../dom.js";
 import { num } from "../format.js";
 import { t } from "../i18n.js";
 import { followStates, stateChip } from "./site.js";
+
+function miniCounters(w) {
+  return h("dl", { class: "mini-counters" },
+    h("div", {}, h("dt", {}, t("total")), h("dd", {}, num(w?.total))),
+    h("div", {}, h("dt", {}, t("good")), h("dd", {}, num(w?.good))));
+}
 
 export async function line(ctx, siteId, lineId) {
   const [siteDetail, detail, values] = await Promise.all([
@@ -26,9 +32,7 @@ export async function line(ctx, siteId, lineId) {
           m.machine_id))),
       stateChip(siteId, m.machine_id, values.get(`${m.machine_id}/State`)?.value ?? null),
       apq(w, { big: false }),
-      h("dl", { class: "mini-counters" },
-        h("div", {}, h("dt", {}, t("total")), h("dd", {}, num(w?.total))),
-        h("div", {}, h("dt", {}, t("good")), h("dd", {}, num(w?.good)))));
+      miniCounters(w));
   });
   ctx.show(h("section", { class: "line" },
     h("div", { class: "line-head card", dataset: { scope: "line", id: lineId } },
@@ -37,9 +41,24 @@ export async function line(ctx, siteId, lineId) {
       apq(lineSummary.current, { big: false })),
     h("div", { class: "grid machines" }, ...cards)));
   followStates(ctx, siteId);
+  const machines = new Set(detail.machine_list.map((m) => m.machine_id));
+  const refresh = throttled(10_000);
+  ctx.onLeave(refresh.cancel);
   ctx.live((kind, data) => {
     if (kind !== "oee" || data.window_kind !== "shift" || data.site !== siteId) return;
-    if (data.scope !== "machine" && !(data.scope === "line" && data.id === lineId)) return;
-    updateApq(ctx.view.querySelector(`[data-scope="${data.scope}"][data-id="${CSS.escape(data.id)}"] .apq`), data);
+    if (data.scope === "machine" && machines.has(data.id)) {
+      const card = ctx.view.querySelector(`[data-scope="machine"][data-id="${CSS.escape(data.id)}"]`);
+      updateApq(card?.querySelector(".apq"), data);
+      refresh(`m/${data.id}`, async () => {
+        const summary = await oeeSummary("machine", siteId, data.id);
+        if (ctx.current()) card?.querySelector(".mini-counters")?.replaceWith(miniCounters(summary.current));
+      });
+      refresh("line", async () => {
+        const summary = await oeeSummary("line", siteId, lineId);
+        if (ctx.current()) updateApq(ctx.view.querySelector(".line-head .apq"), summary.current);
+      });
+    } else if (data.scope === "line" && data.id === lineId) {
+      updateApq(ctx.view.querySelector(".line-head .apq"), data);
+    }
   });
 }

@@ -2,7 +2,7 @@
 // and one process signal's last hour.
 import { get, getOr, iso } from "../api.js";
 import { apq, bars, legend, lineChart, timeline, updateApq } from "../charts.js";
-import { latest, oeeWindows, newest } from "../data.js";
+import { latest, newest, oeeWindows, throttled } from "../data.js";
 import { h } from "../dom.js";
 import { category, clock, num, stateName } from "../format.js";
 import { t } from "../i18n.js";
@@ -90,6 +90,8 @@ export async function machine(ctx, siteId, machineId) {
   picker.addEventListener("change", showSignal);
   if (signals.length) await showSignal();
 
+  const refresh = throttled(5_000);
+  ctx.onLeave(refresh.cancel);
   ctx.live((kind, data) => {
     if (data.site !== siteId || (kind === "state" ? data.machine !== machineId : data.id !== machineId)) return;
     if (kind === "state") {
@@ -103,7 +105,13 @@ export async function machine(ctx, siteId, machineId) {
       timeline(timelineEl, intervals, Date.now() - 8 * HOUR, Date.now());
     } else if (kind === "oee" && data.scope === "machine" && data.window_kind === "shift") {
       updateApq(ctx.view.querySelector(".m-oee .apq"), data);
-      ctx.view.querySelector("#counters")?.replaceWith(counters(data, values));
+      if ("total" in data) ctx.view.querySelector("#counters")?.replaceWith(counters(data, values));
+      else refresh("counters", refreshCounters); // the event carries ratios only: counts come from the API
     }
   });
+  async function refreshCounters() {
+    const [windows, fresh] = await Promise.all([oeeWindows("machine", siteId, machineId, "shift", 12),
+      latest(siteId, machineId)]);
+    if (ctx.current()) ctx.view.querySelector("#counters")?.replaceWith(counters(newest(windows), fresh));
+  }
 }

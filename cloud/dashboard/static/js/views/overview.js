@@ -1,7 +1,7 @@
 // Cluster overview: the cluster's OEE, then a card per site with OEE, A/P/Q and its 24 h trend.
 import { get } from "../api.js";
 import { apq, sparkline, updateApq } from "../charts.js";
-import { oeeSummary } from "../data.js";
+import { oeeSummary, throttled } from "../data.js";
 import { h } from "../dom.js";
 import { count } from "../format.js";
 import { t } from "../i18n.js";
@@ -39,9 +39,24 @@ export async function overview(ctx) {
     h("div", { class: "grid sites" }, ...cards.map((c) => c.el))));
   sparkline(top.spark, cluster.trend);
   cards.forEach((c) => sparkline(c.spark, c.summary.trend));
+  // Machine OEE updates arrive live; the site and cluster figures are re-read from the API, at most every 10 s.
+  const refresh = throttled(10_000);
+  ctx.onLeave(refresh.cancel);
+  const reload = async (scope, site, id) => {
+    const summary = await oeeSummary(scope, site, id);
+    const el = ctx.view.querySelector(`[data-scope="${scope}"][data-id="${CSS.escape(id)}"]`);
+    if (!ctx.current() || !el) return;
+    updateApq(el.querySelector(".apq"), summary.current);
+    sparkline(el.querySelector(".spark"), summary.trend);
+  };
   ctx.live((kind, data) => {
     if (kind !== "oee" || data.window_kind !== "shift") return;
-    const el = ctx.view.querySelector(`[data-scope="${CSS.escape(data.scope)}"][data-id="${CSS.escape(data.id)}"]`);
-    updateApq(el?.querySelector(".apq"), data);
+    if (data.scope === "site" || data.scope === "cluster") {
+      const el = ctx.view.querySelector(`[data-scope="${CSS.escape(data.scope)}"][data-id="${CSS.escape(data.id)}"]`);
+      updateApq(el?.querySelector(".apq"), data);
+      return;
+    }
+    refresh(`site/${data.site}`, () => reload("site", data.site, data.site));
+    refresh("cluster", () => reload("cluster", null, "cluster"));
   });
 }

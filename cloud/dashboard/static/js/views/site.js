@@ -1,7 +1,7 @@
 // Site page: a card per line with OEE, A/P/Q, trend and its machines' current states.
 import { get } from "../api.js";
 import { apq, sparkline, updateApq } from "../charts.js";
-import { latest, oeeSummary } from "../data.js";
+import { latest, oeeSummary, throttled } from "../data.js";
 import { h } from "../dom.js";
 import { category, count, stateName } from "../format.js";
 import { t } from "../i18n.js";
@@ -56,8 +56,24 @@ export async function site(ctx, siteId) {
     h("div", { class: "grid lines" }, ...cards.map((c) => c.el))));
   cards.forEach((c) => sparkline(c.spark, c.trend, 40));
   followStates(ctx, siteId);
+  // Line figures: pushed when the service sends them, else re-read (at most every 10 s) after a machine's update.
+  const lineOf = new Map(detail.line_list.flatMap((l) => l.machines.map((m) => [m, l.line_id])));
+  const refresh = throttled(10_000);
+  ctx.onLeave(refresh.cancel);
   ctx.live((kind, data) => {
-    if (kind !== "oee" || data.scope !== "line" || data.window_kind !== "shift" || data.site !== siteId) return;
-    updateApq(ctx.view.querySelector(`[data-scope="line"][data-id="${CSS.escape(data.id)}"] .apq`), data);
+    if (kind !== "oee" || data.window_kind !== "shift" || data.site !== siteId) return;
+    const lineId = data.scope === "line" ? data.id : lineOf.get(data.id);
+    if (!lineId) return;
+    const card = ctx.view.querySelector(`[data-scope="line"][data-id="${CSS.escape(lineId)}"]`);
+    if (data.scope === "line") {
+      updateApq(card?.querySelector(".apq"), data);
+      return;
+    }
+    refresh(lineId, async () => {
+      const summary = await oeeSummary("line", siteId, lineId);
+      if (!ctx.current() || !card) return;
+      updateApq(card.querySelector(".apq"), summary.current);
+      sparkline(card.querySelector(".spark"), summary.trend, 40);
+    });
   });
 }
