@@ -83,6 +83,9 @@ def test_login_drill_down_live_state_and_language(cloud: Cloud, chromium: Any, a
         page.screenshot(path=str(artifacts / "dashboard-machine-zh.png"))
         page.get_by_role("link", name="集群").click()
         page.get_by_text("区域产业集群").wait_for()
+        page.locator(f'article[data-site="{site_b}"] canvas').wait_for()
+        _fits(page)
+        page.screenshot(path=str(artifacts / "dashboard-overview-zh.png"))
 
         # Offline by design: every request went to the service itself (no CDN).
         assert all(u.startswith(cloud.url) or u.startswith("data:") for u in requests), requests
