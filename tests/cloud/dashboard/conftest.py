@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from feed import Line
+from dashboard_feed import Cloud, Line
 
 from cloud.auth import create_token
 from cloud.ingest.settings import IngestSettings
@@ -21,17 +20,6 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
-
-
-@dataclass
-class Cloud:
-    """A running service, its token, and the lines that feed it."""
-
-    url: str
-    token: str
-    service: CloudService
-    lines: dict[str, Line]
-    sites: list[str]
 
 
 @pytest.fixture
@@ -71,9 +59,13 @@ def _wait_stored(url: str, token: str, site: str, machine: str, timeout: float =
     raise AssertionError(f"the ingest did not store {site}/{machine} within {timeout} s")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[object]:
-    """Debian's Chromium driven by Playwright (never a downloaded browser)."""
+    """Debian's Chromium driven by Playwright (never a downloaded browser).
+
+    Module scope, not session: while Playwright's sync API is running it keeps an asyncio loop running in
+    the main thread, and every later test that calls asyncio.run() would fail.
+    """
     assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)"
     from playwright.sync_api import sync_playwright
 

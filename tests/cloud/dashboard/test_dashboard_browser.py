@@ -9,8 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import Cloud
-from feed import FAILURE, RUNNING
+from dashboard_feed import FAILURE, RUNNING, Cloud
 
 VIEWPORT = {"width": 1366, "height": 768}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -15,6 +16,7 @@ from broker.mqtt import parse_mqtt_url
 from broker.sparkplug.codec import BirthMetric, encode_birth, encode_data, encode_death
 from broker.sparkplug.datatypes import DataType
 from broker.sparkplug.topics import MessageType, device_topic, node_topic
+from cloud.service import CloudService
 
 # Machine metrics (DESIGN.md section 2) and one process signal, with their Sparkplug types.
 METRICS: list[tuple[str, DataType]] = [
@@ -114,3 +116,14 @@ class Line:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+@dataclass
+class Cloud:
+    """A running service, its token, and the lines that feed it."""
+
+    url: str
+    token: str
+    service: CloudService
+    lines: dict[str, Line]
+    sites: list[str]
