@@ -108,6 +108,8 @@ class CloudService:
         config = uvicorn.Config(
             self.build_app(), host=self.settings.api_host, port=self.settings.api_port,
             log_level="warning", access_log=False, lifespan="on",
+            # Open live streams (dashboards) would otherwise hold the shutdown until they disconnect.
+            timeout_graceful_shutdown=3,
         )
         server = self._server = _Server(config)
         server.should_exit = self._stop_requested  # a signal that came during the migrations
