@@ -172,9 +172,13 @@ class Batch:
         quality: npt.NDArray[np.int16],
     ) -> None:
         """Current values from a birth: they move "latest" but are not historized (the edge's outbox
-        delivers every observation as DATA; a birth repeats the last one, possibly with a new timestamp)."""
-        if len(tag):
-            self.births.append(Columns(tag, ts_ms, value, null, quality, np.ones(len(tag), np.bool_)))
+        delivers every observation as DATA; a birth repeats the last one, possibly with a new timestamp).
+        A null birth value says "not known yet", so it never replaces a real latest value."""
+        keep = ~null
+        if keep.any():
+            self.births.append(
+                Columns(tag[keep], ts_ms[keep], value[keep], null[keep], quality[keep], np.ones(int(keep.sum()), np.bool_))
+            )
 
     def latest(self) -> Columns:
         """The newest live value of every tag in the batch (historical samples never count)."""
