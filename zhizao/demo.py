@@ -200,6 +200,7 @@ def demo(data_dir: Path, scenario_path: Path | None, speed: float, seed: int, ap
             _say("6/6", f"first samples visible in the API {first - started:.1f} s after start")
         click.echo(f"API: {api_url}/api/v1")
         click.echo(f"Token: {token}")
+        click.echo(f"Dashboard: {api_url}/ui/   (log in with the token)", err=True)
         click.echo(f"Docs: {api_url}/docs   (Ctrl-C stops everything; data stays in {data_dir})", err=True)
         _report_until_stopped(api_url, token, stop, children, service, duration, started)
         _say("stop", "stopping edge agents (NDEATH), simulator, cloud, database, broker")
