@@ -243,6 +243,8 @@ class OeeService:
             lates.append(m.append_counts(tt, tv.astype(np.int64), gt, gv.astype(np.int64)))
         if "rate" in group:
             lates.append(m.append_rates(*group["rate"]))
+        if first < m.complete_from < 2**62:
+            lates.append(first)  # older than the windows still in memory (a lagging tag): reload those windows
         late = min((x for x in lates if x is not None), default=None)
         if late is not None:
             key = (m.site, m.machine)
@@ -288,6 +290,8 @@ class OeeService:
                 continue
             if machine is None:
                 self._sites.pop(site, None)
+                # Windows of the old calendar (shifts that no longer exist) must not outlive the edit.
+                conn.execute("DELETE FROM oee_windows WHERE site_id = %s AND start_ts >= %s", [site, store.dt(since)])
                 known = {mid for (s, mid) in self._machines if s == site}
                 rows = conn.execute("SELECT machine_id, line_id FROM machines WHERE site_id = %s", [site]).fetchall()
                 for mid, line in rows:
