@@ -12,6 +12,7 @@ _BENCHES: dict[str, tuple[str, str]] = {
     "ingest": ("cloud.bench:bench_ingest", "Sparkplug DDATA bytes -> committed rows per second."),
     "kernels": ("analytics.bench:bench_kernels", "OEE and anomaly kernels against pandas, bottleneck, reference."),
     "series": ("cloud.api.bench:bench_series", "/api/v1/series latency: 24 h at 1-minute buckets, p50/p99."),
+    "oee": ("cloud.oee.bench:bench_oee", "/api/v1/oee latency: whole cluster over 24 h (hour windows), p50/p99."),
     "live": ("cloud.dashboard.bench:bench_live", "Simulator Stop/Start -> state event on the live stream, p50/p99."),
 }
 
