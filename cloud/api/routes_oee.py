@@ -207,7 +207,7 @@ async def _recompute(request: Request, site: str, machine: str | None, since: da
     if service is None:
         return False
     done = service.recompute(site, machine, int(since.timestamp() * 1000))
-    return bool(await asyncio.to_thread(done.wait, _RECOMPUTE_WAIT_S))
+    return bool(await asyncio.to_thread(done.wait, _RECOMPUTE_WAIT_S)) and done.ok
 
 
 @router.get("/sites/{site}/calendar", summary="A site's shift calendar, planned stops and state classes")

@@ -34,7 +34,15 @@ __all__ = ["OeeService"]
 
 _NEVER = -(2**62)  # MachineState.horizon before any sample
 _Batch = tuple[NDArray[np.int32], NDArray[np.int64], NDArray[np.float64]]
-_Request = tuple[str, str, str | None, int, threading.Event]  # kind, site, machine, since ms, done
+
+
+class Done(threading.Event):
+    """Set when a request was handled; `ok` says whether its recompute succeeded."""
+
+    ok = False
+
+
+_Request = tuple[str, str, str | None, int, Done]  # kind, site, machine, since ms, done
 
 
 class OeeService:
@@ -114,18 +122,18 @@ class OeeService:
                 first = int(np.min(ts_ms))
                 self._lost_from = first if self._lost_from is None else min(self._lost_from, first)
 
-    def recompute(self, site: str, machine: str | None, since_ms: int) -> threading.Event:
+    def recompute(self, site: str, machine: str | None, since_ms: int) -> Done:
         """Reload and recompute a machine (or, with None, every machine of the site and its calendar) from
-        `since_ms`; the event is set when the windows are written."""
-        done = threading.Event()
+        `since_ms`; the event is set when done, with `ok` False when the recompute failed."""
+        done = Done()
         self._requests.put(("reload", site, machine, since_ms, done))
         return done
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued so far is processed and computed (tests, benchmarks)."""
-        done = threading.Event()
+        done = Done()
         self._requests.put(("flush", "", None, 0, done))
-        return done.wait(timeout)
+        return done.wait(timeout) and done.ok
 
     # -- worker ------------------------------------------------------------------------------------------
 
@@ -146,13 +154,16 @@ class OeeService:
                         except queue.Empty:
                             batch = None
                     requests = self._drain_requests()
+                    ok = False
                     try:
                         if requests or stopping or time.monotonic() - last_compute >= self.tick_s:
                             self._handle_requests(conn, requests)
                             self._compute(conn)
                             last_compute = time.monotonic()
+                        ok = True
                     finally:
                         for *_, done in requests:
+                            done.ok = ok
                             done.set()
                 if self._db_down:
                     log.warning("oee: database back")
