@@ -59,6 +59,8 @@ async def oee_rows(conn: AConn, where: str, params: dict[str, Any], kind: str, l
     sql = (
         f"SELECT start_ts, max(end_ts) AS end_ts, {_SUMS}, bit_or(flags) AS flags, min(site_id) AS site_id"
         f" FROM oee_windows WHERE kind = %(kind)s AND start_ts < %(hi)s AND end_ts > %(lo)s AND {where}"
+        # No window is longer than a (25-hour) day: this bound lets the (kind, start_ts) index do the work.
+        " AND start_ts > %(lo)s - interval '25 hours'"
         f" AND {scope_sql} GROUP BY start_ts ORDER BY start_ts"
     )
     cur = await conn.execute(sql, {**params, "kind": kind, "lo": lo, "hi": hi})
