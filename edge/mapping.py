@@ -407,11 +407,14 @@ def _good(r: _Routes, g: _GoodRoute, src: npt.NDArray[np.int64], good: npt.NDArr
     pos, tot, dfc = pos[ok], tot[ok], dfc[ok]
     if not len(pos):
         return None
-    value = np.maximum.accumulate(np.maximum(tot - dfc, float(g.last)))
+    # Inputs of one millisecond count as one change: a processed and a defective count moving together
+    # must not leave their in-between difference (one too high) in the running maximum.
     t = _monotonic_ts(ts[pos], g.last_ts)
     keep = _keep_last_per_ms(t)
+    pos, t = pos[keep], t[keep]
+    value = np.maximum.accumulate(np.maximum((tot - dfc)[keep], float(g.last)))
     g.last, g.last_ts = int(value[-1]), int(t[-1])
-    return pos[keep], value[keep], t[keep]
+    return pos, value, t
 
 
 def _state(r: _Routes, s: _StateRoute, src: npt.NDArray[np.int64], good: npt.NDArray[np.bool_],

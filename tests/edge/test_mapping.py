@@ -138,6 +138,18 @@ def test_good_count_is_processed_minus_defective_and_monotonic() -> None:
     assert published(m, out, "cnc-1-m01", "Counts/Total") == [(T0, 100.0), (T0 + 1, 105.0), (T0 + 3, 110.0)]
 
 
+def test_processed_and_defective_in_the_same_ms_give_the_exact_good_count() -> None:
+    m = make_mapping()
+    out = m.transform("sim", block(m, [
+        (M1 + "ProdProcessedCount", T0, 100),
+        (M1 + "ProdDefectiveCount", T0, 10),
+        (M1 + "ProdProcessedCount", T0 + 1000, 105),  # a part made and two rejected in the same step
+        (M1 + "ProdDefectiveCount", T0 + 1000, 12),
+    ]))
+    # 105 - 10 = 95 is only an in-between value: it must not survive in the running maximum
+    assert published(m, out, "cnc-1-m01", "Counts/Good") == [(T0, 90.0), (T0 + 1000, 93.0)]
+
+
 def test_values_scaled_in_arrival_order_with_quality() -> None:
     def edit(d: dict[str, Any]) -> None:
         d["machines"][0]["signals"][5].update(scale=0.1, offset=-2.0)
