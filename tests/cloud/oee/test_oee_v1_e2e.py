@@ -29,7 +29,7 @@ from seeds import load_scenario
 
 ROOT = Path(__file__).resolve().parents[3]
 MACHINE = "zj-shaoxing/pack-1/pack-1-m01"
-PRE_ROLL_S = 3 * 3600
+PRE_ROLL_S = 6 * 3600  # 21.6 s of wall time at speed 1000: the agent must be subscribed before the first unit
 V1_CALENDAR = {
     "shifts": [{"name": "V1", "start": "08:00", "hours": 8, "days": [1, 2, 3, 4, 5, 6, 7],
                 "breaks": [{"start": "10:00", "minutes": 15}, {"start": "12:00", "minutes": 30},
