@@ -24,7 +24,7 @@ class Category(IntEnum):
     MATERIAL = 5  # jams, congestion, material missing
     OPERATOR = 6  # operator not at the machine
     UNSPECIFIED = 7  # a stop without a reason
-    UNKNOWN = 8  # unknown state, or no state data at all
+    UNKNOWN = 8  # unknown state (time before the first state change is excluded, as planned)
     PLANNED = 9  # planned stop (break, no shift, no order, planned maintenance): excluded from OEE
 
 

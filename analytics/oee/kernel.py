@@ -247,18 +247,13 @@ def _machine(
             k -= 1
         pk = np.searchsorted(p_end, ws, side="right")
         if k < 0:
-            # Before the first state change nothing is known about the machine.
+            # Before the first state change the machine was not monitored: that time is excluded like
+            # planned time (flagged), never charged to it as a failure.
             t_first = seg_t[0] if ns > 0 else we
             b = min(we, t_first)
             if b > ws:
                 flags |= FLAG_NO_STATE
-                c_a, pk = _covered(ws, pk, p_start, p_end, p_cum)
-                c_b, pk = _covered(b, pk, p_start, p_end, p_cum)
-                inside = c_b - c_a
-                planned += inside
-                fail_loss += inside
-                out_t[w, C_UNKNOWN] += inside
-                out_t[w, C_PLANNED] += (b - ws) - inside
+                out_t[w, C_PLANNED] += b - ws
             k = 0
         # Branch-light walk over the segments: every piece adds its in-calendar time to its category
         # (run and planned categories: all of it) and the rest to "planned"; totals are derived below.

@@ -93,9 +93,9 @@ def run_reference(a: OeeInputs, config: OeeConfig) -> OeeResult:
             pieces: list[tuple[int, int, Category, int]] = []
             if n == 0 or times[0] > ws:
                 b = min(we, times[0]) if n else we
-                if b > ws:
+                if b > ws:  # not monitored yet: excluded like planned time
                     flags |= k.FLAG_NO_STATE
-                    pieces.append((ws, b, Category.UNKNOWN, -1))
+                    pieces.append((ws, b, Category.PLANNED, -1))
             for q in range(n):
                 lo, hi = max(times[q], ws), min(ends[q], we)
                 if first[q] and ws <= times[q] < we:
