@@ -99,9 +99,10 @@ class Detector(ABC):
     def state_shape(self, n_tags: int) -> tuple[int, int]:
         """Shape of the state array for `n_tags` tags."""
 
-    @abstractmethod
     def init_state(self, n_tags: int) -> F64:
-        """A fresh state for `n_tags` tags."""
+        """A fresh state for `n_tags` tags: zeros of `state_shape` (every detector starts from nothing seen)."""
+        self._check_tags(n_tags)
+        return np.zeros(self.state_shape(n_tags), np.float64)
 
     @abstractmethod
     def _kernel(self, state: F64, x: F64, scores: F64, alarms: NDArray[np.bool_]) -> None:

@@ -95,11 +95,6 @@ class Cusum(Detector):
         """Eight rows (count, mean, M2, S+, S-, alarm x3) by tags."""
         return (8, n_tags)
 
-    def init_state(self, n_tags: int) -> F64:
-        """Zeros: the baseline is learnt from the first `warmup` samples."""
-        self._check_tags(n_tags)
-        return np.zeros(self.state_shape(n_tags), np.float64)
-
     def _kernel(self, state: F64, x: F64, scores: F64, alarms: NDArray[np.bool_]) -> None:
         al = self.alarm
         cusum_kernel(state, x, float(self.warmup), self.k, self.cap, self.min_std,

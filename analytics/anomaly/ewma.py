@@ -88,11 +88,6 @@ class EwmaZ(Detector):
         """Six rows (count, mean, variance, alarm x3) by tags."""
         return (6, n_tags)
 
-    def init_state(self, n_tags: int) -> F64:
-        """Zeros: nothing seen yet."""
-        self._check_tags(n_tags)
-        return np.zeros(self.state_shape(n_tags), np.float64)
-
     def _kernel(self, state: F64, x: F64, scores: F64, alarms: NDArray[np.bool_]) -> None:
         al = self.alarm
         ewma_kernel(state, x, self.alpha, float(self.warmup), self.min_std**2,

@@ -119,11 +119,6 @@ class MahalanobisT2(Detector):
         p = self.dims
         return (n_tags // p, 1 + p + p * p + 3)
 
-    def init_state(self, n_tags: int) -> F64:
-        """Nothing seen yet."""
-        self._check_tags(n_tags)
-        return np.zeros(self.state_shape(n_tags), np.float64)
-
     def _kernel(self, state: F64, x: F64, scores: F64, alarms: NDArray[np.bool_]) -> None:
         al = self.alarm
         mahalanobis_kernel(state, x, self.dims, self.alpha, float(self.warmup), self.ridge,

@@ -115,11 +115,6 @@ class RobustZ(Detector):
         """Per tag: count, ring position, ring buffer, sorted window, alarm x3."""
         return (n_tags, 2 * self.window + 5)
 
-    def init_state(self, n_tags: int) -> F64:
-        """An empty window per tag."""
-        self._check_tags(n_tags)
-        return np.zeros(self.state_shape(n_tags), np.float64)
-
     def _kernel(self, state: F64, x: F64, scores: F64, alarms: NDArray[np.bool_]) -> None:
         al = self.alarm
         robust_kernel(state, x, self.window, self.min_scale, al.on, al.off, al.min_on, al.min_off,
