@@ -33,7 +33,8 @@ class BrokerError(RuntimeError):
     """The private broker cannot start, or a broker does not answer; the message says what to do."""
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now (for private brokers, databases and test servers)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -92,7 +93,7 @@ def _start_mosquitto(data_dir: Path, binary: str) -> tuple[str, Callable[[], Non
             run_as = "mosquitto"
         except KeyError:
             run_as = "root"
-    port = _free_port()
+    port = free_port()
     conf = workdir / "mosquitto.conf"
     conf.write_text(mosquitto_config(port, workdir, run_as))
     log_file = workdir / "mosquitto.log"
@@ -150,7 +151,7 @@ def _start_iotcore(data_dir: Path) -> tuple[str, Callable[[], None]]:
         ) from None
     workdir = (data_dir / "iotcore").absolute()
     workdir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     conf = workdir / "rumqttd.toml"
     conf.write_text(rumqttd_config(port))
     broker = Broker(config_path=str(conf))

@@ -15,7 +15,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from typing import Any
 import click
 import numpy as np
 
+from broker.embedded import free_port
 from edge.bench_procs import SITE, agent_config
 
 
@@ -199,12 +199,6 @@ def machine_info() -> dict[str, Any]:
     return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version()}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @click.command("edge")
 @click.option(
     "--seconds",
@@ -244,7 +238,7 @@ def bench_edge(
     warmup = 1.0 if quick else 2.0
     mqtt_url = resolve_mqtt_url(None)
     work = Path(tempfile.mkdtemp(prefix="zhizao-bench-edge-"))
-    ports = [_free_port() for _ in range(servers)]
+    ports = [free_port() for _ in range(servers)]
     counters = [work / f"offered-{no}" for no in range(servers)]
     procs = [
         _spawn(

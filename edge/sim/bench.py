@@ -15,13 +15,13 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import sys
 import time
 from typing import Any
 
 import click
 
+from broker.embedded import free_port
 from edge.sim.model import FactoryModel
 from edge.sim.nodes import build_node_table
 from edge.sim.server import SimServer
@@ -29,12 +29,6 @@ from seeds import load_scenario
 from seeds.model import Scenario
 
 _FAR_BACK_MS = 30 * 86_400_000  # 30 sim days: more than any phase can step
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _model_only(scenario: Scenario, seconds: float) -> tuple[int, int]:
@@ -52,7 +46,7 @@ async def _server(
     scenario: Scenario, scenario_path: str | None, seconds: float, speed: float | None, clients: int = 1
 ) -> dict[str, Any]:
     """Run a server flat out (speed None, no client) or at `speed` with `clients` subscribing processes."""
-    port = _free_port()
+    port = free_port()
     back = _FAR_BACK_MS if speed is None else int(speed * seconds * 1000 * 2)  # never catches up in `seconds`
     start = (int(time.time() * 1000) - back) // 1000 * 1000
     sim = SimServer(scenario, port, speed=speed or 1e9, seed=1, start_ms=start)

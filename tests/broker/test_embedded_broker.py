@@ -124,9 +124,9 @@ def test_mosquitto_keeps_queued_messages_across_a_restart(data_dir: Path) -> Non
 def test_probe_falls_back_to_3_1_1(data_dir: Path) -> None:
     from iotcore import Broker
 
-    from broker.embedded import _free_port
+    from broker.embedded import free_port
 
-    port = _free_port()
+    port = free_port()
     # rumqttd's 3.1.1-only listener: the same kind of broker as amqtt, which speaks nothing newer.
     conf = data_dir / "v4.toml"
     conf.write_text(
