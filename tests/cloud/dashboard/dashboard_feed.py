@@ -82,8 +82,11 @@ class Line:
         )
         self._pub(device_topic(self.site, MessageType.DDATA, self.line, machine), payload)
 
-    def history(self, minutes: int = 30, seed: int = 0) -> None:
-        """A plausible recent past per machine: running with a stop, counters, rates and a temperature."""
+    def history(self, minutes: int = 150, seed: int = 0) -> None:
+        """A plausible recent past per machine: running with a stop, counters, rates and a temperature.
+
+        The default span covers at least two whole clock hours, so the hourly OEE trend has two points at
+        any time of day (time before a machine's first state is not monitored and has no OEE)."""
         rng = np.random.default_rng(seed)
         end = now_ms()
         for k, m in enumerate(self.machines):
