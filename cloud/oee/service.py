@@ -285,9 +285,11 @@ class OeeService:
         for start in [s for s in m.atoms if s >= x]:
             del m.atoms[start]
         m.loaded = True
+        # Everything from x on is in memory now, also when that is nothing: a machine loaded before its
+        # first sample (a calendar edit while it is silent) must still write the windows its data will fill.
+        m.complete_from = min(m.complete_from, x)
         if m.horizon <= _NEVER:
             return  # no data at all yet: nothing to compute
-        m.complete_from = min(m.complete_from, x)
         m.dirty_from = x if m.dirty_from is None else min(m.dirty_from, x)
 
     def _handle_requests(self, conn: store.Conn, requests: list[_Request]) -> None:

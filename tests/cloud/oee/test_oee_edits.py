@@ -131,3 +131,16 @@ def test_site_scope_answers_404_outside_and_cluster_holds_only_own_sites(running
         bad = b.get("/api/v1/oee", params={"scope": "site", "site": "site-b", "from": span["to"], "to": span["from"]})
         assert bad.status_code == 400 and bad.json()["error"]["field"] == "to"
     assert FLEET["site-b"] == {"l9": ["m9"]}
+
+
+def test_calendar_edit_before_a_machines_first_sample_keeps_it_computing(running: Running) -> None:
+    # An engineer sets the calendar while the site's machines are registered (births) but silent: the
+    # recompute finds no samples. The data that follows must still be computed into windows (regression:
+    # such a machine stayed "incomplete" for good and no window was ever written).
+    with client(running, "engineer", "site-a") as eng:
+        body = {**CALENDAR, "recompute_from": dt(T0 - 240 * MIN).isoformat()}
+        resp = eng.put("/api/v1/sites/site-a/calendar", json=body)
+        assert resp.status_code == 200 and resp.json()["recomputed"] is True, resp.text
+    d = random_machine("site-a", "l1", "m1", seed=3)
+    feed(running, [d])
+    check_machine_windows(running, d)
