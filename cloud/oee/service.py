@@ -4,7 +4,8 @@ The ingest calls `on_committed(tag_ids, ts_ms, value)` after each commit (cheap:
 The worker turns them into state changes and counter/rate series per machine, publishes `state` events at
 once, and every `tick_s` runs the OEE kernel over the atoms new data touched (never over history), upserts
 the affected hour/shift/day windows into `oee_windows` and publishes `oee` events (at most one per machine per
-`oee_event_every_s`). Late (replayed) samples, stop reasons and calendar edits make it reload the machine's
+`oee_event_every_s`), and the same for the line and site of each such machine, summed from the stored windows as
+the API sums them. Late (replayed) samples, stop reasons and calendar edits make it reload the machine's
 signals from the database for the windows involved and recompute them.
 """
 
@@ -15,6 +16,7 @@ import queue
 import threading
 import time
 from collections import defaultdict
+from datetime import UTC
 from typing import Any
 
 import numpy as np
@@ -25,6 +27,7 @@ from cloud.live import LiveHub
 from cloud.oee import store
 from cloud.oee.calendar import DAY_MS, SiteCalendar
 from cloud.oee.engine import FLAGS, SUM_FIELDS, MachineState, compute_atoms, ratios
+from cloud.oee.queries import ratios_of
 from cloud.storage.db import StorageError, make_pool, translate_errors
 from seeds.model import Scenario
 
@@ -74,6 +77,8 @@ class OeeService:
         self._reload: dict[tuple[str, str], int] = {}
         self._last_event: dict[tuple[str, str], float] = {}
         self._pending_events: set[tuple[str, str]] = set()
+        self._pending_rollups: dict[str, set[str]] = {}  # site -> lines whose roll-up event is due
+        self._last_rollup: dict[str, float] = {}
         self._lost_from: int | None = None
         self._lost_lock = threading.Lock()
         self._db_down = False
@@ -342,6 +347,7 @@ class OeeService:
             self.computes += 1
             store.save_windows(conn, rows)
         self._publish_oee()
+        self._publish_rollups(conn)
 
     # -- live events -------------------------------------------------------------------------------------
 
@@ -366,6 +372,7 @@ class OeeService:
             cal = self._sites.get(m.site)
             if cal is None or m.horizon <= _NEVER:
                 continue
+            self._pending_rollups.setdefault(m.site, set()).add(m.line)
             for kind, ws, we, sums in m.window_sums(cal, m.horizon, m.horizon):
                 if not ws <= m.horizon < we:
                     continue
@@ -376,4 +383,48 @@ class OeeService:
                     "availability": r["availability"], "performance": r["performance"],
                     "quality": r["quality"], "oee": r["oee"],
                     "performance_capped": bool(int(sums[FLAGS]) & 1) or sums[SUM_FIELDS.index("ideal_s")] > sums[SUM_FIELDS.index("run_s")],
+                })  # fmt: skip
+
+    def _publish_rollups(self, conn: store.Conn) -> None:
+        """`oee` events for the lines and sites whose machines just published, at most one per site per
+        `oee_event_every_s`: the current hour, shift and day summed over the stored windows of every machine
+        (planned time and ideal output weigh each machine, as in `/api/v1/oee`)."""
+        if self.live is None:
+            self._pending_rollups.clear()
+            return
+        now = time.monotonic()
+        for site in list(self._pending_rollups):
+            if now - self._last_rollup.get(site, -1e9) < self.oee_event_every_s:
+                continue
+            lines = self._pending_rollups.pop(site)
+            self._last_rollup[site] = now
+            cal = self._sites.get(site)
+            horizon = max((m.horizon for (s, _), m in self._machines.items() if s == site), default=_NEVER)
+            if cal is None or horizon <= _NEVER:
+                continue
+            current = [(kind, ws) for kind in ("hour", "shift", "day")
+                       for ws, we in cal.windows(kind, horizon, horizon + 1) if ws <= horizon < we]
+            if not current:
+                continue
+            sums = ", ".join(f"sum({f})::float8 AS {f}" for f in SUM_FIELDS if f != "flags")
+            match = " OR ".join("(kind = %s AND start_ts = %s)" for _ in current)
+            cur = conn.execute(
+                f"SELECT line_id, kind, start_ts, max(end_ts) AS end_ts, {sums}, bit_or(flags) AS flags"
+                f" FROM oee_windows WHERE site_id = %s AND ({match})"
+                " GROUP BY GROUPING SETS ((line_id, kind, start_ts), (kind, start_ts))",
+                [site, *(x for kind, ws in current for x in (kind, store.dt(ws)))],
+            )
+            names = [d.name for d in cur.description or []]
+            for values in cur.fetchall():
+                row = dict(zip(names, values, strict=True))
+                line = row["line_id"]
+                if line is not None and line not in lines:
+                    continue
+                r = ratios_of(row, one_machine=False)
+                self.live.publish("oee", site, {
+                    "scope": "site" if line is None else "line", "id": site if line is None else line, "site": site,
+                    "window_kind": row["kind"], "start": row["start_ts"].astimezone(UTC).isoformat(),
+                    "end": row["end_ts"].astimezone(UTC).isoformat(),
+                    "availability": r["availability"], "performance": r["performance"], "quality": r["quality"],
+                    "oee": r["oee"], "performance_capped": r["performance_capped"],
                 })  # fmt: skip
