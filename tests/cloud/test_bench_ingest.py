@@ -26,6 +26,11 @@ def test_bench_ingest_quick_reports_rates_ratio_and_machine(
     assert figures["ingest_samples_per_s"] > 0 and figures["baseline_rows_per_s"] > 0
     expected = round(figures["ingest_samples_per_s"] / figures["baseline_rows_per_s"], 1)
     assert abs(figures["ratio"] - expected) <= 0.1
+    # The server floor (same rows moved inside the server) and the ceiling ratio it gives.
+    assert figures["server_floor_rows_per_s"] > 0
+    ceiling = round(figures["server_floor_rows_per_s"] / figures["baseline_rows_per_s"], 1)
+    assert abs(figures["ceiling_ratio"] - ceiling) <= 0.1
+    assert "server floor" in result.output
     assert figures["cores"] >= 1 and figures["cpu"]
     assert "ratio" in result.output and "executemany" in result.output
     # The bench drops the temporary databases it created.
