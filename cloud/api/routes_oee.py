@@ -27,6 +27,7 @@ ScopeKind = Literal["machine", "line", "site", "cluster"]
 WindowKind = Literal["hour", "shift", "day"]
 _MAX_RANGE = timedelta(days=400)
 _RECOMPUTE_WAIT_S = 30.0
+_FIRST_REASON = 50_000  # codes below are running, unknown or the unspecified stop itself
 SiteId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 MachineId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 
@@ -269,6 +270,18 @@ async def put_calendar(
     return result
 
 
+@router.get("/sites/{site}/stop-reasons", summary="Reasons an operator may give a site's unspecified stops")
+async def get_stop_reasons(site: SiteId, conn: Conn, scope: Scope) -> list[dict[str, Any]]:
+    """The base stop codes 50000..220000 (DESIGN.md section 4) with their names and the site's category."""
+    await _resolve(conn, scope, "site", site, site)
+    config = (await q.site_configs(conn, [site]))[site]
+    return [
+        {"code": code, "name": name, "category": q.category_name(config, code)}
+        for code, name in sorted(STOP_CATALOGUE.items())
+        if code >= _FIRST_REASON
+    ]
+
+
 class StopReasonIn(BaseModel):
     """The reason for the stop that began at `start`."""
 
@@ -288,7 +301,7 @@ async def post_stop_reason(
     await _resolve(conn, scope, "machine", site, machine)
     start = parse_time("start", body.start)
     base = body.code // 10_000 * 10_000
-    if body.code < 50_000 or base not in STOP_CATALOGUE:
+    if body.code < _FIRST_REASON or base not in STOP_CATALOGUE:
         raise bad_request("code", body.code, "not a stop reason code (50000..229999, DESIGN.md section 4)")
     cur = await conn.execute("SELECT code FROM oee_state_changes WHERE site_id = %s AND machine_id = %s AND ts = %s",
                              [site, machine, start])

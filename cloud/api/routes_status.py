@@ -1,4 +1,4 @@
-"""Service status: `/healthz` (open), `/metrics` (Prometheus), `/api/v1/edge-nodes`, and token administration."""
+"""Service status: `/healthz` (open), `/metrics` (Prometheus), `/api/v1/edge-nodes`, `/api/v1/me`, token administration."""
 
 from __future__ import annotations
 
@@ -81,6 +81,17 @@ async def edge_nodes(
             scope.params(**params),
         )
         return await cur.fetchall()
+
+
+@router.get("/api/v1/me", tags=["status"], summary="The caller's own token: name, role and sites")
+async def me(caller: Caller) -> dict[str, Any]:
+    """Who the token belongs to, its role and its sites (null = all), so a client can show what the role may do."""
+    return {
+        "token_id": caller.token_id,
+        "name": caller.name,
+        "role": caller.role.value,
+        "sites": caller.site_list(),
+    }
 
 
 Admin = Annotated[Principal, Depends(require_role(Role.admin))]
