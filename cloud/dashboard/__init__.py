@@ -50,7 +50,7 @@ async def ui_no_slash() -> RedirectResponse:
 
 @router.get("/ui/")
 async def index() -> FileResponse:
-    """The single page (hash routes: #/, #/site/S, #/site/S/line/L, #/site/S/machine/M)."""
+    """The single page (hash routes: #/, #/site/S, #/site/S/calendar, #/site/S/line/L, #/site/S/machine/M)."""
     return _file(STATIC / "index.html")
 
 

@@ -3,9 +3,12 @@ export const API = new URL("../api/v1/", location.href);
 const KEY = "zhizao.token";
 
 export class ApiError extends Error {
-  constructor(status, message) {
+  /** `field` and `value`: what the API named as wrong (400s), when it did. */
+  constructor(status, message, field = null, value = null) {
     super(message);
     this.status = status;
+    this.field = field;
+    this.value = value;
   }
 }
 
@@ -25,21 +28,32 @@ function url(path, params = {}) {
 }
 
 /** GET a JSON resource; throws ApiError with the API's message (which names the field and value). */
-export async function get(path, params = {}, { signal, silent = false } = {}) {
+export function get(path, params = {}, { signal, silent = false } = {}) {
+  return request("GET", url(path, params), undefined, { signal, silent });
+}
+
+/** PUT or POST a JSON body; the answer's JSON, or ApiError with the API's message, field and value. */
+export function send(method, path, body) {
+  return request(method, url(path), body, {});
+}
+
+async function request(method, target, body, { signal, silent = false }) {
+  const headers = { Authorization: `Bearer ${getToken() ?? ""}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
   let res;
   try {
-    res = await fetch(url(path, params), { headers: { Authorization: `Bearer ${getToken() ?? ""}` }, signal });
+    res = await fetch(target, { method, headers, signal, body: body === undefined ? undefined : JSON.stringify(body) });
   } catch (err) {
     if (err.name === "AbortError") throw err;
     throw new ApiError(0, err.message);
   }
   if (!res.ok) {
-    let message = `HTTP ${res.status}`;
+    let error = {};
     try {
-      message = (await res.json()).error?.message ?? message;
+      error = (await res.json()).error ?? {};
     } catch { /* not JSON */ }
     if (res.status === 401 && !silent) window.dispatchEvent(new CustomEvent("zhizao:unauthorized"));
-    throw new ApiError(res.status, message);
+    throw new ApiError(res.status, error.message ?? `HTTP ${res.status}`, error.field ?? null, error.value ?? null);
   }
   return res.json();
 }

@@ -90,8 +90,12 @@ export function lineChart(el, ts, values, label, unit) {
   charts.add(chart);
 }
 
-/** State intervals as coloured bands over [from, to) with hour ticks; each band has a tooltip. */
-export function timeline(el, intervals, from, to) {
+/** State intervals as coloured bands over [from, to) with hour ticks; each band has a tooltip.
+
+`marks` ({key, start, end, label}) are outlined over the bands as buttons that call `onPick(mark)`; the one
+whose key is `picked` is highlighted. They stay out of the tab order: a list next to the chart is the keyboard way.
+*/
+export function timeline(el, intervals, from, to, { marks = [], picked = null, onPick = null } = {}) {
   const width = 1000;
   const height = 46;
   const span = to - from;
@@ -112,7 +116,15 @@ export function timeline(el, intervals, from, to) {
   for (let tick = Math.ceil(from / hour) * hour; tick < to; tick += hour) {
     svg.append(s("line", { x1: x(tick), x2: x(tick), y1: 30, y2: 34, class: "tl-tick" }));
   }
-  el.replaceChildren(svg, h("div", { class: "tl-axis", "aria-hidden": "true" },
+  const layer = onPick ? h("div", { class: "tl-marks" }, ...marks.map((m) => {
+    const left = x(Date.parse(m.start)) / 10;
+    const right = x(m.end ? Date.parse(m.end) : to) / 10;
+    return h("button", { type: "button", tabindex: "-1", class: `tl-mark${m.key === picked ? " picked" : ""}`,
+      title: m.label, "aria-label": m.label, dataset: { key: m.key },
+      style: `left:${((left + right) / 2).toFixed(3)}%;width:max(14px,${(right - left).toFixed(3)}%)`,
+      onclick: () => onPick(m) });
+  })) : null;
+  el.replaceChildren(svg, layer, h("div", { class: "tl-axis", "aria-hidden": "true" },
     ...hourLabels(from, to).map(([ms, text]) => h("span", { style: `left:${((ms - from) / span) * 100}%` }, text))));
 }
 

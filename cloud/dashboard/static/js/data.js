@@ -1,7 +1,28 @@
-// Queries shared by the pages: current-shift OEE, 24 h hourly trend, latest values.
-import { get, getOr, iso } from "./api.js";
+// Queries shared by the pages: the token's role, current-shift OEE, 24 h hourly trend, latest values.
+import { get, getOr, getToken, iso } from "./api.js";
 
 const HOUR = 3600_000;
+// cloud.auth.Role: each role includes the ones before it.
+const ROLES = ["viewer", "operator", "engineer", "admin"];
+let mine = null;
+
+/** The token's own name, role and sites (GET /me), asked once per token. */
+export function me() {
+  const token = getToken();
+  if (!mine || mine.token !== token) {
+    const answer = get("me").catch((err) => {
+      mine = null; // ask again next time
+      throw err;
+    });
+    mine = { token, answer };
+  }
+  return mine.answer;
+}
+
+/** True when `who` (an answer of me()) has `role` or a role above it. */
+export function may(who, role) {
+  return ROLES.indexOf(who?.role) >= ROLES.indexOf(role);
+}
 
 /** Windows of one scope ("cluster" needs no site/id) over the last `hours`. */
 export function oeeWindows(scope, site, id, window, hours) {

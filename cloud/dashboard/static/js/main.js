@@ -4,6 +4,7 @@ import { disposeCharts } from "./charts.js";
 import { h } from "./dom.js";
 import { LANGS, currentLang, preferredLang, setLang, t, translate } from "./i18n.js";
 import * as live from "./live.js";
+import { calendar } from "./views/calendar.js";
 import { line } from "./views/line.js";
 import { login } from "./views/login.js";
 import { machine } from "./views/machine.js";
@@ -19,11 +20,12 @@ let liveState = "off";
 let page = 0;
 let cleanups = [];
 
-// #/ | #/site/S | #/site/S/line/L | #/site/S/machine/M
+// #/ | #/site/S | #/site/S/calendar | #/site/S/line/L | #/site/S/machine/M
 function route() {
   const parts = location.hash.replace(/^#\/?/, "").split("/").filter(Boolean).map(decodeURIComponent);
   if (parts.length === 0) return [overview];
   if (parts[0] === "site" && parts.length === 2) return [site, parts[1]];
+  if (parts[0] === "site" && parts.length === 3 && parts[2] === "calendar") return [calendar, parts[1]];
   if (parts[0] === "site" && parts.length === 4 && parts[2] === "line") return [line, parts[1], parts[3]];
   if (parts[0] === "site" && parts.length === 4 && parts[2] === "machine") return [machine, parts[1], parts[3]];
   return null;

@@ -1,11 +1,12 @@
-// Machine page: current state, OEE with A/P/Q, counters, state timeline, six big losses, stop-reason pareto
-// and one process signal's last hour.
+// Machine page: current state, OEE with A/P/Q, counters, state timeline (with the stops that need a reason, for
+// operators), six big losses, stop-reason pareto and one process signal's last hour.
 import { get, getOr, iso } from "../api.js";
 import { apq, bars, legend, lineChart, timeline, updateApq } from "../charts.js";
-import { latest, newest, oeeWindows, throttled } from "../data.js";
+import { latest, may, me, newest, oeeWindows, throttled } from "../data.js";
 import { h } from "../dom.js";
 import { category, clock, num, stateName } from "../format.js";
 import { t } from "../i18n.js";
+import { stopsPanel } from "./stops.js";
 
 const HOUR = 3600_000;
 const LOSSES = ["equipment_failure_s", "setup_adjustment_s", "idling_minor_stops_s", "reduced_speed_s",
@@ -31,14 +32,11 @@ function counters(w, values) {
     item("rate.ideal", values.get("Rate/Ideal")?.value, t("per.min")));
 }
 
-export async function machine(ctx, siteId, machineId) {
-  const site = encodeURIComponent(siteId);
+/** What the page shows that a stop reason changes: the timeline, the current shift and its losses. */
+async function figures(siteId, machineId) {
   const now = Date.now();
   const from = now - 8 * HOUR;
-  const [siteDetail, detail, values, shifts, states] = await Promise.all([
-    get(`sites/${site}`),
-    get(`sites/${site}/machines/${encodeURIComponent(machineId)}`),
-    latest(siteId, machineId),
+  const [shifts, states] = await Promise.all([
     oeeWindows("machine", siteId, machineId, "shift", 12),
     getOr("states", { site: siteId, machine: machineId, from: iso(from), to: iso(now) }, []),
   ]);
@@ -46,11 +44,31 @@ export async function machine(ctx, siteId, machineId) {
   const shiftStart = current ? Date.parse(current.start) : from;
   const losses = await getOr("losses", { scope: "machine", site: siteId, id: machineId,
     from: iso(shiftStart), to: iso(now) }, null);
+  return { now, from, current, states, losses };
+}
+
+const paretoRows = (losses) => (losses?.pareto ?? []).slice(0, 6).map((r) => ({ label: stateName(r.code),
+  seconds: r.seconds, note: t("pareto.count", { count: r.count }), cls: `cat-${category(r.category, r.code)}` }));
+const lossRows = (losses) => LOSSES.map((k) => ({ label: t(`loss.${k}`), seconds: losses?.six_big_losses?.[k] ?? 0 }));
+
+export async function machine(ctx, siteId, machineId) {
+  const site = encodeURIComponent(siteId);
+  const [siteDetail, detail, initialValues, who, first] = await Promise.all([
+    get(`sites/${site}`),
+    get(`sites/${site}/machines/${encodeURIComponent(machineId)}`),
+    latest(siteId, machineId),
+    me().catch(() => null),
+    figures(siteId, machineId),
+  ]);
+  // Giving a stop a reason is for operators and above; a viewer sees neither the list nor the form.
+  const reasons = may(who, "operator") ? await getOr(`sites/${site}/stop-reasons`, {}, []) : null;
   if (!ctx.current()) return;
   ctx.crumbs([[siteDetail.name || siteId, `#/site/${site}`],
     [detail.line_id, `#/site/${site}/line/${encodeURIComponent(detail.line_id)}`], [machineId]]);
 
-  const intervals = [...states];
+  let values = initialValues;
+  let { from, now, current } = first;
+  let intervals = [...first.states];
   const last = intervals.at(-1);
   const code = values.get("State")?.value ?? last?.code ?? null;
   const since = last && last.code === code ? Date.parse(last.start) : null;
@@ -59,9 +77,12 @@ export async function machine(ctx, siteId, machineId) {
   const chartEl = h("div", { class: "signal-chart" });
   const picker = h("select", { id: "signal", "aria-label": t("signal.pick") },
     ...signals.map((tag) => h("option", { value: tag.tag_id }, tag.name + (tag.unit ? ` (${tag.unit})` : ""))));
-  const pareto = (losses?.pareto ?? []).slice(0, 6).map((r) => ({ label: stateName(r.code), seconds: r.seconds,
-    note: t("pareto.count", { count: r.count }), cls: `cat-${category(r.category, r.code)}` }));
-  const six = LOSSES.map((k) => ({ label: t(`loss.${k}`), seconds: losses?.six_big_losses?.[k] ?? 0 }));
+  const lossesEl = h("div", { class: "card m-losses" }, h("h2", { class: "card-title" }, t("losses")),
+    bars(lossRows(first.losses)));
+  const paretoEl = h("div", { class: "card m-pareto", id: "pareto" }, h("h2", { class: "card-title" }, t("pareto")),
+    bars(paretoRows(first.losses)));
+  const panel = reasons === null ? null : stopsPanel({ siteId, machineId, reasons,
+    onPicked: () => paintTimeline(), onSaved: reread });
 
   ctx.show(h("section", { class: "machine-page" },
     h("div", { class: "card m-state" },
@@ -69,14 +90,33 @@ export async function machine(ctx, siteId, machineId) {
     h("div", { class: "card m-oee", dataset: { scope: "machine", id: machineId } },
       h("h2", { class: "card-title" }, t("current.shift")), apq(current)),
     h("div", { class: "card m-counters" }, h("h2", { class: "card-title" }, t("counters")), counters(current, values)),
-    h("div", { class: "card m-timeline" }, h("h2", { class: "card-title" }, t("state.timeline")), timelineEl, legend()),
-    h("div", { class: "card m-losses" }, h("h2", { class: "card-title" }, t("losses")), bars(six)),
-    h("div", { class: "card m-pareto" }, h("h2", { class: "card-title" }, t("pareto")), bars(pareto)),
+    h("div", { class: "card m-timeline" }, h("h2", { class: "card-title" }, t("state.timeline")), timelineEl, legend(),
+      panel?.el),
+    lossesEl, paretoEl,
     h("div", { class: "card m-signal" },
       h("div", { class: "card-head" }, h("h2", { class: "card-title" }, t("signal")), signals.length ? picker : null),
       signals.length ? chartEl : h("p", { class: "muted" }, t("signal.none")))));
 
-  timeline(timelineEl, intervals, from, now);
+  function paintTimeline() {
+    const marks = panel ? panel.update(intervals) : [];
+    timeline(timelineEl, intervals, from, now, panel ? { marks, picked: panel.picked(), onPick: (m) => panel.pick(m.key) } : {});
+  }
+
+  /** After a stop reason: the timeline, the A/P/Q and counters, the losses and the pareto, read again. */
+  async function reread() {
+    const [f, fresh] = await Promise.all([figures(siteId, machineId), latest(siteId, machineId)]);
+    if (!ctx.current()) return;
+    ({ from, now, current } = f);
+    values = fresh;
+    intervals = [...f.states];
+    paintTimeline();
+    updateApq(ctx.view.querySelector(".m-oee .apq"), current);
+    ctx.view.querySelector("#counters")?.replaceWith(counters(current, values));
+    lossesEl.replaceChildren(lossesEl.firstChild, bars(lossRows(f.losses)));
+    paretoEl.replaceChildren(paretoEl.firstChild, bars(paretoRows(f.losses)));
+  }
+
+  paintTimeline();
   const showSignal = async () => {
     const tag = signals.find((s) => String(s.tag_id) === picker.value);
     if (!tag) return;
@@ -102,7 +142,9 @@ export async function machine(ctx, siteId, machineId) {
       const open = intervals.at(-1);
       if (open && !open.end) open.end = iso(ts);
       intervals.push({ start: iso(ts), end: null, code: data.code, category: data.category });
-      timeline(timelineEl, intervals, Date.now() - 8 * HOUR, Date.now());
+      now = Date.now();
+      from = now - 8 * HOUR;
+      paintTimeline();
     } else if (kind === "oee" && data.scope === "machine" && data.window_kind === "shift") {
       updateApq(ctx.view.querySelector(".m-oee .apq"), data);
       if ("total" in data) ctx.view.querySelector("#counters")?.replaceWith(counters(data, values));

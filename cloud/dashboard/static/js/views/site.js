@@ -1,7 +1,8 @@
-// Site page: a card per line with OEE, A/P/Q, trend and its machines' current states.
+// Site page: a card per line with OEE, A/P/Q, trend and its machines' current states; a link to the shift
+// calendar for engineers.
 import { get } from "../api.js";
 import { apq, sparkline, updateApq } from "../charts.js";
-import { latest, oeeSummary, throttled } from "../data.js";
+import { latest, may, me, oeeSummary, throttled } from "../data.js";
 import { h } from "../dom.js";
 import { category, count, stateName } from "../format.js";
 import { t } from "../i18n.js";
@@ -33,7 +34,8 @@ export function followStates(ctx, site) {
 }
 
 export async function site(ctx, siteId) {
-  const [detail, values] = await Promise.all([get(`sites/${encodeURIComponent(siteId)}`), latest(siteId)]);
+  const [detail, values, who] = await Promise.all([get(`sites/${encodeURIComponent(siteId)}`), latest(siteId),
+    me().catch(() => null)]);
   const summaries = await Promise.all(detail.line_list.map((l) => oeeSummary("line", siteId, l.line_id)));
   if (!ctx.current()) return;
   ctx.crumbs([[detail.name || siteId]]);
@@ -50,9 +52,14 @@ export async function site(ctx, siteId) {
         ...line.machines.map((m) => stateChip(siteId, m, values.get(`${m}/State`)?.value ?? null))));
     return { el, spark, trend: summaries[i].trend };
   });
+  // The shift calendar is edited by engineers and above; the page itself only reads for anyone else.
+  const calendarLink = may(who, "engineer")
+    ? h("a", { class: "btn", id: "calendar-link", href: `#/site/${encodeURIComponent(siteId)}/calendar` }, t("cal.title"))
+    : null;
   ctx.show(h("section", { class: "site" },
-    h("h1", { class: "page-title" }, detail.name || siteId, h("span", { class: "muted small" },
-      ` ${count(detail.lines, "line")} · ${count(detail.machines, "machine")}`)),
+    h("div", { class: "site-head" },
+      h("h1", { class: "page-title" }, detail.name || siteId, h("span", { class: "muted small" },
+        ` ${count(detail.lines, "line")} · ${count(detail.machines, "machine")}`)), calendarLink),
     h("div", { class: "grid lines" }, ...cards.map((c) => c.el))));
   cards.forEach((c) => sparkline(c.spark, c.trend, 40));
   followStates(ctx, siteId);
