@@ -275,6 +275,9 @@ class OeeService:
         fresh = MachineState(m.site, m.line, m.machine)
         st_t, st_v = hist["state"]
         fresh.append_states(st_t, np.where((st_v >= 0) & (st_v < 230_000), st_v, 30_000).astype(np.int64))
+        # The timeline's state changes follow the stored samples: a machine's first batch (already in the
+        # samples loaded here) and replayed or late samples reach `oee_state_changes` this way.
+        store.replace_state_changes(conn, m.site, m.machine, fresh.st_t.tolist(), fresh.st_c.tolist())
         (tt, tv), (gt, gv) = hist["total"], hist["good"]
         fresh.append_counts(tt, tv.astype(np.int64), gt, gv.astype(np.int64))
         fresh.append_rates(*hist["rate"])

@@ -145,6 +145,23 @@ def save_state_changes(conn: Conn, rows: list[tuple[str, str, int, int]]) -> Non
         )
 
 
+def replace_state_changes(conn: Conn, site: str, machine: str, ts: list[int], codes: list[int]) -> None:
+    """Make the stored state changes from `ts[0]` on equal to (ts, codes), the changes of every state sample
+    from that instant on (a reload from the samples table). The first entry is no change when the last one
+    stored before it has the same code."""
+    if not ts:
+        return
+    row = conn.execute(
+        "SELECT code FROM oee_state_changes WHERE site_id = %s AND machine_id = %s AND ts < %s ORDER BY ts DESC LIMIT 1",
+        [site, machine, dt(ts[0])],
+    ).fetchone()
+    conn.execute("DELETE FROM oee_state_changes WHERE site_id = %s AND machine_id = %s AND ts >= %s",
+                 [site, machine, dt(ts[0])])
+    if row is not None and int(row[0]) == codes[0]:
+        ts, codes = ts[1:], codes[1:]
+    save_state_changes(conn, [(site, machine, t, c) for t, c in zip(ts, codes, strict=True)])
+
+
 _UPSERT = (
     "INSERT INTO oee_windows (site_id, machine_id, line_id, kind, start_ts, end_ts, "
     + ", ".join(SUM_FIELDS)

@@ -87,3 +87,20 @@ def test_v1_vector_shift_shows_0_7479(running: Running) -> None:
     assert len(hours) == 8
     assert sum(x["planned_s"] for x in hours) == pytest.approx(420 * 60)
     assert sum(x["good"] for x in hours) == 18848
+
+
+def test_state_timeline_holds_every_change_from_the_first_batch_on(running: Running) -> None:
+    # The OEE service loads a machine it has not seen from the stored samples, which already hold the
+    # batch that woke it: that batch's state changes must reach the timeline too, not only later ones.
+    d = random_machine("site-a", "l1", "m1", seed=11)
+    feed(running, [d], step_ms=20 * MIN)
+    expected = []
+    for ts, code in d.series["State"]:
+        if not expected or expected[-1][1] != int(code):
+            expected.append((ts, int(code)))
+    lo, hi = expected[0][0], max(ts for s in d.series.values() for ts, _ in s) + MIN
+    resp = running.client.get("/api/v1/states", params={"site": "site-a", "machine": "m1", "from": str(lo),
+                                                         "to": str(hi)})
+    assert resp.status_code == 200, resp.text
+    got = [(dt_ms(x["start"]), int(x["code"])) for x in resp.json()]
+    assert got == expected
