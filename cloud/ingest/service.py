@@ -22,6 +22,7 @@ from cloud.ingest import metrics
 from cloud.ingest.processor import Processor
 from cloud.ingest.settings import IngestSettings
 from cloud.ingest.writer import CommitListener, DbWriter
+from cloud.storage.cagg_refresh import AggregateRefresher
 from cloud.storage.db import make_pool
 from cloud.storage.migrate import StorageInfo, apply_migrations
 
@@ -55,6 +56,7 @@ class IngestService:
         self._writer: DbWriter | None = None
         self._processor: Processor | None = None
         self._pool: ConnectionPool | None = None
+        self._refresher: AggregateRefresher | None = None
         self.acks_sent = 0
         self._t0 = time.monotonic()
         self._commit_listeners: list[CommitListener] = []
@@ -112,6 +114,11 @@ class IngestService:
         s = self.settings
         self.storage = apply_migrations(self.conninfo, horizons=s.horizons)
         log.warning("ingest storage: %s", self.storage.kind)
+        if self.storage.timescale:
+            # Old rows (outbox replays) reach the continuous aggregates through a refresh after commit.
+            self._refresher = AggregateRefresher(self.conninfo, s.horizons)
+            self._refresher.start()
+            self._commit_listeners.append(self._refresher.note)
         self._pool = make_pool(self.conninfo, min_size=2, max_size=s.pool_max_size, name="zhizao-ingest")
         self._writer = DbWriter(
             self._pool,
@@ -149,6 +156,8 @@ class IngestService:
             self._processor.stop(max(0.5, deadline - time.monotonic()))
         if self._writer is not None and not self._writer.stop(max(0.5, deadline - time.monotonic())):
             log.warning("stopped with batches not committed; the edge nodes keep them and replay")
+        if self._refresher is not None:
+            self._refresher.stop(max(0.5, deadline - time.monotonic()))
         if self._host is not None:
             self._host.stop()
         if self._pool is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 
 import psycopg
@@ -22,8 +22,13 @@ _ADVISORY_LOCK_KEY = 0x7A68697A616F  # "zhizao"
 
 @dataclass(frozen=True)
 class TimescaleHorizons:
-    """Chunking, compression, retention and rollup refresh horizons (PostgreSQL interval strings)."""
+    """Chunking, compression, retention and rollup refresh horizons (PostgreSQL interval strings).
 
+    `use_timescale`: run on TimescaleDB where the extension is created in the database, or can be (the
+    server preloads it and the role may create it: then it is created). False keeps plain PostgreSQL.
+    """
+
+    use_timescale: bool = True
     chunk_interval: str = "1 day"
     compress_after: str | None = "7 days"
     retain_raw_for: str | None = "365 days"
@@ -44,6 +49,7 @@ class StorageInfo:
     server_version: str
     applied: tuple[str, ...] = field(default=())
     timescale_available: bool = False  # installable but not created in this database
+    timescale_preloaded: bool = False  # the server loads it at start, so CREATE EXTENSION can work
 
     @property
     def kind(self) -> str:
@@ -74,12 +80,36 @@ def detect_storage(conn: psycopg.Connection[tuple[object, ...]]) -> StorageInfo:
     available = conn.execute(
         "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
     ).fetchone()
+    # The preloaded loader defines its settings; shared_preload_libraries itself is hidden from most roles.
+    preloaded = conn.execute(
+        "SELECT count(*) FROM pg_settings WHERE name = 'timescaledb.disable_load' AND setting = 'off'"
+    ).fetchone()
     return StorageInfo(
         timescale=row is not None,
         version=str(row[0]) if row else None,
         server_version=server.split()[0],
         timescale_available=bool(available and available[0]),
+        timescale_preloaded=bool(preloaded and preloaded[0]),
     )
+
+
+def _create_timescale(conn: psycopg.Connection[tuple[object, ...]], info: StorageInfo) -> bool:
+    """CREATE EXTENSION timescaledb where the server preloads it; False (and one log line) where it cannot."""
+    if not info.timescale_available:
+        return False
+    if not info.timescale_preloaded:
+        # Without the preloaded loader CREATE EXTENSION ends the session (FATAL), so it is not tried.
+        log.warning(
+            "timescaledb is installed but not in shared_preload_libraries; running on plain PostgreSQL"
+        )
+        return False
+    try:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    except psycopg.Error as exc:
+        log.warning("cannot create the timescaledb extension (%s); running on plain PostgreSQL", exc)
+        return False
+    log.warning("created the timescaledb extension in this database")
+    return True
 
 
 def apply_migrations(conninfo: str, *, horizons: TimescaleHorizons | None = None) -> StorageInfo:
@@ -113,19 +143,20 @@ def apply_migrations(conninfo: str, *, horizons: TimescaleHorizons | None = None
                     )
                 applied.append(name)
                 log.info("applied migration %s", name)
+            horizons = horizons or TimescaleHorizons()
             info = detect_storage(conn)
-            if info.timescale:
-                timescale.setup(conn, horizons or TimescaleHorizons())
+            if horizons.use_timescale and not info.timescale and _create_timescale(conn, info):
+                info = detect_storage(conn)
+            if info.timescale and horizons.use_timescale:
+                timescale.setup(conn, horizons)
             else:
-                if info.timescale_available:
-                    log.info("timescaledb is available but not created here; run CREATE EXTENSION to use it")
+                if timescale.is_converted(conn):
+                    raise StorageError(
+                        "use_timescale=False, but samples is already a TimescaleDB hypertable in this database;"
+                        " use TimescaleDB (use_timescale=True) or a new database"
+                    )
                 plain.setup(conn)
+                info = replace(info, timescale=False, version=None)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", [_ADVISORY_LOCK_KEY])
-    return StorageInfo(
-        timescale=info.timescale,
-        version=info.version,
-        server_version=info.server_version,
-        applied=tuple(applied),
-        timescale_available=info.timescale_available,
-    )
+    return replace(info, applied=tuple(applied))

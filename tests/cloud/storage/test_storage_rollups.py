@@ -13,6 +13,9 @@ import psycopg
 from spnode import T0, SpNode, wait_for
 
 from cloud.ingest.service import IngestService
+from cloud.storage.migrate import TimescaleHorizons
+
+PLAIN = TimescaleHorizons(use_timescale=False)  # these rollups are the plain backend's (TimescaleDB: caggs)
 
 DIRECT = """SELECT date_trunc(%(unit)s, ts, 'UTC') AS bucket, tag_id, min(value), max(value), avg(value),
     (array_agg(value ORDER BY ts DESC))[1], count(value)
@@ -26,7 +29,7 @@ WHERE bucket >= date_trunc(%(unit)s, to_timestamp(%(t0)s / 1000.0), 'UTC')
 def test_rollups_match_a_direct_aggregate_after_out_of_order_and_replayed_batches(
     make_service: Callable[..., IngestService], fresh_database: str, mqtt_url: str, unique_id: str
 ) -> None:
-    svc = make_service()
+    svc = make_service(horizons=PLAIN)
     node = SpNode(mqtt_url, unique_id, "line-1", {"m1": 3})
     rng = np.random.default_rng(11)
     try:
@@ -45,7 +48,9 @@ def test_rollups_match_a_direct_aggregate_after_out_of_order_and_replayed_batche
         ts, metric, value = sent[2]
         node.ddata("m1", ts, metric, value + 100, batch=3, historical=True)  # replay: conflicts, ignored
         node.new_batch()
-        node.ddata("m1", np.array([T0 + 500], np.int64), np.array([1]), np.array([-7.5]))  # late, older sample
+        node.ddata(
+            "m1", np.array([T0 + 500], np.int64), np.array([1]), np.array([-7.5])
+        )  # late, older sample
         distinct = {(int(m), int(t)) for ts, metric, _ in sent for t, m in zip(ts, metric, strict=True)}
         expected = len(distinct | {(1, T0 + 500)})
 
@@ -78,7 +83,7 @@ def test_refresh_rebuilds_rollups_of_bulk_loaded_history(fresh_database: str) ->
     from cloud.storage.migrate import apply_migrations
     from cloud.storage.rollups import refresh
 
-    apply_migrations(fresh_database)
+    apply_migrations(fresh_database, horizons=PLAIN)
     with psycopg.connect(fresh_database) as conn:
         conn.execute(
             "INSERT INTO samples (ts, tag_id, value) SELECT to_timestamp(%s / 1000.0) + i * interval '7 second',"
