@@ -6,14 +6,20 @@ The bench calls the simulator's `Stop` and `Start` methods on one machine over O
 
 - total: until the matching `state` event arrives at an SSE client of `/api/v1/live` (what the browser gets);
 - baseline: until the edge agent's DDATA carrying the new `State` reaches the broker (simulator step,
-  OPC UA subscription and Sparkplug publishing; the part the cloud cannot make faster).
+  OPC UA subscription and Sparkplug publishing; the part the cloud cannot make faster);
+- dashboard (with `--browser PATH`): until the machine page's state badge, open in headless Chromium, shows
+  the new state's label. Before each call the bench arms a MutationObserver in the page that records
+  `Date.now()` when a new `#state` badge with the new state appears in the DOM (before the next paint,
+  at most one frame later); the bench takes `time.time()` just before the OPC UA call. Both read the same
+  machine's wall clock (CLOCK_REALTIME), so dashboard = DOM time - call time, to about 1 ms.
 
-It reports p50/p99 of both and of the cloud's share (total - baseline), and total / baseline.
+It reports p50/p99 of each and of the cloud's share (total - baseline), and total / baseline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import os
@@ -25,8 +31,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
@@ -37,8 +44,14 @@ from broker.mqtt import parse_mqtt_url
 from broker.sparkplug.codec import decode
 from broker.sparkplug.topics import MessageType, device_topic
 
+if TYPE_CHECKING:
+    from playwright.async_api import Page
+
 ROOT_AGENTS = Path(__file__).resolve().parents[2] / "seeds" / "agents"
 _PY = [sys.executable, "-c", "from zhizao.cli import main; main()"]
+# What Debian's Chromium needs to run headless here (as in the dashboard's browser tests).
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 90.0) -> None:
@@ -130,6 +143,78 @@ class _Wire:
         self._client.disconnect()
 
 
+# Armed before each call: records when a new #state badge (machine.js replaces it per `state` event) shows a
+# state on the expected side (stopped: 40000..49999, the rule the SSE matcher uses) with its label.
+_ARM = """(stop) => {
+  window.__zzBench?.observer.disconnect();
+  const armed = document.getElementById("state");
+  const bench = { seen: null, observer: null };
+  bench.observer = new MutationObserver(() => {
+    const badge = document.getElementById("state");
+    if (bench.seen || !badge || badge === armed || badge.dataset.stateCode === "") return;
+    const code = Number(badge.dataset.stateCode);
+    const label = badge.querySelector(".state-name")?.textContent ?? "";
+    if ((code >= 40000 && code < 50000) === stop && label) {
+      bench.seen = { t: Date.now(), code, label };
+      bench.observer.disconnect();
+    }
+  });
+  bench.observer.observe(document.body, { childList: true, subtree: true });
+  window.__zzBench = bench;
+}"""
+
+
+class _Dashboard:
+    """The machine page in headless Chromium: arm before a call, then the wall time the badge changed."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+
+    async def arm(self, stop: bool) -> None:
+        await self.page.evaluate(_ARM, stop)
+
+    async def seen(self, within_s: float) -> tuple[float, str] | None:
+        """Wall-clock time (s since the epoch, the page's Date.now()) of the change and the label shown."""
+        from playwright.async_api import Error as PlaywrightError
+
+        try:
+            await self.page.wait_for_function("window.__zzBench.seen !== null", timeout=within_s * 1000)
+        except PlaywrightError:
+            return None
+        seen = await self.page.evaluate("window.__zzBench.seen")
+        return float(seen["t"]) / 1000.0, str(seen["label"])
+
+
+@contextlib.asynccontextmanager
+async def _open_dashboard(browser_path: str, url: str, token: str, site: str, machine: str
+                          ) -> AsyncIterator[_Dashboard]:
+    """The machine page of `machine`, signed in with `token` (kept in sessionStorage, as the login form does)."""
+    from playwright.async_api import Error as PlaywrightError
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        try:
+            browser = await p.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
+        except PlaywrightError as exc:
+            raise click.ClickException(f"--browser {browser_path}: Chromium did not start: {exc}") from exc
+        try:
+            context = await browser.new_context(viewport={"width": 1366, "height": 768}, locale="en-US")
+            await context.add_init_script(f"sessionStorage.setItem('zhizao.token', {json.dumps(token)})")
+            page = await context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(f"{url}/ui/#/site/{site}/machine/{machine}")
+            try:
+                await page.locator("#state:not([data-state-code=''])").wait_for(timeout=30_000)
+                await page.locator(".live-on").wait_for(timeout=30_000)
+            except PlaywrightError as exc:
+                raise click.ClickException(f"the dashboard's machine page did not show {site}/{machine} with the "
+                                           f"live stream on within 30 s; page errors: {errors}") from exc
+            yield _Dashboard(page)
+        finally:
+            await browser.close()
+
+
 def _first(q: queue.Queue[tuple[float, Any]], match: Any, timeout: float) -> float:
     """Arrival time of the first queued item that matches, dropping the others."""
     deadline = time.monotonic() + timeout
@@ -151,17 +236,26 @@ def _drain(q: queue.Queue[Any]) -> None:
 
 
 async def _toggle(endpoint: str, node: str, events: int, sse: _Sse, wire: _Wire, machine: str,
-                  pause_s: float) -> tuple[list[float], list[float]]:
+                  pause_s: float, page: contextlib.AbstractAsyncContextManager[_Dashboard] | None,
+                  ) -> tuple[list[float], list[float], list[float], dict[str, int]]:
+    """Stop/Start calls: per event the SSE and broker latency (s); with a page, the DOM latency and labels shown."""
     from asyncua.client.client import Client  # only the bench drives the simulator from the cloud side
 
     total: list[float] = []
     base: list[float] = []
-    async with Client(endpoint, timeout=10) as client:
+    dom: list[float] = []
+    labels: dict[str, int] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        dash = await stack.enter_async_context(page) if page is not None else None
+        client = await stack.enter_async_context(Client(endpoint, timeout=10))
         obj = client.get_node(node)
         for i in range(events):
             stop = i % 2 == 0
             _drain(sse.events)
             _drain(wire.states)
+            if dash is not None:
+                await dash.arm(stop)
+            called = time.time()
             started = time.perf_counter()
             await obj.call_method("2:Stop" if stop else "2:Start")
 
@@ -180,8 +274,17 @@ async def _toggle(endpoint: str, node: str, events: int, sse: _Sse, wire: _Wire,
                 continue
             base.append(on_wire - started)
             total.append(seen - started)
+            if dash is not None:
+                # Also waits for the page to settle before the next call arms it again.
+                shown = await dash.seen(10.0)
+                if shown is None:
+                    click.echo(f"  event {i + 1}: the dashboard did not show the "
+                               f"{'stop' if stop else 'start'} within 10 s", err=True)
+                else:
+                    dom.append(shown[0] - called)
+                    labels[shown[1]] = labels.get(shown[1], 0) + 1
             await asyncio.sleep(pause_s)
-    return total, base
+    return total, base, dom, labels
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -198,9 +301,24 @@ def _pct(values: list[float], q: float) -> float:
               help="Stop/Start calls (alternating).")
 @click.option("--dt-ms", type=click.IntRange(10, 1000), default=100, show_default=True,
               help="Simulator step: a Stop takes effect at the next step.")
-def bench_live(database_url: str, mqtt_url: str, line: str, events: int, dt_ms: int) -> None:
-    """Simulator Stop/Start -> `state` event at an SSE client of /api/v1/live: p50/p99 latency."""
+@click.option("--browser", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Also time to the state badge of the machine page in this headless Chromium "
+                   "(Debian's is /usr/bin/chromium); needs Playwright (the dev extra).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the figures here.")
+def bench_live(database_url: str, mqtt_url: str, line: str, events: int, dt_ms: int, browser: str | None,
+               json_path: Path | None) -> None:
+    """Simulator Stop/Start -> `state` event at an SSE client of /api/v1/live (and the dashboard): p50/p99."""
     import logging
+
+    if browser is not None:
+        try:
+            import playwright.async_api  # noqa: F401 - only checked here, used in _open_dashboard
+        except ImportError as exc:
+            raise click.ClickException(
+                f"--browser {browser}: driving the browser needs Playwright, which is not installed; "
+                "install the dev extra (pip install -e '.[dev]') or `pip install playwright` "
+                "(it drives the Chromium at --browser; no browser download is needed)") from exc
 
     from cloud.auth import create_token
     from cloud.ingest.settings import IngestSettings
@@ -248,7 +366,9 @@ def bench_live(database_url: str, mqtt_url: str, line: str, events: int, dt_ms: 
             time.sleep(0.5)
         time.sleep(2.0)
         node = f"ns=2;s={site}/{line}/{machine}"
-        total, base = asyncio.run(_toggle(endpoint, node, events, sse, wire, machine, pause_s=0.3))
+        page = None if browser is None else _open_dashboard(browser, service.url, token, site, machine)
+        total, base, dom, labels = asyncio.run(
+            _toggle(endpoint, node, events, sse, wire, machine, pause_s=0.3, page=page))
         sse.close()
         wire.close()
     finally:
@@ -263,11 +383,35 @@ def bench_live(database_url: str, mqtt_url: str, line: str, events: int, dt_ms: 
     if len(total) < 2:
         raise click.ClickException(f"only {len(total)} events measured; see {work / 'procs.log'}")
     cloud = [t - b for t, b in zip(total, base, strict=True)]
+    rows = {"baseline": base, "total": total, "cloud": cloud}
+    if browser is not None and dom:
+        rows["dashboard"] = dom
+    result: dict[str, Any] = {
+        "machine": {"arch": platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "line": f"{site}/{line}", "target": machine, "sim_step_ms": dt_ms, "events": events, "measured": len(total),
+        **{f"{k}_{q}_ms": round(_pct(v, p), 1) for k, v in rows.items() for q, p in (("p50", 50), ("p99", 99))},
+        "ratio_total_baseline_p50": round(_pct(total, 50) / max(_pct(base, 50), 1e-9), 2),
+    }
+    if browser is not None:
+        result.update(browser=browser, dashboard_n=len(dom), dashboard_labels=labels)
     click.echo(f"machine: {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}")
     click.echo(f"events measured: {len(total)} of {events}")
     click.echo(f"{'':34}{'p50 ms':>10}{'p99 ms':>10}")
     click.echo(f"{'baseline: sim -> DDATA on broker':34}{_pct(base, 50):10.0f}{_pct(base, 99):10.0f}")
     click.echo(f"{'total: sim -> SSE state event':34}{_pct(total, 50):10.0f}{_pct(total, 99):10.0f}")
     click.echo(f"{'cloud share (total - baseline)':34}{_pct(cloud, 50):10.0f}{_pct(cloud, 99):10.0f}")
+    if dom:
+        click.echo(f"{'dashboard: sim -> badge in DOM':34}{_pct(dom, 50):10.0f}{_pct(dom, 99):10.0f}")
     click.echo(f"total / baseline at p50: {_pct(total, 50) / max(_pct(base, 50), 1e-9):.2f}x")
-    click.echo("next: open the dashboard (`zhizao demo` prints its URL) and watch a machine page")
+    if browser is not None:
+        click.echo(f"dashboard events seen: {len(dom)} of {len(total)}")
+        if dom:
+            result["ratio_dashboard_baseline_p50"] = round(_pct(dom, 50) / max(_pct(base, 50), 1e-9), 2)
+            click.echo(f"dashboard / baseline at p50: {result['ratio_dashboard_baseline_p50']:.2f}x")
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=2))
+        click.echo(f"wrote {json_path}", err=True)
+    if browser is None:
+        click.echo("next: open the dashboard (`zhizao demo` prints its URL) and watch a machine page")
+    else:
+        click.echo("next: `zhizao demo` and open a machine page to see the same badge change")
