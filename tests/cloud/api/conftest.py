@@ -9,12 +9,14 @@ from apifixtures import Cluster, Tokens, fill_cluster, make_client, make_tokens
 from fastapi.testclient import TestClient
 
 from cloud.storage import apply_migrations
+from cloud.storage.migrate import TimescaleHorizons
 
 
 @pytest.fixture
 def cluster(fresh_database: str) -> Cluster:
-    """A migrated, filled database."""
-    apply_migrations(fresh_database)
+    """A migrated, filled database (plain rollups: the fixture writes rollup rows; the TimescaleDB path has
+    its own tests in tests/cloud/storage/test_timescale.py)."""
+    apply_migrations(fresh_database, horizons=TimescaleHorizons(use_timescale=False))
     return fill_cluster(fresh_database)
 
 
