@@ -83,6 +83,7 @@ class HostClient:
         self._state_topic = state_topic(host_id)
         self._handler = on_message
         self._subs = subscriptions
+        self._subscribe_mid: int | None = None
         self._protocol: Protocol = protocol
         self._v5 = protocol != "3.1.1"
         self._keepalive = keepalive
@@ -115,6 +116,7 @@ class HostClient:
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         self._set_will(client)
         return client
 
@@ -196,8 +198,19 @@ class HostClient:
             if self._protocol == "auto" and self._v5 and reason.value in _UNSUPPORTED_PROTOCOL:
                 threading.Thread(target=self._fallback_to_v311, daemon=True).start()
             return
-        client.subscribe(self._subs)
-        # Subscribed before the birth, as the spec asks; same timestamp as the Will of this connection.
+        # Subscribed before the birth, as the spec asks: STATE online (and `connected`) follow the SUBACK,
+        # so no edge node can publish a birth the host is not yet subscribed to.
+        _, self._subscribe_mid = client.subscribe(self._subs)
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: object, mid: int, reasons: list[ReasonCode], props: object
+    ) -> None:
+        if mid != self._subscribe_mid:
+            return
+        refused = [r for r in reasons if r.is_failure]
+        if refused:
+            log.warning("broker refused %d of the host's %d subscriptions: %s", len(refused), len(reasons), refused[0])
+        # Same timestamp as the Will of this connection.
         client.publish(self._state_topic, encode_state(True, self._state_ts), qos=1, retain=True)
         self._connected.set()
         log.info("host %s online at %s:%s", self.host_id, self._endpoint.host, self._endpoint.port)
