@@ -54,6 +54,7 @@ class MachineState:
     horizon: int = -(2**62)  # latest sample time seen for the machine
     dirty_from: int | None = None  # earliest instant whose atoms need computing
     complete_from: int = 2**62  # atoms from here on are all in memory
+    buffer_from: int = -(2**62)  # the buffers hold every sample needed to recompute atoms from here on
     atoms: dict[int, tuple[int, F64]] = field(default_factory=dict)  # atom start -> (end, sums)
     loaded: bool = False
 
@@ -143,6 +144,7 @@ class MachineState:
             del self.atoms[start]
         self.complete_from = max(self.complete_from, keep_from)
         open_atom = max(s for s in self.atoms if s <= self.horizon) if self.atoms else keep_from
+        self.buffer_from = max(self.buffer_from, open_atom)
         i = _baseline(self.ct_t, open_atom)
         self.ct_t, self.ct_total, self.ct_good = self.ct_t[i:], self.ct_total[i:], self.ct_good[i:]
         i = _baseline(self.rt_t, open_atom)

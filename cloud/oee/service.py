@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 __all__ = ["OeeService"]
 
 _NEVER = -(2**62)  # MachineState.horizon before any sample
+_SIGNALS = ("state", "total", "good", "rate")  # the roles OEE is computed from
 _Batch = tuple[NDArray[np.int32], NDArray[np.int64], NDArray[np.float64]]
 
 
@@ -259,13 +260,20 @@ class OeeService:
             lates.append(m.append_counts(tt, tv.astype(np.int64), gt, gv.astype(np.int64)))
         if "rate" in group:
             lates.append(m.append_rates(*group["rate"]))
-        if first < m.complete_from < 2**62:
-            lates.append(first)  # older than the windows still in memory (a lagging tag): reload those windows
+        # Only OEE signals change figures before the horizon; other tags (process values) only move the
+        # horizon (an open state lasts until the newest sample of the machine), so they dirty from there.
+        signals = [int(t.min()) for role, (t, _) in group.items() if role in _SIGNALS and t.size]
+        dirty = min(signals, default=m.horizon) if m.horizon > _NEVER else first
+        dirty = min(dirty, m.horizon) if m.horizon > _NEVER else dirty
+        if dirty < max(m.buffer_from, m.complete_from) and m.complete_from < 2**62:
+            # Older than what the buffers can recompute (they are trimmed to the open atom): reload instead.
+            lates.append(dirty)
         late = min((x for x in lates if x is not None), default=None)
         if late is not None:
             key = (m.site, m.machine)
             self._reload[key] = min(self._reload.get(key, late), late)
-        m.mark(first)
+        else:
+            m.mark(dirty)
         m.horizon = max(m.horizon, max(int(t.max()) for t, _ in group.values() if t.size))
 
     def _load(self, conn: store.Conn, m: MachineState, cal: SiteCalendar, since: int) -> None:
@@ -293,6 +301,7 @@ class OeeService:
         for start in [s for s in m.atoms if s >= x]:
             del m.atoms[start]
         m.loaded = True
+        m.buffer_from = x
         # Everything from x on is in memory now, also when that is nothing: a machine loaded before its
         # first sample (a calendar edit while it is silent) must still write the windows its data will fill.
         m.complete_from = min(m.complete_from, x)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 from oeefixtures import (
     FLEET,
@@ -11,11 +12,13 @@ from oeefixtures import (
     MachineData,
     Running,
     api_oee,
+    batches,
     check_machine_windows,
     dt_ms,
     feed,
     random_machine,
     scripted,
+    store_batch,
 )
 
 
@@ -104,3 +107,28 @@ def test_state_timeline_holds_every_change_from_the_first_batch_on(running: Runn
     assert resp.status_code == 200, resp.text
     got = [(dt_ms(x["start"]), int(x["code"])) for x in resp.json()]
     assert got == expected
+
+
+@pytest.mark.parametrize(("ahead", "flush_every"), [(8, 1), (5, 2)])
+def test_windows_exact_when_the_oee_worker_lags_behind_the_database(running: Running, ahead: int,
+                                                                   flush_every: int) -> None:
+    # Two writer connections commit in parallel and the OEE worker has a queue: when it takes a batch, the
+    # database may already hold the next ones. A batch of process values only (no OEE signal) arriving
+    # after the buffers were trimmed must not recompute an hour from trimmed buffers (regression: such an
+    # hour was stored with 0 units).
+    data = fleet_data()
+    oee = running.service.oee
+    assert oee is not None
+    todo = batches(data, running.tags, 7 * MIN)
+    with psycopg.connect(running.db) as conn:
+        stored = 0
+        for i, (tag, ts, value) in enumerate(todo):
+            while stored < min(len(todo), i + ahead):
+                store_batch(conn, *todo[stored])
+                stored += 1
+            oee.on_committed(tag, ts, value)
+            if i % flush_every == 0:
+                assert oee.flush(60)
+    assert oee.flush(60)
+    for d in data:
+        check_machine_windows(running, d)
