@@ -21,6 +21,8 @@ from oeefixtures import (
     store_batch,
 )
 
+from cloud.oee.store import dt
+
 
 def fleet_data() -> list[MachineData]:
     out, seed = [], 1
@@ -35,6 +37,11 @@ def fleet_data() -> list[MachineData]:
 def test_windows_match_reference_and_rollups_sum_planned_and_ideal_time(running: Running) -> None:
     data = fleet_data()
     feed(running, data)
+    check_windows_and_rollups(running, data)
+
+
+def check_windows_and_rollups(running: Running, data: list[MachineData]) -> None:
+    """Every machine window equals the reference twin; line, site and cluster windows sum them."""
     refs = {(d.site, d.machine): check_machine_windows(running, d) for d in data}
 
     def expect(members: list[tuple[str, str]], kind: str) -> dict[int, tuple[float, float, float]]:
@@ -64,7 +71,15 @@ def test_windows_match_reference_and_rollups_sum_planned_and_ideal_time(running:
             for start, (avail, oee, planned) in want.items():
                 assert got[start]["planned_s"] == pytest.approx(planned, rel=1e-9)
                 assert got[start]["availability"] == pytest.approx(avail, rel=1e-9)
-                assert got[start]["oee"] == pytest.approx(oee, rel=1e-9), f"{scope} {kind} {start}"
+                if got[start]["oee"] != pytest.approx(oee, rel=1e-9):
+                    with psycopg.connect(running.db) as conn:
+                        stored = conn.execute(
+                            "SELECT machine_id, line_id, ideal_s, good_ideal_s, total, good, loss_defect_s,"
+                            " loss_startup_s FROM oee_windows WHERE kind = %s AND start_ts = %s ORDER BY 1",
+                            [kind, dt(start)]).fetchall()
+                    wanted = {m: refs[m][kind].get(start) for m in members}
+                    raise AssertionError(f"{scope} {kind} {start}: oee {got[start]['oee']} != {oee}\n"
+                                         f"stored: {stored}\nreference: {wanted}")
                 mean = sum(
                     refs[m][kind][start]["good_ideal"] / refs[m][kind][start]["planned"]
                     for m in members if refs[m][kind].get(start, {}).get("planned", 0) > 0
@@ -130,5 +145,4 @@ def test_windows_exact_when_the_oee_worker_lags_behind_the_database(running: Run
             if i % flush_every == 0:
                 assert oee.flush(60)
     assert oee.flush(60)
-    for d in data:
-        check_machine_windows(running, d)
+    check_windows_and_rollups(running, data)
