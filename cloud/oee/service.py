@@ -1,11 +1,12 @@
 """`OeeService`: continuous OEE from committed samples, in its own worker thread.
 
 The ingest calls `on_committed(tag_ids, ts_ms, value)` after each commit (cheap: it only queues the arrays).
-The worker turns them into state changes and counter/rate series per machine, publishes `state` events at
-once, and every `tick_s` runs the OEE kernel over the atoms new data touched (never over history), upserts
+The worker turns them into state changes and counter/rate series per machine, publishes `state` events as
+soon as they are stored, and every `tick_s` runs the OEE kernel over the atoms new data touched (never over history), upserts
 the affected hour/shift/day windows into `oee_windows` and publishes `oee` events (at most one per machine per
 `oee_event_every_s`), and the same for the line and site of each such machine, summed from the stored windows as
-the API sums them. Late (replayed) samples, stop reasons and calendar edits make it reload the machine's
+the API sums them. Events go out, and flush()/recompute() return, only after the transaction holding their
+data has committed, so a client reading the API next sees what was announced. Late (replayed) samples, stop reasons and calendar edits make it reload the machine's
 signals from the database for the windows involved and recompute them.
 """
 
@@ -78,6 +79,7 @@ class OeeService:
         self._reload: dict[tuple[str, str], int] = {}
         self._last_event: dict[tuple[str, str], float] = {}
         self._pending_events: set[tuple[str, str]] = set()
+        self._events: list[tuple[str, str, dict[str, Any]]] = []  # published after the commit of their data
         self._pending_rollups: dict[str, set[str]] = {}  # site -> lines whose roll-up event is due
         self._last_rollup: dict[str, float] = {}
         self._lost_from: int | None = None
@@ -151,6 +153,8 @@ class OeeService:
                 batch = self._queue.get(timeout=min(self.tick_s, 0.1))
             except queue.Empty:
                 batch = None
+            requests: list[_Request] = []
+            committed = False
             try:
                 with translate_errors(), self._pool.connection() as conn:
                     while batch is not None:
@@ -160,17 +164,14 @@ class OeeService:
                         except queue.Empty:
                             batch = None
                     requests = self._drain_requests()
-                    ok = False
-                    try:
-                        if requests or stopping or time.monotonic() - last_compute >= self.tick_s:
-                            self._handle_requests(conn, requests)
-                            self._compute(conn)
-                            last_compute = time.monotonic()
-                        ok = True
-                    finally:
-                        for *_, done in requests:
-                            done.ok = ok
-                            done.set()
+                    if requests or stopping or time.monotonic() - last_compute >= self.tick_s:
+                        self._handle_requests(conn, requests)
+                        self._compute(conn)
+                        last_compute = time.monotonic()
+                committed = True  # the connection block committed: readers now see what was computed
+                if self.live is not None:
+                    for kind, site, body in self._events:
+                        self.live.publish(kind, site, body)
                 if self._db_down:
                     log.warning("oee: database back")
                     self._db_down = False
@@ -184,6 +185,12 @@ class OeeService:
                 for key, m in self._machines.items():
                     if m.dirty_from is not None:
                         self._reload[key] = min(self._reload.get(key, m.dirty_from), m.dirty_from)
+            finally:
+                self._events.clear()  # after a failure: the reloaded machines announce their OEE again
+                # Only after the commit: a caller of flush() or recompute() reads the windows next.
+                for *_, done in requests:
+                    done.ok = committed
+                    done.set()
             if stopping and self._queue.empty():
                 return
 
@@ -367,8 +374,8 @@ class OeeService:
         if self.live is None:
             return
         category = Category(cal.config.category_of(code)).name.lower()
-        self.live.publish("state", m.site, {"site": m.site, "line": m.line, "machine": m.machine, "ts": ts,
-                                            "code": code, "category": category})
+        self._events.append(("state", m.site, {"site": m.site, "line": m.line, "machine": m.machine, "ts": ts,
+                                            "code": code, "category": category}))
 
     def _publish_oee(self) -> None:
         if self.live is None:
@@ -389,13 +396,13 @@ class OeeService:
                 if not ws <= m.horizon < we:
                     continue
                 r = ratios(sums)
-                self.live.publish("oee", m.site, {
+                self._events.append(("oee", m.site, {
                     "scope": "machine", "id": m.machine, "site": m.site, "window_kind": kind,
                     "start": store.dt(ws).isoformat(), "end": store.dt(we).isoformat(),
                     "availability": r["availability"], "performance": r["performance"],
                     "quality": r["quality"], "oee": r["oee"],
                     "performance_capped": bool(int(sums[FLAGS]) & 1) or sums[SUM_FIELDS.index("ideal_s")] > sums[SUM_FIELDS.index("run_s")],
-                })  # fmt: skip
+                }))  # fmt: skip
 
     def _publish_rollups(self, conn: store.Conn) -> None:
         """`oee` events for the lines and sites whose machines just published, at most one per site per
@@ -433,10 +440,10 @@ class OeeService:
                 if line is not None and line not in lines:
                     continue
                 r = ratios_of(row, one_machine=False)
-                self.live.publish("oee", site, {
+                self._events.append(("oee", site, {
                     "scope": "site" if line is None else "line", "id": site if line is None else line, "site": site,
                     "window_kind": row["kind"], "start": row["start_ts"].astimezone(UTC).isoformat(),
                     "end": row["end_ts"].astimezone(UTC).isoformat(),
                     "availability": r["availability"], "performance": r["performance"], "quality": r["quality"],
                     "oee": r["oee"], "performance_capped": r["performance_capped"],
-                })  # fmt: skip
+                }))  # fmt: skip
