@@ -15,7 +15,8 @@ from cloud.oee.engine import SUM_FIELDS
 from seeds.model import STOP_CATALOGUE, StateClasses
 
 AConn = AsyncConnection[Any]
-_SUMS = ", ".join(f"sum({f})::float8 AS {f}" for f in SUM_FIELDS if f != "flags")
+# Every additive column of oee_windows summed (flags are OR-ed separately: bit_or(flags)).
+SUMS_SQL = ", ".join(f"sum({f})::float8 AS {f}" for f in SUM_FIELDS if f != "flags")
 LOSS_FIELDS = {
     "equipment_failure_s": "loss_failure_s", "setup_adjustment_s": "loss_setup_s",
     "idling_minor_stops_s": "loss_minor_s", "reduced_speed_s": "loss_speed_s",
@@ -57,7 +58,7 @@ async def oee_rows(conn: AConn, where: str, params: dict[str, Any], kind: str, l
                    scope_sql: str) -> list[dict[str, Any]]:
     """Windows of `kind` overlapping [lo, hi) matching `where`, summed per window start."""
     sql = (
-        f"SELECT start_ts, max(end_ts) AS end_ts, {_SUMS}, bit_or(flags) AS flags, min(site_id) AS site_id"
+        f"SELECT start_ts, max(end_ts) AS end_ts, {SUMS_SQL}, bit_or(flags) AS flags, min(site_id) AS site_id"
         f" FROM oee_windows WHERE kind = %(kind)s AND start_ts < %(hi)s AND end_ts > %(lo)s AND {where}"
         # No window is longer than a (25-hour) day: this bound lets the (kind, start_ts) index do the work.
         " AND start_ts > %(lo)s - interval '25 hours'"

@@ -28,7 +28,7 @@ from cloud.live import LiveHub
 from cloud.oee import store
 from cloud.oee.calendar import DAY_MS, SiteCalendar
 from cloud.oee.engine import FLAGS, SUM_FIELDS, MachineState, compute_atoms, ratios
-from cloud.oee.queries import ratios_of
+from cloud.oee.queries import SUMS_SQL, ratios_of
 from cloud.storage.db import StorageError, make_pool, translate_errors
 from seeds.model import Scenario
 
@@ -270,8 +270,7 @@ class OeeService:
         # Only OEE signals change figures before the horizon; other tags (process values) only move the
         # horizon (an open state lasts until the newest sample of the machine), so they dirty from there.
         signals = [int(t.min()) for role, (t, _) in group.items() if role in _SIGNALS and t.size]
-        dirty = min(signals, default=m.horizon) if m.horizon > _NEVER else first
-        dirty = min(dirty, m.horizon) if m.horizon > _NEVER else dirty
+        dirty = min([*signals, m.horizon]) if m.horizon > _NEVER else first
         if dirty < max(m.buffer_from, m.complete_from) and m.complete_from < 2**62:
             # Older than what the buffers can recompute (they are trimmed to the open atom): reload instead.
             lates.append(dirty)
@@ -425,10 +424,9 @@ class OeeService:
                        for ws, we in cal.windows(kind, horizon, horizon + 1) if ws <= horizon < we]
             if not current:
                 continue
-            sums = ", ".join(f"sum({f})::float8 AS {f}" for f in SUM_FIELDS if f != "flags")
             match = " OR ".join("(kind = %s AND start_ts = %s)" for _ in current)
             cur = conn.execute(
-                f"SELECT line_id, kind, start_ts, max(end_ts) AS end_ts, {sums}, bit_or(flags) AS flags"
+                f"SELECT line_id, kind, start_ts, max(end_ts) AS end_ts, {SUMS_SQL}, bit_or(flags) AS flags"
                 f" FROM oee_windows WHERE site_id = %s AND ({match})"
                 " GROUP BY GROUPING SETS ((line_id, kind, start_ts), (kind, start_ts))",
                 [site, *(x for kind, ws in current for x in (kind, store.dt(ws)))],
