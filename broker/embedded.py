@@ -40,10 +40,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_listening(port: int, alive: Callable[[], bool], what: str, log_file: Path | None) -> None:
-    deadline = time.monotonic() + _READY_TIMEOUT_S
+def wait_listening(
+    port: int, alive: Callable[[], bool], what: str, log_file: Path | None = None, timeout: float = _READY_TIMEOUT_S
+) -> None:
+    """Wait until something listens on 127.0.0.1:`port` while `alive()` holds (a child process we started);
+    BrokerError naming `what`, the port and the last lines of `log_file` when it exits or times out first."""
+    deadline = time.monotonic() + timeout
+    exited = False
     while time.monotonic() < deadline:
         if not alive():
+            exited = True
             break
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -53,7 +59,8 @@ def _wait_listening(port: int, alive: Callable[[], bool], what: str, log_file: P
     tail = ""
     if log_file is not None and log_file.exists():
         tail = ": " + " | ".join(log_file.read_text(errors="replace").splitlines()[-5:])
-    raise BrokerError(f"{what} did not listen on 127.0.0.1:{port}{tail}")
+    how = "exited before listening" if exited else f"did not listen within {timeout:g} s"
+    raise BrokerError(f"{what} {how} on 127.0.0.1:{port}{tail}")
 
 
 def mosquitto_config(port: int, workdir: Path, run_as: str | None) -> str:
@@ -100,7 +107,7 @@ def _start_mosquitto(data_dir: Path, binary: str) -> tuple[str, Callable[[], Non
     proc = subprocess.Popen([binary, "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        _wait_listening(port, lambda: proc.poll() is None, f"mosquitto ({binary})", log_file)
+        wait_listening(port, lambda: proc.poll() is None, f"mosquitto ({binary})", log_file)
     except BrokerError:
         _terminate(proc)
         raise

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,24 +22,13 @@ from typing import Any
 import click
 import httpx
 
-from broker.embedded import free_port
+from broker.embedded import BrokerError, free_port, wait_listening
 
 SIM_PATH = "/zhizao/sim"
 
 
 def _say(step: str, text: str) -> None:
     click.echo(click.style(f"[{step}] ", fg="cyan") + text, err=True)
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, log_file: Path, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise click.ClickException(f"{what} exited with code {proc.returncode}; see {log_file}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        time.sleep(0.2)
-    raise click.ClickException(f"{what} did not listen on port {port} within {timeout:g} s; see {log_file}")
 
 
 class _Children:
@@ -176,7 +164,10 @@ def demo(data_dir: Path, scenario_path: Path | None, speed: float, seed: int, ap
         _say("4/6", f"simulator: {len(scenario.sites)} sites, {machines} machines at {endpoint}")
         sim = children.start("sim", sim_argv)
         stack.callback(children.stop, lambda n: n == "sim")
-        _wait_port(sim_port, sim, "simulator", log_dir / "sim.log")
+        try:
+            wait_listening(sim_port, lambda: sim.poll() is None, "simulator", log_dir / "sim.log", timeout=60)
+        except BrokerError as exc:
+            raise click.ClickException(f"{exc}; see {log_dir / 'sim.log'}") from None
 
         config_dir = data_dir / "edge" / "configs"
         paths = write_agent_configs(scenario, config_dir, endpoint, mqtt_url=mqtt_url,

@@ -39,7 +39,7 @@ import click
 import numpy as np
 import yaml
 
-from broker.embedded import free_port
+from broker.embedded import BrokerError, free_port, wait_listening
 from broker.mqtt import parse_mqtt_url
 from broker.sparkplug.codec import decode
 from broker.sparkplug.topics import MessageType, device_topic
@@ -52,19 +52,6 @@ _PY = [sys.executable, "-c", "from zhizao.cli import main; main()"]
 # What Debian's Chromium needs to run headless here (as in the dashboard's browser tests).
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise click.ClickException(f"{what} exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise click.ClickException(f"{what} did not listen on port {port} within {timeout:g} s")
 
 
 class _Sse:
@@ -348,7 +335,10 @@ def bench_live(database_url: str, mqtt_url: str, line: str, events: int, dt_ms: 
         log = (work / "procs.log").open("ab")
         procs.append(subprocess.Popen([*_PY, "sim", "--site", site, "--port", str(sim_port), "--dt-ms", str(dt_ms)],
                                       stdout=log, stderr=subprocess.STDOUT))
-        _wait_port(sim_port, procs[0], "simulator")
+        try:
+            wait_listening(sim_port, lambda: procs[0].poll() is None, "simulator", timeout=90)
+        except BrokerError as exc:
+            raise click.ClickException(str(exc)) from None
         service.start_in_thread()
         assert service.port is not None
         token = create_token(database_url, "viewer", [site], "bench-live")

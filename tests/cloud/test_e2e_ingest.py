@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import psycopg
 import yaml
+
+from broker.embedded import free_port, wait_listening
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED_AGENTS = ROOT / "seeds" / "agents"
@@ -38,24 +39,6 @@ for sig in (signal.SIGTERM, signal.SIGINT):
 stop.wait()
 svc.stop()
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"{what} exited with {proc.returncode}"
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"{what} did not listen on {port}")
 
 
 def start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -84,7 +67,7 @@ def test_e2e_cloud_kill9_and_broker_restart_lose_nothing_and_duplicate_nothing(
 
     def start_broker() -> subprocess.Popen[bytes]:
         proc = start(["mosquitto", "-c", str(conf)], tmp_path / "mosquitto.log")
-        wait_port(broker_port, proc, "mosquitto")
+        wait_listening(broker_port, lambda: proc.poll() is None, "mosquitto", timeout=60)
         return proc
 
     def start_cloud() -> subprocess.Popen[bytes]:
@@ -100,7 +83,7 @@ def test_e2e_cloud_kill9_and_broker_restart_lose_nothing_and_duplicate_nothing(
         sim = start([py, "-m", "zhizao", "sim", "--port", str(sim_port), "--data-dir", str(tmp_path / "sim")],
                     tmp_path / "sim.log")
         procs.append(sim)
-        wait_port(sim_port, sim, "simulator")
+        wait_listening(sim_port, lambda: sim.poll() is None, "simulator", timeout=60)
         cloud = start_cloud()
         metric_ports = {}
         for line in lines:

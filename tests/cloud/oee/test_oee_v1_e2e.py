@@ -11,7 +11,6 @@ OEE 18848/25200 = 0.7479.
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import yaml
 
+from broker.embedded import free_port, wait_listening
 from cloud.auth import create_token
 from cloud.service import CloudService
 from cloud.settings import CloudSettings
@@ -35,24 +35,6 @@ V1_CALENDAR = {
                 "breaks": [{"start": "10:00", "minutes": 15}, {"start": "12:00", "minutes": 30},
                            {"start": "15:00", "minutes": 15}]}],
 }  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"{what} exited with {proc.returncode}"
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"{what} did not listen on {port}")
 
 
 def start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -79,7 +61,7 @@ def test_v1_through_sim_edge_broker_cloud_shows_oee_0_7479(fresh_database: str, 
                                          api_port=0), warm_up=False)
     try:
         procs.append(start(["mosquitto", "-c", str(conf)], tmp_path / "mosquitto.log"))
-        wait_port(broker_port, procs[-1], "mosquitto")
+        wait_listening(broker_port, lambda: procs[-1].poll() is None, "mosquitto", timeout=60)
         url = service.start_in_thread()
         token = create_token(fresh_database, "engineer", "zj-shaoxing", "v1-engineer")
         api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
@@ -89,7 +71,7 @@ def test_v1_through_sim_edge_broker_cloud_shows_oee_0_7479(fresh_database: str, 
                             "--timeline", str(tmp_path / "v1.yaml"),
                             "--start", (shift_start - timedelta(seconds=PRE_ROLL_S)).isoformat(),
                             "--speed", "1000", "--data-dir", str(tmp_path / "sim")], tmp_path / "sim.log"))
-        wait_port(sim_port, procs[-1], "simulator")
+        wait_listening(sim_port, lambda: procs[-1].poll() is None, "simulator", timeout=60)
         config = yaml.safe_load((ROOT / "seeds" / "agents" / "pack-1.yaml").read_text())
         config["mqtt"]["url"] = mqtt_url
         config["outbox"]["dir"] = str(tmp_path / "edge")
