@@ -9,27 +9,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from browser import browser_tab, fits
 from dashboard_feed import FAILURE, RUNNING, Cloud
-
-VIEWPORT = {"width": 1366, "height": 768}
-
-
-def _fits(page: Any) -> None:
-    """No horizontal scrolling at 1366x768."""
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= VIEWPORT["width"], f"page is {width} px wide, wider than the 1366 px screen"
 
 
 def test_login_drill_down_live_state_and_language(cloud: Cloud, chromium: Any, artifacts: Path) -> None:
     site_a, site_b = cloud.sites
-    context = chromium.new_context(viewport=VIEWPORT, locale="en-US")
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    requests: list[str] = []
-    page.on("request", lambda req: requests.append(req.url))
-    try:
+    with browser_tab(chromium, artifacts, "dashboard-failure.png") as (page, errors):
+        requests: list[str] = []
+        page.on("request", lambda req: requests.append(req.url))
         # Login: a wrong token is refused with a message, the right one opens the overview.
         page.goto(f"{cloud.url}/")
         page.get_by_label("Access token").fill("zz_wrong")
@@ -44,17 +32,17 @@ def test_login_drill_down_live_state_and_language(cloud: Cloud, chromium: Any, a
         assert page.locator("article[data-site]").count() == 2
         assert page.locator('[data-scope="cluster"]').count() == 1
         page.locator(".live-on").wait_for(timeout=10_000)
-        _fits(page)
+        fits(page)
         page.screenshot(path=str(artifacts / "dashboard-overview.png"))
 
         # Drill down: site -> line -> machine.
         page.get_by_role("link", name=site_a).click()
         page.locator('article[data-scope="line"][data-id="cnc-2"]').wait_for()
         assert page.locator('.chip[data-machine="cnc-2-m01"]').get_attribute("data-state-code") == str(RUNNING)
-        _fits(page)
+        fits(page)
         page.get_by_role("link", name="cnc-2", exact=True).click()
         page.locator('article[data-scope="machine"][data-id="cnc-2-m02"]').wait_for()
-        _fits(page)
+        fits(page)
         page.screenshot(path=str(artifacts / "dashboard-line.png"))
         page.get_by_role("link", name="cnc-2-m01", exact=True).first.click()
         page.locator("#state").wait_for()
@@ -69,7 +57,7 @@ def test_login_drill_down_live_state_and_language(cloud: Cloud, chromium: Any, a
         page.locator(f'#state[data-state-code="{FAILURE}"]').wait_for(timeout=10_000)
         seen_after = time.monotonic() - published
         assert page.locator(".state-name").inner_text() == "Equipment failure"
-        _fits(page)
+        fits(page)
         page.screenshot(path=str(artifacts / "dashboard-machine.png"))
 
         # Language: Simplified Chinese for the header, the state and the panels; kept across pages.
@@ -78,21 +66,15 @@ def test_login_drill_down_live_state_and_language(cloud: Cloud, chromium: Any, a
         assert page.evaluate("document.documentElement.lang") == "zh-CN"
         page.locator(".state-name", has_text="设备故障").wait_for()
         assert page.get_by_role("heading", name="状态时间线，近 8 小时").count() == 1
-        _fits(page)
+        fits(page)
         page.screenshot(path=str(artifacts / "dashboard-machine-zh.png"))
         page.get_by_role("link", name="集群").click()
         page.get_by_text("区域产业集群").wait_for()
         page.locator(f'article[data-site="{site_b}"] canvas').wait_for()
-        _fits(page)
+        fits(page)
         page.screenshot(path=str(artifacts / "dashboard-overview-zh.png"))
 
         # Offline by design: every request went to the service itself (no CDN).
         assert all(u.startswith(cloud.url) or u.startswith("data:") for u in requests), requests
         assert not errors, errors
         print(f"state change seen in the browser {seen_after:.2f} s after publishing")
-    except Exception:
-        page.screenshot(path=str(artifacts / "dashboard-failure.png"))
-        print("browser errors:", errors)
-        raise
-    finally:
-        context.close()

@@ -6,28 +6,24 @@ Screenshots of both screens (English, and the calendar in Chinese) go to test-ar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from browser import browser_tab, fits
 from dashboard_feed import RUNNING, Cloud, now_ms
 
 from cloud.auth import create_token
 
-VIEWPORT = {"width": 1366, "height": 768}
 UNSPECIFIED, INLET_JAM = 40000, 60000  # DESIGN.md section 4
 MACHINE = "cnc-1-m01"
-
-
-def _fits(page: Any) -> None:
-    """No horizontal scrolling at 1366x768."""
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= VIEWPORT["width"], f"page is {width} px wide, wider than the 1366 px screen"
 
 
 def _api(cloud: Cloud, token: str) -> httpx.Client:
@@ -55,17 +51,14 @@ def _unspecified_stop(
     raise AssertionError(f"no unspecified stop of {site}/{machine} in /api/v1/states within {timeout} s")
 
 
-def _open(chromium: Any, cloud: Cloud, token: str, hash_: str) -> tuple[Any, Any, list[str]]:
+@contextlib.contextmanager
+def _open(chromium: Any, artifacts: Path, cloud: Cloud, token: str, hash_: str) -> Iterator[tuple[Any, list[str]]]:
     """A fresh tab signed in with `token`, showing `#hash_`; errors the page logs are collected."""
-    context = chromium.new_context(viewport=VIEWPORT, locale="en-US")
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.goto(f"{cloud.url}/ui/#{hash_}")
-    page.get_by_label("Access token").fill(token)
-    page.get_by_role("button", name="Sign in").click()
-    return context, page, errors
+    with browser_tab(chromium, artifacts, "dashboard-ops-failure.png") as (page, errors):
+        page.goto(f"{cloud.url}/ui/#{hash_}")
+        page.get_by_label("Access token").fill(token)
+        page.get_by_role("button", name="Sign in").click()
+        yield page, errors
 
 
 def test_an_operator_gives_a_stop_a_reason_and_a_viewer_cannot(
@@ -78,8 +71,7 @@ def test_an_operator_gives_a_stop_a_reason_and_a_viewer_cannot(
 
     # A viewer sees the timeline, but neither the list of stops nor the form nor marks to click.
     viewer = create_token(fresh_database, "viewer", "*", "ops-viewer")
-    context, page, errors = _open(chromium, cloud, viewer, f"/site/{site}/machine/{MACHINE}")
-    try:
+    with _open(chromium, artifacts, cloud, viewer, f"/site/{site}/machine/{MACHINE}") as (page, errors):
         page.locator("#timeline svg rect.cat-unspecified").first.wait_for()
         page.locator(".m-pareto li").first.wait_for()
         assert page.locator("#stops").count() == 0
@@ -87,19 +79,16 @@ def test_an_operator_gives_a_stop_a_reason_and_a_viewer_cannot(
         assert page.locator("#reason-form").count() == 0
         assert page.get_by_text("Stops without a reason").count() == 0
         assert not errors, errors
-    finally:
-        context.close()
 
     # The operator: the stop is listed under the timeline and outlined on it.
-    context, page, errors = _open(chromium, cloud, cloud.token, f"/site/{site}/machine/{MACHINE}")
-    try:
+    with _open(chromium, artifacts, cloud, cloud.token, f"/site/{site}/machine/{MACHINE}") as (page, errors):
         row = page.locator(f'#stops tr[data-key="{key}"]')
         row.wait_for()
         assert page.get_by_role("heading", name="Stops without a reason").count() == 1
         cells = row.locator("td").all_inner_texts()
         assert cells[1:3] == ["4 min", "Unspecified stop (40000)"], cells
         assert page.locator(".m-pareto").inner_text().count("Unspecified stop") == 1
-        _fits(page)
+        fits(page)
 
         # Picking it on the timeline opens the form with the site's reasons, grouped by category.
         page.locator(f'.tl-mark[data-key="{key}"]').click()
@@ -116,7 +105,7 @@ def test_an_operator_gives_a_stop_a_reason_and_a_viewer_cannot(
         form.get_by_role("button", name="Save").click()
         page.locator("#reason-error", has_text="code").wait_for()
         page.select_option("#reason", str(INLET_JAM))
-        _fits(page)
+        fits(page)
         page.screenshot(path=str(artifacts / "dashboard-stop-reason.png"))
 
         form.get_by_role("button", name="Save").click()
@@ -129,15 +118,9 @@ def test_an_operator_gives_a_stop_a_reason_and_a_viewer_cannot(
         assert page.locator("#timeline svg rect.cat-material").count() == 1
         pareto = page.locator(".m-pareto").inner_text()
         assert "Inlet jam" in pareto and "Unspecified stop" not in pareto, pareto
-        _fits(page)
+        fits(page)
         page.screenshot(path=str(artifacts / "dashboard-stop-reason-saved.png"))
         assert not errors, errors
-    except Exception:
-        page.screenshot(path=str(artifacts / "dashboard-ops-failure.png"))
-        print("browser errors:", errors)
-        raise
-    finally:
-        context.close()
 
     # The API agrees: the interval carries the reason, the pareto counts it and no longer the unspecified stop.
     with _api(cloud, cloud.token) as api:
@@ -206,17 +189,13 @@ def test_an_engineer_edits_the_shift_calendar(
         assert put.status_code == 200, put.text
 
     # An operator's site page has no link to the calendar; an engineer's has.
-    context, page, errors = _open(chromium, cloud, cloud.token, f"/site/{site}")
-    try:
+    with _open(chromium, artifacts, cloud, cloud.token, f"/site/{site}") as (page, errors):
         page.locator('article[data-scope="line"]').first.wait_for()
         assert page.locator("#calendar-link").count() == 0
-    finally:
-        context.close()
 
-    context, page, errors = _open(chromium, cloud, engineer, f"/site/{site}")
-    try:
+    with _open(chromium, artifacts, cloud, engineer, f"/site/{site}") as (page, errors):
         page.locator("#calendar-link").wait_for()
-        _fits(page)
+        fits(page)
         page.screenshot(path=str(artifacts / "dashboard-site-engineer.png"))
         page.locator("#calendar-link").click()
         page.get_by_role("heading", name="Shift calendar").wait_for()
@@ -237,7 +216,7 @@ def test_an_engineer_edits_the_shift_calendar(
         )
         assert "National Day" in page.locator(".cal-side").inner_text()
         assert "Asia/Shanghai" in page.locator(".cal-top").inner_text()
-        _fits(page)
+        fits(page)
         page.screenshot(path=str(artifacts / "dashboard-calendar.png"), full_page=True)
 
         save = page.get_by_role("button", name="Save calendar")
@@ -284,7 +263,7 @@ def test_an_engineer_edits_the_shift_calendar(
         assert error.count() == 0 or error.inner_text() == ""
         assert page.locator(".shift").nth(1).locator('.shift-main [data-k="end"]').input_value() == "22:30"
         assert page.locator(".pstop").count() == 2
-        _fits(page)
+        fits(page)
         page.screenshot(path=str(artifacts / "dashboard-calendar-saved.png"))
 
         # Simplified Chinese: the same page, every text from the dictionary.
@@ -293,15 +272,9 @@ def test_an_engineer_edits_the_shift_calendar(
         assert page.get_by_role("heading", name="计划停机").count() == 1
         assert page.get_by_role("button", name="保存日历").count() == 1
         assert "周一" in page.locator(".shift").first.inner_text()
-        _fits(page)
+        fits(page)
         page.screenshot(path=str(artifacts / "dashboard-calendar-zh.png"))
         assert not errors, errors
-    except Exception:
-        page.screenshot(path=str(artifacts / "dashboard-ops-failure.png"))
-        print("browser errors:", errors)
-        raise
-    finally:
-        context.close()
 
     # The API stored what the page saved.
     with _api(cloud, engineer) as api:
