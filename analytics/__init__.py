@@ -4,17 +4,17 @@ Everything here is a pure function (or a detector whose state is an array the ca
 imports another zhizao package. Call `warm_up()` once at service start.
 """
 
-from analytics.anomaly import Alarm, Cusum, Detector, EwmaZ, MahalanobisT2, RobustZ, Scored
-from analytics.features import VibrationFeatures, reference_vibration_features, vibration_features
-from analytics.oee import (
+from zhizao.analytics.anomaly import Alarm, Cusum, Detector, EwmaZ, MahalanobisT2, RobustZ, Scored
+from zhizao.analytics.features import VibrationFeatures, reference_vibration_features, vibration_features
+from zhizao.analytics.oee import (
     Category,
     OeeConfig,
     OeeResult,
     fleet_oee,
     reference_fleet_oee,
 )
-from analytics.warmup import warm_up
-from analytics.windows import calendar_windows, fleet_windows, rolling_windows
+from zhizao.analytics.warmup import warm_up
+from zhizao.analytics.windows import calendar_windows, fleet_windows, rolling_windows
 
 DETECTORS: tuple[type[Detector], ...] = (EwmaZ, Cusum, RobustZ, MahalanobisT2)
 

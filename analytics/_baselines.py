@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from analytics.oee.api import OeeInputs, prepare_oee_inputs
-from analytics.oee.config import OeeConfig
+from zhizao.analytics.oee.api import OeeInputs, prepare_oee_inputs
+from zhizao.analytics.oee.config import OeeConfig
 
 HOUR = 3_600_000
 STOP_CODES = np.array([40000, 50000, 60000, 100000, 150000, 160000, 180000, 210000])

@@ -16,12 +16,12 @@ from typing import Any
 import click
 import numpy as np
 
-from analytics import _baselines as base
-from analytics.anomaly import Cusum, Detector, EwmaZ, MahalanobisT2, RobustZ, Scored
-from analytics.features import reference_vibration_features, vibration_features
-from analytics.oee.api import OeeInputs, run_oee_kernel
-from analytics.oee.config import OeeConfig
-from analytics.oee.reference import run_reference
+from zhizao.analytics import _baselines as base
+from zhizao.analytics.anomaly import Cusum, Detector, EwmaZ, MahalanobisT2, RobustZ, Scored
+from zhizao.analytics.features import reference_vibration_features, vibration_features
+from zhizao.analytics.oee.api import OeeInputs, run_oee_kernel
+from zhizao.analytics.oee.config import OeeConfig
+from zhizao.analytics.oee.reference import run_reference
 
 _BUDGET_S = {"value": 1.0}  # extra timing runs allowed per measurement; small in --quick
 
@@ -163,7 +163,7 @@ def bench_features(quick: bool, repeat: int, max_threads: int) -> dict[str, Any]
 
 
 _WARM = (
-    "import time; t = time.perf_counter(); from analytics.warmup import warm_up; warm_up(); "
+    "import time; t = time.perf_counter(); from zhizao.analytics.warmup import warm_up; warm_up(); "
     "print(time.perf_counter() - t)"
 )
 
@@ -214,7 +214,7 @@ def bench_kernels(json_path: Path | None, quick: bool) -> None:
     repeat = 2 if quick else 5
     _BUDGET_S["value"] = 0.1 if quick else 1.0
     click.echo(f"zhizao bench kernels ({'quick' if quick else 'full'}), {max_threads} threads", err=True)
-    from analytics.warmup import warm_up
+    from zhizao.analytics.warmup import warm_up
 
     warm_up()
     results = []
@@ -231,7 +231,7 @@ def bench_kernels(json_path: Path | None, quick: bool) -> None:
     compile_info = compile_times(cold=not quick)
     doc: dict[str, Any] = {"machine": machine_info(), "results": results, "compile": compile_info}
     if not quick:
-        from analytics.evaluate import detection_report
+        from zhizao.analytics.evaluate import detection_report
 
         click.echo("  detection study ...", err=True)
         doc["detection"] = detection_report()

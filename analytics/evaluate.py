@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from analytics.anomaly import Cusum, Detector, EwmaZ, MahalanobisT2, RobustZ
-from analytics.features import vibration_features
+from zhizao.analytics.anomaly import Cusum, Detector, EwmaZ, MahalanobisT2, RobustZ
+from zhizao.analytics.features import vibration_features
 
 ONSET = 1000
 HORIZON = 1000  # samples after the onset within which a detection counts

@@ -12,9 +12,9 @@ log = logging.getLogger(__name__)
 
 def warm_up() -> float:
     """Run every kernel once on tiny inputs; returns the seconds it took (compiled code is cached on disk)."""
-    from analytics.anomaly import Cusum, EwmaZ, MahalanobisT2, RobustZ
-    from analytics.features import vibration_features
-    from analytics.oee import fleet_oee
+    from zhizao.analytics.anomaly import Cusum, EwmaZ, MahalanobisT2, RobustZ
+    from zhizao.analytics.features import vibration_features
+    from zhizao.analytics.oee import fleet_oee
 
     start = time.perf_counter()
     fleet_oee(

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from broker.mqtt import parse_mqtt_url
+from zhizao.broker.mqtt import parse_mqtt_url
 
 log = logging.getLogger(__name__)
 

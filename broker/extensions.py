@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from broker.sparkplug.topics import validate_id
+from zhizao.broker.sparkplug.topics import validate_id
 
 BATCH_METRIC = "zhizao/Batch"
 ACK_PREFIX = "zhizao/v1/ack"

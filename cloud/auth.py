@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from cloud.storage.db import translate_errors
+from zhizao.cloud.storage.db import translate_errors
 
 __all__ = [
     "ALL_SITES",

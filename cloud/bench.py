@@ -27,13 +27,13 @@ import click
 import numpy as np
 import psycopg
 
-from broker.extensions import BATCH_METRIC
-from broker.sparkplug.codec import BirthMetric, decode, encode_birth, encode_data
-from broker.sparkplug.datatypes import DataType
-from broker.sparkplug.topics import MessageType, device_topic, node_topic
-from cloud.ingest.service import IngestService
-from cloud.ingest.settings import IngestSettings
-from cloud.storage.migrate import apply_migrations
+from zhizao.broker.extensions import BATCH_METRIC
+from zhizao.broker.sparkplug.codec import BirthMetric, decode, encode_birth, encode_data
+from zhizao.broker.sparkplug.datatypes import DataType
+from zhizao.broker.sparkplug.topics import MessageType, device_topic, node_topic
+from zhizao.cloud.ingest.service import IngestService
+from zhizao.cloud.ingest.settings import IngestSettings
+from zhizao.cloud.storage.migrate import apply_migrations
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z

@@ -7,9 +7,9 @@ from typing import Any, TypeVar
 
 import click
 
-from cloud.auth import AuthError, create_token, list_tokens, revoke_token
-from cloud.settings import CloudSettings, SettingsError
-from cloud.storage.db import StorageError
+from zhizao.cloud.auth import AuthError, create_token, list_tokens, revoke_token
+from zhizao.cloud.settings import CloudSettings, SettingsError
+from zhizao.cloud.storage.db import StorageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,7 +47,7 @@ def cloud() -> None:
 @click.option("--no-ingest", is_flag=True, help="Serve the API only (ingest runs in other workers).")
 def serve(database_url: str | None, api_host: str | None, api_port: int | None, no_ingest: bool) -> None:
     """Run the API and the ingest in one process until SIGINT/SIGTERM."""
-    from cloud.service import CloudService
+    from zhizao.cloud.service import CloudService
 
     settings = _settings(database_url=database_url, api_host=api_host, api_port=api_port)
     try:
@@ -61,7 +61,7 @@ def serve(database_url: str | None, api_host: str | None, api_port: int | None, 
 @_database_option
 def migrate(database_url: str | None) -> None:
     """Apply pending database migrations and set up TimescaleDB or plain-PostgreSQL storage."""
-    from cloud.storage.migrate import apply_migrations
+    from zhizao.cloud.storage.migrate import apply_migrations
 
     settings = _settings(database_url=database_url)
     try:

@@ -14,15 +14,15 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI
 
-from cloud.api import create_app
-from cloud.ingest.service import IngestService
-from cloud.ingest.settings import IngestSettings
-from cloud.live import LiveHub
-from cloud.oee import OeeService
-from cloud.settings import CloudSettings
-from cloud.storage.migrate import StorageInfo, apply_migrations
-from seeds import ScenarioError, load_scenario
-from seeds.model import Scenario
+from zhizao.cloud.api import create_app
+from zhizao.cloud.ingest.service import IngestService
+from zhizao.cloud.ingest.settings import IngestSettings
+from zhizao.cloud.live import LiveHub
+from zhizao.cloud.oee import OeeService
+from zhizao.cloud.settings import CloudSettings
+from zhizao.cloud.storage.migrate import StorageInfo, apply_migrations
+from zhizao.seeds import ScenarioError, load_scenario
+from zhizao.seeds.model import Scenario
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def _seed_scenario() -> Scenario | None:
 def _warm_up_analytics() -> None:
     """Compile/load the numba kernels once, off the request path."""
     try:
-        from analytics import warm_up
+        from zhizao.analytics import warm_up
 
         started = time.perf_counter()
         warm_up()

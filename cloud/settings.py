@@ -10,10 +10,10 @@ from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cloud.storage.migrate import TimescaleHorizons
+from zhizao.cloud.storage.migrate import TimescaleHorizons
 
 if TYPE_CHECKING:
-    from cloud.ingest.settings import IngestSettings
+    from zhizao.cloud.ingest.settings import IngestSettings
 
 __all__ = ["CloudSettings", "SettingsError"]
 
@@ -120,7 +120,7 @@ class CloudSettings(BaseModel):
 
     def ingest_settings(self) -> IngestSettings:
         """Settings of the ingest that `CloudService` runs."""
-        from cloud.ingest.settings import IngestSettings
+        from zhizao.cloud.ingest.settings import IngestSettings
 
         return IngestSettings(horizons=self.horizons(), mqtt_protocol=self.mqtt_protocol,
                               shared_subscription=self.ingest_shared_subscription, sites=self.ingest_sites)

@@ -15,7 +15,7 @@ import logging
 import signal
 from collections.abc import Mapping
 
-from edge.adapters.base import (
+from zhizao.edge.adapters.base import (
     Adapter,
     AdapterAuthError,
     AdapterConfigError,
@@ -24,12 +24,12 @@ from edge.adapters.base import (
     SampleSink,
     registered_adapters,
 )
-from edge.config import AgentConfig
-from edge.health import HealthExporter
-from edge.mapping import AgentMapping, build_mapping
-from edge.node.session import EdgeNode, NodeError
-from edge.outbox import Outbox, OutboxError, OutboxFullError
-from edge.samples import SampleBlock
+from zhizao.edge.config import AgentConfig
+from zhizao.edge.health import HealthExporter
+from zhizao.edge.mapping import AgentMapping, build_mapping
+from zhizao.edge.node.session import EdgeNode, NodeError
+from zhizao.edge.outbox import Outbox, OutboxError, OutboxFullError
+from zhizao.edge.samples import SampleBlock
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from typing import Any
 import click
 import numpy as np
 
-from broker.embedded import free_port
-from edge.bench_procs import SITE, agent_config
+from zhizao.broker.embedded import free_port
+from zhizao.edge.bench_procs import SITE, agent_config
 
 
 # ---- this process: orchestration, broker-side counting, report ----------------------------------------------
@@ -38,8 +38,8 @@ class _Counter:
         import paho.mqtt.client as paho
         from paho.mqtt.enums import CallbackAPIVersion
 
-        from broker.mqtt import parse_mqtt_url
-        from broker.sparkplug.codec import decode
+        from zhizao.broker.mqtt import parse_mqtt_url
+        from zhizao.broker.sparkplug.codec import decode
 
         self.samples = 0
         self.messages = 0
@@ -91,7 +91,7 @@ def _offered(counter_files: list[Path]) -> int:
 
 
 def _spawn(entry: str, *args: str) -> subprocess.Popen[bytes]:
-    code = f"from edge.bench_procs import {entry}; {entry}()"
+    code = f"from zhizao.edge.bench_procs import {entry}; {entry}()"
     return subprocess.Popen(
         [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
@@ -149,10 +149,10 @@ def _outbox_appends(work: Path, blocks: int, per_block: int) -> dict[str, float]
     one commit each (the usual store-and-forward design; synchronous=NORMAL is also durable on a kill -9)."""
     import sqlite3
 
-    from edge.node.config import OutboxConfig
-    from edge.outbox import Outbox
-    from edge.outbox.records import encode_record
-    from edge.samples import SampleBlock
+    from zhizao.edge.node.config import OutboxConfig
+    from zhizao.edge.outbox import Outbox
+    from zhizao.edge.outbox.records import encode_record
+    from zhizao.edge.samples import SampleBlock
 
     rng = np.random.default_rng(0)
     block = SampleBlock(
@@ -231,7 +231,7 @@ def bench_edge(
     quick: bool,
 ) -> None:
     """OPC UA value changes -> published Sparkplug samples per second, against one MQTT message per sample."""
-    from broker.mqtt import resolve_mqtt_url
+    from zhizao.broker.mqtt import resolve_mqtt_url
 
     if quick:
         seconds, tags, servers, rate = 2.0, 400, 1, 8_000.0

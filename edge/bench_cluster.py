@@ -20,8 +20,8 @@ from typing import Any
 import click
 import numpy as np
 
-from broker.embedded import free_port
-from edge.bench import machine_info
+from zhizao.broker.embedded import free_port
+from zhizao.edge.bench import machine_info
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -41,7 +41,7 @@ class _Capture:
         import paho.mqtt.client as paho
         from paho.mqtt.enums import CallbackAPIVersion
 
-        from broker.mqtt import parse_mqtt_url
+        from zhizao.broker.mqtt import parse_mqtt_url
 
         ep = parse_mqtt_url(url)
         self.messages: list[tuple[str, bytes]] = []
@@ -76,11 +76,11 @@ class _Capture:
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the figures here.")
 def bench_cluster(seconds: float, speed: float, seed: int, json_path: Path | None) -> None:
     """Full cluster, one agent per line: samples/s and CPU per agent; every produced sample published once."""
-    from broker.embedded import start_broker
-    from broker.sparkplug.codec import decode
-    from edge.bootstrap import write_agent_configs
-    from edge.sim.record import read_record
-    from seeds import load_scenario
+    from zhizao.broker.embedded import start_broker
+    from zhizao.broker.sparkplug.codec import decode
+    from zhizao.edge.bootstrap import write_agent_configs
+    from zhizao.edge.sim.record import read_record
+    from zhizao.seeds import load_scenario
 
     scenario = load_scenario()
     edges = [line.id for site in scenario.sites for line in site.lines]

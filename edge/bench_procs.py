@@ -1,5 +1,5 @@
 """The processes of `zhizao bench edge`: fast-changing asyncua servers, the agent, the one-message-per-sample
-baseline. Each runs as `python -c "from edge.bench_procs import X; X()" ARGS` (see edge/bench.py)."""
+baseline. Each runs as `python -c "from zhizao.edge.bench_procs import X; X()" ARGS` (see edge/bench.py)."""
 
 from __future__ import annotations
 
@@ -255,8 +255,8 @@ def agent_main() -> None:
     """Entry of the agent process: argv = agent config (JSON file). Runs `run_agent` until SIGTERM."""
     import logging
 
-    from edge.agent import run_agent
-    from edge.config import parse_agent_config
+    from zhizao.edge.agent import run_agent
+    from zhizao.edge.config import parse_agent_config
 
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("asyncua").setLevel(logging.ERROR)
@@ -271,12 +271,12 @@ def baseline_main() -> None:
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from broker.mqtt import parse_mqtt_url
-    from broker.sparkplug.codec import encode_data
-    from edge.adapters.opcua import OpcUaAdapter
-    from edge.config import parse_agent_config
-    from edge.mapping import build_mapping
-    from edge.samples import SampleBlock
+    from zhizao.broker.mqtt import parse_mqtt_url
+    from zhizao.broker.sparkplug.codec import encode_data
+    from zhizao.edge.adapters.opcua import OpcUaAdapter
+    from zhizao.edge.config import parse_agent_config
+    from zhizao.edge.mapping import build_mapping
+    from zhizao.edge.samples import SampleBlock
 
     logging.getLogger("asyncua").setLevel(logging.ERROR)
     config = parse_agent_config(json.loads(Path(sys.argv[1]).read_text()), "bench")

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from seeds.model import Scenario
+from zhizao.seeds.model import Scenario
 
 __all__ = ["DEFAULT_ENDPOINT", "agent_configs_for_scenario", "write_agent_configs"]
 

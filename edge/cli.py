@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import yaml
 
-from edge.config import ConfigError, load_agent_config
+from zhizao.edge.config import ConfigError, load_agent_config
 
 
 @click.group("edge")
@@ -50,7 +50,10 @@ def run(config_file: Path) -> None:
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
-    from edge.agent import AgentError, run_agent  # lazy: paho, prometheus and the adapters load only here
+    from zhizao.edge.agent import (  # lazy: paho, prometheus and the adapters load only here
+        AgentError,
+        run_agent,
+    )
 
     click.echo(f"edge agent {config.site}/{config.edge_node}: {config.machine_count()} machines, "
                f"{config.signal_count()} signals -> {config.mqtt.effective_url()} (Ctrl-C to stop)")
@@ -78,10 +81,10 @@ def run(config_file: Path) -> None:
 def browse(url: str, out: Path | None, site: str | None, edge_node: str | None, mqtt_url: str,
            username: str | None, password: str | None, under: str | None, max_nodes: int) -> None:
     """Walk an OPC UA server (security None) and write a starter agent config for what it finds."""
-    from edge.adapters.base import AdapterError
-    from edge.adapters.opcua.browse import browse as walk
-    from edge.adapters.opcua.browse import starter_config
-    from edge.config import parse_agent_config
+    from zhizao.edge.adapters.base import AdapterError
+    from zhizao.edge.adapters.opcua.browse import browse as walk
+    from zhizao.edge.adapters.opcua.browse import starter_config
+    from zhizao.edge.config import parse_agent_config
 
     click.echo(f"browsing {url} ...", err=True)
     try:
@@ -124,8 +127,8 @@ def browse(url: str, out: Path | None, site: str | None, edge_node: str | None, 
 @click.option("--mqtt-url", default="mqtt://127.0.0.1:1883", show_default=True, help="Broker URL for the configs.")
 def bootstrap(scenario_path: Path | None, out_dir: Path, endpoint: str, mqtt_url: str) -> None:
     """Write one agent config per line of a scenario, pointing at the simulator."""
-    from edge.bootstrap import write_agent_configs
-    from seeds import ScenarioError, load_scenario
+    from zhizao.edge.bootstrap import write_agent_configs
+    from zhizao.seeds import ScenarioError, load_scenario
 
     try:
         scenario = load_scenario(scenario_path)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from edge.node.config import MqttConfig, OutboxConfig, SparkplugConfig
+from zhizao.edge.node.config import MqttConfig, OutboxConfig, SparkplugConfig
 
 __all__ = [
     "OEE_SIGNALS",
@@ -131,7 +131,7 @@ class SignalConfig(_Model):
     @field_validator("states")
     @classmethod
     def _state_names(cls, v: dict[str, StateTarget] | None) -> dict[str, StateTarget] | None:
-        from edge.mapping import PACKML_STATE_NAMES, is_state_code  # lazy: mapping imports config
+        from zhizao.edge.mapping import PACKML_STATE_NAMES, is_state_code  # lazy: mapping imports config
 
         if v is None:
             return v
@@ -309,7 +309,7 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]
 
 def parse_agent_config(data: Any, source: str = "<config>") -> AgentConfig:
     """Validate a parsed YAML document as an agent config; raise ConfigError listing every problem."""
-    from edge.adapters.base import registered_adapters  # lazy: loads adapter plugins on demand
+    from zhizao.edge.adapters.base import registered_adapters  # lazy: loads adapter plugins on demand
 
     if not isinstance(data, Mapping):
         raise ConfigError(source, [f"(top level): expected a mapping of keys, got {type(data).__name__} ({_short(data)})"])

@@ -11,8 +11,8 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, start_http_server
 
-from edge.node.session import EdgeNode
-from edge.outbox import Outbox
+from zhizao.edge.node.session import EdgeNode
+from zhizao.edge.outbox import Outbox
 
 log = logging.getLogger(__name__)
 

@@ -39,9 +39,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from broker.sparkplug.datatypes import DataType
-from edge.config import AdapterSettings, AgentConfig, SignalConfig
-from edge.samples import QUALITY_GOOD, SampleBlock, Signal, SignalTable
+from zhizao.broker.sparkplug.datatypes import DataType
+from zhizao.edge.config import AdapterSettings, AgentConfig, SignalConfig
+from zhizao.edge.samples import QUALITY_GOOD, SampleBlock, Signal, SignalTable
 
 __all__ = [
     "MAX_COUNTER_STEP",

@@ -8,12 +8,12 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from seeds.model import Scenario, format_validation_error
-from seeds.timeline import Timeline
+from zhizao.seeds.model import Scenario, format_validation_error
+from zhizao.seeds.timeline import Timeline
 
 __all__ = ["SEEDS_DIR", "Scenario", "ScenarioError", "Timeline", "load_scenario", "load_timeline"]
 
-SEEDS_DIR: Path = Path(str(importlib.resources.files("seeds")))
+SEEDS_DIR: Path = Path(str(importlib.resources.files("zhizao.seeds")))
 """The folder of the packaged seed files (cluster.yaml, timelines/, agents/)."""
 
 

@@ -9,7 +9,7 @@ import bisect
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from seeds.model import Calendar
+from zhizao.seeds.model import Calendar
 
 NO_SHIFT = 160000
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from seeds import SEEDS_DIR, ScenarioError, load_scenario, load_timeline
+from zhizao.seeds import SEEDS_DIR, ScenarioError, load_scenario, load_timeline
 
 
 def _kind_of(path: Path) -> str:
@@ -21,9 +21,9 @@ def _kind_of(path: Path) -> str:
 
 def _check_agent(path: Path) -> str:
     # Lazy import: edge imports seeds, so seeds must not import edge at module level.
-    if importlib.util.find_spec("edge.config") is None:
+    if importlib.util.find_spec("zhizao.edge.config") is None:
         return "skipped (edge.config is not installed)"
-    from edge import config as edge_config
+    from zhizao.edge import config as edge_config
 
     edge_config.load_agent_config(path)
     return "agent config ok"

@@ -6,7 +6,7 @@ import re
 
 from pydantic import Field, field_validator, model_validator
 
-from seeds.model import PACKML_STATES, _Model, _stop_code
+from zhizao.seeds.model import PACKML_STATES, _Model, _stop_code
 
 __all__ = ["Timeline", "TimelineSegment"]
 

@@ -12,10 +12,10 @@ import click
 # stays fast and a component's heavy imports (numba, asyncua, fastapi) load only for its own commands.
 _COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("zhizao.demo:demo", "Run the whole platform on this machine (simulated cluster, agents, broker, cloud)."),
-    "seeds": ("seeds.cli:seeds", "Check and inspect the scenario seeds."),
-    "sim": ("edge.sim.cli:sim", "Run the OPC UA factory simulator for a scenario."),
-    "edge": ("edge.cli:edge", "Run, check and bootstrap edge agents."),
-    "cloud": ("cloud.cli:cloud", "Run the cloud service and manage its tokens and database."),
+    "seeds": ("zhizao.seeds.cli:seeds", "Check and inspect the scenario seeds."),
+    "sim": ("zhizao.edge.sim.cli:sim", "Run the OPC UA factory simulator for a scenario."),
+    "edge": ("zhizao.edge.cli:edge", "Run, check and bootstrap edge agents."),
+    "cloud": ("zhizao.cloud.cli:cloud", "Run the cloud service and manage its tokens and database."),
     "bench": ("zhizao.bench:bench", "Benchmarks with same-run baselines (edge, ingest, kernels)."),
 }
 

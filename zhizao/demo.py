@@ -22,7 +22,7 @@ from typing import Any
 import click
 import httpx
 
-from broker.embedded import BrokerError, free_port, wait_listening
+from zhizao.broker.embedded import BrokerError, free_port, wait_listening
 
 SIM_PATH = "/zhizao/sim"
 
@@ -75,7 +75,7 @@ def _broker(data_dir: Path) -> Iterator[str]:
         _say("1/6", f"broker: {url} (ZHIZAO_MQTT_URL)")
         yield url
         return
-    from broker.embedded import start_broker
+    from zhizao.broker.embedded import start_broker
 
     url, stop = start_broker(data_dir / "broker")
     _say("1/6", f"broker: private broker at {url}")
@@ -92,7 +92,7 @@ def _database(data_dir: Path) -> Iterator[str]:
         _say("2/6", "database: ZHIZAO_DATABASE_URL")
         yield url
         return
-    from cloud.storage.embedded import EmbeddedPostgres
+    from zhizao.cloud.storage.embedded import EmbeddedPostgres
 
     _say("2/6", f"database: starting a private PostgreSQL under {data_dir / 'postgres'}")
     pg = EmbeddedPostgres(data_dir / "postgres")
@@ -105,7 +105,7 @@ def _database(data_dir: Path) -> Iterator[str]:
 
 def _protocol_env(mqtt_url: str) -> dict[str, Any]:
     """Our clients speak MQTT 5; a broker that offers only 3.1.1 gets 3.1.1 from edge and cloud alike."""
-    from broker.embedded import probe_protocol
+    from zhizao.broker.embedded import probe_protocol
 
     return {"edge": 5 if probe_protocol(mqtt_url) == "5" else 3}
 
@@ -125,11 +125,11 @@ def _protocol_env(mqtt_url: str) -> dict[str, Any]:
 def demo(data_dir: Path, scenario_path: Path | None, speed: float, seed: int, api_port: int,
          duration: float | None) -> None:  # fmt: skip
     """Run the simulated cluster, one edge agent per line, a broker, the cloud and its database."""
-    from cloud.auth import create_token
-    from cloud.service import CloudService
-    from cloud.settings import CloudSettings
-    from edge.bootstrap import write_agent_configs
-    from seeds import load_scenario
+    from zhizao.cloud.auth import create_token
+    from zhizao.cloud.service import CloudService
+    from zhizao.cloud.settings import CloudSettings
+    from zhizao.edge.bootstrap import write_agent_configs
+    from zhizao.seeds import load_scenario
 
     data_dir = data_dir.resolve()
     log_dir = data_dir / "logs"

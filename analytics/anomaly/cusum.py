@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit, prange
 from numpy.typing import NDArray
 
-from analytics.anomaly.base import F64, Alarm, Detector, Scored, alarm_step, reference_alarm
+from zhizao.analytics.anomaly.base import F64, Alarm, Detector, Scored, alarm_step, reference_alarm
 
 # State rows: warm-up count, baseline mean, Welford M2, S+, S-, then the alarm fields.
 _N, _MEAN, _M2, _SP, _SN, _ACT, _CON, _COFF = range(8)

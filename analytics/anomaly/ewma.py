@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit, prange
 from numpy.typing import NDArray
 
-from analytics.anomaly.base import F64, Alarm, Detector, Scored, alarm_step, reference_alarm
+from zhizao.analytics.anomaly.base import F64, Alarm, Detector, Scored, alarm_step, reference_alarm
 
 # State rows: samples seen, mean, variance, then the alarm fields.
 _N, _MEAN, _VAR, _ACT, _CON, _COFF = range(6)

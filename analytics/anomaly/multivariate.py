@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit, prange
 from numpy.typing import NDArray
 
-from analytics.anomaly.base import F64, Alarm, Detector, Scored, alarm_step, reference_alarm
+from zhizao.analytics.anomaly.base import F64, Alarm, Detector, Scored, alarm_step, reference_alarm
 
 
 @njit(cache=True, error_model="numpy")

@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit, prange
 from numpy.typing import NDArray
 
-from analytics.anomaly.base import F64, Alarm, Detector, Scored, alarm_step, reference_alarm
+from zhizao.analytics.anomaly.base import F64, Alarm, Detector, Scored, alarm_step, reference_alarm
 
 IQR_TO_STD = 1.3489795003921634  # IQR of a standard normal distribution
 

@@ -7,10 +7,10 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from analytics._validate import as_array, check_offsets, check_same_length, check_sorted
-from analytics.oee import kernel as k
-from analytics.oee.config import MAX_STATE_CODE, N_CATEGORIES, OeeConfig
-from analytics.oee.result import OeeResult
+from zhizao.analytics._validate import as_array, check_offsets, check_same_length, check_sorted
+from zhizao.analytics.oee import kernel as k
+from zhizao.analytics.oee.config import MAX_STATE_CODE, N_CATEGORIES, OeeConfig
+from zhizao.analytics.oee.result import OeeResult
 
 _DEFAULT_CONFIG = OeeConfig()
 I64 = NDArray[np.int64]

@@ -7,10 +7,10 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike
 
-from analytics.oee import kernel as k
-from analytics.oee.api import OeeInputs, prepare_oee_inputs
-from analytics.oee.config import N_CATEGORIES, Category, OeeConfig
-from analytics.oee.result import OeeResult
+from zhizao.analytics.oee import kernel as k
+from zhizao.analytics.oee.api import OeeInputs, prepare_oee_inputs
+from zhizao.analytics.oee.config import N_CATEGORIES, Category, OeeConfig
+from zhizao.analytics.oee.result import OeeResult
 
 _RUN = (Category.RUNNING, Category.REDUCED_SPEED)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from analytics.oee import kernel as k
+from zhizao.analytics.oee import kernel as k
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]

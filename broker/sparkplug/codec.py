@@ -15,9 +15,9 @@ import numpy as np
 import numpy.typing as npt
 from google.protobuf.message import DecodeError
 
-from broker.sparkplug import sparkplug_b_pb2 as pb
-from broker.sparkplug import wire
-from broker.sparkplug.datatypes import INT_TYPES, LONG_TYPES, SIGNED_BITS, TEXT_TYPES, DataType
+from zhizao.broker.sparkplug import sparkplug_b_pb2 as pb
+from zhizao.broker.sparkplug import wire
+from zhizao.broker.sparkplug.datatypes import INT_TYPES, LONG_TYPES, SIGNED_BITS, TEXT_TYPES, DataType
 
 QUALITY_GOOD = 192
 _QUALITY = "Quality"

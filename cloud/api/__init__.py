@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from cloud.api.app import create_app
+from zhizao.cloud.api.app import create_app
 
 __all__ = ["create_app"]

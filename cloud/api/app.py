@@ -14,12 +14,12 @@ from prometheus_client import Counter, Histogram
 from psycopg_pool import AsyncConnectionPool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cloud.api import routes_assets, routes_live, routes_oee, routes_series, routes_status
-from cloud.api.errors import install_error_handlers
-from cloud.dashboard import router as dashboard_router
-from cloud.live import LiveHub
-from cloud.settings import CloudSettings
-from cloud.storage.db import make_async_pool
+from zhizao.cloud.api import routes_assets, routes_live, routes_oee, routes_series, routes_status
+from zhizao.cloud.api.errors import install_error_handlers
+from zhizao.cloud.dashboard import router as dashboard_router
+from zhizao.cloud.live import LiveHub
+from zhizao.cloud.settings import CloudSettings
+from zhizao.cloud.storage.db import make_async_pool
 
 log = logging.getLogger(__name__)
 

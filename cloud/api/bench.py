@@ -18,8 +18,8 @@ import click
 import httpx
 import psycopg
 
-from cloud.auth import create_token
-from cloud.settings import CloudSettings
+from zhizao.cloud.auth import create_token
+from zhizao.cloud.settings import CloudSettings
 
 __all__ = ["bench_series", "run_series_bench"]
 
@@ -41,7 +41,7 @@ def fill_rollups(conn: psycopg.Connection[Any], tags: list[int]) -> None:
 
 def _fill(url: str) -> int:
     """One site, machine and tag; 24 h of 1 s samples; rollups maintained as the ingest would."""
-    from cloud.storage.migrate import apply_migrations
+    from zhizao.cloud.storage.migrate import apply_migrations
 
     info = apply_migrations(url)
     with psycopg.connect(url) as conn:
@@ -89,7 +89,7 @@ def _time(client: httpx.Client, params: dict[str, Any], n: int) -> dict[str, flo
 
 def run_series_bench(server_url: str, requests: int = 200) -> dict[str, Any]:
     """Create a scratch database on `server_url`, fill it, time the variants, drop it; return the figures."""
-    from cloud.service import CloudService
+    from zhizao.cloud.service import CloudService
 
     name = f"zhizao_bench_series_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(server_url, autocommit=True) as conn:

@@ -12,8 +12,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from cloud.api.errors import ApiError
-from cloud.auth import TOKEN_PREFIX, Principal, Role, hash_token, principal_from_row, tokens_match
+from zhizao.cloud.api.errors import ApiError
+from zhizao.cloud.auth import TOKEN_PREFIX, Principal, Role, hash_token, principal_from_row, tokens_match
 
 __all__ = ["Caller", "Conn", "Pool", "Scope", "SiteScope", "get_principal", "require_role"]
 

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cloud.storage.db import StorageError, StorageUnavailable, map_error
+from zhizao.cloud.storage.db import StorageError, StorageUnavailable, map_error
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Path
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
-from cloud.api.deps import Conn, Scope, SiteScope
-from cloud.api.errors import not_found
-from cloud.api.models import Line, LineDetail, Machine, MachineDetail, Site, SiteDetail, Tag
+from zhizao.cloud.api.deps import Conn, Scope, SiteScope
+from zhizao.cloud.api.errors import not_found
+from zhizao.cloud.api.models import Line, LineDetail, Machine, MachineDetail, Site, SiteDetail, Tag
 
 router = APIRouter(prefix="/api/v1", tags=["assets"])
 

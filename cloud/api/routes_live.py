@@ -18,10 +18,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
-from cloud.api.deps import get_principal
-from cloud.api.errors import ApiError
-from cloud.auth import Principal
-from cloud.live import LiveEvent, LiveHub
+from zhizao.cloud.api.deps import get_principal
+from zhizao.cloud.api.errors import ApiError
+from zhizao.cloud.auth import Principal
+from zhizao.cloud.live import LiveEvent, LiveHub
 
 router = APIRouter(prefix="/api/v1", tags=["live"])
 

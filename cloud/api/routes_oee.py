@@ -14,12 +14,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from cloud.api.deps import Conn, Scope, SiteScope, require_role
-from cloud.api.errors import bad_request, not_found
-from cloud.api.series import parse_time
-from cloud.auth import Principal, Role
-from cloud.oee import queries as q
-from seeds.model import STOP_CATALOGUE, Calendar, NoShiftPeriod, Shift, StateClasses
+from zhizao.cloud.api.deps import Conn, Scope, SiteScope, require_role
+from zhizao.cloud.api.errors import bad_request, not_found
+from zhizao.cloud.api.series import parse_time
+from zhizao.cloud.auth import Principal, Role
+from zhizao.cloud.oee import queries as q
+from zhizao.seeds.model import STOP_CATALOGUE, Calendar, NoShiftPeriod, Shift, StateClasses
 
 router = APIRouter(prefix="/api/v1", tags=["oee"])
 

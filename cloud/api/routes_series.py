@@ -9,12 +9,12 @@ from fastapi import APIRouter, Query, Request, Response
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
-from broker.sparkplug.datatypes import TEXT_TYPES
-from cloud.api.deps import Conn, Scope, SiteScope
-from cloud.api.errors import bad_request, not_found
-from cloud.api.models import LatestValue, Series
-from cloud.api.series import Cursor, SeriesQuery, from_ms, parse_aggs, parse_bucket, parse_time, to_ms
-from cloud.settings import CloudSettings
+from zhizao.broker.sparkplug.datatypes import TEXT_TYPES
+from zhizao.cloud.api.deps import Conn, Scope, SiteScope
+from zhizao.cloud.api.errors import bad_request, not_found
+from zhizao.cloud.api.models import LatestValue, Series
+from zhizao.cloud.api.series import Cursor, SeriesQuery, from_ms, parse_aggs, parse_bucket, parse_time, to_ms
+from zhizao.cloud.settings import CloudSettings
 
 router = APIRouter(prefix="/api/v1", tags=["data"])
 

@@ -11,10 +11,10 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from psycopg.rows import dict_row
 
-from cloud.api.deps import Caller, Conn, Pool, Scope, require_role
-from cloud.api.errors import ApiError, bad_request, not_found
-from cloud.api.models import EdgeNode, Health, TokenCreate, TokenCreated
-from cloud.auth import (
+from zhizao.cloud.api.deps import Caller, Conn, Pool, Scope, require_role
+from zhizao.cloud.api.errors import ApiError, bad_request, not_found
+from zhizao.cloud.api.models import EdgeNode, Health, TokenCreate, TokenCreated
+from zhizao.cloud.auth import (
     AuthError,
     Principal,
     Role,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cloud.api.errors import bad_request
+from zhizao.cloud.api.errors import bad_request
 
 __all__ = ["AGGREGATES", "Cursor", "SeriesQuery", "parse_aggs", "parse_bucket", "parse_time", "to_ms"]
 

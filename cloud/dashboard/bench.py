@@ -39,10 +39,10 @@ import click
 import numpy as np
 import yaml
 
-from broker.embedded import BrokerError, free_port, wait_listening
-from broker.mqtt import parse_mqtt_url
-from broker.sparkplug.codec import decode
-from broker.sparkplug.topics import MessageType, device_topic
+from zhizao.broker.embedded import BrokerError, free_port, wait_listening
+from zhizao.broker.mqtt import parse_mqtt_url
+from zhizao.broker.sparkplug.codec import decode
+from zhizao.broker.sparkplug.topics import MessageType, device_topic
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
@@ -307,10 +307,10 @@ def bench_live(database_url: str, mqtt_url: str, line: str, events: int, dt_ms: 
                 "install the dev extra (pip install -e '.[dev]') or `pip install playwright` "
                 "(it drives the Chromium at --browser; no browser download is needed)") from exc
 
-    from cloud.auth import create_token
-    from cloud.ingest.settings import IngestSettings
-    from cloud.service import CloudService
-    from cloud.settings import CloudSettings
+    from zhizao.cloud.auth import create_token
+    from zhizao.cloud.ingest.settings import IngestSettings
+    from zhizao.cloud.service import CloudService
+    from zhizao.cloud.settings import CloudSettings
 
     logging.basicConfig(level=logging.ERROR)
     agent_file = ROOT_AGENTS / f"{line}.yaml"

@@ -19,9 +19,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from broker.extensions import ExtensionError, decode_state, encode_state
-from broker.mqtt import MqttEndpoint, parse_mqtt_url
-from broker.sparkplug.topics import NAMESPACE, state_topic
+from zhizao.broker.extensions import ExtensionError, decode_state, encode_state
+from zhizao.broker.mqtt import MqttEndpoint, parse_mqtt_url
+from zhizao.broker.sparkplug.topics import NAMESPACE, state_topic
 
 log = logging.getLogger(__name__)
 

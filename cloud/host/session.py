@@ -13,7 +13,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from broker.sparkplug.codec import Decoded
+from zhizao.broker.sparkplug.codec import Decoded
 
 
 class NodeKey(NamedTuple):

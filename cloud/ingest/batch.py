@@ -10,7 +10,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from cloud.host.session import NodeKey
+from zhizao.cloud.host.session import NodeKey
 
 # PostgreSQL binary COPY: timestamptz is int64 microseconds since 2000-01-01 UTC.
 _PG_EPOCH_MS = 946_684_800_000

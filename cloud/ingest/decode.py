@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from broker.extensions import BATCH_METRIC
-from broker.sparkplug.codec import Decoded
-from cloud.host.session import NodeSession
+from zhizao.broker.extensions import BATCH_METRIC
+from zhizao.broker.sparkplug.codec import Decoded
+from zhizao.cloud.host.session import NodeSession
 
 # Earliest timestamp accepted: anything before 2000-01-01 is a clock that was never set.
 MIN_TS_MS = 946_684_800_000

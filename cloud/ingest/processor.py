@@ -17,16 +17,16 @@ from typing import TypeVar
 
 from psycopg_pool import ConnectionPool
 
-from broker.extensions import BATCH_METRIC
-from broker.sparkplug.codec import Decoded, PayloadError, bdseq_of, decode
-from broker.sparkplug.topics import MessageType, Topic, TopicError
-from cloud.host.session import NodeKey, NodeSession, SessionStore
-from cloud.ingest import metrics, registry
-from cloud.ingest.batch import Batch, DeadLetter, NodeHealth
-from cloud.ingest.decode import health_field, is_control_metric, sort_samples
-from cloud.ingest.settings import IngestSettings
-from cloud.ingest.writer import DbWriter
-from cloud.storage.db import StorageUnavailable, translate_errors
+from zhizao.broker.extensions import BATCH_METRIC
+from zhizao.broker.sparkplug.codec import Decoded, PayloadError, bdseq_of, decode
+from zhizao.broker.sparkplug.topics import MessageType, Topic, TopicError
+from zhizao.cloud.host.session import NodeKey, NodeSession, SessionStore
+from zhizao.cloud.ingest import metrics, registry
+from zhizao.cloud.ingest.batch import Batch, DeadLetter, NodeHealth
+from zhizao.cloud.ingest.decode import health_field, is_control_metric, sort_samples
+from zhizao.cloud.ingest.settings import IngestSettings
+from zhizao.cloud.ingest.writer import DbWriter
+from zhizao.cloud.storage.db import StorageUnavailable, translate_errors
 
 log = logging.getLogger(__name__)
 

@@ -12,19 +12,19 @@ import time
 
 from psycopg_pool import ConnectionPool
 
-from broker.extensions import ack_topic, encode_ack
-from broker.sparkplug.codec import BirthMetric, encode_metrics
-from broker.sparkplug.datatypes import DataType
-from broker.sparkplug.topics import MessageType, node_topic
-from cloud.host.client import HostClient, HostError, now_ms, subscriptions
-from cloud.host.session import InMemorySessionStore, NodeKey, SessionStore
-from cloud.ingest import metrics
-from cloud.ingest.processor import Processor
-from cloud.ingest.settings import IngestSettings
-from cloud.ingest.writer import CommitListener, DbWriter
-from cloud.storage.cagg_refresh import AggregateRefresher
-from cloud.storage.db import make_pool
-from cloud.storage.migrate import StorageInfo, apply_migrations
+from zhizao.broker.extensions import ack_topic, encode_ack
+from zhizao.broker.sparkplug.codec import BirthMetric, encode_metrics
+from zhizao.broker.sparkplug.datatypes import DataType
+from zhizao.broker.sparkplug.topics import MessageType, node_topic
+from zhizao.cloud.host.client import HostClient, HostError, now_ms, subscriptions
+from zhizao.cloud.host.session import InMemorySessionStore, NodeKey, SessionStore
+from zhizao.cloud.ingest import metrics
+from zhizao.cloud.ingest.processor import Processor
+from zhizao.cloud.ingest.settings import IngestSettings
+from zhizao.cloud.ingest.writer import CommitListener, DbWriter
+from zhizao.cloud.storage.cagg_refresh import AggregateRefresher
+from zhizao.cloud.storage.db import make_pool
+from zhizao.cloud.storage.migrate import StorageInfo, apply_migrations
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cloud.storage.migrate import TimescaleHorizons
+from zhizao.cloud.storage.migrate import TimescaleHorizons
 
 
 class IngestSettings(BaseModel):

@@ -19,11 +19,11 @@ import numpy.typing as npt
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from cloud.host.session import NodeKey
-from cloud.ingest import metrics
-from cloud.ingest.batch import Batch
-from cloud.storage import plain
-from cloud.storage.db import StorageError, StorageUnavailable, translate_errors
+from zhizao.cloud.host.session import NodeKey
+from zhizao.cloud.ingest import metrics
+from zhizao.cloud.ingest.batch import Batch
+from zhizao.cloud.storage import plain
+from zhizao.cloud.storage.db import StorageError, StorageUnavailable, translate_errors
 
 log = logging.getLogger(__name__)
 

@@ -5,6 +5,6 @@
 calendar into planned intervals and windows.
 """
 
-from cloud.oee.service import OeeService
+from zhizao.cloud.oee.service import OeeService
 
 __all__ = ["OeeService"]

@@ -21,9 +21,9 @@ import httpx
 import numpy as np
 import psycopg
 
-from analytics import OeeConfig, fleet_oee
-from cloud.auth import create_token
-from cloud.settings import CloudSettings
+from zhizao.analytics import OeeConfig, fleet_oee
+from zhizao.cloud.auth import create_token
+from zhizao.cloud.settings import CloudSettings
 
 __all__ = ["bench_oee", "run_oee_bench"]
 
@@ -34,8 +34,8 @@ _ROLES = ("State", "Counts/Total", "Counts/Good", "Rate/Ideal")
 
 def _fill(url: str, scale: int, days: int) -> int:
     """Assets of the seeded cluster x scale, `days` of windows, 24 h of samples; returns the machine count."""
-    from cloud.storage.migrate import apply_migrations
-    from seeds import load_scenario
+    from zhizao.cloud.storage.migrate import apply_migrations
+    from zhizao.seeds import load_scenario
 
     apply_migrations(url)
     machines: list[tuple[str, str, str]] = []
@@ -148,7 +148,7 @@ def _timed(fn: Any, n: int, warm: int) -> dict[str, float]:
 
 def run_oee_bench(server_url: str, requests: int = 200, scale: int = 10, days: int = 30) -> dict[str, Any]:
     """Create a scratch database on `server_url`, fill it, time API and baseline, drop it; return the figures."""
-    from cloud.service import CloudService
+    from zhizao.cloud.service import CloudService
 
     name = f"zhizao_bench_oee_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(server_url, autocommit=True) as conn:

@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from numpy.typing import NDArray
 
-from analytics import Category, OeeConfig, calendar_windows
-from seeds.calendar import CalendarClock
-from seeds.model import Calendar, Shift, StateClasses
+from zhizao.analytics import Category, OeeConfig, calendar_windows
+from zhizao.seeds.calendar import CalendarClock
+from zhizao.seeds.model import Calendar, Shift, StateClasses
 
 I64 = NDArray[np.int64]
 WINDOW_KINDS = ("hour", "shift", "day")

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from analytics import fleet_oee
-from analytics.oee import kernel as k
-from cloud.oee.calendar import DAY_MS, WINDOW_KINDS, SiteCalendar
+from zhizao.analytics import fleet_oee
+from zhizao.analytics.oee import kernel as k
+from zhizao.cloud.oee.calendar import DAY_MS, WINDOW_KINDS, SiteCalendar
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]

@@ -9,10 +9,10 @@ from typing import Any
 from psycopg import AsyncConnection
 from pydantic import ValidationError
 
-from analytics import Category, OeeConfig
-from cloud.oee.calendar import oee_config
-from cloud.oee.engine import SUM_FIELDS
-from seeds.model import STOP_CATALOGUE, StateClasses
+from zhizao.analytics import Category, OeeConfig
+from zhizao.cloud.oee.calendar import oee_config
+from zhizao.cloud.oee.engine import SUM_FIELDS
+from zhizao.seeds.model import STOP_CATALOGUE, StateClasses
 
 AConn = AsyncConnection[Any]
 # Every additive column of oee_windows summed (flags are OR-ed separately: bit_or(flags)).

@@ -23,14 +23,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from analytics import Category
-from cloud.live import LiveHub
-from cloud.oee import store
-from cloud.oee.calendar import DAY_MS, SiteCalendar
-from cloud.oee.engine import FLAGS, SUM_FIELDS, MachineState, compute_atoms, ratios
-from cloud.oee.queries import SUMS_SQL, ratios_of
-from cloud.storage.db import StorageError, make_pool, translate_errors
-from seeds.model import Scenario
+from zhizao.analytics import Category
+from zhizao.cloud.live import LiveHub
+from zhizao.cloud.oee import store
+from zhizao.cloud.oee.calendar import DAY_MS, SiteCalendar
+from zhizao.cloud.oee.engine import FLAGS, SUM_FIELDS, MachineState, compute_atoms, ratios
+from zhizao.cloud.oee.queries import SUMS_SQL, ratios_of
+from zhizao.cloud.storage.db import StorageError, make_pool, translate_errors
+from zhizao.seeds.model import Scenario
 
 log = logging.getLogger(__name__)
 

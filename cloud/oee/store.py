@@ -11,9 +11,9 @@ import numpy as np
 import psycopg
 from pydantic import ValidationError
 
-from cloud.oee.calendar import PlannedStop, SiteCalendar, all_day_calendar
-from cloud.oee.engine import F64, I64, SUM_FIELDS
-from seeds.model import Calendar, Scenario, StateClasses
+from zhizao.cloud.oee.calendar import PlannedStop, SiteCalendar, all_day_calendar
+from zhizao.cloud.oee.engine import F64, I64, SUM_FIELDS
+from zhizao.seeds.model import Calendar, Scenario, StateClasses
 
 Conn = psycopg.Connection[Any]
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from cloud.storage.db import StorageError, StorageUnavailable, make_async_pool, make_pool
-from cloud.storage.migrate import StorageInfo, TimescaleHorizons, apply_migrations, detect_storage
+from zhizao.cloud.storage.db import StorageError, StorageUnavailable, make_async_pool, make_pool
+from zhizao.cloud.storage.migrate import StorageInfo, TimescaleHorizons, apply_migrations, detect_storage
 
 __all__ = [
     "StorageError",

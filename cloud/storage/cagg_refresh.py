@@ -21,9 +21,9 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 
-from cloud.storage.db import StorageError, StorageUnavailable, translate_errors
-from cloud.storage.migrate import TimescaleHorizons
-from cloud.storage.timescale import AGGREGATES, HOUR_MS, bucket_span, refresh_aggregates
+from zhizao.cloud.storage.db import StorageError, StorageUnavailable, translate_errors
+from zhizao.cloud.storage.migrate import TimescaleHorizons
+from zhizao.cloud.storage.timescale import AGGREGATES, HOUR_MS, bucket_span, refresh_aggregates
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 
-from broker.embedded import free_port
+from zhizao.broker.embedded import free_port
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from importlib import resources
 
 import psycopg
 
-from cloud.storage import plain, timescale
-from cloud.storage.db import StorageError, translate_errors
+from zhizao.cloud.storage import plain, timescale
+from zhizao.cloud.storage.db import StorageError, translate_errors
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class StorageInfo:
 def migration_files() -> list[tuple[int, str, str]]:
     """(version, file name, SQL) for every `cloud/storage/migrations/NNNN_*.sql`, in order."""
     found: list[tuple[int, str, str]] = []
-    for entry in resources.files("cloud.storage.migrations").iterdir():
+    for entry in resources.files("zhizao.cloud.storage.migrations").iterdir():
         match = _MIGRATION_NAME.match(entry.name)
         if match:
             found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from psycopg_pool import ConnectionPool
 
-from cloud.storage.db import translate_errors
+from zhizao.cloud.storage.db import translate_errors
 
 _MINUTE_MS = 60_000
 _HOUR_MS = 3_600_000

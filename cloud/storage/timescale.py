@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg import sql
 
-from cloud.storage.db import StorageError
+from zhizao.cloud.storage.db import StorageError
 
 if TYPE_CHECKING:
-    from cloud.storage.migrate import TimescaleHorizons
+    from zhizao.cloud.storage.migrate import TimescaleHorizons
 
 log = logging.getLogger(__name__)
 

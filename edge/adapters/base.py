@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from edge.samples import SampleBlock, SignalTable
+from zhizao.edge.samples import SampleBlock, SignalTable
 
 ENTRY_POINT_GROUP = "zhizao.adapters"
 

@@ -21,8 +21,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from broker.mqtt import MqttUrlError, parse_mqtt_url
-from edge.node.config import MqttConfig
+from zhizao.broker.mqtt import MqttUrlError, parse_mqtt_url
+from zhizao.edge.node.config import MqttConfig
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from broker.extensions import BATCH_METRIC
-from broker.sparkplug.codec import BirthMetric
-from broker.sparkplug.datatypes import DataType
-from edge.samples import QUALITY_GOOD, SampleBlock, SignalTable
+from zhizao.broker.extensions import BATCH_METRIC
+from zhizao.broker.sparkplug.codec import BirthMetric
+from zhizao.broker.sparkplug.datatypes import DataType
+from zhizao.edge.samples import QUALITY_GOOD, SampleBlock, SignalTable
 
 SIGNAL_ALIAS_BASE = 100
 REBIRTH_METRIC = "Node Control/Rebirth"

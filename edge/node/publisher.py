@@ -12,14 +12,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from broker.extensions import BATCH_METRIC
-from broker.sparkplug.codec import BirthMetric, encode_data
-from broker.sparkplug.datatypes import DataType
-from edge.node import messages as m
-from edge.node.config import SparkplugConfig
-from edge.node.link import MqttLink, Published
-from edge.outbox import Outbox
-from edge.samples import SampleBlock
+from zhizao.broker.extensions import BATCH_METRIC
+from zhizao.broker.sparkplug.codec import BirthMetric, encode_data
+from zhizao.broker.sparkplug.datatypes import DataType
+from zhizao.edge.node import messages as m
+from zhizao.edge.node.config import SparkplugConfig
+from zhizao.edge.node.link import MqttLink, Published
+from zhizao.edge.outbox import Outbox
+from zhizao.edge.samples import SampleBlock
 
 
 @dataclass

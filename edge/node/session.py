@@ -23,10 +23,10 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from broker.extensions import ExtensionError, ack_topic, decode_ack, decode_state
-from broker.sparkplug.codec import PayloadError, decode, encode_birth, encode_death
-from broker.sparkplug.datatypes import DataType
-from broker.sparkplug.topics import (
+from zhizao.broker.extensions import ExtensionError, ack_topic, decode_ack, decode_state
+from zhizao.broker.sparkplug.codec import PayloadError, decode, encode_birth, encode_death
+from zhizao.broker.sparkplug.datatypes import DataType
+from zhizao.broker.sparkplug.topics import (
     MessageType,
     TopicError,
     device_topic,
@@ -34,9 +34,9 @@ from broker.sparkplug.topics import (
     state_topic,
     validate_id,
 )
-from edge.node import messages as m
-from edge.node.config import MqttConfig, SparkplugConfig
-from edge.node.link import (
+from zhizao.edge.node import messages as m
+from zhizao.edge.node.config import MqttConfig, SparkplugConfig
+from zhizao.edge.node.link import (
     Connected,
     ConnectFailed,
     Disconnected,
@@ -46,9 +46,9 @@ from edge.node.link import (
     MqttLink,
     Subscribed,
 )
-from edge.node.publisher import NodeStats, Publisher
-from edge.outbox import Outbox, OutboxError
-from edge.samples import SignalTable
+from zhizao.edge.node.publisher import NodeStats, Publisher
+from zhizao.edge.outbox import Outbox, OutboxError
+from zhizao.edge.samples import SignalTable
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.samples import SampleBlock
+from zhizao.edge.samples import SampleBlock
 
 MAGIC = b"ZOB1"
 VERSION = 1

@@ -27,8 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.node.config import OutboxConfig
-from edge.outbox.records import (
+from zhizao.edge.node.config import OutboxConfig
+from zhizao.edge.outbox.records import (
     RecordError,
     RecordInfo,
     encode_record,
@@ -36,7 +36,7 @@ from edge.outbox.records import (
     read_record,
     scan_segment,
 )
-from edge.samples import SampleBlock
+from zhizao.edge.samples import SampleBlock
 
 log = logging.getLogger(__name__)
 

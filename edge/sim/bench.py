@@ -1,6 +1,6 @@
 """Simulator throughput: value changes per second for a scenario, against the bare model as the same-run baseline.
 
-Run: `python -m edge.sim.bench [--seconds 10] [--scenario FILE]`. Three phases, each for `--seconds`, with the
+Run: `python -m zhizao.edge.sim.bench [--seconds 10] [--scenario FILE]`. Three phases, each for `--seconds`, with the
 sim started far enough in the past that it never catches up (it runs flat out):
 1. model only (no OPC UA): the ceiling the numpy model sets;
 2. server, no client: model + `write_attribute_value` for every change;
@@ -21,12 +21,12 @@ from typing import Any
 
 import click
 
-from broker.embedded import free_port
-from edge.sim.model import FactoryModel
-from edge.sim.nodes import build_node_table
-from edge.sim.server import SimServer
-from seeds import load_scenario
-from seeds.model import Scenario
+from zhizao.broker.embedded import free_port
+from zhizao.edge.sim.model import FactoryModel
+from zhizao.edge.sim.nodes import build_node_table
+from zhizao.edge.sim.server import SimServer
+from zhizao.seeds import load_scenario
+from zhizao.seeds.model import Scenario
 
 _FAR_BACK_MS = 30 * 86_400_000  # 30 sim days: more than any phase can step
 
@@ -54,7 +54,7 @@ async def _server(
     procs = []
     for part in range(clients if speed is not None else 0):
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "edge.sim.bench", "--client", sim.endpoint, "--seconds", str(seconds),
+            sys.executable, "-m", "zhizao.edge.sim.bench", "--client", sim.endpoint, "--seconds", str(seconds),
             "--part", f"{part}/{clients}", *(["--scenario", str(scenario_path)] if scenario_path else []),
             stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip

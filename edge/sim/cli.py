@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from seeds import ScenarioError, load_scenario, load_timeline
+from zhizao.seeds import ScenarioError, load_scenario, load_timeline
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,8 @@ def sim(scenario_path: Path | None, sites: tuple[str, ...], port: int, host: str
         catch_up_s: float, dt_ms: int, timeline_path: Path | None, record: Path | None, security: bool,
         data_dir: Path, duration: float | None) -> None:  # fmt: skip
     """Run the OPC UA factory simulator at opc.tcp://HOST:PORT/zhizao/sim."""
-    from edge.sim.server import SimError, SimServer, default_start_ms
-    from edge.sim.timeline import TimelineError
+    from zhizao.edge.sim.server import SimError, SimServer, default_start_ms
+    from zhizao.edge.sim.timeline import TimelineError
 
     logging.getLogger("asyncua").setLevel(logging.ERROR)  # asyncua is chatty at INFO; our own lines suffice
     try:

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from edge.sim.nodes import NodeTable
-from seeds.model import BearingWear, JamBursts, SensorDrift, ToolWear
+from zhizao.edge.sim.nodes import NodeTable
+from zhizao.seeds.model import BearingWear, JamBursts, SensorDrift, ToolWear
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from edge.sim.faults import ABORTED, HELD, SUSPENDED, Faults, StopEvents
-from edge.sim.nodes import (
+from zhizao.edge.sim.faults import ABORTED, HELD, SUSPENDED, Faults, StopEvents
+from zhizao.edge.sim.nodes import (
     T_DEFECTIVE,
     T_DESIGN,
     T_PROCESSED,
@@ -27,10 +27,10 @@ from edge.sim.nodes import (
     NodeTable,
     build_node_table,
 )
-from edge.sim.timeline import Script, TimelineError
-from seeds.calendar import CalendarClock
-from seeds.model import Scenario
-from seeds.timeline import Timeline
+from zhizao.edge.sim.timeline import Script, TimelineError
+from zhizao.seeds.calendar import CalendarClock
+from zhizao.seeds.model import Scenario
+from zhizao.seeds.timeline import Timeline
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from seeds.model import Machine, Scenario
+from zhizao.seeds.model import Machine, Scenario
 
 NAMESPACE_URI = "urn:zhizao:sim"
 ENDPOINT_PATH = "/zhizao/sim"

@@ -22,12 +22,12 @@ import numpy as np
 from asyncua import ua as _ua
 from asyncua.server.server import Server
 
-from edge.sim.model import MAX_SPEED_FACTOR, FactoryModel
-from edge.sim.nodes import ENDPOINT_PATH, METHODS, NAMESPACE_URI, T_SETPOINT
-from edge.sim.record import Recorder
-from edge.sim.security import configure_security
-from seeds.model import Scenario
-from seeds.timeline import Timeline
+from zhizao.edge.sim.model import MAX_SPEED_FACTOR, FactoryModel
+from zhizao.edge.sim.nodes import ENDPOINT_PATH, METHODS, NAMESPACE_URI, T_SETPOINT
+from zhizao.edge.sim.record import Recorder
+from zhizao.edge.sim.security import configure_security
+from zhizao.seeds.model import Scenario
+from zhizao.seeds.timeline import Timeline
 
 log = logging.getLogger(__name__)
 # asyncua's generated stubs declare NodeId(Int32) etc., which plain ints and strs fail under --strict.

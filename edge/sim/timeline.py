@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seeds.timeline import Timeline
+from zhizao.seeds.timeline import Timeline
 
 END_STATE = 2  # Stopped
 END_REASON = 160000  # no shift: the script is over

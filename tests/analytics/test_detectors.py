@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from analytics.anomaly import Alarm, Cusum, Detector, EwmaZ, MahalanobisT2, RobustZ, Scored
+from zhizao.analytics.anomaly import Alarm, Cusum, Detector, EwmaZ, MahalanobisT2, RobustZ, Scored
 
 # Small warm-ups and windows so that short random batches reach the scoring phase.
 DETECTORS: list[Detector] = [

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from analytics.features import reference_vibration_features, vibration_features
+from zhizao.analytics.features import reference_vibration_features, vibration_features
 
 values = st.one_of(st.floats(-1e3, 1e3, allow_nan=False), st.just(np.nan), st.just(0.0))
 

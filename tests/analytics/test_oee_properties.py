@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analytics.oee import Category, OeeConfig, fleet_oee, reference_fleet_oee
+from zhizao.analytics.oee import Category, OeeConfig, fleet_oee, reference_fleet_oee
 
 CODES = [10000, 10005, 20000, 30000, 40000, 50000, 60000, 100000, 140000, 150000, 160000, 180000, 180001,
          210000, 220000]

@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from analytics.oee import OeeConfig, fleet_oee, reference_fleet_oee
-from analytics.oee.kernel import FLAG_PERFORMANCE_CAPPED
+from zhizao.analytics.oee import OeeConfig, fleet_oee, reference_fleet_oee
+from zhizao.analytics.oee.kernel import FLAG_PERFORMANCE_CAPPED
 
 MIN = 60_000
 HOUR = 60 * MIN

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from analytics.windows import calendar_windows, fleet_windows, rolling_windows
+from zhizao.analytics.windows import calendar_windows, fleet_windows, rolling_windows
 
 
 def ms(*args: int) -> int:

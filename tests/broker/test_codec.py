@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.sparkplug import codec
-from broker.sparkplug.codec import BirthMetric, PayloadError
-from broker.sparkplug.datatypes import DataType
+from zhizao.broker.sparkplug import codec
+from zhizao.broker.sparkplug.codec import BirthMetric, PayloadError
+from zhizao.broker.sparkplug.datatypes import DataType
 
 TS = 1486144502122  # the spec's example timestamp
 
@@ -52,7 +52,7 @@ def test_nbirth_matches_the_reference_vector_v9() -> None:
     ],
 )
 def test_signed_values_use_twos_complement_v8(datatype: DataType, value: int, field: str, raw: int) -> None:
-    from broker.sparkplug import sparkplug_b_pb2 as pb
+    from zhizao.broker.sparkplug import sparkplug_b_pb2 as pb
 
     data = codec.encode_birth(0, TS, [BirthMetric("x", datatype, value)])
     msg = pb.Payload.FromString(data)

@@ -16,8 +16,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from broker.embedded import BrokerError, probe_protocol, start_broker
-from broker.mqtt import parse_mqtt_url
+from zhizao.broker.embedded import BrokerError, probe_protocol, start_broker
+from zhizao.broker.mqtt import parse_mqtt_url
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def test_mosquitto_keeps_queued_messages_across_a_restart(data_dir: Path) -> Non
 def test_probe_falls_back_to_3_1_1(data_dir: Path) -> None:
     from iotcore import Broker
 
-    from broker.embedded import free_port
+    from zhizao.broker.embedded import free_port
 
     port = free_port()
     # rumqttd's 3.1.1-only listener: the same kind of broker as amqtt, which speaks nothing newer.
@@ -145,7 +145,7 @@ def test_probe_falls_back_to_3_1_1(data_dir: Path) -> None:
 
 
 def test_mosquitto_config_is_private_and_durable(data_dir: Path) -> None:
-    from broker.embedded import mosquitto_config
+    from zhizao.broker.embedded import mosquitto_config
 
     text = mosquitto_config(18830, data_dir, "mosquitto")
     settings = dict(line.split(" ", 1) for line in text.splitlines() if line and not line.startswith("#")

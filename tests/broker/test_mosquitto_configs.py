@@ -16,6 +16,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from zhizao.broker.embedded import free_port
+
 CONF_DIR = Path(__file__).resolve().parents[2] / "broker" / "mosquitto"
 # Options of mosquitto.conf(5) these files may use: a typo fails here rather than at a site at night.
 KNOWN = {
@@ -69,18 +71,12 @@ def test_acl_lines_are_well_formed() -> None:
             assert access in ("read", "write", "readwrite", "deny") and topic, value
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def broker() -> Iterator[int]:
     """A mosquitto running the production mosquitto.conf and acl (paths and port made local)."""
     work = Path(tempfile.mkdtemp(prefix="zhizao-mosq-acl-"))
     work.chmod(0o755)
-    port = _free_port()
+    port = free_port()
     passwd = work / "passwd"
     passwd.touch()
     for user in ("sh-lingang", "zhizao-cloud"):

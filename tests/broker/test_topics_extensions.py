@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from broker import extensions
-from broker.mqtt import MqttUrlError, parse_mqtt_url, resolve_mqtt_url
-from broker.sparkplug.topics import (
+from zhizao.broker import extensions
+from zhizao.broker.mqtt import MqttUrlError, parse_mqtt_url, resolve_mqtt_url
+from zhizao.broker.sparkplug.topics import (
     MessageType,
     Topic,
     TopicError,

@@ -7,7 +7,7 @@ import hashlib
 import psycopg
 import pytest
 
-from cloud.auth import (
+from zhizao.cloud.auth import (
     AuthError,
     Role,
     create_token,
@@ -17,7 +17,7 @@ from cloud.auth import (
     revoke_token,
     tokens_match,
 )
-from cloud.storage import apply_migrations
+from zhizao.cloud.storage import apply_migrations
 
 
 def test_plaintext_is_never_stored(fresh_database: str) -> None:

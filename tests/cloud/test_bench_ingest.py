@@ -9,8 +9,8 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from cloud.bench import CREATED_DATABASES
 from zhizao.cli import cli
+from zhizao.cloud.bench import CREATED_DATABASES
 
 
 def test_bench_ingest_quick_reports_rates_ratio_and_machine(

@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 import yaml
 
-from broker.embedded import free_port, wait_listening
+from zhizao.broker.embedded import free_port, wait_listening
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED_AGENTS = ROOT / "seeds" / "agents"
@@ -29,7 +29,7 @@ HOST_ID = "zhizao-e2e"
 CLOUD = """
 import logging, signal, sys, threading
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
-from cloud.ingest.service import IngestService
+from zhizao.cloud.ingest.service import IngestService
 svc = IngestService({db!r}, {mqtt!r}, {host!r})
 svc.start()
 print("up", flush=True)

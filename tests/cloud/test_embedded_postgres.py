@@ -11,8 +11,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cloud.storage import apply_migrations
-from cloud.storage.embedded import EmbeddedPostgres
+from zhizao.cloud.storage import apply_migrations
+from zhizao.cloud.storage.embedded import EmbeddedPostgres
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_a_server_left_running_is_adopted(data_dir: Path) -> None:
 def test_a_closed_parent_folder_is_named(data_dir: Path) -> None:
     import pwd
 
-    from cloud.storage.embedded import EmbeddedPostgresError, _check_traversable
+    from zhizao.cloud.storage.embedded import EmbeddedPostgresError, _check_traversable
 
     nobody = pwd.getpwnam("nobody")
     closed = data_dir / "closed"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from cloud.live import LiveHub
+from zhizao.cloud.live import LiveHub
 
 
 def test_events_cross_threads_and_respect_site_scope() -> None:

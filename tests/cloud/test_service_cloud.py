@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,17 +19,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from broker.embedded import start_broker
-from broker.mqtt import parse_mqtt_url
-from cloud.auth import create_token
-from cloud.service import CloudService
-from cloud.settings import CloudSettings
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from zhizao.broker.embedded import free_port, start_broker
+from zhizao.broker.mqtt import parse_mqtt_url
+from zhizao.cloud.auth import create_token
+from zhizao.cloud.service import CloudService
+from zhizao.cloud.settings import CloudSettings
 
 
 def _retained_state(mqtt_url: str, host_id: str) -> dict[str, object]:
@@ -89,7 +82,7 @@ def test_service_in_a_thread(fresh_database: str, any_broker: str, unique_id: st
 
 
 def test_serve_stops_cleanly_on_sigterm(fresh_database: str, mqtt_url: str, unique_id: str) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "ZHIZAO_DATABASE_URL": fresh_database, "ZHIZAO_MQTT_URL": mqtt_url,
            "ZHIZAO_HOST_ID": unique_id, "ZHIZAO_API_PORT": str(port)}
     proc = subprocess.Popen([sys.executable, "-c", "from zhizao.cli import main; main()", "cloud", "serve"], env=env,

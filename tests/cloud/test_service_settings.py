@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud.settings import CloudSettings, SettingsError
+from zhizao.cloud.settings import CloudSettings, SettingsError
 
 
 def test_defaults_and_environment() -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,19 +19,18 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "node"))
-from spb_capture import Capture, all_samples
-
-from edge.adapters.base import (
+from tests.support.spb_capture import Capture, all_samples
+from zhizao.broker.embedded import free_port
+from zhizao.edge.adapters.base import (
     Adapter,
     AdapterAuthError,
     AdapterConfigError,
     AdapterTemporaryError,
 )
-from edge.agent import AgentError, run_agent
-from edge.config import AdapterSettings, AgentConfig
-from edge.outbox import read_outbox
-from edge.samples import QUALITY_GOOD, SampleBlock
+from zhizao.edge.agent import AgentError, run_agent
+from zhizao.edge.config import AdapterSettings, AgentConfig
+from zhizao.edge.outbox import read_outbox
+from zhizao.edge.samples import QUALITY_GOOD, SampleBlock
 
 
 class RampConfig(AdapterSettings):
@@ -128,7 +126,7 @@ def test_agent_publishes_serves_metrics_and_stops_with_ndeath(
     tmp_path: Path, mqtt_url: str, unique_id: str
 ) -> None:
     cap = Capture(mqtt_url, [f"spBv1.0/{unique_id}/#"])
-    port = _free_port()
+    port = free_port()
     cfg = agent_config(unique_id, tmp_path, mqtt_url, rate=1000.0)
     cfg = cfg.model_copy(update={"metrics_port": port})
     metrics_text: list[str] = []
@@ -183,7 +181,7 @@ def test_temporary_adapter_errors_are_retried_with_ddeath_then_dbirth(
         await task
 
     RampAdapter.connects, RampAdapter.dropped = 0, False
-    caplog.set_level("INFO", logger="edge.agent")
+    caplog.set_level("INFO", logger="zhizao.edge.agent")
     asyncio.run(main())
     msgs = cap.snapshot()
     cap.close()
@@ -266,12 +264,11 @@ def subprocess_main() -> None:
 
 
 def _spawn(site: str, tmp: Path, url: str, run_id: int) -> subprocess.Popen[bytes]:
-    here = Path(__file__).resolve().parent
-    code = f"import sys; sys.path[:0] = [{str(here)!r}]; import test_agent; test_agent.subprocess_main()"
-    root = here.parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root)}
+    # `python -c` puts its working directory first on sys.path: the repository root, where `tests` is found.
+    code = "from tests.edge.test_agent import subprocess_main; subprocess_main()"
+    root = Path(__file__).resolve().parents[2]
     return subprocess.Popen(
-        [sys.executable, "-c", code, site, str(tmp), url, str(run_id)], env=env, cwd=root,
+        [sys.executable, "-c", code, site, str(tmp), url, str(run_id)], cwd=root,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
 
@@ -327,11 +324,3 @@ def test_kill9_loses_no_sample_that_reached_the_outbox(tmp_path: Path, mqtt_url:
     assert first_run_replayed and all(s.historical for s in first_run_replayed)
     stats = {"appended": len(appended), "received": len(received), "lost": len(lost)}
     print(json.dumps(stats))
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

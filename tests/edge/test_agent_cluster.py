@@ -17,14 +17,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "node"))
-from spb_capture import Aliases, Capture, decode_data
-from test_broker_restart import _free_port, _mosquitto
-
-from edge.config import parse_agent_config
-from edge.mapping import build_mapping
-from edge.outbox import read_outbox
-from edge.sim.record import read_record
+from tests.support.mosquitto import free_port, private_mosquitto
+from tests.support.spb_capture import Aliases, Capture, decode_data
+from zhizao.edge.config import parse_agent_config
+from zhizao.edge.mapping import build_mapping
+from zhizao.edge.outbox import read_outbox
+from zhizao.edge.sim.record import read_record
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = [sys.executable, "-c", "from zhizao.cli import main; main()"]
@@ -32,8 +30,8 @@ PY = [sys.executable, "-c", "from zhizao.cli import main; main()"]
 
 @pytest.mark.slow
 def test_seeded_cluster_one_agent_per_line(tmp_path: Path) -> None:
-    mqtt_port, sim_port = _free_port(), _free_port()
-    broker = _mosquitto(mqtt_port)
+    mqtt_port, sim_port = free_port(), free_port()
+    broker = private_mosquitto(mqtt_port)
     url = f"mqtt://127.0.0.1:{mqtt_port}"
     record = tmp_path / "sim.rec"
     sim = subprocess.Popen(

@@ -16,13 +16,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from edge.bootstrap import agent_configs_for_scenario
-from edge.cli import edge
-from edge.config import load_agent_config
-from seeds import SEEDS_DIR, load_scenario
-
-sys.path.insert(0, str(Path(__file__).parent / "adapters" / "opcua"))
-from simserver import ServerThread, free_port
+from tests.support.simserver import ServerThread, free_port
+from zhizao.edge.bootstrap import agent_configs_for_scenario
+from zhizao.edge.cli import edge
+from zhizao.edge.config import load_agent_config
+from zhizao.seeds import SEEDS_DIR, load_scenario
 
 CASES = Path(__file__).parent / "cases"
 AGENTS = sorted((SEEDS_DIR / "agents").glob("*.yaml"))
@@ -112,7 +110,7 @@ def test_browse_writes_a_config_that_passes_check_config(server: ServerThread, t
 
 def test_browse_the_simulator_matches_the_seeded_agent(tmp_path: Path) -> None:
     """Browsing the real simulator below one line finds the same nodes as that line's seeded agent config."""
-    from edge.sim.server import SimServer
+    from zhizao.edge.sim.server import SimServer
 
     port = free_port()
     sim = SimServer(load_scenario(), port, seed=3)

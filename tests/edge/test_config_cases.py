@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from broker.sparkplug.datatypes import DataType
-from edge.config import ConfigError, load_agent_config
-from edge.mapping import build_mapping
+from zhizao.broker.sparkplug.datatypes import DataType
+from zhizao.edge.config import ConfigError, load_agent_config
+from zhizao.edge.mapping import build_mapping
 
 CASES = Path(__file__).parent / "cases"
 CASE_DIRS = sorted(p for p in CASES.iterdir() if p.is_dir())

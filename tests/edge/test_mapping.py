@@ -12,9 +12,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.config import parse_agent_config
-from edge.mapping import MAX_COUNTER_STEP, AgentMapping, build_mapping
-from edge.samples import QUALITY_BAD, QUALITY_GOOD, SampleBlock
+from zhizao.edge.config import parse_agent_config
+from zhizao.edge.mapping import MAX_COUNTER_STEP, AgentMapping, build_mapping
+from zhizao.edge.samples import QUALITY_BAD, QUALITY_GOOD, SampleBlock
 
 CASE = Path(__file__).parent / "cases" / "valid-two-machines" / "agent.yaml"
 M1 = "ns=2;s=sh-lingang/cnc-1/cnc-1-m01/"

@@ -8,10 +8,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from seeds import SEEDS_DIR, ScenarioError, load_scenario, load_timeline
-from seeds.calendar import CalendarClock
-from seeds.cli import seeds
-from seeds.model import Scenario
+from zhizao.seeds import SEEDS_DIR, ScenarioError, load_scenario, load_timeline
+from zhizao.seeds.calendar import CalendarClock
+from zhizao.seeds.cli import seeds
+from zhizao.seeds.model import Scenario
 
 
 def test_packaged_cluster_matches_the_brief() -> None:
@@ -84,7 +84,7 @@ def test_model_errors(patch: dict[str, object], message: str) -> None:
     with pytest.raises(ScenarioError) as info:
         from pydantic import ValidationError
 
-        from seeds.model import format_validation_error
+        from zhizao.seeds.model import format_validation_error
 
         try:
             Scenario.model_validate(base)

@@ -33,8 +33,8 @@ from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError, UaStringParsingError
 
-from broker.sparkplug.datatypes import DataType
-from edge.adapters.base import (
+from zhizao.broker.sparkplug.datatypes import DataType
+from zhizao.edge.adapters.base import (
     Adapter,
     AdapterAuthError,
     AdapterConfigError,
@@ -42,9 +42,9 @@ from edge.adapters.base import (
     AdapterTemporaryError,
     SampleSink,
 )
-from edge.adapters.opcua.config import OpcUaConfig
-from edge.adapters.opcua.fastdecode import DataChangeArrays, decode_publish_response
-from edge.samples import QUALITY_BAD, QUALITY_GOOD, QUALITY_STALE, SampleBlock, SignalTable
+from zhizao.edge.adapters.opcua.config import OpcUaConfig
+from zhizao.edge.adapters.opcua.fastdecode import DataChangeArrays, decode_publish_response
+from zhizao.edge.samples import QUALITY_BAD, QUALITY_GOOD, QUALITY_STALE, SampleBlock, SignalTable
 
 __all__ = ["OpcUaAdapter"]
 

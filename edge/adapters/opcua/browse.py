@@ -18,7 +18,7 @@ from asyncua.client.client import Client
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 
-from edge.adapters.opcua.adapter import _mapped
+from zhizao.edge.adapters.opcua.adapter import _mapped
 
 __all__ = ["BrowsedObject", "browse", "starter_config"]
 

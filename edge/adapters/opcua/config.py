@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from edge.config import AdapterSettings
+from zhizao.edge.config import AdapterSettings
 
 __all__ = ["OpcUaConfig", "PollingConfig", "SecurityConfig", "SubscriptionConfig"]
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from apifixtures import Cluster, Tokens, fill_cluster, make_client, make_tokens
 from fastapi.testclient import TestClient
 
-from cloud.storage import apply_migrations
-from cloud.storage.migrate import TimescaleHorizons
+from tests.support.apifixtures import Cluster, Tokens, fill_cluster, make_client, make_tokens
+from zhizao.cloud.storage import apply_migrations
+from zhizao.cloud.storage.migrate import TimescaleHorizons
 
 
 @pytest.fixture

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from apifixtures import Cluster, Tokens, bearer
 from fastapi.testclient import TestClient
 
-from cloud.auth import revoke_token
+from tests.support.apifixtures import Cluster, Tokens, bearer
+from zhizao.cloud.auth import revoke_token
 
 
 def _site_b_urls(c: Cluster) -> list[str]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from apifixtures import Cluster, Tokens, bearer
 from fastapi.testclient import TestClient
 
-from cloud.auth import create_token
+from tests.support.apifixtures import Cluster, Tokens, bearer
+from zhizao.cloud.auth import create_token
 
 
 def test_me_tells_the_token_its_role_and_sites(client: TestClient, cluster: Cluster, tokens: Tokens) -> None:

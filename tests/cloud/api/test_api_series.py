@@ -8,7 +8,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from apifixtures import (
+from fastapi.testclient import TestClient
+
+from tests.support.apifixtures import (
     N_SAMPLES,
     T0_MS,
     Cluster,
@@ -19,10 +21,8 @@ from apifixtures import (
     make_tokens,
     scratch_database,
 )
-from fastapi.testclient import TestClient
-
-from cloud.storage import apply_migrations
-from cloud.storage.migrate import TimescaleHorizons
+from zhizao.cloud.storage import apply_migrations
+from zhizao.cloud.storage.migrate import TimescaleHorizons
 
 HOUR = 3_600_000
 

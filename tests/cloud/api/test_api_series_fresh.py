@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 import psycopg
-from apifixtures import T0_MS, Cluster, Tokens, bearer, make_client
+
+from tests.support.apifixtures import T0_MS, Cluster, Tokens, bearer, make_client
 
 HOUR = 3_600_000
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from apifixtures import Cluster, Tokens, bearer, make_client
 from fastapi.testclient import TestClient
 
-from cloud.api import create_app
-from cloud.settings import CloudSettings
+from tests.support.apifixtures import Cluster, Tokens, bearer, make_client
+from zhizao.cloud.api import create_app
+from zhizao.cloud.settings import CloudSettings
 
 
 def test_healthz_needs_no_token_and_reports_storage(client: TestClient) -> None:

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from dashboard_feed import Cloud, Line
 
-from cloud.auth import create_token
-from cloud.ingest.settings import IngestSettings
-from cloud.service import CloudService
-from cloud.settings import CloudSettings
+from tests.support.dashboard_feed import Cloud, Line
+from zhizao.cloud.auth import create_token
+from zhizao.cloud.ingest.settings import IngestSettings
+from zhizao.cloud.service import CloudService
+from zhizao.cloud.settings import CloudSettings
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

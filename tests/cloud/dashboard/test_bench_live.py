@@ -17,22 +17,17 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cloud.dashboard.bench import bench_live
+from zhizao.broker.embedded import free_port
+from zhizao.cloud.dashboard.bench import bench_live
 
 CHROMIUM = "/usr/bin/chromium"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.parametrize("browser", [False, True], ids=["stream", "browser"])
 def test_bench_live_times_simulator_events_to_the_stream(fresh_database: str, tmp_path: Path,
                                                           browser: bool) -> None:
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    port = _free_port()
+    port = free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
     figures = tmp_path / "live.json"

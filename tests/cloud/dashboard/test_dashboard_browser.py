@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from browser import browser_tab, fits
-from dashboard_feed import FAILURE, RUNNING, Cloud
+from tests.support.browser import browser_tab, fits
+from tests.support.dashboard_feed import FAILURE, RUNNING, Cloud
 
 
 def test_login_drill_down_live_state_and_language(cloud: Cloud, chromium: Any, artifacts: Path) -> None:

@@ -17,10 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
-from browser import browser_tab, fits
-from dashboard_feed import RUNNING, Cloud, now_ms
 
-from cloud.auth import create_token
+from tests.support.browser import browser_tab, fits
+from tests.support.dashboard_feed import RUNNING, Cloud, now_ms
+from zhizao.cloud.auth import create_token
 
 UNSPECIFIED, INLET_JAM = 40000, 60000  # DESIGN.md section 4
 MACHINE = "cnc-1-m01"

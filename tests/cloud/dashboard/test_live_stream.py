@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from cloud.auth import create_token
-from cloud.service import CloudService
-from cloud.settings import CloudSettings
+from zhizao.cloud.auth import create_token
+from zhizao.cloud.service import CloudService
+from zhizao.cloud.settings import CloudSettings
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from cloud.host.client import HostError
-from cloud.ingest.service import IngestService
+from zhizao.cloud.host.client import HostError
+from zhizao.cloud.ingest.service import IngestService
 
 
 def test_unreachable_broker_raises_host_error_and_stops_the_pipeline(fresh_database: str) -> None:

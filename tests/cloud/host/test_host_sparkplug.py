@@ -12,12 +12,12 @@ from collections.abc import Callable
 
 import numpy as np
 import psycopg
-from spnode import T0, SpNode, Watcher, wait_for
 
-from broker.extensions import decode_state
-from broker.sparkplug.codec import encode_death
-from broker.sparkplug.topics import MessageType, device_topic, state_topic
-from cloud.ingest.service import IngestService
+from tests.support.spnode import T0, SpNode, Watcher, wait_for
+from zhizao.broker.extensions import decode_state
+from zhizao.broker.sparkplug.codec import encode_death
+from zhizao.broker.sparkplug.topics import MessageType, device_topic, state_topic
+from zhizao.cloud.ingest.service import IngestService
 
 
 def scalar(url: str, sql: str, *args: object) -> object:
@@ -52,7 +52,7 @@ def test_will_marks_the_host_offline_when_its_process_dies(
 ) -> None:
     host_id = f"host-{unique_id}"
     code = (
-        "import sys, time; from cloud.ingest.service import IngestService; from cloud.ingest.settings import IngestSettings\n"
+        "import sys, time; from zhizao.cloud.ingest.service import IngestService; from zhizao.cloud.ingest.settings import IngestSettings\n"
         f"s = IngestService({fresh_database!r}, {mqtt_url!r}, {host_id!r}, IngestSettings(sites=({unique_id!r},)))\n"
         "s.start(); print('up', flush=True); time.sleep(60)\n"
     )

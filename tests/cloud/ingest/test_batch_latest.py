@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cloud.ingest.batch import Batch
+from zhizao.cloud.ingest.batch import Batch
 
 
 def test_null_birth_value_does_not_replace_a_live_value() -> None:

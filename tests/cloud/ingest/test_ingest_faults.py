@@ -9,10 +9,10 @@ from collections.abc import Callable
 import numpy as np
 import psycopg
 from prometheus_client import REGISTRY
-from spnode import T0, SpNode, now_ms, wait_for
 
-from broker.sparkplug.topics import MessageType, device_topic
-from cloud.ingest.service import IngestService
+from tests.support.spnode import T0, SpNode, now_ms, wait_for
+from zhizao.broker.sparkplug.topics import MessageType, device_topic
+from zhizao.cloud.ingest.service import IngestService
 
 REASONS = ("not_protobuf", "unknown_alias", "non_finite", "future_timestamp", "oversize", "unknown_group", "bad_topic")
 

@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import numpy as np
 import psycopg
-from spnode import T0, SpNode, wait_for
 
-from cloud.ingest.service import IngestService
+from tests.support.spnode import T0, SpNode, wait_for
+from zhizao.cloud.ingest.service import IngestService
 
 MACHINE_ROWS = (
     "SELECT count(*) FROM samples s JOIN tags t USING (tag_id)"

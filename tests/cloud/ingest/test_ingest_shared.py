@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import psycopg
-from spnode import T0, SpNode, wait_for
 
-from cloud.host.client import subscriptions
-from cloud.ingest.service import IngestService
-from cloud.ingest.settings import IngestSettings
+from tests.support.spnode import T0, SpNode, wait_for
+from zhizao.cloud.host.client import subscriptions
+from zhizao.cloud.ingest.service import IngestService
+from zhizao.cloud.ingest.settings import IngestSettings
 
 
 def test_shared_subscription_filters_split_data_and_keep_births_for_everyone() -> None:

@@ -6,11 +6,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from oeefixtures import Running, make_fleet
 
-from cloud.auth import create_token
-from cloud.service import CloudService
-from cloud.settings import CloudSettings
+from tests.support.oeefixtures import Running, make_fleet
+from zhizao.cloud.auth import create_token
+from zhizao.cloud.service import CloudService
+from zhizao.cloud.settings import CloudSettings
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ import copy
 from typing import Any
 
 import httpx
-from oeefixtures import (
+
+from tests.support.oeefixtures import (
     CALENDAR,
     FLEET,
     MIN,
@@ -18,10 +19,9 @@ from oeefixtures import (
     feed,
     random_machine,
 )
-
-from cloud.auth import create_token
-from cloud.oee.calendar import PlannedStop
-from cloud.oee.store import dt
+from zhizao.cloud.auth import create_token
+from zhizao.cloud.oee.calendar import PlannedStop
+from zhizao.cloud.oee.store import dt
 
 
 def client(r: Running, role: str, sites: str = "*") -> httpx.Client:

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from oeefixtures import MIN, T0, Running, batches, feed, random_machine, store_batch
 
-from cloud.auth import create_token
+from tests.support.oeefixtures import MIN, T0, Running, batches, feed, random_machine, store_batch
+from zhizao.cloud.auth import create_token
 
 
 def listen(url: str, token: str, out: queue.Queue[tuple[float, str, dict[str, Any]]], stop: threading.Event) -> None:

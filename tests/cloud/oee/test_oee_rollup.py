@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from oeefixtures import (
+
+from tests.support.oeefixtures import (
     FLEET,
     MIN,
     T0,
@@ -20,8 +21,7 @@ from oeefixtures import (
     scripted,
     store_batch,
 )
-
-from cloud.oee.store import dt
+from zhizao.cloud.oee.store import dt
 
 
 def fleet_data() -> list[MachineData]:

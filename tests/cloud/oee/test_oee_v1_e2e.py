@@ -21,11 +21,11 @@ from zoneinfo import ZoneInfo
 import httpx
 import yaml
 
-from broker.embedded import free_port, wait_listening
-from cloud.auth import create_token
-from cloud.service import CloudService
-from cloud.settings import CloudSettings
-from seeds import load_scenario
+from zhizao.broker.embedded import free_port, wait_listening
+from zhizao.cloud.auth import create_token
+from zhizao.cloud.service import CloudService
+from zhizao.cloud.settings import CloudSettings
+from zhizao.seeds import load_scenario
 
 ROOT = Path(__file__).resolve().parents[3]
 MACHINE = "zj-shaoxing/pack-1/pack-1-m01"

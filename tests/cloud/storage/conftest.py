@@ -8,18 +8,12 @@ collected at all (the CI servers have no TimescaleDB, and tests are never skippe
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ingest"))
-
-from conftest_ingest import make_service  # noqa: F401
 
 TIMESCALE_URL = os.environ.get("ZHIZAO_TEST_TIMESCALE_URL", "")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from cloud.storage.cagg_refresh import coalesce
-from cloud.storage.timescale import bucket_span
+from zhizao.cloud.storage.cagg_refresh import coalesce
+from zhizao.cloud.storage.timescale import bucket_span
 
 MIN = 60_000
 HOUR = 3_600_000

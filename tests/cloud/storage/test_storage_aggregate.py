@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud.storage.plain import aggregate
+from zhizao.cloud.storage.plain import aggregate
 
 
 def reference(rows: list[tuple[int, int, float | None]], width: int) -> dict[tuple[int, int], tuple[object, ...]]:

@@ -10,7 +10,7 @@ import threading
 
 import psycopg
 
-from cloud.storage.migrate import StorageInfo, TimescaleHorizons, apply_migrations, migration_files
+from zhizao.cloud.storage.migrate import StorageInfo, TimescaleHorizons, apply_migrations, migration_files
 
 PLAIN = TimescaleHorizons(use_timescale=False)
 

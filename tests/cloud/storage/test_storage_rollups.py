@@ -10,10 +10,10 @@ from collections.abc import Callable
 
 import numpy as np
 import psycopg
-from spnode import T0, SpNode, wait_for
 
-from cloud.ingest.service import IngestService
-from cloud.storage.migrate import TimescaleHorizons
+from tests.support.spnode import T0, SpNode, wait_for
+from zhizao.cloud.ingest.service import IngestService
+from zhizao.cloud.storage.migrate import TimescaleHorizons
 
 PLAIN = TimescaleHorizons(use_timescale=False)  # these rollups are the plain backend's (TimescaleDB: caggs)
 
@@ -79,9 +79,9 @@ def test_rollups_match_a_direct_aggregate_after_out_of_order_and_replayed_batche
 
 
 def test_refresh_rebuilds_rollups_of_bulk_loaded_history(fresh_database: str) -> None:
-    from cloud.storage.db import make_pool
-    from cloud.storage.migrate import apply_migrations
-    from cloud.storage.rollups import refresh
+    from zhizao.cloud.storage.db import make_pool
+    from zhizao.cloud.storage.migrate import apply_migrations
+    from zhizao.cloud.storage.rollups import refresh
 
     apply_migrations(fresh_database, horizons=PLAIN)
     with psycopg.connect(fresh_database) as conn:

@@ -20,16 +20,16 @@ import numpy as np
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from spnode import T0, SpNode, wait_for
 
-from cloud.api import create_app
-from cloud.auth import create_token
-from cloud.ingest.service import IngestService
-from cloud.ingest.settings import IngestSettings
-from cloud.settings import CloudSettings
-from cloud.storage.db import StorageError
-from cloud.storage.migrate import TimescaleHorizons, apply_migrations
-from cloud.storage.timescale import refresh_aggregates
+from tests.support.spnode import T0, SpNode, wait_for
+from zhizao.cloud.api import create_app
+from zhizao.cloud.auth import create_token
+from zhizao.cloud.ingest.service import IngestService
+from zhizao.cloud.ingest.settings import IngestSettings
+from zhizao.cloud.settings import CloudSettings
+from zhizao.cloud.storage.db import StorageError
+from zhizao.cloud.storage.migrate import TimescaleHorizons, apply_migrations
+from zhizao.cloud.storage.timescale import refresh_aggregates
 
 PLAIN = TimescaleHorizons(use_timescale=False)
 HOUR = 3_600_000

@@ -7,22 +7,18 @@ unreachable device, and a source table. An installed adapter without a harness f
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from edge.adapters.base import Adapter, AdapterError, AdapterTemporaryError, registered_adapters
-from edge.samples import QUALITY_BAD, QUALITY_GOOD, QUALITY_STALE, SampleBlock, SignalTable
-
-sys.path.insert(0, str(Path(__file__).parent / "opcua"))
-from simserver import M1, M2, ServerThread, adapter_config, free_port, source_table
+from tests.support.simserver import M1, M2, ServerThread, adapter_config, free_port, source_table
+from zhizao.edge.adapters.base import Adapter, AdapterError, AdapterTemporaryError, registered_adapters
+from zhizao.edge.samples import QUALITY_BAD, QUALITY_GOOD, QUALITY_STALE, SampleBlock, SignalTable
 
 
 @dataclass

@@ -4,48 +4,23 @@ and what it buffered arrives as history, never as live data (checklist items 2, 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
 import time
 from pathlib import Path
 
 import pysparkplug as psp
-import pytest
-from spb_capture import Capture, all_samples
-from test_session import block, signal_table
 
-from edge.node.config import MqttConfig, OutboxConfig, SparkplugConfig
-from edge.node.session import EdgeNode
-from edge.outbox import Outbox
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _mosquitto(port: int) -> subprocess.Popen[bytes]:
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(exe).exists():
-        pytest.fail("mosquitto binary not found: install mosquitto (the CI image has it)", pytrace=False)
-    proc = subprocess.Popen([exe, "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    pytest.fail(f"private mosquitto on port {port} did not start", pytrace=False)
+from tests.support.mosquitto import free_port, private_mosquitto
+from tests.support.node import block, signal_table
+from tests.support.spb_capture import Capture, all_samples
+from zhizao.edge.node.config import MqttConfig, OutboxConfig, SparkplugConfig
+from zhizao.edge.node.session import EdgeNode
+from zhizao.edge.outbox import Outbox
 
 
 def test_buffer_while_broker_down_then_replay_as_history(tmp_path: Path, unique_id: str) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"mqtt://127.0.0.1:{port}"
-    broker = _mosquitto(port)
+    broker = private_mosquitto(port)
     cap = Capture(url, [f"spBv1.0/{unique_id}/#"])
     t_live = time.time_ns() // 1_000_000
 
@@ -67,7 +42,7 @@ def test_buffer_while_broker_down_then_replay_as_history(tmp_path: Path, unique_
                 await asyncio.sleep(0.02)
             assert node.state != "online"
             box.append(block([2, 3], [3, 4], t0=t_live + 10))  # appended while the broker is down
-            broker = _mosquitto(port)
+            broker = private_mosquitto(port)
             for _ in range(500):  # the node reconnects by itself (capped backoff)
                 if node.state == "online":
                     break

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pysparkplug as psp
 import pytest
-from fake_broker import FakeBroker, Packet
 from pysparkplug._protobuf import Payload
 
-from edge.node.config import MqttConfig, OutboxConfig, SparkplugConfig
-from edge.node.session import EdgeNode
-from edge.outbox import Outbox
-from edge.samples import Signal, SignalTable
+from tests.support.fake_broker import FakeBroker, Packet
+from zhizao.edge.node.config import MqttConfig, OutboxConfig, SparkplugConfig
+from zhizao.edge.node.session import EdgeNode
+from zhizao.edge.outbox import Outbox
+from zhizao.edge.samples import Signal, SignalTable
 
 
 def signals() -> SignalTable:

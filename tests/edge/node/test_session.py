@@ -8,51 +8,16 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import numpy as np
 import pysparkplug as psp
 import pytest
 from pysparkplug._protobuf import Payload
-from spb_capture import Capture, Captured, all_samples, decode_data, seq_of
 
-from broker.sparkplug.datatypes import DataType
-from edge.node.config import MqttConfig, OutboxConfig, SparkplugConfig
-from edge.node.session import EdgeNode, NodeError
-from edge.outbox import Outbox
-from edge.samples import QUALITY_BAD, QUALITY_GOOD, SampleBlock, Signal, SignalTable
-
-SIGNALS = [
-    ("m1", "State", DataType.Int32),
-    ("m1", "Counts/Total", DataType.Int64),
-    ("m1", "Temperature/Spindle", DataType.Double),
-    ("m2", "State", DataType.Int32),
-    ("m2", "Note", DataType.String),
-]
-NAME = {i: (m, n) for i, (m, n, _) in enumerate(SIGNALS)}
-
-
-def signal_table() -> SignalTable:
-    t = SignalTable()
-    for machine, metric, dt in SIGNALS:
-        t.add(Signal(machine, metric, int(dt)))
-    return t
-
-
-def block(
-    signals: list[int],
-    values: list[float],
-    t0: int | None = None,
-    text: tuple[tuple[int, str], ...] = (),
-    quality: list[int] | None = None,
-) -> SampleBlock:
-    t0 = t0 if t0 is not None else time.time_ns() // 1_000_000
-    n = len(signals)
-    return SampleBlock(
-        np.array(signals, np.int32),
-        t0 + np.arange(n, dtype=np.int64),
-        np.array(values, np.float64),
-        np.array(quality or [QUALITY_GOOD] * n, np.int16),
-        text,
-    )
+from tests.support.node import block, signal_table
+from tests.support.spb_capture import Capture, Captured, all_samples, decode_data, seq_of
+from zhizao.edge.node.config import MqttConfig, OutboxConfig, SparkplugConfig
+from zhizao.edge.node.session import EdgeNode, NodeError
+from zhizao.edge.outbox import Outbox
+from zhizao.edge.samples import QUALITY_BAD, QUALITY_GOOD
 
 
 class Rig:
@@ -160,7 +125,7 @@ def test_births_topics_seq_and_many_samples_per_ddata(tmp_path: Path, mqtt_url: 
 
 
 def _aliases(msgs: list[Captured]):  # type: ignore[no-untyped-def]
-    from spb_capture import Aliases
+    from tests.support.spb_capture import Aliases
 
     a = Aliases()
     for m in msgs:

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.node.config import OutboxConfig
-from edge.outbox import Outbox, OutboxError, OutboxFullError, read_outbox
-from edge.samples import QUALITY_GOOD, SampleBlock
+from zhizao.edge.node.config import OutboxConfig
+from zhizao.edge.outbox import Outbox, OutboxError, OutboxFullError, read_outbox
+from zhizao.edge.samples import QUALITY_GOOD, SampleBlock
 
 
 def make_block(start: int, n: int, *, text: bool = False) -> SampleBlock:
@@ -154,7 +154,7 @@ def test_batch_ids_strictly_increase_across_restarts(tmp_path: Path) -> None:
 
 def test_budget_warns_once_then_refuses(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     box = Outbox(tmp_path, cfg(max_bytes=1 << 16, warn_fraction=0.5, segment_bytes=1 << 20))
-    caplog.set_level(logging.INFO, logger="edge.outbox")
+    caplog.set_level(logging.INFO, logger="zhizao.edge.outbox")
     appended = 0
     with pytest.raises(OutboxFullError, match="full"):
         for k in range(1000):

@@ -5,25 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import sys
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
-    from edge.sim.server import SimServer
-    from seeds.model import Scenario
+    from zhizao.edge.sim.server import SimServer
+    from zhizao.seeds.model import Scenario
 
-# pytest's prepend import mode puts tests/ on sys.path, where tests/edge would shadow the `edge` package as a
-# namespace package; the repository root goes first, and a shadow imported earlier is dropped.
-_ROOT = str(Path(__file__).resolve().parents[3])
-if sys.path[0] != _ROOT:
-    sys.path.insert(0, _ROOT)
-for _name in [m for m in sys.modules if m in ("edge", "seeds") or m.startswith(("edge.", "seeds."))]:
-    if getattr(sys.modules[_name], "__file__", None) is None:
-        del sys.modules[_name]
 
 
 def _machine(i: int, **extra: Any) -> dict[str, Any]:
@@ -62,7 +52,7 @@ def make_scenario() -> Callable[..., Scenario]:
     """Build a one-site scenario that is always in shift, with `n` simple machines on line `l1`."""
 
     def make(n: int = 2, **machine_extra: Any) -> Scenario:
-        from seeds.model import Scenario  # imported late: the sys.path fix above must run first
+        from zhizao.seeds.model import Scenario
 
         return Scenario.model_validate({
             "name": "test",

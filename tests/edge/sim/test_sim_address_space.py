@@ -10,9 +10,9 @@ from asyncua import Client, ua
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from edge.sim.nodes import ENDPOINT_PATH, NAMESPACE_URI, build_node_table
-from edge.sim.server import SimServer, SimStats, serve
-from seeds import load_scenario
+from zhizao.edge.sim.nodes import ENDPOINT_PATH, NAMESPACE_URI, build_node_table
+from zhizao.edge.sim.server import SimServer, SimStats, serve
+from zhizao.seeds import load_scenario
 
 PACKML = {
     "State",

@@ -9,8 +9,8 @@ from typing import Any
 import yaml
 from click.testing import CliRunner
 
-from edge.sim.record import read_record
 from zhizao.cli import cli
+from zhizao.edge.sim.record import read_record
 
 
 def test_zhizao_sim_serves_and_records(free_port: int, make_scenario: Any, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from asyncua import Client, ua
 
-from edge.sim.server import SimServer
+from zhizao.edge.sim.server import SimServer
 
 M = "ns=2;s=s1/l1/m01"
 

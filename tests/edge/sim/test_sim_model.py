@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge.sim.model import FactoryModel, wrap_int32
-from edge.sim.nodes import T_DEFECTIVE, T_PROCESSED, T_REASON, T_STATE
-from seeds import load_scenario
+from zhizao.edge.sim.model import FactoryModel, wrap_int32
+from zhizao.edge.sim.nodes import T_DEFECTIVE, T_PROCESSED, T_REASON, T_STATE
+from zhizao.seeds import load_scenario
 
 START = 1_795_000_000_000  # 2026-11-18T09:46:40Z, a Wednesday
 

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 from asyncua import Client
 
-from edge.sim.model import FactoryModel
-from edge.sim.record import read_record
-from edge.sim.server import SimServer
+from zhizao.edge.sim.model import FactoryModel
+from zhizao.edge.sim.record import read_record
+from zhizao.edge.sim.server import SimServer
 
 
 class _Collector:

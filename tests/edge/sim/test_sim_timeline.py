@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from asyncua import Client
 
-from edge.sim.record import read_record
-from edge.sim.server import SimServer
-from edge.sim.timeline import Script, TimelineError
-from seeds import SEEDS_DIR, load_scenario, load_timeline
+from zhizao.edge.sim.record import read_record
+from zhizao.edge.sim.server import SimServer
+from zhizao.edge.sim.timeline import Script, TimelineError
+from zhizao.seeds import SEEDS_DIR, load_scenario, load_timeline
 
 MACHINE = "zj-shaoxing/pack-1/pack-1-m01"
 # reference/oee-vectors.json V1: 480 min shift, 60 min planned stops, 47 min down, 60/min, 19,271 made, 423 rejects.

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from simserver import ServerThread, free_port
+
+from tests.support.simserver import ServerThread, free_port
 
 
 @pytest.fixture(scope="module")

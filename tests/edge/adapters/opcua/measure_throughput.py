@@ -21,11 +21,7 @@ import pstats
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
 
 ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
 NODES = int(ARGS[0]) if ARGS else 1000
@@ -36,7 +32,8 @@ TICK_S = float(ARGS[2]) if len(ARGS) > 2 else 0.05
 def serve(port: int, ready: Any, stop: Any) -> None:
     """Server process: change every node once per tick."""
     from asyncua import ua
-    from simserver import start_server
+
+    from tests.support.simserver import start_server
 
     async def main() -> None:
         sim = await start_server([], port=port, extra=NODES)
@@ -59,7 +56,7 @@ def serve(port: int, ready: Any, stop: Any) -> None:
 
 async def client(port: int, profile: bool) -> None:
     """Run the adapter for SECONDS and report."""
-    from simserver import make_adapter
+    from tests.support.simserver import make_adapter
 
     adapter, _ = make_adapter(f"opc.tcp://127.0.0.1:{port}/zhizao/sim", [f"ns=2;s=extra/{k}" for k in range(NODES)],
                               subscription={"publishing_interval_ms": 100, "sampling_interval_ms": 10,
@@ -91,7 +88,8 @@ def offline() -> None:
     from asyncua.common.subscription import Subscription
     from asyncua.common.utils import Buffer
     from asyncua.ua.ua_binary import struct_from_binary, struct_to_binary
-    from simserver import make_adapter
+
+    from tests.support.simserver import make_adapter
 
     now = datetime.now(UTC)
     mixed = "--mixed" in sys.argv  # Int32 and Double items interleaved: the per-item loop instead of frombuffer
@@ -128,7 +126,7 @@ def offline() -> None:
             await asyncio.gather(*list(sub._dispatch_tasks))
         return time.process_time() - t0
 
-    from edge.adapters.opcua.fastdecode import decode_publish_response
+    from zhizao.edge.adapters.opcua.fastdecode import decode_publish_response
 
     rounds = max(1, int(200_000 / NODES))
     t0 = time.process_time()
@@ -160,7 +158,7 @@ def main() -> None:
     if "--offline" in sys.argv:
         offline()
         return
-    from simserver import free_port
+    from tests.support.simserver import free_port
 
     port = free_port()
     ready, stop = mp.Event(), mp.Event()

@@ -9,16 +9,16 @@ from typing import Any
 import numpy as np
 import pytest
 from asyncua.server.internal_session import InternalSession
-from simserver import M1, M2, ServerThread, free_port, make_adapter
 
-from edge.adapters.base import (
+from tests.support.simserver import M1, M2, ServerThread, free_port, make_adapter
+from zhizao.edge.adapters.base import (
     AdapterConfigError,
     AdapterError,
     AdapterTemporaryError,
     registered_adapters,
 )
-from edge.adapters.opcua import OpcUaAdapter
-from edge.samples import QUALITY_BAD, QUALITY_GOOD
+from zhizao.edge.adapters.opcua import OpcUaAdapter
+from zhizao.edge.samples import QUALITY_BAD, QUALITY_GOOD
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 EXTRA = [f"ns=2;s=extra/{k}" for k in range(230)]

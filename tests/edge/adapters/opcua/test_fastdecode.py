@@ -12,8 +12,8 @@ from asyncua.ua.ua_binary import struct_from_binary, struct_to_binary
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.adapters.opcua.adapter import _quality, _to_block
-from edge.adapters.opcua.fastdecode import DataChangeArrays, decode_publish_response
+from zhizao.edge.adapters.opcua.adapter import _quality, _to_block
+from zhizao.edge.adapters.opcua.fastdecode import DataChangeArrays, decode_publish_response
 
 NOW_MS = 1_767_225_600_000
 VT = ua.VariantType

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from simserver import M1, M2, ServerThread, free_port, make_adapter
 
-from edge.adapters.base import AdapterAuthError, AdapterConfigError, AdapterTemporaryError
+from tests.support.simserver import M1, M2, ServerThread, free_port, make_adapter
+from zhizao.edge.adapters.base import AdapterAuthError, AdapterConfigError, AdapterTemporaryError
 
 T0 = 1_767_225_600_000
 

@@ -20,8 +20,8 @@ from asyncua import Server, ua
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.user_managers import UserManager
 
-from edge.adapters.opcua import OpcUaAdapter, OpcUaConfig
-from edge.samples import SampleBlock, Signal, SignalTable
+from zhizao.edge.adapters.opcua import OpcUaAdapter, OpcUaConfig
+from zhizao.edge.samples import SampleBlock, Signal, SignalTable
 
 NS_URI = "urn:zhizao:sim"
 PACKML_TAGS: dict[str, tuple[Any, ua.VariantType]] = {

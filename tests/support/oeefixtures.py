@@ -13,15 +13,15 @@ import numpy as np
 import psycopg
 import pytest
 
-from analytics import OeeResult, reference_fleet_oee
-from analytics.oee import kernel as k
-from cloud.oee.calendar import WINDOW_KINDS, PlannedStop, SiteCalendar
-from cloud.oee.store import dt
-from cloud.storage import apply_migrations
-from seeds.model import Calendar, StateClasses
+from zhizao.analytics import OeeResult, reference_fleet_oee
+from zhizao.analytics.oee import kernel as k
+from zhizao.cloud.oee.calendar import WINDOW_KINDS, PlannedStop, SiteCalendar
+from zhizao.cloud.oee.store import dt
+from zhizao.cloud.storage import apply_migrations
+from zhizao.seeds.model import Calendar, StateClasses
 
 if TYPE_CHECKING:
-    from cloud.service import CloudService
+    from zhizao.cloud.service import CloudService
 
 # 2026-11-02 08:00 in Shanghai (a Monday): the start of shift A.
 T0 = int(datetime(2026, 11, 2, 0, 0, tzinfo=UTC).timestamp() * 1000)

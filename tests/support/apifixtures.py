@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 import psycopg
 from fastapi.testclient import TestClient
 
-from cloud.api import create_app
-from cloud.api.bench import fill_rollups
-from cloud.settings import CloudSettings
+from zhizao.cloud.api import create_app
+from zhizao.cloud.api.bench import fill_rollups
+from zhizao.cloud.settings import CloudSettings
 
 # 2026-01-01T00:00:00Z: the samples of the temperature tag start here, one a second for two hours.
 T0_MS = 1_767_225_600_000
@@ -131,7 +131,7 @@ def scratch_database(server_url: str) -> Iterator[str]:
 
 def make_tokens(url: str) -> Tokens:
     """One token per case, created through `create_token` (the CLI path)."""
-    from cloud.auth import create_token
+    from zhizao.cloud.auth import create_token
 
     return Tokens(
         viewer_a=create_token(url, "viewer", "site-a", "viewer a"),

@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from cloud.ingest.service import IngestService
-from cloud.ingest.settings import IngestSettings
+from zhizao.cloud.ingest.service import IngestService
+from zhizao.cloud.ingest.settings import IngestSettings
 
 
 @pytest.fixture

@@ -11,12 +11,12 @@ import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from broker.extensions import BATCH_METRIC
-from broker.mqtt import parse_mqtt_url
-from broker.sparkplug.codec import BirthMetric, encode_birth, encode_data, encode_death
-from broker.sparkplug.datatypes import DataType
-from broker.sparkplug.topics import MessageType, device_topic, node_topic
-from cloud.service import CloudService
+from zhizao.broker.extensions import BATCH_METRIC
+from zhizao.broker.mqtt import parse_mqtt_url
+from zhizao.broker.sparkplug.codec import BirthMetric, encode_birth, encode_data, encode_death
+from zhizao.broker.sparkplug.datatypes import DataType
+from zhizao.broker.sparkplug.topics import MessageType, device_topic, node_topic
+from zhizao.cloud.service import CloudService
 
 # Machine metrics (DESIGN.md section 2) and one process signal, with their Sparkplug types.
 METRICS: list[tuple[str, DataType]] = [

@@ -12,11 +12,11 @@ import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from broker.extensions import BATCH_METRIC, ack_topic, decode_ack
-from broker.mqtt import parse_mqtt_url
-from broker.sparkplug.codec import BirthMetric, decode, encode_birth, encode_data, encode_death
-from broker.sparkplug.datatypes import DataType
-from broker.sparkplug.topics import MessageType, device_topic, node_topic
+from zhizao.broker.extensions import BATCH_METRIC, ack_topic, decode_ack
+from zhizao.broker.mqtt import parse_mqtt_url
+from zhizao.broker.sparkplug.codec import BirthMetric, decode, encode_birth, encode_data, encode_death
+from zhizao.broker.sparkplug.datatypes import DataType
+from zhizao.broker.sparkplug.topics import MessageType, device_topic, node_topic
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
