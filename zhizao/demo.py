@@ -9,18 +9,19 @@ Ctrl-C stops everything in reverse order; every edge node sends its NDEATH.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 
 from zhizao.broker.embedded import BrokerError, free_port, wait_listening
 
@@ -194,16 +195,17 @@ def demo(data_dir: Path, scenario_path: Path | None, speed: float, seed: int, ap
 
 
 def _get(api_url: str, token: str, path: str) -> Any:
-    r = httpx.get(f"{api_url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=10)
-    r.raise_for_status()
-    return r.json()
+    """GET an API path as JSON with the demo's token (the standard library is enough: no extra needed)."""
+    request = urllib.request.Request(f"{api_url}{path}", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
 
 
 def _wait_first_samples(api_url: str, token: str, stop: threading.Event, children: _Children) -> float | None:
     while not stop.is_set():
         if children.dead():
             raise click.ClickException(f"stopped early: {', '.join(children.dead())}; see {children.log_dir}")
-        with contextlib.suppress(httpx.HTTPError):
+        with contextlib.suppress(OSError, ValueError):
             for site in _get(api_url, token, "/api/v1/sites"):
                 if _get(api_url, token, f"/api/v1/latest?site={site['site_id']}"):
                     return time.monotonic()
@@ -223,7 +225,7 @@ def _report_until_stopped(api_url: str, token: str, stop: threading.Event, child
         rows = stats.get("samples_stored", 0.0)
         now = time.monotonic()
         online = "?"
-        with contextlib.suppress(httpx.HTTPError):
+        with contextlib.suppress(OSError, ValueError):
             nodes = _get(api_url, token, "/api/v1/edge-nodes")
             online = f"{sum(1 for n in nodes if n.get('online'))}/{len(nodes)}"
         _say("live", f"edge nodes online {online}; samples stored {rows:,.0f} ({(rows - last_rows) / (now - last_t):,.0f}/s)")
