@@ -9,7 +9,8 @@ Files in the outbox directory:
 Lifecycle of a record: `append` (written to the OS at once; fsync at most every `fsync_interval_s`) ->
 published live (`take_live`) or replayed as history after a (re)birth (`begin_session`, `take_replay`) ->
 `mark_published(positions, batch)` -> released by `ack(batch)` once a batch id >= the one it was published in
-is acknowledged, in position order (a contiguous watermark).
+is acknowledged, in position order (a contiguous watermark). A (re)birth clears every mark, so only a batch of
+the current session releases records, and an ack beyond the last batch id handed out releases nothing.
 
 Policy when full: `append` refuses the new block with `OutboxFullError` and counts it in `rejected_samples`;
 data already in the outbox is never dropped to make room, because none of it is acknowledged yet.
@@ -275,7 +276,12 @@ class Outbox:
 
     # ---- publishing ----------------------------------------------------------------------------------
     def begin_session(self) -> None:
-        """A (re)birth: everything not yet released is history to replay; later appends are live."""
+        """A (re)birth: everything not yet released is history to replay; later appends are live.
+
+        Publication marks of earlier sessions are cleared: only a batch of this session, acknowledged after
+        the host committed it, may release a record (a late ack of an old batch releases nothing)."""
+        for i in range(self._head, len(self._pub)):
+            self._pub[i] = 0
         self._replay_pos = self._pos[self._head] if self._head < len(self._pos) else self._next_pos
         self._replay_end = self._next_pos
         self._live_on = True
@@ -355,7 +361,14 @@ class Outbox:
                 self._pub[i] = batch
 
     def ack(self, batch: int) -> int:
-        """Release every record, in order, published in a batch <= `batch`; return the samples released."""
+        """Release every record, in order, published in a batch <= `batch`; return the samples released.
+
+        An ack for a batch id this outbox never handed out is refused (logged, nothing released): the host can
+        only acknowledge what this edge sent."""
+        if batch > self.last_batch:
+            log.warning("outbox %s: ignored an ack for batch %d, beyond the last batch sent (%d)",
+                        self.label, batch, self.last_batch)  # fmt: skip
+            return 0
         released = 0
         i = self._head
         while i < len(self._pos) and 0 < self._pub[i] <= batch:

@@ -192,3 +192,33 @@ def test_live_blocks_kept_only_during_a_session(tmp_path: Path) -> None:
     live, positions = box.take_live()
     assert len(live) == 0 and positions == []
     box.close()
+
+
+def test_an_ack_after_a_rebirth_releases_only_what_this_session_replayed(tmp_path: Path) -> None:
+    """Published in session 1, never committed; session 2 replays a part and that part is acked: the rest stays."""
+    box = Outbox(tmp_path, cfg())
+    box.begin_session()
+    for k in range(10):
+        box.append(make_block(k * 10, 10))
+        _, positions = box.take_live()
+        box.mark_published(positions, box.next_batch())  # session 1: batches 1..10, none acknowledged
+    box.begin_session()  # rebirth: everything is history again
+    history, positions = box.take_replay(max_samples=30)
+    assert values([history]) == [float(v) for v in range(30)]
+    batch = box.next_batch()
+    box.mark_published(positions, batch)
+    assert box.ack(batch) == 30  # the cloud committed the first replayed batch
+    assert box.depth_samples == 70, "samples that were never replayed in this session were released"
+    rest, _ = box.take_replay(max_samples=1000)
+    assert values([rest]) == [float(v) for v in range(30, 100)]
+
+
+def test_an_ack_for_a_batch_never_handed_out_releases_nothing(tmp_path: Path) -> None:
+    box = Outbox(tmp_path, cfg())
+    box.begin_session()
+    box.append(make_block(0, 10))
+    _, positions = box.take_live()
+    box.mark_published(positions, box.next_batch())
+    assert box.ack(10**12) == 0
+    assert box.depth_samples == 10
+    assert box.ack(box.last_batch) == 10
