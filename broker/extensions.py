@@ -2,13 +2,16 @@
 
 Delivery extension (DESIGN.md section 3): every NDATA/DDATA carries the node metric `zhizao/Batch`
 (Int64, strictly increasing per edge node across restarts). After the host has committed a batch to the
-database it publishes the highest committed batch id on `zhizao/v1/ack/{site}/{edge}` (QoS 1). Other
-Sparkplug hosts ignore both.
+database it publishes the highest committed batch id on `zhizao/v1/ack/{site}/{edge}` (QoS 1), as JSON
+`{"batch": N, "bdSeq": B, "timestamp": T}`. The ack belongs to the edge session of that bdSeq: the host's ack
+watermark starts anew with every NBIRTH, and an edge ignores an ack of another session (an ack without bdSeq,
+from an older host, is taken as one of the current session). Other Sparkplug hosts ignore both.
 """
 
 from __future__ import annotations
 
 import json
+from typing import NamedTuple
 
 from zhizao.broker.sparkplug.topics import validate_id
 
@@ -34,20 +37,34 @@ def parse_ack_topic(topic: str) -> tuple[str, str]:
     return parts[3], parts[4]
 
 
-def encode_ack(batch: int, timestamp_ms: int) -> bytes:
-    """Ack payload: the highest batch id committed to the database."""
-    return json.dumps({"batch": int(batch), "timestamp": int(timestamp_ms)}).encode()
+class Ack(NamedTuple):
+    """An acknowledgement: the highest committed batch id of one edge session (its bdSeq, when the host knows it)."""
+
+    batch: int
+    bd_seq: int | None = None
 
 
-def decode_ack(payload: bytes) -> int:
-    """The batch id of an ack payload."""
+def encode_ack(batch: int, timestamp_ms: int, bd_seq: int | None = None) -> bytes:
+    """Ack payload: the highest batch id committed to the database, and the bdSeq of the session it belongs to."""
+    doc: dict[str, int] = {"batch": int(batch), "timestamp": int(timestamp_ms)}
+    if bd_seq is not None:
+        doc["bdSeq"] = int(bd_seq)
+    return json.dumps(doc).encode()
+
+
+def decode_ack(payload: bytes) -> Ack:
+    """The batch id (and session bdSeq, absent in acks of older hosts) of an ack payload."""
     try:
-        batch = json.loads(payload)["batch"]
+        doc = json.loads(payload)
+        batch = doc["batch"]
     except (ValueError, KeyError, TypeError) as exc:
         raise ExtensionError(f"ack payload {payload[:64]!r} is not {{'batch': N}}: {exc}") from None
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 0:
         raise ExtensionError(f"ack payload: batch {batch!r} is not a non-negative integer")
-    return batch
+    bd_seq = doc.get("bdSeq")
+    if bd_seq is not None and (not isinstance(bd_seq, int) or isinstance(bd_seq, bool) or not 0 <= bd_seq <= 255):
+        raise ExtensionError(f"ack payload: bdSeq {bd_seq!r} is not an integer in 0..255")
+    return Ack(batch, bd_seq)
 
 
 def encode_state(online: bool, timestamp_ms: int) -> bytes:

@@ -90,9 +90,12 @@ class NodeSession:
         self.node_tags = {}
         self.special_aliases = {}
         self.devices = set()
-        # Closures recorded before this birth stay valid (their messages are queued for commit, in order);
-        # the edge replays everything after the last ack it received, so acking can resume.
+        # The ack watermark belongs to one edge session: a new birth starts it anew (the edge may restart its
+        # batch ids, e.g. with a new outbox), and acks of this session carry its bdSeq. Closures queued before
+        # the birth still go out with the old bdSeq, which the edge ignores; it replays that data anyway.
         self.last_batch_seen = None
+        self.closed_through = None
+        self.ack_promised = None
         self.frozen = None
 
     def track_seq(self, seq: int, now: float) -> None:
@@ -131,9 +134,14 @@ class NodeSession:
             if tag is not None:
                 self.aliases.add(alias, tag, int(decoded.datatype[i]), device, name)
 
-    def see_batch(self, batch_id: int) -> None:
-        """A message of `batch_id` arrived: the previous batch is complete (its messages are contiguous)."""
+    def see_batch(self, batch_id: int) -> bool:
+        """A message of `batch_id` arrived: the previous batch is complete (its messages are contiguous).
+
+        False when the id goes backwards within the session (batch ids strictly increase): nothing is closed,
+        and the caller holds acks until the next birth."""
         previous = self.last_batch_seen
+        if previous is not None and batch_id < previous:
+            return False
         if (
             previous is not None
             and batch_id != previous
@@ -143,6 +151,7 @@ class NodeSession:
             self.closed_through = previous
         self.last_batch_seen = batch_id
         self.last_batch_id = batch_id
+        return True
 
 
 class SessionStore(Protocol):

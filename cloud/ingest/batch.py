@@ -10,6 +10,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from zhizao.broker.extensions import Ack
 from zhizao.cloud.host.session import NodeKey
 
 # PostgreSQL binary COPY: timestamptz is int64 microseconds since 2000-01-01 UTC.
@@ -75,7 +76,7 @@ class Batch:
     text_rows: list[tuple[int, int, str, int, bool]] = field(default_factory=list)  # ts_ms, tag, text, q, live
     dead_letters: list[DeadLetter] = field(default_factory=list)
     health: dict[NodeKey, NodeHealth] = field(default_factory=dict)
-    acks: dict[NodeKey, int] = field(default_factory=dict)
+    acks: dict[NodeKey, Ack] = field(default_factory=dict)
     touched: set[NodeKey] = field(default_factory=set)
     samples: int = 0
     started: float = field(default_factory=time.monotonic)

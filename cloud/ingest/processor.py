@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from psycopg_pool import ConnectionPool
 
-from zhizao.broker.extensions import BATCH_METRIC
+from zhizao.broker.extensions import BATCH_METRIC, Ack
 from zhizao.broker.sparkplug.codec import Decoded, PayloadError, bdseq_of, decode
 from zhizao.broker.sparkplug.topics import MessageType, Topic, TopicError
 from zhizao.cloud.host.session import NodeKey, NodeSession, SessionStore
@@ -211,7 +211,7 @@ class Processor:
             closed, promised = session.closed_through, session.ack_promised
             # Acks are cumulative at the edge: only a higher value tells it something new.
             if closed is not None and (promised is None or closed > promised):
-                batch.acks[key] = closed
+                batch.acks[key] = Ack(closed, session.bd_seq)
                 session.ack_promised = closed
         self._batch = Batch()
         if batch.empty():
@@ -418,9 +418,9 @@ class Processor:
         metrics.SAMPLES_RECEIVED.inc(verdict.total)
         key = session.key
         batch.touched.add(key)
-        if verdict.batch_id is not None and not birth:
+        if verdict.batch_id is not None and not birth and not session.see_batch(verdict.batch_id):
             # A birth reports the node's current batch counter, not a new batch: it closes nothing.
-            session.see_batch(verdict.batch_id)
+            self._freeze(key, "batch_order", f"batch id {verdict.batch_id} after {session.last_batch_seen}")
         health = batch.health.get(key)
         if health is None:
             health = batch.health[key] = NodeHealth(item.received_ms)

@@ -12,7 +12,7 @@ import time
 
 from psycopg_pool import ConnectionPool
 
-from zhizao.broker.extensions import ack_topic, encode_ack
+from zhizao.broker.extensions import Ack, ack_topic, encode_ack
 from zhizao.broker.sparkplug.codec import BirthMetric, encode_metrics
 from zhizao.broker.sparkplug.datatypes import DataType
 from zhizao.broker.sparkplug.topics import MessageType, node_topic
@@ -163,10 +163,10 @@ class IngestService:
         if self._pool is not None:
             self._pool.close()
 
-    def _ack(self, key: NodeKey, batch: int) -> None:
+    def _ack(self, key: NodeKey, ack: Ack) -> None:
         if not self.settings.acks or self._host is None:
             return
-        if self._host.publish(ack_topic(key.site, key.edge), encode_ack(batch, now_ms()), qos=1):
+        if self._host.publish(ack_topic(key.site, key.edge), encode_ack(ack.batch, now_ms(), ack.bd_seq), qos=1):
             self.acks_sent += 1
             metrics.ACKS.inc()
 

@@ -19,6 +19,7 @@ import numpy.typing as npt
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from zhizao.broker.extensions import Ack
 from zhizao.cloud.host.session import NodeKey
 from zhizao.cloud.ingest import metrics
 from zhizao.cloud.ingest.batch import Batch
@@ -172,13 +173,13 @@ def _health_row(batch: Batch, key: NodeKey) -> tuple[object, ...]:
         h.samples_per_s if h else None,
         int(h.reconnects) if h and h.reconnects is not None else None,
         h.last_batch if h else None,
-        batch.acks.get(key),
+        batch.acks[key].batch if key in batch.acks else None,
         key.site,
         key.edge,
     )
 
 
-AckSink = Callable[[NodeKey, int], None]
+AckSink = Callable[[NodeKey, Ack], None]
 # fn(tag_ids: i32[n], ts_ms: i64[n], value: f64[n]) after a batch's commit (see IngestService.add_commit_listener).
 CommitListener = Callable[[npt.NDArray[np.int32], npt.NDArray[np.int64], npt.NDArray[np.float64]], None]
 

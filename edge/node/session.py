@@ -247,11 +247,15 @@ class EdgeNode:
         topic = msg.topic
         if topic == self._ack_topic:
             try:
-                batch = decode_ack(msg.payload)
+                ack = decode_ack(msg.payload)
             except ExtensionError as exc:
                 log.warning("edge node %s/%s: ignored ack: %s", self.site, self.edge, exc)
                 return
-            self.outbox.ack(batch)
+            if ack.bd_seq is not None and ack.bd_seq != self._bd_seq:
+                log.debug("edge node %s/%s: ignored ack of batch %d from session bdSeq %d (now %d)",
+                          self.site, self.edge, ack.batch, ack.bd_seq, self._bd_seq)  # fmt: skip
+                return
+            self.outbox.ack(ack.batch)
         elif topic == self._t["ncmd"]:
             try:
                 decoded = decode(msg.payload)

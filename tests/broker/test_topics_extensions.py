@@ -43,7 +43,10 @@ def test_ids_name_field_and_value(bad: str) -> None:
 def test_ack_and_state_payloads() -> None:
     assert extensions.ack_topic("s1", "e1") == "zhizao/v1/ack/s1/e1"
     assert extensions.parse_ack_topic("zhizao/v1/ack/s1/e1") == ("s1", "e1")
-    assert extensions.decode_ack(extensions.encode_ack(99, 5)) == 99
+    assert extensions.decode_ack(extensions.encode_ack(99, 5)) == extensions.Ack(99, None)
+    assert extensions.decode_ack(extensions.encode_ack(99, 5, bd_seq=7)) == extensions.Ack(99, 7)
+    with pytest.raises(extensions.ExtensionError, match="bdSeq 256"):
+        extensions.decode_ack(b'{"batch": 1, "bdSeq": 256}')
     assert extensions.decode_state(extensions.encode_state(True, 123)) == (True, 123)
     with pytest.raises(extensions.ExtensionError, match="batch"):
         extensions.decode_ack(b'{"batch": -1}')

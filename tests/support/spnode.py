@@ -79,7 +79,8 @@ class SpNode:
         self.seq = 0
         self.batch = 0
         self.devices = devices  # device -> number of Double metrics
-        self.acks: list[int] = []
+        self.acks: list[int] = []  # batch ids acknowledged, in arrival order
+        self.ack_bd_seqs: list[int | None] = []  # the session (bdSeq) each ack names
         self.ncmds: list[bytes] = []
         # aliases: node metrics 1..9; device d metric m -> 1000*(d+1) + m
         self.alias: dict[tuple[str, int], int] = {
@@ -96,7 +97,9 @@ class SpNode:
         if "/NCMD/" in m.topic:
             self.ncmds.append(bytes(m.payload))
         else:
-            self.acks.append(decode_ack(bytes(m.payload)))
+            ack = decode_ack(bytes(m.payload))
+            self.acks.append(ack.batch)
+            self.ack_bd_seqs.append(ack.bd_seq)
 
     def rebirth_requests(self) -> int:
         return sum(1 for p in self.ncmds if decode(p).index_of("Node Control/Rebirth") is not None)

@@ -55,14 +55,16 @@ def test_births_register_assets_and_data_is_stored_once(
         assert count(fresh_database, "SELECT outbox_depth FROM edge_nodes") == 42
         assert count(fresh_database, "SELECT reconnects FROM edge_nodes") == 3
 
-        # Replay batch 1 as historical: zero new rows, latest values not moved back.
+        # Replay batch 1's samples as historical (in a new batch, as the edge's outbox does): zero new rows,
+        # latest values not moved back.
         before = count(fresh_database, MACHINE_ROWS, T0)
-        node.ddata("m1", ts, metric, value - 1, batch=1, historical=True)
+        node.ddata("m1", ts, metric, value - 1, batch=node.new_batch(), historical=True)
         node.new_batch()
         node.ddata("m1", ts[:1] + 2 * 10**6, metric[:1], value[:1])
-        wait_for(lambda: max(node.acks) >= 3, what="ack of batch 3 (closed by the replayed batch)")
+        wait_for(lambda: max(node.acks) >= 4, what="ack of batch 4 (the replay, closed by batch 5)")
         wait_for(lambda: count(fresh_database, MACHINE_ROWS, T0) == before + 1, what="the one new row")
-        assert max(node.acks) == 3  # batch 4 is still open: nothing later arrived
+        assert max(node.acks) == 4  # batch 5 is still open: nothing later arrived
+        assert set(node.ack_bd_seqs) == {0}  # every ack names the session it belongs to
         # Live data moved the latest value; the historical replay (value - 1) did not.
         assert count(
             fresh_database,
