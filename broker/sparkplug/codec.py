@@ -78,8 +78,11 @@ def _add_quality(metric: pb.Payload.Metric, quality: int) -> None:
     pv.int_value = quality & _U32
 
 
-def _fill_named(metric: pb.Payload.Metric, m: BirthMetric, timestamp_ms: int, with_datatype: bool) -> None:
-    metric.name = m.name
+def _fill_named(
+    metric: pb.Payload.Metric, m: BirthMetric, timestamp_ms: int, with_datatype: bool, with_name: bool = True
+) -> None:
+    if with_name or m.alias is None:
+        metric.name = m.name
     if m.alias is not None:
         metric.alias = m.alias
     metric.timestamp = m.timestamp_ms if m.timestamp_ms is not None else timestamp_ms
@@ -145,7 +148,11 @@ def encode_data(
     text: Sequence[tuple[int, str]] = (),
     extra: Sequence[BirthMetric] = (),
 ) -> bytes:
-    """NDATA/DDATA carrying many samples: alias-only metrics with per-metric timestamps, in the given order."""
+    """NDATA/DDATA carrying many samples: alias-only metrics with per-metric timestamps, in the given order.
+
+    Every metric carries its datatype (optional in DATA per Sparkplug 3.0, but hosts and payload libraries
+    that do not keep birth datatypes need it). `extra` metrics with an alias (born in the NBIRTH/DBIRTH) go by
+    alias only; those without one go by name."""
     n = len(alias)
     if not (len(ts_ms) == len(value) == len(datatype) == n):
         raise PayloadError(
@@ -159,7 +166,7 @@ def encode_data(
     hist = None if isinstance(historical, bool) else historical.tolist()
     quals = quality.tolist() if quality is not None else None
     for i, (a, t, v, d) in enumerate(zip(alias.tolist(), ts_ms.tolist(), value.tolist(), datatype.tolist(), strict=True)):
-        m = add(alias=a, timestamp=t)
+        m = add(alias=a, timestamp=t, datatype=d)
         if hist_all or (hist is not None and hist[i]):
             m.is_historical = True
         if i in texts:
@@ -186,7 +193,7 @@ def encode_data(
         if quals is not None and quals[i] != QUALITY_GOOD:
             _add_quality(m, quals[i])
     for e in extra:
-        _fill_named(payload.metrics.add(), e, timestamp_ms, with_datatype=False)
+        _fill_named(payload.metrics.add(), e, timestamp_ms, with_datatype=True, with_name=False)
     return payload.SerializeToString()
 
 

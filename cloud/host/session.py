@@ -68,7 +68,8 @@ class NodeSession:
     missing: dict[int, float] = field(default_factory=dict)  # seq -> monotonic time the gap was seen
     aliases: AliasMap = field(default_factory=AliasMap)
     node_tags: dict[str, int] = field(default_factory=dict)  # name -> tag id of node metrics
-    special_aliases: dict[int, str] = field(default_factory=dict)  # alias -> "batch" or a health field
+    # device (None: the node) -> alias -> "batch", "control" or a health field
+    special_aliases: dict[str | None, dict[int, str]] = field(default_factory=dict)
     devices: set[str] = field(default_factory=set)  # devices born in this session
     last_rebirth_request: float = float("-inf")
     # Delivery acks (zhizao extension): a batch id is acked only once a message of a later batch arrived
@@ -119,17 +120,22 @@ class NodeSession:
         self.next_seq = (seq + 1) % 256
 
     def learn_birth(
-        self, device: str | None, decoded: Decoded, tags: dict[str, int], role_of: Callable[[str], str | None]
+        self,
+        device: str | None,
+        decoded: Decoded,
+        tags: dict[str, int],
+        role_of: Callable[[str | None, str], str | None],
     ) -> None:
-        """Add a birth's metrics to the alias map; note node metrics with a protocol role (batch, health)."""
+        """Add a birth's metrics to the alias map; note aliased metrics with a protocol role (batch, control,
+        health), of the node or of a device, so DATA that sends them by alias is understood."""
         for i, name in enumerate(decoded.names):
             if not name:
                 continue
             alias = int(decoded.alias[i]) if decoded.has_alias[i] else None
-            if device is None and alias is not None:
-                role = role_of(name)
+            if alias is not None:
+                role = role_of(device, name)
                 if role is not None:
-                    self.special_aliases[alias] = role
+                    self.special_aliases.setdefault(device, {})[alias] = role
             tag = tags.get(name)
             if tag is not None:
                 self.aliases.add(alias, tag, int(decoded.datatype[i]), device, name)

@@ -96,14 +96,17 @@ def sort_samples(
             role = health_field(name) if device is None or (device, name) not in session.aliases.tag_of_name else None
             if role is not None and not d.is_null[i]:
                 health[role] = float(d.value[i])
-    # Aliased protocol / health metrics of the node (the edge may send zhizao/Batch by alias too).
-    if session.special_aliases:
-        for a, role in session.special_aliases.items():
+    # Aliased protocol metrics (zhizao/Batch of the node or a device, bdSeq, Node Control/...) and node health.
+    specials = session.special_aliases.get(device)
+    if specials:
+        for a, role in specials.items():
             hit = np.flatnonzero(d.has_alias & (alias == np.uint64(a)))
             if not len(hit):
                 continue
             last = int(hit[-1])
-            if role == "batch":
+            if role == "control":
+                control[hit] = True
+            elif role == "batch":
                 control[hit] = True
                 if not d.is_null[last]:
                     batch_id = int(d.value[last])

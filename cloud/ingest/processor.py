@@ -54,9 +54,14 @@ class Dropped:
     key: NodeKey
 
 
-def _role(name: str) -> str | None:
-    """Protocol role of a node metric: the zhizao batch id or a health figure."""
-    return "batch" if name == BATCH_METRIC else health_field(name)
+def _role(device: str | None, name: str) -> str | None:
+    """Protocol role of a born metric: the zhizao batch id, a control metric (bdSeq, Node Control/...: never
+    stored), or, for node metrics, a health figure."""
+    if name == BATCH_METRIC:
+        return "batch"
+    if is_control_metric(name):
+        return "control"
+    return health_field(name) if device is None else None
 
 
 class Stopping(Exception):

@@ -1,8 +1,12 @@
 """Sparkplug message contents built from arrays: birth metric lists and DDATA chunks of a sample block.
 
-Aliases: node health metrics use `HEALTH_ALIASES` (1..4); machine signal `i` of the agent's `SignalTable`
-uses alias `SIGNAL_ALIAS_BASE + i`. `bdSeq`, `Node Control/Rebirth` and `zhizao/Batch` are never aliased,
-so any host finds them by name.
+Aliases (unique across the edge node, as Sparkplug requires once aliases are used): node health metrics use
+`HEALTH_ALIASES` (1..4), `bdSeq`, `Node Control/Rebirth` and the node's `zhizao/Batch` use 5, 6 and 7; machine
+signal `i` of the agent's `SignalTable` uses `SIGNAL_ALIAS_BASE + i`, and device `d`'s own `zhizao/Batch`
+metric `SIGNAL_ALIAS_BASE + len(signals) + d`. Every metric a DATA message carries is born in the NBIRTH (node
+metrics) or in that device's DBIRTH, with name, alias and datatype, so a strict host or an independent decoder
+reads each DATA message from its birth alone, and a host that knows nothing of zhizao sees `zhizao/Batch` as
+one more Int64 metric.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from zhizao.edge.samples import QUALITY_GOOD, SampleBlock, SignalTable
 SIGNAL_ALIAS_BASE = 100
 REBIRTH_METRIC = "Node Control/Rebirth"
 BDSEQ_METRIC = "bdSeq"
+BDSEQ_ALIAS, REBIRTH_ALIAS, NODE_BATCH_ALIAS = 5, 6, 7
 # Node health metrics (NBIRTH and the periodic health NDATA): name -> (alias, datatype).
 OUTBOX_DEPTH_METRIC = "Health/OutboxDepth"
 OUTBOX_BYTES_METRIC = "Health/OutboxBytes"
@@ -68,6 +73,10 @@ class SignalIndex:
             int(a): int(d) for a, d in zip(self.alias_of, self.datatype_of, strict=True)
         }
         self.by_name = {(s.machine, s.metric): i for i, s in enumerate(signals.signals)}
+
+    def batch_alias(self, device: int) -> int:
+        """The alias of device `device`'s `zhizao/Batch` metric (after every signal alias)."""
+        return SIGNAL_ALIAS_BASE + len(self.signals) + device
 
     def signal_of_alias(self, alias: int) -> int | None:
         """The signal index behind a DATA/CMD alias, or None."""
@@ -158,9 +167,12 @@ def _birth_value(datatype: int, value: float, text: str | None) -> float | int |
     return float(value)
 
 
-def device_birth_metrics(device: int, index: SignalIndex, last: LastValues, now_ms: int) -> list[BirthMetric]:
-    """Every metric of one device with name, alias, datatype and its latest value (null if none yet)."""
-    out: list[BirthMetric] = []
+def device_birth_metrics(
+    device: int, index: SignalIndex, last: LastValues, now_ms: int, batch: int
+) -> list[BirthMetric]:
+    """Every metric of one device with name, alias, datatype and its latest value (null if none yet), and the
+    device's `zhizao/Batch` metric (the last batch id handed out, which its DDATA messages then carry)."""
+    out: list[BirthMetric] = [BirthMetric(BATCH_METRIC, DataType.Int64, batch, index.batch_alias(device), now_ms)]
     for i in index.by_device[device]:
         s = index.signals.signals[i]
         seen = bool(last.seen[i])
@@ -180,11 +192,11 @@ def device_birth_metrics(device: int, index: SignalIndex, last: LastValues, now_
 
 
 def node_birth_metrics(bd_seq: int, batch: int, health: dict[str, float], now_ms: int) -> list[BirthMetric]:
-    """NBIRTH metrics: bdSeq, Node Control/Rebirth (false, no alias), zhizao/Batch and the health metrics."""
+    """NBIRTH metrics, each with an alias: bdSeq, Node Control/Rebirth (false), zhizao/Batch, the health metrics."""
     out = [
-        BirthMetric(BDSEQ_METRIC, DataType.Int64, bd_seq, timestamp_ms=now_ms),
-        BirthMetric(REBIRTH_METRIC, DataType.Boolean, False, timestamp_ms=now_ms),
-        BirthMetric(BATCH_METRIC, DataType.Int64, batch, timestamp_ms=now_ms),
+        BirthMetric(BDSEQ_METRIC, DataType.Int64, bd_seq, BDSEQ_ALIAS, now_ms),
+        BirthMetric(REBIRTH_METRIC, DataType.Boolean, False, REBIRTH_ALIAS, now_ms),
+        BirthMetric(BATCH_METRIC, DataType.Int64, batch, NODE_BATCH_ALIAS, now_ms),
     ]
     for name, (alias, dt) in HEALTH_ALIASES.items():
         v = health.get(name, 0)

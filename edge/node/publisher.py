@@ -1,6 +1,6 @@
 """Per publish interval: replayed history and live samples from the outbox as DDATA, node health as NDATA.
 
-Every NDATA/DDATA carries its own `zhizao/Batch` id. The records taken in one interval are marked with the
+Every NDATA/DDATA carries its own `zhizao/Batch` id, by the alias the node's or device's birth declared. The records taken in one interval are marked with the
 last batch id of that interval, so a host ack releases them only once every DDATA of the interval is
 committed. With `acks=False` (plain Sparkplug) they are released once paho has written that last DDATA.
 """
@@ -104,7 +104,7 @@ class Publisher:
             payload = encode_data(
                 self._next_seq(), now, c.alias, c.ts_ms, c.value, c.datatype,
                 historical=historical, quality=c.quality, text=c.text,
-                extra=(BirthMetric(BATCH_METRIC, DataType.Int64, batch),),
+                extra=(BirthMetric(BATCH_METRIC, DataType.Int64, batch, self.index.batch_alias(c.device)),),
             )  # fmt: skip
             handle = self.link.publish(self._ddata[c.device], payload)
             self.stats.messages += 1
@@ -135,6 +135,6 @@ class Publisher:
         now = m.now_ms()
         alias, ts, value, dts = m.health_arrays(self.health(), now)
         batch = self.outbox.next_batch()
-        extra = (BirthMetric(BATCH_METRIC, DataType.Int64, batch),)
+        extra = (BirthMetric(BATCH_METRIC, DataType.Int64, batch, m.NODE_BATCH_ALIAS),)
         self.link.publish(self._ndata, encode_data(self._next_seq(), now, alias, ts, value, dts, extra=extra))
         self.stats.messages += 1

@@ -23,6 +23,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import numpy as np
+
 from zhizao.broker.extensions import ExtensionError, ack_topic, decode_ack, decode_state
 from zhizao.broker.sparkplug.codec import PayloadError, decode, encode_birth, encode_death
 from zhizao.broker.sparkplug.datatypes import DataType
@@ -262,7 +264,10 @@ class EdgeNode:
             except PayloadError as exc:
                 log.warning("edge node %s/%s: ignored NCMD: %s", self.site, self.edge, exc)
                 return
+            # By name, or by the alias our NBIRTH gave it (a host may use either).
+            by_alias = np.flatnonzero(decoded.has_alias & (decoded.alias == np.uint64(m.REBIRTH_ALIAS)))
             i = decoded.index_of(m.REBIRTH_METRIC)
+            i = i if i is not None else (int(by_alias[0]) if len(by_alias) else None)
             if i is not None and decoded.value[i] == 1.0 and self._state == "online":
                 log.info("edge node %s/%s: rebirth requested", self.site, self.edge)
                 self._birth()
@@ -353,7 +358,7 @@ class EdgeNode:
 
     def _device_birth(self, device: int, now: int) -> None:
         payload = encode_birth(
-            self._next_seq(), now, m.device_birth_metrics(device, self.index, self.pub.last, now)
+            self._next_seq(), now, m.device_birth_metrics(device, self.index, self.pub.last, now, self.outbox.last_batch)
         )
         self.link.publish(self._dev_topics[MessageType.DBIRTH][device], payload)
         self._born.add(device)

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.support.mosquitto import free_port, private_mosquitto
-from tests.support.spb_capture import Aliases, Capture, decode_data
+from tests.support.spb_capture import Births, Capture, decode_data
 from zhizao.edge.config import parse_agent_config
 from zhizao.edge.mapping import build_mapping
 from zhizao.edge.outbox import read_outbox
@@ -80,11 +80,11 @@ def test_seeded_cluster_one_agent_per_line(tmp_path: Path) -> None:
         broker.terminate()
         broker.wait(10)
     msgs = cap.snapshot()
-    aliases: dict[str, Aliases] = {}
+    aliases: dict[str, Births] = {}
     samples = []
     for m in msgs:
         if m.kind in ("NBIRTH", "DBIRTH"):
-            aliases.setdefault(m.topic.split("/")[3], Aliases()).learn(m)
+            aliases.setdefault(m.topic.split("/")[3], Births()).learn(m)
         elif m.kind == "DDATA":
             samples += decode_data(m, aliases[m.topic.split("/")[3]])[1]
     live = Counter((s.device, s.name, s.timestamp) for s in samples if not s.historical)

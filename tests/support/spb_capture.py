@@ -1,8 +1,8 @@
 """Test helpers: record what reaches the real broker and decode it with pysparkplug, never with our codec.
 
-Births and deaths go through pysparkplug's message classes; DATA goes through the protobuf module that
-pysparkplug ships (its high-level DData decoder wants every metric in the device's birth, but zhizao/Batch is
-a node metric), with aliases resolved from the births captured on the wire.
+Every message goes through pysparkplug's high-level decoders, as a third-party host would read it: DATA with
+`NData.decode(payload, birth=nbirth)` / `DData.decode(payload, birth=dbirth)`, which only succeeds when every
+metric of the message was born in that birth. No workaround: a metric missing from the birth is an error.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import paho.mqtt.client as paho
 import pysparkplug as psp
 from paho.mqtt.enums import CallbackAPIVersion
 from pysparkplug._protobuf import Payload
-
-SIGNED = {1: 8, 2: 16, 3: 32, 4: 64}
 
 
 @dataclass
@@ -128,59 +126,60 @@ class Capture:
         self.client.loop_stop()
 
 
-@dataclass
-class Aliases:
-    """alias -> (name, datatype), learned from NBIRTH/DBIRTH payloads decoded by pysparkplug."""
+PROTOCOL_METRICS = frozenset({"zhizao/Batch", "bdSeq", "Node Control/Rebirth"})
 
-    table: dict[int, tuple[str, int]] = field(default_factory=dict)
+
+@dataclass
+class Births:
+    """The latest NBIRTH and DBIRTH of each device of one edge node, decoded by pysparkplug."""
+
+    node: psp.NBirth | None = None
+    devices: dict[str, psp.DBirth] = field(default_factory=dict)
 
     def learn(self, msg: Captured) -> None:
-        """Add the aliases of a birth."""
-        birth = psp.NBirth.decode(msg.payload) if msg.kind == "NBIRTH" else psp.DBirth.decode(msg.payload)
-        for metric in birth.metrics:
-            if metric.alias is not None:
-                self.table[int(metric.alias)] = (str(metric.name), int(metric.datatype))
+        """Keep a birth (a new NBIRTH forgets the devices' births: they are born again)."""
+        if msg.kind == "NBIRTH":
+            self.node = psp.NBirth.decode(msg.payload)
+            self.devices = {}
+        else:
+            assert msg.device is not None
+            self.devices[msg.device] = psp.DBirth.decode(msg.payload)
+
+    def birth_for(self, msg: Captured) -> psp.NBirth | psp.DBirth:
+        """The birth a DATA message must be read with."""
+        if msg.kind == "NDATA":
+            assert self.node is not None, f"NDATA before any NBIRTH on {msg.topic}"
+            return self.node
+        assert msg.device in self.devices, f"DDATA before the DBIRTH of {msg.topic}"
+        return self.devices[msg.device]
 
 
-def _value(metric: Payload.Metric, datatype: int) -> object:
-    kind = metric.WhichOneof("value")
-    if kind is None:
-        return None
-    raw = getattr(metric, kind)
-    if kind in ("int_value", "long_value") and datatype in SIGNED:
-        bits = SIGNED[datatype]
-        raw &= (1 << bits) - 1
-        return raw - (1 << bits) if raw >= 1 << (bits - 1) else raw
-    return raw
-
-
-def decode_data(msg: Captured, aliases: Aliases) -> tuple[int, list[Sample], dict[str, object]]:
-    """(seq, aliased samples, named metrics) of an NDATA/DDATA, decoded by pysparkplug's protobuf module."""
-    p = Payload()
-    p.ParseFromString(msg.payload)
+def decode_data(msg: Captured, births: Births) -> tuple[int, list[Sample], dict[str, object]]:
+    """(seq, samples, protocol metrics by name) of an NDATA/DDATA, read with pysparkplug and its birth."""
+    cls = psp.NData if msg.kind == "NDATA" else psp.DData
+    payload = cls.decode(msg.payload, birth=births.birth_for(msg))
     samples: list[Sample] = []
     named: dict[str, object] = {}
-    for metric in p.metrics:
-        if metric.name:
-            named[metric.name] = _value(metric, metric.datatype or 4)
+    for metric in payload.metrics:
+        assert metric.name is not None
+        if metric.name in PROTOCOL_METRICS:
+            named[metric.name] = metric.value
             continue
-        name, dt = aliases.table[metric.alias]
-        assert not metric.HasField("datatype") or metric.datatype == 0, "DATA must not carry datatypes"
-        samples.append(
-            Sample(msg.device, name, metric.timestamp, _value(metric, dt), metric.is_historical, p.seq)
-        )
-    return p.seq, samples, named
+        assert metric.timestamp is not None, f"{metric.name}: DATA metric without a timestamp"
+        samples.append(Sample(msg.device, metric.name, metric.timestamp, metric.value, metric.is_historical, payload.seq))
+    return payload.seq, samples, named
 
 
 def all_samples(messages: list[Captured]) -> list[Sample]:
-    """Every DATA sample in arrival order, aliases resolved from the births seen before it."""
-    aliases = Aliases()
+    """Every DATA sample in arrival order, each message read with the births seen before it."""
+    births: dict[str, Births] = {}  # per edge node
     out: list[Sample] = []
     for msg in messages:
+        edge = msg.topic.split("/")[3] if msg.topic.startswith("spBv1.0/") else ""
         if msg.kind in ("NBIRTH", "DBIRTH"):
-            aliases.learn(msg)
+            births.setdefault(edge, Births()).learn(msg)
         elif msg.kind in ("DDATA", "NDATA"):
-            out.extend(decode_data(msg, aliases)[1])
+            out.extend(decode_data(msg, births.setdefault(edge, Births()))[1])
     return out
 
 

@@ -80,7 +80,8 @@ def test_births_topics_seq_and_many_samples_per_ddata(tmp_path: Path, mqtt_url: 
         t = psp.Topic.from_str(msg.topic)
         assert t.group_id == unique_id and t.edge_node_id == "node-1"
         assert (t.device_id is not None) == msg.kind.startswith("D"), msg.topic
-    # 7. NBIRTH: QoS 0, no retain, seq 0, bdSeq, Node Control/Rebirth false without alias, datatypes
+    # 7. NBIRTH: QoS 0, no retain, seq 0, bdSeq, Node Control/Rebirth false, datatypes; every metric aliased,
+    # aliases unique across the node and its devices
     nb = next(m for m in msgs if m.kind == "NBIRTH")
     assert (nb.qos, nb.retain) == (0, False)
     birth = psp.NBirth.decode(nb.payload)
@@ -88,19 +89,23 @@ def test_births_topics_seq_and_many_samples_per_ddata(tmp_path: Path, mqtt_url: 
     metrics = {m.name: m for m in birth.metrics}
     assert metrics["bdSeq"].datatype == psp.DataType.INT64 and metrics["bdSeq"].value == 0
     rebirth = metrics["Node Control/Rebirth"]
-    assert rebirth.datatype == psp.DataType.BOOLEAN and rebirth.value is False and rebirth.alias is None
+    assert rebirth.datatype == psp.DataType.BOOLEAN and rebirth.value is False
     assert metrics["zhizao/Batch"].datatype == psp.DataType.INT64
+    assert all(x.alias is not None for x in birth.metrics)
     assert {"Health/OutboxDepth", "Health/SamplesPerSecond", "Health/Reconnects"} <= set(metrics)
     # 8. DBIRTH after NBIRTH with seq+1 and every device metric (name + alias + datatype)
     db = [m for m in msgs if m.kind == "DBIRTH"]
     assert [seq_of(m) for m in db] == [1, 2] and all(m.n > nb.n for m in db)
     m1 = psp.DBirth.decode(db[0].payload)
     assert [(x.name, x.datatype) for x in m1.metrics] == [
+        ("zhizao/Batch", psp.DataType.INT64),
         ("State", psp.DataType.INT32),
         ("Counts/Total", psp.DataType.INT64),
         ("Temperature/Spindle", psp.DataType.DOUBLE),
     ]
-    assert all(x.alias is not None and x.is_null for x in m1.metrics)  # no value seen yet: null
+    assert all(x.alias is not None and x.is_null for x in m1.metrics[1:])  # no value seen yet: null
+    every_alias = [x.alias for b in [birth, *(psp.DBirth.decode(m.payload) for m in db)] for x in b.metrics]
+    assert len(every_alias) == len(set(every_alias)), "an alias is used twice within the edge node"
     # 9/10. DDATA: alias only, timestamps per metric, chronological, seq +1 across every message type
     data = [m for m in msgs if m.kind in ("DDATA", "NDATA")]
     seqs = [seq_of(m) for m in msgs if m.kind in ("NBIRTH", "DBIRTH", "DDATA", "NDATA")]
@@ -109,14 +114,19 @@ def test_births_topics_seq_and_many_samples_per_ddata(tmp_path: Path, mqtt_url: 
     ddata = [m for m in data if m.kind == "DDATA"]
     assert max(len(decode_data(m, _aliases(msgs))[1]) for m in ddata) == 500  # many samples, split at the max
     assert len(ddata) <= 3000 // 500 + 2
+    births = _aliases(msgs)
     for m in ddata:
         p = Payload()
         p.ParseFromString(m.payload)
-        aliased = [x for x in p.metrics if not x.name]
-        assert all(x.HasField("timestamp") and not x.HasField("datatype") for x in aliased)
-        ts = [x.timestamp for x in aliased]
+        assert not [x.name for x in p.metrics if x.name], "DATA metrics go by alias only"
+        born = {int(x.alias): x for x in births.birth_for(m).metrics}  # type: ignore[arg-type]
+        assert all(x.alias in born for x in p.metrics), "every DATA metric is declared in the device's DBIRTH"
+        assert all(x.datatype == int(born[x.alias].datatype) for x in p.metrics), "DATA carries the born datatype"
+        signals = [x for x in p.metrics if born[x.alias].name != "zhizao/Batch"]
+        assert all(x.HasField("timestamp") for x in signals)
+        ts = [x.timestamp for x in signals]
         assert ts == sorted(ts)
-        assert any(x.name == "zhizao/Batch" for x in p.metrics)
+        assert [born[x.alias].name for x in p.metrics].count("zhizao/Batch") == 1
     got = {(s.device, s.name, s.timestamp): s.value for s in samples if s.device}
     assert len(got) == 3000
     notes = [s for s in samples if s.name == "Note"]
@@ -125,9 +135,9 @@ def test_births_topics_seq_and_many_samples_per_ddata(tmp_path: Path, mqtt_url: 
 
 
 def _aliases(msgs: list[Captured]):  # type: ignore[no-untyped-def]
-    from tests.support.spb_capture import Aliases
+    from tests.support.spb_capture import Births
 
-    a = Aliases()
+    a = Births()
     for m in msgs:
         if m.kind in ("NBIRTH", "DBIRTH"):
             a.learn(m)
