@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 import psycopg
 from fastapi.testclient import TestClient
 
+from zhizao.bench.series import fill_rollups
 from zhizao.cloud.api import create_app
-from zhizao.cloud.api.bench import fill_rollups
 from zhizao.cloud.settings import CloudSettings
 
 # 2026-01-01T00:00:00Z: the samples of the temperature tag start here, one a second for two hours.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 from click.testing import CliRunner
 
-from zhizao.cloud.api.bench import bench_series
+from zhizao.bench.series import bench_series
 
 
 def test_series_bench_smoke(database_url: str) -> None:

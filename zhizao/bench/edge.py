@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -26,8 +24,9 @@ from typing import Any
 import click
 import numpy as np
 
+from zhizao.bench.harness import Report, cpu_seconds, json_option, machine_line, times
+from zhizao.bench.procs import SITE, agent_config
 from zhizao.broker.embedded import free_port
-from zhizao.edge.bench_procs import SITE, agent_config
 
 
 # ---- this process: orchestration, broker-side counting, report ----------------------------------------------
@@ -75,12 +74,6 @@ class _Counter:
         self.client.loop_stop()
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _offered(counter_files: list[Path]) -> int:
     """Value changes written so far by all servers (each dumps its count a few times per second)."""
     total = 0
@@ -91,7 +84,7 @@ def _offered(counter_files: list[Path]) -> int:
 
 
 def _spawn(entry: str, *args: str) -> subprocess.Popen[bytes]:
-    code = f"from zhizao.edge.bench_procs import {entry}; {entry}()"
+    code = f"from zhizao.bench.procs import {entry}; {entry}()"
     return subprocess.Popen(
         [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
@@ -127,11 +120,11 @@ def _measure(
         time.sleep(0.05)
     time.sleep(warmup)
     s0, m0 = counter.read()
-    c0, w0 = _cpu_s(proc.pid), _offered(offered)
+    c0, w0 = cpu_seconds(proc.pid), _offered(offered)
     t0 = time.monotonic()
     time.sleep(seconds)
     s1, m1 = counter.read()
-    c1, w1 = _cpu_s(proc.pid), _offered(offered)
+    c1, w1 = cpu_seconds(proc.pid), _offered(offered)
     dt = time.monotonic() - t0
     samples, messages = s1 - s0, m1 - m0
     return {
@@ -186,19 +179,6 @@ def _outbox_appends(work: Path, blocks: int, per_block: int) -> dict[str, float]
     }
 
 
-def machine_info() -> dict[str, Any]:
-    """CPU model, core count and Python version of this machine, for benchmark reports."""
-    model = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version()}
-
-
 @click.command("edge")
 @click.option(
     "--seconds",
@@ -215,9 +195,7 @@ def machine_info() -> dict[str, Any]:
 )
 @click.option("--rate", type=click.FloatRange(min=1), default=40_000.0, show_default=True,
               help="Value changes per second offered by all servers together (they run flat out when they cannot).")  # fmt: skip
-@click.option(
-    "--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the figures here."
-)
+@json_option
 @click.option("--server-path", type=click.Choice(["inject", "write"]), default="inject", show_default=True,
               help="How the servers change values: queue notifications directly, or asyncua's node writes (slower).")  # fmt: skip
 @click.option("--quick", is_flag=True, help="CI smoke run: 1 server, 400 tags, 2 s windows (< 30 s in all).")
@@ -246,9 +224,10 @@ def bench_edge(
         )
         for no, port in enumerate(ports)
     ]
-    results: dict[str, Any] = {
-        "machine": machine_info(), "servers": servers, "tags": tags * servers, "offered_rate": rate, "server_path": server_path, "broker": mqtt_url
-    }  # fmt: skip
+    report = Report("edge")
+    results = report.figures
+    broker = _without_credentials(mqtt_url)
+    results.update(servers=servers, tags=tags * servers, offered_rate=rate, server_path=server_path, broker=broker)
     try:
         for server in procs:
             assert server.stdout is not None
@@ -256,7 +235,7 @@ def bench_edge(
             if line != "ready":
                 raise click.ClickException(f"OPC UA server did not start: {line}\n{_stop(server)[-3000:]}")
         endpoints = [f"opc.tcp://127.0.0.1:{port}/bench" for port in ports]
-        click.echo(f"bench edge: {servers} OPC UA servers x {tags} nodes, broker {mqtt_url}", err=True)
+        click.echo(f"bench edge: {servers} OPC UA servers x {tags} nodes, broker {broker}", err=True)
         for phase, entry, edge in (
             ("agent", "agent_main", "bench-agent"),
             ("baseline", "baseline_main", "bench-base"),
@@ -284,30 +263,32 @@ def bench_edge(
             _stop(server)
         shutil.rmtree(work, ignore_errors=True)
     a, b = results["agent"], results["baseline"]
-    results["ratio_samples_per_s"] = a["samples_per_s"] / b["samples_per_s"] if b["samples_per_s"] else None
-    results["ratio_samples_per_cpu_s"] = (
-        (a["samples_per_s"] / max(a["cpu_percent"], 1e-9))
-        / (b["samples_per_s"] / max(b["cpu_percent"], 1e-9))
-        if b["samples_per_s"]
-        else None
-    )
-    m = results["machine"]
-    click.echo(f"machine: {m['cpu']} ({m['cores']} cores), python {m['python']}")
+    for r in (a, b):  # samples per CPU-second of the publishing process, each from its own phase
+        r["samples_per_cpu_s"] = 100.0 * r["samples_per_s"] / max(r["cpu_percent"], 1e-9)
+    rate_x = report.ratio("samples_per_s", "agent.samples_per_s", "baseline.samples_per_s")
+    cpu_x = report.ratio("samples_per_cpu_s", "agent.samples_per_cpu_s", "baseline.samples_per_cpu_s")
+    outbox_x = report.ratio("outbox_append", "outbox_append.outbox_samples_per_s",
+                            "outbox_append.sqlite_samples_per_s")
+    click.echo(machine_line(report.finish()))
     for name, r in (("agent (Sparkplug DDATA)", a), ("baseline (1 msg/sample)", b)):
         click.echo(
             f"{name:26s} {r['samples_per_s']:>10,.0f} samples/s  {r['samples_per_message']:>7.1f} samples/msg  "
             f"{r['cpu_percent']:>5.0f}% CPU  (server offered {r['offered_per_s']:,.0f}/s)"
         )
-    click.echo(
-        f"ratio: {results['ratio_samples_per_s']:.2f}x samples/s, "
-        f"{results['ratio_samples_per_cpu_s']:.2f}x samples per CPU-second (agent vs baseline)"
-    )
+    click.echo(f"ratio: {times(rate_x)} samples/s, {times(cpu_x)} samples per CPU-second (agent vs baseline)")
     ob = results["outbox_append"]
     click.echo(
         f"outbox append ({ob['block_samples']}-sample blocks): {ob['outbox_samples_per_s']:,.0f} samples/s, "
-        f"SQLite WAL insert+commit per block {ob['sqlite_samples_per_s']:,.0f} samples/s "
-        f"({ob['outbox_samples_per_s'] / ob['sqlite_samples_per_s']:.1f}x)"
+        f"SQLite WAL insert+commit per block {ob['sqlite_samples_per_s']:,.0f} samples/s ({times(outbox_x, 1)})"
     )
-    if json_path is not None:
-        json_path.write_text(json.dumps(results, indent=2))
-        click.echo(f"wrote {json_path}", err=True)
+    report.write(json_path)
+
+
+def _without_credentials(url: str) -> str:
+    """The broker URL as reported: scheme, host and port, never a user name or password."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.hostname is None:
+        return url
+    return parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl()

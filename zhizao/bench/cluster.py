@@ -5,8 +5,6 @@ reached the broker as DDATA, none of them twice as live data (exit code 1 otherw
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,13 +18,8 @@ from typing import Any
 import click
 import numpy as np
 
-from zhizao.broker.embedded import free_port
-from zhizao.edge.bench import machine_info
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from zhizao.bench.harness import Report, cpu_seconds, json_option, machine_line
+from zhizao.broker.embedded import BrokerError, free_port
 
 
 def _zhizao(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -73,7 +66,7 @@ class _Capture:
 @click.option("--seconds", type=click.FloatRange(min=5), default=120.0, show_default=True, help="Measured run.")
 @click.option("--speed", type=click.FloatRange(min=1), default=1.0, show_default=True, help="Simulator speed.")
 @click.option("--seed", type=int, default=7, show_default=True, help="Simulator seed.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the figures here.")
+@json_option
 def bench_cluster(seconds: float, speed: float, seed: int, json_path: Path | None) -> None:
     """Full cluster, one agent per line: samples/s and CPU per agent; every produced sample published once."""
     from zhizao.broker.embedded import start_broker
@@ -85,7 +78,10 @@ def bench_cluster(seconds: float, speed: float, seed: int, json_path: Path | Non
     scenario = load_scenario()
     edges = [line.id for site in scenario.sites for line in site.lines]
     work = Path(tempfile.mkdtemp(prefix="zhizao-bench-cluster-"))
-    url, stop_broker = start_broker(work / "broker")
+    try:
+        url, stop_broker = start_broker(work / "broker")
+    except BrokerError as exc:  # e.g. neither mosquitto nor the embedded extra: the message says which to install
+        raise click.ClickException(str(exc)) from None
     cap = _Capture(url)
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -107,13 +103,13 @@ def bench_cluster(seconds: float, speed: float, seed: int, json_path: Path | Non
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise click.ClickException(f"agents not streaming after start-up; logs in {work}")
             time.sleep(0.5)
-        cpu0 = {e: _cpu_seconds(p.pid) for e, p in agents.items()}
+        cpu0 = {e: cpu_seconds(p.pid) for e, p in agents.items()}
         first = cap.count()
         click.echo(f"measuring for {seconds:g} s", err=True)
         t0 = time.monotonic()
         time.sleep(seconds)
         elapsed = time.monotonic() - t0
-        cpu = {e: _cpu_seconds(p.pid) - cpu0[e] for e, p in agents.items()}
+        cpu = {e: cpu_seconds(p.pid) - cpu0[e] for e, p in agents.items()}
         last = cap.count()
         for p in agents.values():
             p.send_signal(signal.SIGINT)
@@ -179,18 +175,17 @@ def bench_cluster(seconds: float, speed: float, seed: int, json_path: Path | Non
     rates = {e: s / elapsed for e, (s, _) in per_edge.items()}
     per_msg = sum(s for s, _ in per_edge.values()) / max(1, sum(m for _, m in per_edge.values()))
     cpu_pct = {e: 100.0 * c / elapsed for e, c in cpu.items()}
-    result = {
-        "machine": machine_info(), "seconds": round(elapsed, 1), "speed": speed, "agents": len(edges),
-        "samples_per_s": {e: round(r, 1) for e, r in rates.items()}, "samples_per_ddata": round(per_msg, 1),
-        "cpu_percent": {e: round(c, 2) for e, c in cpu_pct.items()},
-        "produced_checked": checked, "missing": len(missing), "live_duplicates": duplicates,
-    }
+    report = Report("cluster")
+    report.figures.update(
+        seconds=elapsed, speed=speed, agents=len(edges), samples_per_s=rates, samples_per_ddata=per_msg,
+        cpu_percent=cpu_pct, produced_checked=checked, missing=len(missing), live_duplicates=duplicates,
+    )
+    click.echo(machine_line(report.finish()))
     click.echo(f"{'agent':<10} {'samples/s':>10} {'CPU %':>7}")
     for e in edges:
         click.echo(f"{e:<10} {rates[e]:>10.1f} {cpu_pct[e]:>7.2f}")
     click.echo(f"samples per DDATA {per_msg:.1f}; produced pass-through samples checked {checked}, "
                f"missing {len(missing)}, live duplicates {duplicates}")  # fmt: skip
-    if json_path is not None:
-        json_path.write_text(json.dumps(result, indent=2))
+    report.write(json_path)
     if missing or duplicates or checked == 0:
         raise click.ClickException(f"loss or duplication: e.g. {missing[:3]}; logs in {work}")

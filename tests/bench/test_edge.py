@@ -20,10 +20,10 @@ def test_bench_edge_quick_reports_both_phases(tmp_path: Path, mqtt_url: str) -> 
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
-    agent, base = report["agent"], report["baseline"]
+    agent, base = report["figures"]["agent"], report["figures"]["baseline"]
     assert agent["samples_per_s"] > 0 and base["samples_per_s"] > 0
     assert agent["samples_per_message"] >= 100  # many samples per DDATA
     assert base["samples_per_message"] == 1.0
-    assert report["ratio_samples_per_s"] is not None
+    assert report["ratios"]["samples_per_s"]["value"] == agent["samples_per_s"] / base["samples_per_s"]
     assert report["machine"]["cores"] == os.cpu_count()
     assert "samples/s" in proc.stdout and "ratio:" in proc.stdout

@@ -1,5 +1,5 @@
 """The processes of `zhizao bench edge`: fast-changing asyncua servers, the agent, the one-message-per-sample
-baseline. Each runs as `python -c "from zhizao.edge.bench_procs import X; X()" ARGS` (see edge/bench.py)."""
+baseline. Each runs as `python -c "from zhizao.bench.procs import X; X()" ARGS` (see bench/edge.py)."""
 
 from __future__ import annotations
 

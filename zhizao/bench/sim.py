@@ -1,6 +1,6 @@
 """Simulator throughput: value changes per second for a scenario, against the bare model as the same-run baseline.
 
-Run: `python -m zhizao.edge.sim.bench [--seconds 10] [--scenario FILE]`. Three phases, each for `--seconds`, with the
+Run: `python -m zhizao.bench.sim [--seconds 10] [--scenario FILE] [--json FILE]`. Three phases, each for `--seconds`, with the
 sim started far enough in the past that it never catches up (it runs flat out):
 1. model only (no OPC UA): the ceiling the numpy model sets;
 2. server, no client: model + `write_attribute_value` for every change;
@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import platform
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
 
+from zhizao.bench.harness import Report, json_option, machine_line, times
 from zhizao.broker.embedded import free_port
 from zhizao.edge.sim.model import FactoryModel
 from zhizao.edge.sim.nodes import build_node_table
@@ -54,7 +54,7 @@ async def _server(
     procs = []
     for part in range(clients if speed is not None else 0):
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "zhizao.edge.sim.bench", "--client", sim.endpoint, "--seconds", str(seconds),
+            sys.executable, "-m", "zhizao.bench.sim", "--client", sim.endpoint, "--seconds", str(seconds),
             "--part", f"{part}/{clients}", *(["--scenario", str(scenario_path)] if scenario_path else []),
             stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
@@ -122,6 +122,7 @@ async def _client(url: str, scenario: Scenario, seconds: float, part: tuple[int,
 @click.option("--clients", type=int, default=1, show_default=True, help="Subscribing client processes.")
 @click.option("--client", "client_url", default=None, hidden=True)
 @click.option("--part", default="0/1", hidden=True)
+@json_option
 def main(
     seconds: float,
     scenario_path: str | None,
@@ -129,6 +130,7 @@ def main(
     clients: int,
     client_url: str | None,
     part: str,
+    json_path: Path | None,
 ) -> None:
     """Measure simulator throughput (value changes per second) with the bare model as the baseline."""
     import logging
@@ -140,18 +142,26 @@ def main(
         asyncio.run(_client(client_url, scenario, seconds, (i, n)))
         return
     n_machines = len(scenario.machine_paths())
-    click.echo(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-               f"Python {platform.python_version()}; scenario {scenario.name}: {n_machines} machines")  # fmt: skip
+    click.echo(f"scenario {scenario.name}: {n_machines} machines", err=True)
+    report = Report("sim")
+    figures = report.figures
+    figures.update(scenario=scenario.name, machines=n_machines, seconds=seconds, clients=clients)
     steps, values = _model_only(scenario, seconds)
     base = values / seconds
+    figures["model"] = {"values_per_s": base, "steps_per_s": steps / seconds}
     click.echo(f"model only:                {base:9.0f} values/s ({steps / seconds:.0f} steps/s)")
-    alone = asyncio.run(_server(scenario, scenario_path, seconds, None))
+    figures["server_alone"] = alone = asyncio.run(_server(scenario, scenario_path, seconds, None))
+    share = report.ratio("server_alone", "server_alone.values_per_s", "model.values_per_s")
     click.echo(f"server flat out, no client: {alone['values_per_s']:8.0f} values/s "
-               f"({alone['values_per_s'] / base:.2f} x model, {alone['pace']:.0f} sim s per s)")  # fmt: skip
+               f"({times(share)} model, {alone['pace']:.0f} sim s per s)")  # fmt: skip
+    figures["speeds"] = {}
     for speed in speeds:
         r = asyncio.run(_server(scenario, scenario_path, seconds, speed, clients))
+        figures["speeds"][f"{speed:g}"] = r
         click.echo(f"speed {speed:>5g} + {clients} subscriber(s): {r['values_per_s']:8.0f} values/s, pace {r['pace']:.1f} sim s per s "
                    f"({r['held']:.0%} of target); client received {r['client_received_per_s']:.0f}/s")  # fmt: skip
+    click.echo(machine_line(report.finish()))
+    report.write(json_path)
 
 
 if __name__ == "__main__":

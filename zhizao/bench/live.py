@@ -21,9 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import importlib.resources
 import json
 import os
-import platform
 import queue
 import socket
 import subprocess
@@ -36,9 +36,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-import numpy as np
 import yaml
 
+from zhizao.bench.harness import (
+    Report,
+    json_option,
+    latency_summary,
+    machine_line,
+    require,
+    times,
+)
 from zhizao.broker.embedded import BrokerError, free_port, wait_listening
 from zhizao.broker.mqtt import parse_mqtt_url
 from zhizao.broker.sparkplug.codec import decode
@@ -47,7 +54,7 @@ from zhizao.broker.sparkplug.topics import MessageType, device_topic
 if TYPE_CHECKING:
     from playwright.async_api import Page
 
-ROOT_AGENTS = Path(__file__).resolve().parents[2] / "seeds" / "agents"
+AGENTS_DIR = importlib.resources.files("zhizao.seeds") / "agents"  # the packaged example agent configs
 _PY = [sys.executable, "-c", "from zhizao.cli import main; main()"]
 # What Debian's Chromium needs to run headless here (as in the dashboard's browser tests).
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -274,10 +281,6 @@ async def _toggle(endpoint: str, node: str, events: int, sse: _Sse, wire: _Wire,
     return total, base, dom, labels
 
 
-def _pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.array(values), q)) * 1000.0
-
-
 @click.command("live")
 @click.option("--database-url", envvar="ZHIZAO_DATABASE_URL", required=True,
               help="PostgreSQL the cloud service writes to (env ZHIZAO_DATABASE_URL).")
@@ -290,22 +293,15 @@ def _pct(values: list[float], q: float) -> float:
               help="Simulator step: a Stop takes effect at the next step.")
 @click.option("--browser", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Also time to the state badge of the machine page in this headless Chromium "
-                   "(Debian's is /usr/bin/chromium); needs Playwright (the dev extra).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the figures here.")
+                   "(Debian's is /usr/bin/chromium); needs Playwright (the bench extra).")
+@json_option
 def bench_live(database_url: str, mqtt_url: str, line: str, events: int, dt_ms: int, browser: str | None,
                json_path: Path | None) -> None:
     """Simulator Stop/Start -> `state` event at an SSE client of /api/v1/live (and the dashboard): p50/p99."""
     import logging
 
-    if browser is not None:
-        try:
-            import playwright.async_api  # noqa: F401 - only checked here, used in _open_dashboard
-        except ImportError as exc:
-            raise click.ClickException(
-                f"--browser {browser}: driving the browser needs Playwright, which is not installed; "
-                "install the dev extra (pip install -e '.[dev]') or `pip install playwright` "
-                "(it drives the Chromium at --browser; no browser download is needed)") from exc
+    if browser is not None:  # Playwright drives the Chromium at --browser; it never downloads a browser
+        require("zhizao bench live --browser", "bench", "playwright.async_api")
 
     from zhizao.cloud.auth import create_token
     from zhizao.cloud.ingest.settings import IngestSettings
@@ -313,9 +309,11 @@ def bench_live(database_url: str, mqtt_url: str, line: str, events: int, dt_ms: 
     from zhizao.cloud.settings import CloudSettings
 
     logging.basicConfig(level=logging.ERROR)
-    agent_file = ROOT_AGENTS / f"{line}.yaml"
+    agent_file = AGENTS_DIR / f"{line}.yaml"
     if not agent_file.is_file():
-        raise click.BadParameter(f"{agent_file} does not exist", param_hint="--line")
+        known = sorted(f.name.removesuffix(".yaml") for f in AGENTS_DIR.iterdir() if f.name.endswith(".yaml"))
+        raise click.BadParameter(f"no seeded agent config for line {line!r}; seeded lines: {', '.join(known)}",
+                                 param_hint="--line")
     agent = yaml.safe_load(agent_file.read_text())
     site, machine = agent["site"], agent["machines"][0]["id"]
     work = Path(tempfile.mkdtemp(prefix="zhizao-bench-live-"))
@@ -376,31 +374,27 @@ def bench_live(database_url: str, mqtt_url: str, line: str, events: int, dt_ms: 
     rows = {"baseline": base, "total": total, "cloud": cloud}
     if browser is not None and dom:
         rows["dashboard"] = dom
-    result: dict[str, Any] = {
-        "machine": {"arch": platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()},
-        "line": f"{site}/{line}", "target": machine, "sim_step_ms": dt_ms, "events": events, "measured": len(total),
-        **{f"{k}_{q}_ms": round(_pct(v, p), 1) for k, v in rows.items() for q, p in (("p50", 50), ("p99", 99))},
-        "ratio_total_baseline_p50": round(_pct(total, 50) / max(_pct(base, 50), 1e-9), 2),
-    }
+    report = Report("live")
+    f = report.figures
+    f.update(line=f"{site}/{line}", target=machine, sim_step_ms=dt_ms, events=events, measured=len(total))
+    f.update({k: latency_summary([1000.0 * x for x in v]) for k, v in rows.items()})
+    total_x = report.ratio("total_vs_baseline_p50", "total.p50_ms", "baseline.p50_ms")
     if browser is not None:
-        result.update(browser=browser, dashboard_n=len(dom), dashboard_labels=labels)
-    click.echo(f"machine: {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}")
+        f.update(browser=browser, dashboard_seen=len(dom), dashboard_labels=labels)
+    click.echo(machine_line(report.finish(database_url)))
     click.echo(f"events measured: {len(total)} of {events}")
     click.echo(f"{'':34}{'p50 ms':>10}{'p99 ms':>10}")
-    click.echo(f"{'baseline: sim -> DDATA on broker':34}{_pct(base, 50):10.0f}{_pct(base, 99):10.0f}")
-    click.echo(f"{'total: sim -> SSE state event':34}{_pct(total, 50):10.0f}{_pct(total, 99):10.0f}")
-    click.echo(f"{'cloud share (total - baseline)':34}{_pct(cloud, 50):10.0f}{_pct(cloud, 99):10.0f}")
-    if dom:
-        click.echo(f"{'dashboard: sim -> badge in DOM':34}{_pct(dom, 50):10.0f}{_pct(dom, 99):10.0f}")
-    click.echo(f"total / baseline at p50: {_pct(total, 50) / max(_pct(base, 50), 1e-9):.2f}x")
+    for key, label in (("baseline", "baseline: sim -> DDATA on broker"), ("total", "total: sim -> SSE state event"),
+                       ("cloud", "cloud share (total - baseline)"), ("dashboard", "dashboard: sim -> badge in DOM")):
+        if key in f:
+            click.echo(f"{label:34}{f[key]['p50_ms']:10.0f}{f[key]['p99_ms']:10.0f}")
+    click.echo(f"total / baseline at p50: {times(total_x)}")
     if browser is not None:
         click.echo(f"dashboard events seen: {len(dom)} of {len(total)}")
         if dom:
-            result["ratio_dashboard_baseline_p50"] = round(_pct(dom, 50) / max(_pct(base, 50), 1e-9), 2)
-            click.echo(f"dashboard / baseline at p50: {result['ratio_dashboard_baseline_p50']:.2f}x")
-    if json_path is not None:
-        json_path.write_text(json.dumps(result, indent=2))
-        click.echo(f"wrote {json_path}", err=True)
+            dash_x = report.ratio("dashboard_vs_baseline_p50", "dashboard.p50_ms", "baseline.p50_ms")
+            click.echo(f"dashboard / baseline at p50: {times(dash_x)}")
+    report.write(json_path)
     if browser is None:
         click.echo("next: open the dashboard (`zhizao demo` prints its URL) and watch a machine page")
     else:

@@ -12,13 +12,10 @@ The floor over the baseline is the highest ratio any client path could show on t
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -27,6 +24,7 @@ import click
 import numpy as np
 import psycopg
 
+from zhizao.bench.harness import Report, json_option, machine_line, times
 from zhizao.broker.extensions import BATCH_METRIC
 from zhizao.broker.sparkplug.codec import BirthMetric, decode, encode_birth, encode_data
 from zhizao.broker.sparkplug.datatypes import DataType
@@ -37,38 +35,6 @@ from zhizao.cloud.storage.migrate import apply_migrations
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-
-
-@dataclass
-class IngestBenchResult:
-    """Figures of one run."""
-
-    samples: int
-    messages: int
-    samples_per_message: int
-    ingest_seconds: float
-    ingest_samples_per_s: float
-    baseline_rows: int
-    baseline_seconds: float
-    baseline_rows_per_s: float
-    ratio: float
-    server_floor_rows_per_s: float  # the server alone: INSERT .. SELECT of the same rows already on the server
-    ceiling_ratio: float  # server floor / executemany: the most any client path could reach
-    storage: str
-    cpu: str
-    cores: int
-    load_avg_1m: float
-    python: str
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 CREATED_DATABASES: list[str] = []  # names this process created (and dropped): lets tests check the cleanup
@@ -206,8 +172,8 @@ def _server_floor(url: str, data: list[tuple[str, bytes]], count: int, sessions:
 
 def run_ingest_bench(
     samples: int, database_url: str, *, per_message: int = 2000, baseline_rows: int = 100_000
-) -> IngestBenchResult:
-    """Run both sides against fresh databases on `database_url`'s server; return the figures."""
+) -> Report:
+    """Run both sides against fresh databases on `database_url`'s server; return the report."""
     births, data, produced = _payloads(samples, nodes=4, machines=10, tags=50, per_message=per_message)
     settings = IngestSettings(queue_max_bytes=2**40, batch_max_samples=50_000, batch_max_ms=200)
     with _TempDatabase(database_url) as url:
@@ -247,34 +213,28 @@ def run_ingest_bench(
             conn.commit()
             base_s = time.perf_counter() - started
         floor_s = _server_floor(url, data, produced)
-    ingest_rate = produced / ingest_s
-    base_rate = base_n / base_s
-    floor_rate = produced / floor_s
-    return IngestBenchResult(
+    report = Report("ingest")
+    report.figures.update(
         samples=produced,
         messages=len(data),
         samples_per_message=produced // max(1, len(data)),
-        ingest_seconds=round(ingest_s, 3),
-        ingest_samples_per_s=round(ingest_rate),
-        baseline_rows=base_n,
-        baseline_seconds=round(base_s, 3),
-        baseline_rows_per_s=round(base_rate),
-        ratio=round(ingest_rate / base_rate, 1),
-        server_floor_rows_per_s=round(floor_rate),
-        ceiling_ratio=round(floor_rate / base_rate, 1),
         storage=storage,
-        cpu=_cpu_model(),
-        cores=os.cpu_count() or 0,
-        load_avg_1m=round(os.getloadavg()[0], 2),
-        python=platform.python_version(),
+        ingest={"seconds": ingest_s, "samples_per_s": produced / ingest_s},
+        executemany={"rows": base_n, "seconds": base_s, "rows_per_s": base_n / base_s},
+        # the server alone: INSERT .. SELECT of the same rows already on the server
+        server_floor={"rows": produced, "seconds": floor_s, "rows_per_s": produced / floor_s},
     )
+    report.ratio("ingest_vs_executemany", "ingest.samples_per_s", "executemany.rows_per_s")
+    # server floor / executemany: the most any client path could reach
+    report.ratio("ceiling_vs_executemany", "server_floor.rows_per_s", "executemany.rows_per_s")
+    report.finish(database_url)
+    return report
 
 
 @click.command("ingest")
 @click.option("--samples", type=click.IntRange(min=1000), default=1_000_000, show_default=True,
               help="Samples to ingest (pre-encoded DDATA, 2000 samples per message).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the figures to this JSON file.")
+@json_option
 @click.option("--quick", is_flag=True, help="Small run for CI (< 30 s): 200k samples, 20k baseline rows.")
 def bench_ingest(samples: int, json_path: Path | None, quick: bool) -> None:
     """Sparkplug DDATA bytes -> committed rows per second, against executemany in the same run."""
@@ -283,20 +243,19 @@ def bench_ingest(samples: int, json_path: Path | None, quick: bool) -> None:
         samples = min(samples, 200_000)
     click.echo(f"ingest bench: {samples:,} samples into a fresh database on {urlsplit(url).hostname} ...")
     try:
-        result = run_ingest_bench(samples, url, baseline_rows=20_000 if quick else 100_000)
+        report = run_ingest_bench(samples, url, baseline_rows=20_000 if quick else 100_000)
     except psycopg.OperationalError as exc:
         raise click.ClickException(f"cannot reach PostgreSQL at {url!r} (set ZHIZAO_DATABASE_URL): {exc}") from exc
+    f, r = report.figures, report.ratios
+    ing, em, floor = f["ingest"], f["executemany"], f["server_floor"]
     click.echo(
-        f"ingest path : {result.ingest_samples_per_s:>10,} samples/s  ({result.samples:,} samples, "
-        f"{result.messages} DDATA messages, {result.ingest_seconds} s)\n"
-        f"executemany : {result.baseline_rows_per_s:>10,} rows/s     ({result.baseline_rows:,} rows, "
-        f"{result.baseline_seconds} s)\n"
-        f"server floor: {result.server_floor_rows_per_s:>10,} rows/s     (the same rows moved by INSERT .. SELECT"
+        f"ingest path : {ing['samples_per_s']:>10,.0f} samples/s  ({f['samples']:,} samples, "
+        f"{f['messages']} DDATA messages, {ing['seconds']:.3f} s)\n"
+        f"executemany : {em['rows_per_s']:>10,.0f} rows/s     ({em['rows']:,} rows, {em['seconds']:.3f} s)\n"
+        f"server floor: {floor['rows_per_s']:>10,.0f} rows/s     (the same rows moved by INSERT .. SELECT"
         f" inside the server, 2 sessions: no client path can be faster)\n"
-        f"ratio       : {result.ratio}x executemany (ceiling {result.ceiling_ratio}x)   storage: {result.storage}\n"
-        f"machine     : {result.cpu}, {result.cores} cores, load average {result.load_avg_1m}, "
-        f"Python {result.python}"
+        f"ratio       : {times(r['ingest_vs_executemany']['value'], 1)} executemany "
+        f"(ceiling {times(r['ceiling_vs_executemany']['value'], 1)})   storage: {f['storage']}\n"
+        f"{machine_line(report.machine)}"
     )
-    if json_path is not None:
-        json_path.write_text(json.dumps(asdict(result), indent=2) + "\n")
-        click.echo(f"figures written to {json_path}")
+    report.write(json_path)

@@ -6,22 +6,28 @@ samples (the baseline), in the same run, on the same server, through a real uvic
 
 from __future__ import annotations
 
-import os
-import platform
-import statistics
-import time
 import uuid
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import click
-import httpx
 import psycopg
 
-from zhizao.cloud.auth import create_token
-from zhizao.cloud.settings import CloudSettings
+from zhizao.bench.harness import (
+    Report,
+    json_option,
+    latency_summary,
+    machine_line,
+    require,
+    time_calls_ms,
+    times,
+)
 
-__all__ = ["bench_series", "run_series_bench"]
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["bench_series", "fill_rollups", "run_series_bench"]
 
 DAY_S = 86_400
 T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -73,23 +79,25 @@ def _fill(url: str) -> int:
 
 
 def _time(client: httpx.Client, params: dict[str, Any], n: int) -> dict[str, float]:
-    for _ in range(max(3, n // 20)):  # warm the pool, plans and caches
-        client.get("/api/v1/series", params=params).raise_for_status()
-    samples = []
-    for _ in range(n):
-        started = time.perf_counter()
+    """Latencies of `n` requests (after a few to warm the pool, plans and caches) and the points answered."""
+    points: list[int] = []
+
+    def get() -> None:
         r = client.get("/api/v1/series", params=params)
-        samples.append((time.perf_counter() - started) * 1000)
         r.raise_for_status()
-    points = len(r.json()["points"]["ts"])
-    samples.sort()
-    return {"p50_ms": statistics.median(samples), "p99_ms": samples[min(n - 1, int(n * 0.99))],
-            "mean_ms": statistics.fmean(samples), "points": float(points)}
+        points.append(len(r.json()["points"]["ts"]))
+
+    summary = latency_summary(time_calls_ms(get, n, max(3, n // 20)))
+    return {**summary, "points": float(points[-1])}
 
 
-def run_series_bench(server_url: str, requests: int = 200) -> dict[str, Any]:
-    """Create a scratch database on `server_url`, fill it, time the variants, drop it; return the figures."""
+def run_series_bench(server_url: str, requests: int = 200) -> Report:
+    """Create a scratch database on `server_url`, fill it, time the variants, drop it; return the report."""
+    import httpx
+
+    from zhizao.cloud.auth import create_token
     from zhizao.cloud.service import CloudService
+    from zhizao.cloud.settings import CloudSettings
 
     name = f"zhizao_bench_series_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(server_url, autocommit=True) as conn:
@@ -109,13 +117,11 @@ def run_series_bench(server_url: str, requests: int = 200) -> dict[str, Any]:
                 "raw_page_10k": _time(client, {"tag_id": tag, "start": T0_MS, "end": T0_MS + DAY_S * 1000,
                                                "limit": 10_000}, max(10, requests // 4)),
             }
-        return {
-            "requests": requests,
-            "results": results,
-            "speedup_p50": results["date_bin_raw"]["p50_ms"] / results["rollup_1m"]["p50_ms"],
-            "machine": f"{platform.machine()} {os.cpu_count()} cpu, {platform.python_implementation()} "
-                       f"{platform.python_version()}, load average {os.getloadavg()[0]:.1f} at the end",
-        }
+        report = Report("series")
+        report.figures.update(requests=requests, **results)
+        report.ratio("date_bin_vs_rollup_p50", "date_bin_raw.p50_ms", "rollup_1m.p50_ms")
+        report.finish(server_url)
+        return report
     finally:
         if service is not None:
             service.stop()
@@ -127,12 +133,17 @@ def run_series_bench(server_url: str, requests: int = 200) -> dict[str, Any]:
 @click.option("--database-url", envvar="ZHIZAO_DATABASE_URL", required=True, metavar="URL",
               help="A PostgreSQL server where a scratch database may be created (dropped afterwards).")
 @click.option("-n", "--requests", default=200, show_default=True, help="Timed requests per variant.")
-def bench_series(database_url: str, requests: int) -> None:
+@json_option
+def bench_series(database_url: str, requests: int, json_path: Path | None) -> None:
     """p50/p99 of /api/v1/series: one tag, 24 h at 1-minute buckets (rollup vs date_bin baseline)."""
+    require("zhizao bench series", "bench", "httpx")
     click.echo("filling 24 h of 1 s samples for one tag (86,400 rows) ...", err=True)
-    out = run_series_bench(database_url, requests)
-    click.echo(f"machine: {out['machine']}; {out['requests']} requests per variant")
-    for name, r in out["results"].items():
+    report = run_series_bench(database_url, requests)
+    click.echo(f"{machine_line(report.machine)}; {requests} requests per variant")
+    for name in ("rollup_1m", "date_bin_raw", "raw_page_10k"):
+        r = report.figures[name]
         click.echo(f"  {name:14s} p50 {r['p50_ms']:7.2f} ms   p99 {r['p99_ms']:7.2f} ms   "
                    f"mean {r['mean_ms']:7.2f} ms   points {int(r['points'])}")
-    click.echo(f"  rollup vs date_bin baseline: {out['speedup_p50']:.1f}x faster at p50")
+    speedup = report.ratios["date_bin_vs_rollup_p50"]["value"]
+    click.echo(f"  rollup vs date_bin baseline: {times(speedup, 1)} faster at p50")
+    report.write(json_path)

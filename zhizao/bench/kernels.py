@@ -1,10 +1,13 @@
-"""`zhizao bench kernels`: kernel rates against pandas, bottleneck, the reference twins and memory streaming."""
+"""`zhizao bench kernels`: kernel rates against pandas, bottleneck, the reference twins and memory streaming.
+
+Every baseline is timed in the same run; a kernel's figures are its rate (at all numba threads and at one)
+and each baseline's rate in the same unit, and the ratios are taken between those figures. The pandas and
+bottleneck baselines need the `bench` extra.
+"""
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -16,12 +19,13 @@ from typing import Any
 import click
 import numpy as np
 
-from zhizao.analytics import _baselines as base
 from zhizao.analytics.anomaly import Cusum, Detector, EwmaZ, MahalanobisT2, RobustZ, Scored
 from zhizao.analytics.features import reference_vibration_features, vibration_features
 from zhizao.analytics.oee.api import OeeInputs, run_oee_kernel
 from zhizao.analytics.oee.config import OeeConfig
 from zhizao.analytics.oee.reference import run_reference
+from zhizao.bench import baselines as base
+from zhizao.bench.harness import Report, json_option, machine_line, require
 
 _BUDGET_S = {"value": 1.0}  # extra timing runs allowed per measurement; small in --quick
 
@@ -47,38 +51,13 @@ def memory_stream_rate(n_items: int, item_bytes: int, repeat: int) -> float:
     return n_items / best_time(lambda: np.copyto(dst, src), repeat)
 
 
-def machine_info() -> dict[str, Any]:
-    """What the figures were measured on."""
-    import numba
-
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu, "cores": os.cpu_count(), "numba_threads": numba.get_num_threads(),
-        "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
-        "platform": platform.platform(),
-        # Other work on the machine depresses the rates: the load average says how busy it was.
-        "load_average_1m": round(os.getloadavg()[0], 2),
-    }
-
-
-def _ratio(ours: float, other: float | None) -> float | None:
-    return None if other is None else round(ours / other, 3)
-
-
 def _threads(n: int) -> None:
     import numba
 
     numba.set_num_threads(n)
 
 
-def bench_oee(quick: bool, repeat: int, max_threads: int) -> dict[str, Any]:
+def measure_oee(quick: bool, repeat: int, max_threads: int) -> dict[str, Any]:
     """Fleet OEE: events (state changes + counter samples) per second."""
     # A day per machine: a state change every ~3 min, a counter sample every ~4 s, hourly windows.
     n_m = 100 if quick else 1000
@@ -93,7 +72,7 @@ def bench_oee(quick: bool, repeat: int, max_threads: int) -> dict[str, Any]:
     pandas = small.n_events / best_time(lambda: base.pandas_oee(small, cfg), 1)
     ref = tiny.n_events / best_time(lambda: run_reference(tiny, cfg), 1)
     mem = memory_stream_rate(fleet.n_events, _event_bytes(fleet), repeat)
-    return _row("oee_fleet", "events/s", ours, one, max_threads, pandas, None, ref, mem,
+    return _row("events/s", ours, one, max_threads, pandas, None, ref, mem,
                 f"{n_m} machines x (500 states + 20000 counter samples), 24 hourly windows each")
 
 
@@ -102,21 +81,16 @@ def _event_bytes(a: OeeInputs) -> int:
     return (total + a.count_good.nbytes) // a.n_events
 
 
-def _row(kernel: str, unit: str, ours: float, one: float | None, threads: int, pandas: float | None,
-         bottleneck: float | None, ref: float | None, mem: float, size: str) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "kernel": kernel, "unit": unit, "rate": round(ours),
-        "vs": {"pandas": _ratio(ours, pandas), "bottleneck": _ratio(ours, bottleneck),
-               "reference": _ratio(ours, ref), "memory_stream": round(ours / mem, 3)},
-        "size": size, "threads": threads,
+def _row(unit: str, ours: float, one: float, threads: int, pandas: float | None, bottleneck: float | None,
+         ref: float, mem: float, size: str) -> dict[str, Any]:
+    """A kernel's figures: its rates and each baseline's rate (None: no such baseline for this kernel)."""
+    return {
+        "unit": unit, "size": size, "threads": threads, "rate": ours, "rate_1_thread": one,
+        "baselines": {"pandas": pandas, "bottleneck": bottleneck, "reference": ref, "memory_stream": mem},
     }
-    if one is not None:
-        row["rate_1_thread"] = round(one)
-        row["parallel_speedup"] = round(ours / one, 2)
-    return row
 
 
-def bench_detector(det: Detector, quick: bool, repeat: int, max_threads: int) -> dict[str, Any]:
+def measure_detector(det: Detector, quick: bool, repeat: int, max_threads: int) -> dict[str, Any]:
     """A detector over 1000+ tags: samples per second."""
     rng = np.random.default_rng(0)
     n_tags = 1000 * det.tags_per_output if det.tags_per_output > 1 else 1000
@@ -142,11 +116,11 @@ def bench_detector(det: Detector, quick: bool, repeat: int, max_threads: int) ->
     sub = x[: 300, : 50 * det.tags_per_output]
     ref = sub.size / best_time(lambda: det.reference_update(det.init_state(sub.shape[1]), sub), 1)
     mem = memory_stream_rate(x.size, 8, repeat)
-    return _row(det.name, "samples/s", ours, one, max_threads, pandas, bottleneck, ref, mem,
+    return _row("samples/s", ours, one, max_threads, pandas, bottleneck, ref, mem,
                 f"{n_t} samples x {n_tags} tags")
 
 
-def bench_features(quick: bool, repeat: int, max_threads: int) -> dict[str, Any]:
+def measure_features(quick: bool, repeat: int, max_threads: int) -> dict[str, Any]:
     """Vibration features (RMS, kurtosis, crest, peak) over 256-sample windows: samples per second."""
     rng = np.random.default_rng(0)
     n_t = 256 * (4 if quick else 32)
@@ -158,7 +132,7 @@ def bench_features(quick: bool, repeat: int, max_threads: int) -> dict[str, Any]
     pandas = x.size / best_time(lambda: base.pandas_features(x, 256), 1)
     ref = x.size / best_time(lambda: reference_vibration_features(x, 256), 1)
     mem = memory_stream_rate(x.size, 8, repeat)
-    return _row("vibration_features", "samples/s", ours, one, max_threads, pandas, None, ref, mem,
+    return _row("samples/s", ours, one, max_threads, pandas, None, ref, mem,
                 f"{n_t} samples x 1000 tags, windows of 256")
 
 
@@ -187,27 +161,16 @@ def compile_times(cold: bool) -> dict[str, float | None]:
     return out
 
 
-def _nan_to_none(doc: Any) -> Any:
-    """JSON has no NaN: undefined figures (e.g. a delay with no detection) become null."""
-    if isinstance(doc, float):
-        return None if doc != doc else doc
-    if isinstance(doc, dict):
-        return {k: _nan_to_none(v) for k, v in doc.items()}
-    if isinstance(doc, list):
-        return [_nan_to_none(v) for v in doc]
-    return doc
-
-
 def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.3g}"
 
 
 @click.command("kernels")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the results as JSON to this file.")
+@json_option
 @click.option("--quick", is_flag=True, help="Small sizes, no cold compile, no detection study (CI smoke, < 30 s).")
 def bench_kernels(json_path: Path | None, quick: bool) -> None:
     """OEE and anomaly kernels against pandas, bottleneck, the reference twins and a memory copy."""
+    require("zhizao bench kernels", "bench", "pandas", "bottleneck")
     import numba
 
     max_threads = numba.get_num_threads()
@@ -217,35 +180,43 @@ def bench_kernels(json_path: Path | None, quick: bool) -> None:
     from zhizao.analytics.warmup import warm_up
 
     warm_up()
-    results = []
+    report = Report("kernels")
+    kernels: dict[str, dict[str, Any]] = {}
+    report.figures["kernels"] = kernels
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
-        ("oee_fleet", lambda: bench_oee(quick, repeat, max_threads)),
-        *[(d.name, lambda d=d: bench_detector(d, quick, repeat, max_threads))
+        ("oee_fleet", lambda: measure_oee(quick, repeat, max_threads)),
+        *[(d.name, lambda d=d: measure_detector(d, quick, repeat, max_threads))
           for d in (EwmaZ(), Cusum(), RobustZ(), MahalanobisT2(dims=3))],
-        ("vibration_features", lambda: bench_features(quick, repeat, max_threads)),
+        ("vibration_features", lambda: measure_features(quick, repeat, max_threads)),
     ]
     for name, step in steps:
         click.echo(f"  {name} ...", err=True)
-        results.append(step())
+        kernels[name] = row = step()
+        report.ratio(f"{name}/1_thread", f"kernels.{name}.rate", f"kernels.{name}.rate_1_thread")
+        for other, rate in row["baselines"].items():
+            if rate is not None:
+                report.ratio(f"{name}/{other}", f"kernels.{name}.rate", f"kernels.{name}.baselines.{other}")
     click.echo("  compile / warm start ...", err=True)
-    compile_info = compile_times(cold=not quick)
-    doc: dict[str, Any] = {"machine": machine_info(), "results": results, "compile": compile_info}
+    report.figures["compile"] = compile_info = compile_times(cold=not quick)
     if not quick:
-        from zhizao.analytics.evaluate import detection_report
+        from zhizao.bench.detection import detection_report
 
         click.echo("  detection study ...", err=True)
-        doc["detection"] = detection_report()
+        report.figures["detection"] = detection_report()
+    click.echo(machine_line(report.finish()))
     header = f"{'kernel':<20}{'unit':<11}{'rate':>10}{'1 thread':>10}{'pandas':>9}{'bn':>8}{'ref':>10}{'mem':>8}"
     click.echo(header)
-    for r in results:
-        vs = r["vs"]
-        click.echo(f"{r['kernel']:<20}{r['unit']:<11}{r['rate']:>10.3g}{_fmt(r.get('rate_1_thread')):>10}"
-                   f"{_fmt(vs['pandas']):>9}{_fmt(vs['bottleneck']):>8}{_fmt(vs['reference']):>10}"
-                   f"{_fmt(vs['memory_stream']):>8}")
+    for name, r in kernels.items():
+
+        def vs(other: str, name: str = name) -> float | None:
+            ratio = report.ratios.get(f"{name}/{other}")
+            return None if ratio is None else ratio["value"]
+
+        click.echo(f"{name:<20}{r['unit']:<11}{r['rate']:>10.3g}{_fmt(r['rate_1_thread']):>10}"
+                   f"{_fmt(vs('pandas')):>9}{_fmt(vs('bottleneck')):>8}{_fmt(vs('reference')):>10}"
+                   f"{_fmt(vs('memory_stream')):>8}")
     click.echo(f"compile: {compile_info}")
-    for row in doc.get("detection", []):
+    for row in report.figures.get("detection", []):
         click.echo("detect: " + ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in row.items()))
-    if json_path is not None:
-        json_path.write_text(json.dumps(_nan_to_none(doc), indent=2, allow_nan=False))
-        click.echo(f"wrote {json_path}", err=True)
+    report.write(json_path)
     click.echo("ratios are our rate over the baseline's, same run; memory = share of a NumPy copy's rate", err=True)

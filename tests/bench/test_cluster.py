@@ -16,7 +16,7 @@ def test_bench_cluster_reports_no_loss(tmp_path: Path) -> None:
     out = tmp_path / "cluster.json"
     result = CliRunner().invoke(cli, ["bench", "cluster", "--seconds", "10", "--json", str(out)])
     assert result.exit_code == 0, result.output
-    figures = json.loads(out.read_text())
+    figures = json.loads(out.read_text())["figures"]
     assert figures["agents"] == 9
     assert figures["missing"] == 0 and figures["live_duplicates"] == 0
     assert figures["produced_checked"] > 300

@@ -8,22 +8,25 @@ it reads the 24 h of samples and runs the OEE kernel over the whole fleet on req
 
 from __future__ import annotations
 
-import os
-import platform
-import statistics
-import time
 import uuid
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import click
-import httpx
 import numpy as np
 import psycopg
 
 from zhizao.analytics import OeeConfig, fleet_oee
-from zhizao.cloud.auth import create_token
-from zhizao.cloud.settings import CloudSettings
+from zhizao.bench.harness import (
+    Report,
+    json_option,
+    latency_summary,
+    machine_line,
+    require,
+    time_calls_ms,
+    times,
+)
 
 __all__ = ["bench_oee", "run_oee_bench"]
 
@@ -133,22 +136,13 @@ def _from_samples(conn: psycopg.Connection[Any], lo: int, hi: int) -> float:
     return float(good_ideal.sum() / res.planned_s.sum())
 
 
-def _timed(fn: Any, n: int, warm: int) -> dict[str, float]:
-    for _ in range(warm):
-        fn()
-    samples = []
-    for _ in range(n):
-        started = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - started) * 1000)
-    samples.sort()
-    return {"p50_ms": statistics.median(samples), "p99_ms": samples[min(n - 1, int(n * 0.99))],
-            "mean_ms": statistics.fmean(samples), "n": float(n)}
+def run_oee_bench(server_url: str, requests: int = 200, scale: int = 10, days: int = 30) -> Report:
+    """Create a scratch database on `server_url`, fill it, time API and baseline, drop it; return the report."""
+    import httpx
 
-
-def run_oee_bench(server_url: str, requests: int = 200, scale: int = 10, days: int = 30) -> dict[str, Any]:
-    """Create a scratch database on `server_url`, fill it, time API and baseline, drop it; return the figures."""
+    from zhizao.cloud.auth import create_token
     from zhizao.cloud.service import CloudService
+    from zhizao.cloud.settings import CloudSettings
 
     name = f"zhizao_bench_oee_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(server_url, autocommit=True) as conn:
@@ -168,15 +162,14 @@ def run_oee_bench(server_url: str, requests: int = 200, scale: int = 10, days: i
                 r.raise_for_status()
                 assert len(r.json()) == 24
 
-            api_res = _timed(api, requests, max(3, requests // 20))
+            api_res = latency_summary(time_calls_ms(api, requests, max(3, requests // 20)))
         with psycopg.connect(url) as conn:
-            base_res = _timed(lambda: _from_samples(conn, T0_MS, T0_MS + 24 * HOUR_MS), 3, 1)
-        return {
-            "machines": n_machines, "days": days, "api": api_res, "baseline_from_samples": base_res,
-            "speedup_p99": base_res["p99_ms"] / api_res["p99_ms"],
-            "machine": f"{platform.machine()} {os.cpu_count()} cpu, {platform.python_implementation()} "
-                       f"{platform.python_version()}, load average {os.getloadavg()[0]:.1f} at the end",
-        }  # fmt: skip
+            base_res = latency_summary(time_calls_ms(lambda: _from_samples(conn, T0_MS, T0_MS + 24 * HOUR_MS), 3, 1))
+        report = Report("oee")
+        report.figures.update(machines=n_machines, days=days, api=api_res, baseline_from_samples=base_res)
+        report.ratio("baseline_vs_api_p99", "baseline_from_samples.p99_ms", "api.p99_ms")
+        report.finish(server_url)
+        return report
     finally:
         if service is not None:
             service.stop()
@@ -190,12 +183,18 @@ def run_oee_bench(server_url: str, requests: int = 200, scale: int = 10, days: i
 @click.option("-n", "--requests", default=200, show_default=True, help="Timed API requests.")
 @click.option("--scale", default=10, show_default=True, help="Copies of each seeded machine (39 per copy).")
 @click.option("--days", default=30, show_default=True, help="Days of stored windows before the measured day.")
-def bench_oee(database_url: str, requests: int, scale: int, days: int) -> None:
+@json_option
+def bench_oee(database_url: str, requests: int, scale: int, days: int, json_path: Path | None) -> None:
     """p50/p99 of /api/v1/oee for the whole cluster over 24 h (hour windows), against recomputing from samples."""
+    require("zhizao bench oee", "bench", "httpx")
     click.echo(f"filling {days} days of OEE windows and 24 h of samples for {39 * scale} machines ...", err=True)
-    out = run_oee_bench(database_url, requests, scale, days)
-    click.echo(f"machine: {out['machine']}; {out['machines']} machines, {out['days']} days of windows stored")
-    for label, r in (("/api/v1/oee cluster 24 h", out["api"]), ("baseline: kernel over samples", out["baseline_from_samples"])):
+    report = run_oee_bench(database_url, requests, scale, days)
+    f = report.figures
+    click.echo(machine_line(report.machine))
+    click.echo(f"{f['machines']} machines, {f['days']} days of windows stored")
+    for label, r in (("/api/v1/oee cluster 24 h", f["api"]), ("baseline: kernel over samples", f["baseline_from_samples"])):
         click.echo(f"  {label:30s} p50 {r['p50_ms']:8.2f} ms   p99 {r['p99_ms']:8.2f} ms   "
                    f"mean {r['mean_ms']:8.2f} ms   n {int(r['n'])}")
-    click.echo(f"  stored windows vs recompute-from-samples baseline: {out['speedup_p99']:.1f}x faster at p99")
+    speedup = report.ratios["baseline_vs_api_p99"]["value"]
+    click.echo(f"  stored windows vs recompute-from-samples baseline: {times(speedup, 1)} faster at p99")
+    report.write(json_path)
