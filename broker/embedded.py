@@ -15,11 +15,12 @@ import socket
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from zhizao.broker.mqtt import parse_mqtt_url
+from zhizao.broker.mqtt import MqttClient, MqttError, MqttOptions
 
 log = logging.getLogger(__name__)
 
@@ -203,44 +204,36 @@ def start_broker(data_dir: str | Path, *, kind: Kind = "auto") -> tuple[str, Cal
 
 def probe_protocol(url: str, timeout: float = 5.0) -> Literal["5", "3.1.1"]:
     """The protocol a broker accepts: "5" if an MQTT 5 CONNECT succeeds, else "3.1.1" if that one does."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+    answered = threading.Event()
+    connected: list[bool] = []
+    failures: list[str] = []
 
-    ep = parse_mqtt_url(url)
-    reasons: list[str] = []
-    attempts: tuple[tuple[MQTTProtocolVersion, Literal["5", "3.1.1"]], ...] = ((mqtt.MQTTv5, "5"), (mqtt.MQTTv311, "3.1.1"))
-    for version, name in attempts:
-        connected = threading.Event()
-        answered = threading.Event()
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=version)
-        if ep.username:
-            client.username_pw_set(ep.username, ep.password)
-        if ep.tls:
-            client.tls_set()
+    def failed(reason: str) -> None:
+        failures.append(reason)
+        if reason.startswith("cannot reach"):
+            answered.set()  # nothing listens: no use waiting for the timeout
 
-        def on_connect(c: object, u: object, flags: object, reason: object, props: object = None,
-                       _ok: threading.Event = connected, _done: threading.Event = answered,
-                       _name: str = name) -> None:
-            if not getattr(reason, "is_failure", False):
-                _ok.set()
-            else:
-                reasons.append(f"MQTT {_name}: {reason}")
-            _done.set()
+    def ok() -> None:
+        connected.append(True)
+        answered.set()
 
-        client.on_connect = on_connect
-        client.on_disconnect = lambda *a, _done=answered: _done.set()
-        try:
-            client.connect(ep.host, ep.port, keepalive=10)
-        except OSError as exc:
-            raise BrokerError(f"broker {url!r} does not answer: {exc}") from exc
-        client.loop_start()
-        try:
-            answered.wait(timeout)
-        finally:
-            client.disconnect()
-            client.loop_stop()
-        if connected.is_set():
-            return name
-        if not reasons or not reasons[-1].startswith(f"MQTT {name}"):
-            reasons.append(f"MQTT {name}: no CONNACK")
-    raise BrokerError(f"broker {url!r} accepts neither MQTT 5 nor 3.1.1 ({'; '.join(reasons)})")
+    try:
+        client = MqttClient(
+            MqttOptions(url=url, client_id=f"zhizao-probe-{uuid.uuid4().hex[:12]}", keepalive_s=10,
+                        reconnect_min_s=0.2, reconnect_max_s=1.0),
+            on_connected=ok,
+            on_connect_failed=failed,
+        )
+        client.start()
+    except MqttError as exc:
+        raise BrokerError(f"broker {url!r}: {exc}") from None
+    try:
+        answered.wait(timeout)
+    finally:
+        client.stop()
+    if connected:
+        return client.protocol
+    if failures and failures[0].startswith("cannot reach"):
+        raise BrokerError(f"broker {url!r} does not answer: {failures[0]}")
+    why = failures[-1] if failures else "no CONNACK"
+    raise BrokerError(f"broker {url!r} accepts neither MQTT 5 nor 3.1.1 (MQTT {client.protocol}: {why})")

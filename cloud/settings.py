@@ -1,15 +1,30 @@
-"""Cloud service settings, read from the environment (`ZHIZAO_*`), with errors that name the variable."""
+"""Cloud service settings from the environment (`ZHIZAO_*`, pydantic-settings); every bad variable is reported.
+
+`CloudSettings.from_env()` reads the variables; `CloudSettings(...)` alone takes only the given values.
+A `SettingsError` lists every variable at fault at once, one line each: `ZHIZAO_API_PORT='eighty': ...`.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticUseDefault
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
+from zhizao.broker.mqtt import MqttUrlError, parse_mqtt_url
 from zhizao.cloud.storage.migrate import TimescaleHorizons
 
 if TYPE_CHECKING:
@@ -17,46 +32,25 @@ if TYPE_CHECKING:
 
 __all__ = ["CloudSettings", "SettingsError"]
 
+PREFIX = "ZHIZAO_"
+SHARE_GROUP = "zhizao-ingest"  # the $share group of the host's DATA subscriptions (cloud.host.client)
+# Horizons that may be switched off with an empty value, "off" or "none".
+_OPTIONAL_HORIZONS = {"compress_after", "retain_raw_for", "retain_1m_for", "retain_1h_for"}
+# The environment `from_env` reads; None: `CloudSettings(...)` takes only its arguments.
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("zhizao_cloud_environ", default=None)
+
 
 class SettingsError(ValueError):
-    """A setting that cannot be used; the message names the environment variable and its value."""
+    """Settings that cannot be used; the message names every environment variable at fault and its value."""
 
 
-# field name -> environment variable; every field of CloudSettings can be set this way.
-_ENV: dict[str, str] = {
-    "database_url": "ZHIZAO_DATABASE_URL",
-    "mqtt_url": "ZHIZAO_MQTT_URL",
-    "host_id": "ZHIZAO_HOST_ID",
-    "data_dir": "ZHIZAO_DATA_DIR",
-    "api_host": "ZHIZAO_API_HOST",
-    "api_port": "ZHIZAO_API_PORT",
-    "api_root_path": "ZHIZAO_API_ROOT_PATH",
-    "api_docs": "ZHIZAO_API_DOCS",
-    "max_body_bytes": "ZHIZAO_API_MAX_BODY_BYTES",
-    "series_max_points": "ZHIZAO_SERIES_MAX_POINTS",
-    "series_max_range_days": "ZHIZAO_SERIES_MAX_RANGE_DAYS",
-    "series_max_buckets": "ZHIZAO_SERIES_MAX_BUCKETS",
-    "series_rollup_lag_s": "ZHIZAO_SERIES_ROLLUP_LAG_S",
-    "db_pool_size": "ZHIZAO_DB_POOL_SIZE",
-    "chunk_interval": "ZHIZAO_TS_CHUNK_INTERVAL",
-    "compress_after": "ZHIZAO_TS_COMPRESS_AFTER",
-    "retain_raw_for": "ZHIZAO_TS_RETAIN_RAW_FOR",
-    "retain_1m_for": "ZHIZAO_TS_RETAIN_1M_FOR",
-    "retain_1h_for": "ZHIZAO_TS_RETAIN_1H_FOR",
-    "mqtt_protocol": "ZHIZAO_MQTT_PROTOCOL",
-    "ingest_shared_subscription": "ZHIZAO_INGEST_SHARED_SUBSCRIPTION",
-    "ingest_sites": "ZHIZAO_INGEST_SITES",
-}
-SHARE_GROUP = "zhizao-ingest"  # the $share group of the host's DATA subscriptions (cloud.host.client)
-# Horizons that may be switched off with an empty value or "off".
-_OPTIONAL_HORIZONS = {"compress_after", "retain_raw_for", "retain_1m_for", "retain_1h_for"}
-
-
-class CloudSettings(BaseModel):
+class CloudSettings(BaseSettings):
     """Everything `zhizao cloud serve` and the demo need to run the cloud service."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="forbid", frozen=True, populate_by_name=True,
+                                      validate_default=False)
 
+    database_password_file: Path | None = None  # Docker/Kubernetes secret holding the database password
     database_url: str | None = None
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     host_id: str = Field(default="zhizao-cloud", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -66,51 +60,98 @@ class CloudSettings(BaseModel):
     api_root_path: str = ""
     # /docs and /openapi.json describe the API and hold no data, so they need no token; false removes them.
     api_docs: bool = True
-    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, validation_alias="ZHIZAO_API_MAX_BODY_BYTES")
     series_max_points: int = Field(default=100_000, ge=10)
     series_max_range_days: float = Field(default=400.0, gt=0)
     series_max_buckets: int = Field(default=20_000, ge=10)
     # Buckets newer than this are computed from raw samples: rollups are refreshed a little after commits.
     series_rollup_lag_s: float = Field(default=300.0, ge=0)
     db_pool_size: int = Field(default=8, ge=1, le=200)
-    chunk_interval: str = "1 day"
-    compress_after: str | None = "7 days"
-    retain_raw_for: str | None = "365 days"
-    retain_1m_for: str | None = None
-    retain_1h_for: str | None = None
+    # Aliases: these variables are not named ZHIZAO_<FIELD> (names fixed by deploy/ and the README).
+    chunk_interval: str = Field(default="1 day", validation_alias="ZHIZAO_TS_CHUNK_INTERVAL")
+    compress_after: str | None = Field(default="7 days", validation_alias="ZHIZAO_TS_COMPRESS_AFTER")
+    retain_raw_for: str | None = Field(default="365 days", validation_alias="ZHIZAO_TS_RETAIN_RAW_FOR")
+    retain_1m_for: str | None = Field(default=None, validation_alias="ZHIZAO_TS_RETAIN_1M_FOR")
+    retain_1h_for: str | None = Field(default=None, validation_alias="ZHIZAO_TS_RETAIN_1H_FOR")
     mqtt_protocol: Literal["auto", "5", "3.1.1"] = "auto"
     # Several workers split DATA through `$share/zhizao-ingest/...` (each still sees every birth).
     ingest_shared_subscription: bool = False
-    ingest_sites: tuple[str, ...] = ()
+    ingest_sites: Annotated[tuple[str, ...], NoDecode] = ()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments first, then (in `from_env`) the environment; no .env or secrets directory."""
+        environ = _ENVIRON.get()
+        if environ is None:
+            return (init_settings,)
+        if isinstance(env_settings, EnvSettingsSource):
+            env_settings.env_vars = {k.lower(): v for k, v in environ.items()}  # case-insensitive, as its own
+        return (init_settings, env_settings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> CloudSettings:
-        """Settings from `ZHIZAO_*` variables (then `overrides`); SettingsError names the variable at fault."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for field, var in _ENV.items():
-            raw = env.get(var)
-            if raw is None:
-                continue
-            if field in _OPTIONAL_HORIZONS and raw.strip().lower() in ("", "off", "none"):
-                values[field] = None
-            elif field == "ingest_shared_subscription":
-                values[field] = _share_flag(var, raw)
-            elif field == "ingest_sites":
-                values[field] = tuple(p.strip() for p in raw.split(",") if p.strip())
-            elif raw.strip() != "":
-                values[field] = raw.strip()
-        values.update(overrides)
-        password_file = env.get("ZHIZAO_DATABASE_PASSWORD_FILE")
-        if password_file and values.get("database_url"):
-            values["database_url"] = _with_password(str(values["database_url"]), password_file)
+        """Settings from `ZHIZAO_*` variables (`overrides` win); SettingsError names every variable at fault."""
+        with _reading(os.environ if environ is None else environ):
+            try:
+                return cls(**overrides)
+            except ValidationError as exc:
+                raise SettingsError(describe(exc)) from None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _from_text(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        name = info.field_name
+        if name in _OPTIONAL_HORIZONS and text.lower() in ("", "off", "none"):
+            return None
+        if text == "":
+            raise PydanticUseDefault()  # an empty variable means "not set"
+        if name == "ingest_sites":
+            return tuple(p.strip() for p in text.split(",") if p.strip())
+        if name == "ingest_shared_subscription":
+            flag = text.lower()
+            if flag in ("0", "false", "no", "off"):
+                return False
+            if flag in ("1", "true", "yes", "on", SHARE_GROUP):
+                return True
+            raise ValueError(f"give true/false (the share group is always {SHARE_GROUP!r})")
+        return text
+
+    @field_validator("database_password_file")
+    @classmethod
+    def _readable(cls, path: Path | None) -> Path | None:
+        if path is not None:
+            try:
+                path.read_text()
+            except OSError as exc:
+                raise ValueError(f"cannot read it ({exc})") from None
+        return path
+
+    @field_validator("database_url")
+    @classmethod
+    def _with_password(cls, url: str | None, info: ValidationInfo) -> str | None:
+        password_file = info.data.get("database_password_file")
+        if url is None or password_file is None:
+            return url
+        return _with_password(url, password_file)
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, url: str) -> str:
         try:
-            return cls(**values)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            field = str(err["loc"][0]) if err["loc"] else "?"
-            where = _ENV.get(field, field)
-            raise SettingsError(f"{where}={err.get('input')!r}: {err['msg']}") from None
+            parse_mqtt_url(url)
+        except MqttUrlError as exc:
+            raise ValueError(exc.reason) from None
+        return url
 
     def require_database_url(self) -> str:
         """The database URL, or SettingsError telling how to give one."""
@@ -136,27 +177,48 @@ class CloudSettings(BaseModel):
         )
 
 
-def _share_flag(var: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in ("", "0", "false", "no", "off"):
-        return False
-    if value in ("1", "true", "yes", "on", SHARE_GROUP):
-        return True
-    raise SettingsError(f"{var}={raw!r}: give true/false (the share group is always {SHARE_GROUP!r})")
+@contextmanager
+def _reading(environ: Mapping[str, str]) -> Iterator[None]:
+    token = _ENVIRON.set(environ)
+    try:
+        yield
+    finally:
+        _ENVIRON.reset(token)
 
 
-def _with_password(url: str, password_file: str) -> str:
+def _variable(loc: tuple[int | str, ...]) -> str:
+    """The environment variable of an error location (a field name or the variable itself)."""
+    if not loc:
+        return "(settings)"
+    key = str(loc[0])
+    if key.startswith(PREFIX):
+        return key
+    field = CloudSettings.model_fields.get(key)
+    alias = field.validation_alias if field is not None else None
+    return alias if isinstance(alias, str) else f"{PREFIX}{key.upper()}"
+
+
+def describe(exc: ValidationError) -> str:
+    """One line per bad setting: `VARIABLE=value: what is wrong`."""
+    lines = []
+    for err in exc.errors():
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        lines.append(f"{_variable(err['loc'])}={err.get('input')!r}: {msg}")
+    return "\n".join(lines)
+
+
+def _with_password(url: str, password_file: Path) -> str:
     """The database URL with the password read from a file (Docker/Kubernetes secrets); a URL that already
     carries a password is kept."""
     parts = urlsplit(url)
     if parts.password:
         return url
     try:
-        password = Path(password_file).read_text().strip()
+        password = password_file.read_text().strip()
     except OSError as exc:
-        raise SettingsError(f"ZHIZAO_DATABASE_PASSWORD_FILE={password_file!r}: cannot read it ({exc})") from None
+        raise ValueError(f"cannot read ZHIZAO_DATABASE_PASSWORD_FILE={str(password_file)!r} ({exc})") from None
     if not parts.username:
-        raise SettingsError(f"ZHIZAO_DATABASE_PASSWORD_FILE={password_file!r}: ZHIZAO_DATABASE_URL must name "
-                            "the user (postgresql://user@host/db)")
+        raise ValueError("must name the user (postgresql://user@host/db) when ZHIZAO_DATABASE_PASSWORD_FILE is "
+                         "given")
     host = parts.netloc.split("@", 1)[1]
     return parts._replace(netloc=f"{parts.username}:{quote(password, safe='')}@{host}").geturl()

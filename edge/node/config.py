@@ -6,14 +6,13 @@ overrides `mqtt.url` (applied where the agent config is loaded, see `effective_u
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-_ID = re.compile(r"^[a-z0-9-]+$")
+from zhizao.broker.contract.ids import validate_id
+from zhizao.broker.mqtt import mqtt_url_from_env
 
 
 class _Section(BaseModel):
@@ -30,17 +29,17 @@ class TlsConfig(_Section):
 
 
 class MqttConfig(_Section):
-    """Broker connection: URL (`mqtt://host:port` or `mqtts://`), protocol 5 (default) or 3 (= 3.1.1)."""
+    """Broker connection: URL (`mqtt://host:port` or `mqtts://`), protocol auto (5, else 3.1.1), 5 or 3 (= 3.1.1)."""
 
     url: str
-    protocol: Literal[5, 3] = 5
+    protocol: Literal["auto", 5, 3] = "auto"
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     client_id: str | None = Field(default=None, description="default: zhizao-edge-{site}-{edge_node}")
     username: str | None = None
     password: SecretStr | None = None
     tls: TlsConfig | None = None
-    reconnect_min_s: int = Field(default=1, ge=1, le=60, description="first reconnect delay; doubles per try")
-    reconnect_max_s: int = Field(default=30, ge=1, le=600, description="cap of the reconnect delay")
+    reconnect_min_s: float = Field(default=1, gt=0, le=60, description="first reconnect delay; doubles per try")
+    reconnect_max_s: float = Field(default=30, gt=0, le=600, description="cap of the reconnect delay (jittered)")
 
     @field_validator("url")
     @classmethod
@@ -49,9 +48,16 @@ class MqttConfig(_Section):
             raise ValueError(f"{v!r} is not an MQTT URL (mqtt://host:port or mqtts://host:port)")
         return v
 
+    @model_validator(mode="after")
+    def _reconnect_range(self) -> MqttConfig:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError(f"reconnect_max_s={self.reconnect_max_s!r}: must be >= reconnect_min_s "
+                             f"({self.reconnect_min_s!r})")
+        return self
+
     def effective_url(self) -> str:
         """The broker URL to use: `ZHIZAO_MQTT_URL` when set, else `url`."""
-        return os.environ.get("ZHIZAO_MQTT_URL") or self.url
+        return mqtt_url_from_env() or self.url
 
 
 class SparkplugConfig(_Section):
@@ -101,7 +107,5 @@ class OutboxConfig(_Section):
 
 
 def check_id(field: str, value: str) -> str:
-    """Validate a Sparkplug id (lowercase [a-z0-9-]); raise ValueError naming the field and value."""
-    if not _ID.match(value):
-        raise ValueError(f"{field}: {value!r} is not a valid id (lowercase letters, digits and '-')")
-    return value
+    """Validate a Sparkplug id by the contract's id rule; raise IdError (a ValueError) naming the field and value."""
+    return validate_id(field, value)

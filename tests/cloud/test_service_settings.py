@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,3 +65,34 @@ def test_password_file_and_ingest_scale_out(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="ZHIZAO_DATABASE_PASSWORD_FILE='/nonexistent': cannot read it"):
         CloudSettings.from_env({"ZHIZAO_DATABASE_URL": "postgresql://u@h/d",
                                 "ZHIZAO_DATABASE_PASSWORD_FILE": "/nonexistent"})
+
+
+def test_every_bad_variable_is_reported_at_once() -> None:
+    with pytest.raises(SettingsError) as info:
+        CloudSettings.from_env({"ZHIZAO_API_PORT": "eighty", "ZHIZAO_MQTT_URL": "ftp://broker",
+                                "ZHIZAO_DB_POOL_SIZE": "8", "ZHIZAO_TS_RETAIN_RAW_FOR": "90 days"})
+    lines = str(info.value).splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("ZHIZAO_MQTT_URL='ftp://broker': scheme must be mqtt:// or mqtts://")
+    assert lines[1].startswith("ZHIZAO_API_PORT='eighty': Input should be a valid integer")
+
+
+def test_aliased_and_empty_variables() -> None:
+    s = CloudSettings.from_env({"ZHIZAO_API_MAX_BODY_BYTES": "4096", "ZHIZAO_TS_CHUNK_INTERVAL": "2 days",
+                                "ZHIZAO_API_PORT": " ", "ZHIZAO_TS_RETAIN_1H_FOR": "5 years"})
+    assert (s.max_body_bytes, s.chunk_interval, s.api_port, s.retain_1h_for) == (4096, "2 days", 8080, "5 years")
+    with pytest.raises(SettingsError, match=r"^ZHIZAO_API_MAX_BODY_BYTES='12': "):
+        CloudSettings.from_env({"ZHIZAO_API_MAX_BODY_BYTES": "12"})
+    # Without from_env, only the given values count.
+    assert CloudSettings(api_port=1).host_id == "zhizao-cloud"
+
+
+def test_cloud_serve_with_bad_variables_exits_with_the_message(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZHIZAO_")}
+    env.update(ZHIZAO_API_PORT="eighty", ZHIZAO_HOST_ID="bad host/id", ZHIZAO_DATA_DIR=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "zhizao", "cloud", "serve"], env=env, capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "ZHIZAO_HOST_ID='bad host/id': String should match pattern" in proc.stderr
+    assert "ZHIZAO_API_PORT='eighty': Input should be a valid integer" in proc.stderr

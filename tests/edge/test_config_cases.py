@@ -66,3 +66,10 @@ def test_config_is_frozen() -> None:
     config = load_agent_config(CASES / "valid-two-machines" / "agent.yaml")
     with pytest.raises(ValueError, match="frozen"):
         config.site = "other"  # type: ignore[misc]
+
+
+def test_bad_mqtt_url_in_the_environment_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZHIZAO_MQTT_URL", "ftp://broker.example")
+    with pytest.raises(ConfigError) as info:
+        load_agent_config(CASES / "valid-two-machines" / "agent.yaml")
+    assert info.value.problems == ["mqtt.url: ZHIZAO_MQTT_URL='ftp://broker.example': scheme must be mqtt:// or mqtts://"]
