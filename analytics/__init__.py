@@ -17,6 +17,7 @@ from zhizao.analytics.warmup import warm_up
 from zhizao.analytics.windows import calendar_windows, fleet_windows, rolling_windows
 
 DETECTORS: tuple[type[Detector], ...] = (EwmaZ, Cusum, RobustZ, MahalanobisT2)
+"""Every detector we ship; the tests hold each to `zhizao.analytics.checks.check_detector`."""
 
 __all__ = [
     "DETECTORS",

@@ -22,7 +22,8 @@ from zhizao.edge.adapters.base import (
     AdapterError,
     AdapterTemporaryError,
     SampleSink,
-    registered_adapters,
+    installed_adapters,
+    load_adapters,
 )
 from zhizao.edge.config import AgentConfig
 from zhizao.edge.health import HealthExporter
@@ -188,6 +189,18 @@ class _Agent:
             await asyncio.sleep(HEALTH_UPDATE_S)
 
 
+def _load_adapter_types(config: AgentConfig) -> dict[str, type[Adapter]]:
+    """Import only the adapter types the config names; AgentError naming a broken or missing plugin."""
+    loaded, broken = load_adapters(a.type for a in config.adapters)
+    for i, a in enumerate(config.adapters):
+        if a.type in broken:
+            raise AgentError(f"adapters[{i}].type: {broken[a.type]}")
+        if a.type not in loaded:
+            known = ", ".join(sorted(installed_adapters())) or "none"
+            raise AgentError(f"adapters[{i}].type: no adapter {a.type!r} is installed (known: {known})")
+    return loaded
+
+
 async def run_agent(
     config: AgentConfig,
     stop: asyncio.Event | None = None,
@@ -196,11 +209,12 @@ async def run_agent(
 ) -> None:
     """Run one edge agent until `stop` is set (or, without `stop`, SIGINT/SIGTERM); AgentError if it cannot run.
 
-    `adapter_types` replaces the installed adapters (`zhizao.adapters` entry points), for embedding and tests.
+    `adapter_types` replaces the installed adapters (`zhizao.adapters` entry points), for embedding and tests;
+    without it only the adapter types the config names are imported, and a broken one is named in AgentError.
     """
     own_signals = stop is None  # a caller that passes `stop` (several agents in one process) owns the signals
     stop = stop or asyncio.Event()
-    agent = _Agent(config, adapter_types if adapter_types is not None else registered_adapters())
+    agent = _Agent(config, adapter_types if adapter_types is not None else _load_adapter_types(config))
     if config.metrics_port:
         try:
             agent.health.serve(config.metrics_port)

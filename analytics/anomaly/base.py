@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 from numba import njit
@@ -90,6 +90,8 @@ class Detector(ABC):
 
     name: str = ""
     tags_per_output: int = 1
+    reference_rtol: ClassVar[float] = 1e-9
+    """How closely `update` must match `reference_update` (scores, relative): exact arithmetic twins agree to 1e-9."""
 
     def n_outputs(self, n_tags: int) -> int:
         """Outputs (scored series) for `n_tags` input tags."""

@@ -5,6 +5,9 @@ with a sample config, and mirrored tests under `tests/edge/adapters/<name>/`. It
 entry-point group `zhizao.adapters` (`name = "package.module:Class"`), so an integrator ships a wheel without
 touching this tree. The runtime, not the adapter, owns retries: an adapter raises one of the three errors
 below and the runtime decides (retry with capped backoff, stop and tell the user, refuse to start).
+Only the types a config names are imported (`load_adapters`), so a broken plugin affects only its own
+configs. `zhizao.edge.adapters.testing.check_adapter` is the conformance suite every adapter passes; see
+edge/adapters/README.md ("Adding an adapter").
 
 Example (a minimal adapter that emits one constant signal every second)::
 
@@ -29,7 +32,7 @@ Example (a minimal adapter that emits one constant signal every second)::
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
@@ -109,12 +112,51 @@ class Adapter(abc.ABC):
         raise AdapterConfigError(f"adapter {self.name!r} does not support method calls")
 
 
-def registered_adapters() -> dict[str, type[Adapter]]:
-    """All adapters installed through the `zhizao.adapters` entry-point group, by name."""
-    found: dict[str, type[Adapter]] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+class AdapterLoadError(Exception):
+    """An installed adapter plugin failed to load; names the entry point, its value and the cause."""
+
+    def __init__(self, name: str, value: str, cause: BaseException | str) -> None:
+        why = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
+        super().__init__(f"adapter plugin {name!r} (entry point {name} = {value!r}) failed to load: {why}")
+        self.name, self.value, self.cause = name, value, cause
+
+
+def installed_adapters() -> dict[str, str]:
+    """Adapter types installed in the `zhizao.adapters` entry-point group: name -> "module:Class"; imports nothing."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def load_adapter(name: str) -> type[Adapter]:
+    """Import the adapter class installed as `name`; AdapterLoadError if that plugin is broken, KeyError if absent."""
+    found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+    if not found:
+        known = ", ".join(sorted(installed_adapters())) or "none"
+        raise KeyError(f"no adapter {name!r} is installed (installed: {known})")
+    ep = found[0]
+    try:
         cls = ep.load()
-        if not (isinstance(cls, type) and issubclass(cls, Adapter)):
-            raise TypeError(f"entry point {ep.name!r} ({ep.value}) is not an edge.adapters.base.Adapter")
-        found[ep.name] = cls
-    return found
+    except Exception as exc:  # any failure inside a plugin's import is reported as one
+        raise AdapterLoadError(ep.name, ep.value, exc) from exc
+    if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+        raise AdapterLoadError(ep.name, ep.value, f"{cls!r} is not a zhizao.edge.adapters.base.Adapter subclass")
+    if getattr(cls, "name", None) != ep.name:
+        raise AdapterLoadError(ep.name, ep.value, f"its class declares name = {getattr(cls, 'name', None)!r}")
+    return cls
+
+
+def load_adapters(names: Iterable[str]) -> tuple[dict[str, type[Adapter]], dict[str, AdapterLoadError]]:
+    """Load only the adapter types `names` (those a config uses): (loaded by name, broken plugins by name).
+
+    Names that are not installed appear in neither; a broken plugin never stops the others from loading.
+    """
+    installed = installed_adapters()
+    loaded: dict[str, type[Adapter]] = {}
+    broken: dict[str, AdapterLoadError] = {}
+    for name in dict.fromkeys(names):
+        if name not in installed:
+            continue
+        try:
+            loaded[name] = load_adapter(name)
+        except AdapterLoadError as exc:
+            broken[name] = exc
+    return loaded, broken

@@ -1,8 +1,16 @@
-"""Conformance suite run over every detector: twin agreement, state round-trip, batch-split invariance."""
+"""The shipped detector suite (`check_detector`) over every detector in DETECTORS, plus detector-specific tests.
+
+`zhizao.analytics.checks` holds the rules every detector keeps; here they also run on short random batches
+(hypothesis) and against detectors that break them on purpose.
+"""
 
 from __future__ import annotations
 
-import pickle
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,17 +18,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from numpy.typing import NDArray
 
+from zhizao.analytics import DETECTORS
 from zhizao.analytics.anomaly import Alarm, Cusum, Detector, EwmaZ, MahalanobisT2, RobustZ, Scored
+from zhizao.analytics.anomaly.base import F64, reference_alarm
+from zhizao.analytics.checks import RULES, DetectorCheckError, assert_batch_split, assert_twin, check_detector
 
 # Small warm-ups and windows so that short random batches reach the scoring phase.
-DETECTORS: list[Detector] = [
+SMALL: list[Detector] = [
     EwmaZ(alpha=0.2, warmup=3, alarm=Alarm(on=2.0, off=1.0, min_on=2, min_off=2)),
     Cusum(warmup=3, k=0.3, cap=4.0, alarm=Alarm(on=2.0, off=0.5, min_on=1, min_off=2)),
     RobustZ(window=4, alarm=Alarm(on=2.0, off=1.0, min_on=1, min_off=1)),
     MahalanobisT2(dims=2, alpha=0.3, warmup=3, alarm=Alarm(on=6.0, off=3.0, min_on=1, min_off=2)),
 ]
-IDS = [d.name for d in DETECTORS]
+SMALL_IDS = [d.name for d in SMALL]
+IDS = [cls.__name__ for cls in DETECTORS]
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 values = st.one_of(st.floats(-1e3, 1e3, allow_nan=False), st.just(np.nan), st.sampled_from([0.0, 1.0, 5.0]))
@@ -33,59 +46,136 @@ def batch(draw: Any, group: int) -> np.ndarray:
     return draw(hnp.arrays(np.float64, (n_t, n_tags), elements=values))
 
 
-def assert_same(a: Any, b: Any, rtol: float) -> None:
-    np.testing.assert_allclose(a.scores, b.scores, rtol=rtol, atol=1e-9, equal_nan=True)
-    np.testing.assert_array_equal(a.alarms, b.alarms)
+def test_every_detector_is_listed() -> None:
+    assert set(DETECTORS) == {EwmaZ, Cusum, RobustZ, MahalanobisT2}
+    assert {type(d) for d in SMALL} == set(DETECTORS)
 
 
-@pytest.mark.parametrize("det", DETECTORS, ids=IDS)
-def test_kernel_equals_reference_twin(det: Detector) -> None:
+@pytest.mark.parametrize("cls", DETECTORS, ids=IDS)
+def test_every_detector_keeps_every_rule(cls: type[Detector]) -> None:
+    report = check_detector(cls())
+    assert report.passed == RULES
+
+
+@pytest.mark.parametrize("det", SMALL, ids=SMALL_IDS)
+def test_short_warm_ups_keep_every_rule(det: Detector) -> None:
+    assert check_detector(det, steps=300).passed == RULES
+
+
+@pytest.mark.parametrize("det", SMALL, ids=SMALL_IDS)
+def test_kernel_equals_reference_twin_on_random_batches(det: Detector) -> None:
     @SETTINGS
     @given(batch(det.tags_per_output))
     def check(x: np.ndarray) -> None:
-        s1 = det.init_state(x.shape[1])
-        s2 = s1.copy()
-        # T² solves a linear system (Cholesky here, LU in the twin): agreement depends on conditioning.
-        rtol = 1e-6 if isinstance(det, MahalanobisT2) else 1e-9
-        assert_same(det.update(s1, x), det.reference_update(s2, x), rtol)
-        np.testing.assert_allclose(s1, s2, rtol=1e-9, atol=1e-9)
+        assert_twin(det, x)
 
     check()
 
 
-@pytest.mark.parametrize("det", DETECTORS, ids=IDS)
-def test_batch_split_invariance_and_state_round_trip(det: Detector) -> None:
+@pytest.mark.parametrize("det", SMALL, ids=SMALL_IDS)
+def test_batch_split_on_random_batches(det: Detector) -> None:
     @SETTINGS
-    @given(batch(det.tags_per_output), st.integers(0, 30))
-    def check(x: np.ndarray, cut: int) -> None:
-        cut = min(cut, x.shape[0])
-        whole = det.init_state(x.shape[1])
-        one = det.update(whole, x)
-        part = det.init_state(x.shape[1])
-        first = det.update(part, x[:cut])
-        # The caller persists the state between batches: bytes out, bytes back.
-        restored = pickle.loads(pickle.dumps(part))
-        second = det.update(restored, x[cut:])
-        np.testing.assert_array_equal(np.concatenate([first.scores, second.scores]), one.scores)
-        np.testing.assert_array_equal(np.concatenate([first.alarms, second.alarms]), one.alarms)
-        np.testing.assert_array_equal(restored, whole)
+    @given(batch(det.tags_per_output), st.lists(st.integers(0, 30), max_size=4))
+    def check(x: np.ndarray, cuts: list[int]) -> None:
+        assert_batch_split(det, x, cuts)
 
     check()
 
 
-@pytest.mark.parametrize("det", DETECTORS, ids=IDS)
-def test_scores_shape_and_no_scores_before_warm_up(det: Detector) -> None:
-    n_tags = 4 * det.tags_per_output
-    x = np.random.default_rng(0).normal(size=(2, n_tags))
-    out = det.update(det.init_state(n_tags), x)
-    assert out.scores.shape == (2, det.n_outputs(n_tags)) == out.alarms.shape
-    assert np.isnan(out.scores).all() and not out.alarms.any()
+@dataclass(frozen=True)
+class ForgetfulEwma(EwmaZ):
+    """Breaks the batch-split rule: starts from nothing at every batch (kernel and twin alike)."""
+
+    name: str = "forgetful_ewma"
+
+    def update(self, state: F64, x: Any, out: Scored | None = None) -> Scored:
+        state[:] = 0.0
+        return super().update(state, x, out)
+
+    def reference_update(self, state: F64, x: Any) -> Scored:
+        state[:] = 0.0
+        return super().reference_update(state, x)
 
 
-@pytest.mark.parametrize("det", [EwmaZ(), Cusum(), RobustZ(), MahalanobisT2(dims=2)], ids=IDS)
-def test_flags_a_large_step_and_stays_quiet_before_it(det: Detector) -> None:
+@dataclass(frozen=True)
+class HiddenDelta(Detector):
+    """|x - previous x|, but the previous values are kept on the object instead of in the state array."""
+
+    alarm: Alarm = field(default_factory=lambda: Alarm(on=1e9, off=1e8))
+    name: str = "hidden_delta"
+    last: dict[int, float] = field(default_factory=dict, compare=False, hash=False)
+
+    def state_shape(self, n_tags: int) -> tuple[int, int]:
+        return (3, n_tags)  # the alarm fields only: the bug
+
+    def _score(self, state: F64, x: F64) -> Scored:
+        scores = np.full(x.shape, np.nan)
+        for t in range(x.shape[0]):
+            for j in range(x.shape[1]):
+                if not np.isnan(x[t, j]):
+                    if j in self.last:
+                        scores[t, j] = abs(x[t, j] - self.last[j])
+                    self.last[j] = float(x[t, j])
+        return Scored(scores, reference_alarm(scores, self.alarm, state[0], state[1], state[2]))
+
+    def _kernel(self, state: F64, x: F64, scores: F64, alarms: NDArray[np.bool_]) -> None:
+        scores[:], alarms[:] = self._score(state, x)
+
+    def _reference(self, state: F64, x: F64) -> Scored:
+        return self._score(state, x)
+
+
+@dataclass(frozen=True)
+class ZeroFillEwma(EwmaZ):
+    """Breaks the missing-values rule: scores a missing sample as if it were 0."""
+
+    name: str = "zero_fill_ewma"
+
+    def update(self, state: F64, x: Any, out: Scored | None = None) -> Scored:
+        return super().update(state, np.nan_to_num(np.asarray(x, np.float64)), out)
+
+    def reference_update(self, state: F64, x: Any) -> Scored:
+        return super().reference_update(state, np.nan_to_num(np.asarray(x, np.float64)))
+
+
+def test_a_detector_that_resets_each_batch_breaks_the_batch_split_rule() -> None:
+    with pytest.raises(DetectorCheckError) as info:
+        check_detector(ForgetfulEwma(alpha=0.05, warmup=20))
+    failed = dict(info.value.failures)
+    assert {"batch split", "state round trip"} <= set(failed)
+    assert "- batch split: scoring 'noise' in one call differs from scoring it in consecutive batches [" in str(
+        info.value
+    )
+    assert "with the state carried" in failed["batch split"]
+    assert "kernel equals reference twin" in info.value.passed
+
+
+def test_a_detector_with_state_on_the_object_breaks_the_state_rule() -> None:
+    with pytest.raises(DetectorCheckError) as info:
+        check_detector(HiddenDelta())
+    failed = dict(info.value.failures)
+    assert "state lives in the array" in failed
+    assert "two copies of one state scored the same batch differently" in failed["state lives in the array"]
+
+
+def test_a_detector_that_fills_gaps_with_zeros_breaks_the_missing_values_rule() -> None:
+    with pytest.raises(DetectorCheckError) as info:
+        check_detector(ZeroFillEwma(alpha=0.05, warmup=20))
+    failed = dict(info.value.failures)
+    assert set(failed) == {"missing values"}
+    assert "has only NaN inputs but was scored" in failed["missing values"]
+
+
+def test_not_a_detector_fails_the_verbs_rule() -> None:
+    with pytest.raises(DetectorCheckError, match=r"- verbs: object is not a zhizao.analytics.anomaly.Detector"):
+        check_detector(object())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("cls", DETECTORS, ids=IDS)
+def test_flags_a_large_step_and_stays_quiet_before_it(cls: type[Detector]) -> None:
     """With default parameters: no alarm on the noise before the step, an alarm within 10 samples of it."""
-    rng = np.random.default_rng(2)  # false-alarm rates are measured in analytics.evaluate, not here
+    det = cls()
+    rng = np.random.default_rng(2)  # false-alarm rates are measured in the kernel benchmark, not here
     n_tags = 3 * det.tags_per_output
     x = rng.normal(size=(400, n_tags))
     x[300:] += 20.0
@@ -94,7 +184,7 @@ def test_flags_a_large_step_and_stays_quiet_before_it(det: Detector) -> None:
     assert out.alarms[300:310].any(axis=0).all()
 
 
-@pytest.mark.parametrize("det", DETECTORS, ids=IDS)
+@pytest.mark.parametrize("det", SMALL, ids=SMALL_IDS)
 def test_bad_input_raises_value_error(det: Detector) -> None:
     g = det.tags_per_output
     state = det.init_state(2 * g)
@@ -136,7 +226,7 @@ def test_robust_detector_is_not_dragged_by_outliers() -> None:
     assert np.nanmin(robust.scores[::10][7:, 0]) > 20.0
 
 
-@pytest.mark.parametrize("det", DETECTORS, ids=IDS)
+@pytest.mark.parametrize("det", SMALL, ids=SMALL_IDS)
 def test_output_buffers_are_reused_and_checked(det: Detector) -> None:
     n_tags = 2 * det.tags_per_output
     x = np.random.default_rng(4).normal(size=(20, n_tags))
@@ -148,3 +238,12 @@ def test_output_buffers_are_reused_and_checked(det: Detector) -> None:
     np.testing.assert_array_equal(reused.scores, fresh.scores)
     with pytest.raises(ValueError, match=r"out.scores: expected a C-contiguous float64 array of shape"):
         det.update(det.init_state(n_tags), x, Scored(np.empty((3, 3)), out.alarms))
+
+
+def test_the_adding_a_detector_example_runs_and_passes(tmp_path: Path) -> None:
+    readme = Path(__file__).parents[2] / "analytics" / "anomaly" / "README.md"
+    code = re.findall(r"```python\n(.*?)```", readme.read_text(encoding="utf-8"), re.S)[-1]
+    (tmp_path / "example.py").write_text(code, encoding="utf-8")
+    out = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"detector 'running_z': {len(RULES)} rules hold (verbs, ")

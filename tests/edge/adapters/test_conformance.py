@@ -1,113 +1,132 @@
-"""One conformance suite for every registered adapter: lifecycle, errors, arrays, timestamps, config strictness.
+"""The shipped conformance suite (`check_adapter`) over every installed adapter, and over adapters that break it.
 
-Each adapter type provides a harness here: a real device to talk to, a config for it, a config for an
-unreachable device, and a source table. An installed adapter without a harness fails the suite.
+Each installed adapter type needs a harness in HARNESSES: an installed adapter without one fails.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
-from pydantic import BaseModel, ValidationError
 
-from tests.support.simserver import M1, M2, ServerThread, adapter_config, free_port, source_table
-from zhizao.edge.adapters.base import Adapter, AdapterError, AdapterTemporaryError, registered_adapters
-from zhizao.edge.samples import QUALITY_BAD, QUALITY_GOOD, QUALITY_STALE, SampleBlock, SignalTable
+from zhizao.edge.adapters.base import AdapterTemporaryError, installed_adapters, load_adapter
+from zhizao.edge.adapters.opcua import OpcUaAdapter
+from zhizao.edge.adapters.opcua.testing import OpcUaHarness
+from zhizao.edge.adapters.testing import CHECKS, ConformanceError, Harness, check_adapter
+from zhizao.edge.samples import SampleBlock
 
-
-@dataclass
-class Harness:
-    """What the suite needs to exercise one adapter type."""
-
-    config: Any  # reaches the live device
-    unreachable: Any  # a device that is not there
-    sources: SignalTable
-    poke: Any  # async callable: make the device change a value
+HARNESSES: dict[str, Callable[[], Harness]] = {"opcua": OpcUaHarness}
+ADAPTERS = sorted(installed_adapters())
 
 
-@pytest.fixture(scope="module")
-def harnesses() -> Iterator[dict[str, Harness]]:
-    srv = ServerThread(port=free_port())
-    try:
-        nodes = [M1 + "State", M1 + "Temperature/Spindle", M2 + "ProdProcessedCount"]
-        yield {
-            "opcua": Harness(
-                config=adapter_config(srv.url),
-                unreachable=adapter_config(f"opc.tcp://127.0.0.1:{free_port()}/none"),
-                sources=source_table(nodes),
-                poke=lambda: srv.write(nodes[1], 50.0 + time.time() % 1),
-            ),
-        }
-    finally:
-        srv.close()
-
-
-ADAPTERS = sorted(registered_adapters())
-
-
-def test_every_adapter_has_a_harness(harnesses: dict[str, Harness]) -> None:
-    assert set(ADAPTERS) <= set(harnesses), f"adapters without a conformance harness: {set(ADAPTERS) - set(harnesses)}"
+def test_every_installed_adapter_has_a_harness() -> None:
+    assert "opcua" in ADAPTERS
+    assert set(ADAPTERS) <= set(HARNESSES), f"adapters without a conformance harness: {set(ADAPTERS) - set(HARNESSES)}"
 
 
 @pytest.mark.parametrize("name", ADAPTERS)
-def test_config_model_is_strict_and_frozen(name: str, harnesses: dict[str, Harness]) -> None:
-    cls = registered_adapters()[name]
-    assert issubclass(cls.config_model, BaseModel) and cls.name == name
-    data = harnesses[name].config.model_dump(mode="json")
-    with pytest.raises(ValidationError, match="Extra inputs"):
-        cls.config_model.model_validate({**data, "no_such_key": 1})
-    with pytest.raises(ValidationError, match="frozen"):
-        harnesses[name].config.name = "other"
+def test_installed_adapter_passes_every_check(name: str) -> None:
+    report = check_adapter(load_adapter(name), HARNESSES[name]())
+    assert report.adapter == name and report.passed == CHECKS
 
 
-@pytest.mark.parametrize("name", ADAPTERS)
-def test_lifecycle_errors_and_sample_arrays(name: str, harnesses: dict[str, Harness]) -> None:
-    cls: type[Adapter] = registered_adapters()[name]
-    h = harnesses[name]
-    blocks: list[SampleBlock] = []
-    states: list[tuple[str, bool]] = []
+class SecondsAdapter(OpcUaAdapter):
+    """Delivers timestamps in epoch seconds instead of milliseconds."""
 
-    async def scenario() -> None:
-        dead = cls(h.unreachable, h.sources, blocks.append, lambda m, o: states.append((m, o)))
-        await dead.close()  # close before connect, twice
-        await dead.close()
-        with pytest.raises(AdapterError):
-            await dead.run()  # run before connect
-        with pytest.raises(AdapterTemporaryError):
-            await dead.connect()  # only our errors leave, and an unreachable device is temporary
-        await dead.close()
-        assert not blocks and not states
+    def __init__(self, config: Any, signals: Any, sink: Any, on_device_state: Any = None) -> None:
+        def seconds(block: SampleBlock) -> None:
+            sink(SampleBlock(block.signal, block.ts_ms // 1000, block.value, block.quality, block.text))
 
-        live = cls(h.config, h.sources, blocks.append, lambda m, o: states.append((m, o)))
-        await live.connect()
-        task = asyncio.create_task(live.run())
+        super().__init__(config, signals, seconds, on_device_state)
+
+
+class LeakyAdapter(OpcUaAdapter):
+    """Lets a library exception out of connect() instead of mapping it onto an AdapterError."""
+
+    async def connect(self) -> None:
         try:
-            await h.poke()
-            for _ in range(200):  # up to 10 s for the initial values and the poked change
-                if sum(len(b) for b in blocks) >= len(h.sources) + 1:
-                    break
-                await asyncio.sleep(0.05)
-        finally:
-            task.cancel()
-            await live.close()
-            await live.close()
+            await super().connect()
+        except AdapterTemporaryError as exc:
+            raise ConnectionRefusedError(str(exc)) from None
 
-    before = int(time.time() * 1000) - 3_600_000
-    asyncio.run(scenario())
-    after = int(time.time() * 1000) + 1000
-    b = SampleBlock.concat(blocks)
-    assert len(b) >= len(h.sources) + 1
-    assert b.signal.dtype == np.int32 and b.ts_ms.dtype == np.int64
-    assert b.value.dtype == np.float64 and b.quality.dtype == np.int16
-    assert set(b.signal.tolist()) == set(range(len(h.sources)))
-    assert np.all((b.ts_ms >= before) & (b.ts_ms <= after)), "timestamps are UTC epoch milliseconds of now"
-    assert set(b.quality.tolist()) <= {QUALITY_GOOD, QUALITY_STALE, QUALITY_BAD}
-    machines = {s.machine for s in h.sources.signals}
-    assert {m for m, online in states if online} == machines
-    assert {m for m, online in states if not online} == machines  # reported offline on close
+
+class FloatSignalAdapter(OpcUaAdapter):
+    """Delivers the signal column as float64 and a quality code of its own."""
+
+    def __init__(self, config: Any, signals: Any, sink: Any, on_device_state: Any = None) -> None:
+        def wrong(block: SampleBlock) -> None:
+            sink(SampleBlock(block.signal.astype(np.float64), block.ts_ms, block.value,
+                             np.full(len(block), 7, np.int16)))
+
+        super().__init__(config, signals, wrong, on_device_state)
+
+
+@pytest.mark.parametrize(
+    ("cls", "failing", "reason"),
+    [
+        (SecondsAdapter, {"timestamps"}, "expected UTC epoch milliseconds of now"),
+        (LeakyAdapter, {"unreachable device"}, "ConnectionRefusedError left the adapter"),
+        (FloatSignalAdapter, {"sample arrays", "quality codes"}, "signal is float64, expected int32"),
+    ],
+    ids=["seconds", "leaky", "dtypes"],
+)
+def test_broken_adapter_fails_the_named_checks(cls: type[OpcUaAdapter], failing: set[str], reason: str) -> None:
+    with pytest.raises(ConformanceError) as info:
+        check_adapter(cls, OpcUaHarness())
+    err = info.value
+    assert {name for name, _ in err.failures} == failing
+    assert reason in str(err) and all(f"- {name}: " in str(err) for name in failing)
+    assert isinstance(err, AssertionError)
+    # The independent checks still ran and passed.
+    assert {"config refuses extra keys", "close before connect"} <= set(err.passed)
+
+
+def test_a_config_model_that_accepts_typos_fails() -> None:
+    from pydantic import ConfigDict
+
+    from zhizao.edge.adapters.opcua import OpcUaConfig
+
+    class LaxConfig(OpcUaConfig):
+        model_config = ConfigDict(extra="ignore", frozen=True)
+
+    class LaxAdapter(OpcUaAdapter):
+        config_model = LaxConfig
+
+    class LaxHarness(OpcUaHarness):
+        def _config(self, endpoint: str) -> OpcUaConfig:
+            return LaxConfig.model_validate(super()._config(endpoint).model_dump())
+
+    with pytest.raises(ConformanceError) as info:
+        check_adapter(LaxAdapter, LaxHarness())
+    assert [name for name, _ in info.value.failures] == ["config refuses extra keys"]
+    assert "LaxConfig accepted the unknown key 'no_such_key' (use extra='forbid')" in str(info.value)
+
+
+def test_a_class_that_is_not_an_adapter_fails_before_the_harness_starts() -> None:
+    class NotAdapter:
+        name = "nothing"
+
+    class Untouchable(OpcUaHarness):
+        def start(self) -> None:
+            raise AssertionError("the harness must not start for a class that is not an adapter")
+
+    with pytest.raises(ConformanceError, match=r"- class: .* is not an Adapter subclass"):
+        check_adapter(NotAdapter, Untouchable())  # type: ignore[arg-type]
+
+
+def test_an_incomplete_harness_fails_before_it_starts() -> None:
+    class NoPoke:
+        started = False
+
+        def start(self) -> None:
+            self.started = True
+
+        def stop(self) -> None:
+            pass
+
+    harness = NoPoke()
+    with pytest.raises(ConformanceError, match=r"- harness: NoPoke lacks config, unreachable, sources, poke"):
+        check_adapter(OpcUaAdapter, harness)  # type: ignore[arg-type]
+    assert not harness.started

@@ -15,7 +15,8 @@ from zhizao.edge.adapters.base import (
     AdapterConfigError,
     AdapterError,
     AdapterTemporaryError,
-    registered_adapters,
+    installed_adapters,
+    load_adapter,
 )
 from zhizao.edge.adapters.opcua import OpcUaAdapter
 from zhizao.edge.samples import QUALITY_BAD, QUALITY_GOOD
@@ -25,7 +26,8 @@ EXTRA = [f"ns=2;s=extra/{k}" for k in range(230)]
 
 
 def test_registered_through_entry_point() -> None:
-    assert registered_adapters()["opcua"] is OpcUaAdapter
+    assert installed_adapters()["opcua"] == "zhizao.edge.adapters.opcua:OpcUaAdapter"
+    assert load_adapter("opcua") is OpcUaAdapter
 
 
 @pytest.mark.parametrize("fast_decode", [True, False])
