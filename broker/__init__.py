@@ -1,1 +1,1 @@
-"""The wire contract shared by edge and cloud: Sparkplug B codec, topics, zhizao extensions, broker config."""
+"""Shared by edge and cloud: the contract (ids, hierarchy, states, calendars), Sparkplug B, extensions, MQTT."""

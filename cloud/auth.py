@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 
+from zhizao.broker.contract.ids import ID_RULE, is_id
 from zhizao.cloud.storage.db import translate_errors
 
 __all__ = [
@@ -38,7 +39,6 @@ __all__ = [
 # sha256 (no salt, no slow KDF) is enough to keep a database dump from handing out working tokens.
 TOKEN_PREFIX = "zz_"
 ALL_SITES = "*"
-_SITE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _NAME = re.compile(r"^[\w .@:/*,+-]{1,100}$")
 
 
@@ -130,8 +130,8 @@ def parse_sites(value: str | Iterable[str] | None, field: str = "sites") -> tupl
     for item in items:
         if item == ALL_SITES:
             raise AuthError(f"{field}: {value!r} mixes * with site ids; give one or the other")
-        if not _SITE_ID.match(item):
-            raise AuthError(f"{field}: {item!r} is not a site id (lowercase a-z, 0-9 and '-')")
+        if not is_id(item):
+            raise AuthError(f"{field}: {item!r} is not a site id ({ID_RULE})")
     return tuple(sorted(set(items)))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -70,6 +71,35 @@ def migrate(database_url: str | None) -> None:
         raise click.ClickException(str(exc)) from None
     click.echo(f"storage: {info.kind}")
     click.echo(f"applied: {', '.join(info.applied) if info.applied else 'nothing (up to date)'}")
+
+
+@cloud.command()
+@_database_option
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def seed(ctx: click.Context, database_url: str | None, file: Path | None) -> None:
+    """Write the sites, lines, machines and calendars of a scenario FILE (e.g. seeds/cluster.yaml); idempotent."""
+    if file is None:
+        raise click.UsageError("give a scenario file, e.g. `zhizao cloud seed seeds/cluster.yaml`", ctx)
+    from zhizao.cloud.seed import seed_database
+    from zhizao.cloud.storage.migrate import apply_migrations
+    from zhizao.seeds import ScenarioError, load_scenario
+
+    try:
+        scenario = load_scenario(file)
+    except ScenarioError as exc:
+        raise click.ClickException(str(exc)) from None
+    settings = _settings(database_url=database_url)
+    try:
+        url = settings.require_database_url()
+        apply_migrations(url, horizons=settings.horizons())
+        counts = seed_database(url, scenario)
+    except (SettingsError, StorageError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"seeded {scenario.name}: {counts.sites} sites, {counts.lines} lines, {counts.machines} machines")
+    if counts.calendars_kept:
+        click.echo(f"kept {counts.calendars_kept} calendars edited through the API", err=True)
+    click.echo("next: `zhizao cloud serve`, then `zhizao cloud token create --role admin --sites '*'`", err=True)
 
 
 @cloud.group()

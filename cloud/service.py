@@ -21,8 +21,6 @@ from zhizao.cloud.live import LiveHub
 from zhizao.cloud.oee import OeeService
 from zhizao.cloud.settings import CloudSettings
 from zhizao.cloud.storage.migrate import StorageInfo, apply_migrations
-from zhizao.seeds import ScenarioError, load_scenario
-from zhizao.seeds.model import Scenario
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +57,7 @@ class CloudService:
         self.storage: StorageInfo | None = None
         self.live = LiveHub()
         # OEE from committed samples: the ingest hands every committed batch to it (after commit).
-        self.oee: OeeService | None = OeeService(self.conninfo, self.live, scenario=_seed_scenario()) if oee else None
+        self.oee: OeeService | None = OeeService(self.conninfo, self.live) if oee else None
         if self.oee is not None and self.ingest is not None:
             self.ingest.add_commit_listener(self.oee.on_committed)
         self._warm_up = warm_up
@@ -166,15 +164,6 @@ class CloudService:
             self._server.should_exit = True
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
-
-
-def _seed_scenario() -> Scenario | None:
-    """The packaged cluster scenario: OEE takes each site's calendar and state classes from it at first start."""
-    try:
-        return load_scenario()
-    except ScenarioError as exc:  # a broken seed file must not keep the service from starting
-        log.warning("oee: seeds not loaded (%s); sites get an all-day calendar", exc)
-        return None
 
 
 def _warm_up_analytics() -> None:

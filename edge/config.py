@@ -18,6 +18,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from zhizao.broker.contract.ids import ID_RULE, is_id
+from zhizao.broker.mqtt import MqttUrlError, mqtt_url_from_env
 from zhizao.edge.node.config import MqttConfig, OutboxConfig, SparkplugConfig
 
 __all__ = [
@@ -32,7 +34,6 @@ __all__ = [
     "parse_agent_config",
 ]
 
-_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
 # Sparkplug metric names: '/'-separated words; no MQTT wildcards, no leading/trailing '/'.
 _METRIC = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_ .:-]*(?:/[A-Za-z0-9_][A-Za-z0-9_ .:-]*)*$")
 # OPC UA node id text form (Part 6 5.3.1.10): optional ns=/nsu= prefix, then i=, s=, g= or b=.
@@ -62,8 +63,8 @@ def is_node_id(text: str) -> bool:
 
 
 def _check_id(value: str) -> str:
-    if not _ID.match(value):
-        raise ValueError("not a valid id (lowercase letters, digits and '-')")
+    if not is_id(value):
+        raise ValueError(f"not a valid id ({ID_RULE})")  # the error formatter adds the path and the value
     return value
 
 
@@ -309,7 +310,7 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]
 
 def parse_agent_config(data: Any, source: str = "<config>") -> AgentConfig:
     """Validate a parsed YAML document as an agent config; raise ConfigError listing every problem."""
-    from zhizao.edge.adapters.base import registered_adapters  # lazy: loads adapter plugins on demand
+    from zhizao.edge.adapters.base import installed_adapters, load_adapters  # lazy: plugins load on demand
 
     if not isinstance(data, Mapping):
         raise ConfigError(source, [f"(top level): expected a mapping of keys, got {type(data).__name__} ({_short(data)})"])
@@ -317,14 +318,18 @@ def parse_agent_config(data: Any, source: str = "<config>") -> AgentConfig:
     raw = dict(data)
     adapters_in = raw.get("adapters")
     if isinstance(adapters_in, list | tuple):
-        registry = registered_adapters()
+        # Only the adapter types this config names are imported: a broken plugin affects only configs using it.
+        kinds = [item.get("type") for item in adapters_in if isinstance(item, Mapping)]
+        registry, broken = load_adapters(k for k in kinds if isinstance(k, str))
         typed: list[Any] = []
         for i, item in enumerate(adapters_in):
             kind = item.get("type") if isinstance(item, Mapping) else None
             if not isinstance(item, Mapping):
                 problems.append(f"adapters[{i}]: expected a mapping ({_short(item)})")
+            elif isinstance(kind, str) and kind in broken:
+                problems.append(f"adapters[{i}].type: {broken[kind]}")
             elif kind not in registry:
-                known = ", ".join(sorted(registry)) or "none installed"
+                known = ", ".join(sorted(installed_adapters())) or "none installed"
                 problems.append(f"adapters[{i}].type: unknown adapter type (installed: {known}) ({kind!r})")
             else:
                 try:
@@ -362,7 +367,10 @@ def load_agent_config(path: str | os.PathLike[str]) -> AgentConfig:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "unknown position"
         raise ConfigError(source, [f"(file): not valid YAML at {where}: {getattr(exc, 'problem', exc)}"]) from exc
-    url = os.environ.get("ZHIZAO_MQTT_URL")
+    try:
+        url = mqtt_url_from_env()
+    except MqttUrlError as exc:
+        raise ConfigError(source, [f"mqtt.url: {exc}"]) from exc
     if url and isinstance(data, dict):
         mqtt = data.get("mqtt")
         data["mqtt"] = {**mqtt, "url": url} if isinstance(mqtt, dict) else {"url": url}

@@ -39,6 +39,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from zhizao.broker.contract.states import (
+    MAX_STATE_CODE,
+    MIN_STATE_CODE,
+    RUNNING,
+    SLOWER,
+    UNKNOWN,
+    UNSPECIFIED_STOP,
+    is_state_code,
+)
 from zhizao.broker.sparkplug.datatypes import DataType
 from zhizao.edge.config import AdapterSettings, AgentConfig, SignalConfig
 from zhizao.edge.samples import QUALITY_GOOD, SampleBlock, Signal, SignalTable
@@ -63,7 +72,6 @@ OPC30060_STATE_NAMES = (
     "Stopping", "Clearing", "Suspending", "Suspended", "Unsuspending", "Holding", "Held", "Unholding",
 )
 
-RUNNING, SLOWER, UNKNOWN, UNSPECIFIED_STOP = 10000, 20000, 30000, 40000
 _T_RUNNING, _T_STOP_REASON, _T_UNKNOWN = -1, -2, -3
 MAX_COUNTER_STEP = 1 << 24
 _U32 = 1 << 32
@@ -72,11 +80,6 @@ _DATATYPES = {
     "Double": DataType.Double, "Float": DataType.Float, "Int32": DataType.Int32, "Int64": DataType.Int64,
     "Boolean": DataType.Boolean, "String": DataType.String,
 }
-
-
-def is_state_code(code: float) -> bool:
-    """True for a DESIGN.md section 4 state code (10000..229999, an integer)."""
-    return bool(10000 <= code < 230000 and float(code).is_integer())
 
 
 def _state_table(sig: SignalConfig) -> npt.NDArray[np.int64]:
@@ -437,7 +440,7 @@ def _state(r: _Routes, s: _StateRoute, src: npt.NDArray[np.int64], good: npt.NDA
     num = state.astype(np.int64)
     target = np.where((num >= 0) & (num < len(s.table)), s.table[np.clip(num, 0, len(s.table) - 1)], _T_UNKNOWN)
     slow = (ideal > 0) & (cur < s.slow_below * ideal)  # NaN speeds compare False: full speed
-    valid_reason = (reason >= 10000) & (reason < 230000) & (reason == np.floor(reason))
+    valid_reason = (reason >= MIN_STATE_CODE) & (reason < MAX_STATE_CODE) & (reason == np.floor(reason))
     code = np.where(target == _T_RUNNING, np.where(slow, SLOWER, RUNNING),
                     np.where(target == _T_STOP_REASON, np.where(valid_reason, reason, UNSPECIFIED_STOP),
                              np.where(target == _T_UNKNOWN, UNKNOWN, target))).astype(np.int64)

@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-# Quality codes (Sparkplug "Quality" property values; OPC UA status maps onto them).
-QUALITY_BAD = 0
-QUALITY_GOOD = 192
-QUALITY_STALE = 500
+from zhizao.broker.contract.quality import QUALITY_BAD, QUALITY_GOOD, QUALITY_STALE
+
+__all__ = ["QUALITY_BAD", "QUALITY_GOOD", "QUALITY_STALE", "SampleBlock", "Signal", "SignalTable"]
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,12 @@
-"""Pydantic models of a cluster scenario: sites, lines, machines, calendars, fault profiles."""
+"""Pydantic models of a cluster scenario: sites, lines, machines and fault profiles, built on the contract types."""
 
 from __future__ import annotations
 
 import re
-from datetime import date, time
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -18,50 +16,37 @@ from pydantic import (
     model_validator,
 )
 
+from zhizao.broker.contract.calendar import Calendar, StateClasses
+from zhizao.broker.contract.hierarchy import MachineRef
+from zhizao.broker.contract.ids import Id
+from zhizao.broker.contract.states import StopCode
+
 __all__ = [
     "PACKML_STATES",
-    "STOP_CATALOGUE",
     "Band",
     "BearingWear",
     "Behaviour",
-    "Break",
-    "Calendar",
     "Fault",
     "JamBursts",
     "Line",
     "Machine",
-    "NoShiftPeriod",
     "Repair",
     "Scenario",
     "SensorDrift",
-    "Shift",
     "Signal",
     "Site",
-    "StateClasses",
     "ToolWear",
     "format_validation_error",
 ]
 
-Id = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 # Process signal names become OPC UA node-id tails and Sparkplug metric names: `Temperature/Spindle`.
 SignalName = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Za-z0-9]*(/[A-Z][A-Za-z0-9]*)*$")]
-HHMM = Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
 
 # PackTags Status.StateCurrent numbering (1-17); never the OPC 30060 0-16 order.
 PACKML_STATES: dict[int, str] = {
     1: "Clearing", 2: "Stopped", 3: "Starting", 4: "Idle", 5: "Suspended", 6: "Execute", 7: "Stopping",
     8: "Aborting", 9: "Aborted", 10: "Holding", 11: "Held", 12: "Unholding", 13: "Suspending",
     14: "Unsuspending", 15: "Resetting", 16: "Completing", 17: "Complete",
-}  # fmt: skip
-
-# DESIGN.md section 4: base codes; a code base..base+9999 is a sub-code of base.
-STOP_CATALOGUE: dict[int, str] = {
-    10000: "running at full speed", 20000: "running slower", 30000: "unknown", 40000: "unspecified stop",
-    50000: "microstop", 60000: "inlet jam", 70000: "outlet jam", 80000: "congestion", 90000: "material issue",
-    100000: "changeover", 110000: "cleaning", 120000: "emptying", 130000: "setup",
-    140000: "operator absent", 150000: "break", 160000: "no shift", 170000: "no order",
-    180000: "equipment failure", 190000: "external failure", 200000: "interference",
-    210000: "preventive maintenance", 220000: "technical other",
 }  # fmt: skip
 
 RESERVED_TAGS = {
@@ -82,15 +67,6 @@ MachineKind = Literal[
 ]  # fmt: skip
 
 
-def _stop_code(value: int) -> int:
-    if (value // 10000) * 10000 not in STOP_CATALOGUE or value < 40000:
-        raise ValueError(f"{value} is not a stop code (40000..229999, DESIGN.md section 4)")
-    return value
-
-
-StopCode = Annotated[int, AfterValidator(_stop_code)]
-
-
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -105,77 +81,6 @@ class Band(_Model):
     def _ordered(self) -> Band:
         if self.max < self.min:
             raise ValueError(f"max {self.max} is below min {self.min}")
-        return self
-
-
-class Break(_Model):
-    """A planned break inside a shift, in local time."""
-
-    start: HHMM
-    minutes: float = Field(gt=0, le=240)
-    code: StopCode = 150000
-
-
-class Shift(_Model):
-    """A shift: local start time, length and the ISO weekdays (1 = Monday) it runs on."""
-
-    name: str = Field(min_length=1)
-    start: HHMM
-    hours: float = Field(gt=0, le=24)
-    days: list[Annotated[int, Field(ge=1, le=7)]] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
-    breaks: list[Break] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _breaks_inside(self) -> Shift:
-        begin = _minutes(self.start)
-        for i, brk in enumerate(self.breaks):
-            offset = (_minutes(brk.start) - begin) % 1440
-            if offset + brk.minutes > self.hours * 60:
-                raise ValueError(
-                    f"breaks[{i}].start: {brk.start!r} + {brk.minutes} min lies outside the shift"
-                )
-        return self
-
-
-class NoShiftPeriod(_Model):
-    """Whole local days without production (holidays, shutdowns), inclusive."""
-
-    name: str = Field(min_length=1)
-    first_day: date
-    last_day: date
-    code: StopCode = 160000
-
-    @model_validator(mode="after")
-    def _ordered(self) -> NoShiftPeriod:
-        if self.last_day < self.first_day:
-            raise ValueError(f"last_day {self.last_day} is before first_day {self.first_day}")
-        return self
-
-
-class Calendar(_Model):
-    """The shift calendar of a site: shifts, breaks inside them, and no-shift periods; outside shifts is code 160000."""
-
-    shifts: list[Shift] = Field(min_length=1)
-    no_shift: list[NoShiftPeriod] = Field(default_factory=list)
-
-
-class StateClasses(_Model):
-    """Which base stop codes are planned (excluded), availability loss or performance loss at a site."""
-
-    planned: list[int]
-    availability_loss: list[int]
-    performance_loss: list[int]
-
-    @model_validator(mode="after")
-    def _disjoint_catalogue(self) -> StateClasses:
-        seen: dict[int, str] = {}
-        for name in ("planned", "availability_loss", "performance_loss"):
-            for i, code in enumerate(getattr(self, name)):
-                if code not in STOP_CATALOGUE or code < 20000:
-                    raise ValueError(f"{name}[{i}]: {code} is not a base stop code of DESIGN.md section 4")
-                if code in seen:
-                    raise ValueError(f"{name}[{i}]: {code} is already listed under {seen[code]}")
-                seen[code] = name
         return self
 
 
@@ -358,9 +263,13 @@ class Scenario(_Model):
         _unique_ids([site.id for site in self.sites], "sites")
         return self
 
+    def machines(self) -> list[MachineRef]:
+        """Every machine of the scenario, in scenario order."""
+        return [MachineRef(s.id, ln.id, m.id) for s in self.sites for ln in s.lines for m in ln.machines]
+
     def machine_paths(self) -> list[str]:
         """Every machine as `site/line/machine`, in scenario order."""
-        return [f"{s.id}/{ln.id}/{m.id}" for s in self.sites for ln in s.lines for m in ln.machines]
+        return [str(ref) for ref in self.machines()]
 
     def subset(self, paths: list[str]) -> Scenario:
         """A scenario holding only the given `site/line/machine` paths (for tests and focused demos)."""
@@ -383,11 +292,6 @@ def _unique_ids(ids: list[str], where: str) -> None:
     for i, value in enumerate(ids):
         if value in ids[:i]:
             raise ValueError(f"{where}[{i}].id: {value!r} is not unique")
-
-
-def _minutes(hhmm: str) -> int:
-    t = time.fromisoformat(hhmm)
-    return t.hour * 60 + t.minute
 
 
 def format_validation_error(exc: ValidationError) -> list[str]:

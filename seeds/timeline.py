@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 from pydantic import Field, field_validator, model_validator
 
-from zhizao.seeds.model import PACKML_STATES, _Model, _stop_code
+from zhizao.broker.contract.hierarchy import MachineRef
+from zhizao.broker.contract.states import validate_stop_code
+from zhizao.seeds.model import PACKML_STATES, _Model
 
 __all__ = ["Timeline", "TimelineSegment"]
 
@@ -29,7 +29,7 @@ class TimelineSegment(_Model):
                 raise ValueError(f"stop_reason: {self.stop_reason} must be 0 while executing (state 6)")
         else:
             try:
-                _stop_code(self.stop_reason)
+                validate_stop_code(self.stop_reason)
             except ValueError as exc:
                 raise ValueError(f"stop_reason: {exc} (required when state is {self.state})") from None
             if self.produced:
@@ -54,8 +54,7 @@ class Timeline(_Model):
     @classmethod
     def _paths(cls, value: list[str]) -> list[str]:
         for i, path in enumerate(value):
-            if not re.fullmatch(r"[a-z0-9][a-z0-9-]*/[a-z0-9][a-z0-9-]*/[a-z0-9][a-z0-9-]*", path):
-                raise ValueError(f"[{i}]: {path!r} is not a site/line/machine path")
+            MachineRef.parse(path, f"[{i}]")
         return value
 
     @property

@@ -127,8 +127,10 @@ def demo(data_dir: Path, scenario_path: Path | None, speed: float, seed: int, ap
          duration: float | None) -> None:  # fmt: skip
     """Run the simulated cluster, one edge agent per line, a broker, the cloud and its database."""
     from zhizao.cloud.auth import create_token
+    from zhizao.cloud.seed import seed_database
     from zhizao.cloud.service import CloudService
     from zhizao.cloud.settings import CloudSettings
+    from zhizao.cloud.storage.migrate import apply_migrations
     from zhizao.edge.bootstrap import write_agent_configs
     from zhizao.seeds import load_scenario
 
@@ -149,7 +151,9 @@ def demo(data_dir: Path, scenario_path: Path | None, speed: float, seed: int, ap
 
         settings = CloudSettings.from_env(database_url=database_url, mqtt_url=mqtt_url, data_dir=data_dir,
                                           api_port=api_port)  # fmt: skip
-        _say("3/6", "cloud: migrations, Sparkplug host, ingest, API")
+        _say("3/6", "cloud: migrations, seeding the scenario, Sparkplug host, ingest, API")
+        apply_migrations(database_url, horizons=settings.horizons())
+        seed_database(database_url, scenario)  # what `zhizao cloud seed FILE` does
         service = CloudService(settings)
         api_url = service.start_in_thread(timeout=120)
         stack.callback(service.stop)

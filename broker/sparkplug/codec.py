@@ -15,11 +15,11 @@ import numpy as np
 import numpy.typing as npt
 from google.protobuf.message import DecodeError
 
+from zhizao.broker.contract.quality import QUALITY_GOOD
 from zhizao.broker.sparkplug import sparkplug_b_pb2 as pb
 from zhizao.broker.sparkplug import wire
 from zhizao.broker.sparkplug.datatypes import INT_TYPES, LONG_TYPES, SIGNED_BITS, TEXT_TYPES, DataType
 
-QUALITY_GOOD = 192
 _QUALITY = "Quality"
 _U32 = 0xFFFFFFFF
 _U64 = 0xFFFFFFFFFFFFFFFF

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-NAMESPACE = "spBv1.0"
+from zhizao.broker.contract import ids
+from zhizao.broker.contract.hierarchy import MachineRef
 
-_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+NAMESPACE = "spBv1.0"
 
 
 class TopicError(ValueError):
@@ -33,10 +33,11 @@ DEVICE_TYPES = frozenset({MessageType.DBIRTH, MessageType.DDEATH, MessageType.DD
 
 
 def validate_id(field: str, value: str) -> str:
-    """Return `value` if it is a valid zhizao id (lowercase `[a-z0-9-]`), else raise TopicError naming the field."""
-    if not isinstance(value, str) or not _ID.match(value):
-        raise TopicError(f"{field}: {value!r} is not a valid id (lowercase letters, digits and '-', 1-64 chars)")
-    return value
+    """Return `value` if it follows the contract's id rule, else raise TopicError naming the field and value."""
+    try:
+        return ids.validate_id(field, value)
+    except ids.IdError as exc:
+        raise TopicError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,15 @@ class Topic:
     def __post_init__(self) -> None:
         if (self.type in DEVICE_TYPES) != (self.device is not None):
             raise TopicError(f"{self.type}: device id {'required' if self.device is None else 'not allowed'}")
+        validate_id("group_id", self.group)
+        validate_id("edge_node_id", self.edge)
+        if self.device is not None:
+            validate_id("device_id", self.device)
+
+    @property
+    def machine(self) -> MachineRef | None:
+        """The machine a device-level topic is about (None for node-level topics)."""
+        return None if self.device is None else MachineRef(self.group, self.edge, self.device)
 
     def __str__(self) -> str:
         base = f"{NAMESPACE}/{self.group}/{self.type.value}/{self.edge}"
@@ -73,7 +83,10 @@ class Topic:
         for level in parts[1:]:
             if not level or any(c in level for c in "+#"):
                 raise TopicError(f"topic {text!r}: empty level or wildcard character")
-        return Topic(parts[1], mtype, parts[3], parts[4] if len(parts) == 5 else None)
+        try:
+            return Topic(parts[1], mtype, parts[3], parts[4] if len(parts) == 5 else None)
+        except TopicError as exc:
+            raise TopicError(f"topic {text!r}: {exc}") from None
 
 
 def node_topic(group: str, mtype: MessageType, edge: str) -> str:
@@ -84,6 +97,11 @@ def node_topic(group: str, mtype: MessageType, edge: str) -> str:
 def device_topic(group: str, mtype: MessageType, edge: str, device: str) -> str:
     """Topic of a device-level message (DBIRTH, DDEATH, DDATA, DCMD)."""
     return str(Topic(group, mtype, edge, device))
+
+
+def machine_topic(mtype: MessageType, machine: MachineRef) -> str:
+    """Topic of a device-level message about `machine` (group = site, edge node = its line, device = machine)."""
+    return device_topic(machine.site, mtype, machine.edge, machine.machine)
 
 
 def state_topic(host_id: str) -> str:

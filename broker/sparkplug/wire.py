@@ -14,6 +14,8 @@ import numba as nb
 import numpy as np
 import numpy.typing as npt
 
+from zhizao.broker.contract.quality import QUALITY_GOOD
+
 # Value kinds in `kind`.
 K_NONE, K_INT, K_LONG, K_FLOAT, K_DOUBLE, K_BOOL, K_STRING, K_COMPLEX = 0, 1, 2, 3, 4, 5, 6, 7
 
@@ -118,7 +120,7 @@ def scan(buf: npt.NDArray[np.uint8]) -> tuple[Any, ...]:
 
     status: number of metrics (>= 0) or -1 for malformed bytes. Per metric: alias, has_alias, datatype,
     ts (-1 when absent), flags (bit0 historical, bit1 null, bit2 properties the scan could not read), kind,
-    raw (uint64 bits of int/long/bool, or the float64 bits for float/double), quality (192 when absent),
+    raw (uint64 bits of int/long/bool, or the float64 bits for float/double), quality (QUALITY_GOOD when absent),
     name_off, name_len, str_off, str_len.
     """
     end = buf.shape[0]
@@ -130,7 +132,7 @@ def scan(buf: npt.NDArray[np.uint8]) -> tuple[Any, ...]:
     flags = np.zeros(cap, np.uint8)
     kind = np.zeros(cap, np.uint8)
     raw = np.zeros(cap, np.uint64)
-    quality = np.full(cap, 192, np.int16)
+    quality = np.full(cap, QUALITY_GOOD, np.int16)
     name_off = np.zeros(cap, np.int64)
     name_len = np.zeros(cap, np.int64)
     str_off = np.zeros(cap, np.int64)

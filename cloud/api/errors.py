@@ -64,7 +64,7 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body", "header")]
     field = ".".join(loc) or "request"
     value = _json_safe(first.get("input"))
-    message = f"{field}={value!r}: {first.get('msg', 'invalid')}"
+    message = f"{field}={value!r}: {str(first.get('msg', 'invalid')).removeprefix('Value error, ')}"
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more)"
     return JSONResponse(_body(400, message, field, value), 400)

@@ -25,6 +25,7 @@ class Line(BaseModel):
     site_id: str
     line_id: str
     edge_node_id: str
+    name: str | None = Field(default=None, description="display name (from `zhizao cloud seed`)")
     online: bool
     last_birth: datetime | None
     last_death: datetime | None
@@ -44,6 +45,8 @@ class Machine(BaseModel):
     machine_id: str
     edge_node_id: str
     line_id: str
+    name: str | None = Field(default=None, description="display name (from `zhizao cloud seed`)")
+    ideal_rate_per_min: float | None = Field(default=None, description="ideal rate from the seeded scenario")
     online: bool
     last_birth: datetime | None
     last_death: datetime | None

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from zhizao.cloud.api.deps import Conn, Scope, SiteScope
 from zhizao.cloud.api.errors import not_found
 from zhizao.cloud.api.models import Line, LineDetail, Machine, MachineDetail, Site, SiteDetail, Tag
+from zhizao.cloud.api.params import LineId, MachineId, SiteId
 
 router = APIRouter(prefix="/api/v1", tags=["assets"])
 
-_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
-SiteId = Annotated[str, Path(pattern=_ID, description="site id (Sparkplug group)")]
-LineId = Annotated[str, Path(pattern=_ID, description="line id = edge node id")]
-MachineId = Annotated[str, Path(pattern=_ID, description="machine id (Sparkplug device)")]
 
 _SITE_SQL = (
     "SELECT s.site_id, s.name, s.tz, s.first_seen, s.last_seen,"
@@ -26,13 +23,13 @@ _SITE_SQL = (
     " FROM sites s WHERE {scope}"
 )
 _LINE_SQL = (
-    "SELECT e.site_id, e.edge_node_id AS line_id, e.edge_node_id, e.online, e.last_birth, e.last_death,"
+    "SELECT e.site_id, e.edge_node_id AS line_id, e.edge_node_id, e.name, e.online, e.last_birth, e.last_death,"
     " coalesce((SELECT array_agg(m.machine_id ORDER BY m.machine_id) FROM machines m"
     "           WHERE m.site_id = e.site_id AND m.edge_node_id = e.edge_node_id), '{{}}') AS machines"
     " FROM edge_nodes e WHERE {scope} AND e.site_id = %(site)s"
 )
 _MACHINE_SQL = (
-    "SELECT site_id, machine_id, edge_node_id, line_id, online, last_birth, last_death"
+    "SELECT site_id, machine_id, edge_node_id, line_id, name, ideal_rate_per_min, online, last_birth, last_death"
     " FROM machines WHERE {scope} AND site_id = %(site)s"
 )
 _TAG_SQL = (

@@ -1,4 +1,4 @@
-"""OEE routes: `/api/v1/oee`, `/api/v1/losses`, `/api/v1/states`, shift calendars and stop reasons.
+"""OEE routes: `/api/v1/oee`, `/api/v1/losses`, `/api/v1/states`, shift calendars, stop reasons, the state codes.
 
 Roll-ups to line, site and cluster sum planned time, run time and ideal output of the machines' windows
 (never averages of percentages). Every query is limited to the token's sites; other sites answer 404.
@@ -11,15 +11,19 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from zhizao.cloud.api.deps import Conn, Scope, SiteScope, require_role
+from zhizao.broker.contract import states
+from zhizao.broker.contract.calendar import Calendar, NoShiftPeriod, Shift, StateClasses
+from zhizao.broker.contract.ids import Id
+from zhizao.broker.contract.states import StopCode
+from zhizao.cloud.api.deps import Conn, Scope, SiteScope, get_principal, require_role
 from zhizao.cloud.api.errors import bad_request, not_found
+from zhizao.cloud.api.params import MachineId, SiteId, SiteQuery
 from zhizao.cloud.api.series import parse_time
 from zhizao.cloud.auth import Principal, Role
 from zhizao.cloud.oee import queries as q
-from zhizao.seeds.model import STOP_CATALOGUE, Calendar, NoShiftPeriod, Shift, StateClasses
 
 router = APIRouter(prefix="/api/v1", tags=["oee"])
 
@@ -27,9 +31,6 @@ ScopeKind = Literal["machine", "line", "site", "cluster"]
 WindowKind = Literal["hour", "shift", "day"]
 _MAX_RANGE = timedelta(days=400)
 _RECOMPUTE_WAIT_S = 30.0
-_FIRST_REASON = 50_000  # codes below are running, unknown or the unspecified stop itself
-SiteId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
-MachineId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 
 
 def _range(frm: str | None, to: str | None) -> tuple[datetime, datetime]:
@@ -73,8 +74,8 @@ async def _resolve(conn: Conn, scope: SiteScope, kind: str, site: str | None, id
 async def get_oee(
     conn: Conn, scope: Scope,
     scope_kind: Annotated[ScopeKind, Query(alias="scope")] = "cluster",
-    site: Annotated[str | None, Query()] = None,
-    ident: Annotated[str | None, Query(alias="id")] = None,
+    site: Annotated[Id | None, Query()] = None,
+    ident: Annotated[Id | None, Query(alias="id")] = None,
     window: Annotated[WindowKind, Query()] = "hour",
     frm: Annotated[str | None, Query(alias="from", description="epoch ms or ISO 8601 (default: to - 24 h)")] = None,
     to: Annotated[str | None, Query(description="epoch ms or ISO 8601 (default: now)")] = None,
@@ -102,8 +103,8 @@ async def get_oee(
 async def get_losses(
     conn: Conn, scope: Scope,
     scope_kind: Annotated[ScopeKind, Query(alias="scope")] = "cluster",
-    site: Annotated[str | None, Query()] = None,
-    ident: Annotated[str | None, Query(alias="id")] = None,
+    site: Annotated[Id | None, Query()] = None,
+    ident: Annotated[Id | None, Query(alias="id")] = None,
     frm: Annotated[str | None, Query(alias="from")] = None,
     to: Annotated[str | None, Query()] = None,
 ) -> dict[str, Any]:
@@ -125,7 +126,7 @@ async def get_losses(
         category = q.category_name(configs[r["site_id"]], code)
         if category in ("running", "reduced_speed"):
             continue
-        entry = pareto.setdefault(code, {"code": code, "category": category, "reason": q.code_name(code),
+        entry = pareto.setdefault(code, {"code": code, "category": category, "reason": states.state_name(code),
                                          "seconds": 0.0, "count": 0})
         entry["seconds"] += (r["end_ts"] - r["start_ts"]).total_seconds()
         entry["count"] += 1
@@ -136,8 +137,8 @@ async def get_losses(
 @router.get("/states", summary="State timeline of a machine")
 async def get_states(
     conn: Conn, scope: Scope,
-    site: Annotated[str, Query()],
-    machine: Annotated[str, Query()],
+    site: SiteQuery,
+    machine: Annotated[Id, Query()],
     frm: Annotated[str | None, Query(alias="from")] = None,
     to: Annotated[str | None, Query()] = None,
 ) -> list[dict[str, Any]]:
@@ -151,7 +152,7 @@ async def get_states(
     for r in rows:
         code = int(r["reason_code"] if r["reason_code"] is not None else r["code"])
         item = {"start": r["start_ts"].isoformat(), "end": r["end_ts"].isoformat(), "code": code,
-                "category": q.category_name(config, code), "reason": q.code_name(code),
+                "category": q.category_name(config, code), "reason": states.state_name(code),
                 "stop_start": r["stop_ts"].isoformat()}
         if r["reason_code"] is not None:
             item["original_code"] = int(r["code"])
@@ -165,7 +166,7 @@ class PlannedStopIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     start: datetime
     end: datetime
-    code: int = 210000
+    code: StopCode = states.PREVENTIVE_MAINTENANCE
     note: str = ""
 
     @field_validator("start", "end")
@@ -276,10 +277,22 @@ async def get_stop_reasons(site: SiteId, conn: Conn, scope: Scope) -> list[dict[
     await _resolve(conn, scope, "site", site, site)
     config = (await q.site_configs(conn, [site]))[site]
     return [
-        {"code": code, "name": name, "category": q.category_name(config, code)}
-        for code, name in sorted(STOP_CATALOGUE.items())
-        if code >= _FIRST_REASON
+        {"code": s.code, "name": s.name, "name_zh": s.name_zh, "category": q.category_name(config, s.code)}
+        for s in states.CATALOGUE.values()
+        if states.is_stop_reason(s.code)
     ]
+
+
+@router.get("/state-codes", summary="The state-code catalogue: base codes, names, default categories",
+            dependencies=[Depends(get_principal)])
+async def get_state_codes() -> dict[str, Any]:
+    """Every base code of DESIGN.md section 4 with its names and default category, and the category order."""
+    return {
+        "categories": [c.value for c in states.Category],
+        "min": states.MIN_STATE_CODE, "max": states.MAX_STATE_CODE,
+        "codes": [{"code": s.code, "name": s.name, "name_zh": s.name_zh, "category": s.category.value}
+                  for s in states.CATALOGUE.values()],
+    }  # fmt: skip
 
 
 class StopReasonIn(BaseModel):
@@ -300,15 +313,14 @@ async def post_stop_reason(
     """The stop must begin exactly at `start` (as /states reports it) and be an unspecified stop (40000-49999)."""
     await _resolve(conn, scope, "machine", site, machine)
     start = parse_time("start", body.start)
-    base = body.code // 10_000 * 10_000
-    if body.code < _FIRST_REASON or base not in STOP_CATALOGUE:
+    if not states.is_stop_reason(body.code):
         raise bad_request("code", body.code, "not a stop reason code (50000..229999, DESIGN.md section 4)")
     cur = await conn.execute("SELECT code FROM oee_state_changes WHERE site_id = %s AND machine_id = %s AND ts = %s",
                              [site, machine, start])
     row = await cur.fetchone()
     if row is None:
         raise not_found("stop", f"{site}/{machine}@{start.isoformat()}")
-    if not 40_000 <= int(row[0]) < 50_000:
+    if states.base_of(int(row[0])) != states.UNSPECIFIED_STOP:
         raise bad_request("start", body.start, f"the state that began then has code {row[0]}, not an unspecified stop")
     await conn.commit()  # the token check opened a transaction; our writes must be visible to the OEE worker
     async with conn.transaction():
@@ -326,4 +338,4 @@ async def post_stop_reason(
     await conn.commit()
     recomputed = await _recompute(request, site, machine, start)
     return {"site": site, "machine": machine, "start": start.isoformat(), "code": body.code,
-            "reason": q.code_name(body.code), "recomputed": recomputed}
+            "reason": states.state_name(body.code), "recomputed": recomputed}

@@ -9,10 +9,12 @@ from fastapi import APIRouter, Query, Request, Response
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
+from zhizao.broker.contract.ids import Id
 from zhizao.broker.sparkplug.datatypes import TEXT_TYPES
 from zhizao.cloud.api.deps import Conn, Scope, SiteScope
 from zhizao.cloud.api.errors import bad_request, not_found
 from zhizao.cloud.api.models import LatestValue, Series
+from zhizao.cloud.api.params import SiteQuery
 from zhizao.cloud.api.series import Cursor, SeriesQuery, from_ms, parse_aggs, parse_bucket, parse_time, to_ms
 from zhizao.cloud.settings import CloudSettings
 
@@ -65,9 +67,9 @@ async def get_series(
     conn: Conn,
     scope: Scope,
     tag_id: Annotated[int | None, Query(description="tag id (or give site + machine/edge_node + name)")] = None,
-    site: Annotated[str | None, Query(max_length=100)] = None,
-    machine: Annotated[str | None, Query(max_length=100)] = None,
-    edge_node: Annotated[str | None, Query(max_length=100)] = None,
+    site: Annotated[Id | None, Query()] = None,
+    machine: Annotated[Id | None, Query()] = None,
+    edge_node: Annotated[Id | None, Query()] = None,
     name: Annotated[str | None, Query(max_length=200, description="tag name, e.g. Temperature/Spindle")] = None,
     start: Annotated[str | None, Query(description="epoch ms or ISO 8601; default end - 1 h")] = None,
     end: Annotated[str | None, Query(description="epoch ms or ISO 8601, exclusive; default now")] = None,
@@ -149,9 +151,9 @@ async def _machine_exists(conn: AsyncConnection[Any], scope: SiteScope, site: st
 async def get_latest(
     conn: Conn,
     scope: Scope,
-    site: Annotated[str, Query(max_length=100)],
-    machine: Annotated[str | None, Query(max_length=100)] = None,
-    edge_node: Annotated[str | None, Query(max_length=100)] = None,
+    site: SiteQuery,
+    machine: Annotated[Id | None, Query()] = None,
+    edge_node: Annotated[Id | None, Query()] = None,
 ) -> list[dict[str, Any]]:
     """Latest live value of every tag (that has one) of a site, a machine, or an edge node."""
     where = "t.site_id = %(site)s"

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from psycopg.rows import dict_row
 
+from zhizao.broker.contract.ids import Id
 from zhizao.cloud.api.deps import Caller, Conn, Pool, Scope, require_role
 from zhizao.cloud.api.errors import ApiError, bad_request, not_found
 from zhizao.cloud.api.models import EdgeNode, Health, TokenCreate, TokenCreated
@@ -61,7 +62,7 @@ async def metrics(_: Caller) -> Response:
 @router.get("/api/v1/edge-nodes", response_model=list[EdgeNode], tags=["status"],
             summary="Edge agents: online state, last birth, outbox depth, samples/s")
 async def edge_nodes(
-    conn: Conn, scope: Scope, site: Annotated[str | None, Query(max_length=100)] = None
+    conn: Conn, scope: Scope, site: Annotated[Id | None, Query()] = None
 ) -> list[dict[str, Any]]:
     """Every edge node in the token's sites (or one site)."""
     where = ""

@@ -10,21 +10,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from zhizao.analytics import Category, OeeConfig, calendar_windows
-from zhizao.seeds.calendar import CalendarClock
-from zhizao.seeds.model import Calendar, Shift, StateClasses
+from zhizao.broker.contract import states
+from zhizao.broker.contract.calendar import Calendar, CalendarClock, Shift, StateClasses, minutes_of
 
 I64 = NDArray[np.int64]
 WINDOW_KINDS = ("hour", "shift", "day")
 DAY_MS = 86_400_000
 
-# Availability-loss category of a 10000-range when a site lists it as availability loss but the analytics
-# default would not count it as a stop (e.g. preventive maintenance, which is planned by default).
-_STOP_OF_RANGE: dict[int, Category] = {
-    4: Category.UNSPECIFIED, 5: Category.UNSPECIFIED, **{r: Category.MATERIAL for r in range(6, 10)},
-    **{r: Category.SETUP for r in range(10, 14)}, 14: Category.OPERATOR, 15: Category.OPERATOR,
-    16: Category.UNSPECIFIED, 17: Category.UNSPECIFIED, **{r: Category.FAILURE for r in range(18, 23)},
-}  # fmt: skip
-_STOPS = {Category.FAILURE, Category.SETUP, Category.MATERIAL, Category.OPERATOR, Category.UNSPECIFIED}
+_STOPS = {Category[c.name] for c in states.STOP_CATEGORIES}
 
 
 def all_day_calendar() -> Calendar:
@@ -45,9 +38,10 @@ def oee_config(classes: StateClasses | None) -> OeeConfig:
     for code in classes.planned:
         ranges[code // 10_000] = Category.PLANNED
     for code in classes.availability_loss:
+        # A code the defaults do not count as a stop (e.g. preventive maintenance) becomes its kind of stop.
         r = code // 10_000
         if ranges[r] not in _STOPS:
-            ranges[r] = _STOP_OF_RANGE.get(r, Category.UNSPECIFIED)
+            ranges[r] = Category[states.CATALOGUE[code].as_stop.name]
     for code in classes.performance_loss:
         r = code // 10_000
         ranges[r] = Category.REDUCED_SPEED if r <= 2 else Category.MICROSTOP
@@ -99,9 +93,9 @@ class SiteCalendar:
         holes: list[tuple[int, int]] = [(p.start_ms, p.end_ms) for p in self.planned_stops]
         for s, e, shift in self.shifts(lo, hi):
             work.append((s, e))
-            begin = int(shift.start[:2]) * 60 + int(shift.start[3:])
+            begin = minutes_of(shift.start)
             for brk in shift.breaks:
-                offset = (int(brk.start[:2]) * 60 + int(brk.start[3:]) - begin) % 1440
+                offset = (minutes_of(brk.start) - begin) % 1440
                 b0 = s + offset * 60_000
                 holes.append((b0, b0 + round(brk.minutes * 60_000)))
         pieces = _subtract(_union(work), _union(holes))

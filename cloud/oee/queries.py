@@ -10,9 +10,9 @@ from psycopg import AsyncConnection
 from pydantic import ValidationError
 
 from zhizao.analytics import Category, OeeConfig
+from zhizao.broker.contract.calendar import StateClasses
 from zhizao.cloud.oee.calendar import oee_config
 from zhizao.cloud.oee.engine import SUM_FIELDS
-from zhizao.seeds.model import STOP_CATALOGUE, StateClasses
 
 AConn = AsyncConnection[Any]
 # Every additive column of oee_windows summed (flags are OR-ed separately: bit_or(flags)).
@@ -91,11 +91,6 @@ async def site_configs(conn: AConn, sites: list[str]) -> dict[str, OeeConfig]:
         with contextlib.suppress(ValidationError):
             out[site] = oee_config(StateClasses.model_validate(classes) if classes is not None else None)
     return out
-
-
-def code_name(code: int) -> str:
-    """The catalogue name of a state code's base (DESIGN.md section 4)."""
-    return STOP_CATALOGUE.get(code // 10_000 * 10_000, "unknown")
 
 
 _TIMELINE = """

@@ -24,13 +24,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from zhizao.analytics import Category
+from zhizao.broker.contract.states import MAX_STATE_CODE, UNKNOWN
 from zhizao.cloud.live import LiveHub
 from zhizao.cloud.oee import store
 from zhizao.cloud.oee.calendar import DAY_MS, SiteCalendar
 from zhizao.cloud.oee.engine import FLAGS, SUM_FIELDS, MachineState, compute_atoms, ratios
 from zhizao.cloud.oee.queries import SUMS_SQL, ratios_of
 from zhizao.cloud.storage.db import StorageError, make_pool, translate_errors
-from zhizao.seeds.model import Scenario
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,11 @@ __all__ = ["OeeService"]
 _NEVER = -(2**62)  # MachineState.horizon before any sample
 _SIGNALS = ("state", "total", "good", "rate")  # the roles OEE is computed from
 _Batch = tuple[NDArray[np.int32], NDArray[np.int64], NDArray[np.float64]]
+
+
+def _state_codes(values: NDArray[np.float64]) -> NDArray[np.int64]:
+    """State samples as codes; values outside 0..229999 read as unknown (30000)."""
+    return np.where((values >= 0) & (values < MAX_STATE_CODE), values, UNKNOWN).astype(np.int64)
 
 
 class Done(threading.Event):
@@ -58,14 +63,12 @@ class OeeService:
         conninfo: str,
         live: LiveHub | None = None,
         *,
-        scenario: Scenario | None = None,
         tick_s: float = 0.5,
         oee_event_every_s: float = 1.0,
         max_queued_batches: int = 10_000,
     ) -> None:
         self.conninfo = conninfo
         self.live = live
-        self.scenario = scenario
         self.tick_s = tick_s
         self.oee_event_every_s = oee_event_every_s
         self._queue: queue.Queue[_Batch] = queue.Queue(max_queued_batches)
@@ -92,13 +95,10 @@ class OeeService:
     # -- lifecycle ---------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Connect, store the seeds' calendars for sites without one, start the worker."""
+        """Connect and start the worker."""
         if self._thread is not None:
             return
         self._pool = make_pool(self.conninfo, min_size=1, max_size=2, name="zhizao-oee")
-        if self.scenario is not None:
-            with translate_errors(), self._pool.connection() as conn:
-                store.seed_site_configs(conn, self.scenario)
         self._thread = threading.Thread(target=self._run, name="zhizao-oee", daemon=True)
         self._thread.start()
         log.warning("oee service started (tick %.2f s)", self.tick_s)
@@ -255,7 +255,7 @@ class OeeService:
         lates = []
         if "state" in group:
             t, v = group["state"]
-            c = np.where((v >= 0) & (v < 230_000), v, 30_000).astype(np.int64)
+            c = _state_codes(v)
             kept_t, kept_c, late = m.append_states(t, c)
             lates.append(late)
             for ts_, code in zip(kept_t.tolist(), kept_c.tolist(), strict=True):
@@ -288,7 +288,7 @@ class OeeService:
         hist = store.load_history(conn, m.site, m.machine, x, x - DAY_MS)
         fresh = MachineState(m.site, m.line, m.machine)
         st_t, st_v = hist["state"]
-        fresh.append_states(st_t, np.where((st_v >= 0) & (st_v < 230_000), st_v, 30_000).astype(np.int64))
+        fresh.append_states(st_t, _state_codes(st_v))
         # The timeline's state changes follow the stored samples: a machine's first batch (already in the
         # samples loaded here) and replayed or late samples reach `oee_state_changes` this way.
         store.replace_state_changes(conn, m.site, m.machine, fresh.st_t.tolist(), fresh.st_c.tolist())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -11,9 +10,9 @@ import numpy as np
 import psycopg
 from pydantic import ValidationError
 
+from zhizao.broker.contract.calendar import Calendar, StateClasses
 from zhizao.cloud.oee.calendar import PlannedStop, SiteCalendar, all_day_calendar
 from zhizao.cloud.oee.engine import F64, I64, SUM_FIELDS
-from zhizao.seeds.model import Calendar, Scenario, StateClasses
 
 Conn = psycopg.Connection[Any]
 
@@ -54,17 +53,6 @@ def lookup_tags(conn: Conn, tag_ids: list[int]) -> dict[int, TagInfo | None]:
         if machine is not None:
             out[int(tag_id)] = TagInfo(site, line, machine, ROLES.get(name, "other"))
     return out
-
-
-def seed_site_configs(conn: Conn, scenario: Scenario) -> None:
-    """Store the seeds' calendars and state classes for sites that have no row yet (edits are kept)."""
-    for site in scenario.sites:
-        conn.execute(
-            "INSERT INTO oee_site_config (site_id, tz, calendar, state_classes, source) VALUES (%s, %s, %s, %s, 'seeds')"
-            " ON CONFLICT (site_id) DO NOTHING",
-            [site.id, site.timezone, json.dumps(site.calendar.model_dump(mode="json")),
-             json.dumps(site.state_classes.model_dump(mode="json"))],
-        )
 
 
 def load_site(conn: Conn, site: str) -> SiteCalendar:

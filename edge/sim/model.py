@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from zhizao.broker.contract.calendar import CalendarClock
+from zhizao.broker.contract.states import UNSPECIFIED_STOP
 from zhizao.edge.sim.faults import ABORTED, HELD, SUSPENDED, Faults, StopEvents
 from zhizao.edge.sim.nodes import (
     T_DEFECTIVE,
@@ -28,7 +30,6 @@ from zhizao.edge.sim.nodes import (
     build_node_table,
 )
 from zhizao.edge.sim.timeline import Script, TimelineError
-from zhizao.seeds.calendar import CalendarClock
 from zhizao.seeds.model import Scenario
 from zhizao.seeds.timeline import Timeline
 
@@ -38,7 +39,7 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 STOPPED, IDLE, EXECUTE = 2, 4, 6
-COMMANDED_STOP = 40000  # unspecified stop: an operator pressed Stop
+COMMANDED_STOP = UNSPECIFIED_STOP  # an operator pressed Stop
 MICROSTOP = 50000
 MAX_SPEED_FACTOR = 1.5  # MachSpeed is clamped to [0, 1.5 x ideal rate]
 

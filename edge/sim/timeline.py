@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from zhizao.broker.contract.states import NO_SHIFT
 from zhizao.seeds.timeline import Timeline
 
 END_STATE = 2  # Stopped
-END_REASON = 160000  # no shift: the script is over
+END_REASON = NO_SHIFT  # the script is over
 
 
 class TimelineError(ValueError):

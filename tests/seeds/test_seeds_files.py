@@ -8,8 +8,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from zhizao.broker.contract.calendar import CalendarClock
 from zhizao.seeds import SEEDS_DIR, ScenarioError, load_scenario, load_timeline
-from zhizao.seeds.calendar import CalendarClock
 from zhizao.seeds.cli import seeds
 from zhizao.seeds.model import Scenario
 
@@ -62,7 +62,7 @@ def test_invalid_scenario_names_path_and_value(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("patch", "message"),
     [
-        ({"sites": [{"id": "Bad_Id"}]}, "sites[0].id: 'Bad_Id' String should match pattern"),
+        ({"sites": [{"id": "Bad_Id"}]}, "sites[0].id: 'Bad_Id' not a valid id (lowercase letters, digits and '-'"),
         (
             {"sites": [{"timezone": "Mars/Olympus"}]},
             "sites[0].timezone: 'Mars/Olympus' is not an IANA time zone",

@@ -15,10 +15,10 @@ import pytest
 
 from zhizao.analytics import OeeResult, reference_fleet_oee
 from zhizao.analytics.oee import kernel as k
+from zhizao.broker.contract.calendar import Calendar, StateClasses
 from zhizao.cloud.oee.calendar import WINDOW_KINDS, PlannedStop, SiteCalendar
 from zhizao.cloud.oee.store import dt
 from zhizao.cloud.storage import apply_migrations
-from zhizao.seeds.model import Calendar, StateClasses
 
 if TYPE_CHECKING:
     from zhizao.cloud.service import CloudService

@@ -1,4 +1,4 @@
-"""`GET /api/v1/me` (the caller's own role and sites) and `GET /api/v1/sites/{site}/stop-reasons`."""
+"""`GET /api/v1/me`, `GET /api/v1/sites/{site}/stop-reasons`, `GET /api/v1/state-codes`, and bad ids on every route."""
 
 from __future__ import annotations
 
@@ -70,3 +70,36 @@ def test_stop_reasons_outside_the_tokens_sites_are_404(client: TestClient, token
     bad = client.get("/api/v1/sites/Not_A_Site/stop-reasons", headers=bearer(tokens.admin_all))
     assert bad.status_code == 400 and "site" in bad.json()["error"]["message"]
     assert client.get("/api/v1/sites/site-a/stop-reasons").status_code == 401
+
+
+def test_state_codes_are_the_contract_catalogue(client: TestClient, tokens: Tokens) -> None:
+    r = client.get("/api/v1/state-codes", headers=bearer(tokens.viewer_a))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["categories"][:3] == ["running", "reduced_speed", "microstop"] and len(body["categories"]) == 10
+    assert (body["min"], body["max"]) == (10000, 230000)
+    codes = {c["code"]: c for c in body["codes"]}
+    assert sorted(codes) == list(range(10000, 230000, 10000))
+    assert codes[180000] == {"code": 180000, "name": "equipment failure", "name_zh": "设备故障", "category": "failure"}
+    assert codes[150000]["category"] == "planned"
+    assert client.get("/api/v1/state-codes").status_code == 401
+
+
+def test_every_route_refuses_a_bad_id_alike(client: TestClient, tokens: Tokens) -> None:
+    auth = bearer(tokens.admin_all)
+    for path, params in [
+        ("/api/v1/sites/Site_A", {}),  # assets
+        ("/api/v1/sites/Site_A/lines", {}),
+        ("/api/v1/sites/Site_A/calendar", {}),  # OEE
+        ("/api/v1/sites/Site_A/stop-reasons", {}),
+        ("/api/v1/states", {"site": "Site_A", "machine": "m1"}),
+        ("/api/v1/latest", {"site": "Site_A"}),  # series
+        ("/api/v1/edge-nodes", {"site": "Site_A"}),  # status
+    ]:
+        r = client.get(path, params=params, headers=auth)
+        assert r.status_code == 400, (path, r.text)
+        error = r.json()["error"]
+        assert (error["field"], error["value"]) == ("site", "Site_A"), path
+        assert error["message"].startswith("site='Site_A': not a valid id (lowercase letters"), path
+    r = client.get("/api/v1/sites/site-a/machines/M-1", headers=auth)
+    assert r.status_code == 400 and r.json()["error"]["message"].startswith("machine='M-1': not a valid id")

@@ -1,28 +1,41 @@
-// Numbers, times and state codes for display.
+// Numbers, times and state codes for display; the state catalogue comes from the API (GET state-codes).
+import { get } from "./api.js";
 import { currentLang, t } from "./i18n.js";
 
-// Category order of analytics.oee.Category (events may carry the number or the name).
-export const CATEGORIES = ["running", "reduced_speed", "microstop", "failure", "setup", "material", "operator",
-  "unspecified", "unknown", "planned"];
-// Default role of each 10000-range of codes (DESIGN.md section 4), used when an event carries no category.
-const RANGE = { 1: 0, 2: 1, 3: 8, 4: 7, 5: 2, 6: 5, 7: 5, 8: 5, 9: 5, 10: 4, 11: 4, 12: 4, 13: 4, 14: 6, 15: 9,
-  16: 9, 17: 9, 18: 3, 19: 3, 20: 3, 21: 9, 22: 3 };
+// Category names in the order of analytics.oee.Category (events may carry the number or the name).
+export let CATEGORIES = [];
+let codes = new Map(); // base code -> { code, name, name_zh, category }
+let loading = null;
 
-/** A category name from a number, a name, or (missing) the code's range. */
+/** Fetch the state-code catalogue once per page load (again after a failure). */
+export function loadStates() {
+  loading ??= get("state-codes").then((body) => {
+    CATEGORIES = body.categories;
+    codes = new Map(body.codes.map((c) => [c.code, c]));
+  }).catch((err) => {
+    loading = null;
+    throw err;
+  });
+  return loading;
+}
+
+const entry = (code) => codes.get(Math.floor(code / 10000) * 10000);
+
+/** A category name from a number, a name, or (missing) the code's default category. */
 export function category(value, code) {
   if (typeof value === "number") return CATEGORIES[value] ?? "unknown";
   if (typeof value === "string" && value) return value.toLowerCase();
-  if (typeof code === "number") return CATEGORIES[RANGE[Math.floor(code / 10000)] ?? 8];
+  if (typeof code === "number") return entry(code)?.category ?? "unknown";
   return "unknown";
 }
 
 /** The state's name in the current language: its base code's name. */
 export function stateName(code) {
   if (code === null || code === undefined) return t("no.data");
-  const base = Math.floor(code / 10000) * 10000;
-  const key = `code.${base}`;
-  const name = t(key);
-  return name === key ? t("code.other", { code }) : name;
+  const e = entry(code);
+  if (!e) return t("code.other", { code });
+  if (currentLang() === "zh-CN") return e.name_zh;
+  return e.name.charAt(0).toUpperCase() + e.name.slice(1);
 }
 
 /** A fraction as a percentage ("74.8 %"), or an em dash. */

@@ -2,6 +2,7 @@
 import { ApiError, getToken, setToken } from "./api.js";
 import { disposeCharts } from "./charts.js";
 import { h } from "./dom.js";
+import { loadStates } from "./format.js";
 import { LANGS, currentLang, preferredLang, setLang, t, translate } from "./i18n.js";
 import * as live from "./live.js";
 import { calendar } from "./views/calendar.js";
@@ -77,6 +78,7 @@ async function render() {
   try {
     if (!found) throw new ApiError(404, t("not.found"));
     const [fn, ...args] = found;
+    await loadStates();
     await fn(ctx, ...args);
   } catch (err) {
     if (id !== page) return;

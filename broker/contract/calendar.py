@@ -1,17 +1,105 @@
-"""Shift calendars resolved at UTC instants: planned-stop codes (0 = working) and shift windows.
+"""Shift calendars (the domain model) and `CalendarClock`, which resolves one at UTC instants.
 
-Pure functions of a site's `Calendar`, shared by the simulator (edge) and OEE windows (cloud).
+A site's calendar: shifts with breaks in local time, and no-shift periods; outside every shift is code
+160000 (no shift). `StateClasses` says which base stop codes a site counts as planned, availability loss or
+performance loss. Pure functions of the model, shared by the simulator (edge) and OEE windows (cloud).
 """
 
 from __future__ import annotations
 
 import bisect
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated
 from zoneinfo import ZoneInfo
 
-from zhizao.seeds.model import Calendar
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-NO_SHIFT = 160000
+from zhizao.broker.contract.states import CATALOGUE, NO_SHIFT, SLOWER, StopCode
+
+__all__ = ["HHMM", "Break", "Calendar", "CalendarClock", "NoShiftPeriod", "Shift", "StateClasses", "minutes_of"]
+
+HHMM = Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Break(_Model):
+    """A planned break inside a shift, in local time."""
+
+    start: HHMM
+    minutes: float = Field(gt=0, le=240)
+    code: StopCode = 150000
+
+
+class Shift(_Model):
+    """A shift: local start time, length and the ISO weekdays (1 = Monday) it runs on."""
+
+    name: str = Field(min_length=1)
+    start: HHMM
+    hours: float = Field(gt=0, le=24)
+    days: list[Annotated[int, Field(ge=1, le=7)]] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
+    breaks: list[Break] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _breaks_inside(self) -> Shift:
+        begin = minutes_of(self.start)
+        for i, brk in enumerate(self.breaks):
+            offset = (minutes_of(brk.start) - begin) % 1440
+            if offset + brk.minutes > self.hours * 60:
+                raise ValueError(
+                    f"breaks[{i}].start: {brk.start!r} + {brk.minutes} min lies outside the shift"
+                )
+        return self
+
+
+class NoShiftPeriod(_Model):
+    """Whole local days without production (holidays, shutdowns), inclusive."""
+
+    name: str = Field(min_length=1)
+    first_day: date
+    last_day: date
+    code: StopCode = NO_SHIFT
+
+    @model_validator(mode="after")
+    def _ordered(self) -> NoShiftPeriod:
+        if self.last_day < self.first_day:
+            raise ValueError(f"last_day {self.last_day} is before first_day {self.first_day}")
+        return self
+
+
+class Calendar(_Model):
+    """The shift calendar of a site: shifts, breaks inside them, and no-shift periods; outside shifts is code 160000."""
+
+    shifts: list[Shift] = Field(min_length=1)
+    no_shift: list[NoShiftPeriod] = Field(default_factory=list)
+
+
+class StateClasses(_Model):
+    """Which base stop codes are planned (excluded), availability loss or performance loss at a site."""
+
+    planned: list[int]
+    availability_loss: list[int]
+    performance_loss: list[int]
+
+    @model_validator(mode="after")
+    def _disjoint_catalogue(self) -> StateClasses:
+        seen: dict[int, str] = {}
+        for name in ("planned", "availability_loss", "performance_loss"):
+            for i, code in enumerate(getattr(self, name)):
+                if code not in CATALOGUE or code < SLOWER:
+                    raise ValueError(f"{name}[{i}]: {code} is not a base stop code of DESIGN.md section 4")
+                if code in seen:
+                    raise ValueError(f"{name}[{i}]: {code} is already listed under {seen[code]}")
+                seen[code] = name
+        return self
+
+
+def minutes_of(hhmm: str) -> int:
+    """Minutes after local midnight of an `HH:MM` time."""
+    t = time.fromisoformat(hhmm)
+    return t.hour * 60 + t.minute
 
 
 class CalendarClock:
@@ -51,7 +139,7 @@ class CalendarClock:
         out = []
         for shift in self._cal.shifts:
             if day.isoweekday() in shift.days:
-                begin = _minutes(shift.start)
+                begin = minutes_of(shift.start)
                 out.append(
                     (shift.name, self._local_ms(day, begin), self._local_ms(day, begin + shift.hours * 60))
                 )
@@ -76,11 +164,11 @@ class CalendarClock:
             for shift in self._cal.shifts:
                 if start_day.isoweekday() not in shift.days:
                     continue
-                begin_min = _minutes(shift.start)
+                begin_min = minutes_of(shift.start)
                 begin = self._local_ms(start_day, begin_min)
                 out.append((begin, self._local_ms(start_day, begin_min + shift.hours * 60), 0))
                 for brk in shift.breaks:
-                    offset = (_minutes(brk.start) - begin_min) % 1440
+                    offset = (minutes_of(brk.start) - begin_min) % 1440
                     b0 = self._local_ms(start_day, begin_min + offset)
                     out.append((b0, self._local_ms(start_day, begin_min + offset + brk.minutes), brk.code))
         return out
@@ -106,8 +194,3 @@ class CalendarClock:
         codes = [self._slow_code(p, day, intervals) for p in bounds]
         # A sentinel far in the past keeps bisect in range for instants exactly at day0.
         return [-(2**62), *bounds], [codes[0], *codes]
-
-
-def _minutes(hhmm: str) -> int:
-    t = time.fromisoformat(hhmm)
-    return t.hour * 60 + t.minute
