@@ -14,7 +14,14 @@ from prometheus_client import Counter, Histogram
 from psycopg_pool import AsyncConnectionPool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from zhizao.cloud.api import routes_assets, routes_live, routes_oee, routes_series, routes_status
+from zhizao.cloud.api import (
+    routes_assets,
+    routes_live,
+    routes_oee,
+    routes_quarantine,
+    routes_series,
+    routes_status,
+)
 from zhizao.cloud.api.errors import install_error_handlers
 from zhizao.cloud.dashboard import router as dashboard_router
 from zhizao.cloud.live import LiveHub
@@ -163,6 +170,7 @@ def create_app(
     app.include_router(routes_series.router)
     app.include_router(routes_oee.router)
     app.include_router(routes_live.router)
+    app.include_router(routes_quarantine.router)
     app.include_router(dashboard_router)
 
     @app.middleware("http")

@@ -1,4 +1,5 @@
-"""One DB batch: sample arrays from many messages, text rows, dead letters, node health, acks to send."""
+"""One DB batch: sample arrays from many messages, text rows, samples held in quarantine, dead letters, node
+health, acks to send."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy.typing as npt
 
 from zhizao.broker.extensions import Ack
 from zhizao.cloud.host.session import NodeKey
+from zhizao.cloud.ingest.decode import Held
 
 # PostgreSQL binary COPY: timestamptz is int64 microseconds since 2000-01-01 UTC.
 _PG_EPOCH_MS = 946_684_800_000
@@ -75,6 +77,7 @@ class Batch:
     live: list[npt.NDArray[np.bool_]] = field(default_factory=list)
     text_rows: list[tuple[int, int, str, int, bool]] = field(default_factory=list)  # ts_ms, tag, text, q, live
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    held: list[tuple[int, Held]] = field(default_factory=list)  # (received_ms, refused samples of known tags)
     health: dict[NodeKey, NodeHealth] = field(default_factory=dict)
     acks: dict[NodeKey, Ack] = field(default_factory=dict)
     touched: set[NodeKey] = field(default_factory=set)
@@ -106,7 +109,8 @@ class Batch:
     def empty(self) -> bool:
         """Nothing to write and nothing to acknowledge."""
         return not (
-            self.samples or self.text_rows or self.dead_letters or self.health or self.acks or self.births
+            self.samples or self.text_rows or self.held or self.dead_letters or self.health or self.acks
+            or self.births
         )
 
     def columns(self) -> Columns:

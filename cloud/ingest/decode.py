@@ -1,4 +1,5 @@
-"""One DATA/BIRTH payload -> validated sample arrays (alias -> tag id per node) plus dead-letter verdicts."""
+"""One DATA/BIRTH payload -> validated sample arrays (alias -> tag id per node), the samples held in quarantine
+(known tag, refused value or time) and the verdicts behind them."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from zhizao.cloud.host.session import NodeSession
 
 # Earliest timestamp accepted: anything before 2000-01-01 is a clock that was never set.
 MIN_TS_MS = 946_684_800_000
+# Why a sample of a known tag is held in quarantine (index = the code stored with it).
+QUARANTINE_REASONS = ("non_finite", "future_timestamp", "bad_timestamp")
+_QUALITY_GOOD = 192
 
 # Node metrics that describe the edge node's own health (matched on a normalised name suffix, so
 # `Outbox/Depth`, `zhizao/OutboxDepth` or `outbox_depth` all work).
@@ -54,6 +58,22 @@ class Verdict:
     batch_id: int | None = None
     health: dict[str, float] = field(default_factory=dict)
     total: int = 0
+    held: Held | None = None  # refused samples of known tags, kept whole for re-ingest
+    unknown: int = 0  # samples whose alias or name the birth did not declare
+
+
+@dataclass(frozen=True)
+class Held:
+    """Refused samples of known tags (numeric and text), with the reason code of each (QUARANTINE_REASONS)."""
+
+    tag: npt.NDArray[np.int32]
+    ts_ms: npt.NDArray[np.int64]
+    value: npt.NDArray[np.float64]
+    null: npt.NDArray[np.bool_]
+    quality: npt.NDArray[np.int16]
+    live: npt.NDArray[np.bool_]
+    reason: npt.NDArray[np.int8]
+    text: tuple[str | None, ...]  # the text value per held sample (None for numeric ones)
 
 
 def _example(d: Decoded, mask: npt.NDArray[np.bool_], what: str) -> str:
@@ -121,19 +141,36 @@ def sort_samples(
     is_text = np.zeros(n, np.bool_)
     if d.text:
         is_text[list(d.text)] = True
-    if not allow_nan:
-        nonfinite = ~np.isfinite(d.value) & ~d.is_null & ~is_text & ~control & ~bad
-        if nonfinite.any():
+    null = d.is_null
+    reason = np.full(n, -1, np.int8)
+    nonfinite = ~np.isfinite(d.value) & ~d.is_null & ~is_text & ~control & ~bad
+    if nonfinite.any():
+        # A value the source itself marks as not good (an OPC UA Bad value arrives as NaN) is stored as what it
+        # is: no value, with its quality. Only a NaN/Inf that claims to be good is refused.
+        not_good = nonfinite & (d.quality != _QUALITY_GOOD)
+        if not_good.any():
+            null = null | not_good
+            nonfinite &= ~not_good
+        if not allow_nan and nonfinite.any():
             verdict_rejected["non_finite"] = _example(d, nonfinite, "NaN or Inf value")
+            reason[nonfinite] = 0
             bad |= nonfinite
     future = (d.ts_ms > now_ms + max_future_ms) & ~control & ~bad
     if future.any():
         verdict_rejected["future_timestamp"] = _example(d, future, f"more than {max_future_ms} ms ahead")
+        reason[future] = 1
         bad |= future
     old = (d.ts_ms < MIN_TS_MS) & ~control & ~bad
     if old.any():
         verdict_rejected["bad_timestamp"] = _example(d, old, "before 2000-01-01 or missing")
+        reason[old] = 2
         bad |= old
+    held: Held | None = None
+    hold = reason >= 0
+    if hold.any():
+        idx = np.flatnonzero(hold)
+        held = Held(tag[idx], d.ts_ms[idx], d.value[idx], null[idx], d.quality[idx], ~d.is_historical[idx],
+                    reason[idx], tuple(d.text.get(int(i)) for i in idx))  # fmt: skip
     keep = ~bad & ~control & ~is_text
     live = ~d.is_historical
     text_rows = [
@@ -145,7 +182,7 @@ def sort_samples(
         tag=tag[keep],
         ts_ms=d.ts_ms[keep],
         value=d.value[keep],
-        null=d.is_null[keep],
+        null=null[keep],
         quality=d.quality[keep],
         live=live[keep],
         text_rows=text_rows,
@@ -153,4 +190,6 @@ def sort_samples(
         batch_id=batch_id,
         health=health,
         total=n,
+        held=held,
+        unknown=int(unknown.sum()),
     )

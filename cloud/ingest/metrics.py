@@ -8,6 +8,9 @@ MESSAGES = Counter("zhizao_ingest_messages", "Sparkplug messages received, by ty
 SAMPLES_RECEIVED = Counter("zhizao_ingest_samples_received", "samples decoded from DATA messages")
 SAMPLES_STORED = Counter("zhizao_ingest_samples_stored", "samples newly stored (duplicates excluded)")
 DEAD_LETTERS = Counter("zhizao_ingest_dead_letters", "bad input sent to dead_letters, by reason", ["reason"])
+QUARANTINED = Counter(
+    "zhizao_ingest_quarantined", "refused samples of known tags kept in quarantine, by reason", ["reason"]
+)
 DROPPED = Counter("zhizao_ingest_dropped", "messages not processed (will be replayed), by reason", ["reason"])
 BATCHES = Counter("zhizao_ingest_batches", "DB batches committed")
 DB_ERRORS = Counter("zhizao_ingest_db_errors", "failed DB batch attempts, by kind", ["kind"])

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+import numpy as np
 from psycopg_pool import ConnectionPool
 
 from zhizao.broker.extensions import BATCH_METRIC, Ack
@@ -23,7 +24,7 @@ from zhizao.broker.sparkplug.topics import MessageType, Topic, TopicError
 from zhizao.cloud.host.session import NodeKey, NodeSession, SessionStore
 from zhizao.cloud.ingest import metrics, registry
 from zhizao.cloud.ingest.batch import Batch, DeadLetter, NodeHealth
-from zhizao.cloud.ingest.decode import health_field, is_control_metric, sort_samples
+from zhizao.cloud.ingest.decode import QUARANTINE_REASONS, health_field, is_control_metric, sort_samples
 from zhizao.cloud.ingest.settings import IngestSettings
 from zhizao.cloud.ingest.writer import DbWriter
 from zhizao.cloud.storage.db import StorageUnavailable, translate_errors
@@ -94,6 +95,7 @@ class Processor:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="zhizao-ingest-processor", daemon=True)
         self._batch = Batch()
+        self._held_logged: dict[tuple[NodeKey, str], float] = {}
         self._rebirth_wanted: dict[NodeKey, str] = {}
         self._next_timer_check = 0.0
         self._dl_tokens = float(settings.dead_letter_rows_per_s)
@@ -263,6 +265,13 @@ class Processor:
             DeadLetter(item.received_ms, item.topic, reason, detail, item.payload[:_DEAD_LETTER_PAYLOAD_MAX])
         )
 
+    def _note_held(self, key: NodeKey, reason: str, detail: str) -> None:
+        """Log samples going to quarantine, at most once a minute per node and reason."""
+        now = time.monotonic()
+        if now - self._held_logged.get((key, reason), float("-inf")) >= 60.0:
+            self._held_logged[(key, reason)] = now
+            log.warning("%s/%s: %s; kept in quarantine (GET /api/v1/quarantine)", key.site, key.edge, detail)
+
     def _want_rebirth(self, key: NodeKey, reason: str) -> None:
         self._rebirth_wanted.setdefault(key, reason)
 
@@ -409,11 +418,21 @@ class Processor:
             max_future_ms=int(self._s.max_future_s * 1000),
             allow_nan=self._s.allow_nan,
         )
-        for reason, detail in verdict.rejected.items():
-            self._dead_letter(item, reason, detail)
-            if reason == "unknown_alias":
-                self._want_rebirth(session.key, "unknown_alias")
         batch = self._batch
+        for reason, detail in verdict.rejected.items():
+            if reason == "unknown_alias":
+                # Not stored and not acknowledged: the edge keeps these samples and replays them after the
+                # rebirth this asks for, when their aliases are known.
+                self._dead_letter(item, reason, detail)
+                self._freeze(session.key, "unknown_alias", detail)
+            else:
+                self._note_held(session.key, reason, detail)
+        if verdict.held is not None:
+            # Refused samples of known tags are kept whole in quarantine, in the same transaction as the rest
+            # of the batch, so the ack after its commit never releases anything the cloud does not keep.
+            batch.held.append((item.received_ms, verdict.held))
+            for code, count in zip(*np.unique(verdict.held.reason, return_counts=True), strict=True):
+                metrics.QUARANTINED.labels(QUARANTINE_REASONS[int(code)]).inc(int(count))
         if birth:
             batch.add_birth_values(verdict.tag, verdict.ts_ms, verdict.value, verdict.null, verdict.quality)
         else:

@@ -23,6 +23,7 @@ from zhizao.broker.extensions import Ack
 from zhizao.cloud.host.session import NodeKey
 from zhizao.cloud.ingest import metrics
 from zhizao.cloud.ingest.batch import Batch
+from zhizao.cloud.ingest.decode import QUARANTINE_REASONS
 from zhizao.cloud.storage import plain
 from zhizao.cloud.storage.db import StorageError, StorageUnavailable, translate_errors
 
@@ -77,6 +78,20 @@ SELECT count(*) FROM ins"""
 
 def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _write_held(conn: psycopg.Connection[tuple[object, ...]], batch: Batch) -> None:
+    """Refused samples of known tags into `quarantine`, whole, in the batch's transaction (so the ack that
+    follows the commit covers them: the edge may delete them because the cloud keeps them)."""
+    with conn.cursor() as cur, cur.copy(
+        "COPY quarantine (received_at, tag_id, ts_ms, value, text_value, quality, live, reason) FROM STDIN"
+    ) as cp:
+        for received_ms, h in batch.held:
+            received = _dt(received_ms)
+            for i in range(len(h.tag)):
+                value = None if h.null[i] or h.text[i] is not None else float(h.value[i])
+                cp.write_row((received, int(h.tag[i]), int(h.ts_ms[i]), value, h.text[i], int(h.quality[i]),
+                              bool(h.live[i]), QUARANTINE_REASONS[int(h.reason[i])]))  # fmt: skip
 
 
 def _insert_numeric(
@@ -137,6 +152,8 @@ def write_batch(
                 conn.execute(
                     _LATEST_UPSERT, [latest.tag.tolist(), latest.ts_ms.tolist(), values, latest.quality.tolist()]
                 )
+        if batch.held:
+            _write_held(conn, batch)
         if batch.text_rows:
             conn.execute(_STAGE_TEXT_DDL)
             with conn.cursor() as cur:

@@ -146,6 +146,7 @@ class SpNode:
         historical: bool = False,
         seq: int | None = None,
         health: dict[int, float] | None = None,
+        quality: np.ndarray | None = None,
     ) -> bytes:
         aliases = np.array([self.alias[(device, int(m))] for m in metric], np.uint64)
         extra = [BirthMetric(BATCH_METRIC, DataType.Int64, self.batch if batch is None else batch)]
@@ -160,6 +161,7 @@ class SpNode:
             value.astype(np.float64),
             np.full(len(aliases), int(DataType.Double), np.uint32),
             historical=historical,
+            quality=None if quality is None else quality.astype(np.int16),
             extra=extra,
         )
 

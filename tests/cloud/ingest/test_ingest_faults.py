@@ -14,7 +14,8 @@ from tests.support.spnode import T0, SpNode, now_ms, wait_for
 from zhizao.broker.sparkplug.topics import MessageType, device_topic
 from zhizao.cloud.ingest.service import IngestService
 
-REASONS = ("not_protobuf", "unknown_alias", "non_finite", "future_timestamp", "oversize", "unknown_group", "bad_topic")
+REASONS = ("not_protobuf", "unknown_alias", "oversize", "unknown_group", "bad_topic")
+HELD = ("non_finite", "future_timestamp")
 
 
 def scalar(url: str, sql: str, *args: object) -> object:
@@ -27,12 +28,17 @@ def dead_letter_counter(reason: str) -> float:
     return REGISTRY.get_sample_value("zhizao_ingest_dead_letters_total", {"reason": reason}) or 0.0
 
 
-def test_each_kind_of_bad_input_is_dead_lettered_and_good_data_keeps_flowing(
+def quarantine_counter(reason: str) -> float:
+    return REGISTRY.get_sample_value("zhizao_ingest_quarantined_total", {"reason": reason}) or 0.0
+
+
+def test_each_kind_of_bad_input_is_dead_lettered_or_held_and_good_data_keeps_flowing(
     make_service: Callable[..., IngestService], fresh_database: str, mqtt_url: str, unique_id: str
 ) -> None:
     other = f"{unique_id}x"
     make_service(max_payload_bytes=4096, allowed_sites=frozenset({unique_id}), sites=(unique_id, other))
     before = {r: dead_letter_counter(r) for r in REASONS}
+    held_before = {r: quarantine_counter(r) for r in HELD}
     node = SpNode(mqtt_url, unique_id, "line-1", {"m1": 4})
     stranger = SpNode(mqtt_url, other, "line-1", {"m1": 4})
     try:
@@ -77,19 +83,30 @@ def test_each_kind_of_bad_input_is_dead_lettered_and_good_data_keeps_flowing(
             ) == good,
             what=f"all {good} good samples stored",
         )
-        wait_for(lambda: scalar(fresh_database, "SELECT count(*) FROM dead_letters") == 8,
-                 what="8 dead letters: one of every kind, two for the unknown group")
+        wait_for(lambda: scalar(fresh_database, "SELECT count(*) FROM dead_letters") == 6,
+                 what="6 dead letters: one of every kind, two for the unknown group")
         with psycopg.connect(fresh_database) as conn:
             rows = dict(conn.execute("SELECT reason, count(*) FROM dead_letters GROUP BY 1").fetchall())
             assert rows["not_protobuf"] == 1 and rows["unknown_alias"] == 1 and rows["oversize"] == 1
-            assert rows["non_finite"] == 1 and rows["future_timestamp"] == 1 and rows["bad_topic"] == 1
+            assert rows["bad_topic"] == 1
             assert rows["unknown_group"] == 2  # the stranger's NBIRTH and DBIRTH
             detail, payload = conn.execute(
-                "SELECT detail, payload FROM dead_letters WHERE reason = 'non_finite'"
+                "SELECT detail, payload FROM dead_letters WHERE reason = 'unknown_alias'"
             ).fetchone()  # type: ignore[misc]
-            assert "2 of" in detail and len(payload) > 0
+            assert "1 of" in detail and len(payload) > 0
+            # Refused samples of known tags are kept whole in quarantine, each with its own value and time.
+            held = conn.execute(
+                "SELECT reason, ts_ms, value FROM quarantine ORDER BY ts_ms, reason"
+            ).fetchall()
+        assert [(r, ts) for r, ts, _ in held] == [
+            ("non_finite", T0 + 10**7), ("non_finite", T0 + 10**7 + 1), ("future_timestamp", held[2][1]),
+        ]
+        assert held[2][1] > now_ms() + 3_600_000 and held[2][2] == 2.0
+        assert np.isnan(held[0][2]) and np.isinf(held[1][2])
         for reason in REASONS:
             assert dead_letter_counter(reason) - before[reason] == rows[reason], reason
+        assert quarantine_counter("non_finite") - held_before["non_finite"] == 2
+        assert quarantine_counter("future_timestamp") - held_before["future_timestamp"] == 1
     finally:
         node.close()
         stranger.close()
