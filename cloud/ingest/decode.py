@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from zhizao.broker.contract.quality import QUALITY_GOOD
 from zhizao.broker.extensions import BATCH_METRIC
 from zhizao.broker.sparkplug.codec import Decoded
 from zhizao.cloud.host.session import NodeSession
@@ -17,7 +18,6 @@ from zhizao.cloud.host.session import NodeSession
 MIN_TS_MS = 946_684_800_000
 # Why a sample of a known tag is held in quarantine (index = the code stored with it).
 QUARANTINE_REASONS = ("non_finite", "future_timestamp", "bad_timestamp")
-_QUALITY_GOOD = 192
 
 # Node metrics that describe the edge node's own health (matched on a normalised name suffix, so
 # `Outbox/Depth`, `zhizao/OutboxDepth` or `outbox_depth` all work).
@@ -147,7 +147,7 @@ def sort_samples(
     if nonfinite.any():
         # A value the source itself marks as not good (an OPC UA Bad value arrives as NaN) is stored as what it
         # is: no value, with its quality. Only a NaN/Inf that claims to be good is refused.
-        not_good = nonfinite & (d.quality != _QUALITY_GOOD)
+        not_good = nonfinite & (d.quality != QUALITY_GOOD)
         if not_good.any():
             null = null | not_good
             nonfinite &= ~not_good

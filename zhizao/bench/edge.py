@@ -26,6 +26,7 @@ import numpy as np
 
 from zhizao.bench.harness import Report, cpu_seconds, json_option, machine_line, times
 from zhizao.bench.procs import SITE, agent_config
+from zhizao.broker.contract.quality import QUALITY_GOOD
 from zhizao.broker.embedded import free_port
 
 
@@ -152,7 +153,7 @@ def _outbox_appends(work: Path, blocks: int, per_block: int) -> dict[str, float]
         rng.integers(0, 1000, per_block).astype(np.int32),
         np.arange(per_block, dtype=np.int64) + 1_700_000_000_000,
         rng.random(per_block),
-        np.full(per_block, 192, np.int16),
+        np.full(per_block, QUALITY_GOOD, np.int16),
     )
     box = Outbox(work / "outbox-bench", OutboxConfig(max_bytes=1 << 34, fsync_interval_s=1.0))
     t0 = time.perf_counter()

@@ -25,6 +25,7 @@ import numpy as np
 import psycopg
 
 from zhizao.bench.harness import Report, json_option, machine_line, times
+from zhizao.broker.contract.quality import QUALITY_GOOD
 from zhizao.broker.extensions import BATCH_METRIC
 from zhizao.broker.sparkplug.codec import BirthMetric, decode, encode_birth, encode_data
 from zhizao.broker.sparkplug.datatypes import DataType
@@ -127,7 +128,7 @@ def _baseline_rows(data: list[tuple[str, bytes]], count: int) -> list[tuple[date
     """The first `count` samples of the same DDATA stream as row tuples (built before the clock starts)."""
     ts, tags, values = _sample_arrays(data, count)
     return [
-        (datetime.fromtimestamp(t / 1000, UTC), tag, v, 192)
+        (datetime.fromtimestamp(t / 1000, UTC), tag, v, QUALITY_GOOD)
         for t, tag, v in zip(ts.tolist(), tags.tolist(), values.tolist(), strict=True)
     ]
 
@@ -145,7 +146,7 @@ def _server_floor(url: str, data: list[tuple[str, bytes]], count: int, sessions:
             conn.execute(f"CREATE UNLOGGED TABLE {table} (ts timestamptz, tag_id integer, value float8, quality smallint)")
             with conn.cursor() as cur, cur.copy(f"COPY {table} FROM STDIN") as cp:
                 for t, tag, v in zip(ts[idx].tolist(), tags[idx].tolist(), values[idx].tolist(), strict=True):
-                    cp.write_row((datetime.fromtimestamp(t / 1000, UTC), tag, v, 192))
+                    cp.write_row((datetime.fromtimestamp(t / 1000, UTC), tag, v, QUALITY_GOOD))
             conn.execute(f"ANALYZE {table}")
         conn.commit()
     conns = [psycopg.connect(url) for _ in parts]
