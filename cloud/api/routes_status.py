@@ -41,6 +41,10 @@ async def healthz(request: Request, pool: Pool) -> Any:
     except Exception as exc:  # noqa: BLE001 - health must answer even when the ingest is broken
         log.warning("ingest stats failed: %s", exc)
         ingest = {}
+    if ingest.get("workers_alive", 1.0) < 1.0:  # a worker thread ended; the watchdog restarts it
+        body = {"status": "degraded", "database": "unknown", "storage": request.app.state.storage_kind,
+                "ingest": ingest}  # fmt: skip
+        return JSONResponse(body, status_code=503)
     try:
         async with pool.connection(timeout=3.0) as conn:
             await conn.execute("SELECT 1")

@@ -81,6 +81,7 @@ class Batch:
     health: dict[NodeKey, NodeHealth] = field(default_factory=dict)
     acks: dict[NodeKey, Ack] = field(default_factory=dict)
     touched: set[NodeKey] = field(default_factory=set)
+    sessions: dict[NodeKey, int | None] = field(default_factory=dict)  # bdSeq of each touched node's session
     samples: int = 0
     started: float = field(default_factory=time.monotonic)
     births: list[Columns] = field(default_factory=list)

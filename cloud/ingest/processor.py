@@ -50,9 +50,12 @@ class Inbound:
 
 @dataclass(frozen=True)
 class Dropped:
-    """Marker: DATA of this node was dropped here (receive budget exceeded); acks must stop at this point."""
+    """Marker: DATA of this node was dropped here (receive budget exceeded) or refused by the database; acks
+    must stop at this point until the next birth, and the node is asked to rebirth (it then replays)."""
 
     key: NodeKey
+    reason: str = "dropped"
+    why: str = "messages dropped under overload"
 
 
 def _role(device: str | None, name: str) -> str | None:
@@ -93,6 +96,7 @@ class Processor:
         self._queued_bytes = 0
         self._drop_marked: set[NodeKey] = set()
         self._stop = threading.Event()
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="zhizao-ingest-processor", daemon=True)
         self._batch = Batch()
         self._held_logged: dict[tuple[NodeKey, str], float] = {}
@@ -117,7 +121,7 @@ class Processor:
                     key = NodeKey(parts[1], parts[3])
                     if key not in self._drop_marked:
                         self._drop_marked.add(key)
-                        self._queue.put(Dropped(key))
+                        self._queue.put(Dropped(key, "db_refused", "a batch with its data was refused by the database"))
                     return
             self._queued_bytes += size
             metrics.QUEUE_BYTES.set(self._queued_bytes)
@@ -133,8 +137,27 @@ class Processor:
         """Start the processor thread."""
         self._thread.start()
 
+    def refused(self, keys: list[NodeKey]) -> None:
+        """The database refused a batch with data of these nodes (any thread): hold their acks, ask a rebirth."""
+        for key in keys:
+            self._queue.put(Dropped(key, "db_refused", "a batch with its data was refused by the database"))
+
+    def alive(self) -> bool:
+        """True while the processor thread runs (or has not been started, or is stopping)."""
+        return self._thread.ident is None or self._thread.is_alive() or self._stopping
+
+    def restart_if_dead(self) -> int:
+        """Start a new processor thread if it ended unexpectedly (sessions and queue are kept); 1 if it did."""
+        if self._stopping or self._thread.ident is None or self._thread.is_alive():
+            return 0
+        log.error("ingest processor thread had ended; starting a new one")
+        self._thread = threading.Thread(target=self._run, name="zhizao-ingest-processor", daemon=True)
+        self._thread.start()
+        return 1
+
     def stop(self, timeout: float) -> None:
         """Process what is queued, hand the last batch to the writer, end the thread."""
+        self._stopping = True
         self._queue.put(None)
         self._thread.join(timeout)
         if self._thread.is_alive():
@@ -144,25 +167,36 @@ class Processor:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                item = self._next_item()
-                if item is None and self._stop.is_set():
-                    break
-                if isinstance(item, Inbound):
-                    with self._lock:
-                        self._queued_bytes -= len(item.payload)
-                        metrics.QUEUE_BYTES.set(self._queued_bytes)
-                    self._handle_guarded(item)
-                elif isinstance(item, Dropped):
-                    with self._lock:
-                        self._drop_marked.discard(item.key)
-                    self._freeze(item.key, "dropped", "messages dropped under overload")
-                self._timers()
+                try:
+                    self._step()
+                except Stopping:
+                    raise
+                except Exception:  # a bug met here must not end the ingest for every site
+                    # What the current batch holds may be lost: hold the acks of its nodes until they rebirth
+                    # and replay, so nothing is acknowledged that was not stored.
+                    log.exception("ingest processor error; holding acks of %d nodes", len(self._batch.touched))
+                    for key in list(self._batch.touched):
+                        self._freeze(key, "processor_error", "a processing error")
+                    self._batch = Batch()
+                    self._stop.wait(0.1)
             self._cut(final=True)
         except Stopping:
             log.info("processor stopped while waiting for the database")
-        except Exception:
-            log.exception("ingest processor crashed")
-            raise
+
+    def _step(self) -> None:
+        item = self._next_item()
+        if item is None and self._stop.is_set():
+            return
+        if isinstance(item, Inbound):
+            with self._lock:
+                self._queued_bytes -= len(item.payload)
+                metrics.QUEUE_BYTES.set(self._queued_bytes)
+            self._handle_guarded(item)
+        elif isinstance(item, Dropped):
+            with self._lock:
+                self._drop_marked.discard(item.key)
+            self._freeze(item.key, item.reason, item.why)
+        self._timers()
 
     def _next_item(self) -> Inbound | Dropped | None:
         wait = self._s.batch_max_ms / 1000.0
@@ -297,6 +331,16 @@ class Processor:
         except Exception as exc:  # a bug on one odd payload must not stop the ingest (log.exception)
             log.exception("could not process a message on %s", item.topic)
             self._dead_letter(item, "processing_error", f"{type(exc).__name__}: {exc}")
+            self._hold_acks_of(item, "processing_error")
+
+    def _hold_acks_of(self, item: Inbound, reason: str) -> None:
+        """DATA of a node that was not stored: its acks stop here (until a rebirth), so the edge keeps it."""
+        try:
+            topic = Topic.parse(item.topic)
+        except TopicError:
+            return
+        if topic.type.value in _DATA and self._sessions.get(NodeKey(topic.group, topic.edge)) is not None:
+            self._freeze(NodeKey(topic.group, topic.edge), reason, f"a {topic.type.value} was not stored ({reason})")
 
     def _handle(self, item: Inbound) -> None:
         self.received_messages += 1
@@ -310,6 +354,7 @@ class Processor:
             self._dead_letter(
                 item, "oversize", f"payload of {len(item.payload)} bytes exceeds {self._s.max_payload_bytes}"
             )
+            self._hold_acks_of(item, "oversize")
             return
         try:
             topic = Topic.parse(item.topic)
@@ -442,6 +487,7 @@ class Processor:
         metrics.SAMPLES_RECEIVED.inc(verdict.total)
         key = session.key
         batch.touched.add(key)
+        batch.sessions[key] = session.bd_seq
         if verdict.batch_id is not None and not birth and not session.see_batch(verdict.batch_id):
             # A birth reports the node's current batch counter, not a new batch: it closes nothing.
             self._freeze(key, "batch_order", f"batch id {verdict.batch_id} after {session.last_batch_seen}")

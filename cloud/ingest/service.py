@@ -60,6 +60,8 @@ class IngestService:
         self.acks_sent = 0
         self._t0 = time.monotonic()
         self._commit_listeners: list[CommitListener] = []
+        self._watch_stop = threading.Event()
+        self.worker_restarts = 0
 
     def start(self) -> None:
         """Apply migrations, start the writers and processor, connect the host (returns once online)."""
@@ -123,6 +125,7 @@ class IngestService:
         self._writer = DbWriter(
             self._pool,
             on_committed=self._ack,
+            on_refused=lambda keys: self._processor.refused(keys) if self._processor is not None else None,
             commit_listeners=self._commit_listeners,
             rollups=not self.storage.timescale,
             depth=s.pipeline_depth,
@@ -143,6 +146,22 @@ class IngestService:
         self._writer.start()
         self._processor.start()
         self._t0 = time.monotonic()
+        self._watchdog = threading.Thread(target=self._watch, name="zhizao-ingest-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def _watch(self) -> None:
+        """Restart any worker thread that ended unexpectedly (it is logged, counted and shown in /healthz)."""
+        while not self._watch_stop.wait(1.0):
+            restarted = 0
+            if self._writer is not None:
+                restarted += self._writer.restart_dead()
+            if self._processor is not None:
+                restarted += self._processor.restart_if_dead()
+            self.worker_restarts += restarted
+
+    def workers_alive(self) -> bool:
+        """True while the processor and every writer thread run."""
+        return (self._processor is None or self._processor.alive()) and (self._writer is None or self._writer.alive())
 
     def stop(self, timeout: float = 10.0) -> None:
         """Flush queued data, publish STATE offline, disconnect; idempotent."""
@@ -152,6 +171,7 @@ class IngestService:
                 return
             self._stopped = True
         deadline = time.monotonic() + timeout
+        self._watch_stop.set()
         if self._processor is not None:
             self._processor.stop(max(0.5, deadline - time.monotonic()))
         if self._writer is not None and not self._writer.stop(max(0.5, deadline - time.monotonic())):
@@ -194,4 +214,6 @@ class IngestService:
             "db_down": 1.0 if w and w.db_down_since is not None else 0.0,
             "mqtt_connected": 1.0 if self._host and self._host.connected else 0.0,
             "nodes_online": float(sum(1 for s in self.sessions.all() if s.online)),
+            "workers_alive": 1.0 if self.workers_alive() else 0.0,
+            "worker_restarts": float(self.worker_restarts),
         }

@@ -214,6 +214,7 @@ class DbWriter:
         *,
         on_committed: AckSink,
         rollups: bool,
+        on_refused: Callable[[list[NodeKey]], None] | None = None,
         commit_listeners: list[CommitListener] | None = None,
         depth: int = 2,
         writers: int = 2,
@@ -225,6 +226,11 @@ class DbWriter:
         self._rollups = rollups
         self._optimistic = optimistic
         self._on_committed = on_committed
+        self._on_refused = on_refused
+        # Edge sessions (node, bdSeq) with data in a batch the database refused: their acks are never sent,
+        # since a later ack would cover the lost data; the node's next session (after a rebirth) acks again.
+        self._poisoned: set[tuple[NodeKey, int | None]] = set()
+        self._stopping = False
         self._listeners = commit_listeners if commit_listeners is not None else []
         self._queue: queue.Queue[tuple[int, Batch] | None] = queue.Queue(maxsize=depth)
         self._retry = (retry_initial_s, retry_max_s)
@@ -264,6 +270,7 @@ class DbWriter:
 
     def stop(self, timeout: float) -> bool:
         """Finish queued batches within `timeout` (then give up: unacked data is replayed by the edge)."""
+        self._stopping = True
         deadline = time.monotonic() + timeout
         for _ in self._threads:
             try:
@@ -280,15 +287,49 @@ class DbWriter:
             return False
         return True
 
+    def alive(self) -> bool:
+        """True while every writer thread runs (or they have not been started, or are stopping)."""
+        return self._stopping or all(t.ident is None or t.is_alive() for t in self._threads)
+
+    def restart_dead(self) -> int:
+        """Start a new thread for every writer thread that ended unexpectedly; returns how many."""
+        if self._stopping:
+            return 0
+        restarted = 0
+        for i, t in enumerate(self._threads):
+            if t.ident is not None and not t.is_alive():
+                log.error("database writer thread %s had ended; starting a new one", t.name)
+                self._threads[i] = threading.Thread(target=self._run, name=t.name, daemon=True)
+                self._threads[i].start()
+                restarted += 1
+        return restarted
+
     def _run(self) -> None:
         while True:
             item = self._queue.get()
             if item is None:
                 return
             number, batch = item
-            if not self._write_with_retry(batch):
-                return
+            try:
+                if not self._write_with_retry(batch):
+                    return
+            except Exception as exc:  # a bug met on one batch: refuse it (acks held), keep writing the rest
+                log.exception("database writer failed on a batch of %d samples", batch.samples)
+                self._refuse(batch, f"{type(exc).__name__}: {exc}")
             self._release(number, batch)
+
+    def _refuse(self, batch: Batch, why: str) -> None:
+        """Nothing of `batch` is stored: its sessions are poisoned and its nodes asked to rebirth and replay."""
+        self.last_error = why
+        with self._release_lock:
+            self._poisoned.update(batch.sessions.items())
+        batch.acks.clear()
+        batch.samples = 0  # nothing of it was stored: commit listeners must not see it
+        if self._on_refused is not None and batch.sessions:
+            try:
+                self._on_refused(list(batch.sessions))
+            except Exception:
+                log.exception("could not report a refused batch")
 
     def _release(self, number: int, batch: Batch) -> None:
         with self._release_lock:
@@ -297,7 +338,12 @@ class DbWriter:
                 done = self._finished.pop(self._next_release)
                 self._next_release += 1
                 for key, ack in done.acks.items():
-                    self._on_committed(key, ack)
+                    if (key, ack.bd_seq) in self._poisoned:
+                        continue
+                    try:
+                        self._on_committed(key, ack)
+                    except Exception:  # one node's bad ack must not stop the acks of every other node
+                        log.exception("could not acknowledge batch %d of %s/%s", ack.batch, key.site, key.edge)
                 if self._listeners and done.samples:
                     self._notify(done)
 
@@ -330,12 +376,11 @@ class DbWriter:
                 continue
             except StorageError as exc:
                 # Not a connectivity problem; retrying the same batch would loop. Keep the stream going
-                # without acking it: the edge still holds these samples and replays them after a rebirth.
+                # without acking it or anything after it in the same edge sessions: the edge still holds these
+                # samples and replays them after the rebirth this asks for.
                 metrics.DB_ERRORS.labels("permanent").inc()
-                self.last_error = str(exc)
                 log.error("batch of %d samples refused by the database, not acked: %s", batch.samples, exc)
-                batch.acks.clear()
-                batch.samples = 0  # nothing of it was stored: commit listeners must not see it
+                self._refuse(batch, str(exc))
                 return True
             if self.db_down_since is not None:
                 log.warning("database back after %.1f s", time.monotonic() - self.db_down_since)
