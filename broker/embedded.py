@@ -112,7 +112,7 @@ def _start_mosquitto(data_dir: Path, binary: str) -> tuple[str, Callable[[], Non
     except BrokerError:
         _terminate(proc)
         raise
-    log.warning("private mosquitto on 127.0.0.1:%d (persistence in %s)", port, workdir)
+    log.info("private mosquitto on 127.0.0.1:%d (persistence in %s)", port, workdir)
     return f"mqtt://127.0.0.1:{port}", _stopper(lambda: _terminate(proc), "mosquitto")
 
 
@@ -167,7 +167,7 @@ def _start_iotcore(data_dir: Path) -> tuple[str, Callable[[], None]]:
         broker.start(timeout=_READY_TIMEOUT_S)
     except (OSError, RuntimeError) as exc:
         raise BrokerError(f"embedded broker (iotcore) did not start on 127.0.0.1:{port}: {exc}") from exc
-    log.warning("embedded MQTT 5 broker (iotcore/rumqttd) on 127.0.0.1:%d; it keeps no messages across restarts",
+    log.info("embedded MQTT 5 broker (iotcore/rumqttd) on 127.0.0.1:%d; it keeps no messages across restarts",
                 port)
     return f"mqtt://127.0.0.1:{port}", _stopper(broker.stop, "iotcore")
 
@@ -184,7 +184,7 @@ def _stopper(stop: Callable[[], None], what: str) -> Callable[[], None]:
                 return
             done = True
         stop()
-        log.warning("private broker (%s) stopped", what)
+        log.info("private broker (%s) stopped", what)
 
     return run
 

@@ -82,7 +82,7 @@ class CloudService:
             await asyncio.to_thread(self.oee.start)
         if ingest is not None:
             await asyncio.to_thread(ingest.start)
-            log.warning("ingest started: host %s on %s", self.settings.host_id, self.settings.mqtt_url)
+            log.info("ingest started: host %s on %s", self.settings.host_id, self.settings.mqtt_url)
         if self._warm_up:
             threading.Thread(target=_warm_up_analytics, name="zhizao-warm-up", daemon=True).start()
         try:
@@ -90,7 +90,7 @@ class CloudService:
         finally:
             if ingest is not None:
                 await asyncio.to_thread(ingest.stop)
-                log.warning("ingest stopped")
+                log.info("ingest stopped")
             if self.oee is not None:
                 await asyncio.to_thread(self.oee.stop)
 
@@ -102,7 +102,7 @@ class CloudService:
     async def serve(self) -> None:
         """Apply migrations, then serve API + ingest until `stop()` (or a signal, via `run()`)."""
         self.storage = await asyncio.to_thread(apply_migrations, self.conninfo, horizons=self.settings.horizons())
-        log.warning("storage: %s", self.storage.kind)
+        log.info("storage: %s", self.storage.kind)
         config = uvicorn.Config(
             self.build_app(), host=self.settings.api_host, port=self.settings.api_port,
             log_level="warning", access_log=False, lifespan="on",
@@ -124,7 +124,7 @@ class CloudService:
             await asyncio.sleep(0.02)
         sockets = [s for srv in server.servers for s in srv.sockets]
         self.port = int(sockets[0].getsockname()[1]) if sockets else self.settings.api_port
-        log.warning("cloud API listening on %s (docs at %s/docs)", self.url, self.url)
+        log.info("cloud API listening on %s (docs at %s/docs)", self.url, self.url)
         self._ready.set()
 
     def run(self) -> None:

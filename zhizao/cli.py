@@ -52,9 +52,12 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="zhizao")
 def cli(verbose: int) -> None:
     """zhizao (智造): OPC UA edge agents, Sparkplug B over MQTT, a cloud for live OEE and remote O&M."""
-    default = os.environ.get("ZHIZAO_LOG_LEVEL", "WARNING")
-    level = {0: default, 1: "INFO"}.get(verbose, "DEBUG")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Our lifecycle lines (started, listening, online, stopped) are INFO and shown by default; libraries only
+    # speak at WARNING. -v shows our DEBUG lines, -vv everyone's.
+    ours = os.environ.get("ZHIZAO_LOG_LEVEL", "INFO") if verbose == 0 else "DEBUG"
+    logging.basicConfig(level="DEBUG" if verbose >= 2 else "WARNING",
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logging.getLogger("zhizao").setLevel(ours)
 
 
 def main() -> None:

@@ -126,6 +126,11 @@ def _protocol_env(mqtt_url: str) -> dict[str, Any]:
 def demo(data_dir: Path, scenario_path: Path | None, speed: float, seed: int, api_port: int,
          duration: float | None) -> None:  # fmt: skip
     """Run the simulated cluster, one edge agent per line, a broker, the cloud and its database."""
+    import logging
+
+    if click.get_current_context().find_root().params.get("verbose", 0) == 0 and "ZHIZAO_LOG_LEVEL" not in os.environ:
+        # The demo prints its own progress lines; the components' INFO lines go to their log files only.
+        logging.getLogger("zhizao").setLevel(logging.WARNING)
     from zhizao.cloud.auth import create_token
     from zhizao.cloud.seed import seed_database
     from zhizao.cloud.service import CloudService

@@ -115,7 +115,7 @@ class IngestService:
     def _start_pipeline(self) -> None:
         s = self.settings
         self.storage = apply_migrations(self.conninfo, horizons=s.horizons)
-        log.warning("ingest storage: %s", self.storage.kind)
+        log.info("ingest storage: %s", self.storage.kind)
         if self.storage.timescale:
             # Old rows (outbox replays) reach the continuous aggregates through a refresh after commit.
             self._refresher = AggregateRefresher(self.conninfo, s.horizons)

@@ -101,7 +101,7 @@ class OeeService:
         self._pool = make_pool(self.conninfo, min_size=1, max_size=2, name="zhizao-oee")
         self._thread = threading.Thread(target=self._run, name="zhizao-oee", daemon=True)
         self._thread.start()
-        log.warning("oee service started (tick %.2f s)", self.tick_s)
+        log.info("oee service started (tick %.2f s)", self.tick_s)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish the queued work (within `timeout`) and close the connections; idempotent."""
@@ -113,7 +113,7 @@ class OeeService:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
-        log.warning("oee service stopped")
+        log.info("oee service stopped")
 
     # -- inputs ------------------------------------------------------------------------------------------
 

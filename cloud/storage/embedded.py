@@ -65,7 +65,7 @@ def _ensure_service_user(name: str) -> pwd.struct_passwd:
     nologin = shutil.which("nologin") or "/bin/false"
     subprocess.run([useradd, "--system", "--no-create-home", "--shell", nologin, name],
                    check=True, capture_output=True, text=True)
-    log.warning("created system user %s to run the private PostgreSQL (it refuses to run as root)", name)
+    log.info("created system user %s to run the private PostgreSQL (it refuses to run as root)", name)
     return pwd.getpwnam(name)
 
 
@@ -151,7 +151,7 @@ class EmbeddedPostgres:
                       "--locale=C", "--auth-host=scram-sha-256", "--auth-local=scram-sha-256")
         finally:
             os.unlink(pwfile)
-        log.warning("initialised a private PostgreSQL in %s", self.pgdata)
+        log.info("initialised a private PostgreSQL in %s", self.pgdata)
 
     def _running_port(self) -> int | None:
         """Port of a server already running on this data directory (left by a run that did not stop it)."""
@@ -177,9 +177,9 @@ class EmbeddedPostgres:
             options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
             self._run("pg_ctl", "start", "-D", str(self.pgdata), "-w", "-t", str(_START_TIMEOUT_S),
                       "-l", str(self.log_file), "-o", options, timeout=_START_TIMEOUT_S + 10)
-            log.warning("private PostgreSQL started on 127.0.0.1:%d (data in %s)", port, self.pgdata)
+            log.info("private PostgreSQL started on 127.0.0.1:%d (data in %s)", port, self.pgdata)
         else:
-            log.warning("private PostgreSQL already running on 127.0.0.1:%d; using it", port)
+            log.info("private PostgreSQL already running on 127.0.0.1:%d; using it", port)
         self.port = port
         base = f"postgresql://{DB_USER}:{password}@127.0.0.1:{port}"
         try:
@@ -196,7 +196,7 @@ class EmbeddedPostgres:
         if self._bin is None or self._running_port() is None:
             return
         self._run("pg_ctl", "stop", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "30", timeout=45)
-        log.warning("private PostgreSQL stopped")
+        log.info("private PostgreSQL stopped")
         self.conninfo = None
 
     def __enter__(self) -> str:
