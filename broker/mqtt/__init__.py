@@ -1,4 +1,5 @@
-"""Broker addresses and the one MQTT client factory of edge and cloud; the only package that builds paho clients.
+"""Broker addresses and the one MQTT client factory of edge, cloud and the benchmarks (`zhizao.bench.tap`);
+the only package that builds paho clients.
 
 Addresses (`url`): `mqtt://[user:password@]host[:port]` and `mqtts://...`, overridable by ZHIZAO_MQTT_URL.
 `MqttClient` (`client`) builds and runs a paho-mqtt 2.x client: TLS with a CA file and a client certificate

@@ -1,4 +1,5 @@
-"""`MqttClient`: the only place edge and cloud build paho clients (TLS, protocol fallback, reconnects, Will)."""
+"""`MqttClient`: the only place edge, cloud and the benchmarks build paho clients (TLS, protocol fallback,
+reconnects, Will)."""
 
 from __future__ import annotations
 

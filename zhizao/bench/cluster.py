@@ -13,7 +13,6 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import click
 import numpy as np
@@ -31,35 +30,22 @@ class _Capture:
     """Every Sparkplug message the broker delivers, kept raw with its arrival order."""
 
     def __init__(self, url: str) -> None:
-        import paho.mqtt.client as paho
-        from paho.mqtt.enums import CallbackAPIVersion
+        from zhizao.bench.tap import BrokerTap
 
-        from zhizao.broker.mqtt import parse_mqtt_url
-
-        ep = parse_mqtt_url(url)
         self.messages: list[tuple[str, bytes]] = []
         self.lock = threading.Lock()
-        ready = threading.Event()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-        self.client.on_connect = lambda c, *a: c.subscribe("spBv1.0/#", 0)
-        self.client.on_subscribe = lambda *a: ready.set()
-        self.client.on_message = self._on_message
-        self.client.connect(ep.host, ep.port)
-        self.client.loop_start()
-        if not ready.wait(10):
-            raise click.ClickException(f"no SUBACK from the broker at {url}")
+        self._tap = BrokerTap(url, "cluster", ["spBv1.0/#"], self._on_message)
 
-    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+    def _on_message(self, topic: str, payload: bytes) -> None:
         with self.lock:
-            self.messages.append((msg.topic, msg.payload))
+            self.messages.append((topic, payload))
 
     def count(self) -> int:
         with self.lock:
             return len(self.messages)
 
     def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+        self._tap.close()
 
 
 @click.command("cluster")

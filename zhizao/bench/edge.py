@@ -19,7 +19,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import click
 import numpy as np
@@ -35,10 +34,7 @@ class _Counter:
     """Counts samples and messages arriving on a topic filter at the broker (decoded with our codec)."""
 
     def __init__(self, mqtt_url: str, topic_filter: str, one_sample_each: bool = False) -> None:
-        import paho.mqtt.client as paho
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        from zhizao.broker.mqtt import parse_mqtt_url
+        from zhizao.bench.tap import BrokerTap
         from zhizao.broker.sparkplug.codec import decode
 
         self.samples = 0
@@ -46,20 +42,11 @@ class _Counter:
         self._decode = decode
         self._one = one_sample_each  # the baseline's messages hold one sample: count, do not decode
         self._lock = threading.Lock()
-        ep = parse_mqtt_url(mqtt_url)
-        ready = threading.Event()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-        self.client.on_connect = lambda c, *a: c.subscribe(topic_filter, 0)
-        self.client.on_subscribe = lambda *a: ready.set()
-        self.client.on_message = self._on_message
-        self.client.connect(ep.host, ep.port)
-        self.client.loop_start()
-        if not ready.wait(10):
-            raise click.ClickException(f"no SUBACK from the broker at {mqtt_url}")
+        self._tap = BrokerTap(mqtt_url, "counter", [topic_filter], self._on_message)
 
-    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+    def _on_message(self, topic: str, payload: bytes) -> None:
         # aliased metrics are samples; named ones are node metrics such as zhizao/Batch
-        n = 1 if self._one else int(np.count_nonzero(self._decode(msg.payload).has_alias))
+        n = 1 if self._one else int(np.count_nonzero(self._decode(payload).has_alias))
         with self._lock:
             self.samples += n
             self.messages += 1
@@ -71,8 +58,7 @@ class _Counter:
 
     def close(self) -> None:
         """Disconnect."""
-        self.client.disconnect()
-        self.client.loop_stop()
+        self._tap.close()
 
 
 def _offered(counter_files: list[Path]) -> int:

@@ -23,7 +23,6 @@ import contextlib
 import http.client
 import importlib.resources
 import json
-import os
 import queue
 import socket
 import subprocess
@@ -47,7 +46,6 @@ from zhizao.bench.harness import (
     times,
 )
 from zhizao.broker.embedded import BrokerError, free_port, wait_listening
-from zhizao.broker.mqtt import parse_mqtt_url
 from zhizao.broker.sparkplug.codec import decode
 from zhizao.broker.sparkplug.topics import MessageType, device_topic
 
@@ -101,28 +99,17 @@ class _Wire:
     """Watches the machine's DDATA on the broker: (arrival perf_counter, State value) of each State sample."""
 
     def __init__(self, mqtt_url: str, site: str, line: str, machine: str) -> None:
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+        from zhizao.bench.tap import BrokerTap
 
         self.states: queue.Queue[tuple[float, int]] = queue.Queue()
         self._alias: int | None = None
-        ep = parse_mqtt_url(mqtt_url)
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-live-{os.getpid()}",
-                                   protocol=MQTTProtocolVersion.MQTTv5)
-        self._client.on_message = self._on_message
-        up = threading.Event()
-        self._client.on_connect = lambda *a: up.set()
-        self._client.connect(ep.host, ep.port)
-        self._client.loop_start()
-        if not up.wait(10):
-            raise click.ClickException(f"cannot connect to the broker at {mqtt_url}")
-        for kind in (MessageType.DBIRTH, MessageType.DDATA):
-            self._client.subscribe(str(device_topic(site, kind, line, machine)), qos=0)
+        topics = [str(device_topic(site, kind, line, machine)) for kind in (MessageType.DBIRTH, MessageType.DDATA)]
+        self._tap = BrokerTap(mqtt_url, "live", topics, self._on_message)
 
-    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+    def _on_message(self, topic: str, payload: bytes) -> None:
         arrived = time.perf_counter()
-        d = decode(bytes(msg.payload))
-        if "/DBIRTH/" in msg.topic:
+        d = decode(payload)
+        if "/DBIRTH/" in topic:
             for i, name in enumerate(d.names):
                 if name == "State":
                     self._alias = int(d.alias[i])
@@ -133,8 +120,7 @@ class _Wire:
                 self.states.put((arrived, int(d.value[i])))
 
     def close(self) -> None:
-        self._client.loop_stop()
-        self._client.disconnect()
+        self._tap.close()
 
 
 # Armed before each call: records when a new #state badge (machine.js replaces it per `state` event) shows a

@@ -9,6 +9,7 @@ import json
 import signal
 import struct
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -268,23 +269,25 @@ def baseline_main() -> None:
     """Entry of the baseline process (argv = config JSON file): the same subscription, one message per sample."""
     import logging
 
-    import paho.mqtt.client as paho
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    from zhizao.broker.mqtt import parse_mqtt_url
+    from zhizao.broker.mqtt import MqttClient
     from zhizao.broker.sparkplug.codec import encode_data
     from zhizao.edge.adapters.opcua import OpcUaAdapter
     from zhizao.edge.config import parse_agent_config
     from zhizao.edge.mapping import build_mapping
+    from zhizao.edge.node.link import mqtt_options
     from zhizao.edge.samples import SampleBlock
 
     logging.getLogger("asyncua").setLevel(logging.ERROR)
     config = parse_agent_config(json.loads(Path(sys.argv[1]).read_text()), "bench")
     mapping = build_mapping(config)
-    ep = parse_mqtt_url(config.mqtt.effective_url())
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="zhizao-bench-baseline", protocol=paho.MQTTv5)
-    client.connect(ep.host, ep.port)
-    client.loop_start()
+    # The agent's connection settings (URL, credentials, TLS, protocol) from the same factory; no Will, no
+    # Sparkplug session: only the naive loop below, one QoS 0 PUBLISH per sample.
+    connected = threading.Event()
+    client = MqttClient(mqtt_options(config.mqtt, "zhizao-bench-baseline"), on_connected=connected.set)
+    client.start()
+    if not connected.wait(30):
+        client.stop()
+        sys.exit(f"baseline: cannot connect to {client.where}: {client.last_problem or 'no CONNACK in 30 s'}")
     devices = [s.machine for s in mapping.signals.signals]
     topics = [f"spBv1.0/{SITE}/DDATA/{config.edge_node}/{d}" for d in devices]
     one_dt = np.array([10], np.uint32)
@@ -320,5 +323,4 @@ def baseline_main() -> None:
 
     asyncio.run(run())
     print(f"baseline published {seq_total} messages", flush=True)
-    client.disconnect()
-    client.loop_stop()
+    client.stop()
