@@ -10,6 +10,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from prometheus_client import Counter, Histogram
 from psycopg_pool import AsyncConnectionPool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -146,18 +147,20 @@ def create_app(
             if own:
                 await used.close()
 
-    app = FastAPI(
-        title="zhizao cloud API",
-        version="1",
-        summary="Asset tree, time series, latest values and edge health of the zhizao cluster.",
-        description="Every route but /healthz needs `Authorization: Bearer <token>` "
+    about: dict[str, Any] = {
+        "title": "zhizao cloud API",
+        "version": "1",
+        "summary": "Asset tree, time series, latest values and edge health of the zhizao cluster.",
+        "description": "Every route but /healthz needs `Authorization: Bearer <token>` "
         "(create one with `zhizao cloud token create`). Objects outside a token's sites answer 404.",
-        lifespan=lifespan,
-        root_path=settings.api_root_path,
-        docs_url="/docs" if settings.api_docs else None,
-        redoc_url=None,
-        openapi_url="/openapi.json" if settings.api_docs else None,
-    )
+        "lifespan": lifespan,
+        "root_path": settings.api_root_path,
+    }
+    if settings.api_docs:
+        # Swagger UI and ReDoc from the fastapi-offline wheel: /docs works on a shop floor without internet.
+        app = FastAPIOffline(docs_url="/docs", redoc_url="/redoc", openapi_url="/openapi.json", **about)
+    else:
+        app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, **about)
     app.state.settings = settings
     app.state.ingest_stats = ingest_stats
     app.state.live = live if live is not None else LiveHub()
