@@ -343,6 +343,26 @@ def _decode_protobuf(payload: bytes, datatype_by_alias: Mapping[int, int] | None
     return Decoded(ts0, seq, n, alias, has_alias, names, datatype, ts, value, is_null, hist, quality, text)
 
 
+ENG_UNIT = "engUnit"
+"""The Sparkplug metric property naming a metric's engineering unit (a String), as births carry it."""
+
+
+def birth_units(payload: bytes) -> dict[str, str]:
+    """metric name -> engineering unit (`engUnit` property) of a birth payload; births are rare, so protobuf."""
+    message = pb.Payload()
+    try:
+        message.ParseFromString(payload)
+    except DecodeError as exc:
+        raise PayloadError(f"not a Sparkplug B payload: {exc}") from None
+    units: dict[str, str] = {}
+    for metric in message.metrics:
+        props = metric.properties
+        for key, value in zip(props.keys, props.values, strict=False):
+            if key == ENG_UNIT and value.WhichOneof("value") == "string_value" and value.string_value:
+                units[metric.name] = value.string_value
+    return units
+
+
 def metric_value(decoded: Decoded, name: str) -> float | str | None:
     """Value of the first metric with this name (a string for text metrics), or None if absent or null."""
     i = decoded.index_of(name)

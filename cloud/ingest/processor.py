@@ -19,7 +19,7 @@ import numpy as np
 from psycopg_pool import ConnectionPool
 
 from zhizao.broker.extensions import BATCH_METRIC, Ack
-from zhizao.broker.sparkplug.codec import Decoded, PayloadError, bdseq_of, decode
+from zhizao.broker.sparkplug.codec import Decoded, PayloadError, bdseq_of, birth_units, decode
 from zhizao.broker.sparkplug.topics import MessageType, Topic, TopicError
 from zhizao.cloud.host.session import NodeKey, NodeSession, SessionStore
 from zhizao.cloud.ingest import metrics, registry
@@ -398,17 +398,18 @@ class Processor:
         else:
             self._on_data(item, session, topic.device, decoded)
 
-    def _birth_metrics(self, decoded: Decoded) -> list[registry.MetricDef]:
+    def _birth_metrics(self, decoded: Decoded, payload: bytes) -> list[registry.MetricDef]:
+        units = birth_units(payload)  # the `engUnit` property of each metric, where the birth gives one
         seen: dict[str, registry.MetricDef] = {}
         for i, name in enumerate(decoded.names):
             if name and not is_control_metric(name):
-                seen[name] = registry.MetricDef(name, int(decoded.datatype[i]))
+                seen[name] = registry.MetricDef(name, int(decoded.datatype[i]), units.get(name))
         return list(seen.values())
 
     def _on_nbirth(self, item: Inbound, key: NodeKey, decoded: Decoded) -> None:
         session = self._sessions.get_or_create(key)
         bd_seq = bdseq_of(decoded)
-        defs = self._birth_metrics(decoded)
+        defs = self._birth_metrics(decoded, item.payload)
         when = decoded.timestamp_ms or item.received_ms
         tags = self._db(registry.register_node_birth, key.site, key.edge, bd_seq, when, defs)
         session.reset_for_birth(bd_seq)
@@ -423,7 +424,7 @@ class Processor:
     def _on_dbirth(self, item: Inbound, session: NodeSession, device: str, decoded: Decoded) -> None:
         key = session.key
         self._seq(session, decoded.seq)
-        defs = self._birth_metrics(decoded)
+        defs = self._birth_metrics(decoded, item.payload)
         line = decoded.index_of(LINE_PROPERTY)
         line_id = decoded.text.get(line, key.edge) if line is not None else key.edge
         when = decoded.timestamp_ms or item.received_ms

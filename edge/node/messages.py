@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from zhizao.broker.extensions import BATCH_METRIC
-from zhizao.broker.sparkplug.codec import BirthMetric
+from zhizao.broker.sparkplug.codec import ENG_UNIT, BirthMetric
 from zhizao.broker.sparkplug.datatypes import DataType
 from zhizao.edge.samples import QUALITY_GOOD, SampleBlock, SignalTable
 
@@ -178,6 +178,11 @@ def device_birth_metrics(
         seen = bool(last.seen[i])
         value = _birth_value(s.datatype, float(last.value[i]), last.text.get(i)) if seen else None
         q = int(last.quality[i])
+        props: dict[str, tuple[DataType, float | int | bool | str | None]] = {}
+        if seen and q != QUALITY_GOOD:
+            props["Quality"] = (DataType.Int32, q)
+        if s.unit:
+            props[ENG_UNIT] = (DataType.String, s.unit)  # the Sparkplug engineering-unit property
         out.append(
             BirthMetric(
                 s.metric,
@@ -185,7 +190,7 @@ def device_birth_metrics(
                 value,
                 alias=int(index.alias_of[i]),
                 timestamp_ms=int(last.ts_ms[i]) if seen else now_ms,
-                properties={"Quality": (DataType.Int32, q)} if seen and q != QUALITY_GOOD else None,
+                properties=props or None,
             )
         )
     return out
