@@ -28,11 +28,13 @@ __all__ = [
     "check_token_name",
     "create_token",
     "hash_token",
+    "known_sites",
     "list_tokens",
     "parse_sites",
     "principal_from_row",
     "revoke_token",
     "tokens_match",
+    "unknown_sites",
 ]
 
 # A token is this prefix plus 43 url-safe characters (32 random bytes): guessing one is hopeless, so a plain
@@ -185,6 +187,21 @@ def create_token(
         _audit(conn, None, created_by, "token.create", None, str(row[0]),
                {"name": name_, "role": role_.value, "sites": sites_})
     return token
+
+
+def known_sites(conninfo: str) -> list[str]:
+    """The site ids in the database, sorted."""
+    with translate_errors(), psycopg.connect(conninfo) as conn:
+        return [str(r[0]) for r in conn.execute("SELECT site_id FROM sites ORDER BY 1").fetchall()]
+
+
+def unknown_sites(conninfo: str, sites: str | Iterable[str] | None) -> list[str]:
+    """The sites of a token scope (as `parse_sites` reads it) that the database does not know; [] for '*'."""
+    wanted = parse_sites(sites)
+    if wanted is None:
+        return []
+    known = set(known_sites(conninfo))
+    return [s for s in wanted if s not in known]
 
 
 def revoke_token(conninfo: str, token_id: int, *, actor: str = "cli") -> bool:

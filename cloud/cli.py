@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 
 import click
 
-from zhizao.cloud.auth import AuthError, create_token, list_tokens, revoke_token
-from zhizao.cloud.settings import CloudSettings, SettingsError
+from zhizao.cloud.auth import AuthError, create_token, known_sites, list_tokens, revoke_token, unknown_sites
+from zhizao.cloud.settings import DATABASE_URL_FILE, CloudSettings, SettingsError
 from zhizao.cloud.storage.db import StorageError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -30,10 +30,17 @@ def _database_option(func: F) -> F:
 
 
 def _database_url(database_url: str | None) -> str:
+    """--database-url, else ZHIZAO_DATABASE_URL, else the database of a `zhizao demo` running in the data dir."""
+    settings = _settings(database_url=database_url)
+    if not settings.database_url:
+        handoff = settings.data_dir / DATABASE_URL_FILE
+        if handoff.is_file():
+            click.echo(f"using the database of the demo running in {settings.data_dir}", err=True)
+            return handoff.read_text().strip()
     try:
-        return _settings(database_url=database_url).require_database_url()
+        return settings.require_database_url()
     except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(f"{exc} (or run this beside a running `zhizao demo`)") from None
 
 
 @click.group()
@@ -66,7 +73,7 @@ def migrate(database_url: str | None) -> None:
 
     settings = _settings(database_url=database_url)
     try:
-        info = apply_migrations(settings.require_database_url(), horizons=settings.horizons())
+        info = apply_migrations(_database_url(database_url), horizons=settings.horizons())
     except (SettingsError, StorageError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"storage: {info.kind}")
@@ -90,8 +97,8 @@ def seed(ctx: click.Context, database_url: str | None, file: Path | None) -> Non
     except ScenarioError as exc:
         raise click.ClickException(str(exc)) from None
     settings = _settings(database_url=database_url)
+    url = _database_url(database_url)
     try:
-        url = settings.require_database_url()
         apply_migrations(url, horizons=settings.horizons())
         counts = seed_database(url, scenario)
     except (SettingsError, StorageError) as exc:
@@ -117,6 +124,11 @@ def token_create(database_url: str | None, role: str, sites: str, name: str | No
     """Create a token and print it once (it cannot be shown again)."""
     url = _database_url(database_url)
     try:
+        unknown = unknown_sites(url, sites)
+        if unknown:
+            raise click.ClickException(
+                f"--sites {sites!r}: {', '.join(map(repr, unknown))} is not a site of this database"
+                f" ({', '.join(known_sites(url)) or 'none yet: run `zhizao cloud seed FILE`'})")  # fmt: skip
         value = create_token(url, role, sites, name or f"{role}@{sites}")
     except (AuthError, StorageError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -40,6 +40,11 @@ _OPTIONAL_HORIZONS = {"compress_after", "retain_raw_for", "retain_1m_for", "reta
 _ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("zhizao_cloud_environ", default=None)
 
 
+DATABASE_URL_FILE = "database-url"
+"""File under the data dir where a running `zhizao demo` leaves its private database's URL, so that
+`zhizao cloud token create` and the other cloud commands work beside it without flags."""
+
+
 class SettingsError(ValueError):
     """Settings that cannot be used; the message names every environment variable at fault and its value."""
 

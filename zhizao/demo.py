@@ -24,6 +24,7 @@ from typing import Any
 import click
 
 from zhizao.broker.embedded import BrokerError, free_port, wait_listening
+from zhizao.cloud.settings import DATABASE_URL_FILE
 
 SIM_PATH = "/zhizao/sim"
 
@@ -98,9 +99,14 @@ def _database(data_dir: Path) -> Iterator[str]:
     _say("2/6", f"database: starting a private PostgreSQL under {data_dir / 'postgres'}")
     pg = EmbeddedPostgres(data_dir / "postgres")
     url = pg.start()
+    # `zhizao cloud ...` commands run beside the demo find its database here (see cloud/cli.py).
+    handoff = data_dir / DATABASE_URL_FILE
+    handoff.write_text(url + "\n")
+    handoff.chmod(0o600)
     try:
         yield url
     finally:
+        handoff.unlink(missing_ok=True)
         pg.stop()
 
 
@@ -199,6 +205,9 @@ def demo(data_dir: Path, scenario_path: Path | None, speed: float, seed: int, ap
         click.echo(f"Token: {token}")
         click.echo(f"Dashboard: {api_url}/ui/   (log in with the token)", err=True)
         click.echo(f"Docs: {api_url}/docs   (Ctrl-C stops everything; data stays in {data_dir})", err=True)
+        first_site = scenario.sites[0].id
+        click.echo(f"More tokens: zhizao cloud token create --role operator --sites {first_site}"
+                   f" (while the demo runs; with ZHIZAO_DATA_DIR={data_dir} when run elsewhere)", err=True)  # fmt: skip
         _report_until_stopped(api_url, token, stop, children, service, duration, started)
         _say("stop", "stopping edge agents (NDEATH), simulator, cloud, database, broker")
 

@@ -23,6 +23,12 @@ def test_migrate_then_token_lifecycle(fresh_database: str) -> None:
 
     r = runner.invoke(cli, ["cloud", "token", "create", "--role", "operator", "--sites", "site-a,site-b",
                             "--name", "shift lead"], env=env)
+    assert r.exit_code != 0 and "'site-a', 'site-b' is not a site of this database" in r.output, r.output
+    assert "zhizao cloud seed FILE" in r.output
+    with psycopg.connect(fresh_database) as conn:
+        conn.execute("INSERT INTO sites (site_id, name) VALUES ('site-a', 'A'), ('site-b', 'B')")
+    r = runner.invoke(cli, ["cloud", "token", "create", "--role", "operator", "--sites", "site-a,site-b",
+                            "--name", "shift lead"], env=env)
     assert r.exit_code == 0, r.output
     token = r.stdout.strip()
     assert token.startswith("zz_") and "\n" not in token
@@ -67,3 +73,18 @@ def test_token_create_errors_name_the_problem(fresh_database: str) -> None:
     r = runner.invoke(cli, ["cloud", "migrate"], env={"ZHIZAO_DATABASE_URL": fresh_database,
                                                      "ZHIZAO_API_PORT": "eighty"})
     assert r.exit_code == 1 and "ZHIZAO_API_PORT='eighty'" in r.output
+
+
+def test_cloud_commands_find_the_database_of_a_running_demo(tmp_path, fresh_database: str) -> None:  # type: ignore[no-untyped-def]
+    """The demo leaves its private database's URL in the data dir; `token create` uses it without flags."""
+    from zhizao.cloud.settings import DATABASE_URL_FILE
+
+    runner = CliRunner()
+    env = {"ZHIZAO_DATA_DIR": str(tmp_path), "ZHIZAO_DATABASE_URL": ""}
+    r = runner.invoke(cli, ["cloud", "token", "create", "--role", "viewer", "--sites", "*"], env=env)
+    assert r.exit_code != 0 and "running `zhizao demo`" in r.output, r.output
+    assert runner.invoke(cli, ["cloud", "migrate", "--database-url", fresh_database]).exit_code == 0
+    (tmp_path / DATABASE_URL_FILE).write_text(fresh_database + "\n")
+    r = runner.invoke(cli, ["cloud", "token", "create", "--role", "viewer", "--sites", "*"], env=env)
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip().startswith("zz_") and "using the database of the demo" in r.stderr
