@@ -194,7 +194,8 @@ class MqttLink:
         """Send DISCONNECT (MQTT 5: "Disconnect with Will Message" when `with_will`) and stop the thread."""
         await asyncio.to_thread(self._client.stop, with_will=with_will)
 
-    async def restart(self) -> None:
-        """Drop the connection and connect afresh (new CONNECT, new bdSeq)."""
-        await self.disconnect(with_will=True)
+    async def restart(self, with_will: bool = True) -> None:
+        """Drop the connection and connect afresh (new CONNECT, new bdSeq); `with_will=False` after an explicit
+        NDEATH, so the broker does not publish the Will as a second one."""
+        await self.disconnect(with_will=with_will)
         self.start()

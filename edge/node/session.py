@@ -122,7 +122,7 @@ class EdgeNode:
         try:
             self.link = MqttLink(
                 mqtt,
-                mqtt.client_id or f"zhizao-edge-{site}-{edge_node}",
+                mqtt.client_id or edge_node,  # what the shipped ACL's %c expects
                 self._next_will,
                 self._events.put_nowait,
             )
@@ -167,15 +167,19 @@ class EdgeNode:
                 self._tick()  # publish what the adapters delivered since the last interval
             except (LinkError, OutboxError, OSError) as exc:
                 self._report_error(exc)
+        # One NDEATH, never two: the explicit one when the broker acknowledged it (then a plain DISCONNECT that
+        # discards the Will), else the Will ("Disconnect with Will Message" in MQTT 5).
+        sent = False
         if self._state in ("online", "subscribing", "waiting-host"):
-            done = await self.link.publish(
+            sent = await self.link.publish(
                 self._t["ndeath"], encode_death(m.now_ms(), bd_seq=self._bd_seq), 1
             ).wait(5.0)
-            if not done:
+            if not sent:
                 log.warning(
-                    "edge node %s/%s: NDEATH not acknowledged before disconnect", self.site, self.edge
-                )
-        await self.link.disconnect(with_will=True)
+                    "edge node %s/%s: NDEATH not acknowledged before disconnect; the Will carries it",
+                    self.site, self.edge,
+                )  # fmt: skip
+        await self.link.disconnect(with_will=not sent)
         self.outbox.end_session()
         self._set_state("stopped")
 
@@ -294,12 +298,12 @@ class EdgeNode:
                 self._birth()
         elif self._state == "online":
             log.warning("edge node %s/%s: primary host offline; NDEATH and reconnect", self.site, self.edge)
-            await self.link.publish(self._t["ndeath"], encode_death(m.now_ms(), bd_seq=self._bd_seq), 1).wait(
-                2.0
-            )
+            sent = await self.link.publish(
+                self._t["ndeath"], encode_death(m.now_ms(), bd_seq=self._bd_seq), 1
+            ).wait(2.0)
             self.outbox.end_session()
             self._set_state("connecting", "primary host offline")
-            await self.link.restart()
+            await self.link.restart(with_will=not sent)
 
     async def _device_command(self, device: int, payload: bytes) -> None:
         try:

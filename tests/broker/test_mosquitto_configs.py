@@ -16,6 +16,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.support.spnode import subscribe, wait_for
 from zhizao.broker.embedded import free_port
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "broker" / "mosquitto"
@@ -140,19 +141,21 @@ class _Client:
 
 def test_acl_confines_an_edge_node_to_its_own_topics(broker: int) -> None:
     cloud = _Client(broker, "zhizao-cloud", "zhizao-cloud-1")
-    cloud.c.subscribe([("spBv1.0/#", 1)])
+    subscribe(cloud.c, ["spBv1.0/#"])
     edge = _Client(broker, "sh-lingang", "cnc-1")
-    edge.c.subscribe([("spBv1.0/sh-lingang/NCMD/cnc-1", 1), ("spBv1.0/sh-lingang/NCMD/cnc-2", 1)])
-    time.sleep(0.3)
+    subscribe(edge.c, ["spBv1.0/sh-lingang/NCMD/cnc-1", "spBv1.0/sh-lingang/NCMD/cnc-2"])
     try:
         assert edge.publish("spBv1.0/sh-lingang/NDATA/cnc-1") == 0
         assert edge.publish("spBv1.0/sh-lingang/DDATA/cnc-1/cnc-1-m01") == 0
         assert edge.publish("spBv1.0/other-site/NDATA/cnc-1") == 0x87  # another site: not authorized
         assert edge.publish("spBv1.0/sh-lingang/NDATA/cnc-2") == 0x87  # another edge node of its own site
         assert edge.publish("spBv1.0/STATE/zhizao-cloud") == 0x87  # only the host writes STATE
-        assert cloud.publish("spBv1.0/sh-lingang/NCMD/cnc-1") in (0, 0x10)
         assert cloud.publish("spBv1.0/sh-lingang/NCMD/cnc-2") in (0, 0x10)
-        time.sleep(0.5)
+        assert cloud.publish("spBv1.0/sh-lingang/NCMD/cnc-1") in (0, 0x10)
+        # cnc-1's command is the last message published: once both clients have it, everything before it
+        # (cnc-2's command included) has been delivered, or was never going to be.
+        wait_for(lambda: "spBv1.0/sh-lingang/NCMD/cnc-1" in edge.got and "spBv1.0/sh-lingang/NCMD/cnc-1" in cloud.got,
+                 what="cnc-1's command at both clients")
         assert sorted(cloud.got) == ["spBv1.0/sh-lingang/DDATA/cnc-1/cnc-1-m01", "spBv1.0/sh-lingang/NCMD/cnc-1",
                                      "spBv1.0/sh-lingang/NCMD/cnc-2", "spBv1.0/sh-lingang/NDATA/cnc-1"]
         assert edge.got == ["spBv1.0/sh-lingang/NCMD/cnc-1"]  # cnc-2's commands are not readable by cnc-1
@@ -173,3 +176,43 @@ def test_anonymous_clients_are_refused(broker: int) -> None:
         assert getattr(reasons[0], "is_failure", False)
     finally:
         c.loop_stop()
+
+
+def test_an_edge_node_with_default_settings_goes_online_under_the_shipped_acl(broker: int, tmp_path: Path) -> None:
+    """Username = site id, default client id: the node reads the host's STATE, is born, publishes, dies once."""
+    import asyncio
+
+    from tests.support.node import block, signal_table
+    from zhizao.broker.extensions import encode_state
+    from zhizao.edge.node.config import MqttConfig, OutboxConfig, SparkplugConfig
+    from zhizao.edge.node.session import EdgeNode
+    from zhizao.edge.outbox import Outbox
+
+    cloud = _Client(broker, "zhizao-cloud", "zhizao-cloud-1")
+    subscribe(cloud.c, ["spBv1.0/sh-lingang/#"])
+    cloud.c.publish("spBv1.0/STATE/zhizao-cloud", encode_state(True, 1), qos=1, retain=True).wait_for_publish(5)
+
+    async def main() -> None:
+        outbox = Outbox(tmp_path / "outbox", OutboxConfig(fsync_interval_s=0, acks=False))
+        node = EdgeNode(
+            "sh-lingang", "cnc-1", MqttConfig(url=f"mqtt://sh-lingang:sh-lingang-pw@127.0.0.1:{broker}"),
+            SparkplugConfig(primary_host="zhizao-cloud", publish_interval_ms=50), outbox, signal_table(), acks=False,
+        )  # fmt: skip
+        try:
+            await node.start()
+            outbox.append(block([0, 1], [1.0, 2.0]))
+            await asyncio.to_thread(wait_for, lambda: "spBv1.0/sh-lingang/DDATA/cnc-1/m1" in cloud.got, 15.0,
+                                    "the node's DDATA at the cloud")  # fmt: skip
+        finally:
+            await node.stop()
+            outbox.close()
+
+    try:
+        asyncio.run(main())
+        assert cloud.got[0] == "spBv1.0/sh-lingang/NBIRTH/cnc-1", cloud.got
+        cloud.publish("spBv1.0/sh-lingang/NCMD/cnc-1")  # a marker after the node is gone
+        wait_for(lambda: cloud.got[-1] == "spBv1.0/sh-lingang/NCMD/cnc-1", what="the marker")
+        assert cloud.got.count("spBv1.0/sh-lingang/NDEATH/cnc-1") == 1
+    finally:
+        cloud.c.publish("spBv1.0/STATE/zhizao-cloud", b"", qos=1, retain=True).wait_for_publish(5)
+        cloud.close()

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from tests.support.spb_capture import Capture, all_samples
+from tests.support.spnode import until
 from zhizao.broker.embedded import free_port
 from zhizao.edge.adapters.base import (
     Adapter,
@@ -135,20 +136,26 @@ def test_agent_publishes_serves_metrics_and_stops_with_ndeath(
         stop = asyncio.Event()
         task = asyncio.create_task(run_agent(cfg, stop, adapter_types={"ramp": RampAdapter}))
         await cap.until(lambda ms: len(all_samples(ms)) >= 500, what="500 samples")
-        body = await asyncio.to_thread(
-            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read()
-        )
+        def scrape() -> bytes:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
+                return bytes(response.read())
+
+        body = await asyncio.to_thread(scrape)
         metrics_text.append(body.decode())
         stop.set()
         await task
 
     RampAdapter.connects = 0
     asyncio.run(main())
-    msgs = cap.snapshot()
+    # A marker through the same broker after the agent is gone: a Will sent on top would have arrived before it.
+    marker = f"spBv1.0/{unique_id}/marker"
+    cap.publish(marker, b"end")
+    msgs = [m for m in cap.wait_for(lambda ms: ms[-1].topic == marker, what="the marker") if m.topic != marker]
     cap.close()
     kinds = [m.kind for m in msgs]
     assert kinds[:3] == ["NBIRTH", "DBIRTH", "DBIRTH"]
     assert kinds[-1] == "NDEATH"  # clean stop: NDEATH published by the agent before DISCONNECT
+    assert kinds.count("NDEATH") == 1, "the Will must not follow the agent's own NDEATH"
     samples = [s for s in all_samples(msgs) if s.device]
     assert {(s.device, s.name) for s in samples} == {(m, f"Sig/{j}") for m in ("m1", "m2") for j in range(2)}
     values = sorted(float(s.value) for s in samples)  # type: ignore[arg-type]
@@ -206,7 +213,9 @@ def test_auth_error_stops_the_adapter_config_error_refuses_to_run(
         stop = asyncio.Event()
         cfg = agent_config(unique_id, tmp_path / "a", mqtt_url, fail="auth", fail_times=99)
         task = asyncio.create_task(run_agent(cfg, stop, adapter_types={"ramp": RampAdapter}))
-        await asyncio.sleep(2.5)
+        # The agent logs this as it stops the adapter for good: nothing is left that could retry it.
+        await until(lambda: any("credentials refused" in r.getMessage() for r in caplog.records),
+                    what="the adapter stopped on refused credentials")
         stop.set()
         await task
 
@@ -278,9 +287,9 @@ def test_kill9_loses_no_sample_that_reached_the_outbox(tmp_path: Path, mqtt_url:
     proc = _spawn(unique_id, tmp_path, mqtt_url, run_id=1)
     try:
         cap.wait_for(lambda ms: len(all_samples(ms)) >= 3000, timeout=30, what="first run streaming")
-        time.sleep(0.5)
+        time.sleep(0.5)  # the scenario: kill the agent mid-stream, while it keeps appending and publishing
         proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        proc.communicate(timeout=10)  # reaped, its output pipe read to the end and closed
         # the broker delivers the Will: NDEATH, QoS 1, not retained, with the session's bdSeq
         msgs = cap.wait_for(lambda ms: any(m.kind == "NDEATH" for m in ms), timeout=15, what="Will NDEATH")
         will = next(m for m in msgs if m.kind == "NDEATH")
@@ -302,6 +311,8 @@ def test_kill9_loses_no_sample_that_reached_the_outbox(tmp_path: Path, mqtt_url:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
     msgs = cap.snapshot()
     cap.close()
     assert msgs[-1].kind == "NDEATH"

@@ -95,11 +95,12 @@ def test_every_connect_is_clean_with_a_new_bdseq_will(tmp_path: Path, protocol: 
         nb = psp.NBirth.decode(in_conn[birth].fields["payload"])  # type: ignore[arg-type]
         will_bd = bdseq_of_will(next(p for p in in_conn if p.kind == "CONNECT"))
         assert [m.value for m in nb.metrics if m.name == "bdSeq"] == [will_bd]
-    # clean stop: NDEATH (QoS 1, same bdSeq) then DISCONNECT, reason 0x04 on MQTT 5
+    # clean stop: NDEATH (QoS 1, same bdSeq), acknowledged, then a normal DISCONNECT (reason 0x00 on MQTT 5),
+    # which discards the Will: a host sees one NDEATH, not two
     last = [p for p in packets if p.conn == connects[-1].conn]
     assert last[-1].kind == "DISCONNECT"
     if protocol == 5:
-        assert last[-1].fields["reason"] == 0x04
+        assert last[-1].fields["reason"] == 0x00
     ndeath = last[-2]
     assert ndeath.kind == "PUBLISH" and ndeath.fields["topic"] == "spBv1.0/site-a/NDEATH/edge-1"
     assert ndeath.fields["qos"] == 1 and ndeath.fields["retain"] is False

@@ -14,6 +14,7 @@ from pysparkplug._protobuf import Payload
 
 from tests.support.node import block, signal_table
 from tests.support.spb_capture import Capture, Captured, all_samples, decode_data, seq_of
+from tests.support.spnode import until
 from zhizao.edge.node.config import MqttConfig, OutboxConfig, SparkplugConfig
 from zhizao.edge.node.session import EdgeNode, NodeError
 from zhizao.edge.outbox import Outbox
@@ -262,9 +263,16 @@ def test_primary_host_state_wait_offline_and_stale(tmp_path: Path, mqtt_url: str
         await asyncio.to_thread(
             pub, state_topic, json.dumps({"online": False, "timestamp": 100}).encode(), 1, True
         )
+        async def handled(n: int) -> None:
+            """Send a DCMD the node refuses after what is in flight: when it is counted, the earlier
+            messages (the retained STATE included) have been handled, in order."""
+            await asyncio.to_thread(pub, rig.topic("DCMD", "m1"), b"not a payload", 1, False)
+            await until(lambda: rig.node.stats.rejected_commands == n, what=f"refused DCMD {n}")
+
         await rig.node.start()
-        await asyncio.sleep(0.6)
-        assert "NBIRTH" not in kinds(rig.cap.snapshot()), "must wait for the primary host"
+        await until(lambda: rig.node.state == "waiting-host", what="the node waiting for the host")
+        await handled(1)
+        assert rig.node.stats.births == 0, "must wait for the primary host"
         assert rig.node.state == "waiting-host"
         await asyncio.to_thread(
             pub, state_topic, json.dumps({"online": True, "timestamp": 200}).encode(), 1, True
@@ -273,19 +281,21 @@ def test_primary_host_state_wait_offline_and_stale(tmp_path: Path, mqtt_url: str
         await asyncio.to_thread(
             pub, state_topic, json.dumps({"online": False, "timestamp": 150}).encode(), 1, True
         )
-        await asyncio.sleep(0.4)
-        assert "NDEATH" not in kinds(rig.cap.snapshot()), "an older offline STATE must be ignored"
+        await handled(2)
+        assert rig.node.state == "online", "an older offline STATE must be ignored"
+        assert "NDEATH" not in kinds(rig.cap.snapshot())
         await asyncio.to_thread(
             pub, state_topic, json.dumps({"online": False, "timestamp": 300}).encode(), 1, True
         )
         await rig.cap.until(lambda ms: "NDEATH" in kinds(ms), what="NDEATH on host offline")
-        await asyncio.sleep(0.3)
+        await until(lambda: rig.node.state == "waiting-host", what="the node connected again, waiting for the host")
         await asyncio.to_thread(
             pub, state_topic, json.dumps({"online": True, "timestamp": 400}).encode(), 1, True
         )
         await rig.cap.until(
             lambda ms: kinds(ms).count("NBIRTH") == 2, within_s=20, what="NBIRTH after reconnect"
         )
+        assert kinds(rig.cap.snapshot()).count("NDEATH") == 1, "one NDEATH, not the node's and then its Will"
         await asyncio.to_thread(pub, state_topic, b"", 1, True)  # clear the retained STATE
 
     rig = run(tmp_path, mqtt_url, unique_id, body, primary_host=host)
