@@ -15,6 +15,7 @@ import logging
 import signal
 from collections.abc import Mapping
 
+from zhizao.broker.mqtt.backoff import Backoff
 from zhizao.edge.adapters.base import (
     Adapter,
     AdapterAuthError,
@@ -34,8 +35,10 @@ from zhizao.edge.samples import SampleBlock
 
 log = logging.getLogger(__name__)
 
-BACKOFF_MIN_S = 1.0
-BACKOFF_MAX_S = 30.0
+# A PLC that reboots is back within seconds: the retry delay stays short (jittered, so a plant's agents do not
+# reconnect to a shared server in lockstep).
+BACKOFF_MIN_S = 0.5
+BACKOFF_MAX_S = 5.0
 HEALTH_UPDATE_S = 1.0
 
 
@@ -85,6 +88,7 @@ class _Agent:
             self.adapters[name] = cls(plan.config, plan.sources, self._sink(name), self.node.device_state)
         self._sink_errors: set[str] = set()
         self.fatal: list[str] = []
+        self._adapters_down: set[str] = set()  # adapters whose machines are marked offline
 
     def _sink(self, adapter: str) -> SampleSink:
         transform, append = self.mapping.transform, self.outbox.append
@@ -131,29 +135,14 @@ class _Agent:
             self.node.device_state(machine, online)
 
     async def supervise(self, name: str, adapter: Adapter, stop: asyncio.Event) -> None:
-        """Run one adapter; retry temporary errors with capped backoff, stop on auth errors, fail on config."""
-        delay = BACKOFF_MIN_S
-        down = False
+        """Run one adapter; retry temporary errors (and any error its library raises untyped) with capped,
+        jittered backoff, so a PLC reboot costs seconds; stop on auth errors; fail the agent on config errors."""
+        backoff = Backoff(BACKOFF_MIN_S, BACKOFF_MAX_S)
         while not stop.is_set():
             try:
-                await adapter.connect()
-                self.health.adapter(name, True)
-                if down:
-                    log.info("edge agent %s/%s: adapter %s connected again", self.site, self.edge, name)
-                    self._machines_state(name, True)
-                    down = False
-                delay = BACKOFF_MIN_S
-                await adapter.run()
-                return
+                await self._connect_and_run(name, adapter, backoff)
             except AdapterTemporaryError as exc:
-                self.health.adapter(name, False, restarted=True)
-                if not down:
-                    log.warning(
-                        "edge agent %s/%s: adapter %s down (%s); retrying every <= %.0f s",
-                        self.site, self.edge, name, exc, BACKOFF_MAX_S,
-                    )  # fmt: skip
-                    self._machines_state(name, False)
-                    down = True
+                self._down(name, str(exc))
             except AdapterAuthError as exc:
                 self.health.adapter(name, False)
                 log.error(
@@ -171,10 +160,37 @@ class _Agent:
                 await self._close(name, adapter)
                 stop.set()
                 return
+            except Exception as exc:  # an adapter's library may raise anything: retry it, never die silently
+                log.error("edge agent %s/%s: adapter %s failed with an unexpected %s: %s; retrying",
+                          self.site, self.edge, name, type(exc).__name__, exc,
+                          exc_info=name not in self._adapters_down)  # fmt: skip
+                self._down(name, f"{type(exc).__name__}: {exc}")
             await self._close(name, adapter)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            delay = min(delay * 2, BACKOFF_MAX_S)
+                await asyncio.wait_for(stop.wait(), backoff.next_delay())
+
+    async def _connect_and_run(self, name: str, adapter: Adapter, backoff: Backoff) -> None:
+        """Connect, then deliver until the adapter stops (a normal return counts as a lost connection)."""
+        await adapter.connect()
+        self.health.adapter(name, True)
+        backoff.reset()
+        if name in self._adapters_down:
+            self._adapters_down.discard(name)
+            log.info("edge agent %s/%s: adapter %s connected again", self.site, self.edge, name)
+            self._machines_state(name, True)
+        await adapter.run()
+        raise AdapterTemporaryError(f"adapter {name} stopped delivering without an error")
+
+    def _down(self, name: str, why: str) -> None:
+        """An adapter is not delivering: count it; the first time, log it and mark its machines offline."""
+        self.health.adapter(name, False, restarted=True)
+        if name not in self._adapters_down:
+            self._adapters_down.add(name)
+            log.warning(
+                "edge agent %s/%s: adapter %s down (%s); retrying every <= %.0f s",
+                self.site, self.edge, name, why, BACKOFF_MAX_S,
+            )  # fmt: skip
+            self._machines_state(name, False)
 
     async def _close(self, name: str, adapter: Adapter) -> None:
         try:

@@ -40,7 +40,7 @@ class RampConfig(AdapterSettings):
     type: Literal["ramp"] = "ramp"
     rate: float = 2000.0
     run_id: int = 0
-    fail: Literal["none", "temporary", "auth", "config"] = "none"
+    fail: Literal["none", "temporary", "auth", "config", "untyped"] = "none"
     fail_times: int = 1
     drop_once_after: int = 0  # run() raises AdapterTemporaryError once after this many samples (0: never)
 
@@ -57,6 +57,10 @@ class RampAdapter(Adapter):
     async def connect(self) -> None:
         type(self).connects += 1
         cfg: RampConfig = self.config
+        if cfg.fail == "untyped" and type(self).connects <= cfg.fail_times:
+            # What a library does when it breaks its own contract (asyncua: a bare AssertionError on a
+            # certificate the server rejects).
+            raise AssertionError("ramp: injected untyped library error")
         if cfg.fail != "none" and type(self).connects <= cfg.fail_times:
             raise {
                 "temporary": AdapterTemporaryError,
@@ -335,3 +339,26 @@ def test_kill9_loses_no_sample_that_reached_the_outbox(tmp_path: Path, mqtt_url:
     assert first_run_replayed and all(s.historical for s in first_run_replayed)
     stats = {"appended": len(appended), "received": len(received), "lost": len(lost)}
     print(json.dumps(stats))
+
+
+def test_an_untyped_library_error_is_retried_and_the_agent_recovers(
+    tmp_path: Path, mqtt_url: str, unique_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    cap = Capture(mqtt_url, [f"spBv1.0/{unique_id}/#"])
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_agent(agent_config(unique_id, tmp_path, mqtt_url, fail="untyped", fail_times=2),
+                                             stop, adapter_types={"ramp": RampAdapter}))  # fmt: skip
+        await asyncio.to_thread(cap.wait_for, lambda ms: len(all_samples(ms)) >= 100, 20.0, "samples after recovery")
+        stop.set()
+        await task
+
+    RampAdapter.connects = 0
+    caplog.set_level("INFO", logger="zhizao.edge.agent")
+    asyncio.run(main())
+    cap.close()
+    assert RampAdapter.connects == 3  # two untyped failures, retried within the short backoff, then running
+    unexpected = [r for r in caplog.records if "unexpected AssertionError" in r.getMessage()]
+    assert len(unexpected) == 2 and "injected untyped library error" in unexpected[0].getMessage()
+    assert any("connected again" in r.getMessage() for r in caplog.records)

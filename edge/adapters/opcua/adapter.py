@@ -198,6 +198,7 @@ class OpcUaAdapter(Adapter):
         self._machines = list(dict.fromkeys(s.machine for s in signals.signals))
         self._chunk = config.chunk_size
         self._last: SampleBlock | None = None  # polling: the previous read, to emit changes only
+        self._missing: list[int] = []  # subscription: source indices the server has no node for (yet)
         self.notifications = 0  # DataChangeNotifications received
         self.samples = 0  # value changes delivered to the sink
 
@@ -251,7 +252,11 @@ class OpcUaAdapter(Adapter):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._lost.wait(), max(delay, 0.0))
         else:
-            await self._lost.wait()
+            while not self._lost.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._lost.wait(), self.config.subscription.missing_retry_s)
+                if not self._lost.is_set():
+                    await self._retry_missing()
         self._set_online(False)
         if self._failure is not None:
             raise AdapterTemporaryError(f"opcua {self.config.name}: sink failed: {self._failure!r}") from self._failure
@@ -384,17 +389,54 @@ class OpcUaAdapter(Adapter):
         # Registered like client.create_subscription() would, so asyncua's stale-subscription watchdog re-creates
         # it when the server silently drops it while the session stays up.
         client._subscriptions.append(sub)
-        failed: list[str] = []
-        for start in range(0, len(self._node_ids), self._chunk):
-            requests = [self._item_request(i) for i in range(start, min(start + self._chunk, len(self._node_ids)))]
-            for req, res in zip(requests, await sub.create_monitored_items(requests), strict=True):
-                if isinstance(res, ua.StatusCode):
-                    failed.append(f"{req.ItemToMonitor.NodeId.to_string()} ({_code_name(res.value)})")
+        failed, self._missing = await self._monitor(sub, list(range(len(self._node_ids))))
         if failed:
             more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
             raise AdapterConfigError(
                 f"opcua {self.config.name}: cannot monitor {', '.join(failed[:5])}{more}"
             )
+        if self._missing:
+            ids = [self._node_ids[i].to_string() for i in self._missing[:5]]
+            more = f" and {len(self._missing) - 5} more" if len(self._missing) > 5 else ""
+            log.warning(
+                "opcua %s: %d nodes are not in the server's address space (%s%s): monitoring the others and "
+                "trying them again every %g s (a typo? `zhizao edge browse` lists what the server has)",
+                self.config.name, len(self._missing), ", ".join(ids), more, cfg.missing_retry_s,
+            )  # fmt: skip
+
+    async def _monitor(self, sub: _BatchSubscription, indices: list[int]) -> tuple[list[str], list[int]]:
+        """Create monitored items for `indices` in chunks the server accepts: (refused items, missing indices)."""
+        failed: list[str] = []
+        missing: list[int] = []
+        for start in range(0, len(indices), self._chunk):
+            chunk = indices[start:start + self._chunk]
+            requests = [self._item_request(i) for i in chunk]
+            for i, req, res in zip(chunk, requests, await sub.create_monitored_items(requests), strict=True):
+                if isinstance(res, ua.StatusCode):
+                    if res.value == _SC.BadNodeIdUnknown:
+                        missing.append(i)
+                    else:
+                        failed.append(f"{req.ItemToMonitor.NodeId.to_string()} ({_code_name(res.value)})")
+        return failed, missing
+
+    async def _retry_missing(self) -> None:
+        """Try the nodes the server did not have again; log the ones that are there now."""
+        if not self._missing or self._sub is None:
+            return
+        with _mapped(f"monitor nodes of adapter {self.config.name!r}"):
+            failed, still = await self._monitor(self._sub, self._missing)
+        found = [i for i in self._missing if i not in set(still)]
+        self._missing = still
+        if found:
+            log.info("opcua %s: %d nodes now monitored (%s); %d still missing", self.config.name, len(found),
+                     ", ".join(self._node_ids[i].to_string() for i in found[:5]), len(still))  # fmt: skip
+        if failed:
+            raise AdapterConfigError(f"opcua {self.config.name}: cannot monitor {', '.join(failed[:5])}")
+
+    @property
+    def missing_nodes(self) -> int:
+        """Configured nodes the server does not have (yet); they are retried while connected."""
+        return len(self._missing)
 
     def _item_request(self, index: int) -> ua.MonitoredItemCreateRequest:
         cfg = self.config.subscription

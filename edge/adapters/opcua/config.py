@@ -26,6 +26,9 @@ class SubscriptionConfig(_Section):
     queue_size: int = Field(default=100, ge=1, le=100_000, description="values kept per item between publishes")
     deadband: float = Field(default=0.0, ge=0.0, description="absolute deadband for Float/Double nodes; 0: off")
     max_notifications_per_publish: int = Field(default=10_000, ge=0, le=1_000_000, description="0: no limit")
+    missing_retry_s: float = Field(default=5.0, gt=0, le=3600, description=(
+        "how often nodes the server does not have yet (BadNodeIdUnknown, e.g. a PLC whose address space is "
+        "still loading) are tried again while the others are monitored"))
 
     @model_validator(mode="after")
     def _sane(self) -> SubscriptionConfig:

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from asyncua import ua
 from asyncua.server.internal_session import InternalSession
 
 from tests.support.simserver import M1, M2, ServerThread, free_port, make_adapter
@@ -92,20 +93,34 @@ def test_status_maps_to_quality_and_timestamps_are_utc_ms(server: ServerThread) 
     assert b.quality[1:].tolist() == [QUALITY_GOOD, 500, QUALITY_BAD]
 
 
-def test_polling_reads_and_emits_only_changes(server: ServerThread) -> None:
+def test_polling_reads_and_emits_only_changes(server: ServerThread, monkeypatch: pytest.MonkeyPatch) -> None:
     nodes = [M1 + "MachSpeed", M1 + "State", M2 + "Temperature/Spindle"]
     adapter, sink = make_adapter(server.url, nodes, mode="polling")
+    polls: list[int] = []  # the server counts the adapter's reads of all three nodes
+    read = InternalSession.read
+
+    async def counting_read(self: Any, params: Any) -> Any:
+        if len(params.NodesToRead) == len(nodes):
+            polls.append(len(polls))
+        return await read(self, params)
+
+    monkeypatch.setattr(InternalSession, "read", counting_read)
+
+    async def more_polls(n: int) -> None:
+        # The adapter polls one read after the other: once n more have started, n - 1 were handled.
+        target = len(polls) + n
+        await sink.wait_for(lambda: len(polls) >= target)
 
     async def scenario() -> None:
         await adapter.connect()
         task = asyncio.create_task(adapter.run())
         try:
             await sink.wait_for(lambda: len(sink.all()) >= 3)  # first poll: every node
-            await asyncio.sleep(0.3)  # several polls, nothing changed
+            await more_polls(4)  # three more polls handled, nothing changed
             assert len(sink.all()) == 3
             await server.write(nodes[1], 11, T0 + 1)
             await sink.wait_for(lambda: len(sink.all()) >= 4)
-            await asyncio.sleep(0.2)
+            await more_polls(4)  # the change is emitted once, not on every poll
         finally:
             task.cancel()
             await adapter.close()
@@ -215,8 +230,6 @@ def test_only_adapter_errors_leave(server: ServerThread) -> None:
     async def scenario() -> None:
         dead = f"opc.tcp://127.0.0.1:{free_port()}/zhizao/sim"
         await expect(make_adapter(dead, [M1 + "State"])[0], AdapterTemporaryError, "connect to")
-        await expect(make_adapter(server.url, [M1 + "State", "ns=2;s=no/such/node"])[0], AdapterConfigError,
-                     r"cannot monitor ns=2;s=no/such/node \(BadNodeIdUnknown\)")
         await expect(make_adapter(server.url, ["ns=2;q=broken"])[0], AdapterConfigError, "node ids")
 
     asyncio.run(scenario())
@@ -238,3 +251,36 @@ def test_sink_failure_surfaces_through_run(server: ServerThread) -> None:
             await adapter.close()
 
     asyncio.run(scenario())
+
+
+def test_a_node_the_server_does_not_have_yet_is_retried_while_the_others_are_monitored(
+    server: ServerThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A PLC whose address space is still loading: the missing item is retried on its own, nothing stops."""
+    late = "ns=2;s=late/Value"
+    adapter, sink = make_adapter(server.url, [M1 + "Temperature/Spindle", late],
+                                 subscription={"publishing_interval_ms": 50, "sampling_interval_ms": 10, "queue_size": 1000,
+                                               "missing_retry_s": 0.3})  # fmt: skip
+
+    async def add_late_node() -> None:
+        await server.sim.server.nodes.objects.add_variable(ua.NodeId("late/Value", 2), "Value", 7.5)
+
+    async def scenario() -> None:
+        await adapter.connect()  # no AdapterConfigError: the node may still appear
+        assert adapter.missing_nodes == 1
+        task = asyncio.create_task(adapter.run())
+        try:
+            await sink.wait_for(lambda: 0 in set(sink.all().signal.tolist()))  # the other node delivers
+            await server.write(M1 + "Temperature/Spindle", 30.0)
+            await server.run(add_late_node)
+            await sink.wait_for(lambda: 7.5 in sink.values(1))
+            assert adapter.missing_nodes == 0
+        finally:
+            task.cancel()
+            await adapter.close()
+
+    caplog.set_level("INFO", logger="zhizao.edge.adapters.opcua.adapter")
+    asyncio.run(scenario())
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("1 nodes are not in the server's address space (ns=2;s=late/Value)" in m for m in messages)
+    assert any("1 nodes now monitored (ns=2;s=late/Value)" in m for m in messages)
