@@ -116,6 +116,14 @@ class IngestService:
         s = self.settings
         self.storage = apply_migrations(self.conninfo, horizons=s.horizons)
         log.info("ingest storage: %s", self.storage.kind)
+        if not s.acks:
+            log.info("delivery acks off%s: edge agents release samples once published (plain Sparkplug)",
+                     " (shared subscription: a worker sees only part of each node's stream)"
+                     if s.shared_subscription else "")  # fmt: skip
+        elif s.shared_subscription:
+            log.warning("delivery acks on with a shared subscription: an ack may cover another worker's "
+                        "uncommitted batch; set ZHIZAO_INGEST_ACKS=false unless the broker routes a node "
+                        "to one worker")  # fmt: skip
         if self.storage.timescale:
             # Old rows (outbox replays) reach the continuous aggregates through a refresh after commit.
             self._refresher = AggregateRefresher(self.conninfo, s.horizons)

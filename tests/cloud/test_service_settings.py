@@ -96,3 +96,13 @@ def test_cloud_serve_with_bad_variables_exits_with_the_message(tmp_path: Path) -
     assert "Traceback" not in proc.stderr
     assert "ZHIZAO_HOST_ID='bad host/id': String should match pattern" in proc.stderr
     assert "ZHIZAO_API_PORT='eighty': Input should be a valid integer" in proc.stderr
+
+
+def test_acks_default_off_with_a_shared_subscription_and_can_be_set() -> None:
+    from zhizao.cloud.settings import CloudSettings
+
+    assert CloudSettings.from_env({}).ingest_settings().acks is True
+    assert CloudSettings.from_env({"ZHIZAO_INGEST_SHARED_SUBSCRIPTION": "true"}).ingest_settings().acks is False
+    assert CloudSettings.from_env({"ZHIZAO_INGEST_ACKS": "false"}).ingest_settings().acks is False
+    forced = CloudSettings.from_env({"ZHIZAO_INGEST_SHARED_SUBSCRIPTION": "true", "ZHIZAO_INGEST_ACKS": "true"})
+    assert forced.ingest_settings().acks is True
