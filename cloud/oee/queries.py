@@ -51,7 +51,10 @@ def ratios_of(row: dict[str, Any], *, one_machine: bool) -> dict[str, Any]:
     oee = None if planned <= 0 else (0.0 if total == 0 else (a or 0.0) * (p or 0.0) * (q or 0.0))
     teep = oee * planned / all_s if oee is not None and all_s > 0 else None
     return {"availability": a, "performance": p, "quality": q, "oee": oee, "teep": teep,
-            "performance_capped": bool(run > 0 and ideal > run) or bool(int(row.get("flags") or 0) & 1)}
+            "performance_capped": bool(run > 0 and ideal > run) or bool(int(row.get("flags") or 0) & 1),
+            # It ran but no unit is complete yet (a slow machine early in a window): OEE is 0 by the
+            # definition, which the dashboard says in words instead of a red 0 %.
+            "no_output": bool(run > 0 and total == 0)}
 
 
 async def oee_rows(conn: AConn, where: str, params: dict[str, Any], kind: str, lo: datetime, hi: datetime,

@@ -443,5 +443,5 @@ class OeeService:
                     "window_kind": row["kind"], "start": row["start_ts"].astimezone(UTC).isoformat(),
                     "end": row["end_ts"].astimezone(UTC).isoformat(),
                     "availability": r["availability"], "performance": r["performance"], "quality": r["quality"],
-                    "oee": r["oee"], "performance_capped": r["performance_capped"],
+                    "oee": r["oee"], "performance_capped": r["performance_capped"], "no_output": r["no_output"],
                 }))  # fmt: skip

@@ -13,9 +13,12 @@ export function apq(w, { big = true } = {}) {
     h("span", { class: "apq-bar", role: "img", "aria-label": `${t(key)} ${pct(value)}` },
       h("span", { class: "apq-fill", style: `width:${Math.min(100, (value ?? 0) * 100).toFixed(1)}%` })),
     h("span", { class: "apq-val" }, pct(value)));
+  // A machine that ran but has not completed a unit yet in this window: say so, not a red "0.0 %".
+  const pending = Boolean(w?.no_output);
   return h("div", { class: `apq ${big ? "apq-big" : ""}` },
-    h("div", { class: `oee-figure band-${band(w?.oee)}`, dataset: { k: "oee" } },
-      h("span", { class: "oee-label" }, t("oee")), h("span", { class: "oee-val" }, pct(w?.oee))),
+    h("div", { class: `oee-figure band-${pending ? "none" : band(w?.oee)}`, dataset: { k: "oee" } },
+      h("span", { class: "oee-label" }, t("oee")), h("span", { class: "oee-val" }, pending ? "—" : pct(w?.oee)),
+      pending ? h("span", { class: "oee-note small muted" }, t("no.unit.yet")) : null),
     h("div", { class: "apq-rows" }, row("a", w?.availability), row("p", w?.performance), row("q", w?.quality)));
 }
 
