@@ -73,3 +73,8 @@ export function band(x) {
 export function count(n, what) {
   return t(n === 1 ? `count.${what}` : `count.${what}s`, { n });
 }
+
+/** The display name of a site, line or machine (from the seeds), else its id. */
+export function label(obj, id) {
+  return obj?.name && obj.name !== id ? obj.name : id;
+}

@@ -3,7 +3,7 @@ import { get } from "../api.js";
 import { apq, updateApq } from "../charts.js";
 import { latest, oeeSummary, throttled } from "../data.js";
 import { h } from "../dom.js";
-import { num } from "../format.js";
+import { label, num } from "../format.js";
 import { t } from "../i18n.js";
 import { followStates, stateChip } from "./site.js";
 
@@ -21,22 +21,23 @@ export async function line(ctx, siteId, lineId) {
   ]);
   const summaries = await Promise.all(detail.machine_list.map((m) => oeeSummary("machine", siteId, m.machine_id)));
   if (!ctx.current()) return;
-  ctx.crumbs([[siteDetail.name || siteId, `#/site/${encodeURIComponent(siteId)}`], [lineId]]);
+  ctx.crumbs([[siteDetail.name || siteId, `#/site/${encodeURIComponent(siteId)}`], [label(detail, lineId)]]);
   const lineSummary = await oeeSummary("line", siteId, lineId);
   if (!ctx.current()) return;
   const cards = detail.machine_list.map((m, i) => {
     const w = summaries[i].current;
     return h("article", { class: "card machine-card", dataset: { scope: "machine", id: m.machine_id } },
       h("header", { class: "card-head" },
-        h("h2", {}, h("a", { href: `#/site/${encodeURIComponent(siteId)}/machine/${encodeURIComponent(m.machine_id)}` },
-          m.machine_id))),
+        h("h2", { title: m.machine_id },
+          h("a", { href: `#/site/${encodeURIComponent(siteId)}/machine/${encodeURIComponent(m.machine_id)}` },
+            label(m, m.machine_id)))),
       stateChip(siteId, m.machine_id, values.get(`${m.machine_id}/State`)?.value ?? null),
       apq(w, { big: false }),
       miniCounters(w));
   });
   ctx.show(h("section", { class: "line" },
     h("div", { class: "line-head card", dataset: { scope: "line", id: lineId } },
-      h("h1", { class: "page-title" }, lineId),
+      h("h1", { class: "page-title", title: lineId }, label(detail, lineId)),
       h("p", { class: "small muted caption" }, lineSummary.current ? t("current.shift") : t("no.oee")),
       apq(lineSummary.current, { big: false })),
     h("div", { class: "grid machines" }, ...cards)));

@@ -4,7 +4,7 @@ import { get, getOr, iso } from "../api.js";
 import { apq, bars, legend, lineChart, timeline, updateApq } from "../charts.js";
 import { latest, may, me, newest, oeeWindows, throttled } from "../data.js";
 import { h } from "../dom.js";
-import { category, clock, num, stateName } from "../format.js";
+import { category, clock, label, num, stateName } from "../format.js";
 import { t } from "../i18n.js";
 import { stopsPanel } from "./stops.js";
 
@@ -64,7 +64,8 @@ export async function machine(ctx, siteId, machineId) {
   const reasons = may(who, "operator") ? await getOr(`sites/${site}/stop-reasons`, {}, []) : null;
   if (!ctx.current()) return;
   ctx.crumbs([[siteDetail.name || siteId, `#/site/${site}`],
-    [detail.line_id, `#/site/${site}/line/${encodeURIComponent(detail.line_id)}`], [machineId]]);
+    [label(siteDetail.line_list?.find((l) => l.line_id === detail.line_id), detail.line_id),
+     `#/site/${site}/line/${encodeURIComponent(detail.line_id)}`], [label(detail, machineId)]]);
 
   let values = initialValues;
   let { from, now, current } = first;
@@ -86,7 +87,7 @@ export async function machine(ctx, siteId, machineId) {
 
   ctx.show(h("section", { class: "machine-page" },
     h("div", { class: "card m-state" },
-      h("h1", { class: "page-title" }, machineId), stateBadge(code, since)),
+      h("h1", { class: "page-title", title: machineId }, label(detail, machineId)), stateBadge(code, since)),
     h("div", { class: "card m-oee", dataset: { scope: "machine", id: machineId } },
       h("h2", { class: "card-title" }, t("current.shift")), apq(current)),
     h("div", { class: "card m-counters" }, h("h2", { class: "card-title" }, t("counters")), counters(current, values)),

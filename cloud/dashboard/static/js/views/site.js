@@ -4,7 +4,7 @@ import { get } from "../api.js";
 import { apq, sparkline, updateApq } from "../charts.js";
 import { latest, may, me, oeeSummary, throttled } from "../data.js";
 import { h } from "../dom.js";
-import { category, count, stateName } from "../format.js";
+import { category, count, label, stateName } from "../format.js";
 import { t } from "../i18n.js";
 
 /** A link chip showing a machine's current state; live updates find it by data-machine. */
@@ -43,7 +43,7 @@ export async function site(ctx, siteId) {
     const spark = h("div", { class: "spark" });
     const href = `#/site/${encodeURIComponent(siteId)}/line/${encodeURIComponent(line.line_id)}`;
     const el = h("article", { class: "card summary-card", dataset: { scope: "line", id: line.line_id } },
-      h("header", { class: "card-head" }, h("h2", {}, h("a", { href }, line.line_id)),
+      h("header", { class: "card-head" }, h("h2", { title: line.line_id }, h("a", { href }, label(line, line.line_id))),
         h("span", { class: `pill ${line.online ? "pill-on" : "pill-off"}` }, t(line.online ? "online" : "offline"))),
       h("p", { class: "small muted caption" }, summaries[i].current ? t("current.shift") : t("no.oee")),
       apq(summaries[i].current, { big: false }),
