@@ -8,7 +8,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 
 import uvicorn
@@ -84,7 +84,10 @@ class CloudService:
             await asyncio.to_thread(ingest.start)
             log.info("ingest started: host %s on %s", self.settings.host_id, self.settings.mqtt_url)
         if self._warm_up:
-            threading.Thread(target=_warm_up_analytics, name="zhizao-warm-up", daemon=True).start()
+            # Compiling the kernels cold takes tens of seconds of CPU: it waits until the first samples are
+            # stored, so a fresh start shows data first (the OEE worker compiles on demand if it gets there first).
+            first_data = (lambda: ingest.stats()["samples_stored"] > 0) if ingest is not None else (lambda: True)
+            threading.Thread(target=_warm_up_analytics, args=(first_data,), name="zhizao-warm-up", daemon=True).start()
         try:
             yield
         finally:
@@ -166,8 +169,17 @@ class CloudService:
             self._thread.join(timeout)
 
 
-def _warm_up_analytics() -> None:
-    """Compile/load the numba kernels once, off the request path."""
+def _warm_up_analytics(first_data: Callable[[], bool], patience_s: float = 60.0) -> None:
+    """Compile/load the numba kernels once, off the request path, once `first_data()` holds (or after
+    `patience_s`)."""
+    deadline = time.monotonic() + patience_s
+    while time.monotonic() < deadline:
+        try:
+            if first_data():
+                break
+        except Exception:  # noqa: BLE001 - the ingest is not up yet; keep waiting
+            pass
+        time.sleep(0.5)
     try:
         from zhizao.analytics import warm_up
 

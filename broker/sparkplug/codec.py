@@ -7,7 +7,9 @@ Births and commands are small and use `BirthMetric` records.
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -28,6 +30,43 @@ _U64 = 0xFFFFFFFFFFFFFFFF
 _INT_MASK = {1: 0xFF, 2: 0xFFFF, 3: _U32, 5: 0xFF, 6: 0xFFFF, 7: _U32}
 
 Value = float | int | bool | str | None
+
+log = logging.getLogger(__name__)
+
+
+class _WireReader:
+    """The numba wire reader, compiled (or loaded from numba's cache) in a background thread on first use.
+
+    A cold compile takes seconds of CPU; until it is done `decode` takes the protobuf path, which gives the same
+    result, so the first messages after a fresh install are not held up by the JIT."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Event()
+        self._lock = threading.Lock()
+        self._started = False
+
+    def ready(self, wait_s: float = 0.0) -> bool:
+        """True once `wire.scan` is compiled; the first call starts the compile; waits up to `wait_s`."""
+        if self._ready.is_set():
+            return True
+        with self._lock:
+            if not self._started:
+                self._started = True
+                threading.Thread(target=self._compile, name="zhizao-wire-jit", daemon=True).start()
+        return self._ready.wait(wait_s) if wait_s > 0 else False
+
+    def _compile(self) -> None:
+        probe = pb.Payload(timestamp=1, seq=0)
+        probe.metrics.add(alias=1, timestamp=1, datatype=int(DataType.Double), double_value=1.0)
+        try:
+            wire.scan(np.frombuffer(probe.SerializeToString(), np.uint8))
+        except Exception:  # pragma: no cover - numba missing or broken: the protobuf path keeps working
+            log.exception("the numba Sparkplug reader did not compile; decoding with protobuf only")
+            return
+        self._ready.set()
+
+
+WIRE = _WireReader()
 
 
 class PayloadError(ValueError):
@@ -234,6 +273,8 @@ def decode(payload: bytes, datatype_by_alias: Mapping[int, int] | None = None) -
     Scalar metrics go through the numba wire reader; payloads with datasets, templates or unusual property
     sets take the protobuf path. Both give the same result.
     """
+    if not WIRE.ready():
+        return _decode_protobuf(payload, datatype_by_alias)
     buf = np.frombuffer(payload, np.uint8)
     (n, header, alias, has_alias, datatype, ts, flags, kind, raw, quality,
      name_off, name_len, str_off, str_len) = wire.scan(buf)

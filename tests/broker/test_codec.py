@@ -188,6 +188,7 @@ def test_wire_reader_agrees_with_protobuf_path(samples: list[tuple[int, int, flo
     raw = codec.encode_data(9, TS, alias, ts, value, dtype, historical=hist, quality=quality, text=text,
                             extra=[BirthMetric("zhizao/Batch", DataType.Int64, 5)])
     lookup = {int(a): int(kinds[int(a) % len(kinds)]) for a in alias}
+    assert codec.WIRE.ready(wait_s=120), "the numba wire reader did not compile"
     fast, slow = codec.decode(raw, lookup), codec._decode_protobuf(raw, lookup)
     assert fast.n == slow.n and fast.seq == slow.seq and fast.timestamp_ms == slow.timestamp_ms
     assert fast.names == slow.names and fast.text == slow.text
