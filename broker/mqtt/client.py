@@ -160,6 +160,7 @@ class MqttClient:
         self._problem: str | None = None  # the refusal or failure last logged, until the next success
         self._lock = threading.Lock()
         self._stopping = False
+        self._started = False
         self._client = self._build()
 
     @property
@@ -218,6 +219,11 @@ class MqttClient:
         """Start connecting in the background; retried after `Backoff` delays until `stop`."""
         with self._lock:
             self._stopping = False
+            if self._started:
+                # paho's loop_start makes a new wakeup socket pair and drops the previous run's unclosed:
+                # a fresh paho client per run (the old one closes its pair when it is collected).
+                self._client = self._build()
+            self._started = True
             self._connect(self._client)
 
     def stop(self, *, with_will: bool = False) -> None:

@@ -70,6 +70,9 @@ class Client:
         else:
             self.c.disconnect()
             self.c.loop_stop()
+        # paho closes its wakeup socket pair only in reinitialise() or __del__ (eclipse-paho/paho.mqtt.python
+        # #627); this client and its callbacks form a cycle, so __del__ would run at the GC's whim.
+        self.c.reinitialise()
 
 
 @pytest.mark.parametrize("kind", ["mosquitto", "iotcore"])

@@ -47,7 +47,8 @@ def start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 
 def metric_sum(port: int, name: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
     return sum(float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
 
 
@@ -74,7 +75,9 @@ def test_e2e_cloud_kill9_and_broker_restart_lose_nothing_and_duplicate_nothing(
         code = CLOUD.format(db=fresh_database, mqtt=mqtt_url, host=HOST_ID)
         with (tmp_path / "cloud.log").open("ab") as err:
             proc = subprocess.Popen([py, "-c", code], stdout=subprocess.PIPE, stderr=err, cwd=ROOT)
-        assert proc.stdout is not None and proc.stdout.readline().strip() == b"up", "cloud did not start"
+        assert proc.stdout is not None
+        with proc.stdout:  # the cloud prints only this one line
+            assert proc.stdout.readline().strip() == b"up", "cloud did not start"
         return proc
 
     try:
@@ -100,12 +103,12 @@ def test_e2e_cloud_kill9_and_broker_restart_lose_nothing_and_duplicate_nothing(
         time.sleep(phase)
         cloud.send_signal(signal.SIGKILL)  # mid-stream: batches in flight, nothing flushed
         cloud.wait(10)
-        time.sleep(3)
+        time.sleep(3)  # the scenario: the cloud stays down a while, the edge keeps publishing into the broker
         cloud = start_cloud()
         time.sleep(phase)
         broker.terminate()
         broker.wait(10)
-        time.sleep(2)
+        time.sleep(2)  # the scenario: the broker stays down a while, the edge buffers in its outbox
         broker = start_broker()
         time.sleep(phase)
         sim.send_signal(signal.SIGINT)  # production stops; the agents drain their outboxes

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import yaml
 from click.testing import CliRunner
 
 from tests.support.simserver import ServerThread, free_port
+from tests.support.spb_capture import Capture
 from zhizao.edge.bootstrap import agent_configs_for_scenario
 from zhizao.edge.cli import edge
 from zhizao.edge.config import load_agent_config
@@ -126,6 +126,7 @@ def test_browse_the_simulator_matches_the_seeded_agent(tmp_path: Path) -> None:
         asyncio.run_coroutine_threadsafe(sim.stop(), loop).result(30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+        loop.close()
     browsed = load_agent_config(out)
     seeded = load_agent_config(SEEDS_DIR / "agents" / "cnc-1.yaml")
     assert (browsed.site, browsed.edge_node) == (seeded.site, seeded.edge_node)
@@ -157,19 +158,22 @@ def test_run_stops_cleanly_on_ctrl_c(server: ServerThread, tmp_path: Path, mqtt_
     config.write_text(yaml.safe_dump(data), encoding="utf-8")
     env = {**os.environ, "ZHIZAO_LOG_LEVEL": "WARNING"}
     env.pop("ZHIZAO_MQTT_URL", None)
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "zhizao"), "edge", "run", str(config)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cap = Capture(mqtt_url, [f"spBv1.0/{unique_id}/#"])
     try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline()
-        assert f"edge agent {unique_id}/cli-run: 2 machines, 9 signals" in first, first
-        time.sleep(2.0)  # connected and publishing
-        proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=30)
+        with subprocess.Popen([str(Path(sys.executable).parent / "zhizao"), "edge", "run", str(config)], cwd=REPO,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+            try:
+                assert proc.stdout is not None
+                first = proc.stdout.readline()
+                assert f"edge agent {unique_id}/cli-run: 2 machines, 9 signals" in first, first
+                cap.wait_for(lambda ms: any(m.kind == "DDATA" for m in ms), timeout=30, what="DDATA from the agent")
+                proc.send_signal(signal.SIGINT)
+                rest, _ = proc.communicate(timeout=30)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        cap.close()
     assert proc.returncode == 0, first + rest
     assert rest.strip().endswith("stopped"), rest
     assert (tmp_path / "outbox").is_dir()

@@ -222,6 +222,7 @@ class ServerThread:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)
+            self.loop.close()
 
 
 def source_table(node_ids: list[str]) -> SignalTable:

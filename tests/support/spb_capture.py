@@ -63,15 +63,21 @@ class Capture:
         self.messages: list[Captured] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
+        self.subacks = 0  # SUBACKs so far: one per (re)connection
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=f"cap-{uuid.uuid4().hex[:8]}", protocol=paho.MQTTv5
         )
         self.client.on_message = self._on_message
-        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_connect = lambda c, *a: c.subscribe([(f, 1) for f in filters])
         self.client.connect(u.hostname or "127.0.0.1", u.port or 1883)
         self.client.loop_start()
         assert self._subscribed.wait(10), "capture subscriber did not get SUBACK"
+
+    def _on_subscribe(self, *args: object) -> None:
+        with self._lock:
+            self.subacks += 1
+        self._subscribed.set()
 
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
         with self._lock:

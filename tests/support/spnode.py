@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -34,6 +35,34 @@ def wait_for(cond: Callable[[], object], timeout: float = 10.0, what: str = "con
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+async def until(cond: Callable[[], object], within_s: float = 10.0, what: str = "condition") -> None:
+    """`wait_for` for code on an event loop: polls without blocking the loop."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out after {within_s} s waiting for {what}")
+
+
+def subscribe(client: mqtt.Client, filters: list[str], qos: int = 1, timeout: float = 5.0) -> None:
+    """Subscribe to `filters` and return once the broker's SUBACK for them arrived."""
+    acked: set[int] = set()
+    lock = threading.Lock()
+    previous = client.on_subscribe
+
+    def on_subscribe(c: mqtt.Client, u: object, mid: int, *rest: object) -> None:
+        with lock:
+            acked.add(mid)
+
+    client.on_subscribe = on_subscribe
+    try:
+        mids = [client.subscribe(f, qos=qos)[1] for f in filters]
+        wait_for(lambda: all(m in acked for m in mids), timeout, f"SUBACK for {filters}")
+    finally:
+        client.on_subscribe = previous
+
+
 def connect(url: str, client_id: str, will: tuple[str, bytes] | None = None) -> mqtt.Client:
     ep = parse_mqtt_url(url)
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
@@ -58,9 +87,7 @@ class Watcher:
     def __post_init__(self) -> None:
         self.client = connect(self.url, f"watch-{uuid.uuid4().hex[:8]}")
         self.client.on_message = lambda c, u, m: self.messages.append((m.topic, bytes(m.payload), m.retain))
-        for f in self.filters:
-            self.client.subscribe(f, qos=1)
-        time.sleep(0.2)
+        subscribe(self.client, self.filters)
 
     def on(self, topic: str) -> list[bytes]:
         return [p for t, p, _ in self.messages if t == topic]
@@ -89,9 +116,7 @@ class SpNode:
         will = (node_topic(site, MessageType.NDEATH, edge), encode_death(None, bd_seq=bd_seq))
         self.client = connect(url, f"{site}-{edge}-{uuid.uuid4().hex[:6]}", will)
         self.client.on_message = self._on_message
-        self.client.subscribe(node_topic(site, MessageType.NCMD, edge), qos=1)
-        self.client.subscribe(ack_topic(site, edge), qos=1)
-        time.sleep(0.1)
+        subscribe(self.client, [node_topic(site, MessageType.NCMD, edge), ack_topic(site, edge)])
 
     def _on_message(self, c: mqtt.Client, u: object, m: mqtt.MQTTMessage) -> None:
         if "/NCMD/" in m.topic:

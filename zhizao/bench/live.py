@@ -315,8 +315,8 @@ def bench_live(database_url: str, mqtt_url: str, line: str, events: int, dt_ms: 
     service = CloudService(CloudSettings(database_url=database_url, mqtt_url=mqtt_url, host_id="zhizao-bench-live",
                                          api_port=0), ingest_settings=IngestSettings(sites=(site,)))
     click.echo(f"bench live: line {site}/{line}, machine {machine}, {events} events, sim step {dt_ms} ms", err=True)
+    log = (work / "procs.log").open("ab")  # the children's output; closed once they are gone
     try:
-        log = (work / "procs.log").open("ab")
         procs.append(subprocess.Popen([*_PY, "sim", "--site", site, "--port", str(sim_port), "--dt-ms", str(dt_ms)],
                                       stdout=log, stderr=subprocess.STDOUT))
         try:
@@ -354,6 +354,7 @@ def bench_live(database_url: str, mqtt_url: str, line: str, events: int, dt_ms: 
             except subprocess.TimeoutExpired:
                 p.kill()
         service.stop()
+        log.close()
     if len(total) < 2:
         raise click.ClickException(f"only {len(total)} events measured; see {work / 'procs.log'}")
     cloud = [t - b for t, b in zip(total, base, strict=True)]

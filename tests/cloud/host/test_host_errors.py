@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from tests.support.spnode import wait_for
 from zhizao.cloud.host.client import HostError
 from zhizao.cloud.ingest.service import IngestService
 
@@ -22,8 +23,8 @@ def test_unreachable_broker_raises_host_error_and_stops_the_pipeline(fresh_datab
     with pytest.raises(HostError, match=f"127.0.0.1:{port}"):
         svc.start()
     assert time.monotonic() - started < 15
-    time.sleep(0.5)
-    assert threading.active_count() <= before + 1  # writers, processor, rollups and pool workers are gone
+    # writers, processor, rollups and pool workers are gone
+    wait_for(lambda: threading.active_count() <= before + 1, timeout=5, what="the pipeline's threads to end")
 
 
 def test_bad_mqtt_url_is_a_host_error_naming_the_url(fresh_database: str) -> None:

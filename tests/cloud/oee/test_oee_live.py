@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from tests.support.oeefixtures import MIN, T0, Running, batches, feed, random_machine, store_batch
+from tests.support.spnode import wait_for
 from zhizao.cloud.auth import create_token
 
 
@@ -40,10 +41,11 @@ def test_state_change_published_within_a_second_and_oee_update_follows(running: 
     token = create_token(running.db, "viewer", "site-a", "live-a")
     events: queue.Queue[tuple[float, str, dict[str, Any]]] = queue.Queue()
     stop = threading.Event()
+    listening = running.service.live.subscribers()
     reader = threading.Thread(target=listen, args=(running.url, token, events, stop), daemon=True)
     reader.start()
     assert events.get(timeout=10)[2] == {"status": 200}
-    time.sleep(0.5)  # the subscription is registered once the response started
+    wait_for(lambda: running.service.live.subscribers() > listening, timeout=5, what="the stream subscribed")
     oee = running.service.oee
     assert oee is not None
     end = max(ts for d in history for s in d.series.values() for ts, _ in s)

@@ -472,10 +472,12 @@ def test_replays_into_compressed_chunks_store_nothing_twice(
             before = conn.execute(checksum).fetchone()
         _send(node, ts, metric, value + 1000, historical=True)  # replay: ON CONFLICT path
         _send(node, ts[:500], metric[:500], value[:500] - 1000)  # live batch: the optimistic path, conflicts
-        node.new_batch()
+        replayed = node.batch
+        node.new_batch()  # closes the last replayed batch: it becomes ackable
         node.ddata("m1", np.array([T0 + 1], np.int64), np.array([2]), np.array([-1.0]), historical=True)
         wait_for(lambda: _stored(url) == len(ts) + 1, what="the one new sample")
-        time.sleep(0.5)  # anything wrongly stored from the replays would have landed by now
+        # Acks are released in order, once every batch up to theirs is committed: the replays are all in.
+        wait_for(lambda: max(node.acks, default=0) >= replayed, what="the ack of the last replayed batch")
         with psycopg.connect(url) as conn:
             after = conn.execute(checksum).fetchone()
         assert before is not None and after is not None

@@ -12,6 +12,7 @@ import pysparkplug as psp
 from tests.support.mosquitto import free_port, private_mosquitto
 from tests.support.node import block, signal_table
 from tests.support.spb_capture import Capture, all_samples
+from tests.support.spnode import until
 from zhizao.edge.node.config import MqttConfig, OutboxConfig, SparkplugConfig
 from zhizao.edge.node.session import EdgeNode
 from zhizao.edge.outbox import Outbox
@@ -49,12 +50,9 @@ def test_buffer_while_broker_down_then_replay_as_history(tmp_path: Path, unique_
                 await asyncio.sleep(0.02)
             assert node.state == "online"
             assert node.stats.reconnects == 1
-            # the capture may have rejoined after the node's births: ask for a rebirth to see them for sure
-            for _ in range(200):
-                if cap.client.is_connected():
-                    break
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.5)
+            # the capture may have rejoined after the node's births: ask for a rebirth to see them for sure,
+            # once the capture is subscribed again (its second SUBACK)
+            await until(lambda: cap.subacks >= 2, within_s=15, what="the capture subscribed again")
             n = len(cap.snapshot())
             cmd = psp.NCmd(
                 timestamp=1,

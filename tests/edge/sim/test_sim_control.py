@@ -40,7 +40,7 @@ def test_machspeed_start_stop_reset(free_port: int, run_sim: Any, make_scenario:
             await node["MachSpeed"].write_value(ua.Variant(300.0, ua.VariantType.Double))
             await _until(lambda: _eq(value("CurMachSpeed"), 300.0))
             a = await node["ProdProcessedCount"].read_data_value()
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(1.0)  # the scenario: a second of production at that speed
             b = await node["ProdProcessedCount"].read_data_value()
             minutes = (b.SourceTimestamp - a.SourceTimestamp).total_seconds() / 60
             assert abs((b.Value.Value - a.Value.Value) - 300.0 * minutes) <= 1.0
@@ -65,7 +65,8 @@ def test_machspeed_start_stop_reset(free_port: int, run_sim: Any, make_scenario:
             await _until(lambda: _eq(value("State"), 2))
             assert await value("StopReason") == 40000 and await value("CurMachSpeed") == 0.0
             frozen = await value("ProdProcessedCount")
-            await asyncio.sleep(0.5)
+            steps = sim.stats.steps + 5  # five more steps written (0.5 s of production, had it run)
+            await _until(lambda: _true(sim.stats.steps >= steps))
             assert await value("ProdProcessedCount") == frozen > 0
 
             # Reset: counters to zero, a stopped machine goes Idle (4).
@@ -96,3 +97,7 @@ async def _eq(got: Awaitable[Any], want: Any) -> bool:
 
 async def _gt(got: Awaitable[Any], floor: Any) -> bool:
     return bool(await got > floor)
+
+
+async def _true(cond: bool) -> bool:
+    return cond

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from asyncua import Client
 
+from tests.support.spnode import until
 from zhizao.edge.sim.model import FactoryModel
 from zhizao.edge.sim.record import read_record
 from zhizao.edge.sim.server import SimServer
@@ -26,6 +27,14 @@ class _Collector:
         self.rows.append((node.nodeid.to_string(), round(ts.timestamp() * 1000), float(val)))
 
 
+async def _source_ms(node: Any) -> int:
+    """The source timestamp (ms) of a node's current value, as `_Collector` rounds it."""
+    ts = (await node.read_data_value()).SourceTimestamp
+    assert ts is not None
+    ms: int = round(ts.timestamp() * 1000)
+    return ms
+
+
 def test_record_equals_what_a_subscriber_received(
     free_port: int, run_sim: Any, make_scenario: Any, tmp_path: Path
 ) -> None:
@@ -40,10 +49,12 @@ def test_record_equals_what_a_subscriber_received(
             sub = await client.create_subscription(20, collector)
             nodes = [client.get_node(n) for n in sim.model.table.node_ids]
             await sub.subscribe_data_change(nodes, queuesize=10_000)
-            await asyncio.sleep(3.0)
+            await asyncio.sleep(3.0)  # the scenario: three seconds of production with stops
             stop.set()  # stepping ends; the endpoint stays up until the last notifications arrive
             await task
-            await asyncio.sleep(0.5)
+            last = {n.nodeid.to_string(): await _source_ms(n) for n in nodes}
+            await until(lambda: last.items() <= {(nid, ts) for nid, ts, _ in collector.rows},
+                        what="the notification of every node's last value")
             ended = time.time() * 1000
             await sub.delete()
         return ended, collector.rows
@@ -92,7 +103,7 @@ def test_server_publishes_the_seeded_model_sequence_and_catches_up(
             while not sim.stats.caught_up:
                 assert time.monotonic() < deadline, "never caught up with the wall clock"
                 await asyncio.sleep(0.1)
-            await asyncio.sleep(1.5)  # then real time
+            await asyncio.sleep(1.5)  # the scenario: then real time
             stop.set()
             await task
             ended = time.time() * 1000  # stepping is over; closing the server may take a while longer

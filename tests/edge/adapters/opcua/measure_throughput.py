@@ -64,12 +64,12 @@ async def client(port: int, profile: bool) -> None:
     adapter.sink = lambda block: None
     await adapter.connect()
     task = asyncio.create_task(adapter.run())
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(1.0)  # warm-up before the measured window
     prof = cProfile.Profile() if profile else None
     s0, n0, c0, w0 = adapter.samples, adapter.notifications, time.process_time(), time.time()
     if prof:
         prof.enable()
-    await asyncio.sleep(SECONDS)
+    await asyncio.sleep(SECONDS)  # the measured window
     if prof:
         prof.disable()
     s1, n1, c1, w1 = adapter.samples, adapter.notifications, time.process_time(), time.time()
