@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from zhizao.bench.ingest import CREATED_DATABASES
+from zhizao.bench.harness import CREATED_DATABASES
 from zhizao.cli import cli
 
 

@@ -12,6 +12,7 @@ all benchmarks share, at full precision (only the printed text is rounded):
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import math
@@ -19,15 +20,18 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 import numpy as np
 
 __all__ = [
+    "CREATED_DATABASES",
     "SCHEMA",
     "Report",
     "cpu_seconds",
@@ -37,11 +41,30 @@ __all__ = [
     "machine_line",
     "percentile",
     "require",
+    "scratch_database",
     "time_calls_ms",
     "times",
 ]
 
 SCHEMA = "zhizao.bench/1"
+
+CREATED_DATABASES: list[str] = []  # scratch databases this process created (and dropped): tests check the cleanup
+
+
+@contextlib.contextmanager
+def scratch_database(server_url: str, bench: str) -> Iterator[str]:
+    """A new database on `server_url`'s server for one benchmark run (its URL), dropped afterwards."""
+    import psycopg
+
+    name = f"zhizao_bench_{bench}_{uuid.uuid4().hex[:10]}"
+    CREATED_DATABASES.append(name)
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlsplit(server_url)._replace(path=f"/{name}").geturl()
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 json_option = click.option(
     "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,

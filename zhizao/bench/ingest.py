@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,7 +23,7 @@ import click
 import numpy as np
 import psycopg
 
-from zhizao.bench.harness import Report, json_option, machine_line, times
+from zhizao.bench.harness import Report, json_option, machine_line, scratch_database, times
 from zhizao.broker.contract.quality import QUALITY_GOOD
 from zhizao.broker.extensions import BATCH_METRIC
 from zhizao.broker.sparkplug.codec import WIRE, BirthMetric, decode, encode_birth, encode_data
@@ -36,26 +35,6 @@ from zhizao.cloud.storage.migrate import apply_migrations
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-
-
-CREATED_DATABASES: list[str] = []  # names this process created (and dropped): lets tests check the cleanup
-
-
-class _TempDatabase:
-    def __init__(self, url: str) -> None:
-        self.admin = url
-        self.name = f"zhizao_bench_ingest_{uuid.uuid4().hex[:10]}"
-        CREATED_DATABASES.append(self.name)
-        self.url = urlsplit(url)._replace(path=f"/{self.name}").geturl()
-
-    def __enter__(self) -> str:
-        with psycopg.connect(self.admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{self.name}"')
-        return self.url
-
-    def __exit__(self, *exc: object) -> None:
-        with psycopg.connect(self.admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
 def _payloads(
@@ -181,7 +160,7 @@ def run_ingest_bench(
         raise click.ClickException("the numba Sparkplug reader did not compile; see the log")
     births, data, produced = _payloads(samples, nodes=4, machines=10, tags=50, per_message=per_message)
     settings = IngestSettings(queue_max_bytes=2**40, batch_max_samples=50_000, batch_max_ms=200)
-    with _TempDatabase(database_url) as url:
+    with scratch_database(database_url, "ingest") as url:
         svc = IngestService(url, "mqtt://127.0.0.1:1", host_id="zhizao-bench", settings=settings)
         svc.start_pipeline_only()
         try:
@@ -204,7 +183,7 @@ def run_ingest_bench(
         finally:
             svc.stop()
     base_n = min(baseline_rows, produced)
-    with _TempDatabase(database_url) as url:
+    with scratch_database(database_url, "ingest") as url:
         apply_migrations(url)
         rows = _baseline_rows(data, base_n)
         with psycopg.connect(url) as conn:

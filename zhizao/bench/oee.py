@@ -8,10 +8,8 @@ it reads the 24 h of samples and runs the OEE kernel over the whole fleet on req
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import click
 import numpy as np
@@ -24,6 +22,7 @@ from zhizao.bench.harness import (
     latency_summary,
     machine_line,
     require,
+    scratch_database,
     time_calls_ms,
     times,
 )
@@ -144,37 +143,32 @@ def run_oee_bench(server_url: str, requests: int = 200, scale: int = 10, days: i
     from zhizao.cloud.service import CloudService
     from zhizao.cloud.settings import CloudSettings
 
-    name = f"zhizao_bench_oee_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = urlsplit(server_url)._replace(path=f"/{name}").geturl()
-    service: CloudService | None = None
-    try:
-        n_machines = _fill(url, scale, days)
-        token = create_token(url, "viewer", "*", "bench")
-        service = CloudService(CloudSettings(database_url=url, api_port=0), ingest=False, warm_up=False, oee=False)
-        base = service.start_in_thread()
-        params = {"scope": "cluster", "window": "hour", "from": str(T0_MS), "to": str(T0_MS + 24 * HOUR_MS)}
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
+    with scratch_database(server_url, "oee") as url:
+        service: CloudService | None = None
+        try:
+            n_machines = _fill(url, scale, days)
+            token = create_token(url, "viewer", "*", "bench")
+            service = CloudService(CloudSettings(database_url=url, api_port=0), ingest=False, warm_up=False, oee=False)
+            base = service.start_in_thread()
+            params = {"scope": "cluster", "window": "hour", "from": str(T0_MS), "to": str(T0_MS + 24 * HOUR_MS)}
+            with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
 
-            def api() -> None:
-                r = client.get("/api/v1/oee", params=params)
-                r.raise_for_status()
-                assert len(r.json()) == 24
+                def api() -> None:
+                    r = client.get("/api/v1/oee", params=params)
+                    r.raise_for_status()
+                    assert len(r.json()) == 24
 
-            api_res = latency_summary(time_calls_ms(api, requests, max(3, requests // 20)))
-        with psycopg.connect(url) as conn:
-            base_res = latency_summary(time_calls_ms(lambda: _from_samples(conn, T0_MS, T0_MS + 24 * HOUR_MS), 3, 1))
-        report = Report("oee")
-        report.figures.update(machines=n_machines, days=days, api=api_res, baseline_from_samples=base_res)
-        report.ratio("baseline_vs_api_p99", "baseline_from_samples.p99_ms", "api.p99_ms")
-        report.finish(server_url)
-        return report
-    finally:
-        if service is not None:
-            service.stop()
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                api_res = latency_summary(time_calls_ms(api, requests, max(3, requests // 20)))
+            with psycopg.connect(url) as conn:
+                base_res = latency_summary(time_calls_ms(lambda: _from_samples(conn, T0_MS, T0_MS + 24 * HOUR_MS), 3, 1))
+            report = Report("oee")
+            report.figures.update(machines=n_machines, days=days, api=api_res, baseline_from_samples=base_res)
+            report.ratio("baseline_vs_api_p99", "baseline_from_samples.p99_ms", "api.p99_ms")
+            report.finish(server_url)
+            return report
+        finally:
+            if service is not None:
+                service.stop()
 
 
 @click.command("oee")

@@ -6,10 +6,8 @@ samples (the baseline), in the same run, on the same server, through a real uvic
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import click
 import psycopg
@@ -20,6 +18,7 @@ from zhizao.bench.harness import (
     latency_summary,
     machine_line,
     require,
+    scratch_database,
     time_calls_ms,
     times,
 )
@@ -99,34 +98,29 @@ def run_series_bench(server_url: str, requests: int = 200) -> Report:
     from zhizao.cloud.service import CloudService
     from zhizao.cloud.settings import CloudSettings
 
-    name = f"zhizao_bench_series_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = urlsplit(server_url)._replace(path=f"/{name}").geturl()
-    service: CloudService | None = None
-    try:
-        tag = _fill(url)
-        token = create_token(url, "viewer", "*", "bench")
-        service = CloudService(CloudSettings(database_url=url, api_port=0), ingest=False, warm_up=False)
-        base = service.start_in_thread()
-        day = {"tag_id": tag, "start": T0_MS, "end": T0_MS + DAY_S * 1000, "bucket": "1m"}
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
-            results = {
-                "rollup_1m": _time(client, {**day, "source": "auto"}, requests),
-                "date_bin_raw": _time(client, {**day, "source": "raw"}, requests),
-                "raw_page_10k": _time(client, {"tag_id": tag, "start": T0_MS, "end": T0_MS + DAY_S * 1000,
-                                               "limit": 10_000}, max(10, requests // 4)),
-            }
-        report = Report("series")
-        report.figures.update(requests=requests, **results)
-        report.ratio("date_bin_vs_rollup_p50", "date_bin_raw.p50_ms", "rollup_1m.p50_ms")
-        report.finish(server_url)
-        return report
-    finally:
-        if service is not None:
-            service.stop()
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(server_url, "series") as url:
+        service: CloudService | None = None
+        try:
+            tag = _fill(url)
+            token = create_token(url, "viewer", "*", "bench")
+            service = CloudService(CloudSettings(database_url=url, api_port=0), ingest=False, warm_up=False)
+            base = service.start_in_thread()
+            day = {"tag_id": tag, "start": T0_MS, "end": T0_MS + DAY_S * 1000, "bucket": "1m"}
+            with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
+                results = {
+                    "rollup_1m": _time(client, {**day, "source": "auto"}, requests),
+                    "date_bin_raw": _time(client, {**day, "source": "raw"}, requests),
+                    "raw_page_10k": _time(client, {"tag_id": tag, "start": T0_MS, "end": T0_MS + DAY_S * 1000,
+                                                   "limit": 10_000}, max(10, requests // 4)),
+                }
+            report = Report("series")
+            report.figures.update(requests=requests, **results)
+            report.ratio("date_bin_vs_rollup_p50", "date_bin_raw.p50_ms", "rollup_1m.p50_ms")
+            report.finish(server_url)
+            return report
+        finally:
+            if service is not None:
+                service.stop()
 
 
 @click.command("series")
