@@ -6,14 +6,13 @@ from __future__ import annotations
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from zhizao.broker.extensions import Ack
 from zhizao.cloud.host.session import NodeKey
-from zhizao.cloud.ingest.decode import Held
+from zhizao.cloud.ingest.decode import Columns, Held
 
 # PostgreSQL binary COPY: timestamptz is int64 microseconds since 2000-01-01 UTC.
 _PG_EPOCH_MS = 946_684_800_000
@@ -30,17 +29,6 @@ _ROW_NULL = np.dtype(
     [("nf", ">i2"), ("l_ts", ">i4"), ("ts", ">i8"), ("l_tag", ">i4"), ("tag", ">i4"),
      ("l_val", ">i4"), ("l_q", ">i4"), ("q", ">i2"), ("l_live", ">i4"), ("live", "u1")]
 )
-
-
-class Columns(NamedTuple):
-    """Numeric samples of a batch as parallel arrays."""
-
-    tag: npt.NDArray[np.int32]
-    ts_ms: npt.NDArray[np.int64]
-    value: npt.NDArray[np.float64]
-    null: npt.NDArray[np.bool_]
-    quality: npt.NDArray[np.int16]
-    live: npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True)

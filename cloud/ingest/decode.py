@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -59,12 +60,10 @@ class Verdict:
     health: dict[str, float] = field(default_factory=dict)
     total: int = 0
     held: Held | None = None  # refused samples of known tags, kept whole for re-ingest
-    unknown: int = 0  # samples whose alias or name the birth did not declare
 
 
-@dataclass(frozen=True)
-class Held:
-    """Refused samples of known tags (numeric and text), with the reason code of each (QUARANTINE_REASONS)."""
+class Columns(NamedTuple):
+    """Numeric samples as parallel arrays (of a message's held samples, or of a whole DB batch)."""
 
     tag: npt.NDArray[np.int32]
     ts_ms: npt.NDArray[np.int64]
@@ -72,6 +71,13 @@ class Held:
     null: npt.NDArray[np.bool_]
     quality: npt.NDArray[np.int16]
     live: npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class Held:
+    """Refused samples of known tags (numeric and text), with the reason code of each (QUARANTINE_REASONS)."""
+
+    samples: Columns
     reason: npt.NDArray[np.int8]
     text: tuple[str | None, ...]  # the text value per held sample (None for numeric ones)
 
@@ -169,7 +175,7 @@ def sort_samples(
     hold = reason >= 0
     if hold.any():
         idx = np.flatnonzero(hold)
-        held = Held(tag[idx], d.ts_ms[idx], d.value[idx], null[idx], d.quality[idx], ~d.is_historical[idx],
+        held = Held(Columns(tag[idx], d.ts_ms[idx], d.value[idx], null[idx], d.quality[idx], ~d.is_historical[idx]),
                     reason[idx], tuple(d.text.get(int(i)) for i in idx))  # fmt: skip
     keep = ~bad & ~control & ~is_text
     live = ~d.is_historical
@@ -191,5 +197,4 @@ def sort_samples(
         health=health,
         total=n,
         held=held,
-        unknown=int(unknown.sum()),
     )

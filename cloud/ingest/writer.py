@@ -87,11 +87,11 @@ def _write_held(conn: psycopg.Connection[tuple[object, ...]], batch: Batch) -> N
         "COPY quarantine (received_at, tag_id, ts_ms, value, text_value, quality, live, reason) FROM STDIN"
     ) as cp:
         for received_ms, h in batch.held:
-            received = _dt(received_ms)
-            for i in range(len(h.tag)):
-                value = None if h.null[i] or h.text[i] is not None else float(h.value[i])
-                cp.write_row((received, int(h.tag[i]), int(h.ts_ms[i]), value, h.text[i], int(h.quality[i]),
-                              bool(h.live[i]), QUARANTINE_REASONS[int(h.reason[i])]))  # fmt: skip
+            received, c = _dt(received_ms), h.samples
+            for i in range(len(c.tag)):
+                value = None if c.null[i] or h.text[i] is not None else float(c.value[i])
+                cp.write_row((received, int(c.tag[i]), int(c.ts_ms[i]), value, h.text[i], int(c.quality[i]),
+                              bool(c.live[i]), QUARANTINE_REASONS[int(h.reason[i])]))  # fmt: skip
 
 
 def _insert_numeric(
