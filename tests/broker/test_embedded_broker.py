@@ -125,22 +125,10 @@ def test_mosquitto_keeps_queued_messages_across_a_restart(data_dir: Path) -> Non
 
 
 def test_probe_falls_back_to_3_1_1(data_dir: Path) -> None:
-    from iotcore import Broker
-
-    from zhizao.broker.embedded import free_port
+    from tests.support.mosquitto import free_port, v311_only_broker
 
     port = free_port()
-    # rumqttd's 3.1.1-only listener: the same kind of broker as amqtt, which speaks nothing newer.
-    conf = data_dir / "v4.toml"
-    conf.write_text(
-        "id = 0\n[router]\nid = 0\nmax_connections = 100\nmax_outgoing_packet_count = 200\n"
-        "max_segment_size = 1048576\nmax_segment_count = 10\n"
-        f'[v4.1]\nname = "v4"\nlisten = "127.0.0.1:{port}"\nnext_connection_delay_ms = 1\n'
-        "[v4.1.connections]\nconnection_timeout_ms = 60000\nmax_payload_size = 20480\n"
-        "max_inflight_count = 100\ndynamic_filters = true\n"
-    )
-    broker = Broker(config_path=str(conf))
-    broker.start()
+    broker = v311_only_broker(data_dir, port)  # the same kind of broker as amqtt, which speaks nothing newer
     try:
         assert probe_protocol(f"mqtt://127.0.0.1:{port}", timeout=3) == "3.1.1"
     finally:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.certs import make_ca
-from tests.support.mosquitto import free_port, private_mosquitto
+from tests.support.mosquitto import free_port, private_mosquitto, v311_only_broker
 from zhizao.broker.mqtt import Backoff, MqttClient, MqttError, MqttOptions, Protocol, TlsFiles, Will
 
 
@@ -93,26 +93,9 @@ def test_mqtt5_round_trip_with_a_will_per_connect(mqtt_url: str) -> None:
     assert rec.failures == []
 
 
-def _v311_only_broker(tmp_path: Path, port: int) -> object:
-    from iotcore import Broker
-
-    # rumqttd with only a 3.1.1 ("v4") listener: the kind of broker that speaks nothing newer.
-    conf = tmp_path / "v4.toml"
-    conf.write_text(
-        "id = 0\n[router]\nid = 0\nmax_connections = 100\nmax_outgoing_packet_count = 200\n"
-        "max_segment_size = 1048576\nmax_segment_count = 10\n"
-        f'[v4.1]\nname = "v4"\nlisten = "127.0.0.1:{port}"\nnext_connection_delay_ms = 1\n'
-        "[v4.1.connections]\nconnection_timeout_ms = 60000\nmax_payload_size = 20480\n"
-        "max_inflight_count = 100\ndynamic_filters = true\n"
-    )
-    broker = Broker(config_path=str(conf))
-    broker.start()
-    return broker
-
-
 def test_auto_falls_back_to_3_1_1_and_forced_5_does_not(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     port = free_port()
-    broker = _v311_only_broker(tmp_path, port)
+    broker = v311_only_broker(tmp_path, port)
     url = f"mqtt://127.0.0.1:{port}"
     try:
         rec = Recorder()

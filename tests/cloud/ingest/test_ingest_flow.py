@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import psycopg
 
+from tests.support.db import count
 from tests.support.spnode import T0, SpNode, wait_for
 from zhizao.cloud.ingest.service import IngestService
 
@@ -14,13 +14,6 @@ MACHINE_ROWS = (
     "SELECT count(*) FROM samples s JOIN tags t USING (tag_id)"
     " WHERE t.machine_id IS NOT NULL AND s.ts >= to_timestamp(%s / 1000.0)"
 )
-
-
-def count(url: str, sql: str, *args: object) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(sql, args).fetchone()
-        assert row is not None
-        return int(row[0])
 
 
 def test_births_register_assets_and_data_is_stored_once(

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import psycopg
 
+from tests.support.db import count
 from tests.support.spnode import T0, SpNode, wait_for
 from zhizao.broker.extensions import BATCH_METRIC
 from zhizao.broker.sparkplug.codec import BirthMetric, encode_birth
@@ -18,13 +19,6 @@ TS = T0 + np.arange(4, dtype=np.int64) * 1000
 METRIC = np.arange(4) % 2
 
 
-def scalar(url: str, sql: str, *args: object) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(sql, args).fetchone()
-        assert row is not None
-        return int(row[0])
-
-
 def test_a_batch_the_database_refuses_is_never_acknowledged_and_the_node_replays_it(
     make_service: Callable[..., IngestService], fresh_database: str, mqtt_url: str, unique_id: str
 ) -> None:
@@ -32,7 +26,7 @@ def test_a_batch_the_database_refuses_is_never_acknowledged_and_the_node_replays
     node = SpNode(mqtt_url, unique_id, "line-1", {"m1": 2}, bd_seq=0)
     try:
         node.birth()
-        wait_for(lambda: scalar(fresh_database, "SELECT count(*) FROM machines WHERE online") == 1, what="birth")
+        wait_for(lambda: count(fresh_database, "SELECT count(*) FROM machines WHERE online") == 1, what="birth")
         node.ddata("m1", TS, METRIC, np.ones(4), batch=1)
         node.ddata("m1", TS + 10**6, METRIC, np.ones(4), batch=2)
         wait_for(lambda: node.acks == [1], what="ack of batch 1")
@@ -53,7 +47,7 @@ def test_a_batch_the_database_refuses_is_never_acknowledged_and_the_node_replays
         wait_for(lambda: 8 in node.acks, what="ack of the replayed batch 8 in the new session")
         acked_in_first_session = [b for b, s in zip(node.acks, node.ack_bd_seqs, strict=True) if s == 0]
         assert max(acked_in_first_session) < 3, f"session 0 acked {acked_in_first_session} past the refused batch"
-        assert scalar(fresh_database, "SELECT count(*) FROM samples WHERE value = 2e9") == 4
+        assert count(fresh_database, "SELECT count(*) FROM samples WHERE value = 2e9") == 4
         assert svc.stats()["workers_alive"] == 1.0
     finally:
         node.close()
@@ -76,9 +70,9 @@ def test_topics_breaking_the_id_rule_are_dead_letters_and_ingest_goes_on(
         node.ddata("m1", TS, METRIC, np.ones(4), batch=1)
         node.ddata("m1", TS + 10**6, METRIC, np.ones(4), batch=2)
         wait_for(lambda: node.acks == [1], what="the good node's data stored and acknowledged")
-        assert scalar(fresh_database, "SELECT count(*) FROM dead_letters WHERE reason = 'bad_topic'"
+        assert count(fresh_database, "SELECT count(*) FROM dead_letters WHERE reason = 'bad_topic'"
                       " AND topic LIKE 'spBv1.0/Site_A/%%'") == 4  # fmt: skip
-        assert scalar(fresh_database, "SELECT count(*) FROM sites WHERE site_id = 'Site_A'") == 0
+        assert count(fresh_database, "SELECT count(*) FROM sites WHERE site_id = 'Site_A'") == 0
         stats = svc.stats()
         assert stats["workers_alive"] == 1.0 and stats["worker_restarts"] == 0.0
     finally:

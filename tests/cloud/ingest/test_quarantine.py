@@ -9,19 +9,13 @@ import numpy as np
 import psycopg
 
 from tests.support.apifixtures import bearer, make_client
+from tests.support.db import count
 from tests.support.spnode import SpNode, now_ms, wait_for
 from zhizao.cloud.auth import create_token
 from zhizao.cloud.ingest.service import IngestService
 from zhizao.edge.samples import QUALITY_BAD
 
 HOUR_MS = 3_600_000
-
-
-def scalar(url: str, sql: str, *args: object) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(sql, args).fetchone()
-        assert row is not None
-        return int(row[0])
 
 
 def test_a_clock_an_hour_ahead_is_held_acknowledged_and_reingested_with_a_shift(
@@ -33,7 +27,7 @@ def test_a_clock_an_hour_ahead_is_held_acknowledged_and_reingested_with_a_shift(
     n = 50
     try:
         node.birth()
-        wait_for(lambda: scalar(fresh_database, "SELECT count(*) FROM machines WHERE online") == 1, what="birth")
+        wait_for(lambda: count(fresh_database, "SELECT count(*) FROM machines WHERE online") == 1, what="birth")
         for k in range(4):  # the device clock runs an hour ahead
             ts = t0 + HOUR_MS + k * n * 100 + np.arange(n, dtype=np.int64) * 100
             node.new_batch()
@@ -42,8 +36,8 @@ def test_a_clock_an_hour_ahead_is_held_acknowledged_and_reingested_with_a_shift(
         node.ddata("m1", np.array([t0 - 1000], np.int64), np.array([0]), np.array([-1.0]))  # closes batch 4
         wait_for(lambda: node.acks and max(node.acks) == 4, what="ack of batch 4")
         # Acknowledged means kept: every refused sample is in quarantine, nothing reached the time series.
-        assert scalar(fresh_database, "SELECT count(*) FROM quarantine WHERE reason = 'future_timestamp'") == 4 * n
-        assert scalar(fresh_database, "SELECT count(*) FROM samples s JOIN tags t USING (tag_id)"
+        assert count(fresh_database, "SELECT count(*) FROM quarantine WHERE reason = 'future_timestamp'") == 4 * n
+        assert count(fresh_database, "SELECT count(*) FROM samples s JOIN tags t USING (tag_id)"
                       " WHERE t.machine_id = 'm1' AND s.ts >= to_timestamp(%s / 1000.0)", t0) == 0  # fmt: skip
     finally:
         node.close()
@@ -76,12 +70,12 @@ def test_a_clock_an_hour_ahead_is_held_acknowledged_and_reingested_with_a_shift(
     assert values == [float(v) for v in range(4 * n)]
     # The plain-PostgreSQL rollups saw the re-ingested rows too: per minute, as many as the raw rows.
     since = "date_trunc('minute', to_timestamp(%s / 1000.0))"
-    rolled = scalar(fresh_database, "SELECT coalesce(sum(count), 0) FROM samples_1m r JOIN tags t USING (tag_id)"
+    rolled = count(fresh_database, "SELECT coalesce(sum(count), 0) FROM samples_1m r JOIN tags t USING (tag_id)"
                     f" WHERE t.machine_id = 'm1' AND r.bucket >= {since}", t0)  # fmt: skip
-    raw = scalar(fresh_database, "SELECT count(*) FROM samples s JOIN tags t USING (tag_id)"
+    raw = count(fresh_database, "SELECT count(*) FROM samples s JOIN tags t USING (tag_id)"
                  f" WHERE t.machine_id = 'm1' AND date_trunc('minute', s.ts) >= {since}", t0)  # fmt: skip
     assert rolled == raw >= 4 * n
-    assert scalar(fresh_database, "SELECT count(*) FROM audit_log WHERE action = 'quarantine.reingest'") == 2
+    assert count(fresh_database, "SELECT count(*) FROM audit_log WHERE action = 'quarantine.reingest'") == 2
 
 
 def test_a_bad_quality_nan_is_stored_as_no_value_and_a_good_one_is_held(
