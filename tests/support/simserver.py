@@ -91,9 +91,11 @@ async def start_server(
     users: tuple[str, str] | None = None,
     shelf: Path | None = None,
     nested: bool = False,
+    extend: Callable[[Server, int, SimServer], Awaitable[None]] | None = None,
 ) -> SimServer:
     """Serve `machines` ('site/line/machine' paths) with PackML tags; `extra` adds Double nodes extra/{k};
-    `nested` adds a folder object Axis with a variable Position (Double) below each machine."""
+    `nested` adds a folder object Axis with a variable Position (Double) below each machine; `extend(server,
+    namespace index, sim)` adds more nodes before the server starts."""
     port = port or free_port()
     server = Server(user_manager=PasswordUsers(*users) if users else None)
     await server.init(shelf_file=shelf)
@@ -165,6 +167,8 @@ async def start_server(
         for k, r in enumerate(results):
             r.StatusCode.check()
             sim.nodes[f"ns=2;s=extra/{k}"] = (server.get_node(r.AddedNodeId), ua.VariantType.Double)
+    if extend is not None:
+        await extend(server, idx, sim)
     await server.start()
     return sim
 
@@ -178,12 +182,13 @@ M2 = "ns=2;s=sh-lingang/cnc-1/cnc-1-m02/"
 class ServerThread:
     """An asyncua server on a private event loop in a daemon thread."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, machines: list[str] | None = None, **kwargs: Any) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
+        self.machines = machines or MACHINES
         self.kwargs = kwargs
-        self.sim: SimServer = self.run_sync(start_server(MACHINES, **kwargs))
+        self.sim: SimServer = self.run_sync(start_server(self.machines, **kwargs))
 
     def run_sync(self, coro: Awaitable[T], timeout: float = 60) -> T:
         """Run a coroutine on the server loop from plain code."""
@@ -213,7 +218,7 @@ class ServerThread:
 
     def restart(self) -> None:
         """A fresh server on the same port (a device that rebooted)."""
-        self.sim = self.run_sync(start_server(MACHINES, **{**self.kwargs, "port": self.sim.port}))
+        self.sim = self.run_sync(start_server(self.machines, **{**self.kwargs, "port": self.sim.port}))
 
     def close(self) -> None:
         """Stop the server and the thread."""

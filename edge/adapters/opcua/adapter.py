@@ -42,7 +42,7 @@ from zhizao.edge.adapters.base import (
     AdapterTemporaryError,
     SampleSink,
 )
-from zhizao.edge.adapters.opcua.config import OpcUaConfig
+from zhizao.edge.adapters.opcua.config import OpcUaConfig, SecurityConfig
 from zhizao.edge.adapters.opcua.fastdecode import DataChangeArrays, decode_publish_response
 from zhizao.edge.samples import QUALITY_BAD, QUALITY_GOOD, QUALITY_STALE, SampleBlock, SignalTable
 
@@ -113,6 +113,18 @@ def _mapped(what: str, *, denied_is_auth: bool = True) -> Iterator[None]:
     except (ValueError, TypeError) as exc:
         # Certificates that do not load, values of the wrong type for a write, bad node ids.
         raise AdapterConfigError(f"{what}: {exc}") from exc
+
+
+async def secure_client(client: Client, sec: SecurityConfig) -> None:
+    """Channel security of a client (Sign / SignAndEncrypt with the client certificate and key): the adapter
+    and `zhizao edge browse` connect the same way."""
+    assert sec.certificate is not None and sec.private_key is not None  # checked by SecurityConfig
+    client.application_uri = sec.application_uri
+    await client.set_security(
+        _POLICIES[sec.policy], str(sec.certificate), str(sec.private_key),
+        server_certificate=None if sec.server_certificate is None else str(sec.server_certificate),
+        mode=getattr(ua.MessageSecurityMode, sec.mode),
+    )
 
 
 class _BatchSubscription(Subscription):
@@ -225,12 +237,7 @@ class OpcUaAdapter(Adapter):
         self._client = client
         with _mapped(f"connect to {cfg.endpoint}"):
             if sec.mode != "None":
-                assert sec.certificate is not None and sec.private_key is not None  # checked by SecurityConfig
-                await client.set_security(
-                    _POLICIES[sec.policy], str(sec.certificate), str(sec.private_key),
-                    server_certificate=None if sec.server_certificate is None else str(sec.server_certificate),
-                    mode=getattr(ua.MessageSecurityMode, sec.mode),
-                )
+                await secure_client(client, sec)
             await client.connect()
             self._chunk = await self._server_chunk()
             if cfg.mode == "subscription":

@@ -1,9 +1,18 @@
-"""Walk an OPC UA server's address space and write a starter agent config (`zhizao edge browse URL`).
+"""Walk an OPC UA server's address space and write starter agent configs (`zhizao edge browse URL`).
 
 Recognises PackML-style machines: an object with variables `State` and `ProdProcessedCount` (and optionally
 `StopReason`, `ProdDefectiveCount`, `MachSpeed`, `CurMachSpeed`) becomes a machine with the OEE signals;
-its other numeric, boolean or string variables become process signals named by their path below the machine
-(`Temperature/Spindle`). Objects that are not machines but hold variables become `oee: false` machines.
+its other variables become process signals named by their path below the machine (`Temperature/Spindle`).
+Objects that are not machines but hold variables become `oee: false` machines, named by their folder path
+below their line so that 125 `meter1` objects in different folders stay 125 machines.
+
+Machines are grouped into lines (the object that holds them): one agent config per line, edge node = the
+line, site = the folder above it. The walk honours the server's OperationLimits (MaxNodesPerRead and
+MaxNodesPerBrowse) and the same channel security as the adapter (`SecurityConfig`).
+
+Variables whose values the agent cannot carry yet (arrays, DateTime, LocalizedText, structures, ...) are
+not mapped to a scalar: they are listed with the reason (`BrowseResult.skipped`), and the CLI writes that
+list into the config's header.
 """
 
 from __future__ import annotations
@@ -17,16 +26,36 @@ from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
+from asyncua.ua.uaerrors import UaStatusCodeError
 
-from zhizao.edge.adapters.opcua.adapter import _mapped
+from zhizao.edge.adapters.opcua.adapter import _mapped, secure_client
+from zhizao.edge.adapters.opcua.config import SecurityConfig
 
-__all__ = ["BrowsedObject", "browse", "starter_config"]
+__all__ = ["BrowseResult", "BrowsedObject", "Line", "Skipped", "browse", "group_lines", "starter_config"]
 
 PACKML_TAGS = ("State", "StopReason", "ProdProcessedCount", "ProdDefectiveCount", "MachSpeed", "CurMachSpeed",
                "MachDesignSpeed")
+DEFAULT_CHUNK = 1000
+DEFAULT_PRIMARY_HOST = "zhizao-cloud"  # the cloud's default Sparkplug host id (ZHIZAO_HOST_ID)
+
 # OPC UA built-in DataType node ids (ns=0) -> the datatype we publish.
-_TYPES = {1: "Boolean", 2: "Double", 3: "Double", 4: "Double", 5: "Double", 6: "Double", 7: "Double", 8: "Double",
-          9: "Double", 10: "Double", 11: "Double", 12: "String"}
+_TYPES: dict[int, str] = {
+    ObjectIds.Boolean: "Boolean", ObjectIds.SByte: "Int32", ObjectIds.Byte: "Int32", ObjectIds.Int16: "Int32",
+    ObjectIds.UInt16: "Int32", ObjectIds.Int32: "Int32", ObjectIds.UInt32: "Int64", ObjectIds.Int64: "Int64",
+    ObjectIds.UInt64: "Int64", ObjectIds.Float: "Float", ObjectIds.Double: "Double", ObjectIds.String: "String",
+    ObjectIds.Number: "Double", ObjectIds.Integer: "Int64", ObjectIds.UInteger: "Int64",
+    ObjectIds.Enumeration: "Int32",  # an enumeration's value is its Int32 code
+}
+# Built-in types the agent does not carry yet, with the reason written into the config header.
+_NOT_CARRIED: dict[int, str] = {
+    ObjectIds.DateTime: "DateTime", ObjectIds.LocalizedText: "LocalizedText", ObjectIds.Guid: "Guid",
+    ObjectIds.ByteString: "ByteString", ObjectIds.XmlElement: "XmlElement", ObjectIds.NodeId: "NodeId",
+    ObjectIds.ExpandedNodeId: "ExpandedNodeId", ObjectIds.StatusCode: "StatusCode",
+    ObjectIds.QualifiedName: "QualifiedName", ObjectIds.Structure: "Structure",
+    ObjectIds.BaseDataType: "BaseDataType (any type)", ObjectIds.DataValue: "DataValue",
+    ObjectIds.DiagnosticInfo: "DiagnosticInfo",
+}
+_SCALAR_RANKS = (-1, -3, -2)  # Scalar, ScalarOrOneDimension, Any: scalars in practice
 
 
 @dataclass
@@ -41,9 +70,37 @@ class BrowsedObject:
         return "State" in self.variables and "ProdProcessedCount" in self.variables
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A variable that was found but not mapped, and why."""
+
+    path: str
+    node_id: str
+    why: str
+
+
+@dataclass
+class BrowseResult:
+    """What a walk found: objects with variables, variables left out (with the reason), the server's limits."""
+
+    objects: list[BrowsedObject]
+    skipped: list[Skipped] = field(default_factory=list)
+    max_nodes_per_read: int = DEFAULT_CHUNK
+    max_nodes_per_browse: int = DEFAULT_CHUNK
+
+
+@dataclass
+class Line:
+    """The machines of one agent config: the objects below one line object."""
+
+    path: tuple[str, ...]
+    objects: list[BrowsedObject]
+
+
 async def browse(url: str, *, max_nodes: int = 100_000, username: str | None = None,
-                 password: str | None = None, timeout_s: float = 10.0) -> list[BrowsedObject]:
-    """Walk the Objects folder (skipping the Server object) and return objects that hold variables."""
+                 password: str | None = None, security: SecurityConfig | None = None,
+                 timeout_s: float = 10.0) -> BrowseResult:
+    """Walk the Objects folder (skipping the standard namespace) and return the objects that hold variables."""
     client = Client(url, timeout=timeout_s)
     client.name = client.description = "zhizao edge browse"
     if username is not None:
@@ -51,6 +108,8 @@ async def browse(url: str, *, max_nodes: int = 100_000, username: str | None = N
     if password is not None:
         client.set_password(password)
     with _mapped(f"browse {url}"):
+        if security is not None and security.mode != "None":
+            await secure_client(client, security)
         await client.connect()
         try:
             return await _walk(client, max_nodes)
@@ -58,39 +117,155 @@ async def browse(url: str, *, max_nodes: int = 100_000, username: str | None = N
             await client.disconnect()
 
 
-async def _walk(client: Client, max_nodes: int) -> list[BrowsedObject]:
-    objects: dict[tuple[str, ...], BrowsedObject] = {}
+async def _limits(client: Client) -> tuple[int, int]:
+    """MaxNodesPerRead and MaxNodesPerBrowse (0 or unreadable: our default)."""
+    ids = [ua.NodeId(ua.Int32(ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead)),
+           ua.NodeId(ua.Int32(ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerBrowse))]
+    out = [DEFAULT_CHUNK, DEFAULT_CHUNK]
+    try:
+        results = await client.uaclient.read_attributes(ids, AttributeIds.Value)
+    except UaStatusCodeError:
+        return out[0], out[1]  # a server without OperationLimits
+    for k, dv in enumerate(results):
+        if dv.StatusCode is not None and dv.StatusCode.is_good() and dv.Value is not None:
+            limit = dv.Value.Value
+            if isinstance(limit, int) and limit > 0:
+                out[k] = min(out[k], limit)
+    return out[0], out[1]
+
+
+async def _read(client: Client, ids: list[ua.NodeId], attribute: int, chunk: int) -> list[ua.DataValue]:
+    values: list[ua.DataValue] = []
+    for start in range(0, len(ids), chunk):
+        values.extend(await client.uaclient.read_attributes(ids[start:start + chunk], attribute))
+    return values
+
+
+async def _children(client: Client, nodes: list[ua.NodeId], chunk: int) -> list[list[ua.ReferenceDescription]]:
+    """Hierarchical children of many nodes, `chunk` nodes per Browse call, following continuation points."""
+    out: list[list[ua.ReferenceDescription]] = []
+    for start in range(0, len(nodes), chunk):
+        params = ua.BrowseParameters()
+        params.View = ua.ViewDescription()
+        params.RequestedMaxReferencesPerNode = 0
+        for nid in nodes[start:start + chunk]:
+            desc = ua.BrowseDescription()
+            desc.NodeId = nid
+            desc.BrowseDirection = ua.BrowseDirection.Forward
+            desc.ReferenceTypeId = ua.NodeId(ua.Int32(ObjectIds.HierarchicalReferences))
+            desc.IncludeSubtypes = True
+            desc.NodeClassMask = int(ua.NodeClass.Object) | int(ua.NodeClass.Variable)
+            desc.ResultMask = int(ua.BrowseResultMask.All)
+            params.NodesToBrowse.append(desc)
+        for result in await client.uaclient.browse(params):
+            result.StatusCode.check()
+            refs = list(result.References)
+            cont = result.ContinuationPoint
+            while cont:
+                nxt = ua.BrowseNextParameters()
+                nxt.ContinuationPoints = [cont]
+                more = (await client.uaclient.browse_next(nxt))[0]
+                more.StatusCode.check()
+                refs.extend(more.References)
+                cont = more.ContinuationPoint
+            out.append(refs)
+    return out
+
+
+async def _walk(client: Client, max_nodes: int) -> BrowseResult:
+    per_read, per_browse = await _limits(client)
     variables: list[tuple[tuple[str, ...], str, ua.NodeId]] = []  # (owner object path, name path, node)
-    queue: deque[tuple[Any, tuple[str, ...], tuple[str, ...] | None]] = deque()
-    queue.append((client.nodes.objects, (), None))
+    queue: deque[tuple[ua.NodeId, tuple[str, ...], tuple[str, ...] | None]] = deque()
+    queue.append((client.nodes.objects.nodeid, (), None))
     seen = 0
     while queue and seen < max_nodes:
-        node, path, owner = queue.popleft()
-        for ref in await node.get_children_descriptions(refs=ObjectIds.HierarchicalReferences):
-            nid = ref.NodeId
-            if nid.NamespaceIndex == 0:
-                continue  # the standard address space (Server object, types): not device data
-            seen += 1
-            name = str(ref.BrowseName.Name)
-            child = client.get_node(nid)
-            if ref.NodeClass == ua.NodeClass.Object:
-                queue.append((child, (*path, name), None))
-            elif ref.NodeClass == ua.NodeClass.Variable:
-                obj = owner if owner is not None else path
-                variables.append((obj, "/".join((*path[len(obj):], name)), nid))
-                queue.append((child, (*path, name), obj))  # variables may have child variables
-    types: list[Any] = []
+        batch = [queue.popleft() for _ in range(min(per_browse, len(queue)))]
+        for (_, path, owner), refs in zip(batch, await _children(client, [b[0] for b in batch], per_browse),
+                                          strict=True):
+            for ref in refs:
+                nid = ref.NodeId
+                if nid.NamespaceIndex == 0:
+                    continue  # the standard address space (Server object, types): not device data
+                seen += 1
+                name = str(ref.BrowseName.Name)
+                if ref.NodeClass == ua.NodeClass.Object:
+                    queue.append((nid, (*path, name), None))
+                elif ref.NodeClass == ua.NodeClass.Variable:
+                    obj = owner if owner is not None else path
+                    variables.append((obj, "/".join((*path[len(obj):], name)), nid))
+                    queue.append((nid, (*path, name), obj))  # variables may have child variables
     ids = [v[2] for v in variables]
-    for start in range(0, len(ids), 1000):
-        types.extend(await client.uaclient.read_attributes(ids[start:start + 1000], AttributeIds.DataType))
-    for (obj, name, nid), dv in zip(variables, types, strict=True):
+    types = await _read(client, ids, AttributeIds.DataType, per_read)
+    ranks = await _read(client, ids, AttributeIds.ValueRank, per_read)
+    kinds = _TypeResolver(client, per_browse)
+    objects: dict[tuple[str, ...], BrowsedObject] = {}
+    skipped: list[Skipped] = []
+    for (obj, name, nid), dv, rank_dv in zip(variables, types, ranks, strict=True):
+        where = "/".join((*obj, name))
         dtype = dv.Value.Value if dv.Value is not None else None
-        ident = dtype.Identifier if isinstance(dtype, ua.NodeId) and dtype.NamespaceIndex == 0 else None
-        kind = _TYPES.get(ident) if isinstance(ident, int) else None
+        rank = rank_dv.Value.Value if rank_dv.Value is not None else -1
+        if not isinstance(dtype, ua.NodeId):
+            skipped.append(Skipped(where, nid.to_string(), "no readable DataType"))
+            continue
+        kind, why = await kinds.resolve(dtype)
+        if isinstance(rank, int) and rank not in _SCALAR_RANKS:
+            skipped.append(Skipped(where, nid.to_string(), f"array of {kind or why} (ValueRank {rank}): "
+                                   "arrays are not carried yet"))
+            continue
         if kind is None:
-            continue  # structures, enumerations, arrays of custom types: not a signal we know how to publish
+            skipped.append(Skipped(where, nid.to_string(), f"{why}: not carried yet"))
+            continue
         objects.setdefault(obj, BrowsedObject(obj)).variables[name] = (nid.to_string(), kind)
-    return _fold_into_machines([o for o in objects.values() if o.variables])
+    found = _fold_into_machines([o for o in objects.values() if o.variables])
+    return BrowseResult(found, skipped, per_read, per_browse)
+
+
+class _TypeResolver:
+    """DataType node -> (published datatype, None) or (None, why), following HasSubtype up to a built-in."""
+
+    def __init__(self, client: Client, chunk: int) -> None:
+        self.client = client
+        self.chunk = chunk
+        self.cache: dict[ua.NodeId, tuple[str | None, str]] = {}
+
+    async def resolve(self, dtype: ua.NodeId) -> tuple[str | None, str]:
+        if dtype in self.cache:
+            return self.cache[dtype]
+        chain: list[ua.NodeId] = []
+        node: ua.NodeId | None = dtype
+        answer: tuple[str | None, str] = (None, f"DataType {dtype.to_string()}")
+        while node is not None and len(chain) < 16:
+            if node in self.cache:
+                answer = self.cache[node]
+                break
+            chain.append(node)
+            ident = node.Identifier if node.NamespaceIndex == 0 else None
+            if isinstance(ident, int) and ident in _TYPES:
+                answer = (_TYPES[ident], "")
+                break
+            if isinstance(ident, int) and ident in _NOT_CARRIED:
+                answer = (None, _NOT_CARRIED[ident])
+                break
+            node = await self._supertype(node)
+        for n in chain:
+            self.cache[n] = answer
+        return answer
+
+    async def _supertype(self, node: ua.NodeId) -> ua.NodeId | None:
+        params = ua.BrowseParameters()
+        params.View = ua.ViewDescription()
+        desc = ua.BrowseDescription()
+        desc.NodeId = node
+        desc.BrowseDirection = ua.BrowseDirection.Inverse
+        desc.ReferenceTypeId = ua.NodeId(ua.Int32(ObjectIds.HasSubtype))
+        desc.IncludeSubtypes = True
+        desc.ResultMask = int(ua.BrowseResultMask.All)
+        params.NodesToBrowse.append(desc)
+        result = (await self.client.uaclient.browse(params))[0]
+        if not result.StatusCode.is_good() or not result.References:
+            return None
+        parent: ua.NodeId = result.References[0].NodeId
+        return parent
 
 
 def _fold_into_machines(objects: list[BrowsedObject]) -> list[BrowsedObject]:
@@ -108,6 +283,27 @@ def _fold_into_machines(objects: list[BrowsedObject]) -> list[BrowsedObject]:
     return out
 
 
+def group_lines(objects: list[BrowsedObject]) -> list[Line]:
+    """One line per object that holds PackML machines; other objects join the line whose path they share
+    most of, or a line of their own top folder when they share none."""
+    lines: dict[tuple[str, ...], list[BrowsedObject]] = {}
+    for obj in objects:
+        if obj.is_packml():
+            lines.setdefault(obj.path[:-1], []).append(obj)
+    for obj in objects:
+        if obj.is_packml():
+            continue
+        best: tuple[str, ...] | None = None
+        for path in lines:
+            if path and obj.path[:len(path)] == path and (best is None or len(path) > len(best)):
+                best = path
+        if best is None:
+            best = obj.path[:1] if len(obj.path) > 1 else ()
+            lines.setdefault(best, [])
+        lines[best].append(obj)
+    return [Line(path, objs) for path, objs in sorted(lines.items())]
+
+
 def _slug(text: str) -> str:
     s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     return s or "x"
@@ -118,38 +314,78 @@ def _metric(name: str) -> str:
     return "/".join(p if p[0].isalnum() or p[0] == "_" else "_" + p for p in parts)
 
 
-def starter_config(objects: list[BrowsedObject], endpoint: str, *, site: str | None = None,
-                   edge_node: str | None = None, mqtt_url: str = "mqtt://127.0.0.1:1883") -> dict[str, Any]:
-    """An agent config (as a YAML-ready dict) for the browsed objects; PackML machines first."""
-    machines_in = sorted(objects, key=lambda o: (not o.is_packml(), o.path))
-    packml = [o for o in machines_in if o.is_packml()]
-    # defaults from the sim layout Objects/{site}/{line}/{machine}
-    ref = packml[0].path if packml else (machines_in[0].path if machines_in else ())
-    site = site or (_slug(ref[0]) if len(ref) >= 3 else "site")
-    edge_node = edge_node or (_slug(ref[-2]) if len(ref) >= 2 else "edge")
+def line_ids(line: Line, *, site: str | None = None, edge_node: str | None = None) -> tuple[str, str]:
+    """(site, edge node) of a line's config: the options when given, else from its path (site/line)."""
+    path = line.path
+    return (site or (_slug(path[-2]) if len(path) >= 2 else "site"),
+            edge_node or (_slug(path[-1]) if path else "edge"))
+
+
+def _machine_ids(line: Line) -> list[str]:
+    """Ids from the path below the line; the shortest tail of the path that is unique within the line."""
+    rel = [o.path[len(line.path):] or o.path[-1:] or ("objects",) for o in line.objects]
+    ids: list[str] = []
+    for parts in rel:
+        for depth in range(1, len(parts) + 1):
+            cand = _slug("-".join(parts[-depth:]))
+            clash = sum(1 for other in rel if _slug("-".join(other[-depth:])) == cand)
+            if clash == 1 or depth == len(parts):
+                ids.append(cand)
+                break
     used: set[str] = set()
-    machines: list[dict[str, Any]] = []
-    for obj in machines_in:
-        mid = base = _slug(obj.path[-1] if obj.path else "objects")
-        n = 2
+    out = []
+    for base in ids:
+        mid, n = base, 2
         while mid in used:
             mid, n = f"{base}-{n}", n + 1
         used.add(mid)
-        machines.append({"id": mid, "adapter": "opcua", **({} if obj.is_packml() else {"oee": False}),
-                         "signals": _signals(obj)})
+        out.append(mid)
+    return out
+
+
+def starter_config(line: Line | list[BrowsedObject], endpoint: str, *, site: str | None = None,
+                   edge_node: str | None = None, mqtt_url: str = "mqtt://127.0.0.1:1883",
+                   security: dict[str, Any] | None = None,
+                   primary_host: str | None = DEFAULT_PRIMARY_HOST,
+                   chunk_size: int = DEFAULT_CHUNK) -> dict[str, Any]:
+    """An agent config (a YAML-ready dict) for one line's objects; PackML machines first."""
+    if not isinstance(line, Line):
+        line = Line(_common_prefix([o.path[:-1] for o in line]), list(line))
+    site, edge_node = line_ids(line, site=site, edge_node=edge_node)
+    ordered = sorted(zip(line.objects, _machine_ids(line), strict=True), key=lambda p: (not p[0].is_packml(), p[1]))
+    machines: list[dict[str, Any]] = [
+        {"id": mid, "adapter": "opcua", **({} if obj.is_packml() else {"oee": False}), "signals": _signals(obj)}
+        for obj, mid in ordered
+    ]
+    sparkplug: dict[str, Any] = {"publish_interval_ms": 250}
+    if primary_host:
+        sparkplug["primary_host"] = primary_host
     return {
         "site": site,
         "edge_node": edge_node,
         "mqtt": {"url": mqtt_url},
-        "outbox": {"dir": f".zhizao/edge/{edge_node}/outbox"},
+        "sparkplug": sparkplug,
+        # The site in the path: two sites' agents with the same line id on one host do not share an outbox.
+        "outbox": {"dir": f".zhizao/edge/{site}/{edge_node}/outbox"},
         "adapters": [{
             "type": "opcua", "name": "opcua", "endpoint": endpoint,
             # None = plaintext: set Sign/SignAndEncrypt with certificates for production servers.
-            "security": {"mode": "None"},
+            "security": security or {"mode": "None"},
+            "chunk_size": chunk_size,
             "subscription": {"publishing_interval_ms": 250, "sampling_interval_ms": 100, "queue_size": 100},
         }],
         "machines": machines,
     }
+
+
+def _common_prefix(paths: list[tuple[str, ...]]) -> tuple[str, ...]:
+    if not paths:
+        return ()
+    first = paths[0]
+    n = 0
+    while n < len(first) and all(len(p) > n and p[n] == first[n] for p in paths):
+        n += 1
+    return first[:n]
 
 
 def _signals(obj: BrowsedObject) -> list[dict[str, Any]]:

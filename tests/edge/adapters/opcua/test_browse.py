@@ -1,0 +1,165 @@
+"""`zhizao edge browse` against a PLC-like server: small OperationLimits it enforces, two lines at two sites,
+folders of same-named meters, every scalar built-in type, arrays, an enumeration, a SignAndEncrypt endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asyncua import Server, ua
+from asyncua.common.structures104 import new_enum
+from asyncua.server.internal_session import InternalSession
+from click.testing import CliRunner
+
+from tests.support.simserver import ServerThread, SimServer, free_port
+from zhizao.edge.cli import edge
+from zhizao.edge.config import load_agent_config
+
+LIMIT = 100
+MACHINES = ["sh-lingang/cnc-1/cnc-1-m01", "js-suzhou/asm-1/asm-1-m01"]
+HALLS, METERS = 2, 60  # 120 meter objects, named meter1..meter60 in each hall folder
+TYPED = {  # variable -> (initial value, variant type, datatype in the config or None when not mapped)
+    "Int16": (-7, ua.VariantType.Int16, "Int32"), "UInt16": (7, ua.VariantType.UInt16, "Int32"),
+    "UInt32": (4_000_000_000, ua.VariantType.UInt32, "Int64"), "Int64": (2**60, ua.VariantType.Int64, "Int64"),
+    "Float": (1.5, ua.VariantType.Float, "Float"), "Bool": (True, ua.VariantType.Boolean, "Boolean"),
+    "Text": ("hello", ua.VariantType.String, "String"), "Byte": (3, ua.VariantType.Byte, "Int32"),
+    "Double": (2.5, ua.VariantType.Double, None),  # Double is the default: no datatype key
+}
+NOT_MAPPED = {"Stamp": "DateTime", "Label": "LocalizedText", "Profile": "array"}
+
+
+CALLS: list[tuple[str, int]] = []  # (service, nodes) of every Read and Browse the server received
+
+
+def _limited(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a PLC with small OperationLimits does: refuse a Read or Browse of more than LIMIT nodes."""
+    read, browse = InternalSession.read, InternalSession.browse
+
+    async def limited_read(self: InternalSession, params: ua.ReadParameters) -> list[ua.DataValue]:
+        CALLS.append(("read", len(params.NodesToRead)))
+        if len(params.NodesToRead) > LIMIT:
+            raise ua.UaStatusCodeError(ua.StatusCodes.BadTooManyOperations)
+        return await read(self, params)
+
+    async def limited_browse(self: InternalSession, params: ua.BrowseParameters) -> Any:
+        CALLS.append(("browse", len(params.NodesToBrowse)))
+        if len(params.NodesToBrowse) > LIMIT:
+            raise ua.UaStatusCodeError(ua.StatusCodes.BadTooManyOperations)
+        return await browse(self, params)
+
+    monkeypatch.setattr(InternalSession, "read", limited_read)
+    monkeypatch.setattr(InternalSession, "browse", limited_browse)
+
+
+async def _plc(server: Server, idx: int, sim: SimServer) -> None:
+    limits = server.get_node(ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_OperationLimits))
+    for name in ("MaxNodesPerRead", "MaxNodesPerBrowse"):
+        node = await limits.get_child(f"0:{name}")
+        await node.write_value(ua.Variant(LIMIT, ua.VariantType.UInt32))
+    machine = server.get_node(ua.NodeId("sh-lingang/cnc-1/cnc-1-m01", idx))
+    for name, (value, vtype, _) in TYPED.items():
+        await machine.add_variable(ua.NodeId(f"cnc-1-m01/{name}", idx), ua.QualifiedName(name, idx),
+                                   ua.Variant(value, vtype))
+    await machine.add_variable(ua.NodeId("cnc-1-m01/Stamp", idx), ua.QualifiedName("Stamp", idx),
+                               ua.Variant(datetime(2026, 1, 1, tzinfo=UTC), ua.VariantType.DateTime))
+    await machine.add_variable(ua.NodeId("cnc-1-m01/Label", idx), ua.QualifiedName("Label", idx),
+                               ua.Variant(ua.LocalizedText("Spindel", "de"), ua.VariantType.LocalizedText))
+    arr = await machine.add_variable(ua.NodeId("cnc-1-m01/Profile", idx), ua.QualifiedName("Profile", idx),
+                                     ua.Variant([1.0, 2.0, 3.0], ua.VariantType.Double))
+    await arr.write_value_rank(1)
+    mode = await new_enum(server, idx, "OperationMode", ["Manual", "Auto", "Setup"])
+    var = await machine.add_variable(ua.NodeId("cnc-1-m01/Mode", idx), ua.QualifiedName("Mode", idx),
+                                     ua.Variant(1, ua.VariantType.Int32), datatype=mode.nodeid)
+    assert var is not None
+    util = await server.nodes.objects.add_folder(ua.NodeId("utilities", idx), ua.QualifiedName("utilities", idx))
+    for h in range(1, HALLS + 1):
+        hall = await util.add_folder(ua.NodeId(f"utilities/hall{h}", idx), ua.QualifiedName(f"hall{h}", idx))
+        for m in range(1, METERS + 1):
+            meter = await hall.add_object(ua.NodeId(f"utilities/hall{h}/meter{m}", idx),
+                                          ua.QualifiedName(f"meter{m}", idx))
+            await meter.add_variable(ua.NodeId(f"utilities/hall{h}/meter{m}/Power", idx),
+                                     ua.QualifiedName("Power", idx), ua.Variant(0.0, ua.VariantType.Double))
+
+
+@pytest.fixture()
+def plc(monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerThread]:
+    _limited(monkeypatch)
+    CALLS.clear()
+    srv = ServerThread(machines=MACHINES, port=free_port(), extend=_plc)
+    try:
+        yield srv
+    finally:
+        srv.close()
+
+
+def test_browse_writes_one_config_per_line_within_the_limits(plc: ServerThread, tmp_path: Path) -> None:
+    out = tmp_path / "agents"
+    result = CliRunner().invoke(edge, ["browse", plc.url, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert CALLS and max(n for _, n in CALLS) <= LIMIT
+    files = sorted(p.name for p in out.glob("*.yaml"))
+    assert files == ["js-suzhou-asm-1.yaml", "sh-lingang-cnc-1.yaml", "site-utilities.yaml"], files
+    for name in files:
+        check = CliRunner().invoke(edge, ["check-config", str(out / name)])
+        assert check.exit_code == 0, check.output
+
+    cnc = load_agent_config(out / "sh-lingang-cnc-1.yaml")
+    assert (cnc.site, cnc.edge_node) == ("sh-lingang", "cnc-1")
+    assert str(cnc.outbox.dir) == ".zhizao/edge/sh-lingang/cnc-1/outbox"
+    assert cnc.sparkplug.primary_host == "zhizao-cloud"
+    assert cnc.adapters[0].chunk_size == LIMIT  # type: ignore[attr-defined]
+    signals = {s.metric: s for s in cnc.machines[0].signals}
+    for name, (_, _, datatype) in TYPED.items():
+        assert signals[name].datatype == datatype, name
+    assert signals["Mode"].datatype == "Int32"  # the enumeration's Int32 code
+    for name in NOT_MAPPED:
+        assert name not in signals
+    header = (out / "sh-lingang-cnc-1.yaml").read_text(encoding="utf-8").split("\nsite:")[0]
+    for name, why in NOT_MAPPED.items():
+        line = next(x for x in header.splitlines() if f"cnc-1-m01/{name} " in x)
+        assert why in line, line
+    assert f"MaxNodesPerRead {LIMIT}" in header
+
+    asm = load_agent_config(out / "js-suzhou-asm-1.yaml")
+    assert (asm.site, asm.edge_node, [m.id for m in asm.machines]) == ("js-suzhou", "asm-1", ["asm-1-m01"])
+    assert str(asm.outbox.dir) == ".zhizao/edge/js-suzhou/asm-1/outbox"
+
+    util = load_agent_config(out / "site-utilities.yaml")
+    ids = [m.id for m in util.machines]
+    assert len(ids) == HALLS * METERS == len(set(ids))
+    assert "hall1-meter1" in ids and "hall2-meter1" in ids
+
+
+def test_browse_one_line_to_a_file_and_a_clear_error_for_several(plc: ServerThread, tmp_path: Path) -> None:
+    one = tmp_path / "cnc.yaml"
+    result = CliRunner().invoke(edge, ["browse", plc.url, "--under", "sh-lingang/cnc-1", "--out", str(one)])
+    assert result.exit_code == 0, result.output
+    assert load_agent_config(one).edge_node == "cnc-1"
+    many = CliRunner().invoke(edge, ["browse", plc.url, "--out", str(tmp_path / "all.yaml")])
+    assert many.exit_code == 1
+    assert "3 lines" in many.output and "give a directory" in many.output
+
+
+def test_browse_over_a_sign_and_encrypt_only_endpoint(certs: dict[str, Path], tmp_path: Path) -> None:
+    srv = ServerThread(port=free_port(), security=(certs["server_cert"], certs["server_key"]),
+                       users=("edge", "s3cret"))
+    try:
+        out = tmp_path / "secure.yaml"
+        plain = CliRunner().invoke(edge, ["browse", srv.url, "--out", str(out)])
+        assert plain.exit_code == 1 and "cannot browse" in plain.output
+        args = ["browse", srv.url, "--out", str(out), "--security-mode", "SignAndEncrypt",
+                "--certificate", str(certs["client_cert"]), "--private-key", str(certs["client_key"]),
+                "--server-certificate", str(certs["server_cert"]), "--username", "edge",
+                "--password-env", "ZHIZAO_TEST_OPCUA_PASSWORD"]
+        result = CliRunner(env={"ZHIZAO_TEST_OPCUA_PASSWORD": "s3cret"}).invoke(edge, args)
+        assert result.exit_code == 0, result.output
+    finally:
+        srv.close()
+    config = load_agent_config(out)
+    sec = config.adapters[0].security  # type: ignore[attr-defined]
+    assert (sec.mode, sec.username, sec.password_env) == ("SignAndEncrypt", "edge", "ZHIZAO_TEST_OPCUA_PASSWORD")
+    assert sec.certificate == certs["client_cert"]
+    assert [m.id for m in config.machines] == ["cnc-1-m01", "cnc-1-m02"]
