@@ -122,6 +122,8 @@ def browse(url: str, out: Path | None, site: str | None, edge_node: str | None, 
         click.echo(f"--password-env: environment variable {password_env!r} is not set", err=True)
         sys.exit(1)
     click.echo(f"browsing {url} ...", err=True)
+    # The OPC UA library logs its own tracebacks for a refused channel; the one line below says what happened.
+    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
     try:
         found = asyncio.run(walk(url, max_nodes=max_nodes, username=username, password=password, security=security))
     except AdapterError as exc:

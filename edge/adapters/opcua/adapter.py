@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -113,6 +114,17 @@ def _mapped(what: str, *, denied_is_auth: bool = True) -> Iterator[None]:
     except (ValueError, TypeError) as exc:
         # Certificates that do not load, values of the wrong type for a write, bad node ids.
         raise AdapterConfigError(f"{what}: {exc}") from exc
+    except AssertionError as exc:
+        frames = traceback.extract_tb(exc.__traceback__)
+        if frames and frames[-1].name == "open_secure_channel":
+            # asyncua asserts instead of reporting the server's refusal of the secure channel (a node-opcua
+            # server, for one, answers an untrusted client certificate this way). Retried: once the
+            # certificate is trusted on the server, the next attempt succeeds.
+            raise AdapterTemporaryError(
+                f"{what}: the server refused the secure channel; most often it does not trust the agent's "
+                "certificate yet (trust it from the server's rejected list) or the certificate's URI differs "
+                "from security.application_uri") from exc
+        raise AdapterTemporaryError(f"{what}: OPC UA library assertion failed: {exc!r}") from exc
 
 
 async def secure_client(client: Client, sec: SecurityConfig) -> None:
