@@ -2,7 +2,7 @@
 OperationLimits it enforces, client certificates rejected until trusted, 500+ variables of every type.
 
 browse -> check-config -> edge run -> Mosquitto -> cloud ingest -> PostgreSQL: every scalar value of every
-built-in numeric, boolean and string type stored exactly, in order, with its source timestamp."""
+built-in numeric, boolean and string type stored exactly and in order."""
 
 from __future__ import annotations
 
