@@ -13,6 +13,7 @@ from typing import Any
 
 from fpdf import FPDF
 from fpdf.enums import TableBordersLayout
+from fpdf.fonts import FontFace
 
 from zhizao.cloud.reports.shift import LOSSES, Lang
 from zhizao.cloud.reports.text import hours, pct, word
@@ -27,6 +28,8 @@ FONT_CANDIDATES = (
     Path("/usr/share/fonts/wenquanyi/wqy-microhei/wqy-microhei.ttc"),  # Fedora: wqy-microhei-fonts
 )
 _FAMILY = "cjk"
+# Headings shaded, not bold: the CJK font has one style only.
+_HEAD = FontFace(fill_color=(232, 236, 240))
 
 
 class FontMissing(RuntimeError):
@@ -119,9 +122,12 @@ def _title(doc: _Doc, report: dict[str, Any], lang: Lang) -> None:
 
 def _table(doc: _Doc, head: list[str], rows: list[list[Any]], widths: tuple[float, ...] | None = None,
            align: str = "RIGHT") -> None:
-    doc.set_font(size=8)
-    with doc.table(col_widths=widths, text_align=align, borders_layout=TableBordersLayout.HORIZONTAL_LINES,
-                   line_height=4.6, first_row_as_headings=True, headings_style=None) as table:
+    """A table; the first column (names) is left-aligned, the others as `align`."""
+    doc.set_font(size=7.5)
+    aligns = ("LEFT", *(align,) * (len(head) - 1))
+    with doc.table(col_widths=widths, text_align=aligns, borders_layout=TableBordersLayout.HORIZONTAL_LINES,
+                   line_height=4.6, first_row_as_headings=True,
+                   headings_style=_HEAD) as table:
         header = table.row()
         for h in head:
             header.cell(_t(doc, h))
@@ -133,16 +139,20 @@ def _table(doc: _Doc, head: list[str], rows: list[list[Any]], widths: tuple[floa
     doc.ln(2)
 
 
+def _p(x: Any) -> str:
+    return pct(x).replace(" ", "")
+
+
 def _key_row(f: dict[str, Any]) -> list[Any]:
-    return [pct(f["oee"]), pct(f["availability"]), pct(f["performance"]), pct(f["quality"]),
+    return [_p(f["oee"]), _p(f["availability"]), _p(f["performance"]), _p(f["quality"]),
             hours(f["planned_s"]), hours(f["run_s"]), f["total"], f["good"], f["stops"], f["failures"],
             f["microstops"], hours(f["mtbf_s"]), hours(f["mttr_s"], 60, 1)]
 
 
 def _key_head(lang: Lang) -> list[str]:
-    keys = ["oee", "availability", "performance", "quality", "planned_h", "run_h", "total", "good", "stops",
-            "failures", "microstops", "mtbf_h", "mttr_min"]
-    return [word(k, lang) for k in keys]
+    keys = ["oee", "a", "p", "q", "planned", "run", "total", "good", "stops", "failures", "microstops", "mtbf",
+            "mttr"]
+    return [word(f"col.{k}", lang) for k in keys]
 
 
 def _summary(doc: _Doc, report: dict[str, Any], lang: Lang) -> None:
@@ -150,8 +160,8 @@ def _summary(doc: _Doc, report: dict[str, Any], lang: Lang) -> None:
     rows = [[report["site"]["label"], *_key_row(report["site_figures"]), ""]]
     for ln in report["lines"]:
         rows.append([ln["label"], *_key_row(ln), pct(ln["target"]["oee"]) if ln["target"] else ""])
-    _table(doc, [word("line", lang), *_key_head(lang), word("target", lang)], rows,
-           (30, *(12.0,) * 13, 12))
+    _table(doc, [word("line", lang), *_key_head(lang), word("col.target", lang)], rows,
+           (28, *(11.0,) * 13, 11))
     _losses(doc, [report["site"]["label"], *(ln["label"] for ln in report["lines"])],
             [report["site_figures"], *report["lines"]], lang)
 
@@ -177,7 +187,7 @@ def _line(doc: _Doc, ln: dict[str, Any], lang: Lang) -> None:
                   f"{word('yes' if ln['on_target'] else 'no', lang)}"
     rows = [[ln["label"], *_key_row(ln)]]
     rows += [[m["name"], *_key_row(m)] for m in ln["machine_list"]]
-    _table(doc, [word("machine", lang), *_key_head(lang)], rows, (38, *(11.0,) * 13))
+    _table(doc, [word("machine", lang), *_key_head(lang)], rows, (39, *(11.0,) * 13))
     if verdict:
         doc.cell(0, 5, _t(doc, verdict), new_x="LMARGIN", new_y="NEXT")
     _losses(doc, [ln["label"]], [ln], lang)

@@ -61,6 +61,21 @@ WORDS: dict[str, tuple[str, str]] = {
     "at": ("At", "时间"),
     "text": ("Comment", "备注内容"),
     "none": ("None.", "无。"),
+    # compact column heads of the PDF's figure tables
+    "col.oee": ("OEE", "OEE"),
+    "col.a": ("A", "可用率"),
+    "col.p": ("P", "性能率"),
+    "col.q": ("Q", "质量率"),
+    "col.planned": ("Planned h", "计划 h"),
+    "col.run": ("Run h", "运行 h"),
+    "col.total": ("Total", "总产量"),
+    "col.good": ("Good", "合格品"),
+    "col.stops": ("Stops", "停机"),
+    "col.failures": ("Failures", "故障"),
+    "col.microstops": ("Micro-stops", "短停"),
+    "col.mtbf": ("MTBF h", "MTBF h"),
+    "col.mttr": ("MTTR min", "MTTR 分"),
+    "col.target": ("Target", "目标"),
     "no_data": ("No OEE data for this shift.", "本班次无 OEE 数据。"),
 }
 
