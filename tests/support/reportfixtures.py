@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -64,6 +65,27 @@ def window_sums(url: str, machines: list[str]) -> dict[str, float]:
             " AND machine_id = ANY(%s)", [dt(SHIFT_START), machines]).fetchall()
     assert len(rows) == len(machines), f"expected one shift window per machine of {machines}, got {len(rows)}"
     return {c: float(sum(float(r[i]) for r in rows)) for i, c in enumerate(cols)}
+
+
+def current_shift_windows(url: str) -> datetime:
+    """Shift windows of m1 and m2 (line l1) that started two hours ago, and older ones 8 h before; returns the start.
+
+    m1: planned 3600 s, good output at ideal cycle time 1800 s (OEE 0.5); m2: 1000 s and 900 s (0.9). The line's
+    OEE by sums is 2700 / 4600 = 0.587, not the mean of the two (0.7).
+    """
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    rows = [("m1", 3600.0, 3000.0, 2000.0, 1800.0, 100, 90), ("m2", 1000.0, 1000.0, 950.0, 900.0, 95, 90)]
+    with psycopg.connect(url) as conn:
+        for m, planned, run, ideal, gi, total, good in rows:
+            for w_start in (start, start - timedelta(hours=8)):
+                conn.execute(
+                    "INSERT INTO oee_windows (site_id, machine_id, line_id, kind, start_ts, end_ts, all_s, planned_s,"
+                    " run_s, ideal_s, good_ideal_s, total, good, loss_failure_s, loss_setup_s, loss_minor_s,"
+                    " loss_speed_s, loss_defect_s, loss_startup_s, stops, failures, microstops, flags) VALUES"
+                    " ('site-a', %s, 'l1', 'shift', %s, %s, %s, %s, %s, %s, %s, %s, %s, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)",
+                    [m, w_start, w_start + timedelta(hours=8), planned, planned if w_start == start else 10.0,
+                     run, ideal, gi, total, good])
+    return start
 
 
 def csv_blocks(body: bytes) -> dict[str, list[dict[str, str]]]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -13,6 +15,11 @@ from tests.support.reportfixtures import ShiftData, feed_shift
 from zhizao.cloud.auth import create_token
 from zhizao.cloud.service import CloudService
 from zhizao.cloud.settings import CloudSettings
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
 
 
 @pytest.fixture
@@ -39,3 +46,24 @@ def shift_data(running: Running) -> ShiftData:
         conn.execute("UPDATE edge_nodes SET name = 'Blisk cell', name_zh = '叶盘单元' WHERE edge_node_id = 'l2'")
         conn.execute("UPDATE sites SET name = 'Site A', name_zh = '甲工厂' WHERE site_id = 'site-a'")
     return data
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[object]:
+    """Debian's Chromium driven by Playwright, as in the dashboard tests (module scope: see theirs)."""
+    assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    """Where screenshots and exported files go (git-ignored)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

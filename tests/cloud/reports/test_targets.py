@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -13,6 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from tests.support.oeefixtures import Running
+from tests.support.reportfixtures import current_shift_windows
 from zhizao.cloud.auth import create_token
 from zhizao.cloud.seed import seed_database
 from zhizao.cloud.storage import apply_migrations
@@ -101,19 +101,7 @@ def test_target_api_roles_audit_validation_scope(running: Running) -> None:
 
 def test_targets_list_carries_the_current_shift_actuals_by_sums(running: Running) -> None:
     running.client.put("/api/v1/sites/site-a/lines/l1/target", json={"oee": 0.6}).raise_for_status()
-    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
-    rows = [  # (machine, planned, run, ideal, good_ideal, total, good): line OEE 2700 / 4600 = 0.587, not the mean 0.7
-        ("m1", 3600.0, 3000.0, 2000.0, 1800.0, 100, 90), ("m2", 1000.0, 1000.0, 950.0, 900.0, 95, 90)]
-    with psycopg.connect(running.db) as conn:
-        for m, planned, run, ideal, gi, total, good in rows:
-            for kind_start in (start, start - timedelta(hours=8)):  # the newer shift window is the current one
-                conn.execute(
-                    "INSERT INTO oee_windows (site_id, machine_id, line_id, kind, start_ts, end_ts, all_s, planned_s,"
-                    " run_s, ideal_s, good_ideal_s, total, good, loss_failure_s, loss_setup_s, loss_minor_s,"
-                    " loss_speed_s, loss_defect_s, loss_startup_s, stops, failures, microstops, flags) VALUES"
-                    " ('site-a', %s, 'l1', 'shift', %s, %s, %s, %s, %s, %s, %s, %s, %s, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)",
-                    [m, kind_start, kind_start + timedelta(hours=8), planned, planned if kind_start == start else 10.0,
-                     run, ideal, gi, total, good])
+    start = current_shift_windows(running.db)
     listed = running.client.get("/api/v1/targets", params={"site": "site-a"}).json()
     by_line = {t["line"]: t for t in listed}
     assert set(by_line) == {"l1", "l2"} and by_line["l2"]["target"] is None and by_line["l2"]["current"] is None
