@@ -74,5 +74,5 @@ def report_csv(report: dict[str, Any]) -> bytes:
     w.writerow([])
     w.writerow(["comments", "line_id", word("at", lang), word("author", lang), word("text", lang)])
     for c in report["comments"]:
-        w.writerow(["comments", c["line"] or "", c["at"], c["author"], c["text"]])
+        w.writerow(["comments", c["line"] or "", c["local_at"], c["author"], c["text"]])
     return out.getvalue().encode("utf-8-sig")

@@ -211,7 +211,7 @@ def _comments(doc: _Doc, comments: list[dict[str, Any]], lang: Lang, report: dic
         doc.cell(0, 5, _t(doc, word("none", lang)), new_x="LMARGIN", new_y="NEXT")
         return
     labels = {ln["id"]: ln["label"] for ln in report["lines"]}
-    rows = [[c["at"][:16].replace("T", " "), labels.get(c["line"], c["line"] or word("whole_site", lang)),
+    rows = [[c["local_at"][:16], labels.get(c["line"], c["line"] or word("whole_site", lang)),
              c["author"], c["text"]] for c in comments]
     head = [word(k, lang) for k in ("at", "line", "author", "text")]
     _table(doc, head, rows, (28, 34, 26, 94), align="LEFT")

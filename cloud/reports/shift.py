@@ -226,7 +226,7 @@ async def build_report(conn: q.AConn, cal: SiteCalendar, shift: ShiftRef, line: 
             "top_stops": _top(g.stops, lang), "longest_stops": _longest(g.longest, lang),
             "machine_list": [m for m in machines.values() if m["line"] == ln],
         })
-    comments = await _comments(conn, site, shift.start, line)
+    comments = await _comments(conn, cal, shift.start, line)
     site_name, site_zh = (site_row[0], site_row[1]) if site_row else (None, None)
     report: dict[str, Any] = {
         "kind": "shift_report", "lang": lang, "generated_at": now.isoformat(),
@@ -338,13 +338,14 @@ def _on_target(fig: Mapping[str, Any], target: Mapping[str, Any] | None) -> bool
     return bool(fig["oee"] >= target["oee"])
 
 
-async def _comments(conn: q.AConn, site: str, start: datetime, line: str | None) -> list[dict[str, Any]]:
+async def _comments(conn: q.AConn, cal: SiteCalendar, start: datetime, line: str | None) -> list[dict[str, Any]]:
+    site = cal.site
     cur = await conn.execute(
         "SELECT id, line_id, body, author, created_at FROM shift_report_comments WHERE site_id = %s"
         " AND shift_start = %s AND (%s::text IS NULL OR line_id IS NULL OR line_id = %s) ORDER BY created_at, id",
         [site, start, line, line],
     )
-    return [{"id": int(i), "line": ln, "text": body, "author": author, "at": at.isoformat()}
+    return [{"id": int(i), "line": ln, "text": body, "author": author, "at": at.isoformat(), "local_at": _local(cal, at)}
             for i, ln, body, author, at in await cur.fetchall()]
 
 

@@ -12,6 +12,7 @@ import httpx
 import psycopg
 import pytest
 
+from tests.support.apifixtures import make_client
 from tests.support.oeefixtures import MIN, Running
 from tests.support.reportfixtures import (
     REASON_CODE,
@@ -25,6 +26,7 @@ from tests.support.reportfixtures import (
 )
 from zhizao.cloud.auth import create_token
 from zhizao.cloud.oee.store import dt
+from zhizao.cloud.reports.pdf import FontMissing, report_pdf
 
 START = dt(SHIFT_START).isoformat()
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
@@ -193,3 +195,22 @@ def test_comments_operator_and_up_audited_and_in_every_format(running: Running, 
     assert [c["text"] for c in report(running, line="l2").json()["comments"]] == ["Shift handover at 16:05"]
     assert note["text"] in pdf_text(report(running, format="pdf", lang="zh").content)
     assert csv_blocks(report(running, format="csv").content)["comments"][0]["Comment"] == note["text"]
+
+
+def test_a_missing_cjk_font_is_named_never_a_crash(running: Running, shift_data: ShiftData, tmp_path: Path) -> None:
+    body = report(running, lang="zh").json()
+    with pytest.raises(FontMissing, match="fonts-wqy-microhei"):
+        report_pdf(body, None)
+    # English without the font: the PDF core font, characters it lacks as "?".
+    en = report(running).json()
+    en["comments"] = [{"id": 1, "line": None, "text": "主轴 spindle", "author": "op", "at": START,
+                       "local_at": "2026-11-02 09:00+08:00"}]
+    text = pdf_text(report_pdf(en, None))
+    assert "Crank cell" in text and "?? spindle" in text
+    # A configured font file that is not there: 503 naming the setting and the file, through the API.
+    missing = tmp_path / "no-such-font.ttc"
+    with make_client(running.db, report_font=missing) as api:
+        resp = api.get("/api/v1/reports/shift", headers=running.client.headers,
+                       params={"site": "site-a", "shift_start": START, "format": "pdf", "lang": "zh"})
+    assert resp.status_code == 503, resp.text
+    assert "ZHIZAO_REPORT_FONT" in resp.json()["error"]["message"] and str(missing) in resp.json()["error"]["message"]
