@@ -11,8 +11,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from tests.support.apifixtures import make_client
 from tests.support.oeefixtures import Running
-from tests.support.reportfixtures import current_shift_windows
+from tests.support.reportfixtures import csv_blocks, current_shift_windows, pdf_text
 from zhizao.cloud.auth import create_token
 from zhizao.cloud.seed import seed_database
 from zhizao.cloud.storage import apply_migrations
@@ -112,3 +113,27 @@ def test_targets_list_carries_the_current_shift_actuals_by_sums(running: Running
     assert l1["on_target"] is False and l1["target"]["oee"] == 0.6
     running.client.put("/api/v1/sites/site-a/lines/l1/target", json={"oee": 0.55}).raise_for_status()
     assert running.client.get("/api/v1/sites/site-a/lines/l1/target").json()["on_target"] is True
+
+
+def test_seeded_cluster_report_without_data_has_the_seeded_chinese_names(fresh_database: str) -> None:
+    """A seeded site whose shift has no OEE data yet: every line listed with no figures, no crash in any format."""
+    apply_migrations(fresh_database)
+    scenario = load_scenario()
+    seed_database(fresh_database, scenario)
+    token = create_token(fresh_database, "viewer", "sh-lingang", "seeded-viewer")
+    params = {"site": "sh-lingang", "shift_start": "2026-11-02T08:00", "lang": "zh"}  # Monday, shift A, local
+    with make_client(fresh_database) as api:
+        api.headers["Authorization"] = f"Bearer {token}"
+        body = api.get("/api/v1/reports/shift", params=params).json()
+        assert body["shift"]["name"] == "A" and body["shift"]["start"] == "2026-11-02T00:00:00+00:00"
+        lines = {ln["id"]: ln for ln in body["lines"]}
+        assert set(lines) == {ln.id for ln in scenario.sites[0].lines}
+        assert lines["cnc-1"]["label"] == "曲轴加工单元" and lines["cnc-1"]["target"]["oee"] == 0.75
+        assert lines["cnc-1"]["machines"] == 0 and lines["cnc-1"]["oee"] is None and lines["cnc-1"]["on_target"] is None
+        text = pdf_text(api.get("/api/v1/reports/shift", params={**params, "format": "pdf"}).content)
+        assert "曲轴加工单元" in text and "航空发动机整体叶盘与机匣单元" in text and "本班次无 OEE 数据" in text
+        blocks = csv_blocks(api.get("/api/v1/reports/shift", params={**params, "format": "csv"}).content)
+        assert {r["line_id"] for r in blocks["figures"] if r["level"] == "line"} == set(lines)
+        # Saturday's shifts exist, Sunday has none: the refusal says so.
+        resp = api.get("/api/v1/reports/shift", params={**params, "shift_start": "2026-11-08T08:00"})
+        assert resp.status_code == 404 and "no shift starts that day" in resp.json()["error"]["message"]

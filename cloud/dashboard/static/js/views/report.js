@@ -148,7 +148,6 @@ export async function report(ctx, siteId, startMs, lineId) {
     body = await get("reports/shift", { ...params, lang: reportLang() });
   } catch (err) {
     if (!(err instanceof ApiError) || err.status === 401) throw err;
-    body = null;
     ctx.show(h("div", { class: "card notice", role: "alert" }, h("p", {}, err.message),
       h("a", { href: base(siteId) }, t("rep.latest"))));
     return;
