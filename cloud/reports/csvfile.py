@@ -20,8 +20,8 @@ __all__ = ["FIGURE_COLUMNS", "report_csv"]
 
 FIGURE_COLUMNS = [
     "planned_s", "run_s", "ideal_s", "good_ideal_s", "total", "good", "rejects", "availability", "performance",
-    "quality", "oee", *(f"loss_{k}_s" for k in LOSSES), "stops", "failures", "microstops", "repair_s", "mtbf_s",
-    "mttr_s",
+    "quality", "oee", *(f"loss_{k}_s" for k in LOSSES), "stops", "failures", "microstops", "repair_s",
+    "material_stop_s", "mtbf_s", "mttr_s",
 ]  # fmt: skip
 
 
