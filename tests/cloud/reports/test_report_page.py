@@ -19,7 +19,6 @@ from tests.support.browser import browser_tab, fits
 from tests.support.oeefixtures import Running
 from tests.support.reportfixtures import (
     SHIFT_START,
-    ShiftData,
     by_id,
     csv_blocks,
     current_shift_windows,
@@ -42,13 +41,13 @@ def _open(chromium: Any, artifacts: Path, r: Running, token: str, hash_: str) ->
         yield page, errors
 
 
-def test_report_page_downloads_comment_and_print_view(running: Running, shift_data: ShiftData, chromium: Any,
+def test_report_page_downloads_comment_and_print_view(fed: Running, chromium: Any,
                                                       artifacts: Path) -> None:
-    running.client.put("/api/v1/sites/site-a/lines/l1/target", json={"oee": 0.8}).raise_for_status()
-    api = running.client.get("/api/v1/reports/shift", params={"site": "site-a", "shift_start": dt(SHIFT_START)
+    fed.client.put("/api/v1/sites/site-a/lines/l1/target", json={"oee": 0.8}).raise_for_status()
+    api = fed.client.get("/api/v1/reports/shift", params={"site": "site-a", "shift_start": dt(SHIFT_START)
                                                               .isoformat()}).json()
-    operator = create_token(running.db, "operator", "site-a", "report-operator")
-    with _open(chromium, artifacts, running, operator, f"/site/site-a/report/{SHIFT_START}") as (page, errors):
+    operator = create_token(fed.db, "operator", "site-a", "report-operator")
+    with _open(chromium, artifacts, fed, operator, f"/site/site-a/report/{SHIFT_START}") as (page, errors):
         doc = page.locator("#report-doc")
         doc.get_by_role("heading", name="Shift report · Site A").wait_for()
         summary = doc.locator(".report-summary table.figures tbody tr")
@@ -82,7 +81,7 @@ def test_report_page_downloads_comment_and_print_view(running: Running, shift_da
         page.locator("#comment-line").select_option("l1")
         page.locator("#comment-form button[type=submit]").click()
         doc.locator(".report-comments li", has_text="Coolant pump replaced on m2").wait_for()
-        stored = running.client.get("/api/v1/reports/shift", params={"site": "site-a", "line": "l1",
+        stored = fed.client.get("/api/v1/reports/shift", params={"site": "site-a", "line": "l1",
                                                                      "shift_start": str(SHIFT_START)}).json()
         assert [(c["line"], c["author"]) for c in stored["comments"]] == [("l1", "report-operator")]
 
@@ -112,15 +111,15 @@ def test_report_page_downloads_comment_and_print_view(running: Running, shift_da
 
 
 def test_viewer_sees_no_comment_form_and_targets_show_on_overview_and_line(
-        running: Running, shift_data: ShiftData, chromium: Any, artifacts: Path) -> None:
-    running.client.put("/api/v1/sites/site-a/lines/l1/target", json={"oee": 0.8}).raise_for_status()
-    current_shift_windows(running.db)  # l1's current shift: OEE 2700 / 4600 = 58.7 % by sums
-    viewer = create_token(running.db, "viewer", "*", "report-viewer")
-    with _open(chromium, artifacts, running, viewer, f"/site/site-a/report/{SHIFT_START}/l2") as (page, errors):
+        fed: Running, chromium: Any, artifacts: Path) -> None:
+    fed.client.put("/api/v1/sites/site-a/lines/l1/target", json={"oee": 0.8}).raise_for_status()
+    current_shift_windows(fed.db)  # l1's current shift: OEE 2700 / 4600 = 58.7 % by sums
+    viewer = create_token(fed.db, "viewer", "*", "report-viewer")
+    with _open(chromium, artifacts, fed, viewer, f"/site/site-a/report/{SHIFT_START}/l2") as (page, errors):
         page.locator("#report-doc").get_by_role("heading", name="Line · Blisk cell").wait_for()
         assert page.locator(".report-summary").count() == 0 and page.locator("#comment-form").count() == 0
 
-        page.goto(f"{running.url}/ui/#/")
+        page.goto(f"{fed.url}/ui/#/")
         item = page.locator('.target-list li[data-line="l1"]')
         item.wait_for()
         assert item.locator(".target-val").inner_text() == "58.7 % / 80.0 %"
@@ -130,7 +129,7 @@ def test_viewer_sees_no_comment_form_and_targets_show_on_overview_and_line(
         fits(page)
         page.screenshot(path=str(artifacts / "report-overview-targets.png"))
 
-        page.goto(f"{running.url}/ui/#/site/site-a/line/l1")
+        page.goto(f"{fed.url}/ui/#/site/site-a/line/l1")
         note = page.locator(".line-head .target-note")
         note.wait_for()
         assert note.inner_text() == "Target 80.0 % · below target (−21.3 pts)"
@@ -140,10 +139,10 @@ def test_viewer_sees_no_comment_form_and_targets_show_on_overview_and_line(
         page.locator("#report-link").click()
         page.locator("#report-doc").get_by_role("heading", name="Line · Crank cell").wait_for()
         fits(page)
-        page.goto(f"{running.url}/ui/#/site/site-a/line/l1")
+        page.goto(f"{fed.url}/ui/#/site/site-a/line/l1")
         note.wait_for()
         page.screenshot(path=str(artifacts / "report-line-target.png"))
         assert not errors, errors
-    with httpx.Client(base_url=running.url, headers={"Authorization": f"Bearer {viewer}"}) as c:
+    with httpx.Client(base_url=fed.url, headers={"Authorization": f"Bearer {viewer}"}) as c:
         assert c.post("/api/v1/reports/shift/comments", json={"site": "site-a", "shift_start": str(SHIFT_START),
                                                              "text": "x"}).status_code == 403

@@ -18,7 +18,6 @@ from tests.support.reportfixtures import (
     REASON_CODE,
     SHIFT_END,
     SHIFT_START,
-    ShiftData,
     by_id,
     csv_blocks,
     pdf_text,
@@ -64,16 +63,16 @@ def check_figures(got: dict[str, Any], want: dict[str, float], *, one_machine: b
         assert got["mtbf_s"] is None and got["mttr_s"] is None
 
 
-def test_report_figures_are_the_sums_of_the_shift_windows(running: Running, shift_data: ShiftData) -> None:
-    resp = report(running)
+def test_report_figures_are_the_sums_of_the_shift_windows(fed: Running) -> None:
+    resp = report(fed)
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["shift"]["name"] == "A" and body["shift"]["end"] == dt(SHIFT_END).isoformat()
     assert body["shift"]["local_start"] == "2026-11-02 08:00+08:00"
     l1, l2 = by_id(body["lines"], "l1"), by_id(body["lines"], "l2")
-    check_figures(l1, window_sums(running.db, ["m1", "m2"]), one_machine=False)
-    check_figures(body["site_figures"], window_sums(running.db, ["m1", "m2", "m3"]), one_machine=False)
-    check_figures(by_id(l1["machine_list"], "m1"), window_sums(running.db, ["m1"]), one_machine=True)
+    check_figures(l1, window_sums(fed.db, ["m1", "m2"]), one_machine=False)
+    check_figures(body["site_figures"], window_sums(fed.db, ["m1", "m2", "m3"]), one_machine=False)
+    check_figures(by_id(l1["machine_list"], "m1"), window_sums(fed.db, ["m1"]), one_machine=True)
     assert l1["machines"] == 2 and body["site_figures"]["machines"] == 3
     # 420 planned minutes per machine (480 less three breaks); l2 had no failure: no MTBF, no MTTR.
     assert l1["planned_s"] == 2 * 420 * 60
@@ -100,43 +99,43 @@ def test_report_figures_are_the_sums_of_the_shift_windows(running: Running, shif
     assert l1["material_stop_s"] == pytest.approx(30 * 60)
 
 
-def test_report_for_one_line_and_in_chinese(running: Running, shift_data: ShiftData) -> None:
-    body = report(running, line="l2", lang="zh").json()
+def test_report_for_one_line_and_in_chinese(fed: Running) -> None:
+    body = report(fed, line="l2", lang="zh").json()
     assert [ln["id"] for ln in body["lines"]] == ["l2"] and "site_figures" not in body
     assert body["lines"][0]["label"] == "叶盘单元" and body["site"]["label"] == "甲工厂"
-    check_figures(body["lines"][0], window_sums(running.db, ["m3"]), one_machine=False)
-    assert report(running, line="nope").status_code == 404
+    check_figures(body["lines"][0], window_sums(fed.db, ["m3"]), one_machine=False)
+    assert report(fed, line="nope").status_code == 404
 
 
-def test_unknown_unfinished_and_out_of_scope_shifts_are_refused(running: Running, shift_data: ShiftData) -> None:
+def test_unknown_unfinished_and_out_of_scope_shifts_are_refused(fed: Running) -> None:
     off = dt(SHIFT_START + 60 * MIN).isoformat()
-    resp = report(running, shift_start=off)
+    resp = report(fed, shift_start=off)
     assert resp.status_code == 404, resp.text
     err = resp.json()["error"]
     assert err["field"] == "shift_start" and err["value"] == off
     assert off in err["message"] and "A 2026-11-02 08:00+08:00" in err["message"]
     assert "B 2026-11-02 16:00+08:00" in err["message"]
     # Local time of the site without a zone names the same shift.
-    assert report(running, shift_start="2026-11-02T08:00").json()["shift"]["start"] == START
+    assert report(fed, shift_start="2026-11-02T08:00").json()["shift"]["start"] == START
     tomorrow = (datetime.now(ZoneInfo("Asia/Shanghai")) + timedelta(days=1)).replace(hour=8, minute=0, second=0,
                                                                                      microsecond=0)
-    resp = report(running, shift_start=tomorrow.isoformat())
+    resp = report(fed, shift_start=tomorrow.isoformat())
     assert resp.status_code == 409 and "not finished" in resp.json()["error"]["message"], resp.text
-    assert report(running, shift_start="yesterday").status_code == 400
-    with client(running, "viewer", "site-b") as other:
+    assert report(fed, shift_start="yesterday").status_code == 400
+    with client(fed, "viewer", "site-b") as other:
         resp = other.get("/api/v1/reports/shift", params={"site": "site-a", "shift_start": START})
         assert resp.status_code == 404
-    shifts = running.client.get("/api/v1/reports/shifts", params={"site": "site-a", "days": 3}).json()
+    shifts = fed.client.get("/api/v1/reports/shifts", params={"site": "site-a", "days": 3}).json()
     assert shifts and all(datetime.fromisoformat(s["end"]) <= datetime.now(UTC) for s in shifts)
     assert shifts == sorted(shifts, key=lambda s: s["start"], reverse=True)
 
 
-def test_csv_parses_and_carries_the_json_figures(running: Running, shift_data: ShiftData) -> None:
-    resp = report(running, format="csv")
+def test_csv_parses_and_carries_the_json_figures(fed: Running) -> None:
+    resp = report(fed, format="csv")
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/csv")
     assert "attachment" in resp.headers["content-disposition"]
     blocks = csv_blocks(resp.content)
-    body = report(running).json()
+    body = report(fed).json()
     figures = {(r["level"], r["line_id"], r["machine_id"]): r for r in blocks["figures"]}
     assert set(figures) == {("site", "", ""), ("line", "l1", ""), ("line", "l2", ""), ("machine", "l1", "m1"),
                             ("machine", "l1", "m2"), ("machine", "l2", "m3")}
@@ -148,13 +147,13 @@ def test_csv_parses_and_carries_the_json_figures(running: Running, shift_data: S
     assert float(row["mttr_s"]) == pytest.approx(l1["mttr_s"])
     stops = [s for s in blocks["stops"] if s["line_id"] == "l1"]
     assert [int(s["Code"]) for s in stops] == [s["code"] for s in l1["top_stops"]]
-    zh = csv_blocks(report(running, format="csv", lang="zh").content)
+    zh = csv_blocks(report(fed, format="csv", lang="zh").content)
     assert zh["report"][0]["工厂"] == "甲工厂"
     assert {r["产线/设备"] for r in zh["figures"]} >= {"曲轴加工单元", "叶盘单元"}
 
 
-def test_pdf_opens_in_both_languages_with_chinese_names(running: Running, shift_data: ShiftData) -> None:
-    resp = report(running, format="pdf", lang="zh")
+def test_pdf_opens_in_both_languages_with_chinese_names(fed: Running) -> None:
+    resp = report(fed, format="pdf", lang="zh")
     assert resp.status_code == 200, resp.text
     assert resp.headers["content-type"] == "application/pdf" and resp.content.startswith(b"%PDF-")
     ARTIFACTS.mkdir(exist_ok=True)
@@ -162,17 +161,17 @@ def test_pdf_opens_in_both_languages_with_chinese_names(running: Running, shift_
     text = pdf_text(resp.content)
     for expected in ("班次报告", "甲工厂", "曲轴加工单元", "叶盘单元", "设备故障", "干扰", "进料堵塞"):
         assert expected in text, expected
-    en = pdf_text(report(running, format="pdf", lang="en").content)
+    en = pdf_text(report(fed, format="pdf", lang="en").content)
     for expected in ("Shift report", "Crank cell", "Blisk cell", "Equipment failure", "interference"):
         assert expected in en, expected
 
 
-def test_comments_operator_and_up_audited_and_in_every_format(running: Running, shift_data: ShiftData) -> None:
+def test_comments_operator_and_up_audited_and_in_every_format(fed: Running) -> None:
     path = "/api/v1/reports/shift/comments"
     note = {"site": "site-a", "shift_start": START, "line": "l1", "text": "主轴轴承异响，已通知维修"}
-    with client(running, "viewer") as viewer:
+    with client(fed, "viewer") as viewer:
         assert viewer.post(path, json=note).status_code == 403
-    with client(running, "operator", "site-a") as op:
+    with client(fed, "operator", "site-a") as op:
         ok = op.post(path, json=note)
         assert ok.status_code == 201, ok.text
         site_note = op.post(path, json={"site": "site-a", "shift_start": START, "text": "Shift handover at 16:05"})
@@ -182,35 +181,35 @@ def test_comments_operator_and_up_audited_and_in_every_format(running: Running, 
         off = dt(SHIFT_START + MIN).isoformat()
         bad = op.post(path, json={**note, "shift_start": off})
         assert bad.status_code == 404 and off in bad.json()["error"]["message"]
-    with client(running, "operator", "site-b") as other:
+    with client(fed, "operator", "site-b") as other:
         assert other.post(path, json=note).status_code == 404
-    with psycopg.connect(running.db) as conn:
+    with psycopg.connect(fed.db) as conn:
         audit = conn.execute("SELECT actor, site_id, target, detail FROM audit_log WHERE action = 'report.comment.add'"
                              " ORDER BY id").fetchall()
     assert [(a[0], a[1], a[2]) for a in audit] == [("r-operator-site-a", "site-a", "l1"),
                                                   ("r-operator-site-a", "site-a", "site-a")]
     assert audit[0][3]["comment_id"] == ok.json()["id"]
-    body = report(running).json()
+    body = report(fed).json()
     assert [c["text"] for c in body["comments"]] == [note["text"], "Shift handover at 16:05"]
-    assert [c["text"] for c in report(running, line="l2").json()["comments"]] == ["Shift handover at 16:05"]
-    assert note["text"] in pdf_text(report(running, format="pdf", lang="zh").content)
-    assert csv_blocks(report(running, format="csv").content)["comments"][0]["Comment"] == note["text"]
+    assert [c["text"] for c in report(fed, line="l2").json()["comments"]] == ["Shift handover at 16:05"]
+    assert note["text"] in pdf_text(report(fed, format="pdf", lang="zh").content)
+    assert csv_blocks(report(fed, format="csv").content)["comments"][0]["Comment"] == note["text"]
 
 
-def test_a_missing_cjk_font_is_named_never_a_crash(running: Running, shift_data: ShiftData, tmp_path: Path) -> None:
-    body = report(running, lang="zh").json()
+def test_a_missing_cjk_font_is_named_never_a_crash(fed: Running, tmp_path: Path) -> None:
+    body = report(fed, lang="zh").json()
     with pytest.raises(FontMissing, match="fonts-wqy-microhei"):
         report_pdf(body, None)
     # English without the font: the PDF core font, characters it lacks as "?".
-    en = report(running).json()
+    en = report(fed).json()
     en["comments"] = [{"id": 1, "line": None, "text": "主轴 spindle", "author": "op", "at": START,
                        "local_at": "2026-11-02 09:00+08:00"}]
     text = pdf_text(report_pdf(en, None))
     assert "Crank cell" in text and "?? spindle" in text
     # A configured font file that is not there: 503 naming the setting and the file, through the API.
     missing = tmp_path / "no-such-font.ttc"
-    with make_client(running.db, report_font=missing) as api:
-        resp = api.get("/api/v1/reports/shift", headers=running.client.headers,
+    with make_client(fed.db, report_font=missing) as api:
+        resp = api.get("/api/v1/reports/shift", headers=fed.client.headers,
                        params={"site": "site-a", "shift_start": START, "format": "pdf", "lang": "zh"})
     assert resp.status_code == 503, resp.text
     assert "ZHIZAO_REPORT_FONT" in resp.json()["error"]["message"] and str(missing) in resp.json()["error"]["message"]
