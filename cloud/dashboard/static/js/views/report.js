@@ -67,7 +67,8 @@ function stopTable(stops) {
   if (!stops.length) return h("p", { class: "muted" }, t("rep.none"));
   return h("table", { class: "report-table stop-table" },
     h("thead", {}, h("tr", {}, ...[t("rep.code"), t("rep.reason"), t("rep.count"), t("rep.minutes"),
-      t("rep.with.reason"), t("machines")].map((x) => h("th", { scope: "col" }, x)))),
+      t("rep.with.reason"), t("machines")].map((x, i) => h("th", { scope: "col", class: i >= 2 && i <= 4 ? "num" : "" },
+      x)))),
     h("tbody", {}, ...stops.map((s) => h("tr", { dataset: { code: s.code } },
       h("td", {}, s.code), h("td", {}, s.label), h("td", { class: "num" }, s.count),
       h("td", { class: "num" }, minutes(s.seconds)), h("td", { class: "num" }, s.with_reason),
