@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 
 from zhizao.cloud.storage.db import translate_errors
-from zhizao.seeds.model import Scenario
+from zhizao.seeds.model import OeeTarget, Scenario
 
 __all__ = ["SeedCounts", "seed_database"]
 
@@ -27,11 +27,12 @@ class SeedCounts:
     lines: int
     machines: int
     calendars_kept: int
+    targets: int = 0
 
 
 def seed_database(conninfo: str, scenario: Scenario) -> SeedCounts:
-    """Upsert the scenario's sites, lines (edge nodes), machines and site calendars in one transaction."""
-    lines = machines = kept = 0
+    """Upsert the scenario's sites, lines (edge nodes), machines, site calendars and line targets in one transaction."""
+    lines = machines = kept = targets = 0
     with translate_errors(), psycopg.connect(conninfo) as conn, conn.transaction():
         for site in scenario.sites:
             conn.execute(
@@ -39,6 +40,7 @@ def seed_database(conninfo: str, scenario: Scenario) -> SeedCounts:
                 " ON CONFLICT (site_id) DO UPDATE SET name = excluded.name, tz = excluded.tz",
                 [site.id, site.name or site.id, site.timezone],
             )
+            conn.execute("UPDATE sites SET name_zh = %s WHERE site_id = %s", [site.name_zh or None, site.id])
             for line in site.lines:
                 lines += 1
                 conn.execute(
@@ -46,6 +48,11 @@ def seed_database(conninfo: str, scenario: Scenario) -> SeedCounts:
                     " ON CONFLICT (site_id, edge_node_id) DO UPDATE SET name = excluded.name",
                     [site.id, line.id, line.name or None],
                 )
+                conn.execute("UPDATE edge_nodes SET name_zh = %s WHERE site_id = %s AND edge_node_id = %s",
+                             [line.name_zh or None, site.id, line.id])
+                if line.target is not None:
+                    targets += 1
+                    _seed_target(conn, site.id, line.id, line.target)
                 for machine in line.machines:
                     machines += 1
                     conn.execute(
@@ -63,7 +70,20 @@ def seed_database(conninfo: str, scenario: Scenario) -> SeedCounts:
                  _json(site.state_classes.model_dump(mode="json"))],
             ).fetchone()
             kept += row is None
-    return SeedCounts(len(scenario.sites), lines, machines, kept)
+    return SeedCounts(len(scenario.sites), lines, machines, kept, targets)
+
+
+def _seed_target(conn: psycopg.Connection[Any], site: str, line: str, target: OeeTarget) -> None:
+    """Upsert a line's OEE target, keeping one edited through the API (source 'api')."""
+    conn.execute(
+        "INSERT INTO oee_line_targets (site_id, line_id, oee, availability, performance, quality, source)"
+        " VALUES (%s, %s, %s, %s, %s, %s, 'seeds') ON CONFLICT (site_id, line_id) DO UPDATE SET oee = excluded.oee,"
+        " availability = excluded.availability, performance = excluded.performance, quality = excluded.quality,"
+        " updated_at = now() WHERE oee_line_targets.source = 'seeds' AND (oee_line_targets.oee,"
+        " oee_line_targets.availability, oee_line_targets.performance, oee_line_targets.quality)"
+        " IS DISTINCT FROM (excluded.oee, excluded.availability, excluded.performance, excluded.quality)",
+        [site, line, target.oee, target.availability, target.performance, target.quality],
+    )
 
 
 def _json(value: Any) -> str:

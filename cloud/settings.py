@@ -85,6 +85,9 @@ class CloudSettings(BaseSettings):
     # only part of each node's stream and so cannot know what the node's other batches became.
     ingest_acks: bool | None = None
     ingest_sites: Annotated[tuple[str, ...], NoDecode] = ()
+    # A font with Chinese glyphs for PDF shift reports (.ttf/.otf/.ttc); unset: the first one installed of
+    # cloud/reports/pdf.py FONT_CANDIDATES (Debian fonts-wqy-microhei first).
+    report_font: Path | None = None
 
     @classmethod
     def settings_customise_sources(

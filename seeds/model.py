@@ -30,6 +30,7 @@ __all__ = [
     "JamBursts",
     "Line",
     "Machine",
+    "OeeTarget",
     "Repair",
     "Scenario",
     "SensorDrift",
@@ -207,12 +208,32 @@ class Machine(_Model):
         return self
 
 
+class OeeTarget(_Model):
+    """A line's OEE target as fractions (0.85 = 85 %); A, P and Q targets are optional."""
+
+    oee: float = Field(gt=0, le=1)
+    availability: float | None = Field(default=None, gt=0, le=1)
+    performance: float | None = Field(default=None, gt=0, le=1)
+    quality: float | None = Field(default=None, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _reachable(self) -> OeeTarget:
+        parts = [self.availability, self.performance, self.quality]
+        if all(x is not None for x in parts):
+            product = parts[0] * parts[1] * parts[2]  # type: ignore[operator]
+            if product + 1e-9 < self.oee:
+                raise ValueError(f"oee {self.oee} is above availability x performance x quality = {product:.4f}")
+        return self
+
+
 class Line(_Model):
     """A production line (one edge agent each)."""
 
     id: Id
     name: str = ""
+    name_zh: str = Field(default="", description="Chinese display name (reports and the dashboard in Chinese)")
     product: str = ""
+    target: OeeTarget | None = None
     machines: list[Machine] = Field(min_length=1)
 
 
@@ -221,6 +242,7 @@ class Site(_Model):
 
     id: Id
     name: str = ""
+    name_zh: str = Field(default="", description="Chinese display name")
     member: str = Field(default="", description="cluster member: Shanghai, Jiangsu, Zhejiang or Anhui")
     industry: str = ""
     timezone: str = "Asia/Shanghai"

@@ -10,6 +10,7 @@ import { line } from "./views/line.js";
 import { login } from "./views/login.js";
 import { machine } from "./views/machine.js";
 import { overview } from "./views/overview.js";
+import { report } from "./views/report.js";
 import { site } from "./views/site.js";
 
 const view = document.getElementById("view");
@@ -29,6 +30,13 @@ function route() {
   if (parts[0] === "site" && parts.length === 3 && parts[2] === "calendar") return [calendar, parts[1]];
   if (parts[0] === "site" && parts.length === 4 && parts[2] === "line") return [line, parts[1], parts[3]];
   if (parts[0] === "site" && parts.length === 4 && parts[2] === "machine") return [machine, parts[1], parts[3]];
+  // #/site/S/report[/START_MS[/LINE]]: the shift report (views/report.js)
+  if (parts[0] === "site" && parts.length >= 3 && parts.length <= 5 && parts[2] === "report") {
+    return [report, parts[1], parts[3], parts[4]];
+  }
+  if (parts[0] === "site" && parts.length === 5 && parts[2] === "line" && parts[4] === "report") {
+    return [report, parts[1], undefined, parts[3]];
+  }
   return null;
 }
 

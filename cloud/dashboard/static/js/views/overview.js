@@ -5,6 +5,7 @@ import { oeeSummary, throttled } from "../data.js";
 import { h } from "../dom.js";
 import { count } from "../format.js";
 import { t } from "../i18n.js";
+import { targetList, targetsBySite } from "../targets.js";
 
 function card({ title, href, meta, summary, dataset, cls = "" }) {
   const spark = h("div", { class: "spark" });
@@ -22,7 +23,8 @@ function card({ title, href, meta, summary, dataset, cls = "" }) {
 export async function overview(ctx) {
   ctx.crumbs([]);
   const sites = await get("sites");
-  const [cluster, ...perSite] = await Promise.all([
+  const [targets, cluster, ...perSite] = await Promise.all([
+    targetsBySite(),
     oeeSummary("cluster", null, "cluster"),
     ...sites.map((s) => oeeSummary("site", s.site_id, s.site_id)),
   ]);
@@ -33,6 +35,8 @@ export async function overview(ctx) {
     title: s.name || s.site_id, href: `#/site/${encodeURIComponent(s.site_id)}`,
     meta: `${count(s.lines, "line")} · ${count(s.machines, "machine")}`, summary: perSite[i],
     dataset: { scope: "site", id: s.site_id, site: s.site_id } }), summary: perSite[i] }));
+  // Lines with an OEE target: current shift against the target, per site card.
+  cards.forEach((c, i) => c.el.append(targetList(targets.get(sites[i].site_id)) ?? ""));
   ctx.show(h("section", { class: "overview", "aria-labelledby": "ov-title" },
     h("h1", { id: "ov-title", class: "visually-hidden" }, t("cluster")),
     top.el,

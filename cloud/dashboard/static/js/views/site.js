@@ -59,7 +59,9 @@ export async function site(ctx, siteId) {
   ctx.show(h("section", { class: "site" },
     h("div", { class: "site-head" },
       h("h1", { class: "page-title" }, detail.name || siteId, h("span", { class: "muted small" },
-        ` ${count(detail.lines, "line")} · ${count(detail.machines, "machine")}`)), calendarLink),
+        ` ${count(detail.lines, "line")} · ${count(detail.machines, "machine")}`)),
+      h("div", { class: "form-actions" }, h("a", { class: "btn", id: "report-link",
+        href: `#/site/${encodeURIComponent(siteId)}/report` }, t("rep.title")), calendarLink)),
     h("div", { class: "grid lines" }, ...cards.map((c) => c.el))));
   cards.forEach((c) => sparkline(c.spark, c.trend, 40));
   followStates(ctx, siteId);
