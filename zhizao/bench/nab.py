@@ -36,7 +36,7 @@ PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 
 # The published scoreboard (NAB results/final_results.json, as in NAB's README): standard, low FP, low FN.
 PUBLISHED: dict[str, tuple[float, float, float]] = {
-    "ARTime": (74.9, 65.2, 80.4),
+    "ARTime": (74.9, 65.1, 80.4),
     "Numenta HTM": (70.5, 62.6, 75.2),
     "CAD OSE": (69.9, 67.0, 73.2),
     "earthgecko Skyline": (58.2, 46.2, 63.9),
@@ -196,6 +196,19 @@ def optimise(sweep: Sweep, scores: F64, cost: dict[str, float]) -> tuple[float, 
     if not cand.size or cand[k] <= never:
         return 1.1, never
     return float(s[ends[k]]), float(cand[k])
+
+
+def score_at(sweep: Sweep, scores: F64, cost: dict[str, float], threshold: float) -> tuple[float, int, int]:
+    """NAB's scoring step at a given threshold: (raw score, detections inside windows, detections outside)."""
+    tp_w, fp_w, fn_w = cost["tpWeight"], cost["fpWeight"], cost["fnWeight"]
+    max_tp = 2.0 / (1.0 + math.exp(-5.0)) - 1.0
+    det = scores >= threshold
+    inside = sweep.window >= 0
+    raw = float(np.sum(sweep.unweighted[det & ~inside]) * fp_w)
+    best = np.full(sweep.n_windows, -fn_w)
+    hits = det & inside
+    np.maximum.at(best, sweep.window[hits], sweep.unweighted[hits] * tp_w / max_tp)
+    return raw + float(best.sum()), int(np.count_nonzero(hits)), int(np.count_nonzero(det & ~inside))
 
 
 def score_corpus(corpus: list[Series], scores: list[F64], profiles: dict[str, dict[str, float]]) -> list[Result]:
