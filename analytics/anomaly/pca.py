@@ -3,8 +3,8 @@
 Per machine of `dims` consecutive tags, each valid sample (no NaN in any of its tags) forms a vector of the
 current values and the `lags` previous valid samples (lagged copies catch changes of the dynamics, not only of
 the levels). The first `learn` vectors are the learning period: their mean and covariance are accumulated
-(Welford); at its end the detector standardises (scale floors relative to each signal's mean, so flat or
-quantised signals do not explode), takes the eigen-decomposition of the correlation matrix (Jacobi), keeps the
+(Welford); at its end the detector standardises (scale floors relative to each signal's mean: a flat or
+quantised signal counts as noise of the floor's size, so it does not explode), takes the eigen-decomposition of the correlation matrix (Jacobi), keeps the
 `k` leading components explaining `explained` of the variance, and sets the two control limits at probability
 `p` from the training eigenvalues alone: T² against the chi-square quantile with k degrees of freedom
 (Wilson-Hilferty), Q against the Jackson-Mudholkar limit of the residual eigenvalues. Both limits scale with
@@ -128,6 +128,7 @@ def _fit(row: np.ndarray, dims: int, lags: int, explained: float, z: float) -> N
     for i in range(p):
         for j in range(p):
             corr[i, j] = row[o_m2 + i * p + j] / n / (row[o_sd + i] * row[o_sd + j])
+        corr[i, i] = 1.0  # a floored (flat) signal counts as noise of the floor's size, not as no variance
     vec = np.empty((p, p))
     val = np.empty(p)
     _jacobi(corr, vec, val)
@@ -195,7 +196,7 @@ def _score(row: np.ndarray, u: np.ndarray, p: int, o_mean: int, o_sd: int, o_vec
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def pca_kernel(st: np.ndarray, x: np.ndarray, dims: int, lags: int, learn: float, explained: float, z: float,
-               on: float, off: float, min_on: int, min_off: int, scores: np.ndarray, alarms: np.ndarray) -> None:
+               relearn: float, on: float, off: float, min_on: int, min_off: int, scores: np.ndarray, alarms: np.ndarray) -> None:
     """Per machine: build the lagged vector, learn (Welford) then fit once, then score T²/Q against the limits."""
     n_t = x.shape[0]
     n_g = st.shape[0]
@@ -228,6 +229,9 @@ def pca_kernel(st: np.ndarray, x: np.ndarray, dims: int, lags: int, learn: float
                 if cnt >= lags:
                     if row[_FIT] > 0.5:
                         score = _score(row, u, p, o_mean, o_sd, o_vec, o_val, zbuf, rbuf)
+                        if score < 1.0:  # within the control limits: follow a slow drift of the levels
+                            for i in range(p):
+                                row[o_mean + i] += relearn * (u[i] - row[o_mean + i])
                     else:
                         n1 = cnt - lags + 1.0
                         for i in range(p):
@@ -310,6 +314,7 @@ class PcaT2Q(Detector):
     learn: int = 400
     explained: float = 0.85
     p: float = 0.99
+    relearn: float = 0.0
     alarm: Alarm = field(default_factory=lambda: Alarm(on=2.0, off=1.0, min_on=3, min_off=5))
     name: str = "pca_t2q"
     reference_rtol: ClassVar[float] = 1e-6
@@ -323,6 +328,8 @@ class PcaT2Q(Detector):
             raise ValueError(f"learn: must be >= 2, got {self.learn}")
         if not 0.0 < self.explained <= 1.0:
             raise ValueError(f"explained: must be in (0, 1], got {self.explained}")
+        if not 0.0 <= self.relearn < 1.0:
+            raise ValueError(f"relearn: must be in [0, 1), got {self.relearn}")
         if not 0.5 < self.p < 1.0:
             raise ValueError(f"p: must be in (0.5, 1), got {self.p}")
 
@@ -341,7 +348,7 @@ class PcaT2Q(Detector):
 
     def _kernel(self, state: F64, x: F64, scores: F64, alarms: NDArray[np.bool_]) -> None:
         al = self.alarm
-        pca_kernel(state, x, self.dims, self.lags, float(self.learn), self.explained, self._z,
+        pca_kernel(state, x, self.dims, self.lags, float(self.learn), self.explained, self._z, self.relearn,
                    al.on, al.off, al.min_on, al.min_off, scores, alarms)
 
     def _fit_reference(self, row: F64) -> None:
@@ -351,7 +358,9 @@ class PcaT2Q(Detector):
         mean = row[o_mean:o_mean + p]
         sd = np.maximum(np.maximum(np.sqrt(np.maximum(np.diag(cov), 0.0)), REL_FLOOR * np.abs(mean)), 1e-12)
         row[o_sd:o_sd + p] = sd
-        val, vec = _jacobi_reference(cov / np.outer(sd, sd))
+        corr = cov / np.outer(sd, sd)
+        np.fill_diagonal(corr, 1.0)
+        val, vec = _jacobi_reference(corr)
         val = np.maximum(val, 0.0)
         total = float(val.sum())
         acc = np.cumsum(val)
@@ -395,7 +404,11 @@ class PcaT2Q(Detector):
                         tc = zz @ vec
                         t2 = float((tc * tc / row[o_val:o_val + k]).sum())
                         q = float(((zz - vec @ tc) ** 2).sum())
-                        scores[t, g] = max(t2 / row[_T2L], q / row[_QL])
+                        sc = max(t2 / row[_T2L], q / row[_QL])
+                        scores[t, g] = sc
+                        if sc < 1.0:
+                            mean = row[o_mean:o_mean + p]
+                            mean += self.relearn * (u - mean)
                     else:
                         n1 = cnt - lags + 1.0
                         mean = row[o_mean:o_mean + p]

@@ -21,7 +21,7 @@ from hypothesis.extra import numpy as hnp
 from numpy.typing import NDArray
 
 from zhizao.analytics import DETECTORS
-from zhizao.analytics.anomaly import Alarm, Cusum, Detector, EwmaZ, MahalanobisT2, RobustZ, Scored
+from zhizao.analytics.anomaly import Alarm, Cusum, Detector, EwmaZ, MahalanobisT2, PcaT2Q, RobustZ, Scored
 from zhizao.analytics.anomaly.base import F64, reference_alarm
 from zhizao.analytics.checks import RULES, DetectorCheckError, assert_batch_split, assert_twin, check_detector
 
@@ -31,6 +31,7 @@ SMALL: list[Detector] = [
     Cusum(warmup=3, k=0.3, cap=4.0, alarm=Alarm(on=2.0, off=0.5, min_on=1, min_off=2)),
     RobustZ(window=4, alarm=Alarm(on=2.0, off=1.0, min_on=1, min_off=1)),
     MahalanobisT2(dims=2, alpha=0.3, warmup=3, alarm=Alarm(on=6.0, off=3.0, min_on=1, min_off=2)),
+    PcaT2Q(dims=2, lags=1, learn=4, relearn=0.05, alarm=Alarm(on=1.0, off=0.5, min_on=1, min_off=2)),
 ]
 SMALL_IDS = [d.name for d in SMALL]
 IDS = [cls.__name__ for cls in DETECTORS]
@@ -47,7 +48,7 @@ def batch(draw: Any, group: int) -> np.ndarray:
 
 
 def test_every_detector_is_listed() -> None:
-    assert set(DETECTORS) == {EwmaZ, Cusum, RobustZ, MahalanobisT2}
+    assert set(DETECTORS) == {EwmaZ, Cusum, RobustZ, MahalanobisT2, PcaT2Q}
     assert {type(d) for d in SMALL} == set(DETECTORS)
 
 
@@ -177,11 +178,11 @@ def test_flags_a_large_step_and_stays_quiet_before_it(cls: type[Detector]) -> No
     det = cls()
     rng = np.random.default_rng(2)  # false-alarm rates are measured in the kernel benchmark, not here
     n_tags = 3 * det.tags_per_output
-    x = rng.normal(size=(400, n_tags))
-    x[300:] += 20.0
+    x = rng.normal(size=(600, n_tags))
+    x[500:] += 20.0
     out = det.update(det.init_state(n_tags), x)
-    assert not out.alarms[:300].any()
-    assert out.alarms[300:310].any(axis=0).all()
+    assert not out.alarms[:500].any()
+    assert out.alarms[500:510].any(axis=0).all()
 
 
 @pytest.mark.parametrize("det", SMALL, ids=SMALL_IDS)

@@ -10,7 +10,9 @@ benchmark family by a stated rule, never per file:
   [0, 1] (`s / (1 + s)`, or the anomaly likelihood, which is in [0, 1] already). NAB's optimizer then picks one
   threshold per profile over the whole corpus (`zhizao.bench.nab`).
 - SKAB: the first 400 rows of each experiment are the learning period (SKAB's split); the prediction of a test
-  row is the detector's alarm.
+  row is the detector's alarm: with its default alarm (on at 2x the control limit for 3 samples, off below it
+  for 5), and with the alarm at 2.5x the limit without hysteresis plus slow re-learning of the levels on
+  normal samples (`relearn=0.001`): two operating points, the second for fewer false alarms.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import click
 import numpy as np
 from numpy.typing import NDArray
 
-from zhizao.analytics.anomaly import Detector, EwmaZ
+from zhizao.analytics.anomaly import Alarm, Detector, EwmaZ
 from zhizao.analytics.anomaly.calibrate import AnomalyLikelihood, EventDetector
 from zhizao.analytics.anomaly.pca import PcaT2Q
 from zhizao.bench import nab, skab
@@ -103,14 +105,20 @@ SkabRun = Callable[[skab.Experiment], "np.ndarray[Any, np.dtype[np.bool_]]"]
 def skab_runs() -> dict[str, SkabRun]:
     """The SKAB configurations we report: name -> predicted alarms on the test rows of one experiment."""
 
-    def pca(lags: int) -> SkabRun:
+    def pca(lags: int, relearn: float, alarm: Alarm | None) -> SkabRun:
         def run(e: skab.Experiment) -> np.ndarray[Any, np.dtype[np.bool_]]:
-            det = PcaT2Q(dims=e.values.shape[1], lags=lags, learn=skab.TRAIN_ROWS - lags)
+            det = PcaT2Q(dims=e.values.shape[1], lags=lags, learn=skab.TRAIN_ROWS - lags, relearn=relearn,
+                         **({"alarm": alarm} if alarm else {}))
             return det.update(det.init_state(e.values.shape[1]), e.values).alarms[skab.TRAIN_ROWS:, 0]
 
         return run
 
-    return {"pca_t2q 8 signals + 2 lags": pca(2), "pca_t2q 8 signals + 5 lags": pca(5)}
+    few = Alarm(on=2.5, off=2.5, min_on=1, min_off=1)
+    return {
+        "pca_t2q 8 signals + 2 lags": pca(2, 0.0, None),
+        "pca_t2q 8 signals + 5 lags": pca(5, 0.0, None),
+        "pca_t2q + 5 lags, relearn, alarm 2.5": pca(5, 0.001, few),
+    }
 
 
 def run_skab(root: Path, only: str | None = None) -> list[dict[str, Any]]:
