@@ -15,6 +15,7 @@ from zhizao.analytics.anomaly import (
     PcaT2Q,
     RobustZ,
     Scored,
+    ValueNovelty,
 )
 from zhizao.analytics.features import VibrationFeatures, reference_vibration_features, vibration_features
 from zhizao.analytics.oee import (
@@ -27,7 +28,7 @@ from zhizao.analytics.oee import (
 from zhizao.analytics.warmup import warm_up
 from zhizao.analytics.windows import calendar_windows, fleet_windows, rolling_windows
 
-DETECTORS: tuple[type[Detector], ...] = (EwmaZ, Cusum, RobustZ, MahalanobisT2, PcaT2Q)
+DETECTORS: tuple[type[Detector], ...] = (EwmaZ, Cusum, RobustZ, MahalanobisT2, PcaT2Q, ValueNovelty)
 """Every detector we ship; the tests hold each to `zhizao.analytics.checks.check_detector`."""
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "PcaT2Q",
     "RobustZ",
     "Scored",
+    "ValueNovelty",
     "VibrationFeatures",
     "calendar_windows",
     "fleet_oee",

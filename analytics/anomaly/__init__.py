@@ -8,10 +8,11 @@ from zhizao.analytics.anomaly.calibrate import AnomalyLikelihood, EventDetector,
 from zhizao.analytics.anomaly.cusum import Cusum
 from zhizao.analytics.anomaly.ewma import EwmaZ
 from zhizao.analytics.anomaly.multivariate import MahalanobisT2
+from zhizao.analytics.anomaly.novelty import ValueNovelty
 from zhizao.analytics.anomaly.pca import PcaT2Q
 from zhizao.analytics.anomaly.robust import RobustZ
 
 __all__ = [
     "Alarm", "AnomalyLikelihood", "Cusum", "Detector", "EventDetector", "Events", "EwmaZ", "MahalanobisT2",
-    "PcaT2Q", "RobustZ", "Scored",
+    "PcaT2Q", "RobustZ", "Scored", "ValueNovelty",
 ]

@@ -21,7 +21,17 @@ from hypothesis.extra import numpy as hnp
 from numpy.typing import NDArray
 
 from zhizao.analytics import DETECTORS
-from zhizao.analytics.anomaly import Alarm, Cusum, Detector, EwmaZ, MahalanobisT2, PcaT2Q, RobustZ, Scored
+from zhizao.analytics.anomaly import (
+    Alarm,
+    Cusum,
+    Detector,
+    EwmaZ,
+    MahalanobisT2,
+    PcaT2Q,
+    RobustZ,
+    Scored,
+    ValueNovelty,
+)
 from zhizao.analytics.anomaly.base import F64, reference_alarm
 from zhizao.analytics.checks import RULES, DetectorCheckError, assert_batch_split, assert_twin, check_detector
 
@@ -32,6 +42,7 @@ SMALL: list[Detector] = [
     RobustZ(window=4, alarm=Alarm(on=2.0, off=1.0, min_on=1, min_off=1)),
     MahalanobisT2(dims=2, alpha=0.3, warmup=3, alarm=Alarm(on=6.0, off=3.0, min_on=1, min_off=2)),
     PcaT2Q(dims=2, lags=1, learn=4, relearn=0.05, alarm=Alarm(on=1.0, off=0.5, min_on=1, min_off=2)),
+    ValueNovelty(capacity=4, warmup=3, alarm=Alarm(on=0.5, off=0.1, min_on=1, min_off=2)),
 ]
 SMALL_IDS = [d.name for d in SMALL]
 IDS = [cls.__name__ for cls in DETECTORS]
@@ -48,7 +59,7 @@ def batch(draw: Any, group: int) -> np.ndarray:
 
 
 def test_every_detector_is_listed() -> None:
-    assert set(DETECTORS) == {EwmaZ, Cusum, RobustZ, MahalanobisT2, PcaT2Q}
+    assert set(DETECTORS) == {EwmaZ, Cusum, RobustZ, MahalanobisT2, PcaT2Q, ValueNovelty}
     assert {type(d) for d in SMALL} == set(DETECTORS)
 
 
@@ -248,3 +259,19 @@ def test_the_adding_a_detector_example_runs_and_passes(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith(f"detector 'running_z': {len(RULES)} rules hold (verbs, ")
+
+
+def test_value_novelty_reports_a_new_level_once_and_is_scale_free() -> None:
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(3000, 1))
+    x[2000:] += 10.0  # a new level: novel at first, known soon after
+    det = ValueNovelty(capacity=64, warmup=200)
+    s = det.update(det.init_state(1), x).scores[:, 0]
+    assert s[2000] > 0.5
+    assert np.nanmax(s[2100:]) < 0.1  # the new level has been learnt
+    assert np.nanquantile(s[200:2000], 0.99) < 0.05
+    other = det.update(det.init_state(1), x * 1e3 - 5e3).scores[:, 0]  # other units and an offset
+    np.testing.assert_allclose(other, s, rtol=1e-6, atol=1e-6)
+    flat = np.full((500, 1), 250.0)
+    flat[300:] = 250.01  # one step of a quantised sensor after a flat history: small, not 1e9
+    assert np.nanmax(det.update(det.init_state(1), flat).scores) < 0.1

@@ -26,14 +26,14 @@ import click
 import numpy as np
 from numpy.typing import NDArray
 
-from zhizao.analytics.anomaly import Alarm, Detector, EwmaZ
+from zhizao.analytics.anomaly import Alarm, Detector, EwmaZ, ValueNovelty
 from zhizao.analytics.anomaly.calibrate import AnomalyLikelihood, EventDetector
 from zhizao.analytics.anomaly.pca import PcaT2Q
 from zhizao.bench import nab, skab
 from zhizao.bench.harness import Report, json_option, machine_line
 
 F64 = NDArray[np.float64]
-REFRACTORY = 100  # rows a peak holds down later reports on NAB (one rule for the whole corpus)
+REFRACTORY = 50  # rows a peak holds down later reports on NAB (one rule for the whole corpus)
 
 
 def _unit(s: F64) -> F64:
@@ -68,7 +68,11 @@ def nab_runs() -> dict[str, NabRun]:
         det = PcaT2Q(dims=1, lags=2, learn=max(s.probation - 2, 2))
         return _strength(_unit(_raw(det, s.values[:, None])))
 
+    def novelty(s: nab.Series) -> F64:
+        return _strength(_unit(_raw(ValueNovelty(warmup=max(s.probation, 1)), s.values[:, None])))
+
     return {
+        "value_novelty, events": novelty,
         "ewma_z a=0.001, events": ewma,
         "ewma_z + likelihood, events": ewma_likelihood,
         "pca_t2q 1 signal + 2 lags, events": pca,
