@@ -12,7 +12,15 @@ log = logging.getLogger(__name__)
 
 def warm_up() -> float:
     """Run every kernel once on tiny inputs; returns the seconds it took (compiled code is cached on disk)."""
-    from zhizao.analytics.anomaly import AnomalyLikelihood, Cusum, EventDetector, EwmaZ, MahalanobisT2, PcaT2Q, RobustZ
+    from zhizao.analytics.anomaly import (
+        AnomalyLikelihood,
+        Cusum,
+        EventDetector,
+        EwmaZ,
+        MahalanobisT2,
+        PcaT2Q,
+        RobustZ,
+    )
     from zhizao.analytics.features import vibration_features
     from zhizao.analytics.oee import fleet_oee
 

@@ -191,7 +191,7 @@ def _score(row: np.ndarray, u: np.ndarray, p: int, o_mean: int, o_sd: int, o_vec
             res[i] -= row[o_vec + i * p + c] * tc
     for i in range(p):
         q += res[i] * res[i]
-    return max(t2 / row[_T2L], q / row[_QL])
+    return float(max(t2 / row[_T2L], q / row[_QL]))
 
 
 @njit(cache=True, parallel=True, error_model="numpy")

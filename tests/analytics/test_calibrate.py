@@ -112,7 +112,7 @@ def test_likelihood_is_calibrated_on_noise_and_flags_a_jump() -> None:
 def test_post_processors_check_their_inputs() -> None:
     with pytest.raises(ValueError, match="short"):
         AnomalyLikelihood(short=0)
-    with pytest.raises(ValueError, match="off: 3.0 must be finite and not exceed level 2.0"):
+    with pytest.raises(ValueError, match=r"off: 3\.0 must be finite and not exceed level 2\.0"):
         EventDetector(level=2.0, off=3.0)
     with pytest.raises(ValueError, match="refractory"):
         EventDetector(refractory=0)

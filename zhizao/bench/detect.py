@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +112,9 @@ def skab_runs() -> dict[str, SkabRun]:
 
     def pca(lags: int, relearn: float, alarm: Alarm | None) -> SkabRun:
         def run(e: skab.Experiment) -> np.ndarray[Any, np.dtype[np.bool_]]:
-            det = PcaT2Q(dims=e.values.shape[1], lags=lags, learn=skab.TRAIN_ROWS - lags, relearn=relearn,
-                         **({"alarm": alarm} if alarm else {}))
+            det = PcaT2Q(dims=e.values.shape[1], lags=lags, learn=skab.TRAIN_ROWS - lags, relearn=relearn)
+            if alarm is not None:
+                det = replace(det, alarm=alarm)
             return det.update(det.init_state(e.values.shape[1]), e.values).alarms[skab.TRAIN_ROWS:, 0]
 
         return run
