@@ -38,6 +38,7 @@ from zhizao.analytics.checks import RULES, DetectorCheckError, assert_batch_spli
 # Small warm-ups and windows so that short random batches reach the scoring phase.
 SMALL: list[Detector] = [
     EwmaZ(alpha=0.2, warmup=3, alarm=Alarm(on=2.0, off=1.0, min_on=2, min_off=2)),
+    EwmaZ(alpha=0.2, warmup=3, gate=1.5, alarm=Alarm(on=2.0, off=1.0, min_on=2, min_off=2), name="ewma_z_gated"),
     Cusum(warmup=3, k=0.3, cap=4.0, alarm=Alarm(on=2.0, off=0.5, min_on=1, min_off=2)),
     RobustZ(window=4, alarm=Alarm(on=2.0, off=1.0, min_on=1, min_off=1)),
     MahalanobisT2(dims=2, alpha=0.3, warmup=3, alarm=Alarm(on=6.0, off=3.0, min_on=1, min_off=2)),
@@ -61,6 +62,7 @@ def batch(draw: Any, group: int) -> np.ndarray:
 def test_every_detector_is_listed() -> None:
     assert set(DETECTORS) == {EwmaZ, Cusum, RobustZ, MahalanobisT2, PcaT2Q, ValueNovelty}
     assert {type(d) for d in SMALL} == set(DETECTORS)
+    assert len(set(SMALL_IDS)) == len(SMALL)
 
 
 @pytest.mark.parametrize("cls", DETECTORS, ids=IDS)
@@ -275,3 +277,18 @@ def test_value_novelty_reports_a_new_level_once_and_is_scale_free() -> None:
     flat = np.full((500, 1), 250.0)
     flat[300:] = 250.01  # one step of a quantised sensor after a flat history: small, not 1e9
     assert np.nanmax(det.update(det.init_state(1), flat).scores) < 0.1
+
+
+def test_a_gated_ewma_keeps_learning_normal_data_but_not_a_fault() -> None:
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=(3000, 1)) + np.linspace(0.0, 2.0, 3000)[:, None]  # a slow drift of the normal level
+    x[2000:] += 8.0  # a lasting fault
+    plain = EwmaZ(alpha=0.01, warmup=100)
+    gated = EwmaZ(alpha=0.01, warmup=100, gate=4.0)
+    a = plain.update(plain.init_state(1), x).alarms[:, 0]
+    b = gated.update(gated.init_state(1), x).alarms[:, 0]
+    assert not b[100:2000].any()  # the drift is followed: no false alarm before the fault
+    assert b[2000:].all()  # the fault is never learnt
+    assert not a[2500:].any()  # while the ungated one has absorbed it
+    with pytest.raises(ValueError, match="gate"):
+        EwmaZ(gate=0.0)
