@@ -40,7 +40,7 @@ def _lower(s: np.ndarray, m: int, v: float) -> int:
 
 
 @njit(cache=True, error_model="numpy")
-def _novelty_step(row: np.ndarray, v: float, cap: int, warmup: float) -> float:
+def _novelty_step(row: np.ndarray, v: float, cap: int, warmup: float, resolution: float) -> float:
     s = row[_HEAD:_HEAD + cap]
     m = int(row[_M])
     n = row[_N]
@@ -61,7 +61,7 @@ def _novelty_step(row: np.ndarray, v: float, cap: int, warmup: float) -> float:
         # The range is at least REL_FLOOR of the values' magnitude: a flat or quantised tag does not explode
         # (an all-zero history falls back to 1e-12).
         score = d / max(span, REL_FLOOR * max(abs(s[0]), abs(s[m - 1])), 1e-12)
-    if d > 0.0:
+    if d > 0.0 and d > resolution * span:
         if m == cap:
             best = 0
             gap = np.inf
@@ -83,7 +83,7 @@ def _novelty_step(row: np.ndarray, v: float, cap: int, warmup: float) -> float:
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def novelty_kernel(st: np.ndarray, x: np.ndarray, cap: int, warmup: float, on: float, off: float,
+def novelty_kernel(st: np.ndarray, x: np.ndarray, cap: int, warmup: float, resolution: float, on: float, off: float,
                    min_on: int, min_off: int, scores: np.ndarray, alarms: np.ndarray) -> None:
     """Per tag: score against the nearest prototype over the prototypes' range, then learn the sample."""
     n_t, n = x.shape
@@ -92,7 +92,7 @@ def novelty_kernel(st: np.ndarray, x: np.ndarray, cap: int, warmup: float, on: f
         row = st[j]
         for t in range(n_t):
             v = x[t, j]
-            score = _novelty_step(row, v, cap, warmup) if v == v else np.nan
+            score = _novelty_step(row, v, cap, warmup, resolution) if v == v else np.nan
             scores[t, j] = score
             act, con, coff = alarm_step(score, on, off, min_on, min_off, row[a0], row[a0 + 1], row[a0 + 2])
             row[a0] = act
@@ -105,12 +105,15 @@ def novelty_kernel(st: np.ndarray, x: np.ndarray, cap: int, warmup: float, on: f
 class ValueNovelty(Detector):
     """Distance to the nearest of up to `capacity` prototype values over their range; no score in the warm-up.
 
+    A sample within `resolution` x the range of a prototype is not learnt (it is known already): on steady
+    data few samples are inserted, so a sample costs O(log capacity) (an insertion shifts the sorted set).
     The score is a share of the range seen: 0.25 (the default alarm) is a value a quarter of the range seen away
     from anything seen. NAB's optimizer puts its threshold near 0.015: events are cheap there, not for operators.
     """
 
     capacity: int = 256
     warmup: int = 100
+    resolution: float = 0.004
     alarm: Alarm = field(default_factory=lambda: Alarm(on=0.25, off=0.05, min_on=1, min_off=5))
     name: str = "value_novelty"
 
@@ -119,6 +122,8 @@ class ValueNovelty(Detector):
             raise ValueError(f"capacity: must be >= 2, got {self.capacity}")
         if self.warmup < 1:
             raise ValueError(f"warmup: must be >= 1, got {self.warmup}")
+        if not 0.0 <= self.resolution < 1.0:
+            raise ValueError(f"resolution: must be in [0, 1), got {self.resolution}")
 
     def state_shape(self, n_tags: int) -> tuple[int, int]:
         """Per tag: samples seen, prototypes in use, the prototypes, alarm x3."""
@@ -126,7 +131,7 @@ class ValueNovelty(Detector):
 
     def _kernel(self, state: F64, x: F64, scores: F64, alarms: NDArray[np.bool_]) -> None:
         al = self.alarm
-        novelty_kernel(state, x, self.capacity, float(self.warmup), al.on, al.off, al.min_on, al.min_off,
+        novelty_kernel(state, x, self.capacity, float(self.warmup), self.resolution, al.on, al.off, al.min_on, al.min_off,
                        scores, alarms)
 
     def _reference(self, state: F64, x: F64) -> Scored:
@@ -149,7 +154,7 @@ class ValueNovelty(Detector):
                 if n - 1 >= self.warmup:
                     span = protos[-1] - protos[0]
                     scores[t, j] = d / max(span, REL_FLOOR * max(abs(protos[0]), abs(protos[-1])), 1e-12)
-                if d > 0.0:
+                if d > 0.0 and d > self.resolution * (protos[-1] - protos[0]):
                     if len(protos) == cap:
                         gaps = np.diff(np.array(protos))
                         best = int(np.argmin(gaps))  # the first of equal gaps, as the kernel

@@ -221,6 +221,14 @@ def test_parameters_are_checked() -> None:
         RobustZ(window=2)
     with pytest.raises(ValueError, match="dims"):
         MahalanobisT2(dims=0)
+    with pytest.raises(ValueError, match="lags"):
+        PcaT2Q(lags=-1)
+    with pytest.raises(ValueError, match="relearn"):
+        PcaT2Q(relearn=1.0)
+    with pytest.raises(ValueError, match="capacity"):
+        ValueNovelty(capacity=1)
+    with pytest.raises(ValueError, match="resolution"):
+        ValueNovelty(resolution=1.0)
     with pytest.raises(ValueError, match=r"alarm.off: 5.0 must not exceed alarm.on 1.0"):
         Alarm(on=1.0, off=5.0)
     with pytest.raises(ValueError, match="x: 3 tags is not a multiple of the group size 2"):
