@@ -20,6 +20,7 @@ def warm_up() -> float:
         MahalanobisT2,
         PcaT2Q,
         RobustZ,
+        ValueNovelty,
     )
     from zhizao.analytics.features import vibration_features
     from zhizao.analytics.oee import fleet_oee
@@ -33,7 +34,8 @@ def warm_up() -> float:
         window_offsets=[0, 1], window_start=[0], window_end=[120_000],
     )
     x = np.zeros((8, 6))
-    for det in (EwmaZ(), Cusum(), RobustZ(window=4), MahalanobisT2(dims=3), PcaT2Q(dims=3, lags=1, learn=4)):
+    for det in (EwmaZ(), Cusum(), RobustZ(window=4), MahalanobisT2(dims=3), PcaT2Q(dims=3, lags=1, learn=4),
+                ValueNovelty()):
         det.update(det.init_state(6), x)
     lik, ev = AnomalyLikelihood(learn=2), EventDetector()
     ev.update(ev.init_state(6), lik.update(lik.init_state(6), x))
