@@ -168,6 +168,8 @@ def bench_detect(nab_dir: Path | None, skab_dir: Path | None, only: str | None, 
     if "nab" in report.figures:
         click.echo(f"\nNAB ({report.figures['nab'][0]['files'] if report.figures['nab'] else 0} files), "
                    "normalised scores: standard / low FP / low FN")
+        click.echo("scored by our implementation of NAB's rules (zhizao/bench/nab.py: sweep, corpus-wide threshold "
+                   "optimizer, null/perfect normalisation), which reproduces NAB's final_results.json")
         click.echo(f"{'detector':<44}{'standard':>9}{'low FP':>9}{'low FN':>9}")
         for r in report.figures["nab"]:
             click.echo(f"{'ours: ' + r['detector']:<44}{r['standard']:>9.1f}{r['reward_low_FP_rate']:>9.1f}"
@@ -176,6 +178,8 @@ def bench_detect(nab_dir: Path | None, skab_dir: Path | None, only: str | None, 
             click.echo(f"{'published: ' + name:<44}{a:>9.1f}{b:>9.1f}{c:>9.1f}")
     if "skab" in report.figures:
         click.echo("\nSKAB outlier detection (test parts after 400 training rows): F1 / FAR % / MAR %")
+        click.echo("scored by our implementation of SKAB's binary metrics (zhizao/bench/skab.py), counts summed "
+                   "over the files")
         click.echo(f"{'detector':<44}{'F1':>9}{'FAR %':>9}{'MAR %':>9}")
         for r in report.figures["skab"]:
             click.echo(f"{'ours: ' + r['detector']:<44}{r['f1']:>9.2f}{r['far_pct']:>9.2f}{r['mar_pct']:>9.2f}")
