@@ -4,7 +4,19 @@ Everything here is a pure function (or a detector whose state is an array the ca
 imports another zhizao package. Call `warm_up()` once at service start.
 """
 
-from zhizao.analytics.anomaly import Alarm, Cusum, Detector, EwmaZ, MahalanobisT2, RobustZ, Scored
+from zhizao.analytics.anomaly import (
+    Alarm,
+    AnomalyLikelihood,
+    Cusum,
+    Detector,
+    EventDetector,
+    EwmaZ,
+    MahalanobisT2,
+    PcaT2Q,
+    RobustZ,
+    Scored,
+    ValueNovelty,
+)
 from zhizao.analytics.features import VibrationFeatures, reference_vibration_features, vibration_features
 from zhizao.analytics.oee import (
     Category,
@@ -16,21 +28,25 @@ from zhizao.analytics.oee import (
 from zhizao.analytics.warmup import warm_up
 from zhizao.analytics.windows import calendar_windows, fleet_windows, rolling_windows
 
-DETECTORS: tuple[type[Detector], ...] = (EwmaZ, Cusum, RobustZ, MahalanobisT2)
+DETECTORS: tuple[type[Detector], ...] = (EwmaZ, Cusum, RobustZ, MahalanobisT2, PcaT2Q, ValueNovelty)
 """Every detector we ship; the tests hold each to `zhizao.analytics.checks.check_detector`."""
 
 __all__ = [
     "DETECTORS",
     "Alarm",
+    "AnomalyLikelihood",
     "Category",
     "Cusum",
     "Detector",
+    "EventDetector",
     "EwmaZ",
     "MahalanobisT2",
     "OeeConfig",
     "OeeResult",
+    "PcaT2Q",
     "RobustZ",
     "Scored",
+    "ValueNovelty",
     "VibrationFeatures",
     "calendar_windows",
     "fleet_oee",

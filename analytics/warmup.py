@@ -12,7 +12,16 @@ log = logging.getLogger(__name__)
 
 def warm_up() -> float:
     """Run every kernel once on tiny inputs; returns the seconds it took (compiled code is cached on disk)."""
-    from zhizao.analytics.anomaly import Cusum, EwmaZ, MahalanobisT2, RobustZ
+    from zhizao.analytics.anomaly import (
+        AnomalyLikelihood,
+        Cusum,
+        EventDetector,
+        EwmaZ,
+        MahalanobisT2,
+        PcaT2Q,
+        RobustZ,
+        ValueNovelty,
+    )
     from zhizao.analytics.features import vibration_features
     from zhizao.analytics.oee import fleet_oee
 
@@ -25,8 +34,11 @@ def warm_up() -> float:
         window_offsets=[0, 1], window_start=[0], window_end=[120_000],
     )
     x = np.zeros((8, 6))
-    for det in (EwmaZ(), Cusum(), RobustZ(window=4), MahalanobisT2(dims=3)):
+    for det in (EwmaZ(), Cusum(), RobustZ(window=4), MahalanobisT2(dims=3), PcaT2Q(dims=3, lags=1, learn=4),
+                ValueNovelty()):
         det.update(det.init_state(6), x)
+    lik, ev = AnomalyLikelihood(learn=2), EventDetector()
+    ev.update(ev.init_state(6), lik.update(lik.init_state(6), x))
     vibration_features(x, 4)
     took = time.perf_counter() - start
     log.info("analytics kernels warm in %.2f s", took)

@@ -21,16 +21,29 @@ from hypothesis.extra import numpy as hnp
 from numpy.typing import NDArray
 
 from zhizao.analytics import DETECTORS
-from zhizao.analytics.anomaly import Alarm, Cusum, Detector, EwmaZ, MahalanobisT2, RobustZ, Scored
+from zhizao.analytics.anomaly import (
+    Alarm,
+    Cusum,
+    Detector,
+    EwmaZ,
+    MahalanobisT2,
+    PcaT2Q,
+    RobustZ,
+    Scored,
+    ValueNovelty,
+)
 from zhizao.analytics.anomaly.base import F64, reference_alarm
 from zhizao.analytics.checks import RULES, DetectorCheckError, assert_batch_split, assert_twin, check_detector
 
 # Small warm-ups and windows so that short random batches reach the scoring phase.
 SMALL: list[Detector] = [
     EwmaZ(alpha=0.2, warmup=3, alarm=Alarm(on=2.0, off=1.0, min_on=2, min_off=2)),
+    EwmaZ(alpha=0.2, warmup=3, gate=1.5, alarm=Alarm(on=2.0, off=1.0, min_on=2, min_off=2), name="ewma_z_gated"),
     Cusum(warmup=3, k=0.3, cap=4.0, alarm=Alarm(on=2.0, off=0.5, min_on=1, min_off=2)),
     RobustZ(window=4, alarm=Alarm(on=2.0, off=1.0, min_on=1, min_off=1)),
     MahalanobisT2(dims=2, alpha=0.3, warmup=3, alarm=Alarm(on=6.0, off=3.0, min_on=1, min_off=2)),
+    PcaT2Q(dims=2, lags=1, learn=4, relearn=0.05, alarm=Alarm(on=1.0, off=0.5, min_on=1, min_off=2)),
+    ValueNovelty(capacity=4, warmup=3, alarm=Alarm(on=0.5, off=0.1, min_on=1, min_off=2)),
 ]
 SMALL_IDS = [d.name for d in SMALL]
 IDS = [cls.__name__ for cls in DETECTORS]
@@ -47,8 +60,9 @@ def batch(draw: Any, group: int) -> np.ndarray:
 
 
 def test_every_detector_is_listed() -> None:
-    assert set(DETECTORS) == {EwmaZ, Cusum, RobustZ, MahalanobisT2}
+    assert set(DETECTORS) == {EwmaZ, Cusum, RobustZ, MahalanobisT2, PcaT2Q, ValueNovelty}
     assert {type(d) for d in SMALL} == set(DETECTORS)
+    assert len(set(SMALL_IDS)) == len(SMALL)
 
 
 @pytest.mark.parametrize("cls", DETECTORS, ids=IDS)
@@ -177,11 +191,11 @@ def test_flags_a_large_step_and_stays_quiet_before_it(cls: type[Detector]) -> No
     det = cls()
     rng = np.random.default_rng(2)  # false-alarm rates are measured in the kernel benchmark, not here
     n_tags = 3 * det.tags_per_output
-    x = rng.normal(size=(400, n_tags))
-    x[300:] += 20.0
+    x = rng.normal(size=(600, n_tags))
+    x[500:] += 20.0
     out = det.update(det.init_state(n_tags), x)
-    assert not out.alarms[:300].any()
-    assert out.alarms[300:310].any(axis=0).all()
+    assert not out.alarms[:500].any()
+    assert out.alarms[500:510].any(axis=0).all()
 
 
 @pytest.mark.parametrize("det", SMALL, ids=SMALL_IDS)
@@ -207,6 +221,14 @@ def test_parameters_are_checked() -> None:
         RobustZ(window=2)
     with pytest.raises(ValueError, match="dims"):
         MahalanobisT2(dims=0)
+    with pytest.raises(ValueError, match="lags"):
+        PcaT2Q(lags=-1)
+    with pytest.raises(ValueError, match="relearn"):
+        PcaT2Q(relearn=1.0)
+    with pytest.raises(ValueError, match="capacity"):
+        ValueNovelty(capacity=1)
+    with pytest.raises(ValueError, match="resolution"):
+        ValueNovelty(resolution=1.0)
     with pytest.raises(ValueError, match=r"alarm.off: 5.0 must not exceed alarm.on 1.0"):
         Alarm(on=1.0, off=5.0)
     with pytest.raises(ValueError, match="x: 3 tags is not a multiple of the group size 2"):
@@ -247,3 +269,34 @@ def test_the_adding_a_detector_example_runs_and_passes(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith(f"detector 'running_z': {len(RULES)} rules hold (verbs, ")
+
+
+def test_value_novelty_reports_a_new_level_once_and_is_scale_free() -> None:
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(3000, 1))
+    x[2000:] += 10.0  # a new level: novel at first, known soon after
+    det = ValueNovelty(capacity=64, warmup=200)
+    s = det.update(det.init_state(1), x).scores[:, 0]
+    assert s[2000] > 0.5
+    assert np.nanmax(s[2100:]) < 0.1  # the new level has been learnt
+    assert np.nanquantile(s[200:2000], 0.99) < 0.05
+    other = det.update(det.init_state(1), x * 1e3 - 5e3).scores[:, 0]  # other units and an offset
+    np.testing.assert_allclose(other, s, rtol=1e-6, atol=1e-6)
+    flat = np.full((500, 1), 250.0)
+    flat[300:] = 250.01  # one step of a quantised sensor after a flat history: small, not 1e9
+    assert np.nanmax(det.update(det.init_state(1), flat).scores) < 0.1
+
+
+def test_a_gated_ewma_keeps_learning_normal_data_but_not_a_fault() -> None:
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=(3000, 1)) + np.linspace(0.0, 2.0, 3000)[:, None]  # a slow drift of the normal level
+    x[2000:] += 8.0  # a lasting fault
+    plain = EwmaZ(alpha=0.01, warmup=100)
+    gated = EwmaZ(alpha=0.01, warmup=100, gate=4.0)
+    a = plain.update(plain.init_state(1), x).alarms[:, 0]
+    b = gated.update(gated.init_state(1), x).alarms[:, 0]
+    assert not b[100:2000].any()  # the drift is followed: no false alarm before the fault
+    assert b[2000:].all()  # the fault is never learnt
+    assert not a[2500:].any()  # while the ungated one has absorbed it
+    with pytest.raises(ValueError, match="gate"):
+        EwmaZ(gate=0.0)

@@ -18,7 +18,8 @@ def test_bench_kernels_quick_writes_json(tmp_path: Path) -> None:
     doc = json.loads(out.read_text())
     assert doc["bench"] == "kernels" and {"cpu", "cores", "numba_threads", "memory_gib"} <= set(doc["machine"])
     kernels = doc["figures"]["kernels"]
-    assert set(kernels) == {"oee_fleet", "ewma_z", "cusum", "robust_z", "mahalanobis_t2", "vibration_features"}
+    assert set(kernels) == {"oee_fleet", "ewma_z", "cusum", "robust_z", "mahalanobis_t2", "pca_t2q", "value_novelty",
+                            "vibration_features"}
     for name, row in kernels.items():
         assert row["unit"] in ("events/s", "samples/s")
         assert row["rate"] > 0 and row["rate_1_thread"] > 0

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from zhizao.analytics.anomaly import Cusum, Detector, EwmaZ, MahalanobisT2, RobustZ
+from zhizao.analytics.anomaly import Cusum, Detector, EwmaZ, MahalanobisT2, PcaT2Q, RobustZ, ValueNovelty
 from zhizao.analytics.features import vibration_features
 
 ONSET = 1000
@@ -21,8 +21,9 @@ HORIZON = 1000  # samples after the onset within which a detection counts
 
 
 def default_detectors() -> list[Detector]:
-    """The detectors with their default parameters (the multivariate one over pairs of tags)."""
-    return [EwmaZ(), Cusum(), RobustZ(), MahalanobisT2(dims=2)]
+    """The detectors with their default parameters (the multivariate ones over pairs of tags)."""
+    return [EwmaZ(), EwmaZ(gate=6.0, name="ewma_z_gated"), Cusum(), RobustZ(), MahalanobisT2(dims=2),
+            PcaT2Q(dims=2), ValueNovelty()]
 
 
 def _as_input(det: Detector, x: NDArray[np.float64], rng: np.random.Generator) -> NDArray[np.float64]:

@@ -19,7 +19,16 @@ from typing import Any
 import click
 import numpy as np
 
-from zhizao.analytics.anomaly import Cusum, Detector, EwmaZ, MahalanobisT2, RobustZ, Scored
+from zhizao.analytics.anomaly import (
+    Cusum,
+    Detector,
+    EwmaZ,
+    MahalanobisT2,
+    PcaT2Q,
+    RobustZ,
+    Scored,
+    ValueNovelty,
+)
 from zhizao.analytics.features import reference_vibration_features, vibration_features
 from zhizao.analytics.oee.api import OeeInputs, run_oee_kernel
 from zhizao.analytics.oee.config import OeeConfig
@@ -186,7 +195,7 @@ def bench_kernels(json_path: Path | None, quick: bool) -> None:
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("oee_fleet", lambda: measure_oee(quick, repeat, max_threads)),
         *[(d.name, lambda d=d: measure_detector(d, quick, repeat, max_threads))
-          for d in (EwmaZ(), Cusum(), RobustZ(), MahalanobisT2(dims=3))],
+          for d in (EwmaZ(), Cusum(), RobustZ(), MahalanobisT2(dims=3), PcaT2Q(dims=3, learn=200), ValueNovelty())],
         ("vibration_features", lambda: measure_features(quick, repeat, max_threads)),
     ]
     for name, step in steps:
