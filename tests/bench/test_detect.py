@@ -1,6 +1,7 @@
 """`zhizao bench detect`: our NAB and SKAB scoring against the benchmarks' published figures, and the command.
 
-The samples under tests/bench/data are extracts of the two benchmarks (SOURCE.md there says which).
+The NAB samples under tests/bench/data are extracts of NAB (SOURCE.md there says which). SKAB's data is
+GPL-3.0, so its tests use files written here in SKAB's layout and format (`skab_like`), not SKAB's own.
 """
 
 from __future__ import annotations
@@ -18,7 +19,34 @@ from zhizao.cli import cli
 
 DATA = Path(__file__).parent / "data"
 NAB = DATA / "nab"
-SKAB = DATA / "skab"
+COLUMNS = ("datetime;Accelerometer1RMS;Accelerometer2RMS;Current;Pressure;Temperature;Thermocouple;Voltage;"
+           "Volume Flow RateRMS;anomaly;changepoint")
+
+
+def write_skab_like(root: Path) -> Path:
+    """Two files laid out like a SKAB checkout (data/other/1.csv, data/valve1/1.csv): `;`-separated, 8 sensor
+    columns with noise around SKAB-like levels, one anomalous segment after the 400 training rows."""
+    rng = np.random.default_rng(11)
+    levels = np.array([0.027, 0.039, 1.1, 0.055, 75.5, 25.8, 230.0, 32.0])
+    for name, rows, (lo, hi) in (("other", 745, (520, 640)), ("valve1", 1145, (700, 980))):
+        values = levels * (1 + 0.02 * rng.standard_normal((rows, 8)))
+        anomaly = np.zeros(rows)
+        anomaly[lo:hi] = 1.0
+        values[lo:hi, 2] *= 1.3  # the motor current rises in the anomalous segment
+        lines = [COLUMNS]
+        for i in range(rows):
+            stamp = f"2020-03-09 {10 + i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}"
+            change = 1.0 if i in (lo, hi) else 0.0
+            lines.append(";".join([stamp, *(f"{v:.6g}" for v in values[i]), f"{anomaly[i]:.1f}", f"{change:.1f}"]))
+        path = root / "data" / name / "1.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def skab_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_skab_like(tmp_path_factory.mktemp("skab"))
 
 # NAB's published per-file scores of the Numenta HTM detector at its threshold 0.542187690735
 # (results/numenta/numenta_{standard,reward_low_FN_rate}_scores.csv): score, TP rows, FP rows.
@@ -83,8 +111,8 @@ def test_nab_normalisation_null_is_zero_and_perfect_is_one_hundred() -> None:
     assert all(r.normalised == pytest.approx(100.0) and r.detected_windows == 4 for r in res)
 
 
-def test_skab_split_and_binary_metrics() -> None:
-    corpus = skab.load_corpus(SKAB)
+def test_skab_split_and_binary_metrics(skab_dir: Path) -> None:
+    corpus = skab.load_corpus(skab_dir)
     assert [e.name for e in corpus] == ["other/1.csv", "valve1/1.csv"]
     assert all(e.values.shape[1] == 8 and len(e.test_labels) == len(e.values) - 400 for e in corpus)
     y = [np.array([0, 0, 1, 1, 1, 0], bool)]
@@ -96,9 +124,9 @@ def test_skab_split_and_binary_metrics() -> None:
     assert every.far == 100.0 and every.mar == 0.0
 
 
-def test_bench_detect_runs_on_the_samples_and_writes_json(tmp_path: Path) -> None:
+def test_bench_detect_runs_on_the_samples_and_writes_json(skab_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "detect.json"
-    result = CliRunner().invoke(cli, ["bench", "detect", "--nab", str(NAB), "--skab", str(SKAB), "--json", str(out)])
+    result = CliRunner().invoke(cli, ["bench", "detect", "--nab", str(NAB), "--skab", str(skab_dir), "--json", str(out)])
     assert result.exit_code == 0, result.output
     doc = json.loads(out.read_text())
     assert doc["bench"] == "detect"
@@ -108,7 +136,7 @@ def test_bench_detect_runs_on_the_samples_and_writes_json(tmp_path: Path) -> Non
     for row in doc["figures"]["skab"]:
         assert row["files"] == 2 and 0.0 <= row["f1"] <= 1.0 and math.isfinite(row["far_pct"])
         assert row["tp"] + row["tn"] + row["fp"] + row["fn"] == sum(
-            len(e.values) - 400 for e in skab.load_corpus(SKAB))
+            len(e.values) - 400 for e in skab.load_corpus(skab_dir))
     assert "published: ARTime" in result.output and "published: Conv-AE" in result.output
     assert "ours: pca_t2q" in result.output
 
