@@ -240,20 +240,31 @@ def check_machine_windows(r: Running, d: MachineData, calendar: dict[str, Any] |
         ref = reference(d, cal, wins, reasons)
         out[kind] = {}
         for i, row in enumerate(rows):
-            where = f"{d.machine} {kind} {row['start']}"
-            assert row["planned_s"] == pytest.approx(ref.planned_s[i], abs=1e-6), where
-            assert row["run_s"] == pytest.approx(ref.run_s[i], abs=1e-6), where
-            assert row["total"] == ref.total[i], where
-            assert row["good"] == ref.good[i], where
-            want = ref.oee[i]
-            assert (row["oee"] is None) == math.isnan(want), where
-            if not math.isnan(want):
-                assert row["oee"] == pytest.approx(want, rel=1e-9, abs=1e-12), where
+            check_row(row, ref, i, f"{d.machine} {kind} {row['start']}")
             out[kind][wins[i][0]] = {
                 "planned": float(ref.planned_s[i]), "run": float(ref.run_s[i]), "ideal": float(ref.ideal_s[i]),
                 "good_ideal": float(ref.ideal_s[i] - ref.floats[i, k.F_LOSS_DEFECT_S] - ref.floats[i, k.F_LOSS_STARTUP_S]),
             }
     return out
+
+
+def check_row(row: dict[str, Any], ref: OeeResult, i: int, where: str) -> None:
+    """Every figure of one machine window row of /api/v1/oee equals window `i` of the reference twin."""
+    for key, want in (("all_s", ref.all_s[i]), ("planned_s", ref.planned_s[i]), ("run_s", ref.run_s[i]),
+                      ("repair_s", ref.repair_s[i]), ("output_ideal_s", ref.ideal_s[i])):
+        assert row[key] == pytest.approx(want, abs=1e-6), f"{where}: {key}"
+    for key, n in (("total", ref.total[i]), ("good", ref.good[i]), ("stops", ref.stops[i]),
+                   ("failures", ref.failures[i]), ("microstops", ref.microstops[i])):
+        assert row[key] == n, f"{where}: {key} {row[key]} != {n}"
+    for name, values in ref.losses_s().items():
+        assert row["losses"][name] == pytest.approx(values[i], abs=1e-6), f"{where}: loss {name}"
+    for key in ("availability", "performance", "quality", "oee", "teep", "mtbf_s", "mttr_s"):
+        want = float(getattr(ref, key)[i])
+        assert (row[key] is None) == math.isnan(want), f"{where}: {key} {row[key]} vs {want}"
+        if not math.isnan(want):
+            assert row[key] == pytest.approx(want, rel=1e-9, abs=1e-9), f"{where}: {key}"
+    capped = bool(ref.flags[i] & k.FLAG_PERFORMANCE_CAPPED)
+    assert row["performance_capped"] is capped, f"{where}: performance_capped"
 
 
 def dt_ms(iso: str) -> int:
