@@ -126,9 +126,11 @@ class SiteCalendar:
 
     def atom_edges(self, lo: int, hi: int) -> I64:
         """Edges of the pieces every window is a union of (hour grid split at shift and day edges), over [lo, hi)."""
+        # Every edge of every window near the span (also of a shift that ended just before it), so that the
+        # grid is the same whichever span asks: atoms computed at different times never overlap.
         edges: set[int] = set()
         for kind in WINDOW_KINDS:
-            for s, e in self.windows(kind, lo, hi):
+            for s, e in self.windows(kind, lo - 2 * DAY_MS, hi + DAY_MS):
                 edges.add(s)
                 edges.add(e)
         arr = np.array(sorted(edges), np.int64)

@@ -110,6 +110,10 @@ class MachineState:
             older = times < last_t
             if older.any():
                 late = int(times[older].min())
+            # The other counter of the last instant, in a later commit: complete that sample, not drop it.
+            same = np.flatnonzero(times == last_t)
+            if same.size:
+                self.ct_total[-1], self.ct_good[-1] = total[same[-1]], good[same[-1]]
             keep = times > last_t
             times, total, good = times[keep], total[keep], good[keep]
         self.ct_t = _cat(self.ct_t, times)  # type: ignore[assignment]
@@ -177,7 +181,7 @@ class MachineState:
                 if ws < self.complete_from:
                     continue
                 sel = starts[(starts >= ws) & (starts < we)]
-                if not sel.size:
+                if not sel.size or sel[0] != ws:  # only windows whose atoms are there from their start
                     continue
                 rows = np.stack([self.atoms[int(s)][1] for s in sel])
                 out.append((kind, ws, we, window_of(rows)))

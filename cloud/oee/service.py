@@ -165,6 +165,13 @@ class OeeService:
                         except queue.Empty:
                             batch = None
                     requests = self._drain_requests()
+                    # A batch queued before a request just drained (flush() right after on_committed()) may
+                    # have arrived after the loop above: take it too, so the request sees it computed.
+                    while True:
+                        try:
+                            self._ingest(conn, *self._queue.get_nowait())
+                        except queue.Empty:
+                            break
                     if requests or stopping or time.monotonic() - last_compute >= self.tick_s:
                         self._handle_requests(conn, requests)
                         self._compute(conn)
@@ -302,6 +309,8 @@ class OeeService:
     def _load(self, conn: store.Conn, m: MachineState, cal: SiteCalendar, since: int) -> None:
         """(Re)build a machine's buffers from the database for every window containing `since` onwards."""
         x = cal.earliest_start(since)
+        if m.dirty_from is not None:  # atoms already due from earlier must be computed from the new buffers too
+            x = min(x, int(cal.atom_edges(m.dirty_from, m.dirty_from + 1)[0]))
         hist = store.load_history(conn, m.site, m.machine, x, x - DAY_MS)
         fresh = MachineState(m.site, m.line, m.machine)
         st_t, st_v = hist["state"]
