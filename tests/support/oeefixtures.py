@@ -68,10 +68,11 @@ class MachineData:
 
 
 def site_calendar(site: str, calendar: dict[str, Any] | None = None,
-                  planned_stops: list[PlannedStop] | None = None) -> SiteCalendar:
+                  planned_stops: list[PlannedStop] | None = None, microstop_s: float = 120.0,
+                  startup_s: float = 0.0) -> SiteCalendar:
     """The SiteCalendar the service builds for the fixture sites."""
     return SiteCalendar(site, TZ, Calendar.model_validate(calendar or CALENDAR), StateClasses.model_validate(CLASSES),
-                        planned_stops or [])
+                        planned_stops or [], microstop_s, startup_s)
 
 
 def make_fleet(url: str) -> dict[tuple[str, str, str], int]:
@@ -229,9 +230,10 @@ def api_oee(r: Running, scope: str, window: str, site: str | None = None, ident:
 
 
 def check_machine_windows(r: Running, d: MachineData, calendar: dict[str, Any] | None = None,
-                          reasons: dict[int, int] | None = None, planned_stops: list[PlannedStop] | None = None) -> dict[str, dict[int, dict[str, float]]]:
+                          reasons: dict[int, int] | None = None, planned_stops: list[PlannedStop] | None = None,
+                          microstop_s: float = 120.0, startup_s: float = 0.0) -> dict[str, dict[int, dict[str, float]]]:
     """Every window of the machine from the API equals the reference twin; returns the reference sums."""
-    cal = site_calendar(d.site, calendar, planned_stops)
+    cal = site_calendar(d.site, calendar, planned_stops, microstop_s, startup_s)
     out: dict[str, dict[int, dict[str, float]]] = {}
     for kind in WINDOW_KINDS:
         rows = api_oee(r, "machine", kind, d.site, d.machine)
