@@ -118,20 +118,34 @@ async def get_losses(
                                  f" SELECT site_id, machine_id FROM oee_windows WHERE {where}", params)
         machines = [(str(a), str(b)) for a, b in await cur.fetchall()]
     intervals = await q.timeline(conn, machines, lo, hi, datetime.now(UTC), scope.where("c.site_id"), scope.params())
-    configs = await q.site_configs(conn, sorted({r["site_id"] for r in intervals}))
-    # Pareto of unplanned stops only; planned time (breaks, no shift, planned maintenance) apart.
+    sites = sorted({r["site_id"] for r in intervals})
+    configs = await q.site_configs(conn, sites)
+    lo_ms, hi_ms = q.store_ms(lo), q.store_ms(hi)
+    plans = {site: cal.plan_intervals(lo_ms, hi_ms) for site, cal in (await q.site_calendars(conn, sites)).items()}
+    # Pareto of unplanned stops only: stop time inside the calendar's planned production time. Planned time
+    # apart: planned states (breaks, no shift, no order) and stop time outside the calendar (a break, a
+    # planned stop), by the state's code.
     pareto: dict[int, dict[str, Any]] = {}
     planned: dict[int, dict[str, Any]] = {}
+
+    def add(into: dict[int, dict[str, Any]], code: int, category: str, seconds: float, new: bool) -> None:
+        entry = into.setdefault(code, {"code": code, "category": category, "reason": states.state_name(code),
+                                       "seconds": 0.0, "count": 0})
+        entry["seconds"] += seconds
+        entry["count"] += 1 if new else 0
+
     for r in intervals:
         code = int(r["reason_code"] if r["reason_code"] is not None else r["code"])
         category = q.category_name(configs[r["site_id"]], code)
         if category in ("running", "reduced_speed"):
             continue
-        into = planned if category == "planned" else pareto
-        entry = into.setdefault(code, {"code": code, "category": category, "reason": states.state_name(code),
-                                       "seconds": 0.0, "count": 0})
-        entry["seconds"] += (r["end_ts"] - r["start_ts"]).total_seconds()
-        entry["count"] += 1 if r["stop_ts"] >= lo else 0  # a stop that began before the range is not counted again
+        a, b = q.store_ms(r["start_ts"]), q.store_ms(r["end_ts"])
+        new = r["stop_ts"] >= lo  # a stop that began before the range is not counted again
+        inside = 0 if category == "planned" else q.split_by_plan(a, b, *plans[r["site_id"]])
+        if inside:
+            add(pareto, code, category, inside / 1000, new)
+        if b - a > inside:
+            add(planned, code, category, (b - a - inside) / 1000, new and not inside)
     def ranked(d: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
         return sorted(d.values(), key=lambda e: (-e["seconds"], e["code"]))
 

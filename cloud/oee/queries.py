@@ -10,8 +10,8 @@ from psycopg import AsyncConnection
 from pydantic import ValidationError
 
 from zhizao.analytics import Category, OeeConfig
-from zhizao.broker.contract.calendar import StateClasses
-from zhizao.cloud.oee.calendar import oee_config
+from zhizao.broker.contract.calendar import Calendar, StateClasses
+from zhizao.cloud.oee.calendar import PlannedStop, SiteCalendar, all_day_calendar, oee_config
 from zhizao.cloud.oee.engine import SUM_FIELDS
 
 AConn = AsyncConnection[Any]
@@ -25,6 +25,11 @@ LOSS_FIELDS = {
 }  # fmt: skip
 # The loss classes of an /api/v1/oee row (seconds): the six big losses and material stops of their own.
 ROW_LOSSES = {name.removesuffix("_s"): col for name, col in LOSS_FIELDS.items()}
+
+
+def store_ms(value: datetime) -> int:
+    """tz-aware datetime -> epoch ms."""
+    return round(value.timestamp() * 1000)
 
 
 def scope_filter(scope: str, site: str | None, ident: str) -> tuple[str, dict[str, Any]]:
@@ -132,6 +137,30 @@ async def loss_totals(conn: AConn, where: str, params: dict[str, Any], lo: datet
         for name, value in zip(LOSS_FIELDS, losses, strict=True):
             totals[name] += float(value)
     return {**totals, "covered_s": covered}
+
+
+async def site_calendars(conn: AConn, sites: list[str]) -> dict[str, SiteCalendar]:
+    """The calendar of each site (shifts, breaks, planned stops; all day where none is stored)."""
+    out: dict[str, SiteCalendar] = {}
+    for site in sites:
+        cur = await conn.execute("SELECT tz, calendar, microstop_s, startup_s FROM oee_site_config WHERE site_id = %s",
+                                 [site])
+        row = await cur.fetchone()
+        cur = await conn.execute("SELECT start_ts, end_ts, code FROM oee_planned_stops WHERE site_id = %s"
+                                 " ORDER BY start_ts", [site])
+        stops = [PlannedStop(store_ms(a), store_ms(b), int(c)) for a, b, c in await cur.fetchall()]
+        calendar = all_day_calendar()
+        if row is not None:
+            with contextlib.suppress(ValidationError):
+                calendar = Calendar.model_validate(row[1])
+        out[site] = SiteCalendar(site, str(row[0]) if row else "UTC", calendar, None, stops)
+    return out
+
+
+def split_by_plan(lo: int, hi: int, starts: Any, ends: Any) -> int:
+    """Milliseconds of [lo, hi) inside the planned production intervals (sorted, non-overlapping)."""
+    return int(sum(max(0, min(hi, int(e)) - max(lo, int(s))) for s, e in zip(starts, ends, strict=True)
+                   if e > lo and s < hi))
 
 
 async def site_configs(conn: AConn, sites: list[str]) -> dict[str, OeeConfig]:
