@@ -8,6 +8,7 @@ import copy
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from tests.support.oeefixtures import (
@@ -91,3 +92,22 @@ def test_site_settings_shift_on_the_half_hour_exact_losses_and_pareto(running: R
         assert line["losses"][name] == pytest.approx(sum(m["losses"][name] for m in machines), abs=1e-6)
     assert line["oee"] == pytest.approx(line["good_output_ideal_s"] / line["planned_s"], rel=1e-9)
     assert line["teep"] == pytest.approx(line["good_output_ideal_s"] / sum(m["all_s"] for m in machines), rel=1e-9)
+
+
+def test_seeds_carry_the_site_oee_settings(fresh_database: str) -> None:
+    from zhizao.cloud.seed import seed_database
+    from zhizao.cloud.storage import apply_migrations
+    from zhizao.seeds import load_scenario
+    from zhizao.seeds.model import Scenario, SiteOee
+
+    apply_migrations(fresh_database)
+    scenario = load_scenario().subset(["zj-shaoxing/pack-1/pack-1-m01"])
+    data = scenario.model_dump(mode="json")
+    data["sites"][0]["oee"] = {"microstop_s": 45, "startup_s": 180}
+    seed_database(fresh_database, Scenario.model_validate(data))
+    with psycopg.connect(fresh_database) as conn:
+        row = conn.execute("SELECT microstop_s, startup_s FROM oee_site_config WHERE site_id = 'zj-shaoxing'").fetchone()
+    assert row == (45.0, 180.0)
+    assert SiteOee() == SiteOee(microstop_s=120, startup_s=0)  # the defaults are the behaviour before the setting
+    with pytest.raises(ValueError, match="microstop_s"):
+        SiteOee(microstop_s=-5)
