@@ -62,12 +62,14 @@ def seed_database(conninfo: str, scenario: Scenario) -> SeedCounts:
                         [site.id, machine.id, line.id, line.id, machine.name or None, machine.ideal_rate_per_min],
                     )
             row = conn.execute(
-                "INSERT INTO oee_site_config (site_id, tz, calendar, state_classes, source) VALUES (%s, %s, %s, %s, 'seeds')"
+                "INSERT INTO oee_site_config (site_id, tz, calendar, state_classes, source, microstop_s, startup_s)"
+                " VALUES (%s, %s, %s, %s, 'seeds', %s, %s)"
                 " ON CONFLICT (site_id) DO UPDATE SET tz = excluded.tz, calendar = excluded.calendar,"
-                " state_classes = excluded.state_classes"
+                " state_classes = excluded.state_classes, microstop_s = excluded.microstop_s,"
+                " startup_s = excluded.startup_s"
                 " WHERE oee_site_config.source = 'seeds' RETURNING site_id",
                 [site.id, site.timezone, _json(site.calendar.model_dump(mode="json")),
-                 _json(site.state_classes.model_dump(mode="json"))],
+                 _json(site.state_classes.model_dump(mode="json")), site.oee.microstop_s, site.oee.startup_s],
             ).fetchone()
             kept += row is None
     return SeedCounts(len(scenario.sites), lines, machines, kept, targets)

@@ -26,6 +26,9 @@ Rules:
   state code (10000..229999), else 40000 (unspecified stop); `unknown` -> 30000; or a fixed code. Defaults:
   Execute running, Undefined unknown, every other state stop_reason. A State sample is emitted when the
   code changes; inputs arriving in the same millisecond count as one change (the last one wins).
+- Derived signals pair their inputs by source timestamp, not by arrival order (OPC UA delivers a publish's
+  notifications grouped per monitored item): inputs are taken in time order (arrival order among equal
+  timestamps), counters unwrapped in time order, and forward fills start from the values before the block.
 - Derived samples carry the timestamp of the input that triggered them, raised to the latest one already
   emitted for that signal, so each derived signal's timestamps never go back (initial values of different
   nodes arrive in any time order).
@@ -326,14 +329,17 @@ def _transform(r: _Routes, block: SampleBlock) -> SampleBlock:
         if block.text:
             text_rows = {int(p): k for k, p in enumerate(pos)}
 
-    # counters: unwrap per source (a loop over the counter sources present, arrays inside).
+    # counters: unwrap per source (a loop over the counter sources present, arrays inside), in source-time
+    # order. The totals before this block are kept: derived signals start from them, not from the block's end.
     unwrapped = np.zeros(len(src), np.int64)
+    before = _Before(r.total.copy(), r.seen.copy())
     is_cnt = r.is_counter[src] & good
     if is_cnt.any():
         cpos = np.nonzero(is_cnt)[0]
         csrc = src[cpos]
         for s in np.unique(csrc):
             p = cpos[csrc == s]
+            p = p[np.argsort(block.ts_ms[p], kind="stable")]
             unwrapped[p] = _unwrap(r, int(s), block.value[p])
             if r.c_out[s] >= 0:
                 parts_pos.append(p)
@@ -351,7 +357,7 @@ def _transform(r: _Routes, block: SampleBlock) -> SampleBlock:
                 todo[id(d)] = d
         for d in todo.values():
             if isinstance(d, _GoodRoute):
-                out = _good(r, d, src, good, unwrapped, block.ts_ms)
+                out = _good(before, d, src, good, unwrapped, block.ts_ms)
             else:
                 out = _state(r, d, src, good, block.value, block.ts_ms)
             if out is not None:
@@ -362,7 +368,7 @@ def _transform(r: _Routes, block: SampleBlock) -> SampleBlock:
                 parts_ts.append(out[2])
 
     # remember the last good value of every source (inputs of later blocks' derived signals)
-    gpos = np.nonzero(good)[0]
+    gpos = _in_time_order(np.nonzero(good)[0], block.ts_ms)
     r.last_value[src[gpos]] = block.value[gpos]  # fancy assignment keeps the last write per index
 
     if not parts_pos:
@@ -397,15 +403,38 @@ def _match(src: npt.NDArray[np.int64], route_src: npt.NDArray[np.int64]) -> tupl
     return pos, order[starts + within]
 
 
-def _good(r: _Routes, g: _GoodRoute, src: npt.NDArray[np.int64], good: npt.NDArray[np.bool_],
+@dataclass
+class _Before:
+    """Unwrapped counter totals as they were before the block (the start of derived forward fills)."""
+
+    total: npt.NDArray[np.int64]
+    seen: npt.NDArray[np.bool_]
+
+
+def _in_time_order(pos: npt.NDArray[np.int64], ts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Sample positions ordered by source timestamp (arrival order among equal ones).
+
+    A device's notifications come grouped per monitored item (all changes of one node, then the next), not
+    in time order: derived signals pair inputs by their source time, whatever order they arrive in."""
+    return pos[np.argsort(ts[pos], kind="stable")]
+
+
+def _out_positions(pos: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Output positions of derived samples computed in time order: the latest input position so far, so
+    that each derived signal stays in time order in the published block."""
+    out: npt.NDArray[np.int64] = np.maximum.accumulate(pos) if len(pos) else pos
+    return out
+
+
+def _good(before: _Before, g: _GoodRoute, src: npt.NDArray[np.int64], good: npt.NDArray[np.bool_],
           unwrapped: npt.NDArray[np.int64], ts: npt.NDArray[np.int64]
           ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.int64]] | None:
     is_p, is_d = good & (src == g.processed), good & (src == g.defective)
-    pos = np.nonzero(is_p | is_d)[0]
+    pos = _in_time_order(np.nonzero(is_p | is_d)[0], ts)
     tot = _ffill(is_p[pos], unwrapped[pos].astype(np.float64),
-                 float(r.total[g.processed]) if r.seen[g.processed] else np.nan)
+                 float(before.total[g.processed]) if before.seen[g.processed] else np.nan)
     dfc = _ffill(is_d[pos], unwrapped[pos].astype(np.float64),
-                 float(r.total[g.defective]) if r.seen[g.defective] else np.nan)
+                 float(before.total[g.defective]) if before.seen[g.defective] else np.nan)
     ok = ~(np.isnan(tot) | np.isnan(dfc))
     pos, tot, dfc = pos[ok], tot[ok], dfc[ok]
     if not len(pos):
@@ -417,14 +446,14 @@ def _good(r: _Routes, g: _GoodRoute, src: npt.NDArray[np.int64], good: npt.NDArr
     pos, t = pos[keep], t[keep]
     value = np.maximum.accumulate(np.maximum((tot - dfc)[keep], float(g.last)))
     g.last, g.last_ts = int(value[-1]), int(t[-1])
-    return pos, value, t
+    return _out_positions(pos), value, t
 
 
 def _state(r: _Routes, s: _StateRoute, src: npt.NDArray[np.int64], good: npt.NDArray[np.bool_],
            value: npt.NDArray[np.float64], ts: npt.NDArray[np.int64]
            ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.int64]] | None:
     trig = good & s.inputs[src]
-    pos = np.nonzero(trig)[0]
+    pos = _in_time_order(np.nonzero(trig)[0], ts)
     sp, vp = src[pos], value[pos]
 
     def filled(i: int) -> npt.NDArray[np.float64]:
@@ -450,4 +479,4 @@ def _state(r: _Routes, s: _StateRoute, src: npt.NDArray[np.int64], good: npt.NDA
     prev = np.concatenate(([s.last_code], code[:-1]))
     change = code != prev
     s.last_code, s.last_ts = int(code[-1]), int(t[-1])
-    return pos[change], code[change].astype(np.float64), t[change]
+    return _out_positions(pos)[change], code[change].astype(np.float64), t[change]

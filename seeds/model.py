@@ -237,6 +237,14 @@ class Line(_Model):
     machines: list[Machine] = Field(min_length=1)
 
 
+class SiteOee(_Model):
+    """A site's OEE settings beyond its calendar: the microstop threshold and the startup-reject period."""
+
+    microstop_s: float = Field(default=120.0, ge=0, le=86400, description="a stop shorter than this is a microstop")
+    startup_s: float = Field(default=0.0, ge=0, le=86400,
+                             description="rejects within this long after a restart are startup rejects")
+
+
 class Site(_Model):
     """A factory of the cluster, with its time zone, shift calendar and state classes."""
 
@@ -248,6 +256,7 @@ class Site(_Model):
     timezone: str = "Asia/Shanghai"
     calendar: Calendar
     state_classes: StateClasses
+    oee: SiteOee = Field(default_factory=SiteOee)
     lines: list[Line] = Field(min_length=1)
 
     @field_validator("timezone")

@@ -161,6 +161,7 @@ def run_oee_kernel(a: OeeInputs, config: OeeConfig = _DEFAULT_CONFIG) -> OeeResu
         a.window_offsets, a.window_start, a.window_end,
         ranges, ov_codes, ov_cats,
         round(config.microstop_s * 1000), round(config.startup_s * 1000), int(config.counter_modulus),
+        bool(config.material_in_run),
         out_f, out_i, out_t,
     )
     machine = np.repeat(np.arange(a.n_machines, dtype=np.int64), np.diff(a.window_offsets))

@@ -70,7 +70,9 @@ class OeeConfig:
     (e.g. a sub-code 180001) to a category and wins over the range. A stop (a run of consecutive stop
     states) shorter than `microstop_s` counts as a microstop. Rejects counted within `startup_s` seconds
     after a restart count as startup rejects. `counter_modulus` is the counter's wrap value (2**31 for
-    PackML Int32 counters); 0 means counters never wrap and any decrease is a reset.
+    PackML Int32 counters); 0 means counters never wrap and any decrease is a reset. Material stops
+    (jams, congestion, material missing) are a loss class of their own; `material_in_run` keeps their time
+    in run time (a site that counts them as performance losses), else they cut run time like failures.
     """
 
     ranges: Mapping[int, Category] = field(default_factory=_default_ranges)
@@ -78,6 +80,7 @@ class OeeConfig:
     microstop_s: float = 120.0
     startup_s: float = 0.0
     counter_modulus: int = 0
+    material_in_run: bool = False
 
     def __post_init__(self) -> None:
         for key, cat in [*self.ranges.items(), *self.overrides.items()]:

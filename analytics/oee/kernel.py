@@ -24,7 +24,8 @@ F_LOSS_STARTUP_S = 14
 F_REPAIR_S = 15
 F_MTBF_S = 16
 F_MTTR_S = 17
-N_FLOAT = 18
+F_LOSS_MATERIAL_S = 18
+N_FLOAT = 19
 
 # Column indices of the integer output (counts, flags).
 I_TOTAL = 0
@@ -50,6 +51,7 @@ C_REDUCED = 1
 C_MICRO = 2
 C_FAILURE = 3
 C_SETUP = 4
+C_MATERIAL = 5
 C_UNKNOWN = 8
 C_PLANNED = 9
 N_CAT = 10
@@ -143,7 +145,7 @@ def _machine(
     p_start: np.ndarray, p_end: np.ndarray,
     w_start: np.ndarray, w_end: np.ndarray, w0: int, w1: int,
     ranges: np.ndarray, ov_codes: np.ndarray, ov_cats: np.ndarray,
-    microstop_ms: int, startup_ms: int, modulus: int,
+    microstop_ms: int, startup_ms: int, modulus: int, material_in_run: bool,
     out_f: np.ndarray, out_i: np.ndarray, out_t: np.ndarray,
 ) -> None:
     if w1 <= w0:
@@ -275,14 +277,15 @@ def _machine(
             acc_out += dur - inside
             repair += dur if ev_fail[k] else 0
             k += 1
-        run += acc[C_RUNNING] + acc[C_REDUCED] + acc[C_MICRO]
+        material = acc[C_MATERIAL]
+        run += acc[C_RUNNING] + acc[C_REDUCED] + acc[C_MICRO] + (material if material_in_run else 0)
         minor += acc[C_MICRO]
         setup_loss += acc[C_SETUP]
         for c in range(N_CAT):
             out_t[w, c] += acc[c]
             if c != C_PLANNED:
                 planned += acc[c]
-            if c > C_MICRO and c < C_PLANNED and c != C_SETUP:
+            if c > C_MICRO and c < C_PLANNED and c != C_SETUP and c != C_MATERIAL:
                 fail_loss += acc[c]
             acc[c] = 0
         out_t[w, C_PLANNED] += acc_out
@@ -373,7 +376,9 @@ def _machine(
         o[F_LOSS_FAILURE_S] = fail_loss / 1000.0
         o[F_LOSS_SETUP_S] = setup_loss / 1000.0
         o[F_LOSS_MINOR_S] = minor / 1000.0
-        o[F_LOSS_SPEED_S] = max((run - minor) / 1000.0 - ideal, 0.0)
+        # Run time beyond the ideal time of the units made, minus the stops that stay in run time.
+        o[F_LOSS_SPEED_S] = max((run - minor - (material if material_in_run else 0)) / 1000.0 - ideal, 0.0)
+        o[F_LOSS_MATERIAL_S] = material / 1000.0
         o[F_LOSS_DEFECT_S] = rej_other
         o[F_LOSS_STARTUP_S] = rej_startup
         o[F_REPAIR_S] = repair / 1000.0
@@ -398,7 +403,7 @@ def oee_kernel(
     p_off: np.ndarray, p_start: np.ndarray, p_end: np.ndarray,
     w_off: np.ndarray, w_start: np.ndarray, w_end: np.ndarray,
     ranges: np.ndarray, ov_codes: np.ndarray, ov_cats: np.ndarray,
-    microstop_ms: int, startup_ms: int, modulus: int,
+    microstop_ms: int, startup_ms: int, modulus: int, material_in_run: bool,
     out_f: np.ndarray, out_i: np.ndarray, out_t: np.ndarray,
 ) -> None:
     """Fill out_f/out_i/out_t (zeroed, one row per window) for every machine; inputs validated by the caller."""
@@ -412,6 +417,6 @@ def oee_kernel(
             p_start[p_off[m]:p_off[m + 1]], p_end[p_off[m]:p_off[m + 1]],
             w_start, w_end, w_off[m], w_off[m + 1],
             ranges, ov_codes, ov_cats,
-            microstop_ms, startup_ms, modulus,
+            microstop_ms, startup_ms, modulus, material_in_run,
             out_f, out_i, out_t,
         )

@@ -88,7 +88,7 @@ def run_reference(a: OeeInputs, config: OeeConfig) -> OeeResult:
         for w in w_idx:
             ws, we = int(a.window_start[w]), int(a.window_end[w])
             tm = [0] * N_CATEGORIES
-            run = planned = minor = fail_loss = setup_loss = repair = 0
+            run = planned = minor = fail_loss = setup_loss = material = repair = 0
             stops = failures = micros = flags = 0
             pieces: list[tuple[int, int, Category, int]] = []
             if n == 0 or times[0] > ws:
@@ -124,6 +124,10 @@ def run_reference(a: OeeInputs, config: OeeConfig) -> OeeResult:
                         minor += inside
                     elif cat == Category.SETUP:
                         setup_loss += inside
+                    elif cat == Category.MATERIAL:
+                        material += inside
+                        if config.material_in_run:
+                            run += inside
                     else:
                         fail_loss += inside
                     if q >= 0 and failing[q]:
@@ -171,7 +175,9 @@ def run_reference(a: OeeInputs, config: OeeConfig) -> OeeResult:
             row[k.F_IDEAL_S] = ideal
             row[k.F_LOSS_FAILURE_S], row[k.F_LOSS_SETUP_S] = fail_loss / 1000.0, setup_loss / 1000.0
             row[k.F_LOSS_MINOR_S] = minor / 1000.0
-            row[k.F_LOSS_SPEED_S] = max((run - minor) / 1000.0 - ideal, 0.0)
+            in_run_stops = minor + (material if config.material_in_run else 0)
+            row[k.F_LOSS_SPEED_S] = max((run - in_run_stops) / 1000.0 - ideal, 0.0)
+            row[k.F_LOSS_MATERIAL_S] = material / 1000.0
             row[k.F_LOSS_DEFECT_S], row[k.F_LOSS_STARTUP_S] = rej_other, rej_startup
             row[k.F_REPAIR_S] = repair / 1000.0
             row[k.F_MTBF_S] = run_s / failures if failures else math.nan

@@ -123,8 +123,14 @@ class OeeResult:
         """Mean time to repair: repair time / failures (NaN without failures)."""
         return self._f(k.F_MTTR_S)
 
+    @property
+    def material_s(self) -> F64:
+        """Time in material stops (jams, congestion, material missing) that are not microstops."""
+        return self._f(k.F_LOSS_MATERIAL_S)
+
     def losses_s(self) -> dict[str, F64]:
-        """The six big losses in seconds."""
+        """The six big losses in seconds, and material stops as a class of their own (they add up to
+        planned time - good units x ideal cycle time when no loss was clipped at 0)."""
         return {
             "equipment_failure": self._f(k.F_LOSS_FAILURE_S),
             "setup_adjustment": self._f(k.F_LOSS_SETUP_S),
@@ -132,4 +138,5 @@ class OeeResult:
             "reduced_speed": self._f(k.F_LOSS_SPEED_S),
             "process_defects": self._f(k.F_LOSS_DEFECT_S),
             "startup_rejects": self._f(k.F_LOSS_STARTUP_S),
+            "material_stops": self._f(k.F_LOSS_MATERIAL_S),
         }

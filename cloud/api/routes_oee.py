@@ -90,11 +90,8 @@ async def get_oee(
         item: dict[str, Any] = {"scope": scope_kind, "id": ident_}
         if scope_kind != "cluster":
             item["site"] = site_id
-        item.update({
-            "window_kind": window, "start": row["start_ts"].isoformat(), "end": row["end_ts"].isoformat(),
-            "all_s": row["all_s"], "planned_s": row["planned_s"], "run_s": row["run_s"],
-            "total": int(row["total"]), "good": int(row["good"]), **q.ratios_of(row, one_machine=scope_kind == "machine"),
-        })  # fmt: skip
+        item.update({"window_kind": window, "start": row["start_ts"].isoformat(), "end": row["end_ts"].isoformat(),
+                     **q.row_figures(row, one_machine=scope_kind == "machine")})
         out.append(item)
     return out
 
@@ -108,30 +105,53 @@ async def get_losses(
     frm: Annotated[str | None, Query(alias="from")] = None,
     to: Annotated[str | None, Query()] = None,
 ) -> dict[str, Any]:
-    """Losses in seconds over the hour windows starting in [from, to); pareto of stop time per state code."""
+    """Losses in seconds over [from, to) (exact for any hour, shift or day window, or a run of them); pareto
+    of unplanned stop time per state code, planned stop time apart."""
     lo, hi = _range(frm, to)
     site_id, ident_ = await _resolve(conn, scope, scope_kind, site, ident)
     where, params = q.scope_filter(scope_kind, site_id, ident_)
-    losses = await q.loss_totals(conn, where, scope.params(**params), lo, hi, scope.where())
+    totals = await q.loss_totals(conn, where, scope.params(**params), lo, hi, scope.where())
+    covered_s = totals.pop("covered_s")
     machines: list[tuple[str, str]] | None = None
     if scope_kind != "cluster":
         cur = await conn.execute(f"SELECT site_id, machine_id FROM machines WHERE {where} UNION"
                                  f" SELECT site_id, machine_id FROM oee_windows WHERE {where}", params)
         machines = [(str(a), str(b)) for a, b in await cur.fetchall()]
     intervals = await q.timeline(conn, machines, lo, hi, datetime.now(UTC), scope.where("c.site_id"), scope.params())
-    configs = await q.site_configs(conn, sorted({r["site_id"] for r in intervals}))
+    sites = sorted({r["site_id"] for r in intervals})
+    configs = await q.site_configs(conn, sites)
+    lo_ms, hi_ms = q.store_ms(lo), q.store_ms(hi)
+    plans = {site: cal.plan_intervals(lo_ms, hi_ms) for site, cal in (await q.site_calendars(conn, sites)).items()}
+    # Pareto of unplanned stops only: stop time inside the calendar's planned production time. Planned time
+    # apart: planned states (breaks, no shift, no order) and stop time outside the calendar (a break, a
+    # planned stop), by the state's code.
     pareto: dict[int, dict[str, Any]] = {}
+    planned: dict[int, dict[str, Any]] = {}
+
+    def add(into: dict[int, dict[str, Any]], code: int, category: str, seconds: float, new: bool) -> None:
+        entry = into.setdefault(code, {"code": code, "category": category, "reason": states.state_name(code),
+                                       "seconds": 0.0, "count": 0})
+        entry["seconds"] += seconds
+        entry["count"] += 1 if new else 0
+
     for r in intervals:
         code = int(r["reason_code"] if r["reason_code"] is not None else r["code"])
         category = q.category_name(configs[r["site_id"]], code)
         if category in ("running", "reduced_speed"):
             continue
-        entry = pareto.setdefault(code, {"code": code, "category": category, "reason": states.state_name(code),
-                                         "seconds": 0.0, "count": 0})
-        entry["seconds"] += (r["end_ts"] - r["start_ts"]).total_seconds()
-        entry["count"] += 1
-    ranked = sorted(pareto.values(), key=lambda e: (-e["seconds"], e["code"]))
-    return {"six_big_losses": losses, "pareto": ranked}
+        a, b = q.store_ms(r["start_ts"]), q.store_ms(r["end_ts"])
+        new = r["stop_ts"] >= lo  # a stop that began before the range is not counted again
+        inside = 0 if category == "planned" else q.split_by_plan(a, b, *plans[r["site_id"]])
+        if inside:
+            add(pareto, code, category, inside / 1000, new)
+        if b - a > inside:
+            add(planned, code, category, (b - a - inside) / 1000, new and not inside)
+    def ranked(d: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+        return sorted(d.values(), key=lambda e: (-e["seconds"], e["code"]))
+
+    six = {name: totals[name] for name in q.LOSS_FIELDS if name != "material_stops_s"}
+    return {"six_big_losses": six, "material_stops_s": totals["material_stops_s"], "covered_s": covered_s,
+            "pareto": ranked(pareto), "planned": ranked(planned)}
 
 
 @router.get("/states", summary="State timeline of a machine")
@@ -186,20 +206,25 @@ class CalendarIn(BaseModel):
     no_shift: list[NoShiftPeriod] = Field(default_factory=list)
     planned_stops: list[PlannedStopIn] = Field(default_factory=list)
     state_classes: StateClasses | None = None
+    microstop_s: float | None = Field(default=None, ge=0, le=86400,
+                                      description="stops shorter than this are microstops (default: kept, else 120)")
+    startup_s: float | None = Field(default=None, ge=0, le=86400,
+                                    description="rejects this long after a restart are startup rejects (default: kept, else 0)")
     recompute_from: datetime | None = Field(default=None, description="recompute windows from here (default: 7 days ago)")
 
 
 async def _stored_calendar(conn: Conn, site: str) -> dict[str, Any]:
-    cur = await conn.execute("SELECT tz, calendar, state_classes, source, updated_at, updated_by FROM oee_site_config"
-                             " WHERE site_id = %s", [site])
+    cur = await conn.execute("SELECT tz, calendar, state_classes, source, updated_at, updated_by, microstop_s,"
+                             " startup_s FROM oee_site_config WHERE site_id = %s", [site])
     row = await cur.fetchone()
     cur = await conn.execute("SELECT start_ts, end_ts, code, note FROM oee_planned_stops WHERE site_id = %s"
                              " ORDER BY start_ts", [site])
     stops = [{"start": s.isoformat(), "end": e.isoformat(), "code": c, "note": n or ""} for s, e, c, n in await cur.fetchall()]
     if row is None:
         return {"site": site, "timezone": None, "shifts": None, "no_shift": [], "planned_stops": stops,
-                "state_classes": None, "source": "default (all day)"}
+                "state_classes": None, "microstop_s": 120.0, "startup_s": 0.0, "source": "default (all day)"}
     return {"site": site, "timezone": row[0], **row[1], "planned_stops": stops, "state_classes": row[2],
+            "microstop_s": row[6], "startup_s": row[7],
             "source": row[3], "updated_at": row[4].isoformat(), "updated_by": row[5]}
 
 
@@ -228,8 +253,11 @@ async def put_calendar(
     """Store the calendar and planned stops, write the audit log, recompute the site's windows."""
     await _resolve(conn, scope, "site", site, site)
     calendar = Calendar(shifts=body.shifts, no_shift=body.no_shift)
-    cur = await conn.execute("SELECT tz, state_classes FROM oee_site_config WHERE site_id = %s", [site])
+    cur = await conn.execute("SELECT tz, state_classes, microstop_s, startup_s FROM oee_site_config WHERE site_id = %s",
+                             [site])
     old = await cur.fetchone()
+    microstop_s = body.microstop_s if body.microstop_s is not None else (old[2] if old else 120.0)
+    startup_s = body.startup_s if body.startup_s is not None else (old[3] if old else 0.0)
     tz = body.timezone or (old[0] if old else None)
     if tz is None:
         cur = await conn.execute("SELECT tz FROM sites WHERE site_id = %s", [site])
@@ -248,12 +276,14 @@ async def put_calendar(
     await conn.commit()  # the token check opened a transaction; our writes must be visible to the OEE worker
     async with conn.transaction():
         await conn.execute(
-            "INSERT INTO oee_site_config (site_id, tz, calendar, state_classes, source, updated_at, updated_by)"
-            " VALUES (%s, %s, %s, %s, 'api', now(), %s) ON CONFLICT (site_id) DO UPDATE SET tz = excluded.tz,"
+            "INSERT INTO oee_site_config (site_id, tz, calendar, state_classes, source, updated_at, updated_by,"
+            " microstop_s, startup_s)"
+            " VALUES (%s, %s, %s, %s, 'api', now(), %s, %s, %s) ON CONFLICT (site_id) DO UPDATE SET tz = excluded.tz,"
             " calendar = excluded.calendar, state_classes = excluded.state_classes, source = 'api',"
-            " updated_at = now(), updated_by = excluded.updated_by",
+            " updated_at = now(), updated_by = excluded.updated_by, microstop_s = excluded.microstop_s,"
+            " startup_s = excluded.startup_s",
             [site, tz, json.dumps(calendar.model_dump(mode="json")), json.dumps(classes) if classes else None,
-             principal.name],
+             principal.name, microstop_s, startup_s],
         )
         await conn.execute("DELETE FROM oee_planned_stops WHERE site_id = %s", [site])
         for stop in body.planned_stops:
@@ -262,7 +292,8 @@ async def put_calendar(
         await conn.execute(
             "INSERT INTO audit_log (token_id, actor, action, site_id, target, detail) VALUES (%s, %s, %s, %s, %s, %s)",
             [principal.token_id, principal.name, "oee.calendar.put", site, site,
-             json.dumps({"shifts": len(body.shifts), "planned_stops": len(body.planned_stops)})],
+             json.dumps({"shifts": len(body.shifts), "planned_stops": len(body.planned_stops),
+                         "microstop_s": microstop_s, "startup_s": startup_s})],
         )
     await conn.commit()
     since = body.recompute_from or datetime.now(UTC) - timedelta(days=7)

@@ -25,14 +25,17 @@ def all_day_calendar() -> Calendar:
     return Calendar(shifts=[Shift(name="day", start="00:00", hours=24, days=[1, 2, 3, 4, 5, 6, 7])])
 
 
-def oee_config(classes: StateClasses | None) -> OeeConfig:
-    """The kernel configuration for a site's state classes (None: the analytics defaults).
+def oee_config(classes: StateClasses | None, microstop_s: float = 120.0, startup_s: float = 0.0) -> OeeConfig:
+    """The kernel configuration for a site's state classes (None: the analytics defaults), its microstop
+    threshold and its startup-reject period.
 
     Planned codes are excluded time; availability-loss codes are stops (they cut run time); performance-loss
     stop codes stay in run time (as microstops do) so their cost shows in performance; 20000 is reduced speed.
+    Material stops (60000-90000) keep their own loss class either way: listed as performance losses, their
+    time stays in run time (`OeeConfig.material_in_run`).
     """
     if classes is None:
-        return OeeConfig()
+        return OeeConfig(microstop_s=microstop_s, startup_s=startup_s)
     base = OeeConfig()
     ranges = dict(base.ranges)
     for code in classes.planned:
@@ -42,10 +45,15 @@ def oee_config(classes: StateClasses | None) -> OeeConfig:
         r = code // 10_000
         if ranges[r] not in _STOPS:
             ranges[r] = Category[states.CATALOGUE[code].as_stop.name]
+    material_in_run = False
     for code in classes.performance_loss:
         r = code // 10_000
-        ranges[r] = Category.REDUCED_SPEED if r <= 2 else Category.MICROSTOP
-    return OeeConfig(ranges=ranges)
+        if base.ranges[r] == Category.MATERIAL:
+            material_in_run = True
+            ranges[r] = Category.MATERIAL
+        else:
+            ranges[r] = Category.REDUCED_SPEED if r <= 2 else Category.MICROSTOP
+    return OeeConfig(ranges=ranges, microstop_s=microstop_s, startup_s=startup_s, material_in_run=material_in_run)
 
 
 @dataclass(frozen=True)
@@ -66,11 +74,13 @@ class SiteCalendar:
     calendar: Calendar
     classes: StateClasses | None = None
     planned_stops: list[PlannedStop] = field(default_factory=list)
+    microstop_s: float = 120.0
+    startup_s: float = 0.0
 
     def __post_init__(self) -> None:
         self.zone = ZoneInfo(self.tz)
         self.clock = CalendarClock(self.calendar, self.tz)
-        self.config = oee_config(self.classes)
+        self.config = oee_config(self.classes, self.microstop_s, self.startup_s)
 
     def _days(self, lo: int, hi: int) -> list[object]:
         first = datetime.fromtimestamp(lo / 1000, UTC).astimezone(self.zone).date() - timedelta(days=1)
@@ -116,9 +126,11 @@ class SiteCalendar:
 
     def atom_edges(self, lo: int, hi: int) -> I64:
         """Edges of the pieces every window is a union of (hour grid split at shift and day edges), over [lo, hi)."""
+        # Every edge of every window near the span (also of a shift that ended just before it), so that the
+        # grid is the same whichever span asks: atoms computed at different times never overlap.
         edges: set[int] = set()
         for kind in WINDOW_KINDS:
-            for s, e in self.windows(kind, lo, hi):
+            for s, e in self.windows(kind, lo - 2 * DAY_MS, hi + DAY_MS):
                 edges.add(s)
                 edges.add(e)
         arr = np.array(sorted(edges), np.int64)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from zhizao.analytics import fleet_oee
+from zhizao.analytics import Category, OeeConfig, fleet_oee
 from zhizao.analytics.oee import kernel as k
 from zhizao.cloud.oee.calendar import DAY_MS, WINDOW_KINDS, SiteCalendar
 
@@ -21,12 +21,17 @@ F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
 
 # Column order of a sums vector (and of the numeric columns of oee_windows); FLAGS is OR-ed, not added.
+# In an atom, loss_speed_s is not clipped at 0 (an hour above the ideal rate makes it negative) so that it
+# adds up; a window's row takes it, and the performance/quality caps, from the window's own sums.
 SUM_FIELDS = (
     "all_s", "planned_s", "run_s", "ideal_s", "good_ideal_s", "total", "good",
     "loss_failure_s", "loss_setup_s", "loss_minor_s", "loss_speed_s", "loss_defect_s", "loss_startup_s",
-    "stops", "failures", "microstops", "flags",
+    "stops", "failures", "microstops", "loss_material_s", "repair_s", "flags",
 )  # fmt: skip
 FLAGS = len(SUM_FIELDS) - 1
+_IX = {name: i for i, name in enumerate(SUM_FIELDS)}
+# Flags a window derives from its own sums, never from its pieces.
+_DERIVED_FLAGS = k.FLAG_PERFORMANCE_CAPPED | k.FLAG_QUALITY_CAPPED
 _EMPTY = np.zeros(0, np.int64)
 
 
@@ -105,6 +110,10 @@ class MachineState:
             older = times < last_t
             if older.any():
                 late = int(times[older].min())
+            # The other counter of the last instant, in a later commit: complete that sample, not drop it.
+            same = np.flatnonzero(times == last_t)
+            if same.size:
+                self.ct_total[-1], self.ct_good[-1] = total[same[-1]], good[same[-1]]
             keep = times > last_t
             times, total, good = times[keep], total[keep], good[keep]
         self.ct_t = _cat(self.ct_t, times)  # type: ignore[assignment]
@@ -124,6 +133,16 @@ class MachineState:
         self.rt_t = _cat(self.rt_t, t)  # type: ignore[assignment]
         self.rt_v = _cat(self.rt_v, v)  # type: ignore[assignment]
         return late
+
+    def open_stop_start(self, config: OeeConfig) -> int | None:
+        """Start of the stop event (a run of consecutive stop states) the machine is in, or None."""
+        if not self.st_t.size:
+            return None
+        codes = self.codes()
+        i = codes.size - 1
+        while i >= 0 and _stop_category(config, int(codes[i])):
+            i -= 1
+        return int(self.st_t[i + 1]) if i + 1 < codes.size else None
 
     def codes(self) -> I64:
         """State codes with operator-given reasons applied."""
@@ -162,13 +181,30 @@ class MachineState:
                 if ws < self.complete_from:
                     continue
                 sel = starts[(starts >= ws) & (starts < we)]
-                if not sel.size:
+                if not sel.size or sel[0] != ws:  # only windows whose atoms are there from their start
                     continue
                 rows = np.stack([self.atoms[int(s)][1] for s in sel])
-                sums = rows.sum(axis=0)
-                sums[FLAGS] = float(np.bitwise_or.reduce(rows[:, FLAGS].astype(np.int64)))
-                out.append((kind, ws, we, sums))
+                out.append((kind, ws, we, window_of(rows)))
         return out
+
+
+def _stop_category(config: OeeConfig, code: int) -> bool:
+    """Whether the kernel treats a state as a stop (microstop or an unplanned stop category)."""
+    return Category.MICROSTOP <= config.category_of(code) < Category.PLANNED
+
+
+def window_of(atoms: F64) -> F64:
+    """A window's sums from its atoms' rows: additive figures summed; the reduced-speed loss and the
+    performance and quality caps from the window's own sums (not from its pieces); other flags OR-ed."""
+    sums: F64 = atoms.sum(axis=0)
+    flags = int(np.bitwise_or.reduce(atoms[:, FLAGS].astype(np.int64))) & ~_DERIVED_FLAGS
+    if sums[_IX["ideal_s"]] > sums[_IX["run_s"]]:
+        flags |= k.FLAG_PERFORMANCE_CAPPED
+    if sums[_IX["good"]] > sums[_IX["total"]]:
+        flags |= k.FLAG_QUALITY_CAPPED
+    sums[FLAGS] = float(flags)
+    sums[_IX["loss_speed_s"]] = max(sums[_IX["loss_speed_s"]], 0.0)
+    return sums
 
 
 def _baseline(t: I64, t0: int) -> int:
@@ -229,11 +265,14 @@ def result_sums(floats: F64, ints: I64) -> F64:
     f, i = floats, ints.astype(np.float64)
     ideal = f[:, k.F_IDEAL_S]
     good_ideal = ideal - f[:, k.F_LOSS_DEFECT_S] - f[:, k.F_LOSS_STARTUP_S]
+    # Unclipped: planned time = stops cutting run time + stops in run time + reduced speed + ideal time.
+    speed = (f[:, k.F_PLANNED_S] - f[:, k.F_LOSS_FAILURE_S] - f[:, k.F_LOSS_SETUP_S] - f[:, k.F_LOSS_MATERIAL_S]
+             - f[:, k.F_LOSS_MINOR_S] - ideal)
     return np.column_stack([
         f[:, k.F_ALL_S], f[:, k.F_PLANNED_S], f[:, k.F_RUN_S], ideal, good_ideal, i[:, k.I_TOTAL], i[:, k.I_GOOD],
-        f[:, k.F_LOSS_FAILURE_S], f[:, k.F_LOSS_SETUP_S], f[:, k.F_LOSS_MINOR_S], f[:, k.F_LOSS_SPEED_S],
+        f[:, k.F_LOSS_FAILURE_S], f[:, k.F_LOSS_SETUP_S], f[:, k.F_LOSS_MINOR_S], speed,
         f[:, k.F_LOSS_DEFECT_S], f[:, k.F_LOSS_STARTUP_S], i[:, k.I_STOPS], i[:, k.I_FAILURES],
-        i[:, k.I_MICROSTOPS], i[:, k.I_FLAGS],
+        i[:, k.I_MICROSTOPS], f[:, k.F_LOSS_MATERIAL_S], f[:, k.F_REPAIR_S], i[:, k.I_FLAGS],
     ])  # fmt: skip
 
 
@@ -242,7 +281,7 @@ def ratios(sums: F64) -> dict[str, float | None]:
     s = dict(zip(SUM_FIELDS, sums.tolist(), strict=True))
     planned, run, ideal = s["planned_s"], s["run_s"], s["ideal_s"]
     a = run / planned if planned > 0 else None
-    p = min(1.0, ideal / run) if run > 0 else None
+    p = min(1.0, ideal / run) if run > 0 else (1.0 if ideal > 0 else None)
     q = s["good"] / s["total"] if s["total"] > 0 else None  # one machine: good / total, as the kernel
     oee = None if planned <= 0 else (0.0 if s["total"] == 0 else (a or 0.0) * (p or 0.0) * (q or 0.0))
     teep = oee * planned / s["all_s"] if oee is not None and s["all_s"] > 0 else None

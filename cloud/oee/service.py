@@ -24,11 +24,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from zhizao.analytics import Category
+from zhizao.analytics.oee.kernel import FLAG_PERFORMANCE_CAPPED
 from zhizao.broker.contract.states import MAX_STATE_CODE, UNKNOWN
 from zhizao.cloud.live import LiveHub
 from zhizao.cloud.oee import store
 from zhizao.cloud.oee.calendar import DAY_MS, SiteCalendar
-from zhizao.cloud.oee.engine import FLAGS, SUM_FIELDS, MachineState, compute_atoms, ratios
+from zhizao.cloud.oee.engine import FLAGS, MachineState, compute_atoms, ratios
 from zhizao.cloud.oee.queries import SUMS_SQL, ratios_of
 from zhizao.cloud.storage.db import StorageError, make_pool, translate_errors
 
@@ -164,6 +165,13 @@ class OeeService:
                         except queue.Empty:
                             batch = None
                     requests = self._drain_requests()
+                    # A batch queued before a request just drained (flush() right after on_committed()) may
+                    # have arrived after the loop above: take it too, so the request sees it computed.
+                    while True:
+                        try:
+                            self._ingest(conn, *self._queue.get_nowait())
+                        except queue.Empty:
+                            break
                     if requests or stopping or time.monotonic() - last_compute >= self.tick_s:
                         self._handle_requests(conn, requests)
                         self._compute(conn)
@@ -253,6 +261,18 @@ class OeeService:
                 changes: list[tuple[str, str, int, int]], first: int) -> None:
         empty_t, empty_v = np.zeros(0, np.int64), np.zeros(0, np.float64)
         lates = []
+        # A stop in progress is a microstop or a real stop depending on its whole length: when new data makes it
+        # reach the threshold (or adds states to it), every window since its start changes.
+        stop_from = m.open_stop_start(cal.config) if m.horizon > _NEVER else None
+        new_horizon = max(int(t.max()) for t, _ in group.values() if t.size)
+        if stop_from is not None:
+            threshold = stop_from + round(cal.config.microstop_s * 1000)
+            grows_past = m.horizon < threshold <= new_horizon
+            # A stop state joining it can make it a failure (MTBF/MTTR, repair time since its start).
+            joins = "state" in group and any(cal.config.category_of(int(c)) == Category.FAILURE
+                                             for c in _state_codes(group["state"][1]))
+            if not (grows_past or joins):
+                stop_from = None
         if "state" in group:
             t, v = group["state"]
             c = _state_codes(v)
@@ -270,7 +290,11 @@ class OeeService:
         # Only OEE signals change figures before the horizon; other tags (process values) only move the
         # horizon (an open state lasts until the newest sample of the machine), so they dirty from there.
         signals = [int(t.min()) for role, (t, _) in group.items() if role in _SIGNALS and t.size]
-        dirty = min([*signals, m.horizon]) if m.horizon > _NEVER else first
+        if stop_from is not None:
+            signals.append(stop_from)
+        # A machine's first data (also one loaded before it had any, by a calendar edit) fills every window
+        # that holds it from the window's start: the time before its first sample is "not monitored".
+        dirty = min([*signals, m.horizon]) if m.horizon > _NEVER else cal.earliest_start(first)
         if dirty < max(m.buffer_from, m.complete_from) and m.complete_from < 2**62:
             # Older than what the buffers can recompute (they are trimmed to the open atom): reload instead.
             lates.append(dirty)
@@ -280,11 +304,13 @@ class OeeService:
             self._reload[key] = min(self._reload.get(key, late), late)
         else:
             m.mark(dirty)
-        m.horizon = max(m.horizon, max(int(t.max()) for t, _ in group.values() if t.size))
+        m.horizon = max(m.horizon, new_horizon)
 
     def _load(self, conn: store.Conn, m: MachineState, cal: SiteCalendar, since: int) -> None:
         """(Re)build a machine's buffers from the database for every window containing `since` onwards."""
         x = cal.earliest_start(since)
+        if m.dirty_from is not None:  # atoms already due from earlier must be computed from the new buffers too
+            x = min(x, int(cal.atom_edges(m.dirty_from, m.dirty_from + 1)[0]))
         hist = store.load_history(conn, m.site, m.machine, x, x - DAY_MS)
         fresh = MachineState(m.site, m.line, m.machine)
         st_t, st_v = hist["state"]
@@ -400,7 +426,7 @@ class OeeService:
                     "start": store.dt(ws).isoformat(), "end": store.dt(we).isoformat(),
                     "availability": r["availability"], "performance": r["performance"],
                     "quality": r["quality"], "oee": r["oee"],
-                    "performance_capped": bool(int(sums[FLAGS]) & 1) or sums[SUM_FIELDS.index("ideal_s")] > sums[SUM_FIELDS.index("run_s")],
+                    "performance_capped": bool(int(sums[FLAGS]) & FLAG_PERFORMANCE_CAPPED),
                 }))  # fmt: skip
 
     def _publish_rollups(self, conn: store.Conn) -> None:

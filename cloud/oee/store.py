@@ -57,7 +57,8 @@ def lookup_tags(conn: Conn, tag_ids: list[int]) -> dict[int, TagInfo | None]:
 
 def load_site(conn: Conn, site: str) -> SiteCalendar:
     """The site's calendar from oee_site_config (a 24/7 calendar in the site's zone when it has none)."""
-    row = conn.execute("SELECT tz, calendar, state_classes FROM oee_site_config WHERE site_id = %s", [site]).fetchone()
+    row = conn.execute("SELECT tz, calendar, state_classes, microstop_s, startup_s FROM oee_site_config"
+                       " WHERE site_id = %s", [site]).fetchone()
     stops = [
         PlannedStop(ms(s), ms(e), int(c))
         for s, e, c in conn.execute(
@@ -73,7 +74,7 @@ def load_site(conn: Conn, site: str) -> SiteCalendar:
     except ValidationError:
         # A row edited by hand into something invalid must not stop OEE for the whole fleet.
         calendar, classes = all_day_calendar(), None
-    return SiteCalendar(site, str(row[0]), calendar, classes, stops)
+    return SiteCalendar(site, str(row[0]), calendar, classes, stops, float(row[3]), float(row[4]))
 
 
 def _series(conn: Conn, tag: int | None, since: int) -> tuple[I64, F64]:

@@ -63,6 +63,7 @@ configs = st.builds(
     startup_s=st.sampled_from([0.0, 3.0]),
     counter_modulus=st.sampled_from([0, 128]),
     overrides=st.sampled_from([{}, {180001: Category.SETUP, 30000: Category.PLANNED}]),
+    material_in_run=st.booleans(),
 )
 
 

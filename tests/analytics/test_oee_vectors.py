@@ -156,3 +156,20 @@ def test_kernel_matches_reference_on_a_busy_fleet() -> None:
     np.testing.assert_allclose(a.floats, b.floats, rtol=1e-12, atol=1e-9, equal_nan=True)
     np.testing.assert_array_equal(a.ints, b.ints)
     np.testing.assert_allclose(a.time_s, b.time_s, atol=1e-9)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("in_run", [False, True])
+def test_material_stops_are_a_loss_class_of_their_own(impl: Any, in_run: bool) -> None:
+    cfg = OeeConfig(microstop_s=120, material_in_run=in_run)
+    states = [(0, 10000), (60 * MIN, 60000), (70 * MIN, 10000), (100 * MIN, 70000), (100 * MIN + 30_000, 10000),
+              (200 * MIN, 180000), (230 * MIN, 10000)]
+    counts = [(0, 0, 0), (480 * MIN, 24000, 23800)]
+    r = impl(cfg, **one_machine(states, counts, 60.0, (0, 480 * MIN), (0, 480 * MIN)))
+    losses = r.losses_s()
+    assert losses["material_stops"][0] == 600.0  # the 10 min jam; the 30 s one is a microstop
+    assert losses["idling_minor_stops"][0] == 30.0
+    assert losses["equipment_failure"][0] == 30 * 60.0
+    assert r.run_s[0] == pytest.approx((480 - 30 - (0 if in_run else 10)) * 60.0)
+    assert r.stops[0] == 2 and r.microstops[0] == 1 and r.failures[0] == 1
+    assert sum(v[0] for v in losses.values()) == pytest.approx(r.planned_s[0] - r.good[0] * 1.0, abs=1e-6)

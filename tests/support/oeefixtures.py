@@ -68,10 +68,11 @@ class MachineData:
 
 
 def site_calendar(site: str, calendar: dict[str, Any] | None = None,
-                  planned_stops: list[PlannedStop] | None = None) -> SiteCalendar:
+                  planned_stops: list[PlannedStop] | None = None, microstop_s: float = 120.0,
+                  startup_s: float = 0.0) -> SiteCalendar:
     """The SiteCalendar the service builds for the fixture sites."""
     return SiteCalendar(site, TZ, Calendar.model_validate(calendar or CALENDAR), StateClasses.model_validate(CLASSES),
-                        planned_stops or [])
+                        planned_stops or [], microstop_s, startup_s)
 
 
 def make_fleet(url: str) -> dict[tuple[str, str, str], int]:
@@ -229,9 +230,10 @@ def api_oee(r: Running, scope: str, window: str, site: str | None = None, ident:
 
 
 def check_machine_windows(r: Running, d: MachineData, calendar: dict[str, Any] | None = None,
-                          reasons: dict[int, int] | None = None, planned_stops: list[PlannedStop] | None = None) -> dict[str, dict[int, dict[str, float]]]:
+                          reasons: dict[int, int] | None = None, planned_stops: list[PlannedStop] | None = None,
+                          microstop_s: float = 120.0, startup_s: float = 0.0) -> dict[str, dict[int, dict[str, float]]]:
     """Every window of the machine from the API equals the reference twin; returns the reference sums."""
-    cal = site_calendar(d.site, calendar, planned_stops)
+    cal = site_calendar(d.site, calendar, planned_stops, microstop_s, startup_s)
     out: dict[str, dict[int, dict[str, float]]] = {}
     for kind in WINDOW_KINDS:
         rows = api_oee(r, "machine", kind, d.site, d.machine)
@@ -240,20 +242,31 @@ def check_machine_windows(r: Running, d: MachineData, calendar: dict[str, Any] |
         ref = reference(d, cal, wins, reasons)
         out[kind] = {}
         for i, row in enumerate(rows):
-            where = f"{d.machine} {kind} {row['start']}"
-            assert row["planned_s"] == pytest.approx(ref.planned_s[i], abs=1e-6), where
-            assert row["run_s"] == pytest.approx(ref.run_s[i], abs=1e-6), where
-            assert row["total"] == ref.total[i], where
-            assert row["good"] == ref.good[i], where
-            want = ref.oee[i]
-            assert (row["oee"] is None) == math.isnan(want), where
-            if not math.isnan(want):
-                assert row["oee"] == pytest.approx(want, rel=1e-9, abs=1e-12), where
+            check_row(row, ref, i, f"{d.machine} {kind} {row['start']}")
             out[kind][wins[i][0]] = {
                 "planned": float(ref.planned_s[i]), "run": float(ref.run_s[i]), "ideal": float(ref.ideal_s[i]),
                 "good_ideal": float(ref.ideal_s[i] - ref.floats[i, k.F_LOSS_DEFECT_S] - ref.floats[i, k.F_LOSS_STARTUP_S]),
             }
     return out
+
+
+def check_row(row: dict[str, Any], ref: OeeResult, i: int, where: str) -> None:
+    """Every figure of one machine window row of /api/v1/oee equals window `i` of the reference twin."""
+    for key, want in (("all_s", ref.all_s[i]), ("planned_s", ref.planned_s[i]), ("run_s", ref.run_s[i]),
+                      ("repair_s", ref.repair_s[i]), ("output_ideal_s", ref.ideal_s[i])):
+        assert row[key] == pytest.approx(want, abs=1e-6), f"{where}: {key}"
+    for key, n in (("total", ref.total[i]), ("good", ref.good[i]), ("stops", ref.stops[i]),
+                   ("failures", ref.failures[i]), ("microstops", ref.microstops[i])):
+        assert row[key] == n, f"{where}: {key} {row[key]} != {n}"
+    for name, values in ref.losses_s().items():
+        assert row["losses"][name] == pytest.approx(values[i], abs=1e-6), f"{where}: loss {name}"
+    for key in ("availability", "performance", "quality", "oee", "teep", "mtbf_s", "mttr_s"):
+        want = float(getattr(ref, key)[i])
+        assert (row[key] is None) == math.isnan(want), f"{where}: {key} {row[key]} vs {want}"
+        if not math.isnan(want):
+            assert row[key] == pytest.approx(want, rel=1e-9, abs=1e-9), f"{where}: {key}"
+    capped = bool(ref.flags[i] & k.FLAG_PERFORMANCE_CAPPED)
+    assert row["performance_capped"] is capped, f"{where}: performance_capped"
 
 
 def dt_ms(iso: str) -> int:

@@ -60,7 +60,7 @@ def test_stop_reason_recomputes_windows_states_and_pareto(running: Running) -> N
 
     states = running.client.get("/api/v1/states", params=span).json()
     after = next(s for s in states if dt_ms(s["start"]) == stop_ts)
-    assert (after["code"], after["original_code"], after["category"]) == (60000, 40000, "microstop")
+    assert (after["code"], after["original_code"], after["category"]) == (60000, 40000, "material")
     # Site-a counts material stops as performance losses: the stop's time moved into run time.
     hour_after = next(x for x in api_oee(running, "machine", "hour", "site-a", "m2")
                       if x["start"] == hour_before["start"])

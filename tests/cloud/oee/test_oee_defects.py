@@ -1,0 +1,64 @@
+"""Regression tests of issue 11's defects in the OEE service: every window from its own sums, complete from
+its start, and a stop that grows past the microstop threshold recomputed from its start."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from tests.support.oeefixtures import (
+    MIN,
+    T0,
+    MachineData,
+    Running,
+    api_oee,
+    batches,
+    check_machine_windows,
+    dt_ms,
+    feed,
+    scripted,
+    store_batch,
+)
+
+
+def test_an_hour_above_the_ideal_rate_caps_only_that_hour_and_losses_add_up(running: Running) -> None:
+    # 60/min ideal: the first hour makes 72/min (P would be 1.2), the rest 48/min.
+    segments = [(60, 10000, 4320, 20), (240, 20000, 11520, 130), (30, 180000, 0, 0), (150, 20000, 7200, 70)]
+    d = scripted("site-b", "l9", "m9", segments, 60.0)
+    feed(running, [d], step_ms=5 * MIN)
+    check_machine_windows(running, d)  # every figure of every window equals the twin over that window
+    hours = api_oee(running, "machine", "hour", "site-b", "m9")
+    assert next(x for x in hours if dt_ms(x["start"]) == T0)["performance_capped"] is True
+    for kind in ("shift", "day"):
+        row = next(x for x in api_oee(running, "machine", kind, "site-b", "m9") if dt_ms(x["start"]) <= T0)
+        assert row["performance"] < 1 and row["performance_capped"] is False, (kind, row)
+        gap = row["planned_s"] - row["good_output_ideal_s"]
+        assert sum(row["losses"].values()) == pytest.approx(gap, abs=1e-6), (kind, row["losses"])
+        assert row["losses"]["reduced_speed"] > 0
+    line = next(x for x in api_oee(running, "line", "shift", "site-b", "l9") if dt_ms(x["start"]) == T0)
+    assert line["performance_capped"] is False
+
+
+def test_a_failure_starting_90_s_before_an_hour_fed_second_by_second(running: Running) -> None:
+    # The stop is 90 s long when the hour ends: a microstop so far. It lasts 5 more minutes, so it is a
+    # failure, also in the hour it began in (regression: that hour kept a 90 s microstop).
+    start, stop = T0 + 60 * MIN - 90_000, T0 + 65 * MIN
+    d = MachineData("site-b", "l9", "m9", {
+        "State": [(T0 + 50 * MIN, 10000.0), (start, 180000.0), (stop, 10000.0)],
+        "Rate/Ideal": [(T0 + 50 * MIN, 60.0)],
+        "Counts/Total": [(T0 + 50 * MIN, 0.0), (start, 500.0), (T0 + 70 * MIN, 800.0)],
+        "Counts/Good": [(T0 + 50 * MIN, 0.0), (start, 495.0), (T0 + 70 * MIN, 790.0)],
+        "Temperature/Spindle": [(t, 40.0) for t in range(T0 + 55 * MIN, T0 + 70 * MIN + 1, 10_000)],
+    })
+    oee = running.service.oee
+    assert oee is not None
+    with psycopg.connect(running.db) as conn:
+        for tag, ts, value in batches([d], running.tags, 1000):
+            store_batch(conn, tag, ts, value)
+            oee.on_committed(tag, ts, value)
+            assert oee.flush(30)
+    check_machine_windows(running, d)
+    hour = next(x for x in api_oee(running, "machine", "hour", "site-b", "m9") if dt_ms(x["start"]) == T0)
+    assert (hour["stops"], hour["failures"], hour["microstops"]) == (1, 1, 0), hour
+    assert hour["losses"]["equipment_failure"] == pytest.approx(90.0)
+    assert hour["repair_s"] == pytest.approx(90.0)
