@@ -29,7 +29,6 @@ __all__ = [
     "find_shift",
     "finished_shifts",
     "load_calendar",
-    "repair_and_material",
 ]
 
 Lang = Literal["en", "zh"]
@@ -117,13 +116,11 @@ def _shifts_of_day(cal: SiteCalendar, day: date) -> list[tuple[str, int, int]]:
 
 @dataclass
 class _Group:
-    """Sums of machine windows plus what the timeline adds (stop time per code, repair and material time)."""
+    """Sums of machine windows plus what the timeline adds (stop time per code, the longest stops)."""
 
     sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(_SUMS, 0.0))
     flags: int = 0
     machines: int = 0
-    repair_s: float = 0.0  # time in failure stops inside planned time (from the timeline)
-    material_s: float = 0.0  # time in material stops (jams, congestion) inside planned time (from the timeline)
     stops: dict[int, dict[str, Any]] = field(default_factory=dict)
     longest: list[dict[str, Any]] = field(default_factory=list)
 
@@ -132,8 +129,6 @@ class _Group:
             self.sums[k] += v
         self.flags |= other.flags
         self.machines += other.machines
-        self.repair_s += other.repair_s
-        self.material_s += other.material_s
         for code, s in other.stops.items():
             mine = self.stops.setdefault(code, {**s, "seconds": 0.0, "count": 0, "machines": [], "with_reason": 0})
             mine["seconds"] += s["seconds"]
@@ -143,28 +138,15 @@ class _Group:
         self.longest.extend(other.longest)
 
 
-def repair_and_material(sums: Mapping[str, float], timeline_repair_s: float, timeline_material_s: float
-                        ) -> tuple[float, float, bool]:
-    """Repair time and material-stop loss of a group: (repair_s, material_s, from_windows).
-
-    The one place to connect the stored columns: once `oee_windows` carries `repair_s` and `loss_material_s`
-    (the OEE engine's migration 0006, listed in `SUM_FIELDS`), their summed values are used and `from_windows`
-    is True; until then both come from the state timeline (time in failure stops and in material stops inside
-    planned production time), and material time stays inside the six losses it is counted in today.
-    """
-    if "repair_s" in sums and "loss_material_s" in sums:
-        return float(sums["repair_s"]), float(sums["loss_material_s"]), True
-    return timeline_repair_s, timeline_material_s, False
-
-
 def figures(g: _Group, *, one_machine: bool) -> dict[str, Any]:
     """A, P, Q, OEE and every summed figure of a group, with the six losses, counts, MTBF and MTTR."""
     s = g.sums
     ratios = q.ratios_of({**s, "flags": g.flags}, one_machine=one_machine)
-    repair_s, material_s, stored = repair_and_material(s, g.repair_s, g.material_s)
+    # Repair time is the failures' whole duration (a break inside a failure does not repair the machine);
+    # the equipment-failure loss counts only their planned part.
+    repair_s, material_s = s["repair_s"], s["loss_material_s"]
     losses = {name: s[col] for name, col in LOSSES.items()}
-    if stored:
-        losses["material_stops"] = material_s
+    losses["material_stops"] = material_s
     failures = int(s["failures"])
     return {
         "machines": g.machines,
@@ -174,7 +156,7 @@ def figures(g: _Group, *, one_machine: bool) -> dict[str, Any]:
         **ratios,
         "losses_s": losses,
         "stops": int(s["stops"]), "failures": failures, "microstops": int(s["microstops"]),
-        "repair_s": repair_s, "material_stop_s": material_s, "repair_source": "windows" if stored else "timeline",
+        "repair_s": repair_s, "material_stop_s": material_s,
         # DESIGN.md section 4: MTBF = operating (run) time / failures, MTTR = repair time / repairs.
         "mtbf_s": s["run_s"] / failures if failures else None,
         "mttr_s": repair_s / failures if failures else None,
@@ -262,7 +244,7 @@ async def _lines(conn: q.AConn, site: str, line: str | None) -> dict[str, tuple[
 async def _add_timeline(conn: q.AConn, cal: SiteCalendar, config: OeeConfig, shift: ShiftRef,
                         groups: dict[tuple[str, str], _Group], names: dict[str, tuple[str, str | None]],
                         line: str | None, now: datetime) -> None:
-    """Stop time per code, repair and material time of each machine, inside the shift's planned time."""
+    """Stop time per code and the longest stops of each machine, inside the shift's planned time."""
     lo, hi = _ms(shift.start), _ms(shift.end)
     starts, ends = cal.plan_intervals(lo, hi)
     plan = [(max(int(s), lo), min(int(e), hi)) for s, e in zip(starts.tolist(), ends.tolist(), strict=True)
@@ -286,10 +268,6 @@ async def _add_timeline(conn: q.AConn, cal: SiteCalendar, config: OeeConfig, shi
         if key is None:
             continue
         g = groups.setdefault(key, _Group())
-        if category == "failure":
-            g.repair_s += secs
-        if states.category_of(code) == states.Category.MATERIAL:
-            g.material_s += secs
         entry = g.stops.setdefault(code, {"code": code, "category": category, "seconds": 0.0, "count": 0,
                                           "machines": [], "with_reason": 0})
         entry["seconds"] += secs
