@@ -133,8 +133,8 @@ class Network(_Model):
             for j, c in enumerate(kind.makes):
                 if c.product not in products:
                     raise ValueError(f"line_kinds[{i}].makes[{j}].product: {c.product!r} is not one of the products")
-            for j, c in enumerate(kind.changeovers):
-                for name, fam in (("from", c.from_), ("to", c.to)):
+            for j, ch in enumerate(kind.changeovers):
+                for name, fam in (("from", ch.from_), ("to", ch.to)):
                     if fam not in families:
                         raise ValueError(f"line_kinds[{i}].changeovers[{j}].{name}: {fam!r} is not one of the families")
             for j, line in enumerate(kind.lines):

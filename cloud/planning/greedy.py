@@ -44,14 +44,14 @@ class LineClock:
 
     def first_free(self, t: float) -> float:
         """The first instant >= t that is not inside an unavailable interval."""
-        i = bisect.bisect_right(self.starts, t) - 1  # type: ignore[arg-type]
+        i = bisect.bisect_right(self.starts, t) - 1
         if i >= 0 and t < self.ends[i]:
             return float(self.ends[i])
         return t
 
     def available(self, t: float) -> float:
         """Available seconds in [0, t)."""
-        i = bisect.bisect_right(self.starts, t) - 1  # type: ignore[arg-type]
+        i = bisect.bisect_right(self.starts, t) - 1
         if i >= 0 and t < self.ends[i]:
             return float(self.avail_at_start[i])
         return t - float(self.unavail_before[i + 1])
@@ -61,7 +61,7 @@ class LineClock:
         if not math.isfinite(work_s):
             return math.inf
         target = self.available(t) + work_s
-        k = bisect.bisect_left(self.avail_at_start, target)  # type: ignore[arg-type]
+        k = bisect.bisect_left(self.avail_at_start, target)
         return target + float(self.unavail_before[k])
 
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
+import yaml
 
 from zhizao.cloud.storage.db import translate_errors
 from zhizao.seeds.model import Scenario
 from zhizao.seeds.network import Network
 
-__all__ = ["Capability", "LineInfo", "NetworkModel", "load_model", "seed_network"]
+__all__ = ["Capability", "LineInfo", "NetworkModel", "load_model", "seed_network", "seed_network_beside"]
 
 Conn = psycopg.Connection[Any]
 
@@ -47,17 +49,33 @@ def seed_network(conninfo: str, network: Network, scenario: Scenario) -> int:
                              " ON CONFLICT (site_id, line_id) DO UPDATE SET kind_id = excluded.kind_id,"
                              " output_machine = excluded.output_machine" + keep.format(t="plan_lines"),
                              [site, line, k.id, network.output_machine(scenario, site_line)])
-                for c in k.changeovers:
+                for ch in k.changeovers:
                     conn.execute("INSERT INTO plan_changeovers (site_id, line_id, from_family, to_family, minutes)"
                                  " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (site_id, line_id, from_family, to_family)"
                                  " DO UPDATE SET minutes = excluded.minutes" + keep.format(t="plan_changeovers"),
-                                 [site, line, c.from_, c.to, c.minutes])
+                                 [site, line, ch.from_, ch.to, ch.minutes])
         for r in network.transport:
             for a, b in ((r.a, r.b), (r.b, r.a)):
                 conn.execute("INSERT INTO plan_transport (from_site, to_site, km, hours, cost) VALUES (%s, %s, %s, %s, %s)"
                              " ON CONFLICT (from_site, to_site) DO UPDATE SET km = excluded.km, hours = excluded.hours,"
                              " cost = excluded.cost" + keep.format(t="plan_transport"), [a, b, r.km, r.hours, r.cost])
     return lines
+
+
+def seed_network_beside(conninfo: str, scenario_file: Path, scenario: Scenario) -> str:
+    """Seed the `network.yaml` next to a scenario file if there is one naming this scenario (else nothing, "");
+    a summary line for the CLI. ScenarioError when it names the scenario and does not validate against it."""
+    from zhizao.seeds.network import load_network
+
+    path = scenario_file.parent / "network.yaml"
+    if not path.exists():
+        return ""
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or data.get("scenario") != scenario.name:
+        return ""
+    network = load_network(path, scenario)
+    lines = seed_network(conninfo, network, scenario)
+    return f"{path.name}: {len(network.families)} families, {len(network.products)} products, {lines} lines"
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,10 @@ class Built:
     expected: dict[str, Expected] = field(default_factory=dict)
 
 
+def _at(now: datetime, seconds: float) -> datetime:
+    return now + timedelta(seconds=seconds)
+
+
 def _ms(t: datetime) -> int:
     return int(t.timestamp() * 1000)
 
@@ -175,7 +179,7 @@ class Planner:
         for ln in lines:
             cal = cals.get(ln.site) or cals.setdefault(ln.site, load_site(conn, ln.site))
             work = net_intervals(cal, lo, hi)
-            holes: list[tuple[float, float]] = []
+            holes: list[tuple[int, int]] = []
             cur = lo
             for s, e in work:
                 if s > cur:
@@ -186,7 +190,7 @@ class Planner:
             for d in disruptions:
                 if d.site == ln.site and d.line == ln.line and d.end > now:
                     holes.append((max(lo, _ms(d.start)), _ms(d.end)))
-            merged: list[tuple[float, float]] = []
+            merged: list[tuple[int, int]] = []
             for s, e in sorted(holes):
                 if merged and s <= merged[-1][1]:
                     merged[-1] = (merged[-1][0], max(merged[-1][1], e))
@@ -293,13 +297,13 @@ class Planner:
         for s in plan.scheduled:
             lot, ln = p.lots[s.lot], built.lines[s.line]
             order = built.orders[lot.order_id]
-            at = lambda sec: now + timedelta(seconds=sec)  # noqa: E731
             conn.execute(
                 "INSERT INTO plan_lots (plan_id, lot_id, order_id, order_site, product_id, family_id, quantity, site_id,"
                 " line_id, seq, start_ts, setup_s, end_ts, arrival_ts, due_ts, tardiness_s, why_late) VALUES"
                 " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 [plan_id, lot.id, lot.order_id, order["site"], lot.product, lot.family, lot.quantity, ln.site, ln.line,
-                 seq_of[s.lot], at(s.start_s), s.setup_s, at(s.end_s), at(s.end_s + float(p.transport_s[s.lot, s.line])),
+                 seq_of[s.lot], _at(now, s.start_s), s.setup_s, _at(now, s.end_s),
+                 _at(now, s.end_s + float(p.transport_s[s.lot, s.line])),
                  order["due"], s.tardiness_s, plan.why_late.get(s.lot)])
         return plan_id
 
