@@ -8,6 +8,7 @@ The solver is a parameter (`Planner(solver=..., repair=...)`); the default is th
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from zhizao.cloud.planning.network import LineInfo, NetworkModel, load_model
 from zhizao.cloud.planning.problem import Lot, Plan, Problem
 from zhizao.cloud.storage.db import translate_errors
 
-__all__ = ["DEFAULT_REPAIR", "DEFAULT_SOLVER", "Built", "Disruption", "Planner", "plan_diff"]
+__all__ = ["DEFAULT_REPAIR", "DEFAULT_SOLVER", "Built", "Disruption", "Fingerprint", "Planner", "plan_diff"]
 
 Conn = psycopg.Connection[Any]
 Solve = Callable[..., Plan]
@@ -52,6 +53,31 @@ class Disruption:
     start: datetime
     end: datetime
     why: str
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What capacity rests on: lines down, planned stops per site, calendar versions per site."""
+
+    down: frozenset[tuple[str, str]]
+    stops: frozenset[tuple[str, str, str]]  # (site, start, end)
+    calendars: frozenset[tuple[str, str]]  # (site, updated_at)
+
+    def news(self, base: Fingerprint) -> list[tuple[str, str | None, str]]:
+        """What this fingerprint has that `base` had not: (site, line or None for the whole site, in words)."""
+        out: list[tuple[str, str | None, str]] = [(s, ln, f"{s}/{ln} down") for s, ln in sorted(self.down - base.down)]
+        out += [(s, None, f"planned stop at {s} {a}..{b}") for s, a, b in sorted(self.stops - base.stops)]
+        out += [(s, None, f"calendar of {s} changed") for s in sorted({s for s, _ in self.calendars - base.calendars})]
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"down": sorted(self.down), "stops": sorted(self.stops), "calendars": sorted(self.calendars)}
+
+    @classmethod
+    def of_json(cls, data: dict[str, Any]) -> Fingerprint:
+        return cls(frozenset(tuple(x) for x in data.get("down", [])),
+                   frozenset(tuple(x) for x in data.get("stops", [])),
+                   frozenset(tuple(x) for x in data.get("calendars", [])))
 
 
 @dataclass
@@ -219,6 +245,15 @@ class Planner:
                                                                  now + timedelta(seconds=REPAIR_GUESS_S), why))
         return list(out.values())
 
+    def fingerprint(self, conn: Conn, now: datetime) -> Fingerprint:
+        """What capacity rests on now: lines down, planned stops still ahead, calendar versions."""
+        down = frozenset((d.site, d.line) for d in self.disruptions(conn, now))
+        stops = frozenset((str(s), a.isoformat(), b.isoformat()) for s, a, b in conn.execute(
+            "SELECT site_id, start_ts, end_ts FROM oee_planned_stops WHERE end_ts > %s", [now]).fetchall())
+        cals = frozenset((str(s), u.isoformat()) for s, u in conn.execute(
+            "SELECT site_id, updated_at FROM oee_site_config").fetchall())
+        return Fingerprint(down, stops, cals)
+
     def current_families(self, conn: Conn, model: NetworkModel) -> dict[str, str]:
         """The family each line runs now (its latest started or finished production order)."""
         out = {}
@@ -251,6 +286,8 @@ class Planner:
                 plan = self.solver(built.problem, self.time_limit_s, warm, 0)
             plan.solve_s = plan.solve_s or time.perf_counter() - t0
             plan_id = self._store(conn, built, plan, actor, reason, base_id, now)
+            conn.execute("UPDATE plan_versions SET basis = %s WHERE plan_id = %s",
+                         [json.dumps(self.fingerprint(conn, now).to_json()), plan_id])
             sql, params = audit_params(token_id, actor, "planning.plan.propose", None, str(plan_id),
                                        {"reason": reason, "lots": len(built.problem.lots), "solver": plan.solver,
                                         "weighted_tardiness": plan.weighted_tardiness})

@@ -8,34 +8,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 
-from zhizao.cloud.planning.service import Planner
+from zhizao.cloud.planning.service import Fingerprint, Planner
 from zhizao.cloud.storage.db import StorageError, translate_errors
 
-__all__ = ["Fingerprint", "ReplanWatcher"]
+__all__ = ["ReplanWatcher"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Fingerprint:
-    """What capacity rests on: lines down, planned stops per site, calendar versions per site."""
-
-    down: frozenset[tuple[str, str]]
-    stops: frozenset[tuple[str, str, str]]  # (site, start, end)
-    calendars: frozenset[tuple[str, str]]  # (site, updated_at)
-
-    def news(self, base: Fingerprint) -> list[tuple[str, str | None, str]]:
-        """What this fingerprint has that `base` had not: (site, line or None for the whole site, in words)."""
-        out: list[tuple[str, str | None, str]] = [(s, ln, f"{s}/{ln} down") for s, ln in sorted(self.down - base.down)]
-        out += [(s, None, f"planned stop at {s} {a}..{b}") for s, a, b in sorted(self.stops - base.stops)]
-        out += [(s, None, f"calendar of {s} changed") for s in sorted({s for s, _ in self.calendars - base.calendars})]
-        return out
 
 
 class ReplanWatcher:
@@ -44,31 +27,23 @@ class ReplanWatcher:
     def __init__(self, planner: Planner, interval_s: float = 2.0) -> None:
         self.planner = planner
         self.interval_s = interval_s
-        self._base: tuple[int, Fingerprint] | None = None  # (accepted plan, what it rested on)
+        self._base: tuple[int, Fingerprint] | None = None  # (accepted plan, what it rested on, as stored with it)
         self._proposed: Fingerprint | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-
-    def fingerprint(self, conn: psycopg.Connection[Any], now: datetime) -> Fingerprint:
-        down = frozenset((d.site, d.line) for d in self.planner.disruptions(conn, now))
-        stops = frozenset((str(s), a.isoformat(), b.isoformat()) for s, a, b in conn.execute(
-            "SELECT site_id, start_ts, end_ts FROM oee_planned_stops WHERE end_ts > %s", [now]).fetchall())
-        cals = frozenset((str(s), u.isoformat()) for s, u in conn.execute(
-            "SELECT site_id, updated_at FROM oee_site_config").fetchall())
-        return Fingerprint(down, stops, cals)
 
     def check_once(self, now: datetime | None = None) -> dict[str, Any] | None:
         """Propose a re-plan if capacity dropped where production orders are planned; the proposal or None."""
         now = now or datetime.now(UTC)
         with translate_errors(), psycopg.connect(self.planner.conninfo) as conn:
-            row = conn.execute("SELECT plan_id FROM plan_versions WHERE status = 'accepted'"
+            row = conn.execute("SELECT plan_id, basis FROM plan_versions WHERE status = 'accepted'"
                                " ORDER BY plan_id DESC LIMIT 1").fetchone()
             if row is None:
                 return None
-            current = self.fingerprint(conn, now)
+            current = self.planner.fingerprint(conn, now)
             if self._base is None or self._base[0] != int(row[0]):
-                self._base, self._proposed = (int(row[0]), current), None
-                return None
+                # What the accepted plan was built on: a drop between its proposal and now is news.
+                self._base, self._proposed = (int(row[0]), Fingerprint.of_json(row[1]) if row[1] else current), None
             base = self._base[1]
             news = current.news(base)
             if not news or current == self._proposed:

@@ -101,6 +101,7 @@ CREATE TABLE IF NOT EXISTS plan_versions (
     transport_cost      double precision NOT NULL,
     lower_bound         double precision,
     optimal             boolean NOT NULL DEFAULT false,
+    basis               jsonb,            -- what capacity the plan rested on (lines down, planned stops, calendars)
     decided_at          timestamptz,
     decided_by          text
 );
