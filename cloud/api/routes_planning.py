@@ -446,22 +446,31 @@ def _lot_json(r: dict[str, Any], principal: Principal) -> dict[str, Any] | None:
     return out
 
 
-async def _plan_row(conn: Conn, plan_id: int) -> dict[str, Any]:
+def _redact(plan: dict[str, Any], principal: Principal) -> dict[str, Any]:
+    """A re-plan's reason names the line that went down: only a cluster planner reads it."""
+    plan.pop("basis", None)  # what the plan rested on (every site's lines and stops): internal
+    if not _sees_all(principal) and str(plan.get("reason", "")).startswith("replan"):
+        plan["reason"] = "replan"
+    return plan
+
+
+async def _plan_row(conn: Conn, plan_id: int, principal: Principal) -> dict[str, Any]:
     cur = await conn.execute("SELECT * FROM plan_versions WHERE plan_id = %s", [plan_id])
     row = await cur.fetchone()
     if row is None:
         raise not_found("plan", plan_id)
     names = [d.name for d in cur.description or []]
-    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in zip(names, row, strict=True)}
+    return _redact({k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in zip(names, row, strict=True)},
+                   principal)
 
 
 @router.get("/plans", summary="Plan versions, newest first")
-async def list_plans(conn: Conn, _: Caller, limit: Annotated[int, Query(ge=1, le=200)] = 20) -> list[dict[str, Any]]:
+async def list_plans(conn: Conn, principal: Caller, limit: Annotated[int, Query(ge=1, le=200)] = 20) -> list[dict[str, Any]]:
     cur = await conn.execute("SELECT plan_id, created_at, created_by, status, reason, base_plan_id, solver, solve_s,"
                              " decided_at, decided_by FROM plan_versions ORDER BY plan_id DESC LIMIT %s", [limit])
     names = [d.name for d in cur.description or []]
-    return [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in zip(names, r, strict=True)}
-            for r in await cur.fetchall()]
+    return [_redact({k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in zip(names, r, strict=True)},
+                    principal) for r in await cur.fetchall()]
 
 
 @router.get("/plans/current", summary="The accepted plan (lots as the token may see them)")
@@ -475,7 +484,7 @@ async def current_plan(conn: Conn, principal: Caller) -> dict[str, Any]:
 
 @router.get("/plans/{plan_id}", summary="A plan with its lots (as the token may see them)")
 async def get_plan(plan_id: int, conn: Conn, principal: Caller) -> dict[str, Any]:
-    plan = await _plan_row(conn, plan_id)
+    plan = await _plan_row(conn, plan_id, principal)
     cur = await conn.execute("SELECT * FROM plan_lots WHERE plan_id = %s ORDER BY site_id, line_id, seq", [plan_id])
     names = [d.name for d in cur.description or []]
     lots = [_lot_json(dict(zip(names, r, strict=True)), principal) for r in await cur.fetchall()]
@@ -487,7 +496,7 @@ async def get_plan(plan_id: int, conn: Conn, principal: Caller) -> dict[str, Any
 
 @router.get("/plans/{plan_id}/diff", summary="What a plan changes against the plan it was built from")
 async def get_diff(plan_id: int, request: Request, conn: Conn, principal: Caller) -> dict[str, Any]:
-    plan = await _plan_row(conn, plan_id)
+    plan = await _plan_row(conn, plan_id, principal)
     base = plan["base_plan_id"]
     changes = await _sync(request, plan_diff, base, plan_id)
     visible = []

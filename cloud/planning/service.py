@@ -173,14 +173,18 @@ class Planner:
                 hours, cost = model.route(ln.site, o["site"])
                 tr_s[j, i], tr_c[j, i] = hours * 3600, cost
         current = self.current_families(conn, model)
+        # Changeovers per line as a family x family table, spread over the lots by fancy indexing.
+        fam_ids = sorted({lot.family for lot in lots} | set(current.values()))
+        fidx = np.array([fam_ids.index(lot.family) for lot in lots], np.int64)
         setup = np.zeros((m, n, n))
         init = np.zeros((m, n))
         for i, ln in enumerate(lines):
-            fams = [lot.family for lot in lots]
-            for a in range(n):
-                init[i, a] = model.changeover_min(ln, current.get(ln.key), fams[a]) * 60
-                for b in range(n):
-                    setup[i, a, b] = model.changeover_min(ln, fams[a], fams[b]) * 60
+            table = np.array([[model.changeover_min(ln, a, b) * 60 for b in fam_ids] for a in fam_ids]).reshape(
+                len(fam_ids), len(fam_ids))
+            setup[i] = table[fidx[:, None], fidx[None, :]]
+            now_family = current.get(ln.key)
+            if now_family is not None:
+                init[i] = table[fam_ids.index(now_family)][fidx]
         disruptions = self.disruptions(conn, now) + list(extra or [])
         unavailable = self.unavailable(conn, lines, now, disruptions)
         problem = Problem(

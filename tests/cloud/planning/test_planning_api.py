@@ -98,6 +98,13 @@ def test_orders_plan_accept_replan_and_isolation(pclient: TestClient, ptokens: P
     moved = {c["lot_id"] for c in proposal["changes"] if c["change"] == "moved"}
     assert moved == on_smt1
     assert all(c["to_line"] == "smt-2" for c in proposal["changes"] if c["change"] == "moved")
+    # A site reads that there is a re-plan, not which line of another site went down.
+    listed = {p["plan_id"]: p for p in pclient.get("/api/v1/planning/plans", headers=hefei).json()}
+    assert listed[proposal["plan_id"]]["reason"] == "replan" and "basis" not in listed[proposal["plan_id"]]
+    mine = pclient.get(f"/api/v1/planning/plans/{proposal['plan_id']}", headers=hefei).json()
+    assert "smt-1" not in str(mine) and "basis" not in mine
+    full = pclient.get(f"/api/v1/planning/plans/{proposal['plan_id']}", headers=planner).json()
+    assert full["reason"] == "replan: spindle failure"
     diff = pclient.get(f"/api/v1/planning/plans/{proposal['plan_id']}/diff", headers=hefei).json()["changes"]
     assert diff and all(c["to_line"] is None for c in diff)  # Hefei sees that its lots move, not the lines
     r = pclient.post(f"/api/v1/planning/plans/{proposal['plan_id']}/reject", headers=planner)

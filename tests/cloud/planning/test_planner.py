@@ -1,0 +1,58 @@
+"""The Problem the planner builds from the database: long orders split into lots across capable lines, rates
+from the capability and expected OEE, changeovers from the line's current family, a started production order
+kept first on its line with what is left of it."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import psycopg
+import pytest
+
+from zhizao.cloud.planning import capacity
+from zhizao.cloud.planning.service import MAX_LOT_H, Planner
+
+
+def test_split_rates_changeovers_and_started_lots(seeded: str) -> None:
+    now = datetime.now(UTC)
+    with psycopg.connect(seeded) as conn:
+        # 8000 BMS boards: ~ 44 h on one SMT line at 4/min x yield x expected OEE -> two lots.
+        conn.execute("INSERT INTO plan_orders (order_id, site_id, product_id, quantity, due_ts) VALUES"
+                     " ('big', 'ah-hefei', 'bms-slave', 8000, %s), ('small', 'js-suzhou', 'ecu-main', 300, %s)",
+                     [now + timedelta(days=5), now + timedelta(hours=8)])
+    planner = Planner(seeded)
+    with psycopg.connect(seeded) as conn:
+        built = planner.build(conn, now)
+    p = built.problem
+    big = [j for j, lot in enumerate(p.lots) if lot.order_id == "big"]
+    factor = capacity.A0 * capacity.P0
+    hours_alone = 8000 / (4.0 * 0.997) / 60 / factor
+    assert len(big) == math.ceil(hours_alone / MAX_LOT_H) == 2
+    assert sum(p.lots[j].quantity for j in big) == pytest.approx(8000)
+    smt1 = p.lines.index("js-suzhou/smt-1")
+    assert p.proc_s[big[0], smt1] == pytest.approx(p.lots[big[0]].quantity / (4.0 * 0.997) * 60 / factor)
+    assert np.isinf(p.proc_s[big[0], p.lines.index("ah-hefei/mod-1")])  # a module line makes no boards
+    assert p.transport_s[big[0], smt1] == 6.0 * 3600  # Suzhou -> Hefei by truck
+    small = next(j for j, lot in enumerate(p.lots) if lot.order_id == "small")
+    assert p.setup_s[smt1, small, big[0]] == 25 * 60 and p.setup_s[smt1, big[0], small] == 30 * 60
+    assert p.setup_s[smt1, big[0], big[1]] == 0.0  # lots of one family follow without a changeover
+    assert p.initial_setup_s[smt1].max() == 0.0  # nothing ran yet: the current family is unknown
+
+    # The plan is accepted and the ECU lot starts on its line: it stays first there, BMS lots after a changeover.
+    proposal = planner.propose("test", None, now=now)
+    planner.decide(proposal["plan_id"], True, "test", None)
+    with psycopg.connect(seeded) as conn:
+        row = conn.execute("SELECT po_id, line_id FROM production_orders WHERE order_id = 'small'").fetchone()
+        assert row is not None
+        conn.execute("UPDATE production_orders SET status = 'started', started_at = %s WHERE po_id = %s",
+                     [now, row[0]])
+        built = planner.build(conn, now + timedelta(minutes=5))
+    p = built.problem
+    line = p.lines.index(f"js-suzhou/{row[1]}")
+    (fixed,) = [f for f in p.fixed if f]
+    assert p.fixed[line] == fixed and p.lots[fixed[0]].order_id == "small"
+    assert p.lots[fixed[0]].quantity == 300  # no counts yet: all of it is left
+    bms = next(j for j, lot in enumerate(p.lots) if lot.order_id == "big")
+    assert p.initial_setup_s[line, bms] == 25 * 60  # the line now runs ECU boards
