@@ -28,7 +28,7 @@ class ReplanWatcher:
         self.planner = planner
         self.interval_s = interval_s
         self._base: tuple[int, Fingerprint] | None = None  # (accepted plan, what it rested on, as stored with it)
-        self._proposed: Fingerprint | None = None
+        self._seen: Fingerprint | None = None  # the last state looked at since the accepted plan
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -43,19 +43,20 @@ class ReplanWatcher:
             current = self.planner.fingerprint(conn, now)
             if self._base is None or self._base[0] != int(row[0]):
                 # What the accepted plan was built on: a drop between its proposal and now is news.
-                self._base, self._proposed = (int(row[0]), Fingerprint.of_json(row[1]) if row[1] else current), None
+                self._base, self._seen = (int(row[0]), Fingerprint.of_json(row[1]) if row[1] else current), None
             base = self._base[1]
-            news = current.news(base)
-            if not news or current == self._proposed:
-                if not news:  # capacity came back, or nothing changed: that is the new normal
-                    self._base = (int(row[0]), current)
+            if not current.news(base):  # capacity came back, or nothing changed: that is the new normal
+                self._base, self._seen = (int(row[0]), current), None
+                return None
+            news = current.news(self._seen or base)  # only what was not looked at already
+            self._seen = current
+            if not news:
                 return None
             busy_lines = {(str(s), str(ln)) for s, ln in conn.execute(
                 "SELECT DISTINCT site_id, line_id FROM production_orders WHERE status IN ('planned', 'started')").fetchall()}
         busy_sites = {s for s, _ in busy_lines}
         affected = [text for site, line, text in news
                     if (site, line) in busy_lines or (line is None and site in busy_sites)]
-        self._proposed = current
         if not affected:
             return None
         result = self.planner.propose("replan-watcher", None, reason="replan: " + "; ".join(affected), now=now)

@@ -58,3 +58,15 @@ def test_failure_and_planned_stop_propose_repaired_plans(seeded: str) -> None:
     with psycopg.connect(seeded) as conn:
         reason = conn.execute("SELECT reason FROM plan_versions WHERE plan_id = %s", [second["plan_id"]]).fetchone()
         assert reason is not None and "planned stop at js-suzhou" in reason[0]
+    # A calendar edit at Suzhou (through the API it bumps updated_at) is a third; one at Lingang, with nothing
+    # planned there, is none.
+    assert watcher.check_once(now) is None
+    with psycopg.connect(seeded) as conn:
+        conn.execute("UPDATE oee_site_config SET updated_at = now() + interval '1 second', source = 'api'"
+                     " WHERE site_id = 'sh-lingang'")
+    assert watcher.check_once(now) is None
+    with psycopg.connect(seeded) as conn:
+        conn.execute("UPDATE oee_site_config SET updated_at = now() + interval '1 second', source = 'api'"
+                     " WHERE site_id = 'js-suzhou'")
+    third = watcher.check_once(now)
+    assert third is not None and third["plan_id"] > second["plan_id"]
