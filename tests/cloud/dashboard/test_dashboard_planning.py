@@ -86,6 +86,13 @@ def test_planning_page_heat_map_gantt_diff_and_site_view(planning_cloud: tuple[s
         assert page.locator('table.diff tr[data-change="moved"]').count() == len(moved)
         page.get_by_role("button", name="Accept").click()
         page.locator("table.diff").wait_for(state="detached")
+        # Production orders of the accepted plan, one started by the button, with its progress bar.
+        rows = page.locator('table.pos tr[data-status="planned"]')
+        assert rows.count() >= 5
+        rows.first.get_by_role("button", name="Start").click()
+        page.locator('table.pos tr[data-status="started"]').wait_for()
+        assert page.locator('table.pos tr[data-status="started"] [role="progressbar"]').get_attribute(
+            "aria-valuenow") == "0"
         # Chinese
         page.locator("#lang").click()
         page.get_by_role("heading", name="集群计划").wait_for()

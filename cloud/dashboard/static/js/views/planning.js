@@ -117,6 +117,36 @@ function gantt(plan) {
   return svg;
 }
 
+/** The token's production orders per line with progress (good units counted since the start); operators
+ * start the next one and finish the running one. */
+function productionOrders(ctx, pos, who) {
+  if (!pos.length) return h("p", { class: "muted" }, t("plan.no.pos"));
+  const operator = ["operator", "engineer", "cluster-planner", "admin"].includes(who.role);
+  const act = (po, what) => async () => {
+    await send("POST", `planning/production-orders/${po.po_id}/${what}`);
+    ctx.rerender();
+  };
+  return h("table", { class: "pos", "aria-label": t("plan.pos") },
+    h("thead", {}, h("tr", {}, ...["plan.line", "plan.product", "plan.qty", "plan.planned", "plan.status", "plan.made", ""]
+      .map((k) => h("th", { scope: "col" }, k ? t(k) : "")))),
+    h("tbody", {}, ...pos.map((po) => {
+      const share = Math.max(0, Math.min(1, po.made / po.quantity));
+      return h("tr", { dataset: { po: po.po_id, status: po.status } },
+        h("td", {}, `${po.site_id}/${po.line_id}`), h("td", {}, po.product_id),
+        h("td", { class: "num" }, Math.round(po.quantity)),
+        h("td", {}, `${when(po.planned_start)} – ${when(po.planned_end)}`),
+        h("td", {}, t(`plan.po.${po.status}`)),
+        h("td", { class: "progress-cell" },
+          h("span", { class: "apq-bar", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": Math.round(po.quantity),
+            "aria-valuenow": Math.round(po.made) }, h("span", { class: "apq-fill", style: `width:${(share * 100).toFixed(1)}%` })),
+          h("span", { class: "small made" }, `${Math.round(po.made)} / ${Math.round(po.quantity)}`)),
+        h("td", {}, operator && po.status === "planned" ? h("button", { type: "button", class: "btn btn-small",
+          onclick: act(po, "start") }, t("plan.start"))
+          : operator && po.status === "started" ? h("button", { type: "button", class: "btn btn-small",
+            onclick: act(po, "finish") }, t("plan.finish")) : null));
+    })));
+}
+
 function diffTable(ctx, proposal, changes, who) {
   const body = changes.length ? h("table", { class: "diff", "aria-label": t("plan.diff") },
     h("thead", {}, h("tr", {}, ...["plan.lot", "plan.change", "plan.from", "plan.to", "plan.shift"].map(
@@ -144,8 +174,9 @@ export async function planning(ctx) {
   ctx.crumbs([[t("plan.title")]]);
   ctx.rerender = () => planning(ctx);
   const who = await me();
-  const [cap, orders, model, plans] = await Promise.all([
+  const [cap, orders, model, plans, pos] = await Promise.all([
     get("planning/capacity", { days: 7 }), get("planning/orders"), get("planning/model"), get("planning/plans"),
+    get("planning/production-orders"),
   ]);
   const proposal = plans.find((p) => p.status === "proposed");
   const accepted = plans.find((p) => p.status === "accepted");
@@ -168,6 +199,8 @@ export async function planning(ctx) {
     h("section", { class: "card", "aria-labelledby": "pl-gantt" },
       h("h2", { id: "pl-gantt", class: "card-title" }, current ? t("plan.current", { id: current.plan_id }) : t("plan.none")),
       current ? gantt(current) : null),
+    h("section", { class: "card", "aria-labelledby": "pl-pos" },
+      h("h2", { id: "pl-pos", class: "card-title" }, t("plan.pos")), productionOrders(ctx, pos, who)),
     h("section", { class: "card", "aria-labelledby": "pl-orders" },
       h("h2", { id: "pl-orders", class: "card-title" }, t("plan.orders")), orderBoard(ctx, orders, model, who, current))));
 }
