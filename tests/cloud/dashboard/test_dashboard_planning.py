@@ -37,6 +37,15 @@ def planning_cloud(fresh_database: str) -> Iterator[tuple[str, str, str]]:
                   ("sz-ecu-1", "js-suzhou", "ecu-main", 800, 12), ("sz-ecu-2", "js-suzhou", "ecu-tcu", 600, 20),
                   ("hf-mod-1", "ah-hefei", "mod-12s-280", 400, 30),
                   ("sh-c4-1", "sh-lingang", "crank-4c-15", 200, 16), ("sh-c6-1", "sh-lingang", "crank-6c-30", 100, 30)]
+        for i, (site, line, machine) in enumerate([("sh-lingang", "cnc-1", "cnc-1-m01"), ("js-suzhou", "smt-1", "smt-1-m01"),
+                                                   ("zj-shaoxing", "pack-1", "pack-1-m01"), ("ah-hefei", "mod-1", "mod-1-m01")]):
+            run = 6000 + 1000 * i  # availability 0.6, 0.7, 0.8, 0.9 of 10 000 planned seconds
+            conn.execute(
+                "INSERT INTO oee_windows (site_id, machine_id, line_id, kind, start_ts, end_ts, all_s, planned_s, run_s,"
+                " ideal_s, good_ideal_s, total, good, loss_failure_s, loss_setup_s, loss_minor_s, loss_speed_s,"
+                " loss_defect_s, loss_startup_s, stops, failures, microstops, flags) VALUES (%s, %s, %s, 'day', %s,"
+                " %s, 86400, 10000, %s, %s, %s, 10, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)",
+                [site, machine, line, now - timedelta(days=1), now, run, run, run])
         for oid, site, product, qty, due_h in orders:
             conn.execute("INSERT INTO plan_orders (order_id, site_id, product_id, quantity, due_ts) VALUES"
                          " (%s, %s, %s, %s, %s)", [oid, site, product, qty, now + timedelta(hours=due_h)])
@@ -109,4 +118,8 @@ def test_planning_page_heat_map_gantt_diff_and_site_view(planning_cloud: tuple[s
         labels = page.locator("svg.gantt .gantt-label").evaluate_all("els => els.map((e) => e.textContent)")
         assert labels and all(label.startswith("ah-hefei/") for label in labels)  # Suzhou's lines are not named
         assert "js-suzhou/smt" not in page.content()
+        everyone = page.locator('table.bench tr[data-kind="all"] td').nth(1)  # availability
+        assert everyone.inner_text().splitlines() == ["90.0 %", "67.5 % · 75.0 % · 82.5 %"]
+        module = page.locator('table.bench tr[data-kind="module-line"] td').nth(1)
+        assert "fewer than 3 sites" in module.inner_text()
         assert not errors, errors

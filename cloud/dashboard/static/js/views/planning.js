@@ -147,6 +147,26 @@ function productionOrders(ctx, pos, who) {
     })));
 }
 
+const pct = (v) => (v === null || v === undefined ? "–" : `${(v * 100).toFixed(1)} %`);
+
+/** A site's OEE, A, P, Q per line kind against the cluster's quartiles (none from fewer than three sites). */
+function benchmark(site, answer) {
+  const figures = ["oee", "availability", "performance", "quality"];
+  return h("table", { class: "pos bench", "aria-label": t("plan.bench", { site }) },
+    h("caption", { class: "card-title" }, t("plan.bench", { site })),
+    h("thead", {}, h("tr", {}, h("th", { scope: "col" }, t("plan.capability")),
+      ...figures.map((f) => h("th", { scope: "col" }, t(`plan.fig.${f}`))))),
+    h("tbody", {}, ...answer.kinds.map((k) => h("tr", { dataset: { kind: k.kind } },
+      h("th", { scope: "row" }, k.kind === "all" ? t("plan.all.lines") : k.kind),
+      ...figures.map((f) => {
+        const q = k.cluster?.[f];
+        return h("td", { class: "num" }, h("div", {}, pct(k.site?.[f])),
+          h("div", { class: "small muted" }, q ? `${pct(q.q1)} · ${pct(q.median)} · ${pct(q.q3)}`
+            : t("plan.few.sites", { n: answer.min_sites })));
+      })))),
+  );
+}
+
 function diffTable(ctx, proposal, changes, who) {
   const body = changes.length ? h("table", { class: "diff", "aria-label": t("plan.diff") },
     h("thead", {}, h("tr", {}, ...["plan.lot", "plan.change", "plan.from", "plan.to", "plan.shift"].map(
@@ -178,6 +198,8 @@ export async function planning(ctx) {
     get("planning/capacity", { days: 7 }), get("planning/orders"), get("planning/model"), get("planning/plans"),
     get("planning/production-orders"),
   ]);
+  const benchSites = who.sites ?? [];
+  const benches = await Promise.all(benchSites.map((site) => get("planning/benchmark", { site })));
   const proposal = plans.find((p) => p.status === "proposed");
   const accepted = plans.find((p) => p.status === "accepted");
   const [diff, current] = await Promise.all([
@@ -202,5 +224,7 @@ export async function planning(ctx) {
     h("section", { class: "card", "aria-labelledby": "pl-pos" },
       h("h2", { id: "pl-pos", class: "card-title" }, t("plan.pos")), productionOrders(ctx, pos, who)),
     h("section", { class: "card", "aria-labelledby": "pl-orders" },
-      h("h2", { id: "pl-orders", class: "card-title" }, t("plan.orders")), orderBoard(ctx, orders, model, who, current))));
+      h("h2", { id: "pl-orders", class: "card-title" }, t("plan.orders")), orderBoard(ctx, orders, model, who, current)),
+    ...benches.map((b, i) => h("div", { class: "card" }, benchmark(benchSites[i], b),
+      h("p", { class: "small muted" }, t("plan.bench.note", { days: b.days }))))));
 }
