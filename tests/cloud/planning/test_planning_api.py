@@ -137,3 +137,34 @@ def test_capacity_and_model_show_own_lines_and_the_cluster_aggregate(pclient: Te
     r = pclient.put("/api/v1/planning/transport/js-suzhou/ah-hefei", headers=bearer(ptokens.suzhou),
                     json={"hours": 1, "cost": 1})
     assert r.status_code == 403
+
+
+def test_master_data_edits_are_audited_and_survive_seeding_again(pclient: TestClient, ptokens: PlanTokens,
+                                                                  seeded: str) -> None:
+    from zhizao.cloud.planning.network import seed_network
+    from zhizao.seeds import load_scenario
+    from zhizao.seeds.network import load_network
+
+    planner = bearer(ptokens.planner)
+    r = pclient.put("/api/v1/planning/products/gateway-board", headers=planner,
+                    json={"name": "Telematics gateway board", "family_id": "ecu-board", "unit": "board"})
+    assert r.status_code == 200, r.text
+    r = pclient.put("/api/v1/planning/line-kinds/smt-line/makes/gateway-board", headers=planner,
+                    json={"rate_per_min": 2.5, "yield": 0.99})
+    assert r.status_code == 200, r.text
+    r = pclient.put("/api/v1/planning/line-kinds/smt-line/makes/ecu-main", headers=planner, json={"rate_per_min": 2.0})
+    assert r.status_code == 200
+    r = pclient.put("/api/v1/planning/line-kinds/smt-line/makes/ecu-main", headers=planner, json={"rate_per_min": -1})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "rate_per_min"
+    assert pclient.put("/api/v1/planning/line-kinds/no-such/makes/ecu-main", headers=planner,
+                       json={"rate_per_min": 1}).status_code == 404
+    assert pclient.put("/api/v1/planning/products/x", headers=bearer(ptokens.suzhou),
+                       json={"family_id": "ecu-board"}).status_code == 403
+    scenario = load_scenario()
+    seed_network(seeded, load_network(scenario=scenario), scenario)  # the seeds again: the API's edits stay
+    model = pclient.get("/api/v1/planning/model", headers=planner).json()
+    smt = next(k for k in model["line_kinds"] if k["kind_id"] == "smt-line")
+    rates = {c["product_id"]: c["rate_per_min"] for c in smt["makes"]}
+    assert rates["ecu-main"] == 2.0 and rates["gateway-board"] == 2.5 and rates["bms-slave"] == 4.0
+    assert count(seeded, "SELECT count(*) FROM audit_log WHERE action IN ('planning.product.put',"
+                         " 'planning.capability.put')") == 3
