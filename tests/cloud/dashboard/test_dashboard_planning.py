@@ -4,6 +4,7 @@ site engineer's view that holds no other site's lines or orders; English and Chi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,11 +33,15 @@ def planning_cloud(fresh_database: str) -> Iterator[tuple[str, str, str]]:
     seed_database(fresh_database, scenario)
     seed_network(fresh_database, load_network(scenario=scenario), scenario)
     now = datetime.now(UTC)
+    all_day = {"shifts": [{"name": "all", "start": "00:00", "hours": 24, "days": [1, 2, 3, 4, 5, 6, 7]}]}
     with psycopg.connect(fresh_database) as conn:
         orders = [("hf-bms-1", "ah-hefei", "bms-slave", 900, 10), ("hf-bms-2", "ah-hefei", "bms-master", 700, 14),
                   ("sz-ecu-1", "js-suzhou", "ecu-main", 800, 12), ("sz-ecu-2", "js-suzhou", "ecu-tcu", 600, 20),
                   ("hf-mod-1", "ah-hefei", "mod-12s-280", 400, 30),
                   ("sh-c4-1", "sh-lingang", "crank-4c-15", 200, 16), ("sh-c6-1", "sh-lingang", "crank-6c-30", 100, 30)]
+        # Around the clock at Suzhou and Lingang: the re-plan and the changeover below do not depend on the weekday.
+        conn.execute("UPDATE oee_site_config SET calendar = %s WHERE site_id IN ('js-suzhou', 'sh-lingang')",
+                     [json.dumps(all_day)])
         for i, (site, line, machine) in enumerate([("sh-lingang", "cnc-1", "cnc-1-m01"), ("js-suzhou", "smt-1", "smt-1-m01"),
                                                    ("zj-shaoxing", "pack-1", "pack-1-m01"), ("ah-hefei", "mod-1", "mod-1-m01")]):
             run = 6000 + 1000 * i  # availability 0.6, 0.7, 0.8, 0.9 of 10 000 planned seconds
@@ -86,7 +91,7 @@ def test_planning_page_heat_map_gantt_diff_and_site_view(planning_cloud: tuple[s
         fits(page)
         # smt-1 fails: the proposal moves its lots, shown as a diff.
         r = httpx.post(f"{url}/api/v1/planning/replan", headers=auth, timeout=30,
-                       json={"site": "js-suzhou", "line": "smt-1", "hours": 24})
+                       json={"site": "js-suzhou", "line": "smt-1", "hours": 96})
         assert r.status_code == 201, r.text
         moved = [c for c in r.json()["changes"] if c["change"] == "moved"]
         assert moved

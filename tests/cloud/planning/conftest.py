@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
@@ -28,13 +30,24 @@ class PlanTokens:
     admin_hefei: str  # admin of one site: not a cluster planner
 
 
+ALL_DAY = {"shifts": [{"name": "all", "start": "00:00", "hours": 24, "days": [1, 2, 3, 4, 5, 6, 7]}], "no_shift": []}
+
+
+def work_all_day(url: str, site: str) -> None:
+    """Give a site a 24/7 calendar, so a test's timing does not depend on the weekday it runs on."""
+    with psycopg.connect(url) as conn:
+        conn.execute("UPDATE oee_site_config SET calendar = %s WHERE site_id = %s", [json.dumps(ALL_DAY), site])
+
+
 @pytest.fixture
 def seeded(fresh_database: str) -> str:
-    """A migrated database holding the seeded cluster and network."""
+    """A migrated database holding the seeded cluster and network; Suzhou (the SMT lines the tests re-plan)
+    works around the clock."""
     apply_migrations(fresh_database, horizons=TimescaleHorizons(use_timescale=False))
     scenario = load_scenario()
     seed_database(fresh_database, scenario)
     seed_network(fresh_database, load_network(scenario=scenario), scenario)
+    work_all_day(fresh_database, "js-suzhou")
     return fresh_database
 
 

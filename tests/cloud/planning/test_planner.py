@@ -56,3 +56,28 @@ def test_split_rates_changeovers_and_started_lots(seeded: str) -> None:
     assert p.lots[fixed[0]].quantity == 300  # no counts yet: all of it is left
     bms = next(j for j, lot in enumerate(p.lots) if lot.order_id == "big")
     assert p.initial_setup_s[line, bms] == 25 * 60  # the line now runs ECU boards
+
+
+def test_any_solver_is_timed_by_the_one_evaluator(seeded: str) -> None:
+    """A solver passed to the Planner (here one that puts every lot on its fastest line and forgets the last):
+    its sequences are stored with our times and figures, the forgotten lot appended, its name kept."""
+    from zhizao.cloud.planning.problem import Plan, Problem
+
+    now = datetime.now(UTC)
+    with psycopg.connect(seeded) as conn:
+        for i in range(3):
+            conn.execute("INSERT INTO plan_orders (order_id, site_id, product_id, quantity, due_ts) VALUES"
+                         " (%s, 'js-suzhou', 'ecu-main', 100, %s)", [f"o{i}", now + timedelta(hours=3 + i)])
+
+    def fastest(problem: Problem, time_limit_s: float, warm_start: Plan | None = None, seed: int = 0) -> Plan:
+        seqs: list[list[int]] = [[] for _ in problem.lines]
+        for j in range(len(problem.lots) - 1):
+            seqs[int(np.argmin(problem.proc_s[j]))].append(j)
+        return Plan(sequences=seqs, solver="fastest-line", lower_bound=0.0, weighted_tardiness=-1.0)
+
+    result = Planner(seeded, solver=fastest).propose("test", None, now=now)
+    assert result["solver"] == "fastest-line" and result["lots"] == 3
+    with psycopg.connect(seeded) as conn:
+        row = conn.execute("SELECT weighted_tardiness, lower_bound, (SELECT count(*) FROM plan_lots WHERE plan_id = %s)"
+                           " FROM plan_versions WHERE plan_id = %s", [result["plan_id"], result["plan_id"]]).fetchone()
+    assert row is not None and row[0] >= 0.0 and row[1:] == (0.0, 3)  # our figure, not the solver's -1; 3 lots

@@ -87,11 +87,11 @@ def test_orders_plan_accept_replan_and_isolation(pclient: TestClient, ptokens: P
     assert pos and {p["site_id"] for p in pos} == {"js-suzhou"}
     assert all(p["order_id"] is None for p in pos if p["product_id"].startswith("bms"))
 
-    # smt-1 goes down for two days: the re-plan moves its lots to smt-2 and says so.
+    # smt-1 goes down for four days: the re-plan moves its lots to smt-2 and says so.
     on_smt1 = {lot["lot_id"] for lot in plan["lots"] if lot["line_id"] == "smt-1"}
     assert on_smt1
     r = pclient.post("/api/v1/planning/replan", headers=planner,
-                     json={"site": "js-suzhou", "line": "smt-1", "hours": 48, "reason": "spindle failure"})
+                     json={"site": "js-suzhou", "line": "smt-1", "hours": 96, "reason": "spindle failure"})
     assert r.status_code == 201, r.text
     proposal = r.json()
     assert proposal["solve_s"] < 1.0 and proposal["base_plan_id"] == first["plan_id"]
