@@ -153,6 +153,35 @@ async def put_capability(kind: Id, product: Id, conn: Conn, principal: ClusterPl
             "counts_per_unit": body.counts_per_unit}
 
 
+class LineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind_id: Id
+    output_machine: str | None = Field(default=None, description="machine id, or 'all' (default: the line's last machine id in sort order)")
+
+
+@router.put("/lines/{site}/{line}", summary="Which kind a line is (what it makes) and its output machine (engineer)")
+async def put_line(site: SiteId, line: LineId, conn: Conn, scope: Scope, principal: Engineer,
+                   body: Annotated[LineIn, Body()]) -> dict[str, Any]:
+    if not scope.sees(site):
+        raise not_found("line", f"{site}/{line}")
+    cur = await conn.execute("SELECT machine_id FROM machines WHERE site_id = %s AND line_id = %s ORDER BY machine_id",
+                             [site, line])
+    machines = [str(r[0]) for r in await cur.fetchall()]
+    if not machines:
+        raise not_found("line", f"{site}/{line}")
+    cur = await conn.execute("SELECT 1 FROM plan_line_kinds WHERE kind_id = %s", [body.kind_id])
+    if await cur.fetchone() is None:
+        raise bad_request("kind_id", body.kind_id, "not a line kind (GET /planning/model)")
+    output = body.output_machine or machines[-1]
+    if output != "all" and output not in machines:
+        raise bad_request("output_machine", output, f"not a machine of {site}/{line} (or 'all')")
+    await conn.execute("INSERT INTO plan_lines (site_id, line_id, kind_id, output_machine, source) VALUES"
+                       " (%s, %s, %s, %s, 'api') ON CONFLICT (site_id, line_id) DO UPDATE SET kind_id = excluded.kind_id,"
+                       " output_machine = excluded.output_machine, source = 'api'", [site, line, body.kind_id, output])
+    await _audit(conn, principal, "planning.line.put", site, line, {"kind_id": body.kind_id, "output_machine": output})
+    return {"site_id": site, "line_id": line, "kind_id": body.kind_id, "output_machine": output}
+
+
 class ChangeoverIn(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     from_family: Id

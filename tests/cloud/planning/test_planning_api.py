@@ -160,11 +160,22 @@ def test_master_data_edits_are_audited_and_survive_seeding_again(pclient: TestCl
                        json={"rate_per_min": 1}).status_code == 404
     assert pclient.put("/api/v1/planning/products/x", headers=bearer(ptokens.suzhou),
                        json={"family_id": "ecu-board"}).status_code == 403
+    # Suzhou's engineer makes smt-2 a packing line (what it can make follows its kind); not a line elsewhere.
+    suzhou = bearer(ptokens.suzhou)
+    r = pclient.put("/api/v1/planning/lines/js-suzhou/smt-2", headers=suzhou, json={"kind_id": "packing-line"})
+    assert r.status_code == 200 and r.json()["output_machine"] == "smt-2-m05", r.text
+    r = pclient.put("/api/v1/planning/lines/js-suzhou/smt-2", headers=suzhou,
+                    json={"kind_id": "smt-line", "output_machine": "pack-1-m01"})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "output_machine"
+    assert pclient.put("/api/v1/planning/lines/ah-hefei/mod-1", headers=suzhou,
+                       json={"kind_id": "smt-line"}).status_code == 404
     scenario = load_scenario()
     seed_network(seeded, load_network(scenario=scenario), scenario)  # the seeds again: the API's edits stay
     model = pclient.get("/api/v1/planning/model", headers=planner).json()
     smt = next(k for k in model["line_kinds"] if k["kind_id"] == "smt-line")
     rates = {c["product_id"]: c["rate_per_min"] for c in smt["makes"]}
     assert rates["ecu-main"] == 2.0 and rates["gateway-board"] == 2.5 and rates["bms-slave"] == 4.0
+    kinds = {(ln["site_id"], ln["line_id"]): ln["kind_id"] for ln in model["lines"]}
+    assert kinds[("js-suzhou", "smt-2")] == "packing-line" and kinds[("js-suzhou", "smt-1")] == "smt-line"
     assert count(seeded, "SELECT count(*) FROM audit_log WHERE action IN ('planning.product.put',"
                          " 'planning.capability.put')") == 3
