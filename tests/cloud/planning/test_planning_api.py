@@ -86,6 +86,11 @@ def test_orders_plan_accept_replan_and_isolation(pclient: TestClient, ptokens: P
     pos = pclient.get("/api/v1/planning/production-orders", headers=suzhou).json()
     assert pos and {p["site_id"] for p in pos} == {"js-suzhou"}
     assert all(p["order_id"] is None for p in pos if p["product_id"].startswith("bms"))
+    # Another site's production orders: 404, whatever the role; a viewer may not start one of its own.
+    assert pclient.post(f"/api/v1/planning/production-orders/{pos[0]['po_id']}/start", headers=hefei).status_code == 404
+    assert pclient.get("/api/v1/planning/production-orders?site=js-suzhou", headers=hefei).status_code == 404
+    assert pclient.get("/api/v1/planning/production-orders", headers=hefei).json() == [
+        p for p in pclient.get("/api/v1/planning/production-orders", headers=planner).json() if p["site_id"] == "ah-hefei"]
 
     # smt-1 goes down for four days: the re-plan moves its lots to smt-2 and says so.
     on_smt1 = {lot["lot_id"] for lot in plan["lots"] if lot["line_id"] == "smt-1"}
