@@ -232,8 +232,8 @@ class Planner:
         return tuple(out)
 
     def disruptions(self, conn: Conn, now: datetime) -> list[Disruption]:
-        """Lines with a machine now in a failure (18xxxx-19xxxx) or in an unplanned stop for over FAILURE_MIN_S:
-        unavailable for REPAIR_GUESS_S from now."""
+        """Lines with a machine now in a failure (18-20xxxx, 22xxxx) or in an unspecified, material or operator stop
+        for over FAILURE_MIN_S: unavailable for REPAIR_GUESS_S from now."""
         out: dict[tuple[str, str], Disruption] = {}
         rows = conn.execute(
             "SELECT DISTINCT ON (c.site_id, c.machine_id) c.site_id, m.line_id, c.machine_id, c.ts, c.code"
@@ -243,8 +243,9 @@ class Planner:
             [now - timedelta(days=2)]).fetchall()
         for site, line, machine, ts, code in rows:
             base = int(code) // 10_000
-            failure = base in (18, 19)
-            long_stop = base in (4, 10, 11, 12, 13, 14, 20, 22) and (now - ts).total_seconds() >= FAILURE_MIN_S
+            failure = base in (18, 19, 20, 22)  # equipment, external, interference, technical other
+            # Unspecified, material and operator stops count once they last; a changeover or setup is planned work.
+            long_stop = base in (4, 6, 7, 8, 9, 14) and (now - ts).total_seconds() >= FAILURE_MIN_S
             if failure or long_stop:
                 why = f"{machine}: state {code} since {ts.isoformat()}"
                 out.setdefault((str(site), str(line)), Disruption(str(site), str(line), now,

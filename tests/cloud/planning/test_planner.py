@@ -81,3 +81,15 @@ def test_any_solver_is_timed_by_the_one_evaluator(seeded: str) -> None:
         row = conn.execute("SELECT weighted_tardiness, lower_bound, (SELECT count(*) FROM plan_lots WHERE plan_id = %s)"
                            " FROM plan_versions WHERE plan_id = %s", [result["plan_id"], result["plan_id"]]).fetchone()
     assert row is not None and row[0] >= 0.0 and row[1:] == (0.0, 3)  # our figure, not the solver's -1; 3 lots
+
+
+def test_which_stops_take_a_line_down(seeded: str) -> None:
+    """A failure at once; an unspecified stop after ten minutes; a changeover never (it is planned work)."""
+    now = datetime.now(UTC)
+    with psycopg.connect(seeded) as conn:
+        conn.execute("INSERT INTO oee_state_changes (site_id, machine_id, ts, code) VALUES"
+                     " ('js-suzhou', 'smt-1-m01', %s, 180001), ('js-suzhou', 'smt-2-m01', %s, 40000),"
+                     " ('ah-hefei', 'mod-1-m01', %s, 40000), ('ah-hefei', 'mod-2-m01', %s, 100000)",
+                     [now, now - timedelta(minutes=11), now - timedelta(minutes=2), now - timedelta(hours=1)])
+        down = {(d.site, d.line) for d in Planner(seeded).disruptions(conn, now)}
+    assert down == {("js-suzhou", "smt-1"), ("js-suzhou", "smt-2")}
