@@ -123,9 +123,14 @@ class Planner:
                               "release": r[7]}
                   for r in conn.execute("SELECT order_id, site_id, product_id, quantity, due_ts, weight, allowed_sites,"
                                         " release_ts FROM plan_orders WHERE status = 'open' ORDER BY order_id").fetchall()}
-        started = {(str(r[0]), str(r[1])): (str(r[2]), str(r[3]), r[4], float(r[5]))
-                   for r in conn.execute("SELECT order_id, lot_id, site_id, line_id, started_at, quantity FROM"
-                                         " production_orders WHERE status = 'started'").fetchall()}
+        started: dict[str, list[tuple[str, str, str, datetime, float]]] = {}
+        for oid, lot_id, site, line, at, qty in conn.execute(
+                "SELECT order_id, lot_id, site_id, line_id, started_at, quantity FROM production_orders"
+                " WHERE status = 'started' ORDER BY started_at").fetchall():
+            started.setdefault(str(oid), []).append((str(lot_id), str(site), str(line), at, float(qty)))
+        taken = {str(oid): (float(q), list(ids)) for oid, q, ids in conn.execute(
+            "SELECT order_id, sum(quantity), array_agg(lot_id) FROM production_orders"
+            " WHERE status IN ('started', 'done') GROUP BY order_id").fetchall()}
         origin = now.timestamp()
         lots: list[Lot] = []
         fixed: dict[str, list[int]] = {}
@@ -136,28 +141,33 @@ class Planner:
             family = model.products[o["product"]][0]
             due = o["due"].timestamp() - origin
             release = max(0.0, o["release"].timestamp() - origin) if o["release"] else 0.0
+            # A started lot keeps its line (first there) with what is not counted yet.
+            for lot_id, site, line, at, qty in started.get(o["order_id"], []):
+                pinned = next((ln for ln in lines if ln.site == site and ln.line == line), None)
+                left = max(qty - self.progress_units(conn, site, line, o["product"], at), 0.0)
+                if pinned is None or left <= 0 or model.makes(pinned, o["product"]) is None:
+                    continue
+                fixed.setdefault(pinned.key, []).append(len(lots))
+                lots.append(Lot(lot_id, o["order_id"], o["product"], family, left, due, o["weight"], release))
+                lot_lines.append((len(lots) - 1, pinned))
+            # The rest of the order (not started, not made) is planned freely, split when it is long.
+            done_qty, used_ids = taken.get(o["order_id"], (0.0, []))
+            rest = o["quantity"] - done_qty
             capable = [ln for ln in lines if self._can(model, ln, o)]
-            if not capable:
+            if rest <= 1e-9 or not capable:
                 continue
-            mine = [(lot, v) for (oid, lot), v in started.items() if oid == o["order_id"]]
-            if mine:  # a started lot keeps its line; the rest of the order is one more lot
-                for lot_id, (site, line, at, qty) in mine:
-                    done = self.progress_units(conn, site, line, o["product"], at)
-                    left = max(qty - done, 0.0)
-                    ln_ = next((ln for ln in lines if ln.site == site and ln.line == line), None)
-                    if ln_ is None or left <= 0:
-                        continue
-                    fixed.setdefault(ln_.key, []).append(len(lots))
-                    lots.append(Lot(lot_id, o["order_id"], o["product"], family, left, due, o["weight"], release))
-                    lot_lines.append((len(lots) - 1, ln_))
-                continue
-            best_h = min(o["quantity"] / (c.rate_per_min * c.yield_) / 60
+            best_h = min(rest / (c.rate_per_min * c.yield_) / 60
                          / (expected[ln.key].availability * expected[ln.key].performance)
                          for ln in capable if (c := model.makes(ln, o["product"])) is not None)
             k = min(MAX_LOTS, len(capable) * 2, max(1, math.ceil(best_h / MAX_LOT_H)))
-            for i in range(k):
-                lot_id = o["order_id"] if k == 1 else f"{o['order_id']}.{i + 1}"
-                lots.append(Lot(lot_id, o["order_id"], o["product"], family, o["quantity"] / k, due, o["weight"], release))
+            ids = [o["order_id"]] if k == 1 and not used_ids else []
+            i = 0
+            while len(ids) < k:
+                i += 1
+                if f"{o['order_id']}.{i}" not in used_ids:
+                    ids.append(f"{o['order_id']}.{i}")
+            for lot_id in ids:
+                lots.append(Lot(lot_id, o["order_id"], o["product"], family, rest / k, due, o["weight"], release))
                 lot_lines.append((len(lots) - 1, None))
         n, m = len(lots), len(lines)
         proc = np.full((n, m), np.inf)

@@ -57,6 +57,15 @@ def test_split_rates_changeovers_and_started_lots(seeded: str) -> None:
     bms = next(j for j, lot in enumerate(p.lots) if lot.order_id == "big")
     assert p.initial_setup_s[line, bms] == 25 * 60  # the line now runs ECU boards
 
+    # One lot of the split order starts too: it is fixed, the other keeps its id and quantity.
+    with psycopg.connect(seeded) as conn:
+        conn.execute("UPDATE production_orders SET status = 'started', started_at = %s WHERE lot_id = 'big.1'"
+                     " AND status = 'planned'", [now])
+        p = planner.build(conn, now + timedelta(minutes=5)).problem
+    big_lots = {lot.id: lot.quantity for lot in p.lots if lot.order_id == "big"}
+    assert big_lots == {"big.1": 4000, "big.2": 4000}
+    assert sum(1 for f in p.fixed for j in f if p.lots[j].id == "big.1") == 1
+
 
 def test_any_solver_is_timed_by_the_one_evaluator(seeded: str) -> None:
     """A solver passed to the Planner (here one that puts every lot on its fastest line and forgets the last):
