@@ -60,8 +60,13 @@ def run_sync(request: Request, fn: Any, *args: Any) -> Any:
     return asyncio.to_thread(run)
 
 
-async def audit(conn: Conn, principal: Principal, action: str, site: str | None, target: str, detail: Any) -> None:
+async def audit(conn: Conn, principal: Principal, action: str, site: str | None, target: str, detail: Any,
+                *, commit: bool = True) -> None:
+    """Write the audit-log row of a change and commit it with the change (unless a transaction block holds it):
+    the answer is sent only once the change is visible to every reader."""
     await conn.execute(
         "INSERT INTO audit_log (token_id, actor, action, site_id, target, detail) VALUES (%s, %s, %s, %s, %s, %s)",
         [principal.token_id, principal.name, action, site, target, json.dumps(detail, default=str)])
+    if commit:
+        await conn.commit()
 

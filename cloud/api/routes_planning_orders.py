@@ -98,7 +98,7 @@ async def _check_sites(conn: Conn, sites: list[str] | None, field: str) -> None:
             raise bad_request(field, s, "not a site of the cluster")
 
 
-async def _insert_order(conn: Conn, body: OrderIn, principal: Principal) -> dict[str, Any]:
+async def _insert_order(conn: Conn, body: OrderIn, principal: Principal, *, commit: bool = True) -> dict[str, Any]:
     order_id = body.order_id or f"o-{uuid.uuid4().hex[:10]}"
     cur = await conn.execute(
         f"INSERT INTO plan_orders (order_id, site_id, product_id, quantity, due_ts, weight, allowed_sites, release_ts,"
@@ -109,7 +109,8 @@ async def _insert_order(conn: Conn, body: OrderIn, principal: Principal) -> dict
     row = await cur.fetchone()
     if row is None:
         raise ApiError(409, f"order_id={order_id!r}: an order with this id exists", "order_id", order_id)
-    await audit(conn, principal, "planning.order.create", body.site_id, order_id, body.model_dump(mode="json"))
+    await audit(conn, principal, "planning.order.create", body.site_id, order_id, body.model_dump(mode="json"),
+                commit=commit)
     return _order_json(row)
 
 
@@ -208,5 +209,6 @@ async def import_orders(request: Request, conn: Conn, scope: Scope, principal: E
     out = []
     async with conn.transaction():
         for body in bodies:
-            out.append(await _insert_order(conn, body, principal))
+            out.append(await _insert_order(conn, body, principal, commit=False))
+    await conn.commit()
     return {"imported": len(out), "orders": out}
