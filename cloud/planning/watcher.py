@@ -30,6 +30,7 @@ class ReplanWatcher:
         self._base: tuple[int, Fingerprint] | None = None  # (accepted plan, what it rested on, as stored with it)
         self._seen: Fingerprint | None = None  # the last state looked at since the accepted plan
         self._stop = threading.Event()
+        self._db_down = False
         self._thread: threading.Thread | None = None
 
     def check_once(self, now: datetime | None = None) -> dict[str, Any] | None:
@@ -79,7 +80,12 @@ class ReplanWatcher:
         while not self._stop.wait(self.interval_s):
             try:
                 self.check_once()
-            except StorageError as exc:  # the database is away: try again next round
-                log.warning("re-plan check failed: %s", exc)
+                if self._db_down:
+                    log.warning("re-plan watcher: database back")
+                    self._db_down = False
+            except StorageError as exc:  # the database is away: said once, tried again next round
+                if not self._db_down:
+                    log.warning("re-plan watcher: database unavailable, will retry: %s", exc)
+                    self._db_down = True
             except Exception:  # one bad round must not end re-planning
                 log.exception("re-plan check failed")
