@@ -51,6 +51,8 @@ def _lot_json(r: dict[str, Any], principal: Principal) -> dict[str, Any] | None:
         out["lot_id"] = None
         out["due_ts"] = None
     if not makes and not sees_all(principal):
+        if out.get("why_late"):  # "capacity: site/line is busy ...": the site, not its line
+            out["why_late"] = str(out["why_late"]).replace(f"{r['site_id']}/{r['line_id']}", str(r["site_id"]))
         out["line_id"] = None
     return out
 

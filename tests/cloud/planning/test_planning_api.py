@@ -184,3 +184,19 @@ def test_master_data_edits_are_audited_and_survive_seeding_again(pclient: TestCl
     assert kinds[("js-suzhou", "smt-2")] == "packing-line" and kinds[("js-suzhou", "smt-1")] == "smt-line"
     assert count(seeded, "SELECT count(*) FROM audit_log WHERE action IN ('planning.product.put',"
                          " 'planning.capability.put')") == 3
+
+
+def test_why_late_names_another_site_but_not_its_line(pclient: TestClient, ptokens: PlanTokens) -> None:
+    hefei, planner = bearer(ptokens.hefei), bearer(ptokens.planner)
+    # Each lot alone arrives in time (~3.3 h on a line + 6 h by truck), four on two lines do not.
+    for i in range(4):
+        r = pclient.post("/api/v1/planning/orders", headers=hefei, json={
+            "order_id": f"rush-{i}", "site_id": "ah-hefei", "product_id": "bms-slave", "quantity": 600,
+            "due": _due(10 + i / 2)})
+        assert r.status_code == 201
+    plan_id = pclient.post("/api/v1/planning/plans", headers=planner).json()["plan_id"]
+    full = pclient.get(f"/api/v1/planning/plans/{plan_id}", headers=planner).json()["lots"]
+    assert any("js-suzhou/smt-" in (lot["why_late"] or "") for lot in full)
+    mine = pclient.get(f"/api/v1/planning/plans/{plan_id}", headers=hefei).json()["lots"]
+    late = [lot for lot in mine if lot["why_late"]]
+    assert late and all("smt-" not in lot["why_late"] and lot["line_id"] is None for lot in late)
