@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
@@ -173,6 +174,21 @@ async def cancel_order(order_id: str, conn: Conn, scope: Scope, principal: Engin
     return _order_json(await _own_order(conn, scope, order_id))
 
 
+_RELATIVE = re.compile(r"^\+(\d+(?:\.\d+)?)([hd])$")
+
+
+def _relative(value: str, now: datetime, field: str) -> str:
+    """`+36h` / `+2d` from now as ISO 8601; anything else unchanged (the model checks it)."""
+    m = _RELATIVE.match(value)
+    if m is None:
+        return value
+    amount = float(m.group(1))
+    if amount > 3650:
+        raise bad_request(field, value, "more than 3650 hours or days ahead")
+    delta = timedelta(hours=amount) if m.group(2) == "h" else timedelta(days=amount)
+    return (now + delta).isoformat()
+
+
 CSV_COLUMNS = ("order_id", "site_id", "product_id", "quantity", "due", "weight", "allowed_sites", "release", "note")
 
 
@@ -180,7 +196,8 @@ CSV_COLUMNS = ("order_id", "site_id", "product_id", "quantity", "due", "weight",
              openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}}})
 async def import_orders(request: Request, conn: Conn, scope: Scope, principal: Engineer) -> dict[str, Any]:
     """Header row with `site_id, product_id, quantity, due` and optionally `order_id, weight, allowed_sites`
-    (separated by `;`), `release`, `note`. An error names the row (1 = the first data row) and the column."""
+    (separated by `;`), `release`, `note`. `due` and `release` are ISO 8601 with a zone or `+36h` / `+2d` from
+    now. An error names the row (1 = the first data row) and the column."""
     text = (await request.body()).decode("utf-8-sig", errors="replace")
     reader = csv.DictReader(io.StringIO(text))
     missing = [c for c in ("site_id", "product_id", "quantity", "due") if c not in (reader.fieldnames or [])]
@@ -190,10 +207,14 @@ async def import_orders(request: Request, conn: Conn, scope: Scope, principal: E
     if unknown:
         raise bad_request("header", unknown[0], f"unknown column (allowed: {', '.join(CSV_COLUMNS)})")
     bodies = []
+    now = datetime.now(UTC)
     for i, raw in enumerate(reader, start=1):
         data: dict[str, Any] = {k: v.strip() for k, v in raw.items() if k and v is not None and v.strip() != ""}
         if "allowed_sites" in data:
             data["allowed_sites"] = [s.strip() for s in data["allowed_sites"].split(";") if s.strip()]
+        for key in ("due", "release"):
+            if key in data:
+                data[key] = _relative(data[key], now, f"row {i}.{key}")
         try:
             body = OrderIn.model_validate(data)
         except ValidationError as exc:

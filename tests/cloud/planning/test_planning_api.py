@@ -186,6 +186,23 @@ def test_master_data_edits_are_audited_and_survive_seeding_again(pclient: TestCl
                          " 'planning.capability.put')") == 3
 
 
+def test_the_sample_orders_import_with_relative_due_dates(pclient: TestClient, ptokens: PlanTokens) -> None:
+    from zhizao.seeds import SEEDS_DIR
+
+    text = (SEEDS_DIR / "orders-sample.csv").read_text(encoding="utf-8")
+    r = pclient.post("/api/v1/planning/orders/import", headers={**bearer(ptokens.planner), "Content-Type": "text/csv"},
+                     content=text)
+    assert r.status_code == 201, r.text
+    orders = r.json()["orders"]
+    assert len(orders) == 12 and {o["site_id"] for o in orders} == {"ah-hefei", "js-suzhou", "sh-lingang", "zj-shaoxing"}
+    due = {o["order_id"]: datetime.fromisoformat(o["due"]) for o in orders}
+    assert timedelta(hours=29) < due["hf-bms-101"] - datetime.now(UTC) <= timedelta(hours=30)
+    r = pclient.post("/api/v1/planning/orders/import", headers={**bearer(ptokens.planner), "Content-Type": "text/csv"},
+                     content="site_id,product_id,quantity,due\nah-hefei,mod-12s-280,5,+9999d\n")
+    assert r.status_code == 400 and r.json()["error"]["field"] == "row 1.due"
+    assert pclient.post("/api/v1/planning/plans", headers=bearer(ptokens.planner)).json()["lots"] >= 12
+
+
 def test_why_late_names_another_site_but_not_its_line(pclient: TestClient, ptokens: PlanTokens) -> None:
     hefei, planner = bearer(ptokens.hefei), bearer(ptokens.planner)
     # Each lot alone arrives in time (~3.3 h on a line + 6 h by truck), four on two lines do not.
