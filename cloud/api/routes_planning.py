@@ -32,7 +32,8 @@ from zhizao.cloud.api.planning_common import (
     sees_all,
 )
 from zhizao.cloud.auth import Principal
-from zhizao.cloud.planning.service import Disruption, plan_diff
+from zhizao.cloud.planning.basis import Disruption
+from zhizao.cloud.planning.diff import plan_diff
 
 router = APIRouter(prefix="/api/v1/planning", tags=["planning"])
 router.include_router(routes_planning_network.router)

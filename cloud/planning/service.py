@@ -24,12 +24,13 @@ from zhizao.cloud.auth import audit_params
 from zhizao.cloud.oee.calendar import SiteCalendar
 from zhizao.cloud.oee.store import load_site
 from zhizao.cloud.planning import greedy
+from zhizao.cloud.planning.basis import Disruption, Fingerprint
 from zhizao.cloud.planning.capacity import Expected, expected_ap, net_intervals
 from zhizao.cloud.planning.network import LineInfo, NetworkModel, load_model
 from zhizao.cloud.planning.problem import Lot, Plan, Problem
 from zhizao.cloud.storage.db import translate_errors
 
-__all__ = ["DEFAULT_REPAIR", "DEFAULT_SOLVER", "Built", "Disruption", "Fingerprint", "Planner", "plan_diff"]
+__all__ = ["DEFAULT_REPAIR", "DEFAULT_SOLVER", "Built", "Planner"]
 
 log = logging.getLogger(__name__)
 Conn = psycopg.Connection[Any]
@@ -44,42 +45,6 @@ MAX_LOT_H = 24.0  # an order longer than this on its fastest line is split into 
 MAX_LOTS = 8
 FAILURE_MIN_S = 600.0  # an unplanned stop this long (or a failure) makes a line unavailable ...
 REPAIR_GUESS_S = 2 * 3600.0  # ... for this long from now, unless the engineer says how long
-
-
-@dataclass(frozen=True)
-class Disruption:
-    """A line that cannot produce in [start, end) (a failure, a long stop, a declared outage)."""
-
-    site: str
-    line: str
-    start: datetime
-    end: datetime
-    why: str
-
-
-@dataclass(frozen=True)
-class Fingerprint:
-    """What capacity rests on: lines down, planned stops per site, calendar versions per site."""
-
-    down: frozenset[tuple[str, str]]
-    stops: frozenset[tuple[str, str, str]]  # (site, start, end)
-    calendars: frozenset[tuple[str, str]]  # (site, updated_at)
-
-    def news(self, base: Fingerprint) -> list[tuple[str, str | None, str]]:
-        """What this fingerprint has that `base` had not: (site, line or None for the whole site, in words)."""
-        out: list[tuple[str, str | None, str]] = [(s, ln, f"{s}/{ln} down") for s, ln in sorted(self.down - base.down)]
-        out += [(s, None, f"planned stop at {s} {a}..{b}") for s, a, b in sorted(self.stops - base.stops)]
-        out += [(s, None, f"calendar of {s} changed") for s in sorted({s for s, _ in self.calendars - base.calendars})]
-        return out
-
-    def to_json(self) -> dict[str, Any]:
-        return {"down": sorted(self.down), "stops": sorted(self.stops), "calendars": sorted(self.calendars)}
-
-    @classmethod
-    def of_json(cls, data: dict[str, Any]) -> Fingerprint:
-        return cls(frozenset(tuple(x) for x in data.get("down", [])),
-                   frozenset(tuple(x) for x in data.get("stops", [])),
-                   frozenset(tuple(x) for x in data.get("calendars", [])))
 
 
 @dataclass
@@ -437,35 +402,4 @@ def _checked(problem: Problem, plan: Plan, took_s: float) -> Plan:
     out.lower_bound, out.optimal = plan.lower_bound, plan.optimal
     if plan.why_late:
         out.why_late.update(plan.why_late)
-    return out
-
-
-def plan_diff(conn: Conn, base_id: int | None, plan_id: int) -> list[dict[str, Any]]:
-    """What a plan changes against its base: lots moved to another line or site, retimed (> 5 min), new, dropped."""
-    def lots(pid: int | None) -> dict[str, tuple[Any, ...]]:
-        if pid is None:
-            return {}
-        return {str(r[0]): r for r in conn.execute(
-            "SELECT lot_id, order_id, site_id, line_id, start_ts, end_ts, tardiness_s, order_site FROM plan_lots"
-            " WHERE plan_id = %s", [pid]).fetchall()}
-
-    old, new = lots(base_id), lots(plan_id)
-    out = []
-    for lot_id in sorted(set(old) | set(new)):
-        a, b = old.get(lot_id), new.get(lot_id)
-        item: dict[str, Any] = {"lot_id": lot_id, "order_id": (b or a)[1], "order_site": (b or a)[7]}  # type: ignore[index]
-        if a is None:
-            assert b is not None
-            item.update(change="new", to_site=b[2], to_line=b[3], to_start=b[4].isoformat(), to_end=b[5].isoformat())
-        elif b is None:
-            item.update(change="dropped", from_site=a[2], from_line=a[3])
-        else:
-            moved = (a[2], a[3]) != (b[2], b[3])
-            shift = (b[5] - a[5]).total_seconds()
-            if not moved and abs(shift) <= 300:
-                continue
-            item.update(change="moved" if moved else "retimed", from_site=a[2], from_line=a[3], to_site=b[2],
-                        to_line=b[3], from_end=a[5].isoformat(), to_end=b[5].isoformat(), shift_s=shift,
-                        tardiness_before_s=a[6], tardiness_after_s=b[6])
-        out.append(item)
     return out

@@ -13,7 +13,8 @@ from typing import Any
 
 import psycopg
 
-from zhizao.cloud.planning.service import Fingerprint, Planner
+from zhizao.cloud.planning.basis import Fingerprint
+from zhizao.cloud.planning.service import Planner
 from zhizao.cloud.storage.db import StorageError, translate_errors
 
 __all__ = ["ReplanWatcher"]

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from zhizao.cloud.planning.service import Planner, plan_diff
+from zhizao.cloud.planning.diff import plan_diff
+from zhizao.cloud.planning.service import Planner
 from zhizao.cloud.planning.watcher import ReplanWatcher
 
 
