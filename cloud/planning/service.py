@@ -70,11 +70,12 @@ class Planner:
     """Builds, solves and stores plans on one database."""
 
     def __init__(self, conninfo: str, solver: Solve | None = None, repair: Repair | None = None,
-                 time_limit_s: float = 5.0) -> None:
+                 time_limit_s: float = 5.0, repair_limit_s: float = 1.0) -> None:
         self.conninfo = conninfo
         self.solver = solver or DEFAULT_SOLVER
         self.repair = repair if repair is not None else DEFAULT_REPAIR
-        self.time_limit_s = time_limit_s
+        self.time_limit_s = time_limit_s  # a full plan
+        self.repair_limit_s = repair_limit_s  # a re-plan after a capacity drop: proposed within seconds
 
     # ------------------------------------------------------------------ problem
     def build(self, conn: Conn, now: datetime, extra: list[Disruption] | None = None) -> Built:
@@ -263,7 +264,7 @@ class Planner:
             elif reason != "plan" and warm is not None and self.repair is not None:
                 changed = [i for i, ln in enumerate(built.lines)
                            if any(d.site == ln.site and d.line == ln.line for d in built.disruptions)]
-                plan = self.repair(built.problem, warm, changed, self.time_limit_s)
+                plan = self.repair(built.problem, warm, changed, self.repair_limit_s)
             else:
                 plan = self.solver(built.problem, self.time_limit_s, warm, 0)
             plan = _checked(built.problem, plan, time.perf_counter() - t0)

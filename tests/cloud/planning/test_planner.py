@@ -102,3 +102,32 @@ def test_which_stops_take_a_line_down(seeded: str) -> None:
                      [now, now - timedelta(minutes=11), now - timedelta(minutes=2), now - timedelta(hours=1)])
         down = {(d.site, d.line) for d in Planner(seeded).disruptions(conn, now)}
     assert down == {("js-suzhou", "smt-1"), ("js-suzhou", "smt-2")}
+
+
+def test_a_replan_calls_the_solvers_repair_with_the_changed_lines_and_the_accepted_plan(seeded: str) -> None:
+    from zhizao.cloud.planning.basis import Disruption
+    from zhizao.cloud.planning.problem import Plan, Problem
+
+    now = datetime.now(UTC)
+    with psycopg.connect(seeded) as conn:
+        for i in range(4):
+            conn.execute("INSERT INTO plan_orders (order_id, site_id, product_id, quantity, due_ts) VALUES"
+                         " (%s, 'js-suzhou', 'ecu-main', 200, %s)", [f"o{i}", now + timedelta(hours=4 + i)])
+    calls: list[tuple[list[list[int]], list[int], float]] = []
+
+    def repair(problem: Problem, plan: Plan, changed_lines: list[int], time_limit_s: float) -> Plan:
+        calls.append((plan.sequences, changed_lines, time_limit_s))
+        return Plan(sequences=plan.sequences, solver="test-repair")
+
+    planner = Planner(seeded, repair=repair)
+    first = planner.propose("test", None, now=now)
+    assert first["solver"] == "greedy-edd" and not calls  # a first plan is solved, not repaired
+    planner.decide(first["plan_id"], True, "test", None)
+    down = Disruption("js-suzhou", "smt-2", now, now + timedelta(hours=3), "test")
+    second = planner.propose("test", None, reason="replan: js-suzhou/smt-2 down", now=now, extra=[down])
+    assert second["solver"] == "test-repair"
+    ((warm, changed, limit),) = calls
+    with psycopg.connect(seeded) as conn:
+        built = planner.build(conn, now, [down])
+    assert changed == [built.problem.lines.index("js-suzhou/smt-2")] and limit == planner.repair_limit_s == 1.0
+    assert sorted(j for seq in warm for j in seq) == list(range(4))  # the accepted plan, mapped onto the lots
