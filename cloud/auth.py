@@ -55,10 +55,11 @@ class Role(StrEnum):
     operator = "operator"
     engineer = "engineer"
     admin = "admin"
+    cluster_planner = "cluster-planner"  # an engineer who sees and plans across the cluster's sites (issue 14)
 
     @property
     def rank(self) -> int:
-        """Position in viewer < operator < engineer < admin."""
+        """Position in viewer < operator < engineer < cluster-planner < admin."""
         return _RANKS[self]
 
     def includes(self, other: Role) -> bool:
@@ -75,7 +76,7 @@ class Role(StrEnum):
             raise AuthError(f"{field}: {value!r} is not a role (one of {allowed})") from None
 
 
-_RANKS = {Role.viewer: 0, Role.operator: 1, Role.engineer: 2, Role.admin: 3}
+_RANKS = {Role.viewer: 0, Role.operator: 1, Role.engineer: 2, Role.admin: 4, Role.cluster_planner: 3}
 
 
 @dataclass(frozen=True)

@@ -101,9 +101,12 @@ def seed(ctx: click.Context, database_url: str | None, file: Path | None) -> Non
     try:
         apply_migrations(url, horizons=settings.horizons())
         counts = seed_database(url, scenario)
+        network = _seed_network(url, file, scenario)
     except (SettingsError, StorageError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"seeded {scenario.name}: {counts.sites} sites, {counts.lines} lines, {counts.machines} machines")
+    if network:
+        click.echo(f"seeded the manufacturing network ({network})")
     if counts.calendars_kept:
         click.echo(f"kept {counts.calendars_kept} calendars edited through the API", err=True)
     click.echo("next: `zhizao cloud serve`, then `zhizao cloud token create --role admin --sites '*'`", err=True)
@@ -163,3 +166,14 @@ def token_revoke(database_url: str | None, token_id: int) -> None:
     if not done:
         raise click.ClickException(f"token_id={token_id}: no active token with this id")
     click.echo(f"revoked token {token_id}")
+
+
+def _seed_network(url: str, scenario_file: Path, scenario: Any) -> str:
+    """Seed `network.yaml` beside the scenario file when it names this scenario (planning, issue 14)."""
+    from zhizao.cloud.planning.network import seed_network_beside
+    from zhizao.seeds import ScenarioError
+
+    try:
+        return seed_network_beside(url, scenario_file, scenario)
+    except ScenarioError as exc:
+        raise click.ClickException(str(exc)) from None

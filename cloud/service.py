@@ -19,6 +19,8 @@ from zhizao.cloud.ingest.service import IngestService
 from zhizao.cloud.ingest.settings import IngestSettings
 from zhizao.cloud.live import LiveHub
 from zhizao.cloud.oee import OeeService
+from zhizao.cloud.planning.service import Planner
+from zhizao.cloud.planning.watcher import ReplanWatcher
 from zhizao.cloud.settings import CloudSettings
 from zhizao.cloud.storage.migrate import StorageInfo, apply_migrations
 
@@ -60,6 +62,9 @@ class CloudService:
         self.oee: OeeService | None = OeeService(self.conninfo, self.live) if oee else None
         if self.oee is not None and self.ingest is not None:
             self.ingest.add_commit_listener(self.oee.on_committed)
+        # Planning (issue 14): the planner the API uses and the worker that proposes re-plans when capacity drops.
+        self.planner = Planner(self.conninfo)
+        self.replanner = ReplanWatcher(self.planner)
         self._warm_up = warm_up
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -78,6 +83,8 @@ class CloudService:
     async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         ingest = self.ingest
         app.state.oee = self.oee
+        app.state.planner = self.planner
+        self.replanner.start()
         if self.oee is not None:
             await asyncio.to_thread(self.oee.start)
         if ingest is not None:
@@ -96,6 +103,7 @@ class CloudService:
                 log.info("ingest stopped")
             if self.oee is not None:
                 await asyncio.to_thread(self.oee.stop)
+            await asyncio.to_thread(self.replanner.stop)
 
     def build_app(self) -> FastAPI:
         """The API app wired to this service's ingest."""

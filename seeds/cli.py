@@ -16,6 +16,8 @@ def _kind_of(path: Path) -> str:
         return "agent"
     if parent == "timelines":
         return "timeline"
+    if path.stem.startswith("network"):
+        return "network"
     return "scenario"
 
 
@@ -36,6 +38,12 @@ def _check_one(path: Path) -> str:
     if kind == "timeline":
         tl = load_timeline(path)
         return f"timeline ok ({len(tl.segments)} segments, {tl.duration_s / 60:g} min)"
+    if kind == "network":
+        from zhizao.seeds.network import load_network
+
+        net = load_network(path)
+        return (f"network ok ({len(net.products)} products, {len(net.families)} families,"
+                f" {len(net.line_kinds)} line kinds, {len(net.transport)} routes)")
     sc = load_scenario(path)
     n_machines = len(sc.machine_paths())
     return f"scenario ok ({len(sc.sites)} sites, {sum(len(s.lines) for s in sc.sites)} lines, {n_machines} machines)"

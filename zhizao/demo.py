@@ -165,6 +165,7 @@ def demo(data_dir: Path, scenario_path: Path | None, speed: float, seed: int, ap
         _say("3/6", "cloud: migrations, seeding the scenario, Sparkplug host, ingest, API")
         apply_migrations(database_url, horizons=settings.horizons())
         seed_database(database_url, scenario)  # what `zhizao cloud seed FILE` does
+        _seed_network(database_url, scenario_path, scenario)
         service = CloudService(settings)
         api_url = service.start_in_thread(timeout=120)
         stack.callback(service.stop)
@@ -248,3 +249,13 @@ def _report_until_stopped(api_url: str, token: str, stop: threading.Event, child
             online = f"{sum(1 for n in nodes if n.get('online'))}/{len(nodes)}"
         _say("live", f"edge nodes online {online}; samples stored {rows:,.0f} ({(rows - last_rows) / (now - last_t):,.0f}/s)")
         last_rows, last_t = rows, now
+
+
+def _seed_network(database_url: str, scenario_path: Path | None, scenario: Any) -> None:
+    """The manufacturing network beside the scenario (planning); a subset scenario the network does not fit
+    is demoed without it."""
+    from zhizao.cloud.planning.network import seed_network_beside
+    from zhizao.seeds import SEEDS_DIR, ScenarioError
+
+    with contextlib.suppress(ScenarioError):
+        seed_network_beside(database_url, Path(scenario_path) if scenario_path else SEEDS_DIR / "cluster.yaml", scenario)

@@ -19,6 +19,7 @@ from zhizao.cloud.api import (
     routes_assets,
     routes_live,
     routes_oee,
+    routes_planning,
     routes_quarantine,
     routes_reports,
     routes_series,
@@ -176,6 +177,7 @@ def create_app(
     app.include_router(routes_live.router)
     app.include_router(routes_quarantine.router)
     app.include_router(routes_reports.router)
+    app.include_router(routes_planning.router)
     app.include_router(dashboard_router)
 
     @app.middleware("http")

@@ -178,6 +178,26 @@ class FactoryModel:
             raise ValueError(f"command: {name!r} is not Start, Stop or Reset")
         log.info("%s: %s", self.table.machine_paths[machine], name)
 
+    # ------------------------------------------------------------------ production orders (planning, issue 14)
+    def run_order(self, machine: int, rate_per_min: float, changeover_min: float, code: int | None = None) -> None:
+        """Start a production order: a changeover of `changeover_min` (Held with the machine's changeover code or
+        `code`), then Execute at `rate_per_min`, the product's ideal rate (MachDesignSpeed and MachSpeed follow).
+        Takes effect at the next step; the counters keep counting (progress is counted from the order's start)."""
+        if not (math.isfinite(rate_per_min) and rate_per_min > 0):
+            raise ValueError(f"rate_per_min: {rate_per_min!r} must be a positive number")
+        if not (math.isfinite(changeover_min) and changeover_min >= 0):
+            raise ValueError(f"changeover_min: {changeover_min!r} must be zero or more")
+        self.ideal[machine] = rate_per_min
+        self.setpoint[machine] = rate_per_min
+        self.run_cmd[machine] = True
+        self.since_change[machine] = 0.0
+        if changeover_min > 0:
+            self.down_left[machine] = math.ceil(changeover_min * 60 / self.dt_s) * self.dt_s
+            self.down_state[machine] = HELD
+            self.down_code[machine] = self.change_code[machine] if code is None else code
+        log.info("%s: production order at %g/min after a %g min changeover",
+                 self.table.machine_paths[machine], rate_per_min, changeover_min)  # fmt: skip
+
     # ------------------------------------------------------------------ stepping
     def initial(self) -> Changes:
         """Every node's value at the start instant."""

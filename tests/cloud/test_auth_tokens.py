@@ -51,8 +51,8 @@ def test_two_tokens_differ_and_list_shows_no_secret(fresh_database: str) -> None
 def test_roles_are_ordered() -> None:
     assert Role.admin.includes(Role.operator) and Role.engineer.includes(Role.engineer)
     assert not Role.viewer.includes(Role.operator)
-    assert [r.value for r in sorted(Role, key=lambda r: r.rank)] == ["viewer", "operator", "engineer", "admin"]
-    with pytest.raises(AuthError, match=r"role: 'root' is not a role \(one of viewer, operator, engineer, admin\)"):
+    assert [r.value for r in sorted(Role, key=lambda r: r.rank)] == ["viewer", "operator", "engineer", "cluster-planner", "admin"]
+    with pytest.raises(AuthError, match=r"role: 'root' is not a role \(one of viewer, operator, engineer, admin, cluster-planner\)"):
         Role.parse("root")
 
 

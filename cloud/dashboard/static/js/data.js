@@ -3,7 +3,7 @@ import { get, getOr, getToken, iso } from "./api.js";
 
 const HOUR = 3600_000;
 // cloud.auth.Role: each role includes the ones before it.
-const ROLES = ["viewer", "operator", "engineer", "admin"];
+const ROLES = ["viewer", "operator", "engineer", "cluster-planner", "admin"];
 let mine = null;
 
 /** The token's own name, role and sites (GET /me), asked once per token. */

@@ -11,6 +11,7 @@ import { login } from "./views/login.js";
 import { machine } from "./views/machine.js";
 import { overview } from "./views/overview.js";
 import { report } from "./views/report.js";
+import { planning } from "./views/planning.js";
 import { site } from "./views/site.js";
 
 const view = document.getElementById("view");
@@ -26,6 +27,7 @@ let cleanups = [];
 function route() {
   const parts = location.hash.replace(/^#\/?/, "").split("/").filter(Boolean).map(decodeURIComponent);
   if (parts.length === 0) return [overview];
+  if (parts[0] === "planning" && parts.length === 1) return [planning];
   if (parts[0] === "site" && parts.length === 2) return [site, parts[1]];
   if (parts[0] === "site" && parts.length === 3 && parts[2] === "calendar") return [calendar, parts[1]];
   if (parts[0] === "site" && parts.length === 4 && parts[2] === "line") return [line, parts[1], parts[3]];

@@ -1,0 +1,1 @@
+"""Networked collaborative manufacturing: products, capacity, orders and the cross-site planner."""
