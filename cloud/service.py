@@ -18,6 +18,7 @@ from zhizao.cloud.api import create_app
 from zhizao.cloud.ingest.service import IngestService
 from zhizao.cloud.ingest.settings import IngestSettings
 from zhizao.cloud.live import LiveHub
+from zhizao.cloud.monitoring import MonitoringService
 from zhizao.cloud.oee import OeeService
 from zhizao.cloud.settings import CloudSettings
 from zhizao.cloud.storage.migrate import StorageInfo, apply_migrations
@@ -47,6 +48,7 @@ class CloudService:
         ingest_settings: IngestSettings | None = None,
         warm_up: bool = True,
         oee: bool = True,
+        monitoring: bool = True,
     ) -> None:
         self.settings = settings
         self.conninfo = settings.require_database_url()
@@ -60,6 +62,10 @@ class CloudService:
         self.oee: OeeService | None = OeeService(self.conninfo, self.live) if oee else None
         if self.oee is not None and self.ingest is not None:
             self.ingest.add_commit_listener(self.oee.on_committed)
+        # Condition monitoring (anomaly scores, alarms, webhooks) from the same committed batches.
+        self.monitoring: MonitoringService | None = MonitoringService(self.conninfo, self.live) if monitoring else None
+        if self.monitoring is not None and self.ingest is not None:
+            self.ingest.add_commit_listener(self.monitoring.on_committed)
         self._warm_up = warm_up
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -78,8 +84,11 @@ class CloudService:
     async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         ingest = self.ingest
         app.state.oee = self.oee
+        app.state.monitoring = self.monitoring
         if self.oee is not None:
             await asyncio.to_thread(self.oee.start)
+        if self.monitoring is not None:
+            await asyncio.to_thread(self.monitoring.start)
         if ingest is not None:
             await asyncio.to_thread(ingest.start)
             log.info("ingest started: host %s on %s", self.settings.host_id, self.settings.mqtt_url)
@@ -96,6 +105,8 @@ class CloudService:
                 log.info("ingest stopped")
             if self.oee is not None:
                 await asyncio.to_thread(self.oee.stop)
+            if self.monitoring is not None:
+                await asyncio.to_thread(self.monitoring.stop)
 
     def build_app(self) -> FastAPI:
         """The API app wired to this service's ingest."""
