@@ -16,8 +16,10 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from zhizao.cloud.api import (
+    routes_alarms,
     routes_assets,
     routes_live,
+    routes_maintenance,
     routes_oee,
     routes_quarantine,
     routes_series,
@@ -174,6 +176,8 @@ def create_app(
     app.include_router(routes_oee.router)
     app.include_router(routes_live.router)
     app.include_router(routes_quarantine.router)
+    app.include_router(routes_alarms.router)
+    app.include_router(routes_maintenance.router)
     app.include_router(dashboard_router)
 
     @app.middleware("http")

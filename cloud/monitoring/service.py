@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import psycopg
 from numpy.typing import NDArray
+from psycopg.types.json import Jsonb
 
 from zhizao.broker.contract.states import Category, category_of
 from zhizao.cloud.live import LiveHub
@@ -247,7 +248,7 @@ class MonitoringService:
                     conn.execute(
                         "INSERT INTO monitoring_rules (rule_type, site_id, machine_kind, machine_id, tag_name, params,"
                         " priority, enabled, source, updated_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'seeds', 'seeds')",
-                        [r.rule_type, r.site, r.machine_kind, r.machine, r.tag, psycopg.types.json.Jsonb(r.params),
+                        [r.rule_type, r.site, r.machine_kind, r.machine, r.tag, Jsonb(r.params),
                          r.priority, r.enabled])
             self.rules = RuleSet(self._read_rules(conn))
             self._lookup(conn, None)
