@@ -269,13 +269,14 @@ class AlarmEngine:
         ts = _dt(ev.ts_ms)
         recent = store.count_activations(alarm_id=row["id"], since=ts - CHATTER_WINDOW, until=ts)
         chattering = recent + 1 >= CHATTER_COUNT
+        was_chattering = bool(row["chattering"])
         flood = rows.get(f"flood:{ev.site}")
         in_flood = (ev.source != "flood" and flood is not None and flood["active"]
                     and ev.priority != "critical")
         row.update(active=True, acked=False, raised_ts=ts, value=ev.value, limit_value=ev.limit, message=ev.message,
                    priority=ev.priority, activations=row["activations"] + 1, chattering=chattering,
                    suppressed=bool(in_flood))
-        announce = not (row["out_of_service"] or in_flood or (chattering and recent + 1 > CHATTER_COUNT))
+        announce = not (row["out_of_service"] or in_flood or (chattering and was_chattering))
         store.save(row, Transition("activate", before, "", "system", ts, None, ev.value, announce))
         self.raised += 1
 
@@ -309,6 +310,20 @@ class AlarmEngine:
         elif active and n < FLOOD_COUNT and flood is not None:
             self._clear(store, flood, ConditionEvent(key, site, None, None, None, "flood", None, "high",
                                                      flood["message"], ts_ms, False, float(n)))
+
+    def advance(self, store: Store, horizons: dict[str, int]) -> None:
+        """The sites' data time moved on (a batch without alarm events): a flood may be over."""
+        floods = []
+        for site, ts in horizons.items():
+            if ts > self.horizon.get(site, -(2**62)):
+                self.horizon[site] = ts
+                floods.append(site)
+        if floods:
+            rows = store.lock([f"flood:{s}" for s in floods])
+            for site in floods:
+                flood = rows.get(f"flood:{site}")
+                if flood is not None and flood["active"]:
+                    self._flood_check(store, rows, site, self.horizon[site])
 
     def tick(self, store: Store) -> None:
         """Time-driven transitions: expired shelving, and floods that ended by the site's newest data time."""

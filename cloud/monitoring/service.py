@@ -211,6 +211,7 @@ class MonitoringService:
                 log.exception("monitoring: batch failed; states reloaded from the database")
                 loaded = False
                 self._lost = True
+                self._stop.wait(1.0)
             if stopping and self._queue.empty() and self._requests.empty():
                 return
 
@@ -322,6 +323,8 @@ class MonitoringService:
             since = self._machine_state.get((t.site, t.machine), (0, NEVER))[1]
             horizon = int(self.conditions.last_ts[self.conditions.index[f"horizon:{t.site}/{t.machine}"]]) \
                 if f"horizon:{t.site}/{t.machine}" in self.conditions.index else since
+            if horizon <= NEVER:
+                continue  # nothing processed yet for this machine
             rows = conn.execute(
                 "SELECT (extract(epoch FROM ts) * 1000)::bigint, value FROM samples WHERE tag_id = %s AND ts > %s"
                 " AND ts <= %s ORDER BY ts", [t.tag_id, _dt(horizon - HOUR_MS), _dt(horizon)]).fetchall()
@@ -430,11 +433,24 @@ class MonitoringService:
             with conn.transaction():
                 self._save_scores(conn, scores)
                 self.engine.apply(store, events)
+                self.engine.advance(store, self._site_horizons(tag, ts))
                 self._save_states(conn, np.unique(scores.tag[~scores.late]))
                 self._save_conditions(conn)
         self.scored += int(np.isfinite(scores.score).sum())
         self._publish_scores(scores)
         self._publish_alarms(store)
+
+    def _site_horizons(self, tag: NDArray[np.int32], ts: NDArray[np.int64]) -> dict[str, int]:
+        """Newest sample time per site in a batch sorted by (tag, ts)."""
+        out: dict[str, int] = {}
+        if not tag.size:
+            return out
+        last = np.flatnonzero(np.r_[tag[1:] != tag[:-1], True])
+        for t, x in zip(tag[last].tolist(), ts[last].tolist(), strict=True):
+            ref = self._tags.get(int(t))
+            if ref is not None and x > out.get(ref.site, -(2**62)):
+                out[ref.site] = int(x)
+        return out
 
     def anomaly_condition_inputs(self, scores: Scores) -> tuple[NDArray[np.intp], NDArray[np.bool_], NDArray[np.bool_]]:
         """Where detector output becomes alarm input: (sample positions, above level, below clear level).
@@ -610,7 +626,8 @@ class MonitoringService:
                                                  rule.priority, msg, int(p_ts[i]), active, dur[i] / 60000,
                                                  rule.params.minutes))
             # Microstops: the count rises at a start and falls an hour later; evaluate at both.
-            decays = [x + HOUR_MS for x in starts if points[0][0] <= x + HOUR_MS <= points[-1][0]]
+            lower = last if last > NEVER else points[0][0]
+            decays = [x + HOUR_MS for x in starts if lower < x + HOUR_MS <= points[-1][0]]
             p_ts = np.array(sorted({p[0] for p in points} | set(decays)), np.int64)
             counts = np.array([sum(1 for s in starts if p - HOUR_MS < s <= p) for p in p_ts.tolist()], np.float64)
             for rule in micro_rules:
