@@ -33,7 +33,8 @@ class Group:
 
     params: DetectorParams
     detector: Detector | None  # None: `detector: none`, samples are only tracked (time order), never scored
-    state: F64
+    state: F64  # (per-tag state size, tags): one column per tag, whatever the detector's own layout
+    tags_first: bool = False  # the detector's state is (tags, size) rather than (size, tags)
     tags: list[int] = field(default_factory=list)
     col: dict[int, int] = field(default_factory=dict)
     last_ts: I64 = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -41,7 +42,7 @@ class Group:
 
     def add(self, tag: int, state: F64 | None = None, last_ts: int = NEVER, samples: int = 0) -> int:
         """A new column (fresh state unless a persisted column is given)."""
-        fresh = self.detector.init_state(1) if self.detector is not None else np.zeros((0, 1))
+        fresh = self.detector.init_state(1).reshape(-1, 1) if self.detector is not None else np.zeros((0, 1))
         column = fresh if state is None else state.reshape(-1, 1)
         self.state = np.ascontiguousarray(np.hstack([self.state, column]))
         self.col[tag] = len(self.tags)
@@ -86,8 +87,9 @@ class DetectorBank:
         g = self.groups.get(key)
         if g is None:
             det = params.build() if params.detector != "none" else None
-            rows = det.init_state(1).shape[0] if det is not None else 0
-            g = self.groups[key] = Group(params, det, np.zeros((rows, 0)))
+            rows = det.init_state(1).size if det is not None else 0
+            tags_first = det is not None and det.state_shape(2)[0] != det.state_shape(1)[0]
+            g = self.groups[key] = Group(params, det, np.zeros((rows, 0)), tags_first)
         return g
 
     def assign(self, tag: int, params: DetectorParams, state: F64 | None = None, last_ts: int = NEVER,
@@ -98,7 +100,10 @@ class DetectorBank:
         if old == key:
             return
         if old is not None:
-            self.groups[old].remove(tag)
+            prev = self.groups[old]
+            # A new detector starts afresh from the tag's newest scored sample: history is never re-scored.
+            last_ts = max(last_ts, int(prev.last_ts[prev.col[tag]]))
+            prev.remove(tag)
         g = self.group(params)
         if state is not None and state.size != g.state.shape[0]:
             state = None  # a stored state of another layout: start afresh
@@ -152,10 +157,10 @@ class DetectorBank:
         rank = np.arange(cols.size) - first[pos]
         x = np.full((int(counts.max()), uniq.size), np.nan)
         x[rank, pos] = values
-        st = np.ascontiguousarray(g.state[:, uniq])
+        st = np.ascontiguousarray(g.state[:, uniq].T if g.tags_first else g.state[:, uniq])
         scored = g.detector.update(st, x)
         self.calls += 1
         if not copy:
-            g.state[:, uniq] = st
+            g.state[:, uniq] = st.T if g.tags_first else st
         out: F64 = scored.scores[rank, pos]
         return out

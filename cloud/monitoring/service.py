@@ -66,7 +66,9 @@ class StateTag:
 
 
 class Done(threading.Event):
-    """Set when a request was handled."""
+    """Set when a request was handled; `ok` says whether it succeeded."""
+
+    ok = False
 
 
 def _dt(ms: int) -> datetime:
@@ -164,7 +166,7 @@ class MonitoringService:
             return False
         done = Done()
         self._requests.put((kind, done))
-        return done.wait(timeout)
+        return done.wait(timeout) and done.ok
 
     # -- worker ------------------------------------------------------------------------------------------
 
@@ -173,6 +175,8 @@ class MonitoringService:
         last_check = 0.0
         while True:
             stopping = self._stop.is_set()
+            requests: list[tuple[str, Done]] = []
+            ok = False
             try:
                 if not loaded:
                     self._load()
@@ -195,8 +199,7 @@ class MonitoringService:
                 if "check" in kinds or time.monotonic() - last_check >= self.check_every_s:
                     last_check = time.monotonic()
                     self._check()
-                for _, done in requests:
-                    done.set()
+                ok = True
                 if self._db_down:
                     log.warning("monitoring: database back")
                     self._db_down = False
@@ -212,6 +215,10 @@ class MonitoringService:
                 loaded = False
                 self._lost = True
                 self._stop.wait(1.0)
+            finally:
+                for _, done in requests:
+                    done.ok = ok
+                    done.set()
             if stopping and self._queue.empty() and self._requests.empty():
                 return
 
