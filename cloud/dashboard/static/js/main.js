@@ -11,6 +11,9 @@ import { login } from "./views/login.js";
 import { machine } from "./views/machine.js";
 import { overview } from "./views/overview.js";
 import { site } from "./views/site.js";
+import { alarms } from "./views/alarms.js";
+import { workOrders } from "./views/workorders.js";
+import { alarmBadge } from "./badge.js";
 
 const view = document.getElementById("view");
 const crumbs = document.getElementById("crumbs");
@@ -25,6 +28,10 @@ let cleanups = [];
 function route() {
   const parts = location.hash.replace(/^#\/?/, "").split("/").filter(Boolean).map(decodeURIComponent);
   if (parts.length === 0) return [overview];
+  if (parts[0] === "alarms" && parts.length === 1) return [alarms];
+  if (parts[0].split("?")[0] === "work-orders" && parts.length === 1) {
+    return [workOrders, new URLSearchParams(parts[0].split("?")[1] ?? "")];
+  }
   if (parts[0] === "site" && parts.length === 2) return [site, parts[1]];
   if (parts[0] === "site" && parts.length === 3 && parts[2] === "calendar") return [calendar, parts[1]];
   if (parts[0] === "site" && parts.length === 4 && parts[2] === "line") return [line, parts[1], parts[3]];
@@ -94,6 +101,7 @@ async function render() {
 
 function start() {
   live.connect(showLive);
+  alarmBadge.start();
   logoutBtn.hidden = false;
   render(); // the page that was asked for before the login
 }
@@ -105,6 +113,7 @@ function paintHeader() {
   langBtn.setAttribute("lang", other);
   langBtn.setAttribute("aria-label", t("lang.switch.label"));
   if (liveEl.textContent) showLive(liveState);
+  alarmBadge.paint();
 }
 
 langBtn.addEventListener("click", async () => {
@@ -114,6 +123,7 @@ langBtn.addEventListener("click", async () => {
   render();
 });
 logoutBtn.addEventListener("click", () => {
+  alarmBadge.stop();
   setToken(null);
   location.hash = "#/";
   render();
@@ -130,5 +140,8 @@ window.addEventListener("zhizao:unauthorized", () => {
 
 await setLang(preferredLang());
 paintHeader();
-if (getToken()) live.connect(showLive);
+if (getToken()) {
+  live.connect(showLive);
+  alarmBadge.start();
+}
 render();
