@@ -15,7 +15,9 @@ seeds/monitoring/rules.yaml), and its alarms are compared with the model's own f
   hour after the failure), per machine-week;
 - per site (one console each), EEMUA 191 over 10-minute windows of data time: average and peak of announced
   alarms, and the share of windows in flood (>= 10);
-- CPU: the monitoring worker's thread CPU per million samples, and per simulated day of the cluster.
+- CPU: the monitoring worker's thread CPU per million samples, and per simulated day of the cluster; and the
+  ingest's process CPU over `--ingest-samples` pre-encoded DDATA samples (`zhizao bench ingest`'s stream: 2000
+  process signals) without and with the monitoring service on its commit listener, same run.
 
 Jam bursts show in State (microstops), which this bench does not map from the simulator's PackML states;
 they are listed as not evaluated.
@@ -40,7 +42,8 @@ HOUR_MS = 3_600_000
 WINDOW_MS = 600_000  # EEMUA 191: 10 minutes
 
 
-def run_monitor_bench(database_url: str, days: float, dt_s: float, seed: int, batch_min: float) -> Report:
+def run_monitor_bench(database_url: str, days: float, dt_s: float, seed: int, batch_min: float,
+                      ingest_samples: int = 0) -> Report:
     """Simulate, monitor, score the alarms against the faults; the report."""
     from zhizao.cloud.monitoring import MonitoringService
     from zhizao.cloud.seed import seed_database
@@ -135,8 +138,59 @@ def run_monitor_bench(database_url: str, days: float, dt_s: float, seed: int, ba
             "monitoring_cpu_s": cpu, "per_million_samples_s": cpu / samples * 1e6 if samples else None,
             "per_simulated_day_s": cpu / days, "kernel_calls": stats["kernel_calls"],
         }
-        report.finish(database_url)
+    if ingest_samples:
+        plain = ingest_cpu(database_url, ingest_samples, monitoring=False)
+        monitored = ingest_cpu(database_url, ingest_samples, monitoring=True)
+        report.figures["ingest"] = {"plain": plain, "monitored": monitored,
+                                    "added_cpu_share": (monitored["cpu_s"] - plain["cpu_s"]) / plain["cpu_s"]}
+        report.ratio("ingest_cpu_with_vs_without_monitoring", "ingest.monitored.cpu_s", "ingest.plain.cpu_s")
+    report.finish(database_url)
     return report
+
+
+def ingest_cpu(database_url: str, samples: int, *, monitoring: bool) -> dict[str, float]:
+    """Process CPU of the ingest path (decode, COPY, rollups) over `samples` pre-encoded DDATA samples of 2000
+    process signals, with or without the monitoring service on its commit listener (both in this process;
+    the database server's own CPU is not counted)."""
+    from zhizao.bench.ingest import T0, _payloads
+    from zhizao.cloud.ingest.service import IngestService
+    from zhizao.cloud.ingest.settings import IngestSettings
+    from zhizao.cloud.monitoring import MonitoringService
+
+    births, data, produced = _payloads(samples, nodes=4, machines=10, tags=50, per_message=2000)
+    settings = IngestSettings(queue_max_bytes=2**40, batch_max_samples=50_000, batch_max_ms=200)
+    with scratch_database(database_url, "monitor") as url:
+        ingest = IngestService(url, "mqtt://127.0.0.1:1", host_id="zhizao-bench", settings=settings)
+        ingest.start_pipeline_only()
+        mon = MonitoringService(url, webhooks=False, check_every_s=3600.0) if monitoring else None
+        try:
+            if mon is not None:
+                ingest._commit_listeners.append(mon.on_committed)  # the ingest already runs: add it directly
+                mon.start()
+            for topic, payload in births:
+                ingest.submit(topic, payload, T0)
+            deadline = time.monotonic() + 60
+            while sum(len(x.devices) for x in ingest.sessions.all()) < 40 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if mon is not None:
+                assert mon.flush(120)
+            stored0 = ingest.stats()["samples_stored"]
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            for topic, payload in data:
+                ingest.submit(topic, payload, T0 + 10**9)
+            while ingest.stats()["samples_stored"] - stored0 < produced:
+                if time.perf_counter() - wall0 > 900:
+                    raise click.ClickException("ingest did not store every sample within 900 s")
+                time.sleep(0.005)
+            if mon is not None:
+                assert mon.flush(900), "monitoring did not catch up"
+            cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+            scored = mon.stats()["samples"] if mon is not None else 0.0
+        finally:
+            if mon is not None:
+                mon.stop()
+            ingest.stop()
+    return {"samples": float(produced), "cpu_s": cpu, "wall_s": wall, "monitored_samples": scored}
 
 
 def _evaluate(scenario: Any, table: Any, failures: list[tuple[str, int, int]], acts: list[tuple[Any, ...]],
@@ -211,11 +265,13 @@ def _evaluate(scenario: Any, table: Any, failures: list[tuple[str, int, int]], a
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--batch-min", type=float, default=10.0, show_default=True,
               help="Simulated minutes per committed batch.")
+@click.option("--ingest-samples", type=click.IntRange(min=0), default=300_000, show_default=True,
+              help="Samples for the ingest CPU comparison with and without monitoring (0: skip it).")
 @json_option
-def bench_monitor(database_url: str, days: float, dt_s: float, seed: int, batch_min: float,
+def bench_monitor(database_url: str, days: float, dt_s: float, seed: int, batch_min: float, ingest_samples: int,
                   json_path: Path | None) -> None:
     """Seeded cluster with developing faults -> alarms before failure, false alarms, EEMUA 191, CPU."""
-    report = run_monitor_bench(database_url, days, dt_s, seed, batch_min)
+    report = run_monitor_bench(database_url, days, dt_s, seed, batch_min, ingest_samples)
     fig = report.figures
     click.echo(machine_line(report.machine))
     run = fig["run"]
@@ -236,4 +292,9 @@ def bench_monitor(database_url: str, days: float, dt_s: float, seed: int, batch_
     cpu = fig["cpu"]
     click.echo(f"  detection CPU {cpu['monitoring_cpu_s']:.1f} s: {cpu['per_million_samples_s']:.1f} s per million samples,"
                f" {cpu['per_simulated_day_s']:.2f} s per simulated cluster day")
+    if "ingest" in fig:
+        ing = fig["ingest"]
+        click.echo(f"  ingest CPU    {ing['plain']['samples']:,.0f} samples: {ing['plain']['cpu_s']:.1f} s without,"
+                   f" {ing['monitored']['cpu_s']:.1f} s with monitoring: +{100 * ing['added_cpu_share']:.0f} %"
+                   " (process CPU; the database server's not counted)")
     report.write(json_path)
