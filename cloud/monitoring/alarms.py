@@ -276,7 +276,8 @@ class AlarmEngine:
         row.update(active=True, acked=False, raised_ts=ts, value=ev.value, limit_value=ev.limit, message=ev.message,
                    priority=ev.priority, activations=row["activations"] + 1, chattering=chattering,
                    suppressed=bool(in_flood))
-        announce = not (row["out_of_service"] or in_flood or (chattering and was_chattering))
+        shelved = row["shelved_until"] is not None and row["shelved_until"] > datetime.now(UTC)
+        announce = not (row["out_of_service"] or shelved or in_flood or (chattering and was_chattering))
         store.save(row, Transition("activate", before, "", "system", ts, None, ev.value, announce))
         self.raised += 1
 
@@ -292,7 +293,7 @@ class AlarmEngine:
             recent = store.count_activations(alarm_id=row["id"], since=ts - CHATTER_WINDOW, until=ts)
             row["chattering"] = recent >= CHATTER_COUNT
         store.save(row, Transition("clear", before, "", "system", ts, None, row["value"],
-                                   not (row["out_of_service"] or before == "suppressed")))
+                                   before not in ("out_of_service", "suppressed", "shelved")))
         self.cleared += 1
 
     def _flood_check(self, store: Store, rows: dict[str, Row], site: str, ts_ms: int) -> None:

@@ -128,12 +128,21 @@ class DetectorBank:
         n = tag.size
         score = np.full(n, np.nan)
         late = np.zeros(n, np.bool_)
-        spec = np.array([self.spec_of[int(t)] for t in tag.tolist()], dtype=object) if n else np.zeros(0, object)
-        for key, g in self.groups.items():
-            sel = np.flatnonzero(spec == key)
+        if not n:
+            return Scores(tag, ts, value, score, late)
+        # Per distinct tag, not per sample: its group and column, then spread over the samples.
+        uniq, inv = np.unique(tag, return_inverse=True)
+        keys = list(self.groups)
+        gid_u = np.array([keys.index(self.spec_of[int(t)]) for t in uniq.tolist()], np.int64)
+        col_u = np.array([self.groups[keys[g]].col[int(t)] for g, t in zip(gid_u.tolist(), uniq.tolist(), strict=True)],
+                         np.int64)
+        gid, col_all = gid_u[inv], col_u[inv]
+        for gi, key in enumerate(keys):
+            g = self.groups[key]
+            sel = np.flatnonzero(gid == gi)
             if not sel.size:
                 continue
-            cols = np.array([g.col[int(t)] for t in tag[sel].tolist()], np.int64)
+            cols = col_all[sel]
             is_late = ts[sel] <= g.last_ts[cols]
             late[sel] = is_late
             for lat in (False, True):

@@ -33,6 +33,7 @@ from zhizao.broker.contract.states import Category, category_of
 from zhizao.cloud.live import LiveHub
 from zhizao.cloud.monitoring import alarms as al
 from zhizao.cloud.monitoring.conditions import Conditions
+from zhizao.cloud.monitoring.copy import SCORE_STAGE_DDL, STATE_STAGE_DDL, scores_copy, states_copy
 from zhizao.cloud.monitoring.detection import NEVER, DetectorBank, Scores
 from zhizao.cloud.monitoring.rules import (
     RULE_COLUMNS,
@@ -425,15 +426,18 @@ class MonitoringService:
         if unknown:
             with translate_errors(), self._pool.connection() as conn:
                 self._lookup(conn, unknown)
-        kinds = np.array([type(self._tags.get(int(t))).__name__ for t in tag.tolist()]) if tag.size else np.zeros(0, str)
-        proc = kinds == "TagRef"
+        uniq, inv = np.unique(tag, return_inverse=True)
+        kind_u = np.array([1 if isinstance(r, TagRef) else 2 if isinstance(r, StateTag) else 0
+                           for r in (self._tags.get(int(t)) for t in uniq.tolist())], np.int8)
+        kinds = kind_u[inv] if tag.size else np.zeros(0, np.int8)
+        proc = kinds == 1
         self.batches += 1
         self.samples += int(tag.size)
         scores = self.bank.score(tag[proc], ts[proc], val[proc])
         events: list[al.ConditionEvent] = []
         events += self._anomaly_events(scores)
         events += self._rule_events(scores)
-        st = kinds == "StateTag"
+        st = kinds == 2
         events += self._machine_events(tag[st], ts[st], val[st], tag, ts)
         with translate_errors(), self._pool.connection() as conn:
             store = al.Store(conn)
@@ -466,26 +470,34 @@ class MonitoringService:
         detector's calibrated likelihood or event output instead.
         """
         pos = np.flatnonzero(~scores.late & np.isfinite(scores.score))
-        on = np.array([self._levels[int(t)][0] for t in scores.tag[pos].tolist()], np.float64)
-        off = np.array([self._levels[int(t)][1] for t in scores.tag[pos].tolist()], np.float64)
+        on, off = self._per_tag(scores.tag[pos], lambda lv: lv[0]), self._per_tag(scores.tag[pos], lambda lv: lv[1])
         s = scores.score[pos]
         return pos, s > on, s < off
+
+    def _per_tag(self, tags: NDArray[np.int32], field: Any) -> NDArray[np.float64]:
+        """`field(levels)` of each sample's tag, looked up once per distinct tag."""
+        if not tags.size:
+            return np.zeros(0)
+        uniq, inv = np.unique(tags, return_inverse=True)
+        out: NDArray[np.float64] = np.array([field(self._levels[int(t)]) for t in uniq.tolist()], np.float64)[inv]
+        return out
 
     def _anomaly_events(self, scores: Scores) -> list[al.ConditionEvent]:
         pos, on_cond, off_cond = self.anomaly_condition_inputs(scores)
         if not pos.size:
             return []
         tags = scores.tag[pos]
-        keys = self.conditions.ids([f"anomaly:{t}" for t in tags.tolist()])
-        levels = [self._levels[int(t)] for t in tags.tolist()]
-        ev = self.conditions.run(keys, scores.ts[pos], on_cond, off_cond,
-                                 np.array([lv[2] for lv in levels], np.int64), np.array([lv[3] for lv in levels], np.int64))
+        uniq, inv = np.unique(tags, return_inverse=True)
+        keys = self.conditions.ids([f"anomaly:{t}" for t in uniq.tolist()])[inv]
+        on_delay = self._per_tag(tags, lambda lv: lv[2]).astype(np.int64)
+        off_delay = self._per_tag(tags, lambda lv: lv[3]).astype(np.int64)
+        ev = self.conditions.run(keys, scores.ts[pos], on_cond, off_cond, on_delay, off_delay)
         out = []
         for i in np.flatnonzero(ev).tolist():
             t = int(tags[i])
             ref = self._tags[t]
             assert isinstance(ref, TagRef)
-            on, _, _, _, priority, rule_id = levels[i]
+            on, _, _, _, priority, rule_id = self._levels[t]
             sc = float(scores.score[pos[i]])
             active = bool(ev[i] > 0)
             det = self.bank.groups[self.bank.spec_of[t]].params.detector
@@ -559,7 +571,8 @@ class MonitoringService:
             return []
         horizon: dict[tuple[str, str], int] = {}
         machines: dict[tuple[str, str], StateTag] = {}
-        for t, x in zip(all_tag.tolist(), all_ts.tolist(), strict=True):
+        last = np.flatnonzero(np.r_[all_tag[1:] != all_tag[:-1], True])  # sorted by (tag, ts): each tag's newest
+        for t, x in zip(all_tag[last].tolist(), all_ts[last].tolist(), strict=True):
             ref = self._tags.get(int(t))
             if ref is None:
                 continue
@@ -712,30 +725,39 @@ class MonitoringService:
     # -- persistence -------------------------------------------------------------------------------------
 
     def _save_scores(self, conn: psycopg.Connection[Any], scores: Scores) -> None:
-        """Every processed sample (NULL where there is no score): a replayed duplicate then conflicts, unscored."""
+        """Every processed sample (NULL where there is no score): a replayed duplicate then conflicts, unscored.
+        Binary COPY into a staging table, then one INSERT .. ON CONFLICT DO NOTHING (as the ingest writes)."""
         if not scores.tag.size:
             return
-        on = np.array([self._levels[int(t)][0] for t in scores.tag.tolist()], np.float64)
-        sc = scores.score
-        conn.execute(
-            "INSERT INTO anomaly_scores (ts, tag_id, score, alarm) SELECT 'epoch'::timestamptz + t * interval"
-            " '1 millisecond', g, s, a FROM unnest(%s::bigint[], %s::integer[], %s::float8[], %s::boolean[])"
-            " AS x(t, g, s, a) ON CONFLICT DO NOTHING",
-            [scores.ts.tolist(), scores.tag.tolist(), [None if x != x else x for x in sc.tolist()],
-             (sc > on).tolist()])
+        on = self._per_tag(scores.tag, lambda lv: lv[0])
+        conn.execute(SCORE_STAGE_DDL)
+        with conn.cursor() as cur:
+            with cur.copy("COPY zhizao_score_stage (ts, tag_id, score, alarm) FROM STDIN (FORMAT BINARY)") as cp:
+                cp.write(scores_copy(scores.ts, scores.tag, scores.score, scores.score > on))
+            cur.execute("INSERT INTO anomaly_scores (ts, tag_id, score, alarm) SELECT ts, tag_id, score, alarm"
+                        " FROM zhizao_score_stage ON CONFLICT DO NOTHING")
 
     def _save_states(self, conn: psycopg.Connection[Any], tags: NDArray[np.int32]) -> None:
+        """Detector state columns of the tags that advanced: binary COPY per spec, one upsert."""
         if not tags.size:
             return
-        cols = [self.bank.column(int(t)) for t in tags.tolist()]
-        conn.execute(
-            "INSERT INTO detector_state (tag_id, spec_key, state, last_ts_ms, samples, updated_at)"
-            " SELECT g, k, s, t, n, now() FROM unnest(%s::integer[], %s::text[], %s::bytea[], %s::bigint[],"
-            " %s::bigint[]) AS x(g, k, s, t, n) ON CONFLICT (tag_id) DO UPDATE SET spec_key = excluded.spec_key,"
-            " state = excluded.state, last_ts_ms = excluded.last_ts_ms, samples = excluded.samples,"
-            " updated_at = now()",
-            [tags.tolist(), [c[0] for c in cols], [c[1].tobytes() for c in cols], [c[2] for c in cols],
-             [c[3] for c in cols]])
+        conn.execute(STATE_STAGE_DDL)
+        with conn.cursor() as cur:
+            with cur.copy("COPY zhizao_state_stage (tag_id, spec_key, state, last_ts_ms, samples)"
+                          " FROM STDIN (FORMAT BINARY)") as cp:
+                by_spec: dict[str, list[int]] = defaultdict(list)
+                for t in tags.tolist():
+                    by_spec[self.bank.spec_of[int(t)]].append(int(t))
+                for key, members in by_spec.items():
+                    g = self.bank.groups[key]
+                    cols = np.array([g.col[t] for t in members], np.int64)
+                    cp.write(states_copy(np.array(members, np.int32), key, g.state[:, cols].T, g.last_ts[cols],
+                                         g.samples[cols]))
+            cur.execute(
+                "INSERT INTO detector_state (tag_id, spec_key, state, last_ts_ms, samples, updated_at)"
+                " SELECT tag_id, spec_key, state, last_ts_ms, samples, now() FROM zhizao_state_stage"
+                " ON CONFLICT (tag_id) DO UPDATE SET spec_key = excluded.spec_key, state = excluded.state,"
+                " last_ts_ms = excluded.last_ts_ms, samples = excluded.samples, updated_at = now()")
 
     def _save_conditions(self, conn: psycopg.Connection[Any]) -> None:
         if not self.conditions.touched:

@@ -84,7 +84,7 @@ def run_monitor_bench(database_url: str, days: float, dt_s: float, seed: int, ba
                 for m_i, st in zip(ms.tolist(), states.tolist(), strict=True):
                     failures.append((kinds[int(st)], int(m_i), model.ts_ms))
 
-        model.faults.events = record  # type: ignore[method-assign]
+        model.faults.events = record  # type: ignore[method-assign,assignment]
         f = model.faults
         drift_failed = np.zeros(len(f.d_m), np.bool_)
         svc = MonitoringService(url, webhooks=False, check_every_s=3600.0)
@@ -213,15 +213,15 @@ def _evaluate(scenario: Any, table: Any, failures: list[tuple[str, int, int]], a
         if kind == "jam_bursts":
             continue
         if kind == "bearing_wear":
-            fault = next(x for x in machine.faults if isinstance(x, BearingWear))
-            begin = ts - int(fault.life_h * HOUR_MS)
+            bearing = next(x for x in machine.faults if isinstance(x, BearingWear))
+            begin = ts - int(bearing.life_h * HOUR_MS)
         elif kind == "tool_wear":
             next(x for x in machine.faults if isinstance(x, ToolWear))
             begin = last_tool.get(m_i, start_ms)
             last_tool[m_i] = ts
         else:
-            fault = next(x for x in machine.faults if isinstance(x, SensorDrift))
-            begin = ts - int(fault.limit / fault.rate_per_h * HOUR_MS)
+            drift = next(x for x in machine.faults if isinstance(x, SensorDrift))
+            begin = ts - int(drift.limit / drift.rate_per_h * HOUR_MS)
         windows[key].append((begin, ts + HOUR_MS))
         raised = [a for a in machine_acts.get(key, []) if begin <= a < ts]
         per_fault.append({"kind": kind, "machine": key, "failure_ts": ts, "alarmed": bool(raised),
