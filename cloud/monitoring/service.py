@@ -571,8 +571,8 @@ class MonitoringService:
             return []
         horizon: dict[tuple[str, str], int] = {}
         machines: dict[tuple[str, str], StateTag] = {}
-        last = np.flatnonzero(np.r_[all_tag[1:] != all_tag[:-1], True])  # sorted by (tag, ts): each tag's newest
-        for t, x in zip(all_tag[last].tolist(), all_ts[last].tolist(), strict=True):
+        newest = np.flatnonzero(np.r_[all_tag[1:] != all_tag[:-1], True])  # sorted by (tag, ts): each tag's newest
+        for t, x in zip(all_tag[newest].tolist(), all_ts[newest].tolist(), strict=True):
             ref = self._tags.get(int(t))
             if ref is None:
                 continue
