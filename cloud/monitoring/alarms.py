@@ -10,7 +10,8 @@ from two booleans -- the condition is active, the alarm is acknowledged -- and t
     out_of_service  taken out of service by an engineer
 
 Conditions raise and clear (data time); people acknowledge, shelve, unshelve and take out of / return to
-service (wall time). Every transition writes an `alarm_history` row and, where it is announced, one delivery
+service (wall time). Every transition writes an `alarm_history` row, an `audit_log` row (actor `system` for
+the service's own) and, where it is announced, one delivery
 per matching webhook into the outbox -- all in the caller's transaction, so a restart can neither lose nor
 repeat one. Re-activating a point that is not back to normal counts as the same alarm (de-duplication); three
 activations within a minute mark it chattering, and its further activations are recorded but not announced.
@@ -26,6 +27,8 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+
+from zhizao.cloud.auth import audit_params
 
 __all__ = [
     "CHATTER_COUNT",
@@ -163,6 +166,12 @@ class Store:
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
             [row["id"], row["site_id"], t.data_ts, t.event, t.from_state, t.to_state, t.actor, t.comment, t.value],
         )
+        if t.actor == "system":
+            # People's transitions are audited by the API with their token; the system's here, in the same way.
+            sql, params = audit_params(None, "system", f"alarm.{t.event}", row["site_id"], str(row["id"]),
+                                       {"key": row["key"], "from": t.from_state, "to": t.to_state,
+                                        "data_ts": t.data_ts.isoformat() if t.data_ts else None})
+            self.conn.execute(sql, params)
         body = payload(row, t)
         if t.announce:
             self.conn.execute(

@@ -47,8 +47,8 @@ def scores_copy(ts_ms: NDArray[np.int64], tag: NDArray[np.int32], score: NDArray
 
 def states_copy(tag: NDArray[np.int32], spec_key: str, states: NDArray[np.float64], last_ts: NDArray[np.int64],
                 samples: NDArray[np.int64]) -> bytes:
-    """Rows for zhizao_state_stage of one detector spec: `states` is (tags, state size) float64, native order
-    (the bytes are what `np.frombuffer(..., np.float64)` reads back)."""
+    """Rows (no header, no trailer: one COPY carries every spec) for zhizao_state_stage of one detector spec:
+    `states` is (tags, state size) float64, native order (what `np.frombuffer(..., np.float64)` reads back)."""
     key = spec_key.encode()
     size = states.shape[1] * 8
     dtype = np.dtype([("nf", ">i2"), ("l_tag", ">i4"), ("tag", ">i4"), ("l_key", ">i4"), ("key", f"S{len(key)}"),
@@ -60,4 +60,4 @@ def states_copy(tag: NDArray[np.int32], spec_key: str, states: NDArray[np.float6
     if size:
         rows["state"] = np.ascontiguousarray(states, np.float64).view(f"V{size}").reshape(-1)
     rows["l_ts"], rows["ts"], rows["l_n"], rows["n"] = 8, last_ts, 8, samples
-    return HEADER + rows.tobytes() + TRAILER
+    return rows.tobytes()

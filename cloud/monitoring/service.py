@@ -33,7 +33,9 @@ from zhizao.broker.contract.states import Category, category_of
 from zhizao.cloud.live import LiveHub
 from zhizao.cloud.monitoring import alarms as al
 from zhizao.cloud.monitoring.conditions import Conditions
+from zhizao.cloud.monitoring.copy import HEADER as COPY_HEADER
 from zhizao.cloud.monitoring.copy import SCORE_STAGE_DDL, STATE_STAGE_DDL, scores_copy, states_copy
+from zhizao.cloud.monitoring.copy import TRAILER as COPY_TRAILER
 from zhizao.cloud.monitoring.detection import NEVER, DetectorBank, Scores
 from zhizao.cloud.monitoring.rules import (
     RULE_COLUMNS,
@@ -745,6 +747,7 @@ class MonitoringService:
         with conn.cursor() as cur:
             with cur.copy("COPY zhizao_state_stage (tag_id, spec_key, state, last_ts_ms, samples)"
                           " FROM STDIN (FORMAT BINARY)") as cp:
+                cp.write(COPY_HEADER)
                 by_spec: dict[str, list[int]] = defaultdict(list)
                 for t in tags.tolist():
                     by_spec[self.bank.spec_of[int(t)]].append(int(t))
@@ -753,6 +756,7 @@ class MonitoringService:
                     cols = np.array([g.col[t] for t in members], np.int64)
                     cp.write(states_copy(np.array(members, np.int32), key, g.state[:, cols].T, g.last_ts[cols],
                                          g.samples[cols]))
+                cp.write(COPY_TRAILER)
             cur.execute(
                 "INSERT INTO detector_state (tag_id, spec_key, state, last_ts_ms, samples, updated_at)"
                 " SELECT tag_id, spec_key, state, last_ts_ms, samples, now() FROM zhizao_state_stage"

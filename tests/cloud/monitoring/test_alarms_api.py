@@ -117,8 +117,11 @@ def test_alarm_lifecycle_by_role_with_audit_history_live_and_webhooks(monitored:
             "activate", "clear", "acknowledge", "activate", "shelve", "expire", "out_of_service"]
         assert detail["history"][-3]["comment"] == "coolant refilled"
         with psycopg.connect(m.db) as conn:
-            audited = [r[0] for r in conn.execute("SELECT action FROM audit_log WHERE action LIKE 'alarm.%%' ORDER BY id")]
-        assert audited == ["alarm.acknowledge", "alarm.shelve", "alarm.out_of_service"]
+            audited = conn.execute("SELECT actor, action FROM audit_log WHERE action LIKE 'alarm.%%' ORDER BY id").fetchall()
+        assert [a for a in audited if a[0] != "system"] == [
+            ("operator a", "alarm.acknowledge"), ("operator a", "alarm.shelve"), ("admin", "alarm.out_of_service")]
+        assert [x[1] for x in audited if x[0] == "system"] == [
+            "alarm.activate", "alarm.clear", "alarm.activate", "alarm.expire"]
 
         # Live: every transition reached the viewer's stream.
         wait_for(lambda: len(events) >= 7, what="7 live alarm events")
