@@ -142,6 +142,13 @@ export async function machine(ctx, siteId, machineId) {
   const refresh = throttled(5_000);
   ctx.onLeave(refresh.cancel);
   ctx.live((kind, data) => {
+    // New scores or an alarm of this machine: redraw the signal with its score and markers (at most every 5 s).
+    if ((kind === "anomaly" && data.site === siteId && data.machine === machineId)
+        || (kind === "alarm" && data.alarm?.site === siteId && data.alarm?.machine === machineId)) {
+      if (signals.length) refresh("signal", showSignal);
+      return;
+    }
+    if (kind === "anomaly" || kind === "alarm") return;
     if (data.site !== siteId || (kind === "state" ? data.machine !== machineId : data.id !== machineId)) return;
     if (kind === "state") {
       const ts = typeof data.ts === "number" ? data.ts : Date.parse(data.ts);
