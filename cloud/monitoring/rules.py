@@ -64,6 +64,8 @@ class DetectorParams(_Params):
     deadband: float | None = Field(default=None, ge=0, description="clears below level - deadband (default: detector's)")
     on_delay_s: float = Field(default=0.0, ge=0)
     off_delay_s: float = Field(default=10.0, ge=0)
+    only_running: bool = Field(default=True, description="score only while the machine runs (its State says so)")
+    settle_s: float = Field(default=0.0, ge=0, description="and not in the first seconds after it started running")
 
     @model_validator(mode="after")
     def _builds(self) -> DetectorParams:

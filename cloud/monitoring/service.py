@@ -78,6 +78,11 @@ def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
+def _runs(code: int) -> bool:
+    """The state code means producing (running, or running slower)."""
+    return category_of(code) in (Category.RUNNING, Category.REDUCED_SPEED)
+
+
 class MonitoringService:
     """Detector states, alarm conditions and alarm points, kept up to date from committed samples."""
 
@@ -97,6 +102,7 @@ class MonitoringService:
         self.rules = RuleSet([])
         self._tags: dict[int, TagRef | StateTag | None] = {}
         self._levels: dict[int, tuple[float, float, int, int, str, int | None]] = {}  # tag -> on, off, delays, prio, rule
+        self._gate: dict[int, tuple[bool, int]] = {}  # tag -> (score only while running, settle ms)
         self._machine_state: dict[tuple[str, str], tuple[int, int]] = {}  # (site, machine) -> (code, since ms)
         self._microstops: dict[tuple[str, str], deque[int]] = defaultdict(deque)
         self._lost = False
@@ -324,6 +330,7 @@ class MonitoringService:
             on = off = float("inf")
         self._levels[ref.tag_id] = (on, off, int(params.on_delay_s * 1000), int(params.off_delay_s * 1000),
                                     priority, rule_id)
+        self._gate[ref.tag_id] = (params.only_running, int(params.settle_s * 1000))
 
     def _load_microstops(self, conn: psycopg.Connection[Any]) -> None:
         """Microstop starts of the trailing hour of each machine with a microstop rule, from its State samples."""
@@ -435,11 +442,16 @@ class MonitoringService:
         proc = kinds == 1
         self.batches += 1
         self.samples += int(tag.size)
-        scores = self.bank.score(tag[proc], ts[proc], val[proc])
+        st = kinds == 2
+        p_tag, p_ts, p_val = tag[proc], ts[proc], val[proc]
+        # Detectors learn and score the machine's behaviour while it produces: other samples reach them as NaN
+        # (skipped, state untouched, no score). Threshold and rate rules see every value.
+        producing = self._producing(p_tag, p_ts, tag[st], ts[st], val[st])
+        scores = self.bank.score(p_tag, p_ts, np.where(producing, p_val, np.nan))
+        scores = Scores(scores.tag, scores.ts, p_val, scores.score, scores.late)
         events: list[al.ConditionEvent] = []
         events += self._anomaly_events(scores)
         events += self._rule_events(scores)
-        st = kinds == 2
         events += self._machine_events(tag[st], ts[st], val[st], tag, ts)
         with translate_errors(), self._pool.connection() as conn:
             store = al.Store(conn)
@@ -452,6 +464,46 @@ class MonitoringService:
         self.scored += int(np.isfinite(scores.score).sum())
         self._publish_scores(scores)
         self._publish_alarms(store)
+
+    def _producing(self, tag: NDArray[np.int32], ts: NDArray[np.int64], st_tag: NDArray[np.int32],
+                   st_ts: NDArray[np.int64], st_val: NDArray[np.float64]) -> NDArray[np.bool_]:
+        """Per process sample (sorted by tag, ts): True where its machine runs (and has settled), or where the
+        machine's state is not known (no State tag yet) or its detector rule scores regardless."""
+        out = np.ones(tag.size, np.bool_)
+        if not tag.size:
+            return out
+        changes: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
+        for t, x, v in zip(st_tag.tolist(), st_ts.tolist(), st_val.tolist(), strict=True):
+            ref = self._tags[int(t)]
+            assert isinstance(ref, StateTag)
+            changes[(ref.site, ref.machine)].append((int(x), int(v)))
+        timelines: dict[tuple[str, str], tuple[NDArray[np.int64], NDArray[np.bool_], NDArray[np.int64]]] = {}
+        bounds = np.flatnonzero(np.r_[True, tag[1:] != tag[:-1], True])
+        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            t = int(tag[lo])
+            only, settle = self._gate.get(t, (False, 0))
+            ref = self._tags[t]
+            if not only or not isinstance(ref, TagRef):
+                continue
+            key = (ref.site, ref.machine)
+            if key not in timelines:
+                code, since = self._machine_state.get(key, (-1, NEVER))
+                hz = self.conditions.index.get(f"horizon:{key[0]}/{key[1]}")
+                last = int(self.conditions.last_ts[hz]) if hz is not None else NEVER
+                pts_t, pts_run, pts_since = [NEVER], [code < 0 or _runs(code)], [since]
+                for x, c in changes.get(key, []):
+                    if x > last and c != code:
+                        code, since = c, x
+                        pts_t.append(x)
+                        pts_run.append(_runs(c))
+                        pts_since.append(x)
+                timelines[key] = (np.array(pts_t, np.int64), np.array(pts_run, np.bool_), np.array(pts_since, np.int64))
+            p_t, p_run, p_since = timelines[key]
+            if p_t.size == 1 and p_run[0] and p_since[0] <= NEVER:
+                continue  # state never seen: scored as it comes
+            i = np.searchsorted(p_t, ts[lo:hi], side="right") - 1
+            out[lo:hi] = p_run[i] & (ts[lo:hi] - p_since[i] >= settle)
+        return out
 
     def _site_horizons(self, tag: NDArray[np.int32], ts: NDArray[np.int64]) -> dict[str, int]:
         """Newest sample time per site in a batch sorted by (tag, ts)."""
@@ -569,7 +621,7 @@ class MonitoringService:
     def _machine_events(self, st_tag: NDArray[np.int32], st_ts: NDArray[np.int64], st_val: NDArray[np.float64],
                         all_tag: NDArray[np.int32], all_ts: NDArray[np.int64]) -> list[al.ConditionEvent]:
         """Failure-duration and microstops-per-hour rules at each State sample and at each machine's newest time."""
-        if not (self.rules.of_type("failure") or self.rules.of_type("microstops")) or not all_tag.size:
+        if not all_tag.size:
             return []
         horizon: dict[tuple[str, str], int] = {}
         machines: dict[tuple[str, str], StateTag] = {}
@@ -593,8 +645,6 @@ class MonitoringService:
         for key, ref in machines.items():
             fail_rules = self.rules.machine_rules(ref.site, ref.kind, ref.machine, "failure")
             micro_rules = self.rules.machine_rules(ref.site, ref.kind, ref.machine, "microstops")
-            if not (fail_rules or micro_rules):
-                continue
             code, since = self._machine_state.get(key, (-1, NEVER))
             hz_key = self.conditions.ids([f"horizon:{key[0]}/{key[1]}"])[0]
             last = int(self.conditions.last_ts[hz_key])
@@ -618,8 +668,8 @@ class MonitoringService:
             sk = self.conditions.ids([f"state:{key[0]}/{key[1]}"])[0]
             self.conditions.last_ts[sk], self.conditions.last_value[sk] = since, float(code)
             self.conditions.touched.add(int(sk))
-            if not points:
-                continue
+            if not points or not (fail_rules or micro_rules):
+                continue  # the state is tracked (it gates scoring); no rule to evaluate
             for rule in fail_rules:
                 n_ms = int(rule.params.minutes * 60_000)
                 # Evaluate at every point and where a failure reaches N minutes between two points, so the alarm

@@ -9,8 +9,8 @@ seeds/monitoring/rules.yaml), and its alarms are compared with the model's own f
 
 - per fault: the functional failure (bearing worn out, tool at the end of its life, sensor drift at its limit)
   is *alarmed before failure* when an anomaly, threshold or rate alarm of that machine was raised while the
-  fault developed (bearing: from its onset; tool: since the last tool change; drift: from its onset), with the
-  lead time from the first such alarm to the failure;
+  fault developed (bearing: from its onset; tool: the second half of its life since the last change; drift:
+  from its onset), with the lead time from the first such alarm to the failure;
 - false alarms: activations on a machine outside every window in which one of its faults develops (plus one
   hour after the failure), per machine-week;
 - per site (one console each), EEMUA 191 over 10-minute windows of data time: average and peak of announced
@@ -19,8 +19,9 @@ seeds/monitoring/rules.yaml), and its alarms are compared with the model's own f
   ingest's process CPU over `--ingest-samples` pre-encoded DDATA samples (`zhizao bench ingest`'s stream: 2000
   process signals) without and with the monitoring service on its commit listener, same run.
 
-Jam bursts show in State (microstops), which this bench does not map from the simulator's PackML states;
-they are listed as not evaluated.
+Each machine's State is mapped from the simulator's PackML state and stop reason as the edge maps it, so the
+detectors score machines while they run (`only_running`). Jam bursts (stops, seen by the microstops rule) are
+counted, not scored as faults here.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import psycopg
 
 from zhizao.bench.harness import Report, json_option, machine_line, scratch_database
 
+EXECUTE = 6  # PackML Execute (PackTags numbering)
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 WINDOW_MS = 600_000  # EEMUA 191: 10 minutes
@@ -50,6 +52,7 @@ def run_monitor_bench(database_url: str, days: float, dt_s: float, seed: int, ba
     from zhizao.cloud.storage import apply_migrations
     from zhizao.edge.sim.faults import ABORTED, HELD, SUSPENDED
     from zhizao.edge.sim.model import FactoryModel
+    from zhizao.edge.sim.nodes import T_REASON, T_STATE
     from zhizao.seeds import load_scenario
 
     scenario = load_scenario()
@@ -72,6 +75,16 @@ def run_monitor_bench(database_url: str, days: float, dt_s: float, seed: int, ba
                 assert row is not None
                 node_tag[node] = int(row[0])
                 signal_name[int(row[0])] = (m_i, name)
+            # Each machine's State as the edge maps PackML (edge/mapping.py): Execute is running (10000), any
+            # other state is a stop with the machine's StopReason (an unspecified stop, 40000, when it has none).
+            state_tag = np.zeros(len(table.machines), np.int32)
+            for m_i, path in enumerate(table.machine_paths):
+                site, line, machine = path.split("/")
+                row = conn.execute(
+                    "INSERT INTO tags (site_id, edge_node_id, machine_id, name, datatype) VALUES (%s, %s, %s,"
+                    " 'State', 3) RETURNING tag_id", [site, line, machine]).fetchone()
+                assert row is not None
+                state_tag[m_i] = int(row[0])
         # The model's own fault record: functional failures, by kind.
         failures: list[tuple[str, int, int]] = []  # (kind, machine index, ts ms)
         orig = model.faults.events
@@ -97,6 +110,7 @@ def run_monitor_bench(database_url: str, days: float, dt_s: float, seed: int, ba
             buf_t: list[np.ndarray] = []
             buf_ts: list[np.ndarray] = []
             buf_v: list[np.ndarray] = []
+            last_code = np.full(len(table.machines), np.nan)
             ch = model.initial()
             for k in range(steps + 1):
                 if k:
@@ -106,6 +120,15 @@ def run_monitor_bench(database_url: str, days: float, dt_s: float, seed: int, ba
                     buf_t.append(node_tag[ch.index[sel]].astype(np.int32))
                     buf_ts.append(np.full(int(sel.sum()), ch.ts_ms, np.int64))
                     buf_v.append(ch.value[sel])
+                packml = model.values[table.packml[:, T_STATE]]
+                reason = model.values[table.packml[:, T_REASON]]
+                code = np.where(packml == EXECUTE, 10000.0, np.where(reason >= 40000, reason, 40000.0))
+                moved = np.flatnonzero(code != last_code)
+                if moved.size:
+                    buf_t.append(state_tag[moved])
+                    buf_ts.append(np.full(moved.size, ch.ts_ms, np.int64))
+                    buf_v.append(code[moved])
+                    last_code = code
                 if len(f.d_m):
                     over = (f.d_age > f.d_onset) & ((f.d_age - f.d_onset) * f.d_rate >= f.d_limit)
                     for i in np.flatnonzero(over & ~drift_failed).tolist():
@@ -217,7 +240,8 @@ def _evaluate(scenario: Any, table: Any, failures: list[tuple[str, int, int]], a
             begin = ts - int(bearing.life_h * HOUR_MS)
         elif kind == "tool_wear":
             next(x for x in machine.faults if isinstance(x, ToolWear))
-            begin = last_tool.get(m_i, start_ms)
+            changed = last_tool.get(m_i, start_ms)
+            begin = changed + (ts - changed) // 2  # the worn second half of the tool's life
             last_tool[m_i] = ts
         else:
             drift = next(x for x in machine.faults if isinstance(x, SensorDrift))
@@ -240,7 +264,7 @@ def _evaluate(scenario: Any, table: Any, failures: list[tuple[str, int, int]], a
         by_kind[kind] = {"failures": len(rows), "alarmed_before": sum(p["alarmed"] for p in rows),
                          "median_lead_h": median(leads) if leads else None}
     by_kind["jam_bursts"] = {"failures": sum(1 for k, _, _ in failures if k == "jam_bursts"),
-                             "evaluated": False, "why": "needs State (microstops), not mapped from PackML here"}
+                             "evaluated": False, "why": "stops, not a developing process fault"}
     # EEMUA 191 per site over 10-minute windows of data time (announced activations only).
     n_win = max(1, (end_ms - start_ms) // WINDOW_MS)
     eemua: dict[str, Any] = {}
