@@ -102,6 +102,11 @@ def test_alarm_list_badge_ack_scores_and_work_order(cloud: Cloud, chromium: Any,
         assert wo.get_attribute("data-status") == "open" and "check spindle cooling" in wo.inner_text()
         wo.get_by_role("button", name="Start").click()
         page.locator('#wo-rows tr[data-status="in_progress"]').wait_for()
+        # MTBF / MTTR of the site's machines from their OEE windows (the fed history has one failure each).
+        rel = page.locator(f'#rel-rows tr[data-machine="{MACHINE}"]')
+        rel.wait_for()
+        cells = rel.locator("td").all_inner_texts()
+        assert cells[2] == "1" and cells[3] != "—" and float(cells[4]) > 0, cells
         fits(page)
 
         # Chinese.

@@ -1,5 +1,6 @@
-// Work orders page (#/work-orders): the list (status filter), a form to create one by hand or from an alarm
-// (#/work-orders?alarm=ID&site=S&machine=M, linked from the alarm list), and status changes; operator and above.
+// Work orders page (#/work-orders): the list, a form to create one by hand or from an alarm
+// (#/work-orders?alarm=ID&site=S&machine=M, linked from the alarm list), status changes (operator and above),
+// and MTBF / MTTR per machine and line of a site over the last 30 days (GET /api/v1/reliability).
 import { ApiError, get, send } from "../api.js";
 import { may, me } from "../data.js";
 import { h } from "../dom.js";
@@ -41,9 +42,27 @@ export async function workOrders(ctx, query) {
     h("div", { class: "filters" }, field("wo-start", t("wo.planned.start"), startIn),
       field("wo-end", t("wo.planned.end"), endIn),
       h("button", { type: "submit", class: "btn btn-primary" }, t("wo.create"))), error) : null;
+  const relSite = h("select", { id: "rel-site", "aria-label": t("site") }, ...sites.map((s) => h("option",
+    { value: s.site_id, selected: s.site_id === query.get("site") }, s.name || s.site_id)));
+  const relRows = h("tbody", { id: "rel-rows" });
   ctx.show(h("section", { class: "card wo-page" }, h("h1", { class: "page-title" }, t("work.orders")), form,
     h("table", { class: "alarm-table" }, h("thead", {}, h("tr", {}, ...["wo.id", "wo.title", "machine", "wo.assignee",
-      "wo.status", "wo.planned", "alarm.actions"].map((k) => h("th", { scope: "col" }, t(k))))), list)));
+      "wo.status", "wo.planned", "alarm.actions"].map((k) => h("th", { scope: "col" }, t(k))))), list)),
+    h("section", { class: "card rel-page" },
+      h("div", { class: "card-head" }, h("h2", { class: "card-title" }, t("rel.title")), relSite),
+      h("table", { class: "alarm-table" }, h("thead", {}, h("tr", {}, ...["machine", "line", "rel.failures",
+        "rel.mtbf", "rel.mttr", "rel.run"].map((k) => h("th", { scope: "col" }, t(k))))), relRows)));
+  const fixed = (v, digits = 1) => (v === null || v === undefined ? "—" : Number(v).toFixed(digits));
+  async function loadReliability() {
+    const rel = await get("reliability", { site: relSite.value });
+    if (!ctx.current()) return;
+    const rows = [...rel.machines, ...rel.lines.map((l) => ({ ...l, machine: null }))];
+    relRows.replaceChildren(...(rows.length ? rows.map((r) => h("tr", { dataset: { machine: r.machine ?? "", line: r.line } },
+      h("td", {}, r.machine ?? t("rel.line.total")), h("td", {}, r.line), h("td", {}, String(r.failures)),
+      h("td", {}, fixed(r.mtbf_h)), h("td", {}, fixed(r.mttr_min)), h("td", {}, fixed(r.run_h))))
+      : [h("tr", {}, h("td", { colspan: 6, class: "muted" }, t("no.data")))]));
+  }
+  relSite.addEventListener("change", loadReliability);
 
   form?.addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -76,5 +95,5 @@ export async function workOrders(ctx, query) {
           await load();
         } }, t(`wo.to.${NEXT[w.status]}`)) : null))) : [h("tr", {}, h("td", { colspan: 7, class: "muted" }, t("wo.none")))]));
   }
-  await load();
+  await Promise.all([load(), loadReliability()]);
 }
