@@ -87,8 +87,11 @@ class MonitoringService:
     """Detector states, alarm conditions and alarm points, kept up to date from committed samples."""
 
     def __init__(self, conninfo: str, live: LiveHub | None = None, *, check_every_s: float = 5.0,
-                 max_queued_batches: int = 10_000, webhooks: bool = True) -> None:
+                 max_queued_batches: int = 10_000, webhooks: bool = True, first_catch_up_s: float = 86_400.0) -> None:
         self.conninfo = conninfo
+        # A tag never scored before (a first start on a database with history) is caught up from this far back
+        # only, not over its whole history.
+        self.first_catch_up_ms = int(first_catch_up_s * 1000)
         self.live = live
         self.check_every_s = check_every_s
         self._queue: queue.Queue[_Batch] = queue.Queue(max_queued_batches)
@@ -382,11 +385,13 @@ class MonitoringService:
         for t in tags:
             ref = self._tags[t]
             if isinstance(ref, TagRef):
-                out.append(int(self.bank.column(t)[2]))
+                last = int(self.bank.column(t)[2])
+                out.append(last if last > NEVER else int(time.time() * 1000) - self.first_catch_up_ms)
             else:
                 assert isinstance(ref, StateTag)
                 i = self.conditions.index.get(f"horizon:{ref.site}/{ref.machine}")
-                out.append(int(self.conditions.last_ts[i]) if i is not None else NEVER)
+                last = int(self.conditions.last_ts[i]) if i is not None else NEVER
+                out.append(last if last > NEVER else int(time.time() * 1000) - self.first_catch_up_ms)
         return out
 
     def _reload_rules(self) -> None:
