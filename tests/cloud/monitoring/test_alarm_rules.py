@@ -9,7 +9,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from tests.cloud.monitoring.conftest import add_rule
+from tests.support.monitorfixtures import add_rule
 from tests.support.oeefixtures import MIN, T0, make_fleet, store_batch
 from zhizao.cloud.monitoring import MonitoringService
 

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import psycopg
 
-from tests.cloud.monitoring.conftest import Monitored
+from tests.support.monitorfixtures import Monitored
 from tests.support.oeefixtures import T0
 from tests.support.spnode import wait_for
 

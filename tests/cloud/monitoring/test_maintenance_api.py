@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import numpy as np
 import psycopg
 
-from tests.cloud.monitoring.conftest import Monitored
+from tests.support.monitorfixtures import Monitored
 from tests.support.oeefixtures import CALENDAR, MIN, T0, batches, scripted, store_batch
 from zhizao.bench.series import fill_rollups
 
