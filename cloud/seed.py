@@ -56,10 +56,11 @@ def seed_database(conninfo: str, scenario: Scenario) -> SeedCounts:
                 for machine in line.machines:
                     machines += 1
                     conn.execute(
-                        "INSERT INTO machines (site_id, machine_id, edge_node_id, line_id, name, ideal_rate_per_min)"
-                        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (site_id, machine_id) DO UPDATE"
-                        " SET name = excluded.name, ideal_rate_per_min = excluded.ideal_rate_per_min",
-                        [site.id, machine.id, line.id, line.id, machine.name or None, machine.ideal_rate_per_min],
+                        "INSERT INTO machines (site_id, machine_id, edge_node_id, line_id, name, ideal_rate_per_min, kind)"
+                        " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (site_id, machine_id) DO UPDATE"
+                        " SET name = excluded.name, ideal_rate_per_min = excluded.ideal_rate_per_min, kind = excluded.kind",
+                        [site.id, machine.id, line.id, line.id, machine.name or None, machine.ideal_rate_per_min,
+                         machine.kind],  # kind: monitoring rules match it (migration 0008)
                     )
             row = conn.execute(
                 "INSERT INTO oee_site_config (site_id, tz, calendar, state_classes, source, microstop_s, startup_s)"

@@ -18,6 +18,7 @@ from zhizao.cloud.api import create_app
 from zhizao.cloud.ingest.service import IngestService
 from zhizao.cloud.ingest.settings import IngestSettings
 from zhizao.cloud.live import LiveHub
+from zhizao.cloud.monitoring import MonitoringService
 from zhizao.cloud.oee import OeeService
 from zhizao.cloud.planning.service import Planner
 from zhizao.cloud.planning.watcher import ReplanWatcher
@@ -49,6 +50,7 @@ class CloudService:
         ingest_settings: IngestSettings | None = None,
         warm_up: bool = True,
         oee: bool = True,
+        monitoring: bool = True,
     ) -> None:
         self.settings = settings
         self.conninfo = settings.require_database_url()
@@ -65,6 +67,10 @@ class CloudService:
         # Planning (issue 14): the planner the API uses and the worker that proposes re-plans when capacity drops.
         self.planner = Planner(self.conninfo)
         self.replanner = ReplanWatcher(self.planner)
+        # Condition monitoring (anomaly scores, alarms, webhooks) from the same committed batches.
+        self.monitoring: MonitoringService | None = MonitoringService(self.conninfo, self.live) if monitoring else None
+        if self.monitoring is not None and self.ingest is not None:
+            self.ingest.add_commit_listener(self.monitoring.on_committed)
         self._warm_up = warm_up
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -85,8 +91,11 @@ class CloudService:
         app.state.oee = self.oee
         app.state.planner = self.planner
         self.replanner.start()
+        app.state.monitoring = self.monitoring
         if self.oee is not None:
             await asyncio.to_thread(self.oee.start)
+        if self.monitoring is not None:
+            await asyncio.to_thread(self.monitoring.start)
         if ingest is not None:
             await asyncio.to_thread(ingest.start)
             log.info("ingest started: host %s on %s", self.settings.host_id, self.settings.mqtt_url)
@@ -104,6 +113,8 @@ class CloudService:
             if self.oee is not None:
                 await asyncio.to_thread(self.oee.stop)
             await asyncio.to_thread(self.replanner.stop)
+            if self.monitoring is not None:
+                await asyncio.to_thread(self.monitoring.stop)
 
     def build_app(self) -> FastAPI:
         """The API app wired to this service's ingest."""

@@ -18,6 +18,8 @@ def _kind_of(path: Path) -> str:
         return "timeline"
     if path.stem.startswith("network"):
         return "network"
+    if parent == "monitoring":
+        return "monitoring"
     return "scenario"
 
 
@@ -31,10 +33,21 @@ def _check_agent(path: Path) -> str:
     return "agent config ok"
 
 
+def _check_monitoring(path: Path) -> str:
+    # Lazy import, as for agents: the rule models live with the cloud's monitoring service.
+    if importlib.util.find_spec("zhizao.cloud.monitoring") is None:
+        return "skipped (cloud.monitoring is not installed)"
+    from zhizao.cloud.monitoring.rules import seed_rules
+
+    return f"monitoring rules ok ({len(seed_rules(path.read_text(encoding='utf-8')))} rules)"
+
+
 def _check_one(path: Path) -> str:
     kind = _kind_of(path)
     if kind == "agent":
         return _check_agent(path)
+    if kind == "monitoring":
+        return _check_monitoring(path)
     if kind == "timeline":
         tl = load_timeline(path)
         return f"timeline ok ({len(tl.segments)} segments, {tl.duration_s / 60:g} min)"

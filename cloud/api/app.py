@@ -16,8 +16,10 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from zhizao.cloud.api import (
+    routes_alarms,
     routes_assets,
     routes_live,
+    routes_maintenance,
     routes_oee,
     routes_planning,
     routes_quarantine,
@@ -178,6 +180,8 @@ def create_app(
     app.include_router(routes_quarantine.router)
     app.include_router(routes_reports.router)
     app.include_router(routes_planning.router)
+    app.include_router(routes_alarms.router)
+    app.include_router(routes_maintenance.router)
     app.include_router(dashboard_router)
 
     @app.middleware("http")

@@ -218,7 +218,7 @@ async def _stored_calendar(conn: Conn, site: str) -> dict[str, Any]:
                              " startup_s FROM oee_site_config WHERE site_id = %s", [site])
     row = await cur.fetchone()
     cur = await conn.execute("SELECT start_ts, end_ts, code, note FROM oee_planned_stops WHERE site_id = %s"
-                             " ORDER BY start_ts", [site])
+                             " AND work_order_id IS NULL ORDER BY start_ts", [site])  # work orders keep their own
     stops = [{"start": s.isoformat(), "end": e.isoformat(), "code": c, "note": n or ""} for s, e, c, n in await cur.fetchall()]
     if row is None:
         return {"site": site, "timezone": None, "shifts": None, "no_shift": [], "planned_stops": stops,
@@ -285,7 +285,7 @@ async def put_calendar(
             [site, tz, json.dumps(calendar.model_dump(mode="json")), json.dumps(classes) if classes else None,
              principal.name, microstop_s, startup_s],
         )
-        await conn.execute("DELETE FROM oee_planned_stops WHERE site_id = %s", [site])
+        await conn.execute("DELETE FROM oee_planned_stops WHERE site_id = %s AND work_order_id IS NULL", [site])
         for stop in body.planned_stops:
             await conn.execute("INSERT INTO oee_planned_stops (site_id, start_ts, end_ts, code, note)"
                                " VALUES (%s, %s, %s, %s, %s)", [site, stop.start, stop.end, stop.code, stop.note])

@@ -56,6 +56,10 @@ class Aggregate:
         return f"refresh_{suffix}_every", f"refresh_{suffix}_lookback"
 
 
+# Further (tag_id, ts) time series that become hypertables with the samples' policies: the anomaly scores
+# of condition monitoring (migration 0008).
+HYPERTABLES_EXTRA = ("anomaly_scores",)
+
 AGGREGATES = (Aggregate("samples_1m", "1 minute", 60_000), Aggregate("samples_1h", "1 hour", HOUR_MS))
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -115,7 +119,7 @@ def is_converted(conn: Conn) -> bool:
 
 def setup(conn: Conn, horizons: TimescaleHorizons) -> None:
     """Turn the core tables into hypertables and (re)apply every policy from `horizons` (autocommit conn)."""
-    for table in ("samples", "samples_text"):
+    for table in ("samples", "samples_text", *HYPERTABLES_EXTRA):
         _setup_hypertable(conn, table, horizons)
     for agg in AGGREGATES:
         _setup_cagg(conn, agg, horizons)

@@ -19,6 +19,7 @@ _BENCHES: dict[str, tuple[str, str]] = {
     "oee": ("zhizao.bench.oee:bench_oee", "/api/v1/oee latency: whole cluster over 24 h (hour windows), p50/p99."),
     "live": ("zhizao.bench.live:bench_live", "Simulator Stop/Start -> state event on the live stream, p50/p99."),
     "detect": ("zhizao.bench.detect:bench_detect", "Detectors on NAB and SKAB (local checkouts), their own scoring."),
+    "monitor": ("zhizao.bench.monitor:bench_monitor", "Seeded faults -> alarms before failure, false alarms, EEMUA 191."),
 }
 
 

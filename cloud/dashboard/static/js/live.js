@@ -18,7 +18,7 @@ export function connect(onStatus) {
     // EventSource retries by itself unless the server refused (closed); then we try again ourselves.
     if (source.readyState === EventSource.CLOSED) retry = setTimeout(() => connect(status), 5000);
   };
-  for (const kind of ["state", "oee"]) {
+  for (const kind of ["state", "oee", "alarm", "anomaly"]) {
     source.addEventListener(kind, (e) => {
       let data;
       try {

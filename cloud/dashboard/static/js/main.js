@@ -13,6 +13,9 @@ import { overview } from "./views/overview.js";
 import { report } from "./views/report.js";
 import { planning } from "./views/planning.js";
 import { site } from "./views/site.js";
+import { alarms } from "./views/alarms.js";
+import { workOrders } from "./views/workorders.js";
+import { alarmBadge } from "./badge.js";
 
 const view = document.getElementById("view");
 const crumbs = document.getElementById("crumbs");
@@ -28,6 +31,10 @@ function route() {
   const parts = location.hash.replace(/^#\/?/, "").split("/").filter(Boolean).map(decodeURIComponent);
   if (parts.length === 0) return [overview];
   if (parts[0] === "planning" && parts.length === 1) return [planning];
+  if (parts[0] === "alarms" && parts.length === 1) return [alarms];
+  if (parts[0].split("?")[0] === "work-orders" && parts.length === 1) {
+    return [workOrders, new URLSearchParams(parts[0].split("?")[1] ?? "")];
+  }
   if (parts[0] === "site" && parts.length === 2) return [site, parts[1]];
   if (parts[0] === "site" && parts.length === 3 && parts[2] === "calendar") return [calendar, parts[1]];
   if (parts[0] === "site" && parts.length === 4 && parts[2] === "line") return [line, parts[1], parts[3]];
@@ -104,6 +111,7 @@ async function render() {
 
 function start() {
   live.connect(showLive);
+  alarmBadge.start();
   logoutBtn.hidden = false;
   render(); // the page that was asked for before the login
 }
@@ -115,6 +123,7 @@ function paintHeader() {
   langBtn.setAttribute("lang", other);
   langBtn.setAttribute("aria-label", t("lang.switch.label"));
   if (liveEl.textContent) showLive(liveState);
+  alarmBadge.paint();
 }
 
 langBtn.addEventListener("click", async () => {
@@ -124,6 +133,7 @@ langBtn.addEventListener("click", async () => {
   render();
 });
 logoutBtn.addEventListener("click", () => {
+  alarmBadge.stop();
   setToken(null);
   location.hash = "#/";
   render();
@@ -140,5 +150,8 @@ window.addEventListener("zhizao:unauthorized", () => {
 
 await setLang(preferredLang());
 paintHeader();
-if (getToken()) live.connect(showLive);
+if (getToken()) {
+  live.connect(showLive);
+  alarmBadge.start();
+}
 render();

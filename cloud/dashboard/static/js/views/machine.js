@@ -1,7 +1,8 @@
 // Machine page: current state, OEE with A/P/Q, counters, state timeline (with the stops that need a reason, for
 // operators), six big losses, stop-reason pareto and one process signal's last hour.
 import { get, getOr, iso } from "../api.js";
-import { apq, bars, legend, lineChart, timeline, updateApq } from "../charts.js";
+import { scoresAndAlarms, signalChart } from "../anomaly.js";
+import { apq, bars, legend, timeline, updateApq } from "../charts.js";
 import { latest, may, me, newest, oeeWindows, throttled } from "../data.js";
 import { h } from "../dom.js";
 import { category, clock, label, num, stateName } from "../format.js";
@@ -118,15 +119,22 @@ export async function machine(ctx, siteId, machineId) {
   }
 
   paintTimeline();
+  // The signal's last hour with its anomaly score (right axis) and the machine's alarms as markers.
+  let signalPlot = null;
+  ctx.onLeave(() => signalPlot?.destroy());
   const showSignal = async () => {
     const tag = signals.find((s) => String(s.tag_id) === picker.value);
     if (!tag) return;
     const end = Date.now();
-    const res = await get("series", { tag_id: tag.tag_id, start: end - HOUR, end, bucket: "10s", agg: "avg" });
+    const [res, anomaly] = await Promise.all([
+      get("series", { tag_id: tag.tag_id, start: end - HOUR, end, bucket: "10s", agg: "avg" }),
+      scoresAndAlarms(siteId, machineId, tag.name, end - HOUR, end + 60_000)]);
     if (!ctx.current()) return;
     const pts = res.points;
     const keep = pts.avg.map((v, i) => [pts.ts[i], v]).filter(([, v]) => v !== null);
-    lineChart(chartEl, keep.map(([ts]) => ts), keep.map(([, v]) => v), tag.name, tag.unit);
+    signalPlot?.destroy();
+    signalPlot = signalChart(chartEl, keep.map(([ts]) => ts), keep.map(([, v]) => v), tag.name, tag.unit,
+      anomaly.points, anomaly.marks);
   };
   picker.addEventListener("change", showSignal);
   if (signals.length) await showSignal();
@@ -134,6 +142,13 @@ export async function machine(ctx, siteId, machineId) {
   const refresh = throttled(5_000);
   ctx.onLeave(refresh.cancel);
   ctx.live((kind, data) => {
+    // New scores or an alarm of this machine: redraw the signal with its score and markers (at most every 5 s).
+    if ((kind === "anomaly" && data.site === siteId && data.machine === machineId)
+        || (kind === "alarm" && data.alarm?.site === siteId && data.alarm?.machine === machineId)) {
+      if (signals.length) refresh("signal", showSignal);
+      return;
+    }
+    if (kind === "anomaly" || kind === "alarm") return;
     if (data.site !== siteId || (kind === "state" ? data.machine !== machineId : data.id !== machineId)) return;
     if (kind === "state") {
       const ts = typeof data.ts === "number" ? data.ts : Date.parse(data.ts);
