@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from zhizao.analytics.anomaly import Alarm, Cusum, Detector, EwmaZ, RobustZ
+from zhizao.analytics.anomaly import Alarm, Cusum, Detector, EwmaZ, RobustZ, ValueNovelty
 from zhizao.broker.contract.ids import Id
 
 __all__ = [
@@ -38,7 +38,9 @@ Priority = Literal["low", "medium", "high", "critical"]
 PRIORITIES: tuple[str, ...] = ("critical", "high", "medium", "low")  # most urgent first
 
 # The univariate detectors a rule may choose (the multivariate T^2 couples tags and is not offered per tag).
-DETECTOR_KINDS: dict[str, type[Detector]] = {"ewma_z": EwmaZ, "cusum": Cusum, "robust_z": RobustZ}
+DETECTOR_KINDS: dict[str, type[Detector]] = {
+    "ewma_z": EwmaZ, "cusum": Cusum, "robust_z": RobustZ, "value_novelty": ValueNovelty,
+}
 
 # Signals OEE reads, and Sparkplug control metrics: never scored (DESIGN.md section 2).
 _NOT_PROCESS = ("State", "StopReason")
@@ -58,7 +60,7 @@ class _Params(BaseModel):
 class DetectorParams(_Params):
     """Detector choice, its parameters, and the alarm on its score: level, deadband and on/off delays."""
 
-    detector: Literal["ewma_z", "cusum", "robust_z", "none"] = "ewma_z"
+    detector: Literal["ewma_z", "cusum", "robust_z", "value_novelty", "none"] = "ewma_z"
     settings: dict[str, float | int] = Field(default_factory=dict, description="detector parameters, e.g. alpha, warmup")
     level: float | None = Field(default=None, description="alarm when the score exceeds this (default: the detector's)")
     deadband: float | None = Field(default=None, ge=0, description="clears below level - deadband (default: detector's)")

@@ -11,7 +11,8 @@ from zhizao.cloud.monitoring.detection import DetectorBank
 from zhizao.cloud.monitoring.rules import DetectorParams
 
 SPECS = [DetectorParams(detector="ewma_z", settings={"warmup": 20}), DetectorParams(detector="cusum", settings={"warmup": 20}),
-         DetectorParams(detector="robust_z", settings={"window": 16})]
+         DetectorParams(detector="robust_z", settings={"window": 16}),
+         DetectorParams(detector="value_novelty", settings={"warmup": 20})]
 
 
 def _samples(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -38,7 +39,9 @@ def test_scores_do_not_depend_on_batching(spec: DetectorParams) -> None:
         whole.assign(t, spec)
     ref = whole.score(tag, ts, val).score
     assert whole.calls == 1  # five tags, one kernel call
-    assert np.isfinite(ref).sum() > 500 and np.nanmax(ref[tag == 2]) > 4
+    # The level shift stands out in each detector's own units (value novelty: distance over the learnt range).
+    peak = 1.0 if spec.detector == "value_novelty" else 4.0
+    assert np.isfinite(ref).sum() > 500 and np.nanmax(ref[tag == 2]) > peak
 
     cut = DetectorBank()
     for t in range(1, 6):
