@@ -379,12 +379,16 @@ class Rig:
         (_kill9 if kill else _stop)(proc)
 
     # -- source
-    def start_source(self) -> None:
-        """The OPC UA server (bench.procs.serve_main, write mode: real address-space writes)."""
+    def spawn_source(self) -> None:
+        """The OPC UA server (bench.procs.serve_main, write mode: real address-space writes); `wait_source`."""
         code = "from zhizao.bench.procs import serve_main; serve_main()"
         argv = [PY, "-c", code, str(self.source_port), "0", str(self.opt.tags), str(self.opt.rate),
                 str(self.dir / "source.count"), "write", str(self.opt.clock_offset_s)]  # fmt: skip
         self.source = _spawn(argv, self.logs / "source.log")
+
+    def wait_source(self) -> None:
+        """Wait until the OPC UA server listens."""
+        assert self.source is not None
         wait_until("OPC UA source", lambda: _listening(self.source_port) or self.source.poll() is not None,  # type: ignore[union-attr]
                    _READY_TIMEOUT_S)  # fmt: skip
         if self.source.poll() is not None:
@@ -393,6 +397,10 @@ class Rig:
     # -- cloud
     def start_cloud(self, i: int = 0) -> None:
         """Start cloud ingest worker `i` and wait for its `up`."""
+        self.wait_cloud(i, self.spawn_cloud(i))
+
+    def spawn_cloud(self, i: int = 0) -> subprocess.Popen[bytes]:
+        """Start cloud ingest worker `i`; `wait_cloud` waits for its `up`."""
         settings: dict[str, Any] = {"reorder_timeout_ms": 500, "rebirth_min_interval_ms": 1000}
         if self.opt.shared:
             settings |= {"shared_subscription": True, "acks": False, "sites": [SITE]}
@@ -402,6 +410,10 @@ class Rig:
         with (self.logs / f"cloud-{i}.log").open("ab") as err:
             proc = subprocess.Popen([PY, "-c", code, self.db, mqtt, host, json.dumps(settings)],
                                     stdout=subprocess.PIPE, stderr=err, start_new_session=True)  # fmt: skip
+        return proc
+
+    def wait_cloud(self, i: int, proc: subprocess.Popen[bytes]) -> None:
+        """Wait for worker `i`'s `up` line (RuntimeError when it exits first)."""
         assert proc.stdout is not None
         with proc.stdout:
             line = proc.stdout.readline().strip()
@@ -463,12 +475,15 @@ class Rig:
         self.start_broker("cloud")
         if self.opt.bridge:
             self.start_broker("site")
-        self.start_source()
-        for i in range(self.opt.workers):
-            self.start_cloud(i)
+        # Started side by side (each takes seconds to import and initialise); agents once the source listens.
+        self.spawn_source()
+        clouds = [self.spawn_cloud(i) for i in range(self.opt.workers)]
         self._write_configs()
+        self.wait_source()
         for i in range(self.opt.agents):
             self.start_agent(i)
+        for i, proc in enumerate(clouds):
+            self.wait_cloud(i, proc)
         self.wait_stored(1, _READY_TIMEOUT_S)
 
     def appended(self) -> int:
@@ -578,10 +593,14 @@ class Rig:
         return RowResult("", counts, 0.0, quarantine_reasons=reasons, lost_examples=examples)
 
     def close(self) -> None:
-        """Stop everything this rig started."""
+        """End everything this rig started (kill -9: the row is counted; nothing is left to keep)."""
         self.tap.close()
-        for proc in [*self.agents, self.source, *self.clouds, *self.brokers.values()]:
-            _stop(proc)
+        procs = [p for p in (*self.agents, self.source, *self.clouds, *self.brokers.values()) if p is not None]
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+        for proc in procs:
+            proc.wait(10)
         if self.proxy is not None:
             self.proxy.close()
 
@@ -592,7 +611,7 @@ def bridge_config(shipped: Path, site: str, cloud_port: int) -> list[str]:
     out = []
     for raw in shipped.read_text().splitlines():
         line = raw.strip()
-        if not line or line.startswith("#") or line.startswith("bridge_") and "file" in line:
+        if not line or line.startswith("#") or (line.startswith("bridge_") and "file" in line):
             continue
         if line.startswith("bridge_insecure"):
             continue
@@ -661,7 +680,7 @@ def _broker_restart(rig: Rig, seconds: float) -> dict[str, Any]:
 
 
 def _broker_down(rig: Rig, seconds: float) -> dict[str, Any]:
-    down = max(2.0, seconds / 2)
+    down = max(2.0, seconds)  # bench default: 60 s
     rig.wait_appended(int(_per_s(rig) * 2))
     rig.stop_broker("cloud", kill=True)
     time.sleep(down)  # the fault is the broker being away this long
@@ -688,7 +707,7 @@ def _pg_terminate(rig: Rig, seconds: float) -> dict[str, Any]:
 
 def _net_stall(rig: Rig, seconds: float) -> dict[str, Any]:
     assert rig.proxy is not None
-    stall = max(2.0, seconds / 3)
+    stall = max(2.0, seconds / 2)
     rig.wait_appended(int(_per_s(rig) * 2))
     rig.proxy.stall()
     time.sleep(stall)  # the fault is the link passing nothing this long
