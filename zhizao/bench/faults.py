@@ -323,6 +323,7 @@ class RigOptions:
     clock_offset_s: float = 0.0
     workers: int = 1  # cloud ingest processes
     shared: bool = False  # workers on a $share subscription, acks off (edge: acks false)
+    per_site_workers: bool = False  # agent i in its own site, worker i subscribed to that site only (acks on)
     bridge: bool = False  # agents on a site broker bridged to the cloud broker
     proxy: bool = False  # agents reach their broker through a FaultProxy
     replay_samples_per_interval: int = 50_000
@@ -404,6 +405,8 @@ class Rig:
         settings: dict[str, Any] = {"reorder_timeout_ms": 500, "rebirth_min_interval_ms": 1000}
         if self.opt.shared:
             settings |= {"shared_subscription": True, "acks": False, "sites": [SITE]}
+        if self.opt.per_site_workers:
+            settings |= {"sites": [self.site_of(i)]}
         code = "from zhizao.bench.faults import cloud_main; cloud_main()"
         host = f"zhizao-faults-{i}" if self.opt.workers > 1 else "zhizao-faults"
         mqtt = f"mqtt://127.0.0.1:{self.cloud_port}"
@@ -427,6 +430,10 @@ class Rig:
         _kill9(self.clouds[i])
 
     # -- agents
+    def site_of(self, i: int) -> str:
+        """The site agent `i` belongs to."""
+        return f"{SITE}-{i + 1}" if self.opt.per_site_workers else SITE
+
     def _write_configs(self) -> None:
         from zhizao.edge.config import parse_agent_config
         from zhizao.edge.mapping import build_mapping
@@ -434,13 +441,13 @@ class Rig:
         if self.opt.proxy:
             self.proxy = FaultProxy(self.site_port)
         port = self.proxy.port if self.proxy else self.site_port
-        for name, outbox in zip(self.names, self.outboxes, strict=True):
+        for i, (name, outbox) in enumerate(zip(self.names, self.outboxes, strict=True)):
             outbox.mkdir(parents=True, exist_ok=True)
             self.tap.watch(name, outbox)
             signals = [{"metric": f"T{k:05d}", "node_id": f"ns=2;s=bench/s0/m000/T{k:05d}"}
                        for k in range(self.opt.tags)]  # fmt: skip
             config = {
-                "site": SITE,
+                "site": self.site_of(i),
                 "edge_node": name,
                 "mqtt": {"url": f"mqtt://127.0.0.1:{port}", "keepalive_s": self.opt.keepalive_s,
                          "reconnect_min_s": 0.2, "reconnect_max_s": 2},
@@ -660,6 +667,7 @@ def _cloud_kill_replay(rig: Rig, seconds: float) -> dict[str, Any]:
     rig.kill_cloud(0)
     rig.wait_appended(int(_per_s(rig) * seconds / 2))  # a backlog builds up on the edge
     backlog_before = rig.stored()
+    backlog = rig.appended() - backlog_before
     rig.start_cloud(0)
     # Paced replay (replay_samples_per_interval): kill the cloud again once part of the backlog is stored.
     rig.wait_stored(int(_per_s(rig) * seconds / 8), seconds * 4)
@@ -668,7 +676,7 @@ def _cloud_kill_replay(rig: Rig, seconds: float) -> dict[str, Any]:
     rig.wait_appended(int(_per_s(rig)))
     rig.start_cloud(0)
     rig.wait_appended(int(_per_s(rig) * seconds / 4))
-    return {"cloud_kill9": 2, "stored_during_replay_before_kill": replayed}
+    return {"cloud_kill9": 2, "backlog_at_restart": backlog, "stored_during_replay_before_kill": replayed}
 
 
 def _broker_restart(rig: Rig, seconds: float) -> dict[str, Any]:
@@ -738,6 +746,15 @@ def _worker_kill(rig: Rig, seconds: float) -> dict[str, Any]:
     return {"worker_kill9": 1, "workers_left": 1}
 
 
+def _site_worker_kill(rig: Rig, seconds: float) -> dict[str, Any]:
+    rig.wait_appended(int(_per_s(rig) * seconds / 2))
+    rig.kill_cloud(1)
+    rig.wait_appended(int(_per_s(rig) * 2))  # its site's agent keeps appending meanwhile
+    rig.start_cloud(1)
+    rig.wait_appended(int(_per_s(rig) * seconds / 2))
+    return {"worker_kill9": 1}
+
+
 def _site_broker_restart(rig: Rig, seconds: float) -> dict[str, Any]:
     rig.wait_appended(int(_per_s(rig) * seconds / 2))
     rig.stop_broker("site")
@@ -764,6 +781,8 @@ ROWS: dict[str, Row] = {
             RigOptions(clock_offset_s=3_600), _steady),
         Row("shared-workers", "two workers on a $share subscription (acks off), one killed",
             RigOptions(workers=2, shared=True), _worker_kill),
+        Row("site-workers", "two workers, one per site group (acks on), one killed and restarted",
+            RigOptions(workers=2, per_site_workers=True), _site_worker_kill),
         Row("bridge-restart", "bridged site broker restarted mid-stream", RigOptions(bridge=True),
             _site_broker_restart),
     )
