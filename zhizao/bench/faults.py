@@ -213,7 +213,7 @@ class FaultProxy:
 class OutboxTap:
     """Hard-links every segment file of the watched outbox directories into `tap_dir` as soon as it appears."""
 
-    def __init__(self, tap_dir: Path, interval_s: float = 0.003) -> None:
+    def __init__(self, tap_dir: Path, interval_s: float = 0.005) -> None:
         self.tap_dir = tap_dir
         self.tap_dir.mkdir(parents=True, exist_ok=True)
         self.interval_s = interval_s
