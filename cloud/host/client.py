@@ -65,8 +65,12 @@ class HostClient:
         subscriptions: list[tuple[str, int]],
         protocol: Protocol = "auto",
         keepalive: int = 30,
+        on_reconnected: Callable[[], None] | None = None,
     ) -> None:
         self.host_id = host_id
+        # Called on the network thread when a later connection is subscribed, before its first message: what
+        # was published while the host was away (births included) never reaches it (clean start).
+        self._on_reconnected = on_reconnected
         self._state_topic = state_topic(host_id)
         self._handler = on_message
         self._subs = subscriptions
@@ -164,6 +168,8 @@ class HostClient:
         if refused:
             log.warning("broker refused %d of the host's %d subscriptions: %s", len(refused), len(self._subs),
                         refused[0])
+        if self._was_connected and self._on_reconnected is not None:
+            self._on_reconnected()
         # Same timestamp as the Will of this connection.
         self._client.publish(self._state_topic, encode_state(True, self._state_ts), qos=1, retain=True)
         self._connected.set()

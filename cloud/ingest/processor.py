@@ -102,6 +102,7 @@ class Processor:
         self._held_logged: dict[tuple[NodeKey, str], float] = {}
         self._rebirth_wanted: dict[NodeKey, str] = {}
         self._next_timer_check = 0.0
+        self._host_away = threading.Event()  # set by `host_reconnected` (network thread)
         self._dl_tokens = float(settings.dead_letter_rows_per_s)
         self._dl_refill = time.monotonic()
         self.received_messages = 0
@@ -183,10 +184,26 @@ class Processor:
         except Stopping:
             log.info("processor stopped while waiting for the database")
 
+    def host_reconnected(self) -> None:
+        """The host's MQTT connection was lost and is back (network thread, before its first message).
+
+        While it was away, births, deaths and data went by unseen: an edge that reconnected first has a new
+        session (bdSeq, seq from 0) the host never saw born, and a seq restart looks like a late duplicate to
+        the gap check. So every online session holds its acks and is asked to rebirth until its next birth."""
+        self._host_away.set()
+
+    def _host_back(self) -> None:
+        self._host_away.clear()
+        for session in self._sessions.all():
+            if session.online:
+                self._freeze(session.key, "host_reconnect", "the host reconnected and may have missed its birth")
+
     def _step(self) -> None:
         item = self._next_item()
         if item is None and self._stop.is_set():
             return
+        if self._host_away.is_set():
+            self._host_back()
         if isinstance(item, Inbound):
             with self._lock:
                 self._queued_bytes -= len(item.payload)

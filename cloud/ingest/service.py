@@ -77,6 +77,7 @@ class IngestService:
                 self._processor.offer,
                 subscriptions=subscriptions(self.host_id, shared=s.shared_subscription, sites=s.sites),
                 protocol=s.mqtt_protocol,
+                on_reconnected=self._processor.host_reconnected,
             )
             self._host.start()
         except HostError:

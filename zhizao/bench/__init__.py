@@ -20,6 +20,7 @@ _BENCHES: dict[str, tuple[str, str]] = {
     "live": ("zhizao.bench.live:bench_live", "Simulator Stop/Start -> state event on the live stream, p50/p99."),
     "detect": ("zhizao.bench.detect:bench_detect", "Detectors on NAB and SKAB (local checkouts), their own scoring."),
     "monitor": ("zhizao.bench.monitor:bench_monitor", "Seeded faults -> alarms before failure, false alarms, EEMUA 191."),
+    "faults": ("zhizao.bench.faults:bench_faults", "Fault matrix: samples attempted, stored, lost, duplicated per row."),
 }
 
 

@@ -145,8 +145,10 @@ class _Pusher:
             await sub._trigger_publish()
 
 
-async def _serve(port: int, server_no: int, tags: int, rate: float, counter_file: Path, mode: str) -> None:
-    from datetime import UTC, datetime
+async def _serve(
+    port: int, server_no: int, tags: int, rate: float, counter_file: Path, mode: str, offset_s: float = 0.0
+) -> None:
+    from datetime import UTC, datetime, timedelta
 
     from asyncua import Server, ua  # type: ignore[attr-defined]
 
@@ -169,6 +171,7 @@ async def _serve(port: int, server_no: int, tags: int, rate: float, counter_file
     write = server.write_attribute_value
     pusher = _Pusher(server, {nid: k for k, nid in enumerate(ids)})
     double = ua.VariantType.Double
+    skew = timedelta(seconds=offset_s)  # a device clock ahead (> 0) or behind (< 0) of true time
     async with server:
         print("ready", flush=True)
         written, last_dump = 0, 0.0
@@ -182,9 +185,9 @@ async def _serve(port: int, server_no: int, tags: int, rate: float, counter_file
                 await asyncio.sleep(due)
             base = float(written)
             if mode == "inject":
-                await pusher.push(base, time.time_ns() // 100 + _EPOCH_TICKS)
+                await pusher.push(base, time.time_ns() // 100 + _EPOCH_TICKS + int(offset_s * 1e7))
             else:
-                now = datetime.now(UTC)
+                now = datetime.now(UTC) + skew
                 for k, nid in enumerate(ids):
                     variant = ua.Variant(base + k, double)
                     await write(nid, ua_.DataValue(variant, SourceTimestamp=now, ServerTimestamp=now))
@@ -206,12 +209,14 @@ def _tag(server_no: int, i: int) -> str:
 
 
 def serve_main() -> None:
-    """Entry of a server process: argv = port, server number, tags, rate, counter file, mode (inject|write)."""
+    """Entry of a server process: argv = port, server number, tags, rate, counter file, mode (inject|write)
+    and optionally the device clock's offset in seconds (`bench faults`)."""
     import logging
 
     logging.getLogger("asyncua").setLevel(logging.ERROR)
     port, server_no, tags, rate = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-    asyncio.run(_serve(port, server_no, tags, rate, Path(sys.argv[5]), sys.argv[6]))
+    offset_s = float(sys.argv[7]) if len(sys.argv) > 7 else 0.0
+    asyncio.run(_serve(port, server_no, tags, rate, Path(sys.argv[5]), sys.argv[6], offset_s))
 
 
 # ---- the agent process and the baseline process ---------------------------------------------------------------
