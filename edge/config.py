@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from zhizao.broker.contract.ids import ID_RULE, is_id
+from zhizao.broker.contract.states import is_state_code
 from zhizao.broker.mqtt import MqttUrlError, mqtt_url_from_env
 from zhizao.edge.node.config import MqttConfig, OutboxConfig, SparkplugConfig
 
@@ -109,6 +110,9 @@ class SignalConfig(_Model):
     numbering: Literal["packtags", "opc30060"] | None = Field(
         default=None, description="packml_state only: how StateCurrent numbers the states (default packtags)"
     )
+    stop_reasons: dict[int, int] | None = Field(
+        default=None, description="packml_state only: the PLC's own stop-reason numbers -> state codes"
+    )
     states: dict[str, StateTarget] | None = Field(
         default=None, description="packml_state only: state name -> code, 'running', 'stop_reason' or 'unknown'"
     )
@@ -132,7 +136,7 @@ class SignalConfig(_Model):
     @field_validator("states")
     @classmethod
     def _state_names(cls, v: dict[str, StateTarget] | None) -> dict[str, StateTarget] | None:
-        from zhizao.edge.mapping import PACKML_STATE_NAMES, is_state_code  # lazy: mapping imports config
+        from zhizao.edge.mapping import PACKML_STATE_NAMES  # lazy: mapping imports config
 
         if v is None:
             return v
@@ -143,11 +147,20 @@ class SignalConfig(_Model):
                 raise ValueError(f"state {name!r}: {target} is not a state code (10000..229999)")
         return v
 
+    @field_validator("stop_reasons")
+    @classmethod
+    def _reason_codes(cls, v: dict[int, int] | None) -> dict[int, int] | None:
+        for plc, code in (v or {}).items():
+            if not is_state_code(code):
+                raise ValueError(f"stop reason {plc}: {code} is not a state code (10000..229999)")
+        return v
+
     @model_validator(mode="after")
     def _fields_fit_map(self) -> SignalConfig:
         only = {
             "scale": "value", "offset": "value", "stop_reason_node_id": "packml_state", "numbering": "packml_state",
-            "states": "packml_state", "slow_below": "packml_state", "defective_node_id": "good_counter",
+            "states": "packml_state", "stop_reasons": "packml_state", "slow_below": "packml_state",
+            "defective_node_id": "good_counter",
         }
         # Messages start with "field: " so the error path names the field (see format_validation_error).
         for name, kind in only.items():

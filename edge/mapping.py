@@ -22,8 +22,9 @@ Rules:
   change of either input: monotonic even when the defective count moves first.
 - `packml_state`: StateCurrent is mapped *by state name* (`numbering` packtags 0..17 or opc30060 0..16) to a
   target: `running` -> 10000, or 20000 when CurMachSpeed < slow_below x MachSpeed (the machine's `Rate/Current`
-  and `Rate/Ideal` signals; default slow_below 0.95); `stop_reason` -> the StopReason value when it is a valid
-  state code (10000..229999), else 40000 (unspecified stop); `unknown` -> 30000; or a fixed code. Defaults:
+  and `Rate/Ideal` signals; default slow_below 0.95); `stop_reason` -> the StopReason value, first looked up in
+  `stop_reasons` (the PLC's own numbers -> state codes), when it is a valid state code (10000..229999), else
+  40000 (unspecified stop); `unknown` -> 30000; or a fixed code. Defaults:
   Execute running, Undefined unknown, every other state stop_reason. A State sample is emitted when the
   code changes; inputs arriving in the same millisecond count as one change (the last one wins).
 - Derived signals pair their inputs by source timestamp, not by arrival order (OPC UA delivers a publish's
@@ -117,6 +118,8 @@ class _StateRoute:
     ideal_speed: int
     table: npt.NDArray[np.int64]
     slow_below: float
+    reason_from: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))  # PLC codes, sorted
+    reason_to: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))  # their state codes
     last_code: int = -1
     last_ts: int = -(2**62)
     inputs: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, bool))  # per source: feeds this state
@@ -259,10 +262,12 @@ def build_mapping(config: AgentConfig) -> AgentMapping:
             elif s.map == "packml_state":
                 stop = -1 if s.stop_reason_node_id is None else source(name, machine, s.stop_reason_node_id,
                                                                        DataType.Int32)
+                plc = sorted((s.stop_reasons or {}).items())
                 r.states.append(_StateRoute(
                     out, source(name, machine, s.node_id, DataType.Int32), stop,
                     speeds.get((machine, "Rate/Current"), -1), speeds.get((machine, "Rate/Ideal"), -1),
                     _state_table(s), 0.95 if s.slow_below is None else s.slow_below,
+                    np.array([k for k, _ in plc], np.float64), np.array([c for _, c in plc], np.float64),
                 ))
         r.n = len(plans[name].sources)
         r.freeze()
@@ -469,6 +474,9 @@ def _state(r: _Routes, s: _StateRoute, src: npt.NDArray[np.int64], good: npt.NDA
     num = state.astype(np.int64)
     target = np.where((num >= 0) & (num < len(s.table)), s.table[np.clip(num, 0, len(s.table) - 1)], _T_UNKNOWN)
     slow = (ideal > 0) & (cur < s.slow_below * ideal)  # NaN speeds compare False: full speed
+    if len(s.reason_from):  # the PLC's own stop-reason numbers -> state codes (stop_reasons)
+        at = np.clip(np.searchsorted(s.reason_from, reason), 0, len(s.reason_from) - 1)
+        reason = np.where(s.reason_from[at] == reason, s.reason_to[at], reason)
     valid_reason = (reason >= MIN_STATE_CODE) & (reason < MAX_STATE_CODE) & (reason == np.floor(reason))
     code = np.where(target == _T_RUNNING, np.where(slow, SLOWER, RUNNING),
                     np.where(target == _T_STOP_REASON, np.where(valid_reason, reason, UNSPECIFIED_STOP),

@@ -89,6 +89,29 @@ def test_state_only_on_change_and_across_blocks() -> None:
     assert states(m, [(M1 + "State", T0 + 4, 11)]) == [(T0 + 4, 210000.0)]
 
 
+def test_plc_stop_reason_numbers_map_to_state_codes() -> None:
+    """A PLC's own stop-reason numbers (17 door open, 23 tool change) reach OEE as catalogue codes, not 40000;
+    a number that is already a state code passes; an unmapped number stays an unspecified stop."""
+
+    def edit(d: dict[str, Any]) -> None:
+        d["machines"][0]["signals"][0]["stop_reasons"] = {17: 41100, 23: 100000}
+
+    m = make_mapping(edit)
+    got = states(m, [(M1 + "State", T0, 6),
+                     (M1 + "State", T0 + 1, 11), (M1 + "StopReason", T0 + 1, 17),
+                     (M1 + "StopReason", T0 + 2, 23),
+                     (M1 + "StopReason", T0 + 3, 180000),
+                     (M1 + "StopReason", T0 + 4, 99)])
+    assert got == [(T0, 10000.0), (T0 + 1, 41100.0), (T0 + 2, 100000.0), (T0 + 3, 180000.0), (T0 + 4, 40000.0)]
+
+
+def test_stop_reasons_must_map_to_state_codes() -> None:
+    from zhizao.edge.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"stop reason 17: 123 is not a state code"):
+        make_mapping(lambda d: d["machines"][0]["signals"][0].update(stop_reasons={17: 123}))
+
+
 def test_state_table_by_name_and_opc30060_numbering() -> None:
     def edit(d: dict[str, Any]) -> None:
         d["machines"][0]["signals"][0].update(numbering="opc30060", states={"Idle": 170000, "Held": "unknown"})
