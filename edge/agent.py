@@ -15,6 +15,7 @@ import logging
 import signal
 from collections.abc import Mapping
 
+from zhizao.broker.commands import info_topic
 from zhizao.broker.mqtt.backoff import Backoff
 from zhizao.edge.adapters.base import (
     Adapter,
@@ -26,6 +27,8 @@ from zhizao.edge.adapters.base import (
     installed_adapters,
     load_adapters,
 )
+from zhizao.edge.commands.executor import CommandExecutor, now_ms
+from zhizao.edge.commands.info import config_version, encode_info
 from zhizao.edge.config import AgentConfig
 from zhizao.edge.health import HealthExporter
 from zhizao.edge.mapping import AgentMapping, build_mapping
@@ -70,7 +73,6 @@ class _Agent:
                 self.outbox,
                 self.mapping.signals,
                 acks=config.outbox.acks,
-                on_command=self._command,
             )
         except NodeError as exc:
             self.outbox.close()
@@ -89,6 +91,14 @@ class _Agent:
         self._sink_errors: set[str] = set()
         self.fatal: list[str] = []
         self._adapters_down: set[str] = set()  # adapters whose machines are marked offline
+        # Remote commands: only signed ones, only to configured targets (edge/commands/).
+        self.commands = CommandExecutor(config, self.mapping, self.node, self.adapters, self.outbox.dir)
+        self.node.on_dcmd = self.commands.on_dcmd
+        self.node.on_birth = self.publish_info
+        self.started_ms = now_ms()
+        self.config_version = config_version(config)
+        self.last_errors: list[dict[str, object]] = []
+        self._info_topic = info_topic(self.site, self.edge)
 
     def _sink(self, adapter: str) -> SampleSink:
         transform, append = self.mapping.transform, self.outbox.append
@@ -110,25 +120,6 @@ class _Agent:
                     )
 
         return sink
-
-    async def _command(self, signal_index: int, value: float | int | bool | str) -> None:
-        target = self.mapping.write_target(signal_index)
-        sig = self.mapping.signals.signals[signal_index]
-        if target is None:
-            log.warning(
-                "edge agent %s/%s: DCMD %s/%s is not writable", self.site, self.edge, sig.machine, sig.metric
-            )
-            return
-        adapter, source = target
-        try:
-            await self.adapters[adapter].write(source, value)
-            log.info(
-                "edge agent %s/%s: wrote %s/%s = %r", self.site, self.edge, sig.machine, sig.metric, value
-            )
-        except AdapterError as exc:
-            log.warning(
-                "edge agent %s/%s: write %s/%s failed: %s", self.site, self.edge, sig.machine, sig.metric, exc
-            )
 
     def _machines_state(self, adapter: str, online: bool) -> None:
         for machine in self.mapping.plans[adapter].machines:
@@ -184,6 +175,7 @@ class _Agent:
     def _down(self, name: str, why: str) -> None:
         """An adapter is not delivering: count it; the first time, log it and mark its machines offline."""
         self.health.adapter(name, False, restarted=True)
+        self.last_errors = [*self.last_errors[-4:], {"at": now_ms(), "adapter": name, "error": why[:300]}]
         if name not in self._adapters_down:
             self._adapters_down.add(name)
             log.warning(
@@ -199,10 +191,33 @@ class _Agent:
             log.warning("edge agent %s/%s: adapter %s close: %s", self.site, self.edge, name, exc)
 
     async def health_loop(self) -> None:
-        """Refresh the prometheus metrics every second."""
+        """Refresh the prometheus metrics every second; the agent info every health interval while online."""
+        last_info = 0.0
+        loop = asyncio.get_running_loop()
         while True:
             self.health.update()
+            self.commands.export()
+            if self.node.state == "online" and loop.time() - last_info >= self.config.sparkplug.health_interval_s:
+                last_info = loop.time()
+                self.publish_info()
             await asyncio.sleep(HEALTH_UPDATE_S)
+
+    def publish_info(self) -> None:
+        """Publish the agent info (retained): versions, targets, outbox, devices, counters, last errors, clock."""
+        node, box = self.node, self.outbox
+        doc = {
+            "timestamp": now_ms(), "started": self.started_ms, "config_version": self.config_version,
+            "state": node.state, "outbox_depth": box.depth_samples, "outbox_bytes": box.depth_bytes,
+            "samples_per_s": node.samples_per_s, "reconnects": node.stats.reconnects,
+            "devices": {m: node.device_online(m) for m in node.index.devices},
+            "adapters_down": sorted(self._adapters_down), "last_errors": self.last_errors,
+            "commands": {"enabled": self.commands.enabled, "counters": dict(self.commands.counters),
+                         "targets": self.commands.describe_targets()},
+        }  # fmt: skip
+        try:
+            self.node.link.publish(self._info_topic, encode_info(doc), 1, retain=True)
+        except Exception as exc:  # noqa: BLE001 - info is best effort; data publishing must go on
+            log.warning("edge agent %s/%s: agent info not published: %s", self.site, self.edge, exc)
 
 
 def _load_adapter_types(config: AgentConfig) -> dict[str, type[Adapter]]:
@@ -258,6 +273,7 @@ async def run_agent(
     try:
         await stop.wait()
     finally:
+        await agent.commands.close()
         for t in (*tasks, health):
             t.cancel()
         await asyncio.gather(*tasks, health, return_exceptions=True)

@@ -47,7 +47,13 @@ SampleSink = Callable[[SampleBlock], None]
 
 
 class AdapterError(Exception):
-    """Base of every error an adapter raises; library exceptions are mapped onto these at one place."""
+    """Base of every error an adapter raises; library exceptions are mapped onto these at one place.
+
+    `status_code` / `status_name`: the device protocol's status (e.g. OPC UA 0x803C0000 BadOutOfRange) when
+    the device answered with one; commands report them."""
+
+    status_code: int | None = None
+    status_name: str | None = None
 
 
 class AdapterTemporaryError(AdapterError):
@@ -110,6 +116,10 @@ class Adapter(abc.ABC):
     async def call(self, machine: str, method: str, args: list[Any]) -> Any:
         """Call a device method (Start, Stop, Reset) on `machine`."""
         raise AdapterConfigError(f"adapter {self.name!r} does not support method calls")
+
+    async def read(self, signal: int) -> float | int | bool | str | None:
+        """Read the current value of the device node behind `signal` (the read-back of a command)."""
+        raise AdapterConfigError(f"adapter {self.name!r} does not support reads")
 
 
 class AdapterLoadError(Exception):
