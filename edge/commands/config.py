@@ -19,6 +19,7 @@ DESIGN.md): the command is refused while the machine's State lies outside them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -113,7 +114,7 @@ class CommandsConfig(_Model):
         return v
 
 
-def cross_check_commands(commands: CommandsConfig, machines: dict[str, dict[str, str]]) -> list[str]:
+def cross_check_commands(commands: CommandsConfig, machines: Mapping[str, Mapping[str, str]]) -> list[str]:
     """Targets name known machines and (for writes) value-mapped signals; `machines`: id -> {metric: map}."""
     problems: list[str] = []
     for i, t in enumerate(commands.targets):

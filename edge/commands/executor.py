@@ -256,7 +256,7 @@ class CommandExecutor:
         adapter, src, sig = self._source(machine, t.metric)
         scale, offset = sig.scale or 1.0, sig.offset or 0.0
         raw = (float(value) - offset) / scale
-        raw_out: Value = round(raw) if sig.published_datatype() in ("Int32", "Int64") else raw
+        raw_out: float | int = round(raw) if sig.published_datatype() in ("Int32", "Int64") else raw
         try:
             await adapter.write(src, raw_out)
             back = await adapter.read(src)

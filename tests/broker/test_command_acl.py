@@ -9,7 +9,7 @@ from tests.support.spnode import subscribe, wait_for
 __all__ = ["broker"]  # the fixture, imported for this module
 
 
-def test_only_the_cloud_publishes_commands_and_edges_report_only_their_own(broker: int) -> None:  # noqa: F811
+def test_only_the_cloud_publishes_commands_and_edges_report_only_their_own(broker: int) -> None:
     cloud = _Client(broker, "zhizao-cloud", "zhizao-cloud-cmd")
     subscribe(cloud.c, ["zhizao/v1/cmd/#", "zhizao/v1/edge/#"])
     edge = _Client(broker, "sh-lingang", "cnc-1")

@@ -309,8 +309,8 @@ class OpcUaAdapter(Adapter):
         src = self.signals.signals[signal]
         with _mapped(f"read {src.metric}", denied_is_auth=False):
             dv = await client.get_node(self._node_ids[signal]).read_data_value()
-            if dv.StatusCode is not None and not dv.StatusCode.is_good():
-                raise UaStatusCodeError(dv.StatusCode.value)
+            if dv.StatusCode is not None:
+                dv.StatusCode.check()  # a bad status raises UaStatusCodeError, mapped above
             value = dv.Value.Value if dv.Value is not None else None
             return value if isinstance(value, float | int | bool | str) or value is None else str(value)
 

@@ -138,11 +138,11 @@ def test_unsigned_tampered_and_replayed_dcmds_are_refused_and_counted(stack: Com
     topic = f"spBv1.0/{stack.site}/DCMD/{stack.edge}/{m}"
     tap = Tap(stack)
     try:
-        status, doc = post(stack, "engineer", m, metric="Rate/Setpoint", value=30)
+        _, doc = post(stack, "engineer", m, metric="Rate/Setpoint", value=30)
         assert stack.wait_status(doc["command_id"], {"confirmed"})["readback"] == 30
         wait_for(lambda: any(t == topic for t, _ in tap.got), what="the signed DCMD on the broker")
         signed = next(p for t, p in tap.got if t == topic)
-        status, doc = post(stack, "engineer", m, metric="Rate/Setpoint", value=40)
+        _, doc = post(stack, "engineer", m, metric="Rate/Setpoint", value=40)
         assert stack.wait_status(doc["command_id"], {"confirmed"})["readback"] == 40
         counts = {r: edge_counter(stack, r) for r in ("refused_unsigned", "refused_replayed", "refused_bad_signature")}
         # A plain Sparkplug DCMD, as any client the broker lets publish could send it.
