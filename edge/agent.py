@@ -205,9 +205,11 @@ class _Agent:
     def publish_info(self) -> None:
         """Publish the agent info (retained): versions, targets, outbox, devices, counters, last errors, clock."""
         node, box = self.node, self.outbox
+        oldest = box.oldest_sample_ms()
         doc = {
             "timestamp": now_ms(), "started": self.started_ms, "config_version": self.config_version,
             "state": node.state, "outbox_depth": box.depth_samples, "outbox_bytes": box.depth_bytes,
+            "outbox_oldest_ms": oldest,
             "samples_per_s": node.samples_per_s, "reconnects": node.stats.reconnects,
             "devices": {m: node.device_online(m) for m in node.index.devices},
             "adapters_down": sorted(self._adapters_down), "last_errors": self.last_errors,

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from zhizao.cloud.api import (
     routes_assets,
     routes_commands,
+    routes_fleet,
     routes_live,
     routes_oee,
     routes_quarantine,
@@ -176,6 +177,7 @@ def create_app(
     app.include_router(routes_live.router)
     app.include_router(routes_quarantine.router)
     app.include_router(routes_commands.router)
+    app.include_router(routes_fleet.router)
     app.include_router(dashboard_router)
 
     @app.middleware("http")

@@ -214,6 +214,8 @@ def test_offline_edge_gets_its_command_after_reconnect_or_it_expires(stack: Comm
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
         wait_for(lambda: not conn.execute("SELECT online FROM edge_nodes WHERE site_id = %s",
                                           [stack.site]).fetchone()[0], what="the edge offline")  # type: ignore[index]
+    (row,) = stack.api("GET", f"/api/v1/fleet?site={stack.site}", "viewer")[1]
+    assert row["status"] == "offline" and row["samples_per_s"] == 0.0  # not the last rate it had
     _, late = post(stack, "engineer", m, metric="Rate/Setpoint", value=44.4, ttl_s=60)
     _, short = post(stack, "engineer", m, metric="Rate/Setpoint", value=55.5, ttl_s=1)
     expired = stack.wait_status(short["command_id"], {"expired", "confirmed"}, timeout=10)
@@ -229,3 +231,21 @@ def test_offline_edge_gets_its_command_after_reconnect_or_it_expires(stack: Comm
 def test_key_file_is_private(stack: CommandStack) -> None:
     path = Path(stack.service.settings.command_key_path())
     assert path.stat().st_mode & 0o077 == 0  # the signing key: readable by the service's user only
+
+
+def test_fleet_console_shows_the_agent_and_its_devices(stack: CommandStack) -> None:
+    def node() -> Any:
+        status, rows = stack.api("GET", f"/api/v1/fleet?site={stack.site}", "viewer")
+        assert status == 200 and len(rows) == 1, rows
+        return rows[0]
+
+    wait_for(lambda: node()["status"] == "online" and node()["samples_per_s"] > 0, what="the node online with data")
+    row = node()
+    assert row["agent_version"] and len(row["config_version"]) == 12
+    assert abs(row["clock_skew_ms"]) < 5000 and row["outbox_depth"] is not None
+    assert row["outbox_oldest_age_s"] is not None and row["outbox_oldest_age_s"] >= 0
+    assert [d["machine_id"] for d in row["devices"]] == stack.machines and all(d["online"] for d in row["devices"])
+    assert row["commands"]["enabled"] is True and row["commands"]["counters"]["received"] >= 1
+    status, one = stack.api("GET", f"/api/v1/fleet/{stack.site}/{stack.edge}", "viewer")
+    assert status == 200 and one["edge_node_id"] == stack.edge
+    assert stack.api("GET", f"/api/v1/fleet/{stack.site}/nope", "viewer")[0] == 404
