@@ -11,6 +11,10 @@ signal to write (by its DBIRTH name, with the birth datatype) or a method to cal
 - `zhizao/Command/Signature` (String, base64): Ed25519 over `signed_bytes(...)`: the site, edge, machine, id,
   expiry and every other metric (name, datatype, value) in payload order, as canonical JSON.
 
+A config push is an NCMD signed the same way (machine ""), carrying `zhizao/Config/Document` (the agent
+config YAML), `zhizao/Config/Version` and `zhizao/Config/RollbackAfterS`; the agent reports `applied`,
+`refused` or `rolled_back` for it.
+
 The edge reports on `zhizao/v1/cmd/{site}/{edge}` (QoS 1, JSON, as the delivery acks): `delivered` when a
 verified command is taken for execution, then `confirmed` (read back equal), `failed` (device refused:
 OPC UA status code and name) or `refused` (not signed, replayed, expired, outside a limit). Refusals of a
@@ -44,6 +48,9 @@ from zhizao.broker.sparkplug.topics import validate_id
 
 __all__ = [
     "COMMAND_ID",
+    "CONFIG_DOCUMENT",
+    "CONFIG_ROLLBACK_S",
+    "CONFIG_VERSION",
     "EXPIRES",
     "INFO_TOPIC_FILTER",
     "KEY_ID",
@@ -77,7 +84,12 @@ RESULT_PREFIX = "zhizao/v1/cmd"
 RESULT_TOPIC_FILTER = f"{RESULT_PREFIX}/+/+"
 INFO_PREFIX = "zhizao/v1/edge"
 INFO_TOPIC_FILTER = f"{INFO_PREFIX}/+/+"
-RESULT_STATUSES = frozenset({"delivered", "confirmed", "failed", "refused"})
+RESULT_STATUSES = frozenset({"delivered", "confirmed", "failed", "refused", "applied", "rolled_back"})
+# Remote configuration (an NCMD, signed like a DCMD with machine ""): the agent config YAML, the cloud's
+# version number, and how long the new config may take to connect its devices before the agent rolls back.
+CONFIG_DOCUMENT = "zhizao/Config/Document"
+CONFIG_VERSION = "zhizao/Config/Version"
+CONFIG_ROLLBACK_S = "zhizao/Config/RollbackAfterS"
 _TEXT = frozenset({int(DataType.String), int(DataType.Text)})
 _BOOL = int(DataType.Boolean)
 _FLOATS = frozenset({int(DataType.Double), int(DataType.Float)})

@@ -12,10 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
-from zhizao.broker.commands import info_topic
+import yaml
+
+from zhizao.broker.commands import CommandResult, info_topic
+from zhizao.broker.mqtt import mqtt_url_from_env
 from zhizao.broker.mqtt.backoff import Backoff
 from zhizao.edge.adapters.base import (
     Adapter,
@@ -29,7 +35,7 @@ from zhizao.edge.adapters.base import (
 )
 from zhizao.edge.commands.executor import CommandExecutor, now_ms
 from zhizao.edge.commands.info import config_version, encode_info
-from zhizao.edge.config import AgentConfig
+from zhizao.edge.config import AgentConfig, ConfigError, parse_agent_config
 from zhizao.edge.health import HealthExporter
 from zhizao.edge.mapping import AgentMapping, build_mapping
 from zhizao.edge.node.session import EdgeNode, NodeError
@@ -94,11 +100,21 @@ class _Agent:
         # Remote commands: only signed ones, only to configured targets (edge/commands/).
         self.commands = CommandExecutor(config, self.mapping, self.node, self.adapters, self.outbox.dir)
         self.node.on_dcmd = self.commands.on_dcmd
+        self.node.on_ncmd = self.commands.on_ncmd
         self.node.on_birth = self.publish_info
         self.started_ms = now_ms()
         self.config_version = config_version(config)
         self.last_errors: list[dict[str, object]] = []
         self._info_topic = info_topic(self.site, self.edge)
+        # Remote configuration: a validated push waits here until the runner swaps agents (see run_agent).
+        self.commands.on_config = self.request_config
+        self.wake = asyncio.Event()  # set: this agent run ends (stop, config change, rollback)
+        self.change: _Change | None = None
+        self.trial: _Change | None = None  # this run tries a pushed config
+        self.rollback_reason: str | None = None
+        self.pending: list[CommandResult] = []  # reported once the session is online
+        self.connected: set[str] = set()
+        self.cloud_version = _read_version(self.outbox.dir)
 
     def _sink(self, adapter: str) -> SampleSink:
         transform, append = self.mapping.transform, self.outbox.append
@@ -164,6 +180,7 @@ class _Agent:
         """Connect, then deliver until the adapter stops (a normal return counts as a lost connection)."""
         await adapter.connect()
         self.health.adapter(name, True)
+        self.connected.add(name)
         backoff.reset()
         if name in self._adapters_down:
             self._adapters_down.discard(name)
@@ -175,6 +192,7 @@ class _Agent:
     def _down(self, name: str, why: str) -> None:
         """An adapter is not delivering: count it; the first time, log it and mark its machines offline."""
         self.health.adapter(name, False, restarted=True)
+        self.connected.discard(name)
         self.last_errors = [*self.last_errors[-4:], {"at": now_ms(), "adapter": name, "error": why[:300]}]
         if name not in self._adapters_down:
             self._adapters_down.add(name)
@@ -202,12 +220,67 @@ class _Agent:
                 self.publish_info()
             await asyncio.sleep(HEALTH_UPDATE_S)
 
+    def request_config(self, push_id: str, text: str, version: int, rollback_s: float) -> None:
+        """A signed config push: validate it with the agent's own model; if good, end this run to apply it."""
+        try:
+            data = yaml.safe_load(text)
+            env_url = mqtt_url_from_env()
+            if env_url and isinstance(data, dict) and isinstance(data.get("mqtt"), dict):
+                data["mqtt"] = {**data["mqtt"], "url": env_url}  # as load_agent_config: the environment wins
+            new = parse_agent_config(data, f"config v{version}")
+        except (yaml.YAMLError, ConfigError) as exc:
+            problems = exc.problems if isinstance(exc, ConfigError) else [f"(file): not valid YAML: {exc}"]
+            self.commands.report(CommandResult("refused", push_id, message="; ".join(problems)[:1900],
+                                               reason="invalid", timestamp_ms=now_ms()))  # fmt: skip
+            return
+        wrong = [f"{k}: {getattr(new, k)!r} differs from this agent's {getattr(self.config, k)!r}"
+                 for k in ("site", "edge_node") if getattr(new, k) != getattr(self.config, k)]  # fmt: skip
+        if new.outbox.resolve_dir(new.site, new.edge_node) != self.outbox.dir:
+            wrong.append("outbox.dir: a config push may not move the outbox (its data would be left behind)")
+        if self.change is not None or self.trial is not None:
+            wrong.append("another config push is being applied")
+        if wrong:
+            self.commands.report(CommandResult("refused", push_id, message="; ".join(wrong), reason="invalid",
+                                               timestamp_ms=now_ms()))  # fmt: skip
+            return
+        log.info("edge agent %s/%s: applying config version %d", self.site, self.edge, version)
+        self.change = _Change(push_id, new, text, version, rollback_s)
+        self.wake.set()
+
+    async def trial_watch(self) -> None:
+        """A pushed config must connect (MQTT session and every adapter) within its time, else roll back."""
+        assert self.trial is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.trial.rollback_s
+        while loop.time() < deadline:
+            if self.node.state == "online" and self.connected == set(self.adapters) and not self.fatal:
+                self.commands.report(CommandResult("applied", self.trial.push_id,
+                                                   message=f"config version {self.trial.version} applied",
+                                                   timestamp_ms=now_ms()))  # fmt: skip
+                self.cloud_version = self.trial.version
+                _write_version(self.outbox.dir, self.trial.version)
+                log.info("edge agent %s/%s: config version %d applied", self.site, self.edge, self.trial.version)
+                self.trial = None
+                return
+            await asyncio.sleep(0.1)
+        missing = sorted(set(self.adapters) - self.connected)
+        why = [] if self.node.state == "online" else [f"MQTT session {self.node.state}"]
+        why += [f"adapter {n} not connected" for n in missing] + list(self.fatal)
+        self.rollback_reason = f"not connected within {self.trial.rollback_s:g} s: {', '.join(why)}"
+        log.warning("edge agent %s/%s: config version %d rolled back (%s)", self.site, self.edge,
+                    self.trial.version, self.rollback_reason)  # fmt: skip
+        self.wake.set()
+
     def publish_info(self) -> None:
         """Publish the agent info (retained): versions, targets, outbox, devices, counters, last errors, clock."""
+        for result in self.pending:
+            self.commands.report(result)
+        self.pending.clear()
         node, box = self.node, self.outbox
         oldest = box.oldest_sample_ms()
         doc = {
             "timestamp": now_ms(), "started": self.started_ms, "config_version": self.config_version,
+            "config_cloud_version": self.cloud_version,
             "state": node.state, "outbox_depth": box.depth_samples, "outbox_bytes": box.depth_bytes,
             "outbox_oldest_ms": oldest,
             "samples_per_s": node.samples_per_s, "reconnects": node.stats.reconnects,
@@ -234,26 +307,66 @@ def _load_adapter_types(config: AgentConfig) -> dict[str, type[Adapter]]:
     return loaded
 
 
+@dataclass(frozen=True)
+class _Change:
+    """A validated config push on its way in."""
+
+    push_id: str
+    config: AgentConfig
+    text: str
+    version: int
+    rollback_s: float
+
+
+_VERSION_FILE = "config-cloud-version"
+
+
+def _read_version(outbox_dir: Path) -> int | None:
+    try:
+        return int((outbox_dir / _VERSION_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_version(outbox_dir: Path, version: int) -> None:
+    tmp = outbox_dir / f"{_VERSION_FILE}.tmp"
+    tmp.write_text(str(version))
+    os.replace(tmp, outbox_dir / _VERSION_FILE)
+
+
+def _read_text(path: Path | None) -> str | None:
+    return path.read_text(encoding="utf-8") if path is not None and path.exists() else None
+
+
+def _persist(path: Path | None, text: str) -> None:
+    """Replace the config file atomically (the previous one kept as FILE.prev), so a restart runs it."""
+    if path is None:
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    if path.exists():
+        os.replace(path, path.with_name(path.name + ".prev"))
+    os.replace(tmp, path)
+
+
 async def run_agent(
     config: AgentConfig,
     stop: asyncio.Event | None = None,
     *,
     adapter_types: Mapping[str, type[Adapter]] | None = None,
+    config_path: Path | None = None,
 ) -> None:
     """Run one edge agent until `stop` is set (or, without `stop`, SIGINT/SIGTERM); AgentError if it cannot run.
 
     `adapter_types` replaces the installed adapters (`zhizao.adapters` entry points), for embedding and tests;
     without it only the adapter types the config names are imported, and a broken one is named in AgentError.
+    A signed config push (NCMD) ends the current run cleanly (NDEATH, outbox closed: nothing is lost; when the
+    signal table changes, the outbox is first drained) and starts one on the new config, which must connect
+    within its rollback time or the previous config comes back by itself. `config_path` is rewritten with an
+    applied config (the previous one kept as FILE.prev), so a restart runs what the cloud pushed.
     """
     own_signals = stop is None  # a caller that passes `stop` (several agents in one process) owns the signals
     stop = stop or asyncio.Event()
-    agent = _Agent(config, adapter_types if adapter_types is not None else _load_adapter_types(config))
-    if config.metrics_port:
-        try:
-            agent.health.serve(config.metrics_port)
-        except OSError as exc:
-            agent.outbox.close()
-            raise AgentError(f"metrics_port: cannot serve /metrics on {config.metrics_port}: {exc}") from None
     loop = asyncio.get_running_loop()
     handled: list[signal.Signals] = []
     for sig in (signal.SIGINT, signal.SIGTERM) if own_signals else ():
@@ -262,31 +375,100 @@ async def run_agent(
             handled.append(sig)
         except (NotImplementedError, RuntimeError, ValueError):
             pass  # not the main thread (embedded use): the caller owns `stop`
+    current, previous, trial, carried = config, config, None, list[CommandResult]()
+    previous_text: str | None = None
+    try:
+        while True:
+            types = adapter_types if adapter_types is not None else _load_adapter_types(current)
+            agent = _Agent(current, types)
+            agent.trial, agent.pending = trial, carried
+            await _run_once(agent, stop)
+            if stop.is_set():
+                if agent.fatal:
+                    raise AgentError("; ".join(agent.fatal))
+                return
+            if agent.trial is not None and trial is not None:  # the pushed config did not connect, or failed
+                reason = agent.rollback_reason or "; ".join(agent.fatal)
+                carried = [CommandResult("rolled_back", trial.push_id, message=reason, timestamp_ms=now_ms())]
+                current, trial = previous, None
+                if previous_text is not None and config_path is not None:
+                    _persist(config_path, previous_text)
+                continue
+            if agent.fatal:
+                raise AgentError("; ".join(agent.fatal))
+            change = agent.change
+            if change is None:
+                carried = list(agent.pending)
+                continue  # a push refused while the outbox drained: the same config runs again
+            previous, trial, carried = current, change, []
+            previous_text = _read_text(config_path)
+            current = change.config
+            _persist(config_path, change.text)
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+
+
+async def _drain(agent: _Agent, tasks: list[asyncio.Task[None]], timeout_s: float = 15.0) -> bool:
+    """Stop the adapters and wait until the host acknowledged every sample in the outbox."""
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    tasks.clear()
+    for name, adapter in agent.adapters.items():
+        await agent._close(name, adapter)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while agent.outbox.depth_samples > 0 and loop.time() < deadline:  # noqa: ASYNC110 - acks set no event
+        await asyncio.sleep(0.05)
+    return agent.outbox.depth_samples == 0
+
+
+async def _run_once(agent: _Agent, stop: asyncio.Event) -> None:
+    """One agent run: until `stop`, a config change or a rollback; always a clean shutdown."""
+    config = agent.config
+    if config.metrics_port:
+        try:
+            agent.health.serve(config.metrics_port)
+        except OSError as exc:
+            agent.outbox.close()
+            raise AgentError(f"metrics_port: cannot serve /metrics on {config.metrics_port}: {exc}") from None
     log.info(
         "edge agent %s/%s: starting (%d machines, %d signals, outbox %s)",
         agent.site, agent.edge, len(config.machines), len(agent.mapping.signals), agent.outbox.dir,
     )  # fmt: skip
     await agent.node.start()
     tasks = [
-        asyncio.create_task(agent.supervise(n, a, stop), name=f"adapter {n}")
+        asyncio.create_task(agent.supervise(n, a, agent.wake), name=f"adapter {n}")
         for n, a in agent.adapters.items()
     ]
     health = asyncio.create_task(agent.health_loop())
+    watch = asyncio.create_task(agent.trial_watch()) if agent.trial is not None else None
+    stopper = asyncio.create_task(stop.wait())
+    waker = asyncio.create_task(agent.wake.wait())
     try:
-        await stop.wait()
+        await asyncio.wait([stopper, waker], return_when=asyncio.FIRST_COMPLETED)
+        change = agent.change
+        # Outbox records index the current signal table: with a new one, the host gets them all first.
+        if (change is not None and not stop.is_set()
+                and build_mapping(change.config).signals.signals != agent.mapping.signals.signals
+                and not await _drain(agent, tasks)):  # fmt: skip
+            agent.commands.report(CommandResult(
+                "refused", change.push_id, reason="outbox",
+                message=f"the outbox still holds {agent.outbox.depth_samples} samples of the old signal table "
+                "after 15 s (host offline?); try again once it is empty", timestamp_ms=now_ms()))  # fmt: skip
+            agent.change = None
     finally:
+        stopper.cancel()
+        waker.cancel()
         await agent.commands.close()
-        for t in (*tasks, health):
+        for t in (*tasks, health, *((watch,) if watch else ())):
             t.cancel()
-        await asyncio.gather(*tasks, health, return_exceptions=True)
+        await asyncio.gather(*tasks, health, stopper, waker, *((watch,) if watch else ()), return_exceptions=True)
         for name, adapter in agent.adapters.items():
             await agent._close(name, adapter)
         await agent.node.stop()
         agent.health.update()
         agent.outbox.close()
         agent.health.close()
-        for sig in handled:
-            loop.remove_signal_handler(sig)
         log.info("edge agent %s/%s: stopped", agent.site, agent.edge)
-    if agent.fatal:
-        raise AgentError("; ".join(agent.fatal))

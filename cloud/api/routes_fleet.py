@@ -9,17 +9,23 @@ by the command dispatcher from `zhizao/v1/edge/{site}/{edge}`).
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+import yaml
+from fastapi import APIRouter, Query, Request
+from psycopg import AsyncConnection
 from psycopg.rows import dict_row
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from zhizao.broker.contract.ids import Id
-from zhizao.cloud.api.deps import Conn, Scope
-from zhizao.cloud.api.errors import not_found
+from zhizao.cloud.api.deps import Caller, Conn, Scope
+from zhizao.cloud.api.errors import ApiError, bad_request, not_found
 from zhizao.cloud.api.params import LineId, SiteId
+from zhizao.cloud.auth import Principal, Role, audit_params
+from zhizao.cloud.fleet.configs import ConfigInvalid, diff, validate
 
 router = APIRouter(prefix="/api/v1", tags=["fleet"])
 
@@ -123,3 +129,212 @@ async def fleet_node(site: SiteId, edge: LineId, conn: Conn, scope: Scope) -> di
     if row is None:
         raise not_found("edge node", f"{site}/{edge}")
     return _node(row, datetime.now(UTC))
+
+
+# ---- remote configuration --------------------------------------------------------------------------------------
+class ConfigUpload(BaseModel):
+    """An agent config (the YAML of `zhizao edge run FILE`) and why it changes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    document: str = Field(min_length=1, max_length=512 * 1024)
+    comment: str | None = Field(default=None, max_length=500)
+
+
+class ConfigVersion(BaseModel):
+    """One stored version of an agent's config."""
+
+    site_id: str
+    edge_node_id: str
+    version: int
+    comment: str | None
+    created_by: str
+    created_at: datetime
+    document: str | None = None
+    diff: str | None = None
+
+
+class PushRequest(BaseModel):
+    """How a config version goes out: the agent rolls back by itself if it cannot connect within the time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rollback_after_s: float = Field(default=60.0, ge=5.0, le=3600.0)
+    ttl_s: float = Field(default=3600.0, ge=10.0, le=7 * 86400.0)
+
+
+class RolloutRequest(PushRequest):
+    """A staged rollout: each agent's latest version, one agent after the other; a failure stops the rest."""
+
+    edges: list[Id] | None = Field(default=None, description="the order of the stages (default: every agent of "
+                                   "the site with a stored config, by id)")
+
+
+class ConfigPush(BaseModel):
+    """A push of a version to an agent and its outcome."""
+
+    push_id: str
+    site_id: str
+    edge_node_id: str
+    version: int
+    rollout_id: str | None
+    stage: int
+    status: str
+    requested_by: str
+    created_at: datetime
+    sent_at: datetime | None
+    finished_at: datetime | None
+    message: str | None
+
+
+_PUSH_COLS = ("push_id::text, site_id, edge_node_id, version, rollout_id::text, stage, status, requested_by,"
+              " created_at, sent_at, finished_at, message")  # fmt: skip
+
+
+async def _edge(conn: AsyncConnection[Any], scope: Scope, site: str, edge: str) -> None:
+    cur = await conn.execute(f"SELECT 1 FROM edge_nodes WHERE {scope.where()} AND site_id = %(site)s"
+                             " AND edge_node_id = %(edge)s", scope.params(site=site, edge=edge))  # fmt: skip
+    if await cur.fetchone() is None:
+        raise not_found("edge node", f"{site}/{edge}")
+
+
+def _engineer(caller: Principal) -> None:
+    if not caller.role.includes(Role.engineer):
+        raise ApiError(403, f"role {caller.role.value!r} may not change agent configs; needs 'engineer' or above",
+                       "role", caller.role.value)  # fmt: skip
+
+
+@router.post("/fleet/{site}/{edge}/configs", response_model=ConfigVersion, status_code=201,
+             summary="Upload an agent config (engineer): validated with the edge's own model, stored as a version")
+async def upload_config(site: SiteId, edge: LineId, body: ConfigUpload, caller: Caller, conn: Conn,
+                        scope: Scope) -> dict[str, Any]:  # fmt: skip
+    """400 lists every problem as `path: message (value)`, as `zhizao edge check-config` does."""
+    await _edge(conn, scope, site, edge)
+    _engineer(caller)
+    try:
+        data = yaml.safe_load(body.document)
+    except yaml.YAMLError as exc:
+        raise bad_request("document", None, f"not valid YAML: {exc}") from None
+    for key, want in (("site", site), ("edge_node", edge)):
+        got = data.get(key) if isinstance(data, dict) else None
+        if got != want:
+            raise bad_request(f"document.{key}", got, f"this config is for {want!r} (the URL's)")
+    try:
+        await asyncio.to_thread(validate, body.document)
+    except ConfigInvalid as exc:
+        raise ApiError(400, "document: " + "; ".join(exc.problems), "document", exc.problems[0]) from None
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("SELECT version, document FROM agent_configs WHERE site_id = %s AND edge_node_id = %s"
+                          " ORDER BY version DESC LIMIT 1 FOR UPDATE", [site, edge])  # fmt: skip
+        last = await cur.fetchone()
+        version = 1 if last is None else int(last["version"]) + 1
+        await cur.execute(
+            "INSERT INTO agent_configs (site_id, edge_node_id, version, document, comment, created_by)"
+            " VALUES (%s, %s, %s, %s, %s, %s) RETURNING site_id, edge_node_id, version, comment, created_by, created_at",
+            [site, edge, version, body.document, body.comment, caller.name])  # fmt: skip
+        row = await cur.fetchone()
+    assert row is not None
+    row["diff"] = diff(last["document"] if last else None, body.document, f"v{version - 1}", f"v{version}")
+    sql, params = audit_params(caller.token_id, caller.name, "config.upload", site, f"{edge}:v{version}",
+                               {"comment": body.comment})  # fmt: skip
+    await conn.execute(sql, params)
+    return row
+
+
+@router.get("/fleet/{site}/{edge}/configs", response_model=list[ConfigVersion], summary="An agent's config versions")
+async def list_configs(site: SiteId, edge: LineId, conn: Conn, scope: Scope) -> list[dict[str, Any]]:
+    """Newest first, without the documents."""
+    await _edge(conn, scope, site, edge)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("SELECT site_id, edge_node_id, version, comment, created_by, created_at FROM agent_configs"
+                          " WHERE site_id = %s AND edge_node_id = %s ORDER BY version DESC", [site, edge])  # fmt: skip
+        return await cur.fetchall()
+
+
+@router.get("/fleet/{site}/{edge}/configs/{version}", response_model=ConfigVersion,
+            summary="One config version with its diff against the version before")
+async def get_config(site: SiteId, edge: LineId, version: int, conn: Conn, scope: Scope) -> dict[str, Any]:
+    """The document and the unified diff from the previous version."""
+    await _edge(conn, scope, site, edge)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("SELECT site_id, edge_node_id, version, comment, created_by, created_at, document"
+                          " FROM agent_configs WHERE site_id = %s AND edge_node_id = %s AND version <= %s"
+                          " ORDER BY version DESC LIMIT 2", [site, edge, version])  # fmt: skip
+        rows = await cur.fetchall()
+    if not rows or rows[0]["version"] != version:
+        raise not_found("config version", version)
+    row = rows[0]
+    before = rows[1] if len(rows) > 1 else None
+    row["diff"] = diff(before["document"] if before else None, row["document"],
+                       f"v{before['version'] if before else 0}", f"v{version}")  # fmt: skip
+    return row
+
+
+async def _push(conn: AsyncConnection[Any], caller: Principal, site: str, edge: str, version: int,
+                body: PushRequest, rollout: uuid.UUID | None = None, stage: int = 0) -> dict[str, Any]:  # fmt: skip
+    pid = uuid.uuid4()
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "INSERT INTO config_pushes (push_id, site_id, edge_node_id, version, rollback_after_s, rollout_id, stage,"
+            " status, requested_by, expires_at) SELECT %s, site_id, edge_node_id, version, %s, %s, %s, 'queued', %s,"
+            f" now() + make_interval(secs => %s) FROM agent_configs WHERE site_id = %s AND edge_node_id = %s"
+            f" AND version = %s RETURNING {_PUSH_COLS}",
+            [pid, body.rollback_after_s, rollout, stage, caller.name, body.ttl_s, site, edge, version])  # fmt: skip
+        row = await cur.fetchone()
+    if row is None:
+        raise not_found("config version", version)
+    sql, params = audit_params(caller.token_id, caller.name, "config.push", site, f"{edge}:v{version}",
+                               {"push_id": str(pid), "rollout_id": str(rollout) if rollout else None})  # fmt: skip
+    await conn.execute(sql, params)
+    return row
+
+
+@router.post("/fleet/{site}/{edge}/configs/{version}/push", response_model=ConfigPush, status_code=201,
+             summary="Push a config version to its agent (engineer); an older version is a rollback")
+async def push_config(site: SiteId, edge: LineId, version: int, body: PushRequest, request: Request, caller: Caller,
+                      conn: Conn, scope: Scope) -> dict[str, Any]:  # fmt: skip
+    """Queued until the agent is online; the agent reports applied, refused or rolled_back."""
+    await _edge(conn, scope, site, edge)
+    _engineer(caller)
+    row = await _push(conn, caller, site, edge, version, body)
+    await conn.commit()
+    _kick(request)
+    return row
+
+
+@router.post("/sites/{site}/config-rollout", response_model=list[ConfigPush], status_code=201,
+             summary="Staged rollout (engineer): each agent's latest config, one after the other")
+async def rollout(site: SiteId, body: RolloutRequest, request: Request, caller: Caller, conn: Conn,
+                  scope: Scope) -> list[dict[str, Any]]:  # fmt: skip
+    """Stage k is sent once stage k-1 applied; a refusal, rollback or timeout cancels the stages after it."""
+    _engineer(caller)
+    if not scope.sees(site):
+        raise not_found("site", site)
+    cur = await conn.execute("SELECT edge_node_id, max(version) FROM agent_configs WHERE site_id = %s"
+                             " GROUP BY edge_node_id ORDER BY edge_node_id", [site])  # fmt: skip
+    latest = {str(e): int(v) for e, v in await cur.fetchall()}
+    edges = body.edges if body.edges is not None else list(latest)
+    missing = [e for e in edges if e not in latest]
+    if missing or not edges:
+        raise bad_request("edges", ",".join(missing) or None, "no stored config for these agents")
+    rid = uuid.uuid4()
+    rows = [await _push(conn, caller, site, e, latest[e], body, rid, i) for i, e in enumerate(edges)]
+    await conn.commit()
+    _kick(request)
+    return rows
+
+
+@router.get("/fleet/{site}/{edge}/pushes", response_model=list[ConfigPush], summary="An agent's config push history")
+async def list_pushes(site: SiteId, edge: LineId, conn: Conn, scope: Scope) -> list[dict[str, Any]]:
+    """Newest first."""
+    await _edge(conn, scope, site, edge)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(f"SELECT {_PUSH_COLS} FROM config_pushes WHERE site_id = %s AND edge_node_id = %s"
+                          " ORDER BY created_at DESC LIMIT 100", [site, edge])  # fmt: skip
+        return await cur.fetchall()
+
+
+def _kick(request: Request) -> None:
+    service = getattr(request.app.state, "commands", None)
+    if service is not None:
+        service.kick()

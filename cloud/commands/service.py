@@ -29,6 +29,9 @@ import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from zhizao.broker.commands import (
+    CONFIG_DOCUMENT,
+    CONFIG_ROLLBACK_S,
+    CONFIG_VERSION,
     INFO_PREFIX,
     INFO_TOPIC_FILTER,
     RESULT_PREFIX,
@@ -41,7 +44,7 @@ from zhizao.broker.commands import (
 from zhizao.broker.mqtt import MqttClient, MqttError, MqttOptions, Protocol
 from zhizao.broker.sparkplug.codec import BirthMetric
 from zhizao.broker.sparkplug.datatypes import DataType
-from zhizao.broker.sparkplug.topics import NAMESPACE, MessageType, Topic, TopicError, device_topic
+from zhizao.broker.sparkplug.topics import NAMESPACE, MessageType, Topic, TopicError, device_topic, node_topic
 from zhizao.cloud.auth import audit_params
 
 log = logging.getLogger(__name__)
@@ -166,6 +169,8 @@ class CommandService:
                 " AND status = 'sent' RETURNING command_id", list(data)).fetchall()  # fmt: skip
             for (cid,) in rows:
                 conn.execute(_EVENT_SQL, [cid, "queued", json.dumps({"why": "edge offline before delivery"})])
+            conn.execute("UPDATE config_pushes SET status = 'queued', sent_at = NULL WHERE site_id = %s"
+                         " AND edge_node_id = %s AND status = 'sent'", list(data))  # fmt: skip
         elif kind == "result":
             self._result(conn, *data)
         elif kind == "info":
@@ -195,6 +200,38 @@ class CommandService:
                 conn.execute("UPDATE commands SET status = 'sent', sent_at = now() WHERE command_id = %s", [cid])
                 conn.execute(_EVENT_SQL, [cid, "sent", None])
                 self.stats["sent"] += 1
+        self._dispatch_configs(conn, online)
+
+    def _dispatch_configs(self, conn: psycopg.Connection[Any], online: list[tuple[str, str]]) -> None:
+        """Queued config pushes to online agents; a rollout's stage waits until the one before it applied."""
+        with conn.transaction():
+            # An earlier stage that did not apply stops the rest of its rollout.
+            conn.execute(
+                "UPDATE config_pushes p SET status = 'cancelled', finished_at = now(),"
+                " message = format('stage %s of the rollout ended %s', q.stage, q.status)"
+                " FROM config_pushes q WHERE p.status = 'queued' AND p.rollout_id = q.rollout_id"
+                " AND q.stage < p.stage AND q.status IN ('refused', 'rolled_back', 'timed_out', 'expired', 'cancelled')"
+            )  # fmt: skip
+            rows = conn.execute(
+                "SELECT p.push_id, p.site_id, p.edge_node_id, p.version, p.rollback_after_s, p.expires_at, c.document"
+                " FROM config_pushes p JOIN agent_configs c USING (site_id, edge_node_id, version)"
+                " WHERE p.status = 'queued' AND p.expires_at > now()"
+                " AND (p.site_id, p.edge_node_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+                " AND NOT EXISTS (SELECT 1 FROM config_pushes q WHERE q.rollout_id = p.rollout_id"
+                "   AND q.stage < p.stage AND q.status <> 'applied')"
+                " ORDER BY p.created_at FOR UPDATE OF p SKIP LOCKED",
+                [[k[0] for k in online], [k[1] for k in online]],
+            ).fetchall()  # fmt: skip
+            for pid, site, edge, version, rollback_s, expires, document in rows:
+                metrics = [BirthMetric(CONFIG_DOCUMENT, DataType.String, document),
+                           BirthMetric(CONFIG_VERSION, DataType.Int64, int(version)),
+                           BirthMetric(CONFIG_ROLLBACK_S, DataType.Double, float(rollback_s))]  # fmt: skip
+                payload = encode_command(self.key, site, edge, "", str(pid), int(expires.timestamp() * 1000),
+                                         metrics, _now_ms())  # fmt: skip
+                if not self._client.publish(node_topic(site, MessageType.NCMD, edge), payload, 1).accepted:
+                    continue
+                conn.execute("UPDATE config_pushes SET status = 'sent', sent_at = now() WHERE push_id = %s", [pid])
+                self.stats["sent"] += 1
 
     def _sweep(self, conn: psycopg.Connection[Any]) -> None:
         self._dispatch(conn)
@@ -216,6 +253,19 @@ class CommandService:
                 conn.execute(_EVENT_SQL, [cid, status, None])
                 sql, params = audit_params(None, "cloud", f"command.{status}", site, f"{machine}:{cid}", None)
                 conn.execute(sql, params)
+        pushes = conn.execute(
+            "UPDATE config_pushes SET status = 'expired', finished_at = now(), message = 'TTL passed before the"
+            " agent could take it' WHERE status = 'queued' AND expires_at <= now()"
+            " RETURNING push_id, site_id, edge_node_id, status").fetchall()  # fmt: skip
+        # A push restarts the agent: it may take the rollback time plus a reconnect before the outcome arrives.
+        pushes += conn.execute(
+            "UPDATE config_pushes SET status = 'timed_out', finished_at = now(), message = 'no outcome from the agent'"
+            " WHERE status IN ('sent', 'delivered')"
+            " AND sent_at < now() - make_interval(secs => rollback_after_s + %s + 30)"
+            " RETURNING push_id, site_id, edge_node_id, status", [self.result_timeout_s]).fetchall()  # fmt: skip
+        for pid, site, edge, status in pushes:
+            sql, params = audit_params(None, "cloud", f"config.{status}", site, f"{edge}:{pid}", None)
+            conn.execute(sql, params)
 
     def _result(self, conn: psycopg.Connection[Any], topic: str, payload: bytes, received: int) -> None:
         try:
@@ -237,6 +287,9 @@ class CommandService:
             cid = uuid.UUID(r.command_id)
         except ValueError:
             self.stats["bad_results"] += 1
+            return
+        if conn.execute("SELECT 1 FROM config_pushes WHERE push_id = %s", [cid]).fetchone() is not None:
+            self._push_result(conn, cid, site, edge, r.status, r.message, actor)
             return
         detail = {k: v for k, v in {"message": r.message, "value": r.value, "code": r.code,
                                     "code_name": r.code_name, "reason": r.reason,
@@ -261,6 +314,21 @@ class CommandService:
             if r.status != "delivered":
                 sql, params = audit_params(None, actor, f"command.{r.status}", site, f"{row[0]}:{cid}", detail)
                 conn.execute(sql, params)
+
+    def _push_result(self, conn: psycopg.Connection[Any], pid: uuid.UUID, site: str, edge: str, status: str,
+                     message: str, actor: str) -> None:  # fmt: skip
+        if status not in ("delivered", "applied", "refused", "rolled_back"):
+            status, message = "refused", f"{status}: {message}"
+        final = status != "delivered"
+        row = conn.execute(
+            "UPDATE config_pushes SET status = %s, message = coalesce(%s, message),"
+            " finished_at = CASE WHEN %s THEN now() END WHERE push_id = %s AND site_id = %s AND edge_node_id = %s"
+            " AND status IN ('queued', 'sent', 'delivered', 'timed_out') RETURNING version",
+            [status, message or None, final, pid, site, edge]).fetchone()  # fmt: skip
+        if row is not None and final:
+            sql, params = audit_params(None, actor, f"config.{status}", site, f"{edge}:{pid}",
+                                       {"version": row[0], "message": message})  # fmt: skip
+            conn.execute(sql, params)
 
     def _info(self, conn: psycopg.Connection[Any], topic: str, payload: bytes, received: int) -> None:
         try:

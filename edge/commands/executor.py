@@ -18,6 +18,7 @@ import math
 import os
 import time
 from collections import Counter as Tally
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,9 @@ from prometheus_client import Counter
 
 from zhizao.broker.commands import (
     COMMAND_ID,
+    CONFIG_DOCUMENT,
+    CONFIG_ROLLBACK_S,
+    CONFIG_VERSION,
     CommandError,
     CommandResult,
     encode_result,
@@ -46,6 +50,8 @@ COMMANDS = Counter("zhizao_edge_commands", "Remote commands by outcome (refusals
                    ["site", "edge_node", "result"])  # fmt: skip
 _POLL_S = 0.05
 Value = float | int | bool | str | None
+ConfigHandler = Callable[[str, str, int, float], None]
+"""(push id, config YAML, cloud version, rollback after s): the agent validates and applies a pushed config."""
 
 
 def now_ms() -> int:
@@ -105,6 +111,7 @@ class CommandExecutor:
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._topic = result_topic(self.site, self.edge)
+        self.on_config: ConfigHandler | None = None
 
     # ---- what the cloud learns from the agent info ----------------------------------------------------------
     def target(self, machine: str, name: str) -> TargetConfig | None:
@@ -169,6 +176,38 @@ class CommandExecutor:
         task = asyncio.create_task(self._execute(machine, cmd.command_id, cmd.metrics))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def on_ncmd(self, decoded: Decoded) -> None:
+        """A config push (NCMD): verified like a DCMD (machine ""), then handed to the agent (`on_config`)."""
+        self.counters["received"] += 1
+        if not self._keys:
+            self._refuse(None, "", "disabled", "this agent trusts no command key (commands.public_keys)")
+            return
+        now = now_ms()
+        try:
+            cmd = verify_command(decoded, self._keys, self.site, self.edge, "", now, int(self.config.max_skew_s * 1000))
+        except CommandError as exc:
+            at = decoded.index_of(COMMAND_ID)
+            cid = decoded.text.get(at) if exc.reason == "expired" and at is not None else None
+            self._refuse(cid, "", exc.reason, str(exc))
+            return
+        if not self._seen.add(cmd.command_id, cmd.expires_ms, now, int(self.config.max_skew_s * 1000)):
+            self._refuse(None, "", "replayed", f"config push {cmd.command_id!r} was taken before: a replay")
+            return
+        values = {name: v for name, _dt, v in cmd.metrics}
+        doc, version, rollback = values.get(CONFIG_DOCUMENT), values.get(CONFIG_VERSION), values.get(CONFIG_ROLLBACK_S)
+        if not isinstance(doc, str) or not isinstance(version, int) or not isinstance(rollback, float | int):
+            self._refuse(cmd.command_id, "", "malformed", "a config push carries Document, Version and RollbackAfterS")
+            return
+        self._report(CommandResult("delivered", cmd.command_id, timestamp_ms=now_ms()))
+        if self.on_config is None:
+            self._refuse(cmd.command_id, "", "disabled", "this agent does not take config pushes")
+            return
+        self.on_config(cmd.command_id, doc, version, float(rollback))
+
+    def report(self, result: CommandResult) -> None:
+        """Publish a result (QoS 1) on the agent's result topic."""
+        self._report(result)
 
     def _refuse(self, command_id: str | None, machine: str, reason: str, message: str) -> None:
         self.counters[f"refused_{reason.replace('-', '_')}"] += 1

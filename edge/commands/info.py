@@ -16,7 +16,7 @@ from zhizao.edge.config import AgentConfig
 
 def config_version(config: AgentConfig) -> str:
     """A short fingerprint of the effective config (secrets masked by pydantic): equal configs, equal versions."""
-    text = config.model_dump_json(exclude_none=True)
+    text = config.model_dump_json(exclude_none=True, serialize_as_any=True)  # adapter sections whole
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

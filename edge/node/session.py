@@ -83,6 +83,7 @@ class EdgeNode:
         on_command: CommandHandler | None = None,
         on_dcmd: DcmdHandler | None = None,
         on_birth: Callable[[], None] | None = None,
+        on_ncmd: Callable[[Decoded], Awaitable[None]] | None = None,
     ) -> None:
         try:
             validate_id("site", site)
@@ -99,6 +100,7 @@ class EdgeNode:
         self._on_command = on_command
         self.on_dcmd = on_dcmd
         self.on_birth = on_birth
+        self.on_ncmd = on_ncmd
         self._bd_file = sparkplug.bdseq_file or (state_dir or outbox.dir) / "bdseq"
         self._events: asyncio.Queue[LinkEvent | None] = asyncio.Queue()
         self._state = "stopped"
@@ -275,6 +277,9 @@ class EdgeNode:
                 decoded = decode(msg.payload)
             except PayloadError as exc:
                 log.warning("edge node %s/%s: ignored NCMD: %s", self.site, self.edge, exc)
+                return
+            if self.on_ncmd is not None and "zhizao/Config/Document" in decoded.names:
+                await self.on_ncmd(decoded)  # a signed config push (edge/commands/)
                 return
             # By name, or by the alias our NBIRTH gave it (a host may use either).
             by_alias = np.flatnonzero(decoded.has_alias & (decoded.alias == np.uint64(m.REBIRTH_ALIAS)))

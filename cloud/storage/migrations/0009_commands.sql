@@ -71,3 +71,37 @@ CREATE TABLE IF NOT EXISTS edge_agents (
     clock_skew_ms   bigint,               -- the agent's clock minus the cloud's, from the info timestamp
     PRIMARY KEY (site_id, edge_node_id)
 );
+
+-- Remote configuration: agent configs by version (validated with the edge's own model before they are stored),
+-- and pushes of a version to its agent (NCMD), one after another in a staged rollout over a site's agents.
+CREATE TABLE IF NOT EXISTS agent_configs (
+    site_id       text NOT NULL,
+    edge_node_id  text NOT NULL,
+    version       integer NOT NULL,
+    document      text NOT NULL,
+    comment       text,
+    created_by    text NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (site_id, edge_node_id, version)
+);
+
+CREATE TABLE IF NOT EXISTS config_pushes (
+    push_id        uuid PRIMARY KEY,
+    site_id        text NOT NULL,
+    edge_node_id   text NOT NULL,
+    version        integer NOT NULL,
+    rollback_after_s double precision NOT NULL,
+    rollout_id     uuid,                  -- pushes of one staged rollout, sent in `stage` order
+    stage          integer NOT NULL DEFAULT 0,
+    status         text NOT NULL CHECK (status IN ('queued', 'sent', 'delivered', 'applied', 'refused',
+                       'rolled_back', 'timed_out', 'expired', 'cancelled')),
+    requested_by   text NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    expires_at     timestamptz NOT NULL,
+    sent_at        timestamptz,
+    finished_at    timestamptz,
+    message        text,
+    FOREIGN KEY (site_id, edge_node_id, version) REFERENCES agent_configs (site_id, edge_node_id, version)
+);
+CREATE INDEX IF NOT EXISTS config_pushes_node ON config_pushes (site_id, edge_node_id, created_at DESC);
+CREATE INDEX IF NOT EXISTS config_pushes_rollout ON config_pushes (rollout_id, stage) WHERE rollout_id IS NOT NULL;
