@@ -159,7 +159,7 @@ class PushRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    rollback_after_s: float = Field(default=60.0, ge=5.0, le=3600.0)
+    rollback_after_s: float = Field(default=60.0, ge=2.0, le=3600.0)
     ttl_s: float = Field(default=3600.0, ge=10.0, le=7 * 86400.0)
 
 
@@ -238,6 +238,7 @@ async def upload_config(site: SiteId, edge: LineId, body: ConfigUpload, caller: 
     sql, params = audit_params(caller.token_id, caller.name, "config.upload", site, f"{edge}:v{version}",
                                {"comment": body.comment})  # fmt: skip
     await conn.execute(sql, params)
+    await conn.commit()  # before the answer: a client's next request must see this version
     return row
 
 

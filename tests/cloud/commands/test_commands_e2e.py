@@ -5,44 +5,21 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
-import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import REGISTRY
 
+from tests.cloud.commands.conftest import RATE
 from tests.support.spnode import subscribe, wait_for
-from zhizao.bench.command import CommandStack, command_stack
+from zhizao.bench.command import CommandStack
 from zhizao.broker.commands import encode_command, load_or_create_key
 from zhizao.broker.mqtt import parse_mqtt_url
 from zhizao.broker.sparkplug.codec import BirthMetric, encode_metrics
 from zhizao.broker.sparkplug.datatypes import DataType
-
-RATE = 25  # commands per machine and minute in this module's cloud
-
-
-@pytest.fixture(scope="module")
-def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CommandStack]:
-    """One simulator + cloud + edge agent for the module (a scratch database, dropped afterwards)."""
-    from urllib.parse import urlsplit
-
-    from tests.conftest import MQTT_URL
-
-    name = f"zhizao_t_cmd_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = urlsplit(database_url)._replace(path=f"/{name}").geturl()
-    try:
-        with command_stack(url, MQTT_URL, tmp_path_factory.mktemp("cmd"), result_timeout_s=10.0,
-                           rate_per_min=RATE) as st:  # fmt: skip
-            yield st
-    finally:
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class Tap:

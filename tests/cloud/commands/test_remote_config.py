@@ -3,34 +3,13 @@ NCMD push, apply without losing outbox data, automatic rollback when the new con
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-import pytest
 import yaml
 
 from tests.support.spnode import wait_for
-from zhizao.bench.command import CommandStack, command_stack
-
-
-@pytest.fixture(scope="module")
-def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CommandStack]:
-    from urllib.parse import urlsplit
-
-    from tests.conftest import MQTT_URL
-
-    name = f"zhizao_t_cfg_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = urlsplit(database_url)._replace(path=f"/{name}").geturl()
-    try:
-        with command_stack(url, MQTT_URL, tmp_path_factory.mktemp("cfg"), machines=1) as st:
-            yield st
-    finally:
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+from zhizao.bench.command import CommandStack
 
 
 def document(stack: CommandStack, change: Any = None) -> str:
@@ -85,20 +64,20 @@ def test_push_applies_a_new_signal_table_without_losing_outbox_data_then_rolls_b
     stack: CommandStack,
 ) -> None:
     status, v1 = upload(stack, document(stack))
-    assert status == 201 and v1["version"] == 1
+    assert status == 201, v1
 
     def more(raw: Any) -> None:  # a new signal: the signal table changes, so the outbox is drained first
         sig = dict(raw["machines"][0]["signals"][-1], metric="Temperature/Copy")
         raw["machines"][0]["signals"].append(sig)
 
     status, v2 = upload(stack, document(stack, more))
-    assert status == 201 and v2["version"] == 2 and "+  - metric: Temperature/Copy" in v2["diff"].replace("- - ", "  - ")
+    assert status == 201 and v2["version"] == v1["version"] + 1 and "+  - metric: Temperature/Copy" in v2["diff"].replace("- - ", "  - ")
     _, listed = stack.api("GET", f"/api/v1/fleet/{stack.site}/{stack.edge}/configs", "viewer")
-    assert [v["version"] for v in listed] == [2, 1]
+    assert [v["version"] for v in listed][:2] == [v2["version"], v1["version"]]
     before = fleet_row(stack)["config_version"]
-    p = push(stack, 2)
+    p = push(stack, v2["version"])
     done = wait_push(stack, p["push_id"])
-    assert done["status"] == "applied", done
+    assert done["status"] == "applied", done["message"]
     wait_for(lambda: fleet_row(stack)["config_version"] != before and fleet_row(stack)["status"] == "online",
              what="the agent online with the new config")  # fmt: skip
     applied = fleet_row(stack)["config_version"]
@@ -111,19 +90,20 @@ def test_push_applies_a_new_signal_table_without_losing_outbox_data_then_rolls_b
 
     status, v3 = upload(stack, document(stack, broken))
     assert status == 201
-    p = push(stack, v3["version"], rollback_after_s=5)
+    p = push(stack, v3["version"], rollback_after_s=3)
     done = wait_push(stack, p["push_id"])
     assert done["status"] == "rolled_back" and "adapter sim not connected" in done["message"], done
     wait_for(lambda: fleet_row(stack)["config_version"] == applied and fleet_row(stack)["status"] == "online",
              what="the agent back on version 2")  # fmt: skip
     with psycopg.connect(stack.database_url) as conn:
         actions = [r[0] for r in conn.execute("SELECT action FROM audit_log WHERE action LIKE 'config.%' ORDER BY id")]
-    assert actions.count("config.upload") == 3 and "config.applied" in actions and "config.rolled_back" in actions
+    assert actions.count("config.upload") >= 3 and "config.applied" in actions and "config.rolled_back" in actions
 
 
 def test_staged_rollout_and_nothing_lost_across_config_changes(stack: CommandStack) -> None:
     _, listed = stack.api("GET", f"/api/v1/fleet/{stack.site}/{stack.edge}/configs", "viewer")
-    _, good = stack.api("GET", f"/api/v1/fleet/{stack.site}/{stack.edge}/configs/2", "viewer")
+    good_version = listed[1]["version"]  # the one before the broken latest (see the test above)
+    _, good = stack.api("GET", f"/api/v1/fleet/{stack.site}/{stack.edge}/configs/{good_version}", "viewer")
     status, fixed = upload(stack, good["document"])  # the latest version is the good one again
     assert status == 201 and fixed["version"] == listed[0]["version"] + 1
     assert "opc.tcp://127.0.0.1:9/zhizao/sim" in fixed["diff"]  # the broken endpoint, as a removed line
@@ -131,7 +111,7 @@ def test_staged_rollout_and_nothing_lost_across_config_changes(stack: CommandSta
                              {"edges": [stack.edge], "rollback_after_s": 20})  # fmt: skip
     assert status == 201 and len(rows) == 1 and rows[0]["rollout_id"], rows
     done = wait_push(stack, rows[0]["push_id"])
-    assert done["status"] == "applied", done
+    assert done["status"] == "applied", done["message"]
     # Production pauses; every sample the agent appended over all its runs (three config changes, one rollback)
     # must be acknowledged by the host, which acks only what it committed (DESIGN.md section 3), and none of
     # it may have been dead-lettered or quarantined.

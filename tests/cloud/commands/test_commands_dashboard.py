@@ -4,35 +4,18 @@ history with upload, diff and push; in English and Chinese."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
-import pytest
 import yaml
 
+from tests.cloud.dashboard.conftest import artifacts, chromium
 from tests.support.browser import browser_tab, fits
-from zhizao.bench.command import CommandStack, command_stack
+from zhizao.bench.command import CommandStack
+
+__all__ = ["artifacts", "chromium"]  # the dashboard tests' fixtures, for this module
 
 
-@pytest.fixture(scope="module")
-def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CommandStack]:
-    from urllib.parse import urlsplit
-
-    from tests.conftest import MQTT_URL
-
-    name = f"zhizao_t_ui_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = urlsplit(database_url)._replace(path=f"/{name}").geturl()
-    try:
-        with command_stack(url, MQTT_URL, tmp_path_factory.mktemp("ui"), machines=1) as st:
-            yield st
-    finally:
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def sign_in(page: Any, stack: CommandStack, role: str) -> None:
