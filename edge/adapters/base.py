@@ -77,7 +77,8 @@ class Adapter(abc.ABC):
       a notification carries many); timestamps are the device's source timestamps in UTC epoch ms.
     - `close()` may be called before `connect()` and more than once.
     - Only `AdapterError` subclasses leave the adapter.
-    - `write()` and `call()` serve remote commands (DCMD); adapters that cannot write raise AdapterConfigError.
+    - `write()`, `call()` and `read()` serve remote commands (DCMD, read-back); adapters that cannot raise
+      AdapterConfigError. Errors of a device that answered carry its `status_code` and `status_name`.
     - `on_device_state(machine, online)` is called by the adapter when a machine's data source is lost or back
       (session lost, bad status), so the runtime can publish DDEATH / DBIRTH.
     """
