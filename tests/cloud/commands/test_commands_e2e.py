@@ -141,15 +141,21 @@ def test_the_edge_enforces_limits_even_for_signed_commands(stack: CommandStack, 
     key = load_or_create_key(Path(stack.service.settings.command_key_path()))
     tap = Tap(stack)
     before = edge_counter(stack, "refused_limit")
+    expired_before = edge_counter(stack, "refused_expired")
+    now = int(time.time() * 1000)
     try:
-        cid = str(uuid.uuid4())
-        payload = encode_command(key, stack.site, stack.edge, m, cid, int(time.time() * 1000) + 60_000,
+        payload = encode_command(key, stack.site, stack.edge, m, str(uuid.uuid4()), now + 60_000,
                                  [BirthMetric("Rate/Setpoint", DataType.Double, 500.0)], 1)  # fmt: skip
         tap.publish(f"spBv1.0/{stack.site}/DCMD/{stack.edge}/{m}", payload)
         wait_for(lambda: edge_counter(stack, "refused_limit") == before + 1, what="the edge's limit refusal")
+        # Signed, within the limits, but its expiry lies beyond the tolerated clock skew (30 s) in the past.
+        payload = encode_command(key, stack.site, stack.edge, m, str(uuid.uuid4()), now - 60_000,
+                                 [BirthMetric("Rate/Setpoint", DataType.Double, 50.0)], 1)  # fmt: skip
+        tap.publish(f"spBv1.0/{stack.site}/DCMD/{stack.edge}/{m}", payload)
+        wait_for(lambda: edge_counter(stack, "refused_expired") == expired_before + 1, what="the expiry refusal")
     finally:
         tap.close()
-    assert setpoint(stack) != 500
+    assert setpoint(stack) not in (500, 50)
 
 
 def test_idempotency_key_second_person_approval_and_cancel(stack: CommandStack) -> None:
