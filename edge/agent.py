@@ -35,7 +35,7 @@ from zhizao.edge.adapters.base import (
 )
 from zhizao.edge.commands.executor import CommandExecutor, now_ms
 from zhizao.edge.commands.info import config_version, encode_info
-from zhizao.edge.config import AgentConfig, ConfigError, parse_agent_config
+from zhizao.edge.config import AdapterSettings, AgentConfig, ConfigError, parse_agent_config
 from zhizao.edge.health import HealthExporter
 from zhizao.edge.mapping import AgentMapping, build_mapping
 from zhizao.edge.node.session import EdgeNode, NodeError
@@ -115,6 +115,9 @@ class _Agent:
         self.pending: list[CommandResult] = []  # reported once the session is online
         self.connected: set[str] = set()
         self.cloud_version = _read_version(self.outbox.dir)
+        self.tasks: dict[str, asyncio.Task[None]] = {}  # supervise task per adapter
+        self.config_path: Path | None = None
+        self._swap: asyncio.Task[None] | None = None
 
     def _sink(self, adapter: str) -> SampleSink:
         transform, append = self.mapping.transform, self.outbox.append
@@ -244,8 +247,66 @@ class _Agent:
                                                timestamp_ms=now_ms()))  # fmt: skip
             return
         log.info("edge agent %s/%s: applying config version %d", self.site, self.edge, version)
-        self.change = _Change(push_id, new, text, version, rollback_s)
+        change = _Change(push_id, new, text, version, rollback_s)
+        if _adapters_only(self.config, new):
+            # Only adapter sections changed: those adapters reconnect, the MQTT session and the rest stay.
+            self.trial = change
+            self._swap = asyncio.create_task(self._swap_adapters(change))
+            return
+        self.change = change
         self.wake.set()
+
+    def start_adapter(self, name: str) -> None:
+        """Supervise adapter `name` (in a task of its own)."""
+        self.tasks[name] = asyncio.create_task(self.supervise(name, self.adapters[name], self.wake),
+                                               name=f"adapter {name}")  # fmt: skip
+
+    async def _replace_adapters(self, sections: dict[str, AdapterSettings]) -> None:
+        for name, section in sections.items():
+            task = self.tasks.pop(name, None)
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            await self._close(name, self.adapters[name])
+            self.health.adapter(name, False)
+            self.connected.discard(name)
+            plan = self.mapping.plans[name]
+            plan.config = section
+            self.adapters[name] = type(self.adapters[name])(section, plan.sources, self._sink(name),
+                                                            self.node.device_state)  # fmt: skip
+            self.start_adapter(name)
+
+    async def _swap_adapters(self, change: _Change) -> None:
+        """Reconnect only the adapters whose section changed; back to the old sections if they do not connect."""
+        old = {a.name: a for a in self.config.adapters}
+        new = {a.name: a for a in change.config.adapters}
+        changed = [n for n in new if new[n] != old[n]]
+        previous, previous_version = self.config, self.config_version
+        await self._replace_adapters({n: new[n] for n in changed})
+        self.config, self.config_version = change.config, config_version(change.config)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + change.rollback_s
+        while loop.time() < deadline and not set(changed) <= self.connected:  # noqa: ASYNC110 - no event for it
+            await asyncio.sleep(0.1)
+        if set(changed) <= self.connected:
+            self.cloud_version = change.version
+            _write_version(self.outbox.dir, change.version)
+            await asyncio.to_thread(_persist, self.config_path, change.text)
+            self.commands.report(CommandResult("applied", change.push_id, timestamp_ms=now_ms(),
+                                               message=f"config version {change.version} applied; reconnected "
+                                               f"{', '.join(changed) or 'no adapter'}"))  # fmt: skip
+            log.info("edge agent %s/%s: config version %d applied in place (%s)", self.site, self.edge,
+                     change.version, ", ".join(changed))  # fmt: skip
+        else:
+            missing = sorted(set(changed) - self.connected)
+            reason = (f"not connected within {change.rollback_s:g} s: "
+                      + ", ".join(f"adapter {n} not connected" for n in missing))  # fmt: skip
+            log.warning("edge agent %s/%s: config version %d rolled back (%s)", self.site, self.edge,
+                        change.version, reason)  # fmt: skip
+            await self._replace_adapters({n: old[n] for n in changed})
+            self.config, self.config_version = previous, previous_version
+            self.commands.report(CommandResult("rolled_back", change.push_id, message=reason, timestamp_ms=now_ms()))
+        self.trial = None
 
     async def trial_watch(self) -> None:
         """A pushed config must connect (MQTT session and every adapter) within its time, else roll back."""
@@ -318,6 +379,15 @@ class _Change:
     rollback_s: float
 
 
+def _adapters_only(old: AgentConfig, new: AgentConfig) -> bool:
+    """True when only adapter sections differ (same adapter names and types): those can reconnect in place."""
+    def rest(c: AgentConfig) -> str:
+        return c.model_dump_json(exclude={"adapters"})
+
+    same = [(a.name, a.type) for a in old.adapters] == [(a.name, a.type) for a in new.adapters]
+    return same and rest(old) == rest(new)
+
+
 _VERSION_FILE = "config-cloud-version"
 
 
@@ -381,18 +451,20 @@ async def run_agent(
         while True:
             types = adapter_types if adapter_types is not None else _load_adapter_types(current)
             agent = _Agent(current, types)
-            agent.trial, agent.pending = trial, carried
+            agent.trial, agent.pending, agent.config_path = trial, carried, config_path
             await _run_once(agent, stop)
             if stop.is_set():
                 if agent.fatal:
                     raise AgentError("; ".join(agent.fatal))
                 return
-            if agent.trial is not None and trial is not None:  # the pushed config did not connect, or failed
-                reason = agent.rollback_reason or "; ".join(agent.fatal)
-                carried = [CommandResult("rolled_back", trial.push_id, message=reason, timestamp_ms=now_ms())]
-                current, trial = previous, None
-                if previous_text is not None and config_path is not None:
-                    _persist(config_path, previous_text)
+            if agent.trial is not None:  # the pushed config did not connect, or failed: the previous one again
+                reason = agent.rollback_reason or "; ".join(agent.fatal) or "the agent stopped"
+                carried = [CommandResult("rolled_back", agent.trial.push_id, message=reason, timestamp_ms=now_ms())]
+                if trial is not None:  # a whole new run was tried (an in-place trial never changed `current`)
+                    current = previous
+                    if previous_text is not None and config_path is not None:
+                        _persist(config_path, previous_text)
+                trial = None
                 continue
             if agent.fatal:
                 raise AgentError("; ".join(agent.fatal))
@@ -409,12 +481,13 @@ async def run_agent(
             loop.remove_signal_handler(sig)
 
 
-async def _drain(agent: _Agent, tasks: list[asyncio.Task[None]], timeout_s: float = 15.0) -> bool:
+async def _drain(agent: _Agent, timeout_s: float = 15.0) -> bool:
     """Stop the adapters and wait until the host acknowledged every sample in the outbox."""
+    tasks = list(agent.tasks.values())
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    tasks.clear()
+    agent.tasks.clear()
     for name, adapter in agent.adapters.items():
         await agent._close(name, adapter)
     loop = asyncio.get_running_loop()
@@ -438,10 +511,8 @@ async def _run_once(agent: _Agent, stop: asyncio.Event) -> None:
         agent.site, agent.edge, len(config.machines), len(agent.mapping.signals), agent.outbox.dir,
     )  # fmt: skip
     await agent.node.start()
-    tasks = [
-        asyncio.create_task(agent.supervise(n, a, agent.wake), name=f"adapter {n}")
-        for n, a in agent.adapters.items()
-    ]
+    for name in agent.adapters:
+        agent.start_adapter(name)
     health = asyncio.create_task(agent.health_loop())
     watch = asyncio.create_task(agent.trial_watch()) if agent.trial is not None else None
     stopper = asyncio.create_task(stop.wait())
@@ -452,7 +523,7 @@ async def _run_once(agent: _Agent, stop: asyncio.Event) -> None:
         # Outbox records index the current signal table: with a new one, the host gets them all first.
         if (change is not None and not stop.is_set()
                 and build_mapping(change.config).signals.signals != agent.mapping.signals.signals
-                and not await _drain(agent, tasks)):  # fmt: skip
+                and not await _drain(agent)):  # fmt: skip
             agent.commands.report(CommandResult(
                 "refused", change.push_id, reason="outbox",
                 message=f"the outbox still holds {agent.outbox.depth_samples} samples of the old signal table "
@@ -462,9 +533,11 @@ async def _run_once(agent: _Agent, stop: asyncio.Event) -> None:
         stopper.cancel()
         waker.cancel()
         await agent.commands.close()
-        for t in (*tasks, health, *((watch,) if watch else ())):
+        extra = [t for t in (watch, agent._swap) if t is not None]
+        tasks = list(agent.tasks.values())
+        for t in (*tasks, health, *extra):
             t.cancel()
-        await asyncio.gather(*tasks, health, stopper, waker, *((watch,) if watch else ()), return_exceptions=True)
+        await asyncio.gather(*tasks, health, stopper, waker, *extra, return_exceptions=True)
         for name, adapter in agent.adapters.items():
             await agent._close(name, adapter)
         await agent.node.stop()

@@ -12,10 +12,10 @@ from tests.support.spnode import wait_for
 from zhizao.bench.command import CommandStack
 
 
-def document(stack: CommandStack, change: Any = None) -> str:
+def document(stack: CommandStack, *changes: Any) -> str:
     raw = stack.agent_config.model_dump(mode="json", exclude_none=True, serialize_as_any=True)
     raw["mqtt"].pop("password", None)
-    if change is not None:
+    for change in changes:
         change(raw)
     return yaml.safe_dump(raw, sort_keys=False)
 
@@ -88,11 +88,14 @@ def test_push_applies_a_new_signal_table_without_losing_outbox_data_then_rolls_b
     def broken(raw: Any) -> None:  # nothing listens there: the adapter cannot connect
         raw["adapters"][0]["endpoint"] = "opc.tcp://127.0.0.1:9/zhizao/sim"
 
-    status, v3 = upload(stack, document(stack, broken))
+    status, v3 = upload(stack, document(stack, more, broken))
     assert status == 201
+    born = fleet_row(stack)["last_birth"]
     p = push(stack, v3["version"], rollback_after_s=3)
     done = wait_push(stack, p["push_id"])
     assert done["status"] == "rolled_back" and "adapter sim not connected" in done["message"], done
+    # Only the adapter section changed: that adapter reconnected (twice), the MQTT session never restarted.
+    assert fleet_row(stack)["last_birth"] == born
     wait_for(lambda: fleet_row(stack)["config_version"] == applied and fleet_row(stack)["status"] == "online",
              what="the agent back on version 2")  # fmt: skip
     with psycopg.connect(stack.database_url) as conn:
