@@ -540,6 +540,10 @@ async def _run_once(agent: _Agent, stop: asyncio.Event) -> None:
         await asyncio.gather(*tasks, health, stopper, waker, *extra, return_exceptions=True)
         for name, adapter in agent.adapters.items():
             await agent._close(name, adapter)
+        if agent.node.state == "online":
+            # The retained info goes with the agent (the cloud keeps its last copy): brokers hold no stale ones.
+            with contextlib.suppress(Exception):
+                agent.node.link.publish(agent._info_topic, b"", 1, retain=True)
         await agent.node.stop()
         agent.health.update()
         agent.outbox.close()

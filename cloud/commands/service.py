@@ -331,6 +331,8 @@ class CommandService:
             conn.execute(sql, params)
 
     def _info(self, conn: psycopg.Connection[Any], topic: str, payload: bytes, received: int) -> None:
+        if not payload:
+            return  # an agent that stopped cleared its retained info; its last copy stays in the database
         try:
             site, edge = parse_topic(topic, INFO_PREFIX)
             doc = json.loads(payload)

@@ -120,7 +120,7 @@ class CommandStack:
         req = urllib.request.Request(f"{self.api_url}{path}", data=data, method=method, headers={
             "Authorization": f"Bearer {self.tokens[role]}", "Content-Type": "application/json"})  # fmt: skip
         try:
-            with urllib.request.urlopen(req, timeout=10) as r:
+            with urllib.request.urlopen(req, timeout=60) as r:  # a config upload runs the edge checker
                 return r.status, json.load(r)
         except urllib.error.HTTPError as exc:
             with exc:

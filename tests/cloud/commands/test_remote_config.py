@@ -124,6 +124,9 @@ def test_staged_rollout_and_nothing_lost_across_config_changes(stack: CommandSta
             return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # type: ignore[index]
 
         wait_for(lambda: fleet_row(stack)["outbox_depth"] == 0, 20, "the outbox empty (every sample acked)")
-        assert count("dead_letters") == 0 and count("quarantine") == 0
+        # `unknown_alias` is the ingest's resync path, not a loss: those samples are not acked, the host asks
+        # for a rebirth and the edge replays them (cloud/ingest/processor.py). Nothing else may be refused.
+        dead = conn.execute("SELECT topic, reason, detail FROM dead_letters WHERE reason <> 'unknown_alias'")
+        assert dead.fetchall() == [] and count("quarantine") == 0
         copy = conn.execute("SELECT count(*) FROM samples JOIN tags USING (tag_id) WHERE name = 'Temperature/Copy'")
         assert copy.fetchone()[0] > 0  # type: ignore[index]  # the signal added by the push has data
