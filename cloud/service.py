@@ -15,6 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from zhizao.cloud.api import create_app
+from zhizao.cloud.commands import CommandService, load_signing_key
 from zhizao.cloud.ingest.service import IngestService
 from zhizao.cloud.ingest.settings import IngestSettings
 from zhizao.cloud.live import LiveHub
@@ -71,6 +72,12 @@ class CloudService:
         self.monitoring: MonitoringService | None = MonitoringService(self.conninfo, self.live) if monitoring else None
         if self.monitoring is not None and self.ingest is not None:
             self.ingest.add_commit_listener(self.monitoring.on_committed)
+        self.commands: CommandService | None = None
+        if settings.commands:
+            self.commands = CommandService(
+                self.conninfo, settings.mqtt_url, load_signing_key(settings), host_id=settings.host_id,
+                protocol=settings.mqtt_protocol, result_timeout_s=settings.command_result_timeout_s,
+            )
         self._warm_up = warm_up
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -96,6 +103,9 @@ class CloudService:
             await asyncio.to_thread(self.oee.start)
         if self.monitoring is not None:
             await asyncio.to_thread(self.monitoring.start)
+        app.state.commands = self.commands
+        if self.commands is not None:
+            await asyncio.to_thread(self.commands.start)
         if ingest is not None:
             await asyncio.to_thread(ingest.start)
             log.info("ingest started: host %s on %s", self.settings.host_id, self.settings.mqtt_url)
@@ -107,6 +117,8 @@ class CloudService:
         try:
             yield
         finally:
+            if self.commands is not None:
+                await asyncio.to_thread(self.commands.stop)
             if ingest is not None:
                 await asyncio.to_thread(ingest.stop)
                 log.info("ingest stopped")

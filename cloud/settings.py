@@ -88,6 +88,12 @@ class CloudSettings(BaseSettings):
     # A font with Chinese glyphs for PDF shift reports (.ttf/.otf/.ttc); unset: the first one installed of
     # cloud/reports/pdf.py FONT_CANDIDATES (Debian fonts-wqy-microhei first).
     report_font: Path | None = None
+    # Remote commands (cloud/commands): the Ed25519 signing key (default <data_dir>/command-key.pem, created on
+    # first start), how long a sent command may go without an outcome, and commands per machine and minute.
+    commands: bool = True
+    command_key_file: Path | None = None
+    command_result_timeout_s: float = Field(default=15.0, gt=0, le=3600)
+    command_rate_per_min: int = Field(default=30, ge=1, le=10_000)
 
     @classmethod
     def settings_customise_sources(
@@ -177,6 +183,10 @@ class CloudSettings(BaseSettings):
         acks = (not self.ingest_shared_subscription) if self.ingest_acks is None else self.ingest_acks
         return IngestSettings(horizons=self.horizons(), mqtt_protocol=self.mqtt_protocol, acks=acks,
                               shared_subscription=self.ingest_shared_subscription, sites=self.ingest_sites)
+
+    def command_key_path(self) -> Path:
+        """Where the command signing key lives."""
+        return self.command_key_file or self.data_dir / "command-key.pem"
 
     def horizons(self) -> TimescaleHorizons:
         """TimescaleDB horizons for `apply_migrations`."""

@@ -31,8 +31,12 @@ def agent_configs_for_scenario(
     mqtt_url: str = "mqtt://127.0.0.1:1883",
     outbox_root: str = ".zhizao/edge",
     primary_host: str | None = None,
+    command_keys: tuple[str, ...] = (),
 ) -> dict[str, dict[str, Any]]:
-    """One agent config (a YAML-ready dict) per line of the scenario, keyed by edge node id (= line id)."""
+    """One agent config (a YAML-ready dict) per line of the scenario, keyed by edge node id (= line id).
+
+    With `command_keys` (the cloud's command public keys) the agent accepts signed commands: Start, Stop and
+    Reset (critical: it zeroes the job counters) and MachSpeed setpoints within the simulator's range."""
     configs: dict[str, dict[str, Any]] = {}
     for site in scenario.sites:
         for line in site.lines:
@@ -56,6 +60,17 @@ def agent_configs_for_scenario(
             sparkplug: dict[str, Any] = {"publish_interval_ms": 250}
             if primary_host is not None:
                 sparkplug["primary_host"] = primary_host
+            commands: dict[str, Any] = {}
+            if command_keys:
+                targets: list[dict[str, Any]] = [
+                    {"machine": "*", "method": "Start", "readback_metric": "State", "expect": [6]},  # Execute
+                    {"machine": "*", "method": "Stop", "readback_metric": "State", "expect": [2, 4]},  # Stopped, Idle
+                    {"machine": "*", "method": "Reset", "critical": True},
+                ]
+                # The simulator refuses MachSpeed outside [0, 1.5 x design speed] (edge/sim/model.py).
+                targets += [{"machine": m.id, "metric": "Rate/Setpoint", "min": 0.0,
+                             "max": round(m.ideal_rate_per_min * 1.5, 6), "step": 0.1} for m in line.machines]
+                commands = {"commands": {"public_keys": list(command_keys), "targets": targets}}
             configs[line.id] = {
                 "site": site.id,
                 "edge_node": line.id,
@@ -69,6 +84,7 @@ def agent_configs_for_scenario(
                     "subscription": {"publishing_interval_ms": 250, "sampling_interval_ms": 100, "queue_size": 1000},
                 }],
                 "machines": machines,
+                **commands,
             }
     return configs
 

@@ -59,7 +59,7 @@ def run(config_file: Path) -> None:
     click.echo(f"edge agent {config.site}/{config.edge_node}: {config.machine_count()} machines, "
                f"{config.signal_count()} signals -> {config.mqtt.effective_url()} (Ctrl-C to stop)")
     try:
-        asyncio.run(run_agent(config))
+        asyncio.run(run_agent(config, config_path=config_file))
     except KeyboardInterrupt:  # a Ctrl-C before the agent installed its own handler
         click.echo("stopped", err=True)
         sys.exit(130)

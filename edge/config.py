@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from zhizao.broker.contract.ids import ID_RULE, is_id
 from zhizao.broker.contract.states import is_state_code
 from zhizao.broker.mqtt import MqttUrlError, mqtt_url_from_env
+from zhizao.edge.commands.config import CommandsConfig, cross_check_commands
 from zhizao.edge.node.config import MqttConfig, OutboxConfig, SparkplugConfig
 
 __all__ = [
@@ -208,6 +209,7 @@ class AgentConfig(_Model):
     metrics_port: int | None = Field(default=None, ge=1, le=65535, description="Prometheus /metrics port; none: off")
     adapters: tuple[AdapterSettings, ...]
     machines: tuple[MachineConfig, ...]
+    commands: CommandsConfig | None = Field(default=None, description="signed remote commands; none: refused")
 
     @field_validator("site", "edge_node")
     @classmethod
@@ -266,6 +268,9 @@ def cross_check(config: AgentConfig) -> list[str]:
                     f"{where}.signals: machine {m.id!r} lacks {', '.join(missing)} needed for OEE "
                     f"(map them, or set oee: false) ({sorted(have)!r})"
                 )
+    if config.commands is not None:
+        signals = {m.id: {s.metric: s.map for s in m.signals} for m in config.machines}
+        problems.extend(cross_check_commands(config.commands, signals))
     return problems
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import click
 
@@ -71,20 +73,29 @@ class _Children:
 
 
 @contextlib.contextmanager
-def _broker(data_dir: Path) -> Iterator[str]:
+def _broker(data_dir: Path, users: dict[str, str]) -> Iterator[tuple[str, bool]]:
+    """(url, secured): the given broker, else a private one; mosquitto checks `users` and the shipped ACL."""
     url = os.environ.get("ZHIZAO_MQTT_URL")
     if url:
         _say("1/6", f"broker: {url} (ZHIZAO_MQTT_URL)")
-        yield url
+        yield url, False
         return
-    from zhizao.broker.embedded import start_broker
+    from zhizao.broker.embedded import broker_secured, start_broker
 
-    url, stop = start_broker(data_dir / "broker")
-    _say("1/6", f"broker: private broker at {url}")
+    secured = broker_secured()
+    url, stop = start_broker(data_dir / "broker", users=users if secured else None)
+    how = "passwords and the shipped ACL" if secured else "anonymous: the embedded broker has no ACL"
+    _say("1/6", f"broker: private broker at {url} ({how})")
     try:
-        yield url
+        yield url, secured
     finally:
         stop()
+
+
+def _with_user(url: str, user: str, password: str) -> str:
+    """`mqtt://host:port` with credentials."""
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://{quote(user, safe='')}:{quote(password, safe='')}@{rest}"
 
 
 @contextlib.contextmanager
@@ -137,6 +148,7 @@ def demo(data_dir: Path, scenario_path: Path | None, speed: float, seed: int, ap
     if click.get_current_context().find_root().params.get("verbose", 0) == 0 and "ZHIZAO_LOG_LEVEL" not in os.environ:
         # The demo prints its own progress lines; the components' INFO lines go to their log files only.
         logging.getLogger("zhizao").setLevel(logging.WARNING)
+    from zhizao.broker.commands import public_key_text
     from zhizao.cloud.auth import create_token
     from zhizao.cloud.seed import seed_database
     from zhizao.cloud.service import CloudService
@@ -155,12 +167,17 @@ def demo(data_dir: Path, scenario_path: Path | None, speed: float, seed: int, ap
     started = time.monotonic()
     children = _Children(log_dir)
 
+    # The private broker's identities (shipped ACL): the cloud, and one per site (username = site id); fresh
+    # passwords every start, so nothing stale lies around.
+    users = {"zhizao-cloud": secrets.token_urlsafe(18), **{s.id: secrets.token_urlsafe(18) for s in scenario.sites}}
     with contextlib.ExitStack() as stack:
-        mqtt_url = stack.enter_context(_broker(data_dir))
-        protocol = _protocol_env(mqtt_url)
+        mqtt_url, secured = stack.enter_context(_broker(data_dir, users))
+        site_url = {s.id: _with_user(mqtt_url, s.id, users[s.id]) if secured else mqtt_url for s in scenario.sites}
+        cloud_mqtt_url = _with_user(mqtt_url, "zhizao-cloud", users["zhizao-cloud"]) if secured else mqtt_url
+        protocol = _protocol_env(cloud_mqtt_url)
         database_url = stack.enter_context(_database(data_dir))
 
-        settings = CloudSettings.from_env(database_url=database_url, mqtt_url=mqtt_url, data_dir=data_dir,
+        settings = CloudSettings.from_env(database_url=database_url, mqtt_url=cloud_mqtt_url, data_dir=data_dir,
                                           api_port=api_port)  # fmt: skip
         _say("3/6", "cloud: migrations, seeding the scenario, Sparkplug host, ingest, API")
         apply_migrations(database_url, horizons=settings.horizons())
@@ -187,11 +204,18 @@ def demo(data_dir: Path, scenario_path: Path | None, speed: float, seed: int, ap
             raise click.ClickException(f"{exc}; see {log_dir / 'sim.log'}") from None
 
         config_dir = data_dir / "edge" / "configs"
+        # The agents trust the cloud's command key (commands signed with it, nothing else).
+        keys = (public_key_text(service.commands.key),) if service.commands is not None else ()
         paths = write_agent_configs(scenario, config_dir, endpoint, mqtt_url=mqtt_url,
-                                    outbox_root=str(data_dir / "edge"), primary_host=settings.host_id)  # fmt: skip
-        if protocol["edge"] == 3:
-            for p in paths:  # the broker speaks only MQTT 3.1.1
-                p.write_text(p.read_text().replace(f"url: {mqtt_url}", f"url: {mqtt_url}\n  protocol: 3"))
+                                    outbox_root=str(data_dir / "edge"), primary_host=settings.host_id,
+                                    command_keys=keys)  # fmt: skip
+        site_of = {line.id: site.id for site in scenario.sites for line in site.lines}
+        for p in paths:
+            p.touch(0o600)
+            p.chmod(0o600)  # it holds the site's broker password
+            url = site_url[site_of[p.stem]]
+            extra = "\n  protocol: 3" if protocol["edge"] == 3 else ""  # the broker speaks only MQTT 3.1.1
+            p.write_text(p.read_text().replace(f"url: {mqtt_url}", f"url: {url}{extra}"))
         _say("5/6", f"edge: {len(paths)} agents, one per line (configs in {config_dir})")
         for p in paths:
             children.start(f"edge-{p.stem}", ["edge", "run", str(p)])

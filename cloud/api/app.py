@@ -18,6 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from zhizao.cloud.api import (
     routes_alarms,
     routes_assets,
+    routes_commands,
+    routes_fleet,
     routes_live,
     routes_maintenance,
     routes_oee,
@@ -182,6 +184,8 @@ def create_app(
     app.include_router(routes_planning.router)
     app.include_router(routes_alarms.router)
     app.include_router(routes_maintenance.router)
+    app.include_router(routes_commands.router)
+    app.include_router(routes_fleet.router)
     app.include_router(dashboard_router)
 
     @app.middleware("http")

@@ -47,7 +47,13 @@ SampleSink = Callable[[SampleBlock], None]
 
 
 class AdapterError(Exception):
-    """Base of every error an adapter raises; library exceptions are mapped onto these at one place."""
+    """Base of every error an adapter raises; library exceptions are mapped onto these at one place.
+
+    `status_code` / `status_name`: the device protocol's status (e.g. OPC UA 0x803C0000 BadOutOfRange) when
+    the device answered with one; commands report them."""
+
+    status_code: int | None = None
+    status_name: str | None = None
 
 
 class AdapterTemporaryError(AdapterError):
@@ -71,7 +77,8 @@ class Adapter(abc.ABC):
       a notification carries many); timestamps are the device's source timestamps in UTC epoch ms.
     - `close()` may be called before `connect()` and more than once.
     - Only `AdapterError` subclasses leave the adapter.
-    - `write()` and `call()` serve remote commands (DCMD); adapters that cannot write raise AdapterConfigError.
+    - `write()`, `call()` and `read()` serve remote commands (DCMD, read-back); adapters that cannot raise
+      AdapterConfigError. Errors of a device that answered carry its `status_code` and `status_name`.
     - `on_device_state(machine, online)` is called by the adapter when a machine's data source is lost or back
       (session lost, bad status), so the runtime can publish DDEATH / DBIRTH.
     """
@@ -110,6 +117,10 @@ class Adapter(abc.ABC):
     async def call(self, machine: str, method: str, args: list[Any]) -> Any:
         """Call a device method (Start, Stop, Reset) on `machine`."""
         raise AdapterConfigError(f"adapter {self.name!r} does not support method calls")
+
+    async def read(self, signal: int) -> float | int | bool | str | None:
+        """Read the current value of the device node behind `signal` (the read-back of a command)."""
+        raise AdapterConfigError(f"adapter {self.name!r} does not support reads")
 
 
 class AdapterLoadError(Exception):

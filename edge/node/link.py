@@ -178,10 +178,10 @@ class MqttLink:
         except MqttError as exc:
             raise LinkError(f"mqtt {exc}") from None
 
-    def publish(self, topic: str, payload: bytes, qos: int = 0) -> Published:
-        """Queue a PUBLISH (retain false); a lost connection shows as a handle that never gets `done`."""
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> Published:
+        """Queue a PUBLISH; a lost connection shows as a handle that never gets `done`."""
         try:
-            return Published(self._client.publish(topic, payload, qos=qos, retain=False))
+            return Published(self._client.publish(topic, payload, qos=qos, retain=retain))
         except MqttError as exc:
             raise LinkError(f"mqtt {exc}") from None
 

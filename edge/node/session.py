@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from zhizao.broker.extensions import ExtensionError, ack_topic, decode_ack, decode_state
-from zhizao.broker.sparkplug.codec import PayloadError, decode, encode_birth, encode_death
+from zhizao.broker.sparkplug.codec import Decoded, PayloadError, decode, encode_birth, encode_death
 from zhizao.broker.sparkplug.datatypes import DataType
 from zhizao.broker.sparkplug.topics import (
     MessageType,
@@ -57,6 +57,10 @@ log = logging.getLogger(__name__)
 CommandHandler = Callable[[int, float | int | bool | str], Awaitable[None]]
 """Called for each metric of a DCMD: (signal index, value) -> write it to the device."""
 
+DcmdHandler = Callable[[int, Decoded], Awaitable[None]]
+"""Called with (device index, decoded payload) for every DCMD that decodes; replaces `CommandHandler`
+(the signed-command executor, edge/commands/, checks and executes it)."""
+
 
 class NodeError(Exception):
     """The edge node cannot run (bad MQTT settings)."""
@@ -77,6 +81,9 @@ class EdgeNode:
         acks: bool = True,
         state_dir: Path | None = None,
         on_command: CommandHandler | None = None,
+        on_dcmd: DcmdHandler | None = None,
+        on_birth: Callable[[], None] | None = None,
+        on_ncmd: Callable[[Decoded], Awaitable[None]] | None = None,
     ) -> None:
         try:
             validate_id("site", site)
@@ -91,6 +98,9 @@ class EdgeNode:
         self.index = m.SignalIndex(signals)
         self.stats = NodeStats()
         self._on_command = on_command
+        self.on_dcmd = on_dcmd
+        self.on_birth = on_birth
+        self.on_ncmd = on_ncmd
         self._bd_file = sparkplug.bdseq_file or (state_dir or outbox.dir) / "bdseq"
         self._events: asyncio.Queue[LinkEvent | None] = asyncio.Queue()
         self._state = "stopped"
@@ -268,6 +278,9 @@ class EdgeNode:
             except PayloadError as exc:
                 log.warning("edge node %s/%s: ignored NCMD: %s", self.site, self.edge, exc)
                 return
+            if self.on_ncmd is not None and "zhizao/Config/Document" in decoded.names:
+                await self.on_ncmd(decoded)  # a signed config push (edge/commands/)
+                return
             # By name, or by the alias our NBIRTH gave it (a host may use either).
             by_alias = np.flatnonzero(decoded.has_alias & (decoded.alias == np.uint64(m.REBIRTH_ALIAS)))
             i = decoded.index_of(m.REBIRTH_METRIC)
@@ -311,6 +324,9 @@ class EdgeNode:
         except PayloadError as exc:
             self.stats.rejected_commands += 1
             log.warning("edge node %s/%s: ignored DCMD: %s", self.site, self.edge, exc)
+            return
+        if self.on_dcmd is not None:
+            await self.on_dcmd(device, decoded)
             return
         machine = self.index.devices[device]
         for i in range(decoded.n):
@@ -359,6 +375,8 @@ class EdgeNode:
         self.stats.messages += 1
         self._born_host_ts = self._host_ts
         self._set_state("online", f"NBIRTH bdSeq {self._bd_seq}")
+        if self.on_birth is not None:
+            self.on_birth()
 
     def _device_birth(self, device: int, now: int) -> None:
         payload = encode_birth(
@@ -367,6 +385,13 @@ class EdgeNode:
         self.link.publish(self._dev_topics[MessageType.DBIRTH][device], payload)
         self._born.add(device)
         self.stats.messages += 1
+
+    def device_online(self, machine: str) -> bool:
+        """True while `machine` is born (its DBIRTH sent and no DDEATH since)."""
+        try:
+            return self.index.devices.index(machine) in self._born
+        except ValueError:
+            return False
 
     def device_state(self, machine: str, online: bool) -> None:
         """The adapter lost (DDEATH) or regained (DBIRTH) a machine's data source."""

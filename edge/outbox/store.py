@@ -401,6 +401,16 @@ class Outbox:
         self._check_budget()
 
     # ---- health and shutdown -------------------------------------------------------------------------
+    def oldest_sample_ms(self) -> int | None:
+        """Epoch ms of the oldest sample not yet released (read from disk: for health reports, not hot paths)."""
+        if self._head >= len(self._pos):
+            return None
+        try:
+            block = read_record(self._read_fd(self._seg[self._head]), self._record_info(self._head))
+        except (RecordError, OSError):
+            return None
+        return int(block.ts_ms.min()) if len(block) else None
+
     @property
     def depth_samples(self) -> int:
         """Samples not yet released."""

@@ -59,7 +59,8 @@ def test_production_settings() -> None:
     assert ("bridge_protocol_version", "mqttv50") in bridge and ("cleansession", "false") in bridge
     assert ("bridge_insecure", "false") in bridge
     outs = [v for k, v in bridge if k == "topic" and " out " in v]
-    assert outs and all(v.startswith("spBv1.0/sh-lingang/") for v in outs)
+    assert outs and all(v.startswith(("spBv1.0/sh-lingang/", "zhizao/v1/cmd/sh-lingang/", "zhizao/v1/edge/sh-lingang/"))
+                        for v in outs)
     tls = dict(_directives(CONF_DIR / "tls-listener.conf"))
     assert tls["require_certificate"] == "true" and tls["use_identity_as_username"] == "true"
 

@@ -239,19 +239,33 @@ def test_auth_error_stops_the_adapter_config_error_refuses_to_run(
         asyncio.run(run_agent(agent_config(unique_id, tmp_path / "d", mqtt_url), adapter_types={}))
 
 
-def test_dcmd_writes_reach_the_adapter(tmp_path: Path, mqtt_url: str, unique_id: str) -> None:
+def test_only_signed_dcmds_reach_the_adapter(tmp_path: Path, mqtt_url: str, unique_id: str) -> None:
+    """A plain DCMD (as any client the broker lets through could send) is refused and counted; the same write
+    signed by the cloud's key reaches the device node behind m2's Sig/1."""
+    import time
+
     import pysparkplug as psp
 
+    from zhizao.broker.commands import encode_command, generate_key, public_key_text
+    from zhizao.broker.sparkplug.codec import BirthMetric
+    from zhizao.broker.sparkplug.datatypes import DataType
+
+    key = generate_key()
     cap = Capture(mqtt_url, [f"spBv1.0/{unique_id}/#"])
     cfg = agent_config(unique_id, tmp_path, mqtt_url, rate=100.0)
+    cfg = AgentConfig.model_validate({**cfg.model_dump(), "adapters": list(cfg.adapters), "commands": {
+        "public_keys": [public_key_text(key)], "targets": [{"machine": "m2", "metric": "Sig/1", "max": 100}]}})
+    topic = f"spBv1.0/{unique_id}/DCMD/agent-1/m2"
 
     async def main() -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(run_agent(cfg, stop, adapter_types={"ramp": RampAdapter}))
         await cap.until(lambda ms: [m.kind for m in ms].count("DBIRTH") == 2, what="births")
-        metric = psp.Metric(timestamp=1, name="Sig/1", datatype=psp.DataType.DOUBLE, value=42.5)
-        cmd = psp.DCmd(timestamp=1, metrics=(metric,))
-        await asyncio.to_thread(cap.publish, f"spBv1.0/{unique_id}/DCMD/agent-1/m2", cmd.encode())
+        metric = psp.Metric(timestamp=1, name="Sig/1", datatype=psp.DataType.DOUBLE, value=41.5)
+        await asyncio.to_thread(cap.publish, topic, psp.DCmd(timestamp=1, metrics=(metric,)).encode())
+        signed = encode_command(key, unique_id, "agent-1", "m2", "c-1", int(time.time() * 1000) + 60_000,
+                                [BirthMetric("Sig/1", DataType.Double, 42.5)], 1)  # fmt: skip
+        await asyncio.to_thread(cap.publish, topic, signed)
         for _ in range(200):
             if RampAdapter.writes:
                 break
@@ -262,7 +276,7 @@ def test_dcmd_writes_reach_the_adapter(tmp_path: Path, mqtt_url: str, unique_id:
     RampAdapter.connects, RampAdapter.writes = 0, []
     asyncio.run(main())
     cap.close()
-    assert RampAdapter.writes == [("ns=2;s=m2/1", 42.5)]  # the device node behind m2's Sig/1
+    assert RampAdapter.writes == [("ns=2;s=m2/1", 42.5)]  # the signed one only, in order after the unsigned one
 
 
 # ---- kill -9 of an agent subprocess ------------------------------------------------------------------------

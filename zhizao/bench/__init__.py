@@ -21,6 +21,7 @@ _BENCHES: dict[str, tuple[str, str]] = {
     "detect": ("zhizao.bench.detect:bench_detect", "Detectors on NAB and SKAB (local checkouts), their own scoring."),
     "monitor": ("zhizao.bench.monitor:bench_monitor", "Seeded faults -> alarms before failure, false alarms, EEMUA 191."),
     "faults": ("zhizao.bench.faults:bench_faults", "Fault matrix: samples attempted, stored, lost, duplicated per row."),
+    "command": ("zhizao.bench.command:bench_command", "API command -> OPC UA write -> read-back confirmed, p50/p99."),
 }
 
 

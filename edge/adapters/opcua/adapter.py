@@ -98,11 +98,15 @@ def _mapped(what: str, *, denied_is_auth: bool = True) -> Iterator[None]:
     except UaStatusCodeError as exc:
         code = int(exc.code)
         text = f"{what}: {_code_name(code)}"
+        err: AdapterError
         if code in _AUTH_CODES and (denied_is_auth or code != _SC.BadUserAccessDenied):
-            raise AdapterAuthError(text) from exc
-        if code in _CONFIG_CODES or code == _SC.BadUserAccessDenied:
-            raise AdapterConfigError(text) from exc
-        raise AdapterTemporaryError(text) from exc
+            err = AdapterAuthError(text)
+        elif code in _CONFIG_CODES or code == _SC.BadUserAccessDenied:
+            err = AdapterConfigError(text)
+        else:
+            err = AdapterTemporaryError(text)
+        err.status_code, err.status_name = code, _code_name(code)
+        raise err from exc
     except (OSError, TimeoutError, ConnectionError, EOFError) as exc:
         raise AdapterTemporaryError(f"{what}: {type(exc).__name__}: {exc}") from exc
     except UaStringParsingError as exc:
@@ -315,6 +319,19 @@ class OpcUaAdapter(Adapter):
                 v = float(value)
             dv = ua.DataValue(ua.Variant(v, vtype))
             await client.get_node(self._node_ids[signal]).write_value(dv)
+
+    async def read(self, signal: int) -> float | int | bool | str | None:
+        """Read the current value of the node of source `signal` (a command's read-back)."""
+        client = self._require_client()
+        if not 0 <= signal < len(self.signals):
+            raise AdapterConfigError(f"opcua {self.config.name}: no source {signal}")
+        src = self.signals.signals[signal]
+        with _mapped(f"read {src.metric}", denied_is_auth=False):
+            dv = await client.get_node(self._node_ids[signal]).read_data_value()
+            if dv.StatusCode is not None:
+                dv.StatusCode.check()  # a bad status raises UaStatusCodeError, mapped above
+            value = dv.Value.Value if dv.Value is not None else None
+            return value if isinstance(value, float | int | bool | str) or value is None else str(value)
 
     async def call(self, machine: str, method: str, args: list[Any]) -> Any:
         """Call method `method` (e.g. Start, Stop, Reset) on the object that holds `machine`'s nodes."""

@@ -6,6 +6,7 @@ import { loadStates } from "./format.js";
 import { LANGS, currentLang, preferredLang, setLang, t, translate } from "./i18n.js";
 import * as live from "./live.js";
 import { calendar } from "./views/calendar.js";
+import { fleet, fleetNode } from "./views/fleet.js";
 import { line } from "./views/line.js";
 import { login } from "./views/login.js";
 import { machine } from "./views/machine.js";
@@ -26,7 +27,7 @@ let liveState = "off";
 let page = 0;
 let cleanups = [];
 
-// #/ | #/site/S | #/site/S/calendar | #/site/S/line/L | #/site/S/machine/M
+// #/ | #/site/S | #/site/S/calendar | #/site/S/line/L | #/site/S/machine/M | #/fleet | #/fleet/S/E
 function route() {
   const parts = location.hash.replace(/^#\/?/, "").split("/").filter(Boolean).map(decodeURIComponent);
   if (parts.length === 0) return [overview];
@@ -46,6 +47,8 @@ function route() {
   if (parts[0] === "site" && parts.length === 5 && parts[2] === "line" && parts[4] === "report") {
     return [report, parts[1], undefined, parts[3]];
   }
+  if (parts[0] === "fleet" && parts.length === 1) return [fleet];
+  if (parts[0] === "fleet" && parts.length === 3) return [fleetNode, parts[1], parts[2]];
   return null;
 }
 

@@ -7,6 +7,7 @@ import { latest, may, me, newest, oeeWindows, throttled } from "../data.js";
 import { h } from "../dom.js";
 import { category, clock, label, num, stateName } from "../format.js";
 import { t } from "../i18n.js";
+import { commandPanel } from "./commands.js";
 import { stopsPanel } from "./stops.js";
 
 const HOUR = 3600_000;
@@ -122,6 +123,10 @@ export async function machine(ctx, siteId, machineId) {
   // The signal's last hour with its anomaly score (right axis) and the machine's alarms as markers.
   let signalPlot = null;
   ctx.onLeave(() => signalPlot?.destroy());
+  // Remote commands, for the roles the machine's agent allows (loads beside the rest of the page).
+  commandPanel({ siteId, machineId, who, onLeave: ctx.onLeave }).then((el) => {
+    if (el && ctx.current()) ctx.view.querySelector(".machine-page")?.append(el);
+  });
   const showSignal = async () => {
     const tag = signals.find((s) => String(s.tag_id) === picker.value);
     if (!tag) return;
