@@ -1,0 +1,472 @@
+"""The numba kernels of the solver: evaluation of line sequences and the iterated greedy with local search.
+
+A solution is `seq[k, :ln[k]]`, the lot indices on line k in order (the first `fix[k]` are fixed). Each
+line's figures are kept in `lc[k] = (f0, f1, f2)`:
+
+- tardiness objective: (weighted tardiness, changeover time, transport cost), all added over the lines and
+  compared lexicographically;
+- makespan objective: (completion of the line's last lot, changeover time, transport cost); the plan's
+  figure is the largest f0, and a move between two lines is taken when it lowers the larger of their two
+  completions (or keeps it and lowers their sum), as in Vallada & Ruiz (2011).
+
+Setups are `S[k, i, j]` with an extra row and column `n`: row n is the changeover from the line's current
+state (the initial setup), column n the end of the sequence (0). Where the problem has no unavailable
+intervals and no release time after a line's available-from time ("simple"), a sequence's figures change
+by O(1) under an insertion or removal; otherwise every candidate is evaluated in full (pauses and resumes in
+unavailable intervals, processing not before release).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+from numba import njit
+
+EPS = 1e-7
+
+
+class Inst(NamedTuple):
+    """The problem as arrays (see `arrays.compile_problem`)."""
+
+    p: Any  # (n, m) float64, inf where the line cannot make the lot
+    allowed: Any  # (n, m) bool
+    S: Any  # (m, n + 1, n + 1) float64
+    rel: Any  # (n,)
+    due: Any  # (n,)
+    w: Any  # (n,)
+    tr: Any  # (n, m) transport time
+    tc: Any  # (n, m) transport cost
+    avail: Any  # (m,)
+    us: Any  # unavailable interval starts, all lines one after another
+    ue: Any  # ... and ends
+    uoff: Any  # (m + 1,) line k's intervals are us[uoff[k]:uoff[k + 1]]
+    fix: Any  # (m,) int64: fixed prefix length per line
+    movable: Any  # (n,) bool: not in a fixed prefix
+    makespan: bool
+    simple: bool
+
+
+# ---- evaluation ---------------------------------------------------------------------------------------------
+@njit(cache=True)
+def advance(t: float, work: float, us: Any, ue: Any, hi: int, i: int) -> tuple[float, int]:
+    """Finish `work` seconds started at `t`, pausing in the intervals us[i:hi]/ue[i:hi]; (end, next interval)."""
+    while i < hi and ue[i] <= t:
+        i += 1
+    while True:
+        if i < hi and us[i] <= t:
+            t = ue[i]
+            i += 1
+            continue
+        if i >= hi or t + work <= us[i]:
+            return t + work, i
+        work -= us[i] - t
+        t = ue[i]
+        i += 1
+
+
+@njit(cache=True)
+def eval_line(I: Inst, k: int, buf: Any, L: int) -> tuple[float, float, float]:
+    """The figures (f0, f1, f2) of the sequence buf[:L] on line k."""
+    n = I.p.shape[0]
+    t = I.avail[k]
+    ptr = I.uoff[k]
+    hi = I.uoff[k + 1]
+    prev = n
+    wt = 0.0
+    chg = 0.0
+    cost = 0.0
+    for q in range(L):
+        j = buf[q]
+        s = I.S[k, prev, j]
+        t, ptr = advance(t, s, I.us, I.ue, hi, ptr)
+        if I.rel[j] > t:
+            t = I.rel[j]
+        t, ptr = advance(t, I.p[j, k], I.us, I.ue, hi, ptr)
+        late = t + I.tr[j, k] - I.due[j]
+        if late > 0.0:
+            wt += I.w[j] * late
+        chg += s
+        cost += I.tc[j, k]
+        prev = j
+    if I.makespan:
+        return (t if L > 0 else 0.0), chg, cost
+    return wt, chg, cost
+
+
+@njit(cache=True)
+def _elem(seq: Any, k: int, r: int, q: int) -> int:
+    """Element q of line k's sequence after removing position r (r < 0: nothing removed)."""
+    if r >= 0 and q >= r:
+        return seq[k, q + 1]
+    return seq[k, q]
+
+
+@njit(cache=True)
+def edit_cost(I: Inst, seq: Any, ln: Any, lc: Any, buf: Any, k: int, r: int, q: int,
+              x: int) -> tuple[float, float, float]:
+    """Line k's figures after removing position r (r < 0: none) and then inserting lot x at position q of
+    the remaining sequence (q < 0: none)."""
+    n = I.p.shape[0]
+    L = ln[k]
+    if I.simple:
+        f0 = lc[k, 0] if L > 0 else I.avail[k]
+        f1 = lc[k, 1]
+        f2 = lc[k, 2]
+        L2 = L
+        if r >= 0:
+            j = seq[k, r]
+            prev = seq[k, r - 1] if r > 0 else n
+            nxt = seq[k, r + 1] if r < L - 1 else n
+            d = I.S[k, prev, nxt] - I.S[k, prev, j] - I.S[k, j, nxt]
+            f0 += d - I.p[j, k]
+            f1 += d
+            f2 -= I.tc[j, k]
+            L2 = L - 1
+        if q >= 0:
+            prev = _elem(seq, k, r, q - 1) if q > 0 else n
+            nxt = _elem(seq, k, r, q) if q < L2 else n
+            d = I.S[k, prev, x] + I.S[k, x, nxt] - I.S[k, prev, nxt]
+            f0 += d + I.p[x, k]
+            f1 += d
+            f2 += I.tc[x, k]
+        if L2 == 0 and q < 0:
+            f0 = 0.0
+        return f0, f1, f2
+    m = 0
+    L2 = L - 1 if r >= 0 else L
+    for e in range(L2):
+        if e == q:
+            buf[m] = x
+            m += 1
+        buf[m] = _elem(seq, k, r, e)
+        m += 1
+    if q == L2:
+        buf[m] = x
+        m += 1
+    return eval_line(I, k, buf, m)
+
+
+@njit(cache=True)
+def apply_edit(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, k: int, r: int, q: int,
+               x: int) -> None:
+    """Perform the edit of `edit_cost` on line k and update its figures."""
+    f0, f1, f2 = edit_cost(I, seq, ln, lc, buf, k, r, q, x)
+    L = ln[k]
+    if r >= 0:
+        where[seq[k, r]] = -1
+        for e in range(r, L - 1):
+            seq[k, e] = seq[k, e + 1]
+        L -= 1
+    if q >= 0:
+        for e in range(L, q, -1):
+            seq[k, e] = seq[k, e - 1]
+        seq[k, q] = x
+        where[x] = k
+        L += 1
+    ln[k] = L
+    if I.simple:
+        lc[k, 0] = f0
+        lc[k, 1] = f1
+        lc[k, 2] = f2
+    else:
+        v = eval_line(I, k, seq[k], L)
+        lc[k, 0] = v[0]
+        lc[k, 1] = v[1]
+        lc[k, 2] = v[2]
+
+
+@njit(cache=True)
+def refresh(I: Inst, seq: Any, ln: Any, lc: Any) -> None:
+    for k in range(seq.shape[0]):
+        v = eval_line(I, k, seq[k], ln[k])
+        lc[k, 0] = v[0]
+        lc[k, 1] = v[1]
+        lc[k, 2] = v[2]
+
+
+# ---- comparisons --------------------------------------------------------------------------------------------
+@njit(cache=True)
+def lex_less(a0: float, a1: float, a2: float, b0: float, b1: float, b2: float) -> bool:
+    if a0 < b0 - EPS * (1.0 + abs(b0)):
+        return True
+    if a0 > b0 + EPS * (1.0 + abs(b0)):
+        return False
+    if a1 < b1 - EPS * (1.0 + abs(b1)):
+        return True
+    if a1 > b1 + EPS * (1.0 + abs(b1)):
+        return False
+    return a2 < b2 - EPS * (1.0 + abs(b2))
+
+
+@njit(cache=True)
+def total(I: Inst, lc: Any) -> tuple[float, float, float]:
+    """The plan's figures: (weighted tardiness, changeover, cost) or (makespan, sum of completions, changeover)."""
+    if I.makespan:
+        mx = 0.0
+        sm = 0.0
+        ch = 0.0
+        for k in range(lc.shape[0]):
+            mx = max(mx, lc[k, 0])
+            sm += lc[k, 0]
+            ch += lc[k, 1]
+        return mx, sm, ch
+    a = 0.0
+    b = 0.0
+    c = 0.0
+    for k in range(lc.shape[0]):
+        a += lc[k, 0]
+        b += lc[k, 1]
+        c += lc[k, 2]
+    return a, b, c
+
+
+@njit(cache=True)
+def pair_better(I: Inst, na: Any, nb: Any, oa: Any, ob: Any) -> bool:
+    """Is the change of lines a and b from (oa, ob) to (na, nb) an improvement?"""
+    if I.makespan:
+        new = max(na[0], nb[0])
+        old = max(oa[0], ob[0])
+        if new < old - EPS * (1.0 + old):
+            return True
+        if new > old + EPS * (1.0 + old):
+            return False
+        return na[0] + nb[0] < oa[0] + ob[0] - EPS * (1.0 + old)
+    return lex_less(na[0] + nb[0], na[1] + nb[1], na[2] + nb[2], oa[0] + ob[0], oa[1] + ob[1], oa[2] + ob[2])
+
+
+@njit(cache=True)
+def single_better(I: Inst, na: Any, oa: Any) -> bool:
+    return lex_less(na[0], na[1], na[2], oa[0], oa[1], oa[2])
+
+
+# ---- construction and local search --------------------------------------------------------------------------
+@njit(cache=True)
+def best_insert(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, x: int) -> None:
+    """Insert lot x where it costs least (makespan: lowest resulting makespan, then lowest line completion)."""
+    m = seq.shape[0]
+    top1 = -1.0
+    top2 = -1.0
+    arg = -1
+    if I.makespan:
+        for k in range(m):
+            v = lc[k, 0]
+            if v > top1:
+                top2 = top1
+                top1 = v
+                arg = k
+            elif v > top2:
+                top2 = v
+    bk = -1
+    bq = -1
+    b0 = np.inf
+    b1 = np.inf
+    b2 = np.inf
+    for k in range(m):
+        if not I.allowed[x, k]:
+            continue
+        for q in range(I.fix[k], ln[k] + 1):
+            f0, f1, f2 = edit_cost(I, seq, ln, lc, buf, k, -1, q, x)
+            if I.makespan:
+                other = top2 if k == arg else top1
+                s0 = max(f0, other)
+                s1 = f0
+                s2 = f1
+            else:
+                s0 = f0 - lc[k, 0]
+                s1 = f1 - lc[k, 1]
+                s2 = f2 - lc[k, 2]
+            if bk < 0 or lex_less(s0, s1, s2, b0, b1, b2):
+                bk = k
+                bq = q
+                b0 = s0
+                b1 = s1
+                b2 = s2
+    apply_edit(I, seq, ln, lc, where, buf, bk, -1, bq, x)
+
+
+@njit(cache=True)
+def local_search(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, max_sweeps: int) -> None:
+    """First-improvement descent on moves of one lot (within its line or to another) and swaps of two lots
+    on different lines, until no move improves (or `max_sweeps` sweeps)."""
+    m = seq.shape[0]
+    oa = np.empty(3)
+    ob = np.empty(3)
+    na = np.empty(3)
+    nb = np.empty(3)
+    for _sweep in range(max_sweeps):
+        improved = False
+        for a in range(m):
+            i = I.fix[a]
+            while i < ln[a]:
+                j = seq[a, i]
+                moved = False
+                oa[:] = lc[a]
+                ra = edit_cost(I, seq, ln, lc, buf, a, i, -1, -1)
+                # within the line
+                for q in range(I.fix[a], ln[a]):
+                    if q == i:
+                        continue
+                    v = edit_cost(I, seq, ln, lc, buf, a, i, q, j)
+                    na[0] = v[0]
+                    na[1] = v[1]
+                    na[2] = v[2]
+                    if single_better(I, na, oa):
+                        apply_edit(I, seq, ln, lc, where, buf, a, i, q, j)
+                        moved = True
+                        break
+                if not moved:
+                    na[0] = ra[0]
+                    na[1] = ra[1]
+                    na[2] = ra[2]
+                    for b in range(m):
+                        if b == a or not I.allowed[j, b]:
+                            continue
+                        ob[:] = lc[b]
+                        for q in range(I.fix[b], ln[b] + 1):
+                            v = edit_cost(I, seq, ln, lc, buf, b, -1, q, j)
+                            nb[0] = v[0]
+                            nb[1] = v[1]
+                            nb[2] = v[2]
+                            if pair_better(I, na, nb, oa, ob):
+                                apply_edit(I, seq, ln, lc, where, buf, a, i, -1, -1)
+                                apply_edit(I, seq, ln, lc, where, buf, b, -1, q, j)
+                                moved = True
+                                break
+                        if moved:
+                            break
+                if moved:
+                    improved = True
+                else:
+                    i += 1
+        # swaps between lines
+        for a in range(m):
+            for b in range(a + 1, m):
+                i = I.fix[a]
+                while i < ln[a]:
+                    x = seq[a, i]
+                    swapped = False
+                    if I.allowed[x, b]:
+                        for q in range(I.fix[b], ln[b]):
+                            y = seq[b, q]
+                            if not I.allowed[y, a]:
+                                continue
+                            oa[:] = lc[a]
+                            ob[:] = lc[b]
+                            v = edit_cost(I, seq, ln, lc, buf, a, i, i, y)
+                            na[0] = v[0]
+                            na[1] = v[1]
+                            na[2] = v[2]
+                            u = edit_cost(I, seq, ln, lc, buf, b, q, q, x)
+                            nb[0] = u[0]
+                            nb[1] = u[1]
+                            nb[2] = u[2]
+                            if pair_better(I, na, nb, oa, ob):
+                                apply_edit(I, seq, ln, lc, where, buf, a, i, i, y)
+                                apply_edit(I, seq, ln, lc, where, buf, b, q, q, x)
+                                swapped = True
+                                improved = True
+                                break
+                    if not swapped:
+                        i += 1
+        if not improved:
+            break
+
+
+@njit(cache=True)
+def seed_rng(seed: int) -> None:
+    np.random.seed(seed)
+
+
+@njit(cache=True)
+def iterate(I: Inst, cur_seq: Any, cur_ln: Any, cur_lc: Any, best_seq: Any, best_ln: Any, best_lc: Any,
+            iters: int, d_min: int, d_max: int, temperature: float, sweeps: int) -> int:
+    """`iters` iterations of the iterated greedy: remove d random movable lots, reinsert each at its best
+    place, local search, accept when not worse (or with probability exp(-delta / temperature)). Updates the
+    current and best solutions in place; returns how many iterations improved the best."""
+    n = I.p.shape[0]
+    m = cur_seq.shape[0]
+    buf = np.empty(n + 1, np.int64)
+    seq = cur_seq.copy()
+    ln = cur_ln.copy()
+    lc = cur_lc.copy()
+    where = np.full(n, -1, np.int64)
+    movable = np.empty(n, np.int64)
+    nm = 0
+    for j in range(n):
+        if I.movable[j]:
+            movable[nm] = j
+            nm += 1
+    if nm == 0:
+        return 0
+    removed = np.empty(n, np.int64)
+    gains = 0
+    for _it in range(iters):
+        seq[:] = cur_seq
+        ln[:] = cur_ln
+        lc[:] = cur_lc
+        for k in range(m):
+            for e in range(ln[k]):
+                where[seq[k, e]] = k
+        d = np.random.randint(d_min, d_max + 1)
+        if d > nm:
+            d = nm
+        # d distinct lots (partial Fisher-Yates over the movable ones)
+        for t in range(d):
+            s = np.random.randint(t, nm)
+            movable[t], movable[s] = movable[s], movable[t]
+            removed[t] = movable[t]
+        for t in range(d):
+            x = removed[t]
+            k = where[x]
+            for e in range(ln[k]):
+                if seq[k, e] == x:
+                    apply_edit(I, seq, ln, lc, where, buf, k, e, -1, -1)
+                    break
+        for t in range(d):
+            best_insert(I, seq, ln, lc, where, buf, removed[t])
+        local_search(I, seq, ln, lc, where, buf, sweeps)
+        new = total(I, lc)
+        cur = total(I, cur_lc)
+        accept = not lex_less(cur[0], cur[1], cur[2], new[0], new[1], new[2])
+        if not accept and temperature > 0.0:
+            delta = new[0] - cur[0]
+            if delta <= 0.0 or np.random.random() < math.exp(-delta / temperature):
+                accept = True
+        if accept:
+            cur_seq[:] = seq
+            cur_ln[:] = ln
+            cur_lc[:] = lc
+            b = total(I, best_lc)
+            if lex_less(new[0], new[1], new[2], b[0], b[1], b[2]):
+                best_seq[:] = seq
+                best_ln[:] = ln
+                best_lc[:] = lc
+                gains += 1
+    return gains
+
+
+@njit(cache=True)
+def construct(I: Inst, seq: Any, ln: Any, lc: Any, order: Any, sweeps: int) -> None:
+    """Insert the lots of `order` (not yet placed) one by one at their best place, then local search."""
+    n = I.p.shape[0]
+    buf = np.empty(n + 1, np.int64)
+    where = np.full(n, -1, np.int64)
+    for k in range(seq.shape[0]):
+        for e in range(ln[k]):
+            where[seq[k, e]] = k
+    for t in range(order.shape[0]):
+        best_insert(I, seq, ln, lc, where, buf, order[t])
+    local_search(I, seq, ln, lc, where, buf, sweeps)
+
+
+@njit(cache=True)
+def improve(I: Inst, seq: Any, ln: Any, lc: Any, sweeps: int) -> None:
+    n = I.p.shape[0]
+    buf = np.empty(n + 1, np.int64)
+    where = np.full(n, -1, np.int64)
+    for k in range(seq.shape[0]):
+        for e in range(ln[k]):
+            where[seq[k, e]] = k
+    local_search(I, seq, ln, lc, where, buf, sweeps)

@@ -1,0 +1,161 @@
+"""`solve` and `repair`: iterated greedy with local search (Vallada & Ruiz 2011) on the numba engine, CP-SAT
+for small makespan problems (exact, with its bound), and a repair that keeps the plan where it can."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from zhizao.cloud.planning.problem import Plan, Problem
+from zhizao.cloud.planning.solver import engine
+from zhizao.cloud.planning.solver.engine import Inst
+from zhizao.cloud.planning.solver.model import check_sequences, compile_problem, lower_bound, make_plan, to_arrays
+
+__all__ = ["EXACT_MAX_LOTS", "repair", "solve"]
+
+EXACT_MAX_LOTS = 16  # makespan problems up to this many lots go to CP-SAT (with the IG solution as hint)
+_SWEEPS = 50
+
+
+def _seed_sequences(problem: Problem, inst: Inst, warm: Plan | None) -> tuple[list[list[int]], list[int]]:
+    """Fixed prefixes, then the warm start's lots where they are still possible; the rest to insert."""
+    m = len(problem.lines)
+    n = len(problem.lots)
+    seqs: list[list[int]] = [list(problem.fixed[k]) if problem.fixed else [] for k in range(m)]
+    placed = np.zeros(n, np.bool_)
+    for s in seqs:
+        placed[s] = True
+    if warm is not None and len(warm.sequences) == m:
+        for k, s in enumerate(warm.sequences):
+            for j in s:
+                if 0 <= j < n and not placed[j] and inst.allowed[j, k]:
+                    seqs[k].append(j)
+                    placed[j] = True
+    rest = [j for j in range(n) if not placed[j]]
+    return seqs, rest
+
+
+def _order(problem: Problem, inst: Inst, rest: list[int]) -> Any:
+    if inst.makespan:  # the longest lots first (their cheapest line), as in list scheduling
+        key = -np.where(inst.allowed, inst.p, np.inf).min(axis=1)[rest]
+    else:  # earliest due date, then the heaviest
+        key = np.array([problem.lots[j].due_s - 1e-9 * problem.lots[j].weight for j in rest])
+    return np.asarray(rest, dtype=np.int64)[np.argsort(key, kind="stable")]
+
+
+def _temperature(inst: Inst) -> float:
+    if not inst.makespan:
+        return 0.0
+    p = inst.p[inst.allowed]
+    return 0.5 * float(np.mean(p)) / 10.0 if p.size else 0.0
+
+
+class _Search:
+    """The current and best solution of one run of the iterated greedy."""
+
+    def __init__(self, inst: Inst, seqs: list[list[int]], seed: int) -> None:
+        self.inst = inst
+        engine.seed_rng(seed)
+        self.cur = to_arrays(inst, seqs)
+        self.best = tuple(a.copy() for a in self.cur)
+
+    def construct(self, order: Any) -> None:
+        seq, ln, lc = self.cur
+        engine.construct(self.inst, seq, ln, lc, order, _SWEEPS)
+        self.best = tuple(a.copy() for a in self.cur)
+
+    def improve(self) -> None:
+        seq, ln, lc = self.cur
+        engine.improve(self.inst, seq, ln, lc, _SWEEPS)
+        self.best = tuple(a.copy() for a in self.cur)
+
+    def run(self, deadline: float) -> int:
+        """Iterate until `deadline` (perf_counter); chunks sized to end close to it. Returns iterations."""
+        n = self.inst.p.shape[0]
+        d_max = max(2, min(6, n // 2))
+        d_min = min(2, d_max)
+        temp = _temperature(self.inst)
+        chunk, done = 1, 0
+        while True:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return done
+            started = time.perf_counter()
+            engine.iterate(self.inst, *self.cur, *self.best, chunk, d_min, d_max, temp, _SWEEPS)
+            done += chunk
+            took = max(time.perf_counter() - started, 1e-6)
+            per = took / chunk
+            chunk = int(max(1, min(chunk * 4, min(0.05, left / 3) / per)))
+
+    def sequences(self) -> list[list[int]]:
+        seq, ln, _ = self.best
+        return [list(map(int, seq[k, : ln[k]])) for k in range(seq.shape[0])]
+
+    def figures(self) -> tuple[float, float, float]:
+        return engine.total(self.inst, self.best[2])  # type: ignore[no-any-return]
+
+
+def _exact_ok(problem: Problem, inst: Inst) -> bool:
+    if not (inst.simple and 0 < len(problem.lots) <= EXACT_MAX_LOTS and not inst.fix.any()):
+        return False
+    from zhizao.cloud.planning.solver.cpsat import integral
+
+    return integral(inst)
+
+
+def solve(problem: Problem, time_limit_s: float, warm_start: Plan | None = None, seed: int = 0) -> Plan:
+    """The best plan found within `time_limit_s` (wall clock, plan building included)."""
+    started = time.perf_counter()
+    deadline = started + max(time_limit_s, 0.0) * 0.97
+    inst = compile_problem(problem)
+    seqs, rest = _seed_sequences(problem, inst, warm_start)
+    search = _Search(inst, seqs, seed)
+    search.construct(_order(problem, inst, rest))
+    lower = lower_bound(inst)
+    if _exact_ok(problem, inst):
+        from zhizao.cloud.planning.solver.cpsat import solve_makespan
+
+        search.run(min(deadline, time.perf_counter() + 0.005 * len(problem.lots)))
+        ub = search.figures()[0]
+        if ub > lower + 1e-9:
+            m = len(problem.lines)
+            res = solve_makespan(inst, list(range(m)), list(range(len(problem.lots))), search.sequences(),
+                                 deadline - time.perf_counter(), seed=seed)  # fmt: skip
+            if res.feasible and res.objective <= ub:
+                return make_plan(problem, inst, res.sequences, "cp-sat", time.perf_counter() - started,
+                                 max(lower, res.bound), res.optimal)  # fmt: skip
+            lower = max(lower, res.bound)
+        return make_plan(problem, inst, search.sequences(), "iterated-greedy", time.perf_counter() - started,
+                         lower, ub <= lower + 1e-9)  # fmt: skip
+    search.run(deadline)
+    primary = search.figures()[0]
+    return make_plan(problem, inst, search.sequences(), "iterated-greedy", time.perf_counter() - started,
+                     lower, primary <= lower + 1e-9)  # fmt: skip
+
+
+def repair(problem: Problem, plan: Plan, changed_lines: Iterable[int], time_limit_s: float) -> Plan:
+    """Re-plan after lines lost capacity (`problem` already has their new downtime or available-from time):
+    the lots of `changed_lines` that are not fixed are taken off and inserted again where they cost least
+    (which may be the same line), every other line keeps its sequence, then local search and the iterated
+    greedy improve the result for the rest of `time_limit_s`."""
+    started = time.perf_counter()
+    deadline = started + max(time_limit_s, 0.0) * 0.9
+    inst = compile_problem(problem)
+    changed = set(changed_lines)
+    m = len(problem.lines)
+    for k in changed:
+        if not 0 <= k < m:
+            raise ValueError(f"changed_lines: line index {k} out of range 0..{m - 1}")
+    keep = Plan(sequences=[[] if k in changed else list(s) for k, s in enumerate(plan.sequences)]) \
+        if len(plan.sequences) == m else None  # fmt: skip
+    seqs, rest = _seed_sequences(problem, inst, keep)
+    search = _Search(inst, seqs, 0)
+    search.construct(_order(problem, inst, rest))
+    search.run(deadline)
+    result = make_plan(problem, inst, search.sequences(), "repair", time.perf_counter() - started,
+                       lower_bound(inst))  # fmt: skip
+    check_sequences(problem, result.sequences)
+    return result
