@@ -18,6 +18,7 @@ _BENCHES: dict[str, tuple[str, str]] = {
     "series": ("zhizao.bench.series:bench_series", "/api/v1/series latency: 24 h at 1-minute buckets, p50/p99."),
     "oee": ("zhizao.bench.oee:bench_oee", "/api/v1/oee latency: whole cluster over 24 h (hour windows), p50/p99."),
     "live": ("zhizao.bench.live:bench_live", "Simulator Stop/Start -> state event on the live stream, p50/p99."),
+    "plan": ("zhizao.bench.plan:bench_plan", "Planner: Vallada & Ruiz RPD, cluster vs greedy EDD, re-plan time."),
 }
 
 

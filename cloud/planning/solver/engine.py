@@ -49,7 +49,7 @@ class Inst(NamedTuple):
 
 
 # ---- evaluation ---------------------------------------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def advance(t: float, work: float, us: Any, ue: Any, hi: int, i: int) -> tuple[float, int]:
     """Finish `work` seconds started at `t`, pausing in the intervals us[i:hi]/ue[i:hi]; (end, next interval)."""
     while i < hi and ue[i] <= t:
@@ -95,7 +95,7 @@ def eval_line(I: Inst, k: int, buf: Any, L: int) -> tuple[float, float, float]:
     return wt, chg, cost
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _elem(seq: Any, k: int, r: int, q: int) -> int:
     """Element q of line k's sequence after removing position r (r < 0: nothing removed)."""
     if r >= 0 and q >= r:
@@ -103,7 +103,7 @@ def _elem(seq: Any, k: int, r: int, q: int) -> int:
     return seq[k, q]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def edit_cost(I: Inst, seq: Any, ln: Any, lc: Any, buf: Any, k: int, r: int, q: int,
               x: int) -> tuple[float, float, float]:
     """Line k's figures after removing position r (r < 0: none) and then inserting lot x at position q of
@@ -187,7 +187,7 @@ def refresh(I: Inst, seq: Any, ln: Any, lc: Any) -> None:
 
 
 # ---- comparisons --------------------------------------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def lex_less(a0: float, a1: float, a2: float, b0: float, b1: float, b2: float) -> bool:
     if a0 < b0 - EPS * (1.0 + abs(b0)):
         return True
@@ -222,21 +222,31 @@ def total(I: Inst, lc: Any) -> tuple[float, float, float]:
     return a, b, c
 
 
-@njit(cache=True)
-def pair_better(I: Inst, na: Any, nb: Any, oa: Any, ob: Any) -> bool:
-    """Is the change of lines a and b from (oa, ob) to (na, nb) an improvement?"""
+@njit(cache=True, inline="always")
+def pair_better(I: Inst, lc: Any, a: int, b: int, na: Any, nb: Any, oa: Any, ob: Any) -> bool:
+    """Is the change of lines a and b from (oa, ob) to (na, nb) an improvement? Makespan: of (makespan, sum of
+    the lines' completions) lexicographically, so that moves which free capacity below the makespan count."""
     if I.makespan:
+        dsum = na[0] + nb[0] - oa[0] - ob[0]
         new = max(na[0], nb[0])
         old = max(oa[0], ob[0])
-        if new < old - EPS * (1.0 + old):
-            return True
-        if new > old + EPS * (1.0 + old):
+        if dsum >= -EPS and new >= old - EPS:
             return False
-        return na[0] + nb[0] < oa[0] + ob[0] - EPS * (1.0 + old)
+        rest = 0.0
+        for k in range(lc.shape[0]):
+            if k != a and k != b and lc[k, 0] > rest:
+                rest = lc[k, 0]
+        gnew = max(new, rest)
+        gold = max(old, rest)
+        if gnew < gold - EPS:
+            return True
+        if gnew > gold + EPS:
+            return False
+        return dsum < -EPS
     return lex_less(na[0] + nb[0], na[1] + nb[1], na[2] + nb[2], oa[0] + ob[0], oa[1] + ob[1], oa[2] + ob[2])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def single_better(I: Inst, na: Any, oa: Any) -> bool:
     return lex_less(na[0], na[1], na[2], oa[0], oa[1], oa[2])
 
@@ -287,9 +297,129 @@ def best_insert(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, x: in
 
 
 @njit(cache=True)
+def _mk_better(na: float, nb: float, oa: float, ob: float, rest: float) -> bool:
+    """(makespan, sum of the two completions) lexicographically lower after the change of two lines."""
+    dsum = na + nb - oa - ob
+    new = max(na, nb, rest)
+    old = max(oa, ob, rest)
+    if new < old - EPS:
+        return True
+    if new > old + EPS:
+        return False
+    return dsum < -EPS
+
+
+@njit(cache=True)
+def local_search_simple(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, max_sweeps: int) -> None:
+    """`local_search` for simple makespan problems, with the O(1) move figures written out in the loops (a
+    call with array arguments per candidate would cost more than the candidate)."""
+    S = I.S
+    p = I.p
+    allowed = I.allowed
+    fix = I.fix
+    avail = I.avail
+    n = p.shape[0]
+    m = seq.shape[0]
+    for _sweep in range(max_sweeps):
+        improved = False
+        for a in range(m):
+            i = fix[a]
+            while i < ln[a]:
+                L = ln[a]
+                j = seq[a, i]
+                ca = lc[a, 0]
+                prev = seq[a, i - 1] if i > 0 else n
+                nxt = seq[a, i + 1] if i < L - 1 else n
+                ra = ca + S[a, prev, nxt] - S[a, prev, j] - S[a, j, nxt] - p[j, a]
+                if L == 1:
+                    ra = 0.0
+                moved = False
+                for q in range(fix[a], L):
+                    if q == i:
+                        continue
+                    pv = (seq[a, q - 1] if q - 1 < i else seq[a, q]) if q > 0 else n
+                    nx = (seq[a, q] if q < i else seq[a, q + 1]) if q < L - 1 else n
+                    new = ra + S[a, pv, j] + S[a, j, nx] - S[a, pv, nx] + p[j, a]
+                    if new < ca - EPS:
+                        apply_edit(I, seq, ln, lc, where, buf, a, i, q, j)
+                        moved = True
+                        break
+                if not moved:
+                    for b in range(m):
+                        if b == a or not allowed[j, b]:
+                            continue
+                        rest = 0.0
+                        for k in range(m):
+                            if k != a and k != b and lc[k, 0] > rest:
+                                rest = lc[k, 0]
+                        cb = lc[b, 0]
+                        Lb = ln[b]
+                        base = (cb if Lb > 0 else avail[b]) + p[j, b]
+                        for q in range(fix[b], Lb + 1):
+                            pv = seq[b, q - 1] if q > 0 else n
+                            nx = seq[b, q] if q < Lb else n
+                            nb = base + S[b, pv, j] + S[b, j, nx] - S[b, pv, nx]
+                            if _mk_better(ra, nb, ca, cb, rest):
+                                apply_edit(I, seq, ln, lc, where, buf, a, i, -1, -1)
+                                apply_edit(I, seq, ln, lc, where, buf, b, -1, q, j)
+                                moved = True
+                                break
+                        if moved:
+                            break
+                if moved:
+                    improved = True
+                else:
+                    i += 1
+        for a in range(m):
+            for b in range(a + 1, m):
+                rest = 0.0
+                for k in range(m):
+                    if k != a and k != b and lc[k, 0] > rest:
+                        rest = lc[k, 0]
+                i = fix[a]
+                while i < ln[a]:
+                    x = seq[a, i]
+                    swapped = False
+                    if allowed[x, b]:
+                        La = ln[a]
+                        Lb = ln[b]
+                        ca = lc[a, 0]
+                        cb = lc[b, 0]
+                        pa = seq[a, i - 1] if i > 0 else n
+                        xa = seq[a, i + 1] if i < La - 1 else n
+                        out_a = ca - S[a, pa, x] - S[a, x, xa] - p[x, a]
+                        for q in range(fix[b], Lb):
+                            y = seq[b, q]
+                            if not allowed[y, a]:
+                                continue
+                            na = out_a + S[a, pa, y] + S[a, y, xa] + p[y, a]
+                            pb = seq[b, q - 1] if q > 0 else n
+                            xb = seq[b, q + 1] if q < Lb - 1 else n
+                            nb = cb - S[b, pb, y] - S[b, y, xb] - p[y, b] + S[b, pb, x] + S[b, x, xb] + p[x, b]
+                            if _mk_better(na, nb, ca, cb, rest):
+                                apply_edit(I, seq, ln, lc, where, buf, a, i, i, y)
+                                apply_edit(I, seq, ln, lc, where, buf, b, q, q, x)
+                                where[y] = a
+                                swapped = True
+                                improved = True
+                                rest = 0.0
+                                for k in range(m):
+                                    if k != a and k != b and lc[k, 0] > rest:
+                                        rest = lc[k, 0]
+                                break
+                    if not swapped:
+                        i += 1
+        if not improved:
+            break
+
+
+@njit(cache=True)
 def local_search(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, max_sweeps: int) -> None:
     """First-improvement descent on moves of one lot (within its line or to another) and swaps of two lots
     on different lines, until no move improves (or `max_sweeps` sweeps)."""
+    if I.simple:
+        local_search_simple(I, seq, ln, lc, where, buf, max_sweeps)
+        return
     m = seq.shape[0]
     oa = np.empty(3)
     ob = np.empty(3)
@@ -329,7 +459,7 @@ def local_search(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, max_
                             nb[0] = v[0]
                             nb[1] = v[1]
                             nb[2] = v[2]
-                            if pair_better(I, na, nb, oa, ob):
+                            if pair_better(I, lc, a, b, na, nb, oa, ob):
                                 apply_edit(I, seq, ln, lc, where, buf, a, i, -1, -1)
                                 apply_edit(I, seq, ln, lc, where, buf, b, -1, q, j)
                                 moved = True
@@ -362,9 +492,10 @@ def local_search(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, max_
                             nb[0] = u[0]
                             nb[1] = u[1]
                             nb[2] = u[2]
-                            if pair_better(I, na, nb, oa, ob):
+                            if pair_better(I, lc, a, b, na, nb, oa, ob):
                                 apply_edit(I, seq, ln, lc, where, buf, a, i, i, y)
                                 apply_edit(I, seq, ln, lc, where, buf, b, q, q, x)
+                                where[y] = a
                                 swapped = True
                                 improved = True
                                 break
