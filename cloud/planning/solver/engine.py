@@ -103,11 +103,102 @@ def _elem(seq: Any, k: int, r: int, q: int) -> int:
     return seq[k, q]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
+def prefix_line(I: Inst, k: int, seq: Any, ln: Any, P: Any) -> None:
+    """P[k, e] = (time, f0, changeover, cost, interval pointer) after the first e lots of line k."""
+    n = I.p.shape[0]
+    t = I.avail[k]
+    ptr = I.uoff[k]
+    hi = I.uoff[k + 1]
+    prev = n
+    wt = 0.0
+    chg = 0.0
+    cost = 0.0
+    P[k, 0, 0] = t
+    P[k, 0, 1] = 0.0
+    P[k, 0, 2] = 0.0
+    P[k, 0, 3] = 0.0
+    P[k, 0, 4] = ptr
+    for e in range(ln[k]):
+        j = seq[k, e]
+        s = I.S[k, prev, j]
+        t, ptr = advance(t, s, I.us, I.ue, hi, ptr)
+        if I.rel[j] > t:
+            t = I.rel[j]
+        t, ptr = advance(t, I.p[j, k], I.us, I.ue, hi, ptr)
+        late = t + I.tr[j, k] - I.due[j]
+        if late > 0.0:
+            wt += I.w[j] * late
+        chg += s
+        cost += I.tc[j, k]
+        prev = j
+        P[k, e + 1, 0] = t
+        P[k, e + 1, 1] = wt
+        P[k, e + 1, 2] = chg
+        P[k, e + 1, 3] = cost
+        P[k, e + 1, 4] = ptr
+
+
+@njit(cache=True)
+def refresh_prefix(I: Inst, seq: Any, ln: Any, P: Any) -> None:
+    if not I.simple:
+        for k in range(seq.shape[0]):
+            prefix_line(I, k, seq, ln, P)
+
+
+@njit(cache=True)
+def eval_edit(I: Inst, seq: Any, ln: Any, P: Any, k: int, r: int, q: int, x: int,
+              limit: float) -> tuple[float, float, float]:
+    """Line k's figures after the edit of `edit_cost`, evaluated from the first changed position on (the
+    prefix before it is read from P). Tardiness: stops with inf once the weighted tardiness passes `limit`."""
+    n = I.p.shape[0]
+    L = ln[k]
+    L2 = L - 1 if r >= 0 else L
+    Lnew = L2 + 1 if q >= 0 else L2
+    start = L
+    if r >= 0:
+        start = r
+    if 0 <= q < start:
+        start = q
+    if start > Lnew:
+        start = Lnew
+    t = P[k, start, 0]
+    wt = P[k, start, 1]
+    chg = P[k, start, 2]
+    cost = P[k, start, 3]
+    ptr = int(P[k, start, 4])
+    prev = seq[k, start - 1] if start > 0 else n
+    hi = I.uoff[k + 1]
+    for e in range(start, Lnew):
+        if q >= 0 and e == q:
+            j = x
+        else:
+            u = e if (q < 0 or e < q) else e - 1
+            j = seq[k, u + 1] if (r >= 0 and u >= r) else seq[k, u]
+        s = I.S[k, prev, j]
+        t, ptr = advance(t, s, I.us, I.ue, hi, ptr)
+        if I.rel[j] > t:
+            t = I.rel[j]
+        t, ptr = advance(t, I.p[j, k], I.us, I.ue, hi, ptr)
+        late = t + I.tr[j, k] - I.due[j]
+        if late > 0.0:
+            wt += I.w[j] * late
+            if wt > limit and not I.makespan:
+                return np.inf, np.inf, np.inf
+        chg += s
+        cost += I.tc[j, k]
+        prev = j
+    if I.makespan:
+        return (t if Lnew > 0 else 0.0), chg, cost
+    return wt, chg, cost
+
+
+@njit(cache=True)
 def edit_cost(I: Inst, seq: Any, ln: Any, lc: Any, buf: Any, k: int, r: int, q: int,
-              x: int) -> tuple[float, float, float]:
+              x: int, limit: float) -> tuple[float, float, float]:
     """Line k's figures after removing position r (r < 0: none) and then inserting lot x at position q of
-    the remaining sequence (q < 0: none)."""
+    the remaining sequence (q < 0: none). `buf` holds the prefixes (`prefix_line`) on the general path;
+    `limit`: candidates whose weighted tardiness passes it may be cut short (returned as inf)."""
     n = I.p.shape[0]
     L = ln[k]
     if I.simple:
@@ -134,25 +225,14 @@ def edit_cost(I: Inst, seq: Any, ln: Any, lc: Any, buf: Any, k: int, r: int, q: 
         if L2 == 0 and q < 0:
             f0 = 0.0
         return f0, f1, f2
-    m = 0
-    L2 = L - 1 if r >= 0 else L
-    for e in range(L2):
-        if e == q:
-            buf[m] = x
-            m += 1
-        buf[m] = _elem(seq, k, r, e)
-        m += 1
-    if q == L2:
-        buf[m] = x
-        m += 1
-    return eval_line(I, k, buf, m)
+    return eval_edit(I, seq, ln, buf, k, r, q, x, limit)
 
 
 @njit(cache=True)
 def apply_edit(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, k: int, r: int, q: int,
                x: int) -> None:
-    """Perform the edit of `edit_cost` on line k and update its figures."""
-    f0, f1, f2 = edit_cost(I, seq, ln, lc, buf, k, r, q, x)
+    """Perform the edit of `edit_cost` on line k and update its figures (and prefixes)."""
+    f0, f1, f2 = edit_cost(I, seq, ln, lc, buf, k, r, q, x, np.inf)
     L = ln[k]
     if r >= 0:
         where[seq[k, r]] = -1
@@ -166,15 +246,11 @@ def apply_edit(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, k: int
         where[x] = k
         L += 1
     ln[k] = L
-    if I.simple:
-        lc[k, 0] = f0
-        lc[k, 1] = f1
-        lc[k, 2] = f2
-    else:
-        v = eval_line(I, k, seq[k], L)
-        lc[k, 0] = v[0]
-        lc[k, 1] = v[1]
-        lc[k, 2] = v[2]
+    lc[k, 0] = f0
+    lc[k, 1] = f1
+    lc[k, 2] = f2
+    if not I.simple:
+        prefix_line(I, k, seq, ln, buf)
 
 
 @njit(cache=True)
@@ -198,6 +274,12 @@ def lex_less(a0: float, a1: float, a2: float, b0: float, b1: float, b2: float) -
     if a1 > b1 + EPS * (1.0 + abs(b1)):
         return False
     return a2 < b2 - EPS * (1.0 + abs(b2))
+
+
+@njit(cache=True)
+def _lim(v: float) -> float:
+    """A pruning limit just above v (so that ties on the first figure are still compared on the others)."""
+    return v + EPS * (1.0 + abs(v)) + 1e-9
 
 
 @njit(cache=True)
@@ -277,7 +359,8 @@ def best_insert(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, x: in
         if not I.allowed[x, k]:
             continue
         for q in range(I.fix[k], ln[k] + 1):
-            f0, f1, f2 = edit_cost(I, seq, ln, lc, buf, k, -1, q, x)
+            limit = _lim(b0 + lc[k, 0]) if (bk >= 0 and not I.makespan) else np.inf
+            f0, f1, f2 = edit_cost(I, seq, ln, lc, buf, k, -1, q, x, limit)
             if I.makespan:
                 other = top2 if k == arg else top1
                 s0 = max(f0, other)
@@ -414,9 +497,10 @@ def local_search_simple(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: An
 
 
 @njit(cache=True)
-def local_search(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, max_sweeps: int) -> None:
+def local_search(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, max_sweeps: int, dirty: Any) -> None:
     """First-improvement descent on moves of one lot (within its line or to another) and swaps of two lots
-    on different lines, until no move improves (or `max_sweeps` sweeps)."""
+    on different lines, until no move improves (or `max_sweeps` sweeps). General path: only moves that
+    touch a line changed since it was last searched (`dirty`, updated in place) are evaluated."""
     if I.simple:
         local_search_simple(I, seq, ln, lc, where, buf, max_sweeps)
         return
@@ -425,25 +509,28 @@ def local_search(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, max_
     ob = np.empty(3)
     na = np.empty(3)
     nb = np.empty(3)
+    changed = np.zeros(m, np.bool_)
     for _sweep in range(max_sweeps):
         improved = False
+        changed[:] = False
         for a in range(m):
             i = I.fix[a]
             while i < ln[a]:
                 j = seq[a, i]
                 moved = False
                 oa[:] = lc[a]
-                ra = edit_cost(I, seq, ln, lc, buf, a, i, -1, -1)
+                ra = edit_cost(I, seq, ln, lc, buf, a, i, -1, -1, np.inf)
                 # within the line
-                for q in range(I.fix[a], ln[a]):
+                for q in range(I.fix[a], ln[a] if dirty[a] else 0):
                     if q == i:
                         continue
-                    v = edit_cost(I, seq, ln, lc, buf, a, i, q, j)
+                    v = edit_cost(I, seq, ln, lc, buf, a, i, q, j, _lim(oa[0]))
                     na[0] = v[0]
                     na[1] = v[1]
                     na[2] = v[2]
                     if single_better(I, na, oa):
                         apply_edit(I, seq, ln, lc, where, buf, a, i, q, j)
+                        changed[a] = True
                         moved = True
                         break
                 if not moved:
@@ -451,17 +538,18 @@ def local_search(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, max_
                     na[1] = ra[1]
                     na[2] = ra[2]
                     for b in range(m):
-                        if b == a or not I.allowed[j, b]:
+                        if b == a or not I.allowed[j, b] or not (dirty[a] or dirty[b]):
                             continue
                         ob[:] = lc[b]
                         for q in range(I.fix[b], ln[b] + 1):
-                            v = edit_cost(I, seq, ln, lc, buf, b, -1, q, j)
+                            v = edit_cost(I, seq, ln, lc, buf, b, -1, q, j, _lim(oa[0] + ob[0] - na[0]))
                             nb[0] = v[0]
                             nb[1] = v[1]
                             nb[2] = v[2]
                             if pair_better(I, lc, a, b, na, nb, oa, ob):
                                 apply_edit(I, seq, ln, lc, where, buf, a, i, -1, -1)
                                 apply_edit(I, seq, ln, lc, where, buf, b, -1, q, j)
+                                changed[a] = changed[b] = dirty[a] = dirty[b] = True
                                 moved = True
                                 break
                         if moved:
@@ -473,6 +561,8 @@ def local_search(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, max_
         # swaps between lines
         for a in range(m):
             for b in range(a + 1, m):
+                if not (dirty[a] or dirty[b]):
+                    continue
                 i = I.fix[a]
                 while i < ln[a]:
                     x = seq[a, i]
@@ -484,11 +574,11 @@ def local_search(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, max_
                                 continue
                             oa[:] = lc[a]
                             ob[:] = lc[b]
-                            v = edit_cost(I, seq, ln, lc, buf, a, i, i, y)
+                            v = edit_cost(I, seq, ln, lc, buf, a, i, i, y, _lim(oa[0] + ob[0]))
                             na[0] = v[0]
                             na[1] = v[1]
                             na[2] = v[2]
-                            u = edit_cost(I, seq, ln, lc, buf, b, q, q, x)
+                            u = edit_cost(I, seq, ln, lc, buf, b, q, q, x, _lim(oa[0] + ob[0] - na[0]))
                             nb[0] = u[0]
                             nb[1] = u[1]
                             nb[2] = u[2]
@@ -496,11 +586,13 @@ def local_search(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, max_
                                 apply_edit(I, seq, ln, lc, where, buf, a, i, i, y)
                                 apply_edit(I, seq, ln, lc, where, buf, b, q, q, x)
                                 where[y] = a
+                                changed[a] = changed[b] = True
                                 swapped = True
                                 improved = True
                                 break
                     if not swapped:
                         i += 1
+        dirty[:] = changed
         if not improved:
             break
 
@@ -518,7 +610,7 @@ def iterate(I: Inst, cur_seq: Any, cur_ln: Any, cur_lc: Any, best_seq: Any, best
     current and best solutions in place; returns how many iterations improved the best."""
     n = I.p.shape[0]
     m = cur_seq.shape[0]
-    buf = np.empty(n + 1, np.int64)
+    buf = np.zeros((cur_seq.shape[0], n + 2, 5))
     seq = cur_seq.copy()
     ln = cur_ln.copy()
     lc = cur_lc.copy()
@@ -532,6 +624,7 @@ def iterate(I: Inst, cur_seq: Any, cur_ln: Any, cur_lc: Any, best_seq: Any, best
     if nm == 0:
         return 0
     removed = np.empty(n, np.int64)
+    dirty = np.zeros(m, np.bool_)
     gains = 0
     for _it in range(iters):
         seq[:] = cur_seq
@@ -540,6 +633,7 @@ def iterate(I: Inst, cur_seq: Any, cur_ln: Any, cur_lc: Any, best_seq: Any, best
         for k in range(m):
             for e in range(ln[k]):
                 where[seq[k, e]] = k
+        refresh_prefix(I, seq, ln, buf)
         d = np.random.randint(d_min, d_max + 1)
         if d > nm:
             d = nm
@@ -548,16 +642,19 @@ def iterate(I: Inst, cur_seq: Any, cur_ln: Any, cur_lc: Any, best_seq: Any, best
             s = np.random.randint(t, nm)
             movable[t], movable[s] = movable[s], movable[t]
             removed[t] = movable[t]
+        dirty[:] = False
         for t in range(d):
             x = removed[t]
             k = where[x]
+            dirty[k] = True
             for e in range(ln[k]):
                 if seq[k, e] == x:
                     apply_edit(I, seq, ln, lc, where, buf, k, e, -1, -1)
                     break
         for t in range(d):
             best_insert(I, seq, ln, lc, where, buf, removed[t])
-        local_search(I, seq, ln, lc, where, buf, sweeps)
+            dirty[where[removed[t]]] = True
+        local_search(I, seq, ln, lc, where, buf, sweeps, dirty)
         new = total(I, lc)
         cur = total(I, cur_lc)
         accept = not lex_less(cur[0], cur[1], cur[2], new[0], new[1], new[2])
@@ -582,22 +679,24 @@ def iterate(I: Inst, cur_seq: Any, cur_ln: Any, cur_lc: Any, best_seq: Any, best
 def construct(I: Inst, seq: Any, ln: Any, lc: Any, order: Any, sweeps: int) -> None:
     """Insert the lots of `order` (not yet placed) one by one at their best place, then local search."""
     n = I.p.shape[0]
-    buf = np.empty(n + 1, np.int64)
+    buf = np.zeros((seq.shape[0], n + 2, 5))
     where = np.full(n, -1, np.int64)
     for k in range(seq.shape[0]):
         for e in range(ln[k]):
             where[seq[k, e]] = k
+    refresh_prefix(I, seq, ln, buf)
     for t in range(order.shape[0]):
         best_insert(I, seq, ln, lc, where, buf, order[t])
-    local_search(I, seq, ln, lc, where, buf, sweeps)
+    local_search(I, seq, ln, lc, where, buf, sweeps, np.ones(seq.shape[0], np.bool_))
 
 
 @njit(cache=True)
 def improve(I: Inst, seq: Any, ln: Any, lc: Any, sweeps: int) -> None:
     n = I.p.shape[0]
-    buf = np.empty(n + 1, np.int64)
+    buf = np.zeros((seq.shape[0], n + 2, 5))
     where = np.full(n, -1, np.int64)
     for k in range(seq.shape[0]):
         for e in range(ln[k]):
             where[seq[k, e]] = k
-    local_search(I, seq, ln, lc, where, buf, sweeps)
+    refresh_prefix(I, seq, ln, buf)
+    local_search(I, seq, ln, lc, where, buf, sweeps, np.ones(seq.shape[0], np.bool_))

@@ -126,25 +126,30 @@ def _detail(I: Inst, k: int, seq: Any, L: int, out: Any) -> None:
         prev = j
 
 
+@njit(cache=True)
+def _earliest(I: Inst, min_setup: Any) -> Any:
+    n, m = I.p.shape
+    ec = np.full((n, m), np.inf)
+    for k in range(m):
+        lo = I.uoff[k]
+        hi = I.uoff[k + 1]
+        for j in range(n):
+            if not I.allowed[j, k]:
+                continue
+            t, i = advance(I.avail[k], min_setup[k, j], I.us, I.ue, hi, lo)
+            t = max(t, I.rel[j])
+            t, _ = advance(t, I.p[j, k], I.us, I.ue, hi, i)
+            ec[j, k] = t + I.tr[j, k]
+    return ec
+
+
 def earliest_completion(inst: Inst) -> Any:
     """ec[j, k]: the earliest lot j can be done on line k if it were alone there (cheapest changeover into it,
     not before its release, pausing in the line's downtime), transport included; inf where k cannot make j."""
-    n, m = inst.p.shape
-    ec = np.full((n, m), np.inf)
-    for k in range(m):
-        lo, hi = int(inst.uoff[k]), int(inst.uoff[k + 1])
-        us, ue = inst.us, inst.ue
-        cheapest = inst.S[k, :, :n].copy()
-        cheapest[np.arange(n), np.arange(n)] = np.inf
-        min_setup = cheapest.min(axis=0)
-        for j in range(n):
-            if not inst.allowed[j, k]:
-                continue
-            t, i = advance(float(inst.avail[k]), float(min_setup[j]), us, ue, hi, lo)
-            t = max(t, float(inst.rel[j]))
-            t, _ = advance(t, float(inst.p[j, k]), us, ue, hi, i)
-            ec[j, k] = t + inst.tr[j, k]
-    return ec
+    n = inst.p.shape[0]
+    cheapest = inst.S[:, :, :n].copy()
+    cheapest[:, np.arange(n), np.arange(n)] = np.inf
+    return _earliest(inst, np.ascontiguousarray(cheapest.min(axis=1)))
 
 
 def lower_bound(inst: Inst) -> float:

@@ -12,6 +12,7 @@ import numpy as np
 from zhizao.cloud.planning.problem import Plan, Problem
 from zhizao.cloud.planning.solver import engine
 from zhizao.cloud.planning.solver.engine import Inst
+from zhizao.cloud.planning.solver.exact import DP_MAX_LOTS, solve_makespan_dp
 from zhizao.cloud.planning.solver.model import check_sequences, compile_problem, lower_bound, make_plan, to_arrays
 
 __all__ = ["EXACT_MAX_LOTS", "repair", "solve"]
@@ -63,9 +64,9 @@ class _Search:
         self.cur = to_arrays(inst, seqs)
         self.best = tuple(a.copy() for a in self.cur)
 
-    def construct(self, order: Any) -> None:
+    def construct(self, order: Any, sweeps: int = 2) -> None:
         seq, ln, lc = self.cur
-        engine.construct(self.inst, seq, ln, lc, order, _SWEEPS)
+        engine.construct(self.inst, seq, ln, lc, order, sweeps)
         self.best = tuple(a.copy() for a in self.cur)
 
     def improve(self) -> None:
@@ -79,10 +80,10 @@ class _Search:
         d_max = max(2, min(6, n // 2))
         d_min = min(2, d_max)
         temp = _temperature(self.inst)
-        chunk, done = 1, 0
+        chunk, done, per = 1, 0, 0.0
         while True:
             left = deadline - time.perf_counter()
-            if left <= 0:
+            if left <= 0 or per > left:  # the next iteration would end after the deadline
                 return done
             started = time.perf_counter()
             engine.iterate(self.inst, *self.cur, *self.best, chunk, d_min, d_max, temp, _SWEEPS)
@@ -112,6 +113,10 @@ def solve(problem: Problem, time_limit_s: float, warm_start: Plan | None = None,
     started = time.perf_counter()
     deadline = started + max(time_limit_s, 0.0) * 0.97
     inst = compile_problem(problem)
+    n, m = inst.p.shape
+    if inst.simple and not inst.fix.any() and 0 < n <= DP_MAX_LOTS and m * 3.0**n <= 5e7:
+        seqs, value = solve_makespan_dp(inst)
+        return make_plan(problem, inst, seqs, "exact-dp", time.perf_counter() - started, value, True)
     seqs, rest = _seed_sequences(problem, inst, warm_start)
     search = _Search(inst, seqs, seed)
     search.construct(_order(problem, inst, rest))
@@ -143,7 +148,7 @@ def repair(problem: Problem, plan: Plan, changed_lines: Iterable[int], time_limi
     (which may be the same line), every other line keeps its sequence, then local search and the iterated
     greedy improve the result for the rest of `time_limit_s`."""
     started = time.perf_counter()
-    deadline = started + max(time_limit_s, 0.0) * 0.9
+    deadline = started + max(time_limit_s, 0.0) * 0.85
     inst = compile_problem(problem)
     changed = set(changed_lines)
     m = len(problem.lines)
@@ -153,7 +158,10 @@ def repair(problem: Problem, plan: Plan, changed_lines: Iterable[int], time_limi
     keep = Plan(sequences=[[] if k in changed else list(s) for k, s in enumerate(plan.sequences)]) \
         if len(plan.sequences) == m else None  # fmt: skip
     seqs, rest = _seed_sequences(problem, inst, keep)
-    search = _Search(inst, seqs, 0)
+    # the search destroys only lots that a changed line could make: the rest of the plan cannot gain
+    related = inst.allowed[:, sorted(changed)].any(axis=1) if changed else np.zeros(len(problem.lots), np.bool_)
+    focused = inst._replace(movable=inst.movable & related)
+    search = _Search(focused, seqs, 0)
     search.construct(_order(problem, inst, rest))
     search.run(deadline)
     result = make_plan(problem, inst, search.sequences(), "repair", time.perf_counter() - started,
