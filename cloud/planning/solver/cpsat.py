@@ -27,7 +27,7 @@ class CpResult:
 def integral(inst: Inst) -> bool:
     """CP-SAT needs integers: the finite processing and setup times must be whole numbers."""
     p = inst.p[inst.allowed]
-    return bool(np.all(p == np.round(p)) and np.all(np.isfinite(inst.S)) and np.all(inst.S == np.round(inst.S))
+    return bool(np.all(p == np.round(p)) and np.all(np.isfinite(inst.S)) and np.all(np.round(inst.S) == inst.S)
                 and np.all(inst.avail == np.round(inst.avail)))  # fmt: skip
 
 

@@ -67,36 +67,36 @@ def advance(t: float, work: float, us: Any, ue: Any, hi: int, i: int) -> tuple[f
 
 
 @njit(cache=True)
-def eval_line(I: Inst, k: int, buf: Any, L: int) -> tuple[float, float, float]:
+def eval_line(ins: Inst, k: int, buf: Any, L: int) -> tuple[float, float, float]:
     """The figures (f0, f1, f2) of the sequence buf[:L] on line k."""
-    n = I.p.shape[0]
-    t = I.avail[k]
-    ptr = I.uoff[k]
-    hi = I.uoff[k + 1]
+    n = ins.p.shape[0]
+    t = ins.avail[k]
+    ptr = ins.uoff[k]
+    hi = ins.uoff[k + 1]
     prev = n
     wt = 0.0
     chg = 0.0
     cost = 0.0
     for q in range(L):
         j = buf[q]
-        s = I.S[k, prev, j]
-        t, ptr = advance(t, s, I.us, I.ue, hi, ptr)
-        if I.rel[j] > t:
-            t = I.rel[j]
-        t, ptr = advance(t, I.p[j, k], I.us, I.ue, hi, ptr)
-        late = t + I.tr[j, k] - I.due[j]
+        s = ins.S[k, prev, j]
+        t, ptr = advance(t, s, ins.us, ins.ue, hi, ptr)
+        if ins.rel[j] > t:
+            t = ins.rel[j]
+        t, ptr = advance(t, ins.p[j, k], ins.us, ins.ue, hi, ptr)
+        late = t + ins.tr[j, k] - ins.due[j]
         if late > 0.0:
-            wt += I.w[j] * late
+            wt += ins.w[j] * late
         chg += s
-        cost += I.tc[j, k]
+        cost += ins.tc[j, k]
         prev = j
-    if I.makespan:
+    if ins.makespan:
         return (t if L > 0 else 0.0), chg, cost
     return wt, chg, cost
 
 
 @njit(cache=True, inline="always")
-def _elem(seq: Any, k: int, r: int, q: int) -> int:
+def _elem(seq: Any, k: int, r: int, q: int) -> Any:
     """Element q of line k's sequence after removing position r (r < 0: nothing removed)."""
     if r >= 0 and q >= r:
         return seq[k, q + 1]
@@ -104,12 +104,12 @@ def _elem(seq: Any, k: int, r: int, q: int) -> int:
 
 
 @njit(cache=True)
-def prefix_line(I: Inst, k: int, seq: Any, ln: Any, P: Any) -> None:
+def prefix_line(ins: Inst, k: int, seq: Any, ln: Any, P: Any) -> None:
     """P[k, e] = (time, f0, changeover, cost, interval pointer) after the first e lots of line k."""
-    n = I.p.shape[0]
-    t = I.avail[k]
-    ptr = I.uoff[k]
-    hi = I.uoff[k + 1]
+    n = ins.p.shape[0]
+    t = ins.avail[k]
+    ptr = ins.uoff[k]
+    hi = ins.uoff[k + 1]
     prev = n
     wt = 0.0
     chg = 0.0
@@ -121,16 +121,16 @@ def prefix_line(I: Inst, k: int, seq: Any, ln: Any, P: Any) -> None:
     P[k, 0, 4] = ptr
     for e in range(ln[k]):
         j = seq[k, e]
-        s = I.S[k, prev, j]
-        t, ptr = advance(t, s, I.us, I.ue, hi, ptr)
-        if I.rel[j] > t:
-            t = I.rel[j]
-        t, ptr = advance(t, I.p[j, k], I.us, I.ue, hi, ptr)
-        late = t + I.tr[j, k] - I.due[j]
+        s = ins.S[k, prev, j]
+        t, ptr = advance(t, s, ins.us, ins.ue, hi, ptr)
+        if ins.rel[j] > t:
+            t = ins.rel[j]
+        t, ptr = advance(t, ins.p[j, k], ins.us, ins.ue, hi, ptr)
+        late = t + ins.tr[j, k] - ins.due[j]
         if late > 0.0:
-            wt += I.w[j] * late
+            wt += ins.w[j] * late
         chg += s
-        cost += I.tc[j, k]
+        cost += ins.tc[j, k]
         prev = j
         P[k, e + 1, 0] = t
         P[k, e + 1, 1] = wt
@@ -140,18 +140,18 @@ def prefix_line(I: Inst, k: int, seq: Any, ln: Any, P: Any) -> None:
 
 
 @njit(cache=True)
-def refresh_prefix(I: Inst, seq: Any, ln: Any, P: Any) -> None:
-    if not I.simple:
+def refresh_prefix(ins: Inst, seq: Any, ln: Any, P: Any) -> None:
+    if not ins.simple:
         for k in range(seq.shape[0]):
-            prefix_line(I, k, seq, ln, P)
+            prefix_line(ins, k, seq, ln, P)
 
 
 @njit(cache=True)
-def eval_edit(I: Inst, seq: Any, ln: Any, P: Any, k: int, r: int, q: int, x: int,
+def eval_edit(ins: Inst, seq: Any, ln: Any, P: Any, k: int, r: int, q: int, x: int,
               limit: float) -> tuple[float, float, float]:
     """Line k's figures after the edit of `edit_cost`, evaluated from the first changed position on (the
     prefix before it is read from P). Tardiness: stops with inf once the weighted tardiness passes `limit`."""
-    n = I.p.shape[0]
+    n = ins.p.shape[0]
     L = ln[k]
     L2 = L - 1 if r >= 0 else L
     Lnew = L2 + 1 if q >= 0 else L2
@@ -168,41 +168,41 @@ def eval_edit(I: Inst, seq: Any, ln: Any, P: Any, k: int, r: int, q: int, x: int
     cost = P[k, start, 3]
     ptr = int(P[k, start, 4])
     prev = seq[k, start - 1] if start > 0 else n
-    hi = I.uoff[k + 1]
+    hi = ins.uoff[k + 1]
     for e in range(start, Lnew):
         if q >= 0 and e == q:
             j = x
         else:
             u = e if (q < 0 or e < q) else e - 1
             j = seq[k, u + 1] if (r >= 0 and u >= r) else seq[k, u]
-        s = I.S[k, prev, j]
-        t, ptr = advance(t, s, I.us, I.ue, hi, ptr)
-        if I.rel[j] > t:
-            t = I.rel[j]
-        t, ptr = advance(t, I.p[j, k], I.us, I.ue, hi, ptr)
-        late = t + I.tr[j, k] - I.due[j]
+        s = ins.S[k, prev, j]
+        t, ptr = advance(t, s, ins.us, ins.ue, hi, ptr)
+        if ins.rel[j] > t:
+            t = ins.rel[j]
+        t, ptr = advance(t, ins.p[j, k], ins.us, ins.ue, hi, ptr)
+        late = t + ins.tr[j, k] - ins.due[j]
         if late > 0.0:
-            wt += I.w[j] * late
-            if wt > limit and not I.makespan:
+            wt += ins.w[j] * late
+            if wt > limit and not ins.makespan:
                 return np.inf, np.inf, np.inf
         chg += s
-        cost += I.tc[j, k]
+        cost += ins.tc[j, k]
         prev = j
-    if I.makespan:
+    if ins.makespan:
         return (t if Lnew > 0 else 0.0), chg, cost
     return wt, chg, cost
 
 
 @njit(cache=True)
-def edit_cost(I: Inst, seq: Any, ln: Any, lc: Any, buf: Any, k: int, r: int, q: int,
+def edit_cost(ins: Inst, seq: Any, ln: Any, lc: Any, buf: Any, k: int, r: int, q: int,
               x: int, limit: float) -> tuple[float, float, float]:
     """Line k's figures after removing position r (r < 0: none) and then inserting lot x at position q of
     the remaining sequence (q < 0: none). `buf` holds the prefixes (`prefix_line`) on the general path;
     `limit`: candidates whose weighted tardiness passes it may be cut short (returned as inf)."""
-    n = I.p.shape[0]
+    n = ins.p.shape[0]
     L = ln[k]
-    if I.simple:
-        f0 = lc[k, 0] if L > 0 else I.avail[k]
+    if ins.simple:
+        f0 = lc[k, 0] if L > 0 else ins.avail[k]
         f1 = lc[k, 1]
         f2 = lc[k, 2]
         L2 = L
@@ -210,29 +210,29 @@ def edit_cost(I: Inst, seq: Any, ln: Any, lc: Any, buf: Any, k: int, r: int, q: 
             j = seq[k, r]
             prev = seq[k, r - 1] if r > 0 else n
             nxt = seq[k, r + 1] if r < L - 1 else n
-            d = I.S[k, prev, nxt] - I.S[k, prev, j] - I.S[k, j, nxt]
-            f0 += d - I.p[j, k]
+            d = ins.S[k, prev, nxt] - ins.S[k, prev, j] - ins.S[k, j, nxt]
+            f0 += d - ins.p[j, k]
             f1 += d
-            f2 -= I.tc[j, k]
+            f2 -= ins.tc[j, k]
             L2 = L - 1
         if q >= 0:
             prev = _elem(seq, k, r, q - 1) if q > 0 else n
             nxt = _elem(seq, k, r, q) if q < L2 else n
-            d = I.S[k, prev, x] + I.S[k, x, nxt] - I.S[k, prev, nxt]
-            f0 += d + I.p[x, k]
+            d = ins.S[k, prev, x] + ins.S[k, x, nxt] - ins.S[k, prev, nxt]
+            f0 += d + ins.p[x, k]
             f1 += d
-            f2 += I.tc[x, k]
+            f2 += ins.tc[x, k]
         if L2 == 0 and q < 0:
             f0 = 0.0
         return f0, f1, f2
-    return eval_edit(I, seq, ln, buf, k, r, q, x, limit)
+    return eval_edit(ins, seq, ln, buf, k, r, q, x, limit)
 
 
 @njit(cache=True)
-def apply_edit(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, k: int, r: int, q: int,
+def apply_edit(ins: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, k: int, r: int, q: int,
                x: int) -> None:
     """Perform the edit of `edit_cost` on line k and update its figures (and prefixes)."""
-    f0, f1, f2 = edit_cost(I, seq, ln, lc, buf, k, r, q, x, np.inf)
+    f0, f1, f2 = edit_cost(ins, seq, ln, lc, buf, k, r, q, x, np.inf)
     L = ln[k]
     if r >= 0:
         where[seq[k, r]] = -1
@@ -249,14 +249,14 @@ def apply_edit(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, k: int
     lc[k, 0] = f0
     lc[k, 1] = f1
     lc[k, 2] = f2
-    if not I.simple:
-        prefix_line(I, k, seq, ln, buf)
+    if not ins.simple:
+        prefix_line(ins, k, seq, ln, buf)
 
 
 @njit(cache=True)
-def refresh(I: Inst, seq: Any, ln: Any, lc: Any) -> None:
+def refresh(ins: Inst, seq: Any, ln: Any, lc: Any) -> None:
     for k in range(seq.shape[0]):
-        v = eval_line(I, k, seq[k], ln[k])
+        v = eval_line(ins, k, seq[k], ln[k])
         lc[k, 0] = v[0]
         lc[k, 1] = v[1]
         lc[k, 2] = v[2]
@@ -283,9 +283,9 @@ def _lim(v: float) -> float:
 
 
 @njit(cache=True)
-def total(I: Inst, lc: Any) -> tuple[float, float, float]:
+def total(ins: Inst, lc: Any) -> tuple[float, float, float]:
     """The plan's figures: (weighted tardiness, changeover, cost) or (makespan, sum of completions, changeover)."""
-    if I.makespan:
+    if ins.makespan:
         mx = 0.0
         sm = 0.0
         ch = 0.0
@@ -305,10 +305,10 @@ def total(I: Inst, lc: Any) -> tuple[float, float, float]:
 
 
 @njit(cache=True, inline="always")
-def pair_better(I: Inst, lc: Any, a: int, b: int, na: Any, nb: Any, oa: Any, ob: Any) -> bool:
+def pair_better(ins: Inst, lc: Any, a: int, b: int, na: Any, nb: Any, oa: Any, ob: Any) -> bool:
     """Is the change of lines a and b from (oa, ob) to (na, nb) an improvement? Makespan: of (makespan, sum of
     the lines' completions) lexicographically, so that moves which free capacity below the makespan count."""
-    if I.makespan:
+    if ins.makespan:
         dsum = na[0] + nb[0] - oa[0] - ob[0]
         new = max(na[0], nb[0])
         old = max(oa[0], ob[0])
@@ -324,24 +324,24 @@ def pair_better(I: Inst, lc: Any, a: int, b: int, na: Any, nb: Any, oa: Any, ob:
             return True
         if gnew > gold + EPS:
             return False
-        return dsum < -EPS
+        return bool(dsum < -EPS)
     return lex_less(na[0] + nb[0], na[1] + nb[1], na[2] + nb[2], oa[0] + ob[0], oa[1] + ob[1], oa[2] + ob[2])
 
 
 @njit(cache=True, inline="always")
-def single_better(I: Inst, na: Any, oa: Any) -> bool:
+def single_better(ins: Inst, na: Any, oa: Any) -> bool:
     return lex_less(na[0], na[1], na[2], oa[0], oa[1], oa[2])
 
 
 # ---- construction and local search --------------------------------------------------------------------------
 @njit(cache=True)
-def best_insert(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, x: int) -> None:
+def best_insert(ins: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, x: int) -> None:
     """Insert lot x where it costs least (makespan: lowest resulting makespan, then lowest line completion)."""
     m = seq.shape[0]
     top1 = -1.0
     top2 = -1.0
     arg = -1
-    if I.makespan:
+    if ins.makespan:
         for k in range(m):
             v = lc[k, 0]
             if v > top1:
@@ -356,12 +356,12 @@ def best_insert(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, x: in
     b1 = np.inf
     b2 = np.inf
     for k in range(m):
-        if not I.allowed[x, k]:
+        if not ins.allowed[x, k]:
             continue
-        for q in range(I.fix[k], ln[k] + 1):
-            limit = _lim(b0 + lc[k, 0]) if (bk >= 0 and not I.makespan) else np.inf
-            f0, f1, f2 = edit_cost(I, seq, ln, lc, buf, k, -1, q, x, limit)
-            if I.makespan:
+        for q in range(ins.fix[k], ln[k] + 1):
+            limit = _lim(b0 + lc[k, 0]) if (bk >= 0 and not ins.makespan) else np.inf
+            f0, f1, f2 = edit_cost(ins, seq, ln, lc, buf, k, -1, q, x, limit)
+            if ins.makespan:
                 other = top2 if k == arg else top1
                 s0 = max(f0, other)
                 s1 = f0
@@ -376,7 +376,7 @@ def best_insert(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, x: in
                 b0 = s0
                 b1 = s1
                 b2 = s2
-    apply_edit(I, seq, ln, lc, where, buf, bk, -1, bq, x)
+    apply_edit(ins, seq, ln, lc, where, buf, bk, -1, bq, x)
 
 
 @njit(cache=True)
@@ -393,14 +393,14 @@ def _mk_better(na: float, nb: float, oa: float, ob: float, rest: float) -> bool:
 
 
 @njit(cache=True)
-def local_search_simple(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, max_sweeps: int) -> None:
+def local_search_simple(ins: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, max_sweeps: int) -> None:
     """`local_search` for simple makespan problems, with the O(1) move figures written out in the loops (a
     call with array arguments per candidate would cost more than the candidate)."""
-    S = I.S
-    p = I.p
-    allowed = I.allowed
-    fix = I.fix
-    avail = I.avail
+    S = ins.S
+    p = ins.p
+    allowed = ins.allowed
+    fix = ins.fix
+    avail = ins.avail
     n = p.shape[0]
     m = seq.shape[0]
     for _sweep in range(max_sweeps):
@@ -424,7 +424,7 @@ def local_search_simple(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: An
                     nx = (seq[a, q] if q < i else seq[a, q + 1]) if q < L - 1 else n
                     new = ra + S[a, pv, j] + S[a, j, nx] - S[a, pv, nx] + p[j, a]
                     if new < ca - EPS:
-                        apply_edit(I, seq, ln, lc, where, buf, a, i, q, j)
+                        apply_edit(ins, seq, ln, lc, where, buf, a, i, q, j)
                         moved = True
                         break
                 if not moved:
@@ -443,8 +443,8 @@ def local_search_simple(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: An
                             nx = seq[b, q] if q < Lb else n
                             nb = base + S[b, pv, j] + S[b, j, nx] - S[b, pv, nx]
                             if _mk_better(ra, nb, ca, cb, rest):
-                                apply_edit(I, seq, ln, lc, where, buf, a, i, -1, -1)
-                                apply_edit(I, seq, ln, lc, where, buf, b, -1, q, j)
+                                apply_edit(ins, seq, ln, lc, where, buf, a, i, -1, -1)
+                                apply_edit(ins, seq, ln, lc, where, buf, b, -1, q, j)
                                 moved = True
                                 break
                         if moved:
@@ -480,8 +480,8 @@ def local_search_simple(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: An
                             xb = seq[b, q + 1] if q < Lb - 1 else n
                             nb = cb - S[b, pb, y] - S[b, y, xb] - p[y, b] + S[b, pb, x] + S[b, x, xb] + p[x, b]
                             if _mk_better(na, nb, ca, cb, rest):
-                                apply_edit(I, seq, ln, lc, where, buf, a, i, i, y)
-                                apply_edit(I, seq, ln, lc, where, buf, b, q, q, x)
+                                apply_edit(ins, seq, ln, lc, where, buf, a, i, i, y)
+                                apply_edit(ins, seq, ln, lc, where, buf, b, q, q, x)
                                 where[y] = a
                                 swapped = True
                                 improved = True
@@ -497,12 +497,12 @@ def local_search_simple(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: An
 
 
 @njit(cache=True)
-def local_search(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, max_sweeps: int, dirty: Any) -> None:
+def local_search(ins: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, max_sweeps: int, dirty: Any) -> None:
     """First-improvement descent on moves of one lot (within its line or to another) and swaps of two lots
     on different lines, until no move improves (or `max_sweeps` sweeps). General path: only moves that
     touch a line changed since it was last searched (`dirty`, updated in place) are evaluated."""
-    if I.simple:
-        local_search_simple(I, seq, ln, lc, where, buf, max_sweeps)
+    if ins.simple:
+        local_search_simple(ins, seq, ln, lc, where, buf, max_sweeps)
         return
     m = seq.shape[0]
     oa = np.empty(3)
@@ -514,22 +514,22 @@ def local_search(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, max_
         improved = False
         changed[:] = False
         for a in range(m):
-            i = I.fix[a]
+            i = ins.fix[a]
             while i < ln[a]:
                 j = seq[a, i]
                 moved = False
                 oa[:] = lc[a]
-                ra = edit_cost(I, seq, ln, lc, buf, a, i, -1, -1, np.inf)
+                ra = edit_cost(ins, seq, ln, lc, buf, a, i, -1, -1, np.inf)
                 # within the line
-                for q in range(I.fix[a], ln[a] if dirty[a] else 0):
+                for q in range(ins.fix[a], ln[a] if dirty[a] else 0):
                     if q == i:
                         continue
-                    v = edit_cost(I, seq, ln, lc, buf, a, i, q, j, _lim(oa[0]))
+                    v = edit_cost(ins, seq, ln, lc, buf, a, i, q, j, _lim(oa[0]))
                     na[0] = v[0]
                     na[1] = v[1]
                     na[2] = v[2]
-                    if single_better(I, na, oa):
-                        apply_edit(I, seq, ln, lc, where, buf, a, i, q, j)
+                    if single_better(ins, na, oa):
+                        apply_edit(ins, seq, ln, lc, where, buf, a, i, q, j)
                         changed[a] = True
                         moved = True
                         break
@@ -538,17 +538,17 @@ def local_search(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, max_
                     na[1] = ra[1]
                     na[2] = ra[2]
                     for b in range(m):
-                        if b == a or not I.allowed[j, b] or not (dirty[a] or dirty[b]):
+                        if b == a or not ins.allowed[j, b] or not (dirty[a] or dirty[b]):
                             continue
                         ob[:] = lc[b]
-                        for q in range(I.fix[b], ln[b] + 1):
-                            v = edit_cost(I, seq, ln, lc, buf, b, -1, q, j, _lim(oa[0] + ob[0] - na[0]))
+                        for q in range(ins.fix[b], ln[b] + 1):
+                            v = edit_cost(ins, seq, ln, lc, buf, b, -1, q, j, _lim(oa[0] + ob[0] - na[0]))
                             nb[0] = v[0]
                             nb[1] = v[1]
                             nb[2] = v[2]
-                            if pair_better(I, lc, a, b, na, nb, oa, ob):
-                                apply_edit(I, seq, ln, lc, where, buf, a, i, -1, -1)
-                                apply_edit(I, seq, ln, lc, where, buf, b, -1, q, j)
+                            if pair_better(ins, lc, a, b, na, nb, oa, ob):
+                                apply_edit(ins, seq, ln, lc, where, buf, a, i, -1, -1)
+                                apply_edit(ins, seq, ln, lc, where, buf, b, -1, q, j)
                                 changed[a] = changed[b] = dirty[a] = dirty[b] = True
                                 moved = True
                                 break
@@ -563,28 +563,28 @@ def local_search(I: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, max_
             for b in range(a + 1, m):
                 if not (dirty[a] or dirty[b]):
                     continue
-                i = I.fix[a]
+                i = ins.fix[a]
                 while i < ln[a]:
                     x = seq[a, i]
                     swapped = False
-                    if I.allowed[x, b]:
-                        for q in range(I.fix[b], ln[b]):
+                    if ins.allowed[x, b]:
+                        for q in range(ins.fix[b], ln[b]):
                             y = seq[b, q]
-                            if not I.allowed[y, a]:
+                            if not ins.allowed[y, a]:
                                 continue
                             oa[:] = lc[a]
                             ob[:] = lc[b]
-                            v = edit_cost(I, seq, ln, lc, buf, a, i, i, y, _lim(oa[0] + ob[0]))
+                            v = edit_cost(ins, seq, ln, lc, buf, a, i, i, y, _lim(oa[0] + ob[0]))
                             na[0] = v[0]
                             na[1] = v[1]
                             na[2] = v[2]
-                            u = edit_cost(I, seq, ln, lc, buf, b, q, q, x, _lim(oa[0] + ob[0] - na[0]))
+                            u = edit_cost(ins, seq, ln, lc, buf, b, q, q, x, _lim(oa[0] + ob[0] - na[0]))
                             nb[0] = u[0]
                             nb[1] = u[1]
                             nb[2] = u[2]
-                            if pair_better(I, lc, a, b, na, nb, oa, ob):
-                                apply_edit(I, seq, ln, lc, where, buf, a, i, i, y)
-                                apply_edit(I, seq, ln, lc, where, buf, b, q, q, x)
+                            if pair_better(ins, lc, a, b, na, nb, oa, ob):
+                                apply_edit(ins, seq, ln, lc, where, buf, a, i, i, y)
+                                apply_edit(ins, seq, ln, lc, where, buf, b, q, q, x)
                                 where[y] = a
                                 changed[a] = changed[b] = True
                                 swapped = True
@@ -603,12 +603,12 @@ def seed_rng(seed: int) -> None:
 
 
 @njit(cache=True)
-def iterate(I: Inst, cur_seq: Any, cur_ln: Any, cur_lc: Any, best_seq: Any, best_ln: Any, best_lc: Any,
+def iterate(ins: Inst, cur_seq: Any, cur_ln: Any, cur_lc: Any, best_seq: Any, best_ln: Any, best_lc: Any,
             iters: int, d_min: int, d_max: int, temperature: float, sweeps: int) -> int:
     """`iters` iterations of the iterated greedy: remove d random movable lots, reinsert each at its best
     place, local search, accept when not worse (or with probability exp(-delta / temperature)). Updates the
     current and best solutions in place; returns how many iterations improved the best."""
-    n = I.p.shape[0]
+    n = ins.p.shape[0]
     m = cur_seq.shape[0]
     buf = np.zeros((cur_seq.shape[0], n + 2, 5))
     seq = cur_seq.copy()
@@ -618,7 +618,7 @@ def iterate(I: Inst, cur_seq: Any, cur_ln: Any, cur_lc: Any, best_seq: Any, best
     movable = np.empty(n, np.int64)
     nm = 0
     for j in range(n):
-        if I.movable[j]:
+        if ins.movable[j]:
             movable[nm] = j
             nm += 1
     if nm == 0:
@@ -633,7 +633,7 @@ def iterate(I: Inst, cur_seq: Any, cur_ln: Any, cur_lc: Any, best_seq: Any, best
         for k in range(m):
             for e in range(ln[k]):
                 where[seq[k, e]] = k
-        refresh_prefix(I, seq, ln, buf)
+        refresh_prefix(ins, seq, ln, buf)
         d = np.random.randint(d_min, d_max + 1)
         if d > nm:
             d = nm
@@ -649,14 +649,14 @@ def iterate(I: Inst, cur_seq: Any, cur_ln: Any, cur_lc: Any, best_seq: Any, best
             dirty[k] = True
             for e in range(ln[k]):
                 if seq[k, e] == x:
-                    apply_edit(I, seq, ln, lc, where, buf, k, e, -1, -1)
+                    apply_edit(ins, seq, ln, lc, where, buf, k, e, -1, -1)
                     break
         for t in range(d):
-            best_insert(I, seq, ln, lc, where, buf, removed[t])
+            best_insert(ins, seq, ln, lc, where, buf, removed[t])
             dirty[where[removed[t]]] = True
-        local_search(I, seq, ln, lc, where, buf, sweeps, dirty)
-        new = total(I, lc)
-        cur = total(I, cur_lc)
+        local_search(ins, seq, ln, lc, where, buf, sweeps, dirty)
+        new = total(ins, lc)
+        cur = total(ins, cur_lc)
         accept = not lex_less(cur[0], cur[1], cur[2], new[0], new[1], new[2])
         if not accept and temperature > 0.0:
             delta = new[0] - cur[0]
@@ -666,7 +666,7 @@ def iterate(I: Inst, cur_seq: Any, cur_ln: Any, cur_lc: Any, best_seq: Any, best
             cur_seq[:] = seq
             cur_ln[:] = ln
             cur_lc[:] = lc
-            b = total(I, best_lc)
+            b = total(ins, best_lc)
             if lex_less(new[0], new[1], new[2], b[0], b[1], b[2]):
                 best_seq[:] = seq
                 best_ln[:] = ln
@@ -676,27 +676,27 @@ def iterate(I: Inst, cur_seq: Any, cur_ln: Any, cur_lc: Any, best_seq: Any, best
 
 
 @njit(cache=True)
-def construct(I: Inst, seq: Any, ln: Any, lc: Any, order: Any, sweeps: int) -> None:
+def construct(ins: Inst, seq: Any, ln: Any, lc: Any, order: Any, sweeps: int) -> None:
     """Insert the lots of `order` (not yet placed) one by one at their best place, then local search."""
-    n = I.p.shape[0]
+    n = ins.p.shape[0]
     buf = np.zeros((seq.shape[0], n + 2, 5))
     where = np.full(n, -1, np.int64)
     for k in range(seq.shape[0]):
         for e in range(ln[k]):
             where[seq[k, e]] = k
-    refresh_prefix(I, seq, ln, buf)
+    refresh_prefix(ins, seq, ln, buf)
     for t in range(order.shape[0]):
-        best_insert(I, seq, ln, lc, where, buf, order[t])
-    local_search(I, seq, ln, lc, where, buf, sweeps, np.ones(seq.shape[0], np.bool_))
+        best_insert(ins, seq, ln, lc, where, buf, order[t])
+    local_search(ins, seq, ln, lc, where, buf, sweeps, np.ones(seq.shape[0], np.bool_))
 
 
 @njit(cache=True)
-def improve(I: Inst, seq: Any, ln: Any, lc: Any, sweeps: int) -> None:
-    n = I.p.shape[0]
+def improve(ins: Inst, seq: Any, ln: Any, lc: Any, sweeps: int) -> None:
+    n = ins.p.shape[0]
     buf = np.zeros((seq.shape[0], n + 2, 5))
     where = np.full(n, -1, np.int64)
     for k in range(seq.shape[0]):
         for e in range(ln[k]):
             where[seq[k, e]] = k
-    refresh_prefix(I, seq, ln, buf)
-    local_search(I, seq, ln, lc, where, buf, sweeps, np.ones(seq.shape[0], np.bool_))
+    refresh_prefix(ins, seq, ln, buf)
+    local_search(ins, seq, ln, lc, where, buf, sweeps, np.ones(seq.shape[0], np.bool_))

@@ -99,25 +99,25 @@ def to_arrays(inst: Inst, sequences: list[list[int]]) -> tuple[Any, Any, Any]:
 
 
 @njit(cache=True)
-def _detail(I: Inst, k: int, seq: Any, L: int, out: Any) -> None:
+def _detail(ins: Inst, k: int, seq: Any, L: int, out: Any) -> None:
     """out[q] = (changeover start, setup, processing start, end, downtime inside [changeover start, end])."""
-    n = I.p.shape[0]
-    t = I.avail[k]
-    ptr = I.uoff[k]
-    hi = I.uoff[k + 1]
+    n = ins.p.shape[0]
+    t = ins.avail[k]
+    ptr = ins.uoff[k]
+    hi = ins.uoff[k + 1]
     prev = n
     for q in range(L):
         j = seq[q]
-        s = I.S[k, prev, j]
+        s = ins.S[k, prev, j]
         t0 = t
-        t, ptr = advance(t, s, I.us, I.ue, hi, ptr)
-        if I.rel[j] > t:
-            t = I.rel[j]
+        t, ptr = advance(t, s, ins.us, ins.ue, hi, ptr)
+        if ins.rel[j] > t:
+            t = ins.rel[j]
         t1 = t
-        t, ptr = advance(t, I.p[j, k], I.us, I.ue, hi, ptr)
+        t, ptr = advance(t, ins.p[j, k], ins.us, ins.ue, hi, ptr)
         down = 0.0
-        for e in range(I.uoff[k], hi):
-            down += max(0.0, min(I.ue[e], t) - max(I.us[e], t0))
+        for e in range(ins.uoff[k], hi):
+            down += max(0.0, min(ins.ue[e], t) - max(ins.us[e], t0))
         out[q, 0] = t0
         out[q, 1] = s
         out[q, 2] = t1
@@ -127,19 +127,19 @@ def _detail(I: Inst, k: int, seq: Any, L: int, out: Any) -> None:
 
 
 @njit(cache=True)
-def _earliest(I: Inst, min_setup: Any) -> Any:
-    n, m = I.p.shape
+def _earliest(ins: Inst, min_setup: Any) -> Any:
+    n, m = ins.p.shape
     ec = np.full((n, m), np.inf)
     for k in range(m):
-        lo = I.uoff[k]
-        hi = I.uoff[k + 1]
+        lo = ins.uoff[k]
+        hi = ins.uoff[k + 1]
         for j in range(n):
-            if not I.allowed[j, k]:
+            if not ins.allowed[j, k]:
                 continue
-            t, i = advance(I.avail[k], min_setup[k, j], I.us, I.ue, hi, lo)
-            t = max(t, I.rel[j])
-            t, _ = advance(t, I.p[j, k], I.us, I.ue, hi, i)
-            ec[j, k] = t + I.tr[j, k]
+            t, i = advance(ins.avail[k], min_setup[k, j], ins.us, ins.ue, hi, lo)
+            t = max(t, ins.rel[j])
+            t, _ = advance(t, ins.p[j, k], ins.us, ins.ue, hi, i)
+            ec[j, k] = t + ins.tr[j, k]
     return ec
 
 
@@ -180,7 +180,7 @@ def make_plan(problem: Problem, inst: Inst, sequences: list[list[int]], solver: 
         out = np.zeros((len(seq), 5))
         _detail(inst, k, arr, len(seq), out)
         for q, j in enumerate(seq):
-            t0, s, t1, end, down = (float(v) for v in out[q])
+            t0, s, _t1, end, _down = (float(v) for v in out[q])
             lot = problem.lots[j]
             late = max(0.0, end + float(inst.tr[j, k]) - lot.due_s)
             sched.append(ScheduledLot(lot=j, line=k, start_s=t0, setup_s=s, end_s=end, tardiness_s=late))

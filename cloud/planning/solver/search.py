@@ -13,13 +13,29 @@ from zhizao.cloud.planning.problem import Plan, Problem
 from zhizao.cloud.planning.solver import engine
 from zhizao.cloud.planning.solver.engine import Inst
 from zhizao.cloud.planning.solver.exact import DP_MAX_LOTS, solve_makespan_dp
-from zhizao.cloud.planning.solver.model import check_sequences, compile_problem, lower_bound, make_plan, to_arrays
+from zhizao.cloud.planning.solver.model import (
+    check_sequences,
+    compile_problem,
+    lower_bound,
+    make_plan,
+    to_arrays,
+)
 
 __all__ = ["EXACT_MAX_LOTS", "repair", "solve"]
 
 EXACT_MAX_LOTS = 16  # makespan problems up to this many lots go to CP-SAT (with the IG solution as hint)
 _SWEEPS = 50
 _T_FACTOR = 0.25  # temperature: this times the mean processing time / 10 (chosen on 3 large instances, 8 s)
+
+
+def _lex_less(a: tuple[float, float, float], b: tuple[float, float, float]) -> bool:
+    for x, y in zip(a, b, strict=True):
+        tol = 1e-7 * (1.0 + abs(y))
+        if x < y - tol:
+            return True
+        if x > y + tol:
+            return False
+    return False
 
 
 def _seed_sequences(problem: Problem, inst: Inst, warm: Plan | None) -> tuple[list[list[int]], list[int]]:
@@ -81,23 +97,28 @@ class _Search:
         d_min = min(2, d_max)
         temp = _temperature(self.inst)
         chunk, done, per = 1, 0, 0.0
+        if n < 2 or not self.inst.movable.any():
+            return 0  # nothing to destroy and rebuild
         while True:
             left = deadline - time.perf_counter()
             if left <= 0 or per > left:  # the next iteration would end after the deadline
                 return done
             started = time.perf_counter()
-            engine.iterate(self.inst, *self.cur, *self.best, chunk, d_min, d_max, temp, _SWEEPS)
+            seq, ln, lc = self.cur
+            bseq, bln, blc = self.best
+            engine.iterate(self.inst, seq, ln, lc, bseq, bln, blc, chunk, d_min, d_max, temp, _SWEEPS)
             done += chunk
             took = max(time.perf_counter() - started, 1e-6)
             per = took / chunk
-            chunk = int(max(1, min(chunk * 4, min(0.05, left / 3) / per)))
+            chunk = int(max(1, min(chunk * 4, 100_000, min(0.05, left / 3) / per)))
 
     def sequences(self) -> list[list[int]]:
         seq, ln, _ = self.best
         return [list(map(int, seq[k, : ln[k]])) for k in range(seq.shape[0])]
 
     def figures(self) -> tuple[float, float, float]:
-        return engine.total(self.inst, self.best[2])  # type: ignore[no-any-return]
+        f0, f1, f2 = engine.total(self.inst, self.best[2])
+        return float(f0), float(f1), float(f2)
 
 
 def _exact_ok(problem: Problem, inst: Inst) -> bool:
@@ -148,7 +169,7 @@ def repair(problem: Problem, plan: Plan, changed_lines: Iterable[int], time_limi
     (which may be the same line), every other line keeps its sequence, then local search and the iterated
     greedy improve the result for the rest of `time_limit_s`."""
     started = time.perf_counter()
-    deadline = started + max(time_limit_s, 0.0) * 0.85
+    deadline = started + max(time_limit_s, 0.0) * 0.8
     inst = compile_problem(problem)
     changed = set(changed_lines)
     m = len(problem.lines)
@@ -164,7 +185,15 @@ def repair(problem: Problem, plan: Plan, changed_lines: Iterable[int], time_limi
     search = _Search(focused, seqs, 0)
     search.construct(_order(problem, inst, rest))
     search.run(deadline)
-    result = make_plan(problem, inst, search.sequences(), "repair", time.perf_counter() - started,
-                       lower_bound(inst))  # fmt: skip
+    sequences = search.sequences()
+    try:  # the old plan as it stands on the changed problem, when it is still valid and better
+        check_sequences(problem, plan.sequences, "plan")
+        old = to_arrays(inst, plan.sequences)
+        a, b = engine.total(inst, old[2]), search.figures()
+        if _lex_less(a, b):
+            sequences = [list(s) for s in plan.sequences]
+    except ValueError:
+        pass
+    result = make_plan(problem, inst, sequences, "repair", time.perf_counter() - started, lower_bound(inst))
     check_sequences(problem, result.sequences)
     return result
