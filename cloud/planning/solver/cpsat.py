@@ -95,8 +95,8 @@ def solve_makespan(inst: Inst, lines: list[int], lots: list[int], hint: list[lis
     solver.parameters.max_time_in_seconds = max(time_limit_s, 0.01)
     solver.parameters.num_workers = workers
     solver.parameters.random_seed = seed
-    status = solver.solve(model)
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+    status = solver.status_name(solver.solve(model))
+    if status not in ("OPTIMAL", "FEASIBLE"):
         return CpResult([], float("inf"), float(solver.best_objective_bound), False, False)
     sequences: list[list[int]] = []
     for k in lines:
@@ -111,4 +111,4 @@ def solve_makespan(inst: Inst, lines: list[int], lots: list[int], hint: list[lis
             seq.append(cur)
         sequences.append(seq)
     return CpResult(sequences, float(solver.objective_value), float(solver.best_objective_bound),
-                    status == cp_model.OPTIMAL, True)  # fmt: skip
+                    status == "OPTIMAL", True)  # fmt: skip
