@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from zhizao.bench.plan import cluster_problem, fail_line, load_bounds, load_vr
 from zhizao.cloud.planning.problem import Lot, Objective, Plan, Problem
-from zhizao.cloud.planning.solver import engine, repair, solve
+from zhizao.cloud.planning.solver import engine, repair, solve, warm_up
 from zhizao.cloud.planning.solver.cpsat import solve_makespan
 from zhizao.cloud.planning.solver.model import check_sequences, compile_problem, to_arrays
 
@@ -209,6 +209,7 @@ def test_solve_returns_a_valid_plan_no_worse_than_its_warm_start(seed: int) -> N
 
 @pytest.fixture(scope="module")
 def cluster() -> tuple[Problem, Plan]:
+    warm_up()  # as a service does at start: the first repair then keeps its time limit
     problem = cluster_problem(120, days=7, seed=3)
     return problem, solve(problem, 1.5)
 
@@ -264,6 +265,15 @@ def test_why_late_names_an_unreachable_due_date_and_queueing() -> None:
     assert plan.sequences == [[0, 1]] and plan.weighted_tardiness == 50.0 + 50.0
     assert plan.why_late[0].startswith("due date unreachable")
     assert plan.why_late[1].startswith("capacity: 1 lots ahead of it on s/l")
+
+
+def test_an_empty_order_book_gives_an_empty_plan() -> None:
+    problem = Problem(lots=(), lines=("s/a", "s/b"), proc_s=np.zeros((0, 2)), setup_s=np.zeros((2, 0, 0)),
+                      initial_setup_s=np.zeros((2, 0)), transport_s=np.zeros((0, 2)), transport_cost=np.zeros((0, 2)),
+                      unavailable=((), ()), available_from_s=np.zeros(2))  # fmt: skip
+    plan = solve(problem, 0.1)
+    assert plan.sequences == [[], []] and plan.weighted_tardiness == 0.0 and plan.scheduled == []
+    assert repair(problem, plan, [1], 0.1).sequences == [[], []]
 
 
 def test_inconsistent_fixed_lots_and_bad_instance_files_are_refused_by_name(tmp_path: Path) -> None:
