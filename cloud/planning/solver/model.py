@@ -210,11 +210,8 @@ def _why(problem: Problem, inst: Inst, ec: Any, k: int, seq: list[int], q: int, 
             parts.append("released too late for its processing time")
         return "; ".join(parts)
     line = problem.lines[k]
-    first = int(inst.fix[k])
-    ahead = q - first if q >= first else 0
     waited = out[q, 0] - max(float(inst.avail[k]), 0.0)
-    parts = [f"capacity: {ahead + (first if q >= first else 0)} lots ahead of it on {line} "
-             f"(it waits {_hours(max(waited, 0.0))} for the line)"]  # fmt: skip
+    parts = [f"capacity: {q} lots ahead of it on {line} (it waits {_hours(max(waited, 0.0))} for the line)"]
     downtime = float(np.sum(out[: q + 1, 4]))
     if downtime > 0:
         parts.append(f"{_hours(downtime)} of planned downtime on {line} before it is done")
