@@ -393,7 +393,8 @@ def _mk_better(na: float, nb: float, oa: float, ob: float, rest: float) -> bool:
 
 
 @njit(cache=True)
-def local_search_simple(ins: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, max_sweeps: int) -> None:
+def local_search_simple(ins: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, max_sweeps: int,
+                        budget: Any) -> None:
     """`local_search` for simple makespan problems, with the O(1) move figures written out in the loops (a
     call with array arguments per candidate would cost more than the candidate)."""
     S = ins.S
@@ -408,6 +409,9 @@ def local_search_simple(ins: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: 
         for a in range(m):
             i = fix[a]
             while i < ln[a]:
+                budget[0] -= n + m
+                if budget[0] <= 0:
+                    return
                 L = ln[a]
                 j = seq[a, i]
                 ca = lc[a, 0]
@@ -461,6 +465,9 @@ def local_search_simple(ins: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: 
                         rest = lc[k, 0]
                 i = fix[a]
                 while i < ln[a]:
+                    budget[0] -= ln[b]
+                    if budget[0] <= 0:
+                        return
                     x = seq[a, i]
                     swapped = False
                     if allowed[x, b]:
@@ -497,12 +504,13 @@ def local_search_simple(ins: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: 
 
 
 @njit(cache=True)
-def local_search(ins: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, max_sweeps: int, dirty: Any) -> None:
+def local_search(ins: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, max_sweeps: int, dirty: Any,
+                 budget: Any) -> None:
     """First-improvement descent on moves of one lot (within its line or to another) and swaps of two lots
     on different lines, until no move improves (or `max_sweeps` sweeps). General path: only moves that
     touch a line changed since it was last searched (`dirty`, updated in place) are evaluated."""
     if ins.simple:
-        local_search_simple(ins, seq, ln, lc, where, buf, max_sweeps)
+        local_search_simple(ins, seq, ln, lc, where, buf, max_sweeps, budget)
         return
     m = seq.shape[0]
     oa = np.empty(3)
@@ -516,6 +524,9 @@ def local_search(ins: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, ma
         for a in range(m):
             i = ins.fix[a]
             while i < ln[a]:
+                budget[0] -= ins.p.shape[0] + m
+                if budget[0] <= 0:
+                    return
                 j = seq[a, i]
                 moved = False
                 oa[:] = lc[a]
@@ -565,6 +576,9 @@ def local_search(ins: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, ma
                     continue
                 i = ins.fix[a]
                 while i < ln[a]:
+                    budget[0] -= ln[b]
+                    if budget[0] <= 0:
+                        return
                     x = seq[a, i]
                     swapped = False
                     if ins.allowed[x, b]:
@@ -604,10 +618,11 @@ def seed_rng(seed: int) -> None:
 
 @njit(cache=True)
 def iterate(ins: Inst, cur_seq: Any, cur_ln: Any, cur_lc: Any, best_seq: Any, best_ln: Any, best_lc: Any,
-            iters: int, d_min: int, d_max: int, temperature: float, sweeps: int) -> int:
-    """`iters` iterations of the iterated greedy: remove d random movable lots, reinsert each at its best
+            iters: int, d_min: int, d_max: int, temperature: float, sweeps: int, budget: Any) -> int:
+    """Up to `iters` iterations of the iterated greedy, stopping once `budget[0]` (candidate moves to look at,
+    counted down in place) is spent: remove d random movable lots, reinsert each at its best
     place, local search, accept when not worse (or with probability exp(-delta / temperature)). Updates the
-    current and best solutions in place; returns how many iterations improved the best."""
+    current and best solutions in place; returns how many iterations it ran."""
     n = ins.p.shape[0]
     m = cur_seq.shape[0]
     buf = np.zeros((cur_seq.shape[0], n + 2, 5))
@@ -625,8 +640,11 @@ def iterate(ins: Inst, cur_seq: Any, cur_ln: Any, cur_lc: Any, best_seq: Any, be
         return 0
     removed = np.empty(n, np.int64)
     dirty = np.zeros(m, np.bool_)
-    gains = 0
+    done = 0
     for _it in range(iters):
+        if budget[0] <= 0:
+            break
+        done += 1
         seq[:] = cur_seq
         ln[:] = cur_ln
         lc[:] = cur_lc
@@ -654,7 +672,7 @@ def iterate(ins: Inst, cur_seq: Any, cur_ln: Any, cur_lc: Any, best_seq: Any, be
         for t in range(d):
             best_insert(ins, seq, ln, lc, where, buf, removed[t])
             dirty[where[removed[t]]] = True
-        local_search(ins, seq, ln, lc, where, buf, sweeps, dirty)
+        local_search(ins, seq, ln, lc, where, buf, sweeps, dirty, budget)
         new = total(ins, lc)
         cur = total(ins, cur_lc)
         accept = not lex_less(cur[0], cur[1], cur[2], new[0], new[1], new[2])
@@ -671,12 +689,11 @@ def iterate(ins: Inst, cur_seq: Any, cur_ln: Any, cur_lc: Any, best_seq: Any, be
                 best_seq[:] = seq
                 best_ln[:] = ln
                 best_lc[:] = lc
-                gains += 1
-    return gains
+    return done
 
 
 @njit(cache=True)
-def construct(ins: Inst, seq: Any, ln: Any, lc: Any, order: Any, sweeps: int) -> None:
+def construct(ins: Inst, seq: Any, ln: Any, lc: Any, order: Any, sweeps: int, budget: int) -> None:
     """Insert the lots of `order` (not yet placed) one by one at their best place, then local search."""
     n = ins.p.shape[0]
     buf = np.zeros((seq.shape[0], n + 2, 5))
@@ -687,11 +704,12 @@ def construct(ins: Inst, seq: Any, ln: Any, lc: Any, order: Any, sweeps: int) ->
     refresh_prefix(ins, seq, ln, buf)
     for t in range(order.shape[0]):
         best_insert(ins, seq, ln, lc, where, buf, order[t])
-    local_search(ins, seq, ln, lc, where, buf, sweeps, np.ones(seq.shape[0], np.bool_))
+    local_search(ins, seq, ln, lc, where, buf, sweeps, np.ones(seq.shape[0], np.bool_), np.array([budget], np.int64))
 
 
 @njit(cache=True)
-def improve(ins: Inst, seq: Any, ln: Any, lc: Any, sweeps: int) -> None:
+def improve(ins: Inst, seq: Any, ln: Any, lc: Any, sweeps: int, budget: Any) -> None:
+    """Local search on the whole solution until no move improves or `budget[0]` is spent."""
     n = ins.p.shape[0]
     buf = np.zeros((seq.shape[0], n + 2, 5))
     where = np.full(n, -1, np.int64)
@@ -699,4 +717,4 @@ def improve(ins: Inst, seq: Any, ln: Any, lc: Any, sweeps: int) -> None:
         for e in range(ln[k]):
             where[seq[k, e]] = k
     refresh_prefix(ins, seq, ln, buf)
-    local_search(ins, seq, ln, lc, where, buf, sweeps, np.ones(seq.shape[0], np.bool_))
+    local_search(ins, seq, ln, lc, where, buf, sweeps, np.ones(seq.shape[0], np.bool_), budget)

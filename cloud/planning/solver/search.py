@@ -25,6 +25,7 @@ __all__ = ["EXACT_MAX_LOTS", "repair", "solve"]
 
 EXACT_MAX_LOTS = 16  # makespan problems up to this many lots go to CP-SAT (with the IG solution as hint)
 _SWEEPS = 50
+_NO_LIMIT = 1 << 62
 _T_FACTOR = 0.25  # temperature: this times the mean processing time / 10 (chosen on 3 large instances, 8 s)
 
 
@@ -79,15 +80,31 @@ class _Search:
         engine.seed_rng(seed)
         self.cur = to_arrays(inst, seqs)
         self.best = tuple(a.copy() for a in self.cur)
+        self.rate = 0.0  # candidate moves per second, measured
 
-    def construct(self, order: Any, sweeps: int = 2) -> None:
+    def construct(self, order: Any) -> None:
+        """Insert the lots of `order` one by one where they cost least (no local search yet)."""
         seq, ln, lc = self.cur
-        engine.construct(self.inst, seq, ln, lc, order, sweeps)
+        engine.construct(self.inst, seq, ln, lc, order, 0, _NO_LIMIT)
         self.best = tuple(a.copy() for a in self.cur)
 
-    def improve(self) -> None:
+    def _budget(self, left: float) -> int:
+        """Candidate moves for one kernel call of about 50 ms, from the rate measured so far."""
+        if self.rate <= 0:
+            return 20_000
+        return int(max(1000, min(self.rate * min(0.05, left / 2), 1e12)))
+
+    def descend(self, deadline: float) -> None:
+        """Local search on the whole current solution, in calls that end near `deadline` at the latest."""
+        budget = np.zeros(1, np.int64)
         seq, ln, lc = self.cur
-        engine.improve(self.inst, seq, ln, lc, _SWEEPS)
+        while (left := deadline - time.perf_counter()) > 0:
+            give = budget[0] = self._budget(left)
+            started = time.perf_counter()
+            engine.improve(self.inst, seq, ln, lc, _SWEEPS, budget)
+            self.rate = (give - int(budget[0])) / max(time.perf_counter() - started, 1e-6)
+            if budget[0] > 0:
+                break  # a local optimum (or the sweep limit)
         self.best = tuple(a.copy() for a in self.cur)
 
     def run(self, deadline: float) -> int:
@@ -96,21 +113,22 @@ class _Search:
         d_max = max(2, min(6, n // 2))
         d_min = min(2, d_max)
         temp = _temperature(self.inst)
-        chunk, done, per = 1, 0, 0.0
         if n < 2 or not self.inst.movable.any():
             return 0  # nothing to destroy and rebuild
-        while True:
-            left = deadline - time.perf_counter()
-            if left <= 0 or per > left:  # the next iteration would end after the deadline
-                return done
+        # Each call gets a budget of candidate moves sized to last about 50 ms: the length of an iteration
+        # varies too much to size calls by iterations.
+        budget = np.zeros(1, np.int64)
+        done = 0
+        while (left := deadline - time.perf_counter()) > 0:
+            give = budget[0] = self._budget(left)
             started = time.perf_counter()
             seq, ln, lc = self.cur
             bseq, bln, blc = self.best
-            engine.iterate(self.inst, seq, ln, lc, bseq, bln, blc, chunk, d_min, d_max, temp, _SWEEPS)
-            done += chunk
-            took = max(time.perf_counter() - started, 1e-6)
-            per = took / chunk
-            chunk = int(max(1, min(chunk * 4, 100_000, min(0.05, left / 3) / per)))
+            done += engine.iterate(self.inst, seq, ln, lc, bseq, bln, blc, 1 << 40, d_min, d_max, temp, _SWEEPS,
+                                   budget)  # fmt: skip
+            self.rate = (give - int(budget[0])) / max(time.perf_counter() - started, 1e-6)
+        return done
+
 
     def sequences(self) -> list[list[int]]:
         seq, ln, _ = self.best
@@ -145,6 +163,7 @@ def solve(problem: Problem, time_limit_s: float, warm_start: Plan | None = None,
     if _exact_ok(problem, inst):
         from zhizao.cloud.planning.solver.cpsat import solve_makespan
 
+        search.descend(deadline)
         search.run(min(deadline, time.perf_counter() + 0.005 * len(problem.lots)))
         ub = search.figures()[0]
         if ub > lower + 1e-9:
@@ -157,6 +176,7 @@ def solve(problem: Problem, time_limit_s: float, warm_start: Plan | None = None,
             lower = max(lower, res.bound)
         return make_plan(problem, inst, search.sequences(), "iterated-greedy", time.perf_counter() - started,
                          lower, ub <= lower + 1e-9)  # fmt: skip
+    search.descend(deadline)
     search.run(deadline)
     primary = search.figures()[0]
     return make_plan(problem, inst, search.sequences(), "iterated-greedy", time.perf_counter() - started,
@@ -184,6 +204,7 @@ def repair(problem: Problem, plan: Plan, changed_lines: Iterable[int], time_limi
     focused = inst._replace(movable=inst.movable & related)
     search = _Search(focused, seqs, 0)
     search.construct(_order(problem, inst, rest))
+    search.descend(deadline)
     search.run(deadline)
     sequences = search.sequences()
     try:  # the old plan as it stands on the changed problem, when it is still valid and better
