@@ -342,12 +342,13 @@ def _evaluate(problem: Problem, plan: Plan) -> Plan:
 @click.option("--limit", "limit_s", type=float, default=30.0, show_default=True, help="Seconds per instance.")
 @click.option("--max-instances", type=int, default=None, help="Only the first N matching instances.")
 @click.option("--orders", type=int, default=300, show_default=True, help="Orders of the cluster instance (0: skip).")
+@click.option("--seed", type=int, default=7, show_default=True, help="Seed of the generated cluster instance.")
 @click.option("--cluster-limit", type=float, default=30.0, show_default=True, help="Solver seconds, cluster.")
 @click.option("--repair-limit", type=float, default=1.0, show_default=True, help="Seconds for the repair.")
 @click.option("--resolve-limit", type=float, default=10.0, show_default=True, help="Seconds for the re-solve.")
 @json_option
 def bench_plan(instances: Path | None, bounds: tuple[Path, ...], match: str, limit_s: float,
-               max_instances: int | None, orders: int, cluster_limit: float, repair_limit: float,
+               max_instances: int | None, orders: int, seed: int, cluster_limit: float, repair_limit: float,
                resolve_limit: float, json_path: Path | None) -> None:
     """The solver on Vallada & Ruiz instances (RPD to best-known), a cluster instance against greedy EDD,
     and re-planning after a line failure."""
@@ -371,7 +372,7 @@ def bench_plan(instances: Path | None, bounds: tuple[Path, ...], match: str, lim
             click.echo(f"  {key}: {g['instances']} instances, mean RPD {_pct(g['mean_rpd'])}, "
                        f"max solve {g['max_solve_s']:.2f} s")  # fmt: skip
     if orders > 0:
-        problem = cluster_problem(orders)
+        problem = cluster_problem(orders, seed=seed)
         click.echo(f"zhizao bench plan: cluster instance, {orders} lots on {len(problem.lines)} lines, "
                    f"{cluster_limit:g} s", err=True)  # fmt: skip
         report.figures["cluster"], plan = run_cluster(problem, cluster_limit)
