@@ -22,6 +22,7 @@ _BENCHES: dict[str, tuple[str, str]] = {
     "monitor": ("zhizao.bench.monitor:bench_monitor", "Seeded faults -> alarms before failure, false alarms, EEMUA 191."),
     "faults": ("zhizao.bench.faults:bench_faults", "Fault matrix: samples attempted, stored, lost, duplicated per row."),
     "command": ("zhizao.bench.command:bench_command", "API command -> OPC UA write -> read-back confirmed, p50/p99."),
+    "plan": ("zhizao.bench.plan:bench_plan", "Planner: Vallada & Ruiz RPD, cluster vs greedy EDD, re-plan time."),
 }
 
 
