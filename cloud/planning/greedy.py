@@ -7,8 +7,9 @@ dependent, from the line's current state for its first lot), unavailable interva
 pause there and resume), `available_from_s`, release times, fixed lots and transport. Deterministic: `seed`
 is accepted for the solver's signature and unused.
 
-`evaluate(problem, sequences)` computes the times of given sequences the same way and fills a `Plan`
-(weighted tardiness, makespan, changeover time, transport cost, why each late lot is late).
+`evaluate(problem, sequences)` times given sequences with the solver package's evaluation (the one every
+stored plan goes through) and fills a `Plan` (weighted tardiness, makespan, changeover time, transport cost,
+why each late lot is late).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zhizao.cloud.planning.problem import F64, Plan, Problem, ScheduledLot
+from zhizao.cloud.planning.problem import F64, Plan, Problem
 
 __all__ = ["LineClock", "evaluate", "solve"]
 
@@ -90,47 +91,11 @@ def evaluate(problem: Problem, sequences: list[list[int]], *, solver: str = "eva
             if j in seen:
                 raise ValueError(f"sequences[{m}]: lot {problem.lots[j].id!r} is planned twice")
             seen.add(j)
-    clocks = [LineClock.of(u) for u in problem.unavailable]
-    plan = Plan(sequences=[list(s) for s in sequences], solver=solver)
-    for m, seq in enumerate(sequences):
-        free, prev = 0.0, None
-        for j in seq:
-            start, setup, end = _place(problem, clocks[m], m, free, prev, j)
-            _record(problem, plan, j, m, start, setup, end)
-            free, prev = end, j
-    _why_late(problem, plan, clocks)
-    return plan
+    # One evaluation for every plan, whichever solver made it: the solver package's (held equal to an
+    # independent plain-Python evaluation by its tests).
+    from zhizao.cloud.planning.solver.model import compile_problem, make_plan
 
-
-def _record(problem: Problem, plan: Plan, j: int, m: int, start: float, setup: float, end: float) -> None:
-    lot = problem.lots[j]
-    tardy = max(0.0, end + float(problem.transport_s[j, m]) - lot.due_s) if math.isfinite(lot.due_s) else 0.0
-    plan.scheduled.append(ScheduledLot(lot=j, line=m, start_s=start, setup_s=setup, end_s=end, tardiness_s=tardy))
-    plan.weighted_tardiness += lot.weight * tardy
-    plan.makespan = max(plan.makespan, end)
-    plan.changeover_s += setup
-    plan.transport_cost += float(problem.transport_cost[j, m])
-
-
-def _why_late(problem: Problem, plan: Plan, clocks: list[LineClock]) -> None:
-    """A reason for each late lot: its due date is out of reach, its changeover, or the line's queue."""
-    for s in plan.scheduled:
-        if s.tardiness_s <= 0:
-            continue
-        lot = problem.lots[s.lot]
-        # The best it could do alone: on any capable line, from the line's first free instant, no changeover.
-        alone = min(
-            (clocks[m].advance(clocks[m].first_free(max(lot.release_s, float(problem.available_from_s[m]))),
-                               float(problem.proc_s[s.lot, m])) + float(problem.transport_s[s.lot, m])
-             for m in range(len(problem.lines)) if math.isfinite(problem.proc_s[s.lot, m])),
-            default=math.inf,
-        )
-        if alone > lot.due_s:
-            plan.why_late[s.lot] = "due date: not reachable even on an empty capable line"
-        elif s.tardiness_s <= s.setup_s:
-            plan.why_late[s.lot] = f"setup: the changeover ({s.setup_s / 60:.0f} min) makes it late"
-        else:
-            plan.why_late[s.lot] = f"capacity: {problem.lines[s.line]} is busy with earlier lots"
+    return make_plan(problem, compile_problem(problem), [list(s) for s in sequences], solver, 0.0)
 
 
 def solve(problem: Problem, time_limit_s: float, warm_start: Plan | None = None, seed: int = 0) -> Plan:

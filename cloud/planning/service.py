@@ -1,9 +1,10 @@
 """The planning service: orders -> lots -> Problem, a solver run, versioned plans, diffs, accepted plans as the
 lines' production orders, and their progress from the counters.
 
-The solver is a parameter (`Planner(solver=..., repair=...)`); the default is the greedy baseline
-(`cloud/planning/greedy.py`) until the CP-SAT solver (`cloud/planning/solver`) is merged, which switches
-`DEFAULT_SOLVER` / `DEFAULT_REPAIR`. Synchronous psycopg; the API calls it in a worker thread.
+The solver is a parameter (`Planner(solver=..., repair=...)`); the default is `cloud/planning/solver` (iterated
+greedy with local search, CP-SAT for small exact cases) and its `repair` for re-plans; the greedy baseline
+(`cloud/planning/greedy.py`) is what the benchmark compares it with. Synchronous psycopg; the API calls it in a
+worker thread.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import psycopg
 from zhizao.cloud.auth import audit_params
 from zhizao.cloud.oee.calendar import SiteCalendar
 from zhizao.cloud.oee.store import load_site
-from zhizao.cloud.planning import greedy
+from zhizao.cloud.planning import greedy, solver
 from zhizao.cloud.planning.basis import Disruption, Fingerprint
 from zhizao.cloud.planning.capacity import Expected, expected_ap, net_intervals
 from zhizao.cloud.planning.network import LineInfo, NetworkModel, load_model
@@ -37,8 +38,8 @@ Conn = psycopg.Connection[Any]
 Solve = Callable[..., Plan]
 Repair = Callable[..., Plan]
 
-DEFAULT_SOLVER: Solve = greedy.solve
-DEFAULT_REPAIR: Repair | None = None  # the solver's `repair` once merged; greedy re-solve until then
+DEFAULT_SOLVER: Solve = solver.solve
+DEFAULT_REPAIR: Repair | None = solver.repair
 
 HORIZON_DAYS = 60  # calendars are expanded this far; beyond it a line is taken as available
 MAX_LOT_H = 24.0  # an order longer than this on its fastest line is split into equal lots

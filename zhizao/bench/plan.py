@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import importlib
 import math
 import statistics
 import time
@@ -227,47 +226,17 @@ def cluster_problem(n_orders: int = 300, days: int = 14, load: float = 0.9, seed
 
 
 def edd_plan(problem: Problem) -> tuple[Plan, str]:
-    """The greedy baseline: zhizao.cloud.planning.greedy when it is there, else the bench's own EDD list
-    scheduler (earliest due date first, each lot to the capable line that is free earliest)."""
+    """The greedy baseline of the planning service (zhizao.cloud.planning.greedy: earliest due date first, each
+    lot to the capable line that is free earliest), timed by the solver's evaluation like every other plan."""
+    from zhizao.cloud.planning import greedy
     from zhizao.cloud.planning.solver import make_plan
-    from zhizao.cloud.planning.solver.engine import advance
     from zhizao.cloud.planning.solver.model import compile_problem
 
     started = time.perf_counter()
-    try:
-        greedy = importlib.import_module("zhizao.cloud.planning.greedy")
-    except ImportError:
-        greedy = None
-    if greedy is not None:
-        for name in ("solve", "greedy", "plan", "greedy_plan", "edd"):
-            fn = getattr(greedy, name, None)
-            if callable(fn):
-                plan = fn(problem)
-                if isinstance(plan, Plan):
-                    inst = compile_problem(problem)
-                    return make_plan(problem, inst, plan.sequences, "greedy", time.perf_counter() - started), \
-                        f"zhizao.cloud.planning.greedy.{name}"  # fmt: skip
+    plan = greedy.solve(problem, 0.0)
     inst = compile_problem(problem)
-    n, m = inst.p.shape
-    free = inst.avail.astype(np.float64).copy()
-    last = np.full(m, n)
-    ptr = inst.uoff[:-1].copy()
-    seqs: list[list[int]] = [list(f) for f in problem.fixed] if problem.fixed else [[] for _ in range(m)]
-    order = sorted((j for j in range(n) if inst.movable[j]), key=lambda j: (problem.lots[j].due_s, -problem.lots[j].weight))
-    for k, fixed in enumerate(seqs):  # the fixed lots first
-        for j in fixed:
-            t, i = advance(float(free[k]), float(inst.S[k, last[k], j]), inst.us, inst.ue, int(inst.uoff[k + 1]), int(ptr[k]))
-            t, i = advance(max(t, float(inst.rel[j])), float(inst.p[j, k]), inst.us, inst.ue, int(inst.uoff[k + 1]), i)
-            free[k], last[k], ptr[k] = t, j, i
-    for j in order:
-        capable = [k for k in range(m) if inst.allowed[j, k]]
-        k = min(capable, key=lambda k: (free[k], inst.p[j, k]))
-        t, i = advance(float(free[k]), float(inst.S[k, last[k], j]), inst.us, inst.ue, int(inst.uoff[k + 1]), int(ptr[k]))
-        t, i = advance(max(t, float(inst.rel[j])), float(inst.p[j, k]), inst.us, inst.ue, int(inst.uoff[k + 1]), i)
-        free[k], last[k], ptr[k] = t, j, i
-        seqs[k].append(j)
-    return make_plan(problem, inst, seqs, "edd", time.perf_counter() - started), "bench EDD list scheduler"
-
+    return make_plan(problem, inst, plan.sequences, "greedy", time.perf_counter() - started), \
+        "zhizao.cloud.planning.greedy.solve"  # fmt: skip
 
 def _plan_figures(plan: Plan) -> dict[str, Any]:
     return {"weighted_tardiness_h": plan.weighted_tardiness / 3600, "changeover_h": plan.changeover_s / 3600,

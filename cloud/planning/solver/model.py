@@ -109,6 +109,11 @@ def _detail(ins: Inst, k: int, seq: Any, L: int, out: Any) -> None:
     for q in range(L):
         j = seq[q]
         s = ins.S[k, prev, j]
+        # The changeover starts at the first instant the line works (not inside a break or a failure).
+        while ptr < hi and ins.us[ptr] <= t:
+            if ins.ue[ptr] > t:
+                t = ins.ue[ptr]
+            ptr += 1
         t0 = t
         t, ptr = advance(t, s, ins.us, ins.ue, hi, ptr)
         if ins.rel[j] > t:

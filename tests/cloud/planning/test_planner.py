@@ -121,7 +121,7 @@ def test_a_replan_calls_the_solvers_repair_with_the_changed_lines_and_the_accept
 
     planner = Planner(seeded, repair=repair)
     first = planner.propose("test", None, now=now)
-    assert first["solver"] == "greedy-edd" and not calls  # a first plan is solved, not repaired
+    assert first["solver"] == "iterated-greedy" and not calls  # a first plan is solved (the default solver), not repaired
     planner.decide(first["plan_id"], True, "test", None)
     down = Disruption("js-suzhou", "smt-2", now, now + timedelta(hours=3), "test")
     second = planner.propose("test", None, reason="replan: js-suzhou/smt-2 down", now=now, extra=[down])

@@ -62,7 +62,7 @@ def test_orders_plan_accept_replan_and_isolation(pclient: TestClient, ptokens: P
     r = pclient.post("/api/v1/planning/plans", headers=planner)
     assert r.status_code == 201, r.text
     first = r.json()
-    assert first["solver"] == "greedy-edd" and first["lots"] >= 4
+    assert first["solver"] == "iterated-greedy" and first["lots"] >= 4
     plan = pclient.get(f"/api/v1/planning/plans/{first['plan_id']}", headers=planner).json()
     bms = [lot for lot in plan["lots"] if lot["order_id"] in ("hf-bms-1", "hf-bms-2")]
     assert bms and all(lot["site_id"] == "js-suzhou" for lot in bms)
