@@ -37,7 +37,11 @@ async def get_conn(pool: Pool) -> AsyncIterator[AsyncConnection[Any]]:
         yield conn
 
 
-Conn = Annotated[AsyncConnection[Any], Depends(get_conn)]
+# scope="function": the connection goes back to the pool (committing what the route wrote) when the route
+# returns, before the answer is sent. With FastAPI's default ("request", after the answer) a client that
+# created something and asked for it at once could be told 404, because the creating transaction had not
+# committed yet (schemathesis' stateful phase found it on POST then DELETE /api/v1/tokens).
+Conn = Annotated[AsyncConnection[Any], Depends(get_conn, scope="function")]
 
 
 def _unauthorized(message: str) -> ApiError:

@@ -6,6 +6,9 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from zhizao.broker.contract.ids import Id
+from zhizao.cloud.auth import Role
+
 
 class Site(BaseModel):
     """A factory of the cluster (Sparkplug group)."""
@@ -149,9 +152,9 @@ class TokenCreate(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    name: str = Field(min_length=1, max_length=100)
-    role: str
-    sites: list[str] | None = Field(default=None, description="null = every site (only for all-site admins)")
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[\w .@:/*,+-]{1,100}$")
+    role: Role
+    sites: list[Id] | None = Field(default=None, min_length=1, description="null = every site (only for all-site admins)")
 
 
 class TokenCreated(BaseModel):

@@ -107,7 +107,7 @@ Admin = Annotated[Principal, Depends(require_role(Role.admin))]
 async def create_token(body: TokenCreate, caller: Admin, conn: Conn) -> dict[str, Any]:
     """A new token with a role and sites no wider than the caller's; written to the audit log."""
     try:
-        role = Role.parse(body.role)
+        role = Role.parse(body.role.value)
         sites = parse_sites(body.sites)
         name = check_token_name(body.name)
     except AuthError as exc:
