@@ -22,6 +22,7 @@ from zhizao.cloud.api import (
     routes_quarantine,
     routes_series,
     routes_status,
+    routes_tokens,
 )
 from zhizao.cloud.api.errors import document_errors, install_error_handlers
 from zhizao.cloud.api.inputs import QueryHygiene, check_path_params
@@ -177,6 +178,7 @@ def create_app(
     app.include_router(routes_oee.router)
     app.include_router(routes_live.router)
     app.include_router(routes_quarantine.router)
+    app.include_router(routes_tokens.router)
     app.include_router(dashboard_router)
 
     @app.middleware("http")

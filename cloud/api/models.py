@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from zhizao.broker.contract.ids import Id
-from zhizao.cloud.auth import Role
+from zhizao.cloud.auth import MAX_LIFETIME_S, Role
 
 
 class Site(BaseModel):
@@ -155,6 +155,8 @@ class TokenCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[\w .@:/*,+-]{1,100}$")
     role: Role
     sites: list[Id] | None = Field(default=None, min_length=1, description="null = every site (only for all-site admins)")
+    expires_in_s: int | None = Field(default=None, ge=60, le=MAX_LIFETIME_S, strict=True,
+                                     description="lifetime in seconds; null = never expires")  # fmt: skip
 
 
 class TokenCreated(BaseModel):
@@ -165,3 +167,4 @@ class TokenCreated(BaseModel):
     role: str
     sites: list[str] | None
     token: str
+    expires_at: datetime | None = None

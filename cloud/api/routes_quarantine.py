@@ -78,7 +78,7 @@ async def list_quarantine(
 class ReingestIn(BaseModel):
     """Which held samples to move back into the time series, and how to correct them."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # strict: `true` is not a time shift
     site: Id = Field(description="site id whose held samples are re-ingested")
     reason: str | None = Field(None, pattern="^(" + "|".join(QUARANTINE_REASONS) + ")$")
     ids: list[int] | None = Field(None, max_length=100_000, description="only these quarantine ids")

@@ -120,14 +120,15 @@ async def create_token(body: TokenCreate, caller: Admin, conn: Conn) -> dict[str
         if outside:
             raise bad_request("sites", ",".join(outside), "outside the caller's sites")
     token = new_token()
-    cur = await conn.execute(insert_token_sql(), token_row(role, sites, name, token, caller.name))
+    cur = await conn.execute(insert_token_sql(), token_row(role, sites, name, token, caller.name, body.expires_in_s))
     row = await cur.fetchone()
     assert row is not None
+    expires_at = None if row[1] is None else row[1].isoformat()
     sql, params = audit_params(caller.token_id, caller.name, "token.create", None, str(row[0]),
-                               {"name": name, "role": role.value, "sites": sites})
+                               {"name": name, "role": role.value, "sites": sites, "expires_at": expires_at})
     await conn.execute(sql, params)
     return {"token_id": row[0], "name": name, "role": role.value, "sites": None if sites is None else list(sites),
-            "token": token}
+            "token": token, "expires_at": expires_at}
 
 
 @router.delete("/api/v1/tokens/{token_id}", status_code=204, tags=["admin"], summary="Revoke a token (admin)")
