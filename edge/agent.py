@@ -233,10 +233,11 @@ async def run_agent(
     agent = _Agent(config, adapter_types if adapter_types is not None else _load_adapter_types(config))
     if config.metrics_port:
         try:
-            agent.health.serve(config.metrics_port)
+            agent.health.serve(config.metrics_port, str(config.metrics_host))
         except OSError as exc:
             agent.outbox.close()
-            raise AgentError(f"metrics_port: cannot serve /metrics on {config.metrics_port}: {exc}") from None
+            raise AgentError(f"metrics_port: cannot serve /metrics on {config.metrics_host}:{config.metrics_port}:"
+                             f" {exc}") from None  # fmt: skip
     loop = asyncio.get_running_loop()
     handled: list[signal.Signals] = []
     for sig in (signal.SIGINT, signal.SIGTERM) if own_signals else ():
