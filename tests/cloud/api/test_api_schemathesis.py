@@ -2,7 +2,7 @@
 real database (the two-site fixture) and a real admin token: 0 failures, in every phase (examples, coverage,
 fuzzing, stateful). The case count is printed (`-s` shows it) and must be in the thousands.
 
-Bounded for CI: 50 examples per operation, one worker, a fixed seed (the same cases every run; about 40 s).
+Bounded for CI: 30 examples per operation, one worker, a fixed seed (the same cases every run; about 27 s of CPU, 2,198 cases).
 `/api/v1/live` is left out: it is a stream that never ends, so each case would only wait for the timeout;
 tests/cloud/dashboard/test_live_stream.py and tests/cloud/test_live_hub.py test it. The one relaxed check and
 its reason are in schemathesis.toml beside this file.
@@ -53,7 +53,7 @@ def test_schemathesis_checks_all_finds_no_failure(served: str, cluster: Cluster,
     token = create_token(cluster.url, "admin", None, "schemathesis")
     result = subprocess.run(
         [sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "run", f"{served}/openapi.json",
-         "--checks", "all", "--header", f"Authorization: Bearer {token}", "--max-examples", "50", "--workers", "1",
+         "--checks", "all", "--header", f"Authorization: Bearer {token}", "--max-examples", "30", "--workers", "1",
          "--seed", "1", "--request-timeout", "10", "--exclude-path", "/api/v1/live", "--no-color"],
         capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,  # its cache stays out of the repo
     )  # fmt: skip
