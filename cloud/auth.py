@@ -212,7 +212,8 @@ def check_lifetime(expires_in_s: float | None, field: str = "expires_in") -> flo
 # A rotation in three statements shared by the CLI (sync) and the API (async), run in one transaction.
 ROTATE_LOCK_SQL = (
     "SELECT name, role, sites, extract(epoch FROM expires_at - created_at) FROM api_tokens"
-    " WHERE token_id = %s AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now()) FOR UPDATE"
+    " WHERE token_id = %s AND revoked_at IS NULL AND replaced_by IS NULL AND (expires_at IS NULL OR expires_at > now())"
+    " FOR UPDATE"
 )
 ROTATE_RETIRE_SQL = (
     "UPDATE api_tokens SET replaced_by = %s,"
@@ -223,7 +224,9 @@ ROTATE_RETIRE_SQL = (
 
 def rotation_lifetime(old_lifetime_s: float | None, expires_in_s: float | None) -> float | None:
     """The new token's lifetime: as asked, else the old token's own (None: never expires)."""
-    return check_lifetime(expires_in_s if expires_in_s is not None else old_lifetime_s)
+    if expires_in_s is not None:
+        return check_lifetime(expires_in_s)
+    return None if old_lifetime_s is None else min(max(old_lifetime_s, 60.0), float(MAX_LIFETIME_S))
 
 
 def check_grace(grace_s: float, field: str = "grace") -> float:
@@ -277,7 +280,8 @@ def rotate_token(
     conninfo: str, token_id: int, *, grace_s: float = 3600.0, expires_in_s: float | None = None, actor: str = "cli"
 ) -> Rotation | None:
     """Issue a new token with the same name, role and sites as `token_id` and let the old one expire after
-    `grace_s` (sooner if it expired sooner anyway); None if `token_id` is not a valid token. Audited."""
+    `grace_s` (sooner if it expired sooner anyway); None if `token_id` is not a valid token or was rotated
+    already (rotate its successor then). Audited."""
     grace = check_grace(grace_s)
     with translate_errors(), psycopg.connect(conninfo) as conn:
         old = conn.execute(ROTATE_LOCK_SQL, [token_id]).fetchone()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
 from zhizao.broker.contract.ids import Id
+from zhizao.cloud.api.params import JsonIntCheck
 from zhizao.cloud.auth import MAX_LIFETIME_S, Role
 
 
@@ -155,8 +157,8 @@ class TokenCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[\w .@:/*,+-]{1,100}$")
     role: Role
     sites: list[Id] | None = Field(default=None, min_length=1, description="null = every site (only for all-site admins)")
-    expires_in_s: int | None = Field(default=None, ge=60, le=MAX_LIFETIME_S, strict=True,
-                                     description="lifetime in seconds; null = never expires")  # fmt: skip
+    expires_in_s: Annotated[int, Field(ge=60, le=MAX_LIFETIME_S), JsonIntCheck] | None = Field(
+        default=None, description="lifetime in seconds; null = never expires")
 
 
 class TokenCreated(BaseModel):

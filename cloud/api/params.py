@@ -14,7 +14,7 @@ from pydantic import BeforeValidator, WithJsonSchema
 
 from zhizao.broker.contract.ids import Id
 
-__all__ = ["EmptyIsUnset", "LineId", "MachineId", "SiteId", "SiteQuery", "TimeQuery", "TimeText"]
+__all__ = ["EmptyIsUnset", "JsonInt", "JsonIntCheck", "LineId", "MachineId", "SiteId", "SiteQuery", "TimeQuery", "TimeText"]
 
 SiteId = Annotated[Id, Path(description="site id (Sparkplug group_id)")]
 LineId = Annotated[Id, Path(description="line id = edge node id (Sparkplug edge_node_id)")]
@@ -84,3 +84,18 @@ def _empty_is_unset(value: object) -> object:
 
 EmptyIsUnset = BeforeValidator(_empty_is_unset)
 """For an optional query parameter: `name=` is the same as not giving `name`."""
+
+
+def _json_int(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("a number is needed, not true or false")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # JSON Schema counts 300.0 as an integer
+    return value
+
+
+JsonIntCheck = BeforeValidator(_json_int)
+"""For integer body fields of strict models: 300 and 300.0 pass, true/false and 300.5 do not. Put bounds before
+it, so the OpenAPI shows them: `Annotated[int, Field(ge=1), JsonIntCheck]`."""
+JsonInt = Annotated[int, JsonIntCheck]
+"""An integer body field without bounds (see JsonIntCheck)."""

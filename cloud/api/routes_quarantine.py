@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from zhizao.broker.contract.ids import Id
 from zhizao.cloud.api.deps import Conn, Scope, require_role
 from zhizao.cloud.api.errors import not_found
-from zhizao.cloud.api.params import SiteQuery
+from zhizao.cloud.api.params import JsonIntCheck, SiteQuery
 from zhizao.cloud.auth import Principal, Role, audit_params
 from zhizao.cloud.ingest.decode import MIN_TS_MS, QUARANTINE_REASONS, fits_sql
 from zhizao.cloud.ingest.settings import IngestSettings
@@ -81,8 +81,10 @@ class ReingestIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # strict: `true` is not a time shift
     site: Id = Field(description="site id whose held samples are re-ingested")
     reason: str | None = Field(None, pattern="^(" + "|".join(QUARANTINE_REASONS) + ")$")
-    ids: list[int] | None = Field(None, max_length=100_000, description="only these quarantine ids")
-    shift_ms: int = Field(0, description="added to each sample's time (e.g. -3600000 for a clock 1 h ahead)")
+    ids: list[Annotated[int, Field(ge=1, le=2**53), JsonIntCheck]] | None = Field(
+        None, max_length=100_000, description="only these quarantine ids")
+    shift_ms: Annotated[int, Field(ge=-(10**13), le=10**13), JsonIntCheck] = Field(
+        0, description="added to each sample's time (e.g. -3600000 for a clock 1 h ahead)")
     nan_as_null: bool = Field(False, description="store NaN/Inf values as 'no value' instead of holding them")
 
 

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from psycopg.rows import dict_row
@@ -132,7 +132,7 @@ async def create_token(body: TokenCreate, caller: Admin, conn: Conn) -> dict[str
 
 
 @router.delete("/api/v1/tokens/{token_id}", status_code=204, tags=["admin"], summary="Revoke a token (admin)")
-async def revoke(token_id: int, caller: Admin, conn: Conn) -> Response:
+async def revoke(token_id: Annotated[int, Path(ge=1, le=2**53)], caller: Admin, conn: Conn) -> Response:
     """Revoke a token whose sites lie inside the caller's; 404 otherwise."""
     cur = await conn.execute("SELECT sites FROM api_tokens WHERE token_id = %s AND revoked_at IS NULL",
                              [token_id])

@@ -1,7 +1,8 @@
 """Token rotation: a new token with the same role and sites, the old one valid for a grace period, audited.
 
 `POST /api/v1/tokens/{token_id}/rotate` (admin, for tokens whose sites lie inside the caller's) and
-`POST /api/v1/me/rotate` (any token, for itself: a client renews its own credential before it expires).
+`POST /api/v1/me/rotate` (any token, for itself: a client renews its own credential before it expires). A token
+that was rotated already is not rotated again (404): rotate its successor.
 The CLI does the same with `zhizao cloud token rotate` (`cloud.auth.rotate_token`, the same statements).
 """
 
@@ -10,11 +11,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Body, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from zhizao.cloud.api.deps import Caller, Conn, require_role
 from zhizao.cloud.api.errors import not_found
+from zhizao.cloud.api.params import JsonIntCheck
 from zhizao.cloud.auth import (
     MAX_GRACE_S,
     MAX_LIFETIME_S,
@@ -38,9 +40,10 @@ class RotateIn(BaseModel):
     """How long the old token stays valid, and the new one's lifetime."""
 
     model_config = ConfigDict(extra="forbid", strict=True)  # strict: `true` is not a number of seconds
-    grace_s: int = Field(default=3600, ge=0, le=MAX_GRACE_S, description="seconds the old token keeps working")
-    expires_in_s: int | None = Field(default=None, ge=60, le=MAX_LIFETIME_S,
-                                     description="the new token's lifetime; null = the old token's own")  # fmt: skip
+    grace_s: Annotated[int, Field(ge=0, le=MAX_GRACE_S), JsonIntCheck] = Field(
+        default=3600, description="seconds the old token keeps working")
+    expires_in_s: Annotated[int, Field(ge=60, le=MAX_LIFETIME_S), JsonIntCheck] | None = Field(
+        default=None, description="the new token's lifetime; null = the old token's own")
 
 
 class TokenRotated(BaseModel):
@@ -82,7 +85,7 @@ async def _rotate(conn: Any, caller: Principal, token_id: int, body: RotateIn) -
 @router.post("/api/v1/tokens/{token_id}/rotate", response_model=TokenRotated, status_code=201,
              summary="Rotate a token (admin): a new one with the same role and sites; the old one expires after a grace")
 async def rotate(
-    token_id: int, conn: Conn,
+    token_id: Annotated[int, Path(ge=1, le=2**53)], conn: Conn,
     caller: Annotated[Principal, Depends(require_role(Role.admin))],
     body: Annotated[RotateIn, Body()] = RotateIn(),  # noqa: B008 (a constant default body)
 ) -> dict[str, Any]:
