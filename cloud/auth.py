@@ -30,9 +30,11 @@ __all__ = [
     "hash_token",
     "known_sites",
     "list_tokens",
+    "parse_duration",
     "parse_sites",
     "principal_from_row",
     "revoke_token",
+    "rotate_token",
     "tokens_match",
     "unknown_sites",
 ]
@@ -109,6 +111,18 @@ class TokenInfo:
     created_at: datetime
     last_used: datetime | None
     revoked_at: datetime | None
+    expires_at: datetime | None = None  # None: never expires
+    replaced_by: int | None = None  # the token a rotation issued in its place
+
+    def state(self, now: datetime) -> str:
+        """revoked, expired, rotated (still valid until expires_at), or active."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        if self.replaced_by is not None:
+            return "rotated"
+        return "active"
 
 
 def hash_token(token: str) -> bytes:
@@ -157,16 +171,70 @@ def principal_from_row(row: Sequence[Any]) -> Principal:
 
 
 def insert_token_sql() -> str:
-    """The INSERT used by both the CLI and the API (one statement, one place)."""
+    """The INSERT used by both the CLI and the API (one statement, one place); expiry from the database clock."""
     return (
-        "INSERT INTO api_tokens (name, role, sites, token_hash, prefix, created_by)"
-        " VALUES (%s, %s, %s, %s, %s, %s) RETURNING token_id"
+        "INSERT INTO api_tokens (name, role, sites, token_hash, prefix, created_by, expires_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s::float8))"
+        " RETURNING token_id, expires_at"
     )
 
 
-def token_row(role: Role, sites: tuple[str, ...] | None, name: str, token: str, created_by: str) -> list[Any]:
-    """Parameters for `insert_token_sql`."""
-    return [name, role.value, None if sites is None else list(sites), hash_token(token), token[:8], created_by]
+def token_row(
+    role: Role, sites: tuple[str, ...] | None, name: str, token: str, created_by: str,
+    expires_in_s: float | None = None,
+) -> list[Any]:  # fmt: skip
+    """Parameters for `insert_token_sql` (`expires_in_s` None: the token never expires)."""
+    return [name, role.value, None if sites is None else list(sites), hash_token(token), token[:8], created_by,
+            check_lifetime(expires_in_s)]  # fmt: skip
+
+
+# Longest lifetime a token may be given, and longest grace a rotated token keeps.
+MAX_LIFETIME_S = 10 * 366 * 86_400
+MAX_GRACE_S = 30 * 86_400
+_DURATION = re.compile(r"^\s*(\d{1,9})\s*(s|m|h|d|w)?\s*$")
+_DURATION_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
+
+
+def parse_duration(value: str, field: str = "expires-in") -> int:
+    """`90d`, `12h`, `30m`, `2w` or plain seconds -> seconds; AuthError naming the field otherwise."""
+    m = _DURATION.match(value)
+    if m is None:
+        raise AuthError(f"{field}: {value!r} is not a duration (e.g. 3600, 30m, 12h, 90d, 2w)")
+    return int(m.group(1)) * _DURATION_S[m.group(2) or "s"]
+
+
+def check_lifetime(expires_in_s: float | None, field: str = "expires_in") -> float | None:
+    """A token lifetime in seconds (None: never expires), or AuthError naming the field."""
+    if expires_in_s is not None and not 60 <= expires_in_s <= MAX_LIFETIME_S:
+        raise AuthError(f"{field}: {expires_in_s!r} s is outside 60 s .. {MAX_LIFETIME_S} s (10 years)")
+    return expires_in_s
+
+
+# A rotation in three statements shared by the CLI (sync) and the API (async), run in one transaction.
+ROTATE_LOCK_SQL = (
+    "SELECT name, role, sites, extract(epoch FROM expires_at - created_at) FROM api_tokens"
+    " WHERE token_id = %s AND revoked_at IS NULL AND replaced_by IS NULL AND (expires_at IS NULL OR expires_at > now())"
+    " FOR UPDATE"
+)
+ROTATE_RETIRE_SQL = (
+    "UPDATE api_tokens SET replaced_by = %s,"
+    " expires_at = least(coalesce(expires_at, 'infinity'), now() + make_interval(secs => %s::float8))"
+    " WHERE token_id = %s RETURNING expires_at"
+)
+
+
+def rotation_lifetime(old_lifetime_s: float | None, expires_in_s: float | None) -> float | None:
+    """The new token's lifetime: as asked, else the old token's own (None: never expires)."""
+    if expires_in_s is not None:
+        return check_lifetime(expires_in_s)
+    return None if old_lifetime_s is None else min(max(old_lifetime_s, 60.0), float(MAX_LIFETIME_S))
+
+
+def check_grace(grace_s: float, field: str = "grace") -> float:
+    """How long a rotated token stays valid, 0 .. MAX_GRACE_S seconds, or AuthError naming the field."""
+    if not 0 <= grace_s <= MAX_GRACE_S:
+        raise AuthError(f"{field}: {grace_s!r} s is outside 0 .. {MAX_GRACE_S} s (30 days)")
+    return grace_s
 
 
 def create_token(
@@ -176,18 +244,68 @@ def create_token(
     name: str,
     *,
     created_by: str = "cli",
+    expires_in_s: float | None = None,
 ) -> str:
-    """Store a new token (hashed) with a role and site scope (None or "*" = all); return the plaintext once."""
+    """Store a new token (hashed) with a role and site scope (None or "*" = all); return the plaintext once.
+
+    `expires_in_s`: the token is refused (401) that many seconds from now; None: it never expires."""
     role_ = role if isinstance(role, Role) else Role.parse(role)
     sites_ = parse_sites(sites)
     name_ = check_token_name(name)
     token = new_token()
     with translate_errors(), psycopg.connect(conninfo) as conn:
-        row = conn.execute(insert_token_sql(), token_row(role_, sites_, name_, token, created_by)).fetchone()
+        row = conn.execute(insert_token_sql(),
+                           token_row(role_, sites_, name_, token, created_by, expires_in_s)).fetchone()  # fmt: skip
         assert row is not None
         _audit(conn, None, created_by, "token.create", None, str(row[0]),
-               {"name": name_, "role": role_.value, "sites": sites_})
+               {"name": name_, "role": role_.value, "sites": sites_, "expires_at": _iso(row[1])})
     return token
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return None if ts is None else ts.isoformat()
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """A rotation's outcome: the new token (shown once), its id and expiry, and until when the old one works."""
+
+    old_id: int
+    new_id: int
+    token: str
+    expires_at: datetime | None
+    old_valid_until: datetime | None
+
+
+def rotate_token(
+    conninfo: str, token_id: int, *, grace_s: float = 3600.0, expires_in_s: float | None = None, actor: str = "cli"
+) -> Rotation | None:
+    """Issue a new token with the same name, role and sites as `token_id` and let the old one expire after
+    `grace_s` (sooner if it expired sooner anyway); None if `token_id` is not a valid token or was rotated
+    already (rotate its successor then). Audited."""
+    grace = check_grace(grace_s)
+    with translate_errors(), psycopg.connect(conninfo) as conn:
+        old = conn.execute(ROTATE_LOCK_SQL, [token_id]).fetchone()
+        if old is None:
+            return None
+        name, role, sites, lifetime = old
+        life = rotation_lifetime(None if lifetime is None else float(lifetime), expires_in_s)
+        token = new_token()
+        row = conn.execute(insert_token_sql(),
+                           token_row(Role(role), None if sites is None else tuple(sites), name, token, actor, life)
+                           ).fetchone()  # fmt: skip
+        assert row is not None
+        retired = conn.execute(ROTATE_RETIRE_SQL, [row[0], grace, token_id]).fetchone()
+        assert retired is not None
+        rotation = Rotation(token_id, int(row[0]), token, row[1], retired[0])
+        _audit(conn, None, actor, "token.rotate", None, str(token_id), rotation_detail(rotation, grace))
+    return rotation
+
+
+def rotation_detail(rotation: Rotation, grace_s: float) -> dict[str, Any]:
+    """The audit detail of a rotation (never the token)."""
+    return {"new_token_id": rotation.new_id, "grace_s": grace_s, "expires_at": _iso(rotation.expires_at),
+            "old_valid_until": _iso(rotation.old_valid_until)}  # fmt: skip
 
 
 def known_sites(conninfo: str) -> list[str]:
@@ -222,12 +340,12 @@ def list_tokens(conninfo: str) -> list[TokenInfo]:
     """Every stored token, newest first (hashes and plaintexts are never returned)."""
     with translate_errors(), psycopg.connect(conninfo) as conn:
         rows = conn.execute(
-            "SELECT token_id, name, role, sites, prefix, created_at, last_used, revoked_at"
+            "SELECT token_id, name, role, sites, prefix, created_at, last_used, revoked_at, expires_at, replaced_by"
             " FROM api_tokens ORDER BY token_id DESC"
         ).fetchall()
     return [
         TokenInfo(int(r[0]), str(r[1]), Role(r[2]), None if r[3] is None else tuple(r[3]), str(r[4]),
-                  r[5], r[6], r[7])
+                  r[5], r[6], r[7], r[8], None if r[9] is None else int(r[9]))
         for r in rows
     ]
 

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from zhizao.cloud.auth import AuthError, create_token, known_sites, list_tokens, revoke_token, unknown_sites
+from zhizao.cloud.auth import (
+    AuthError,
+    create_token,
+    known_sites,
+    list_tokens,
+    parse_duration,
+    revoke_token,
+    rotate_token,
+    unknown_sites,
+)
 from zhizao.cloud.settings import DATABASE_URL_FILE, CloudSettings, SettingsError
 from zhizao.cloud.storage.db import StorageError
 
@@ -123,21 +133,25 @@ def token() -> None:
               help="What the token may do; each role includes the ones before it.")
 @click.option("--sites", required=True, metavar="a,b|*", help="Comma-separated site ids, or * for every site.")
 @click.option("--name", default=None, metavar="NAME", help="Who or what uses it (default: ROLE@SITES).")
-def token_create(database_url: str | None, role: str, sites: str, name: str | None) -> None:
+@click.option("--expires-in", default=None, metavar="DURATION",
+              help="Lifetime: seconds or 30m, 12h, 90d, 2w (default: never expires).")
+def token_create(database_url: str | None, role: str, sites: str, name: str | None, expires_in: str | None) -> None:
     """Create a token and print it once (it cannot be shown again)."""
     url = _database_url(database_url)
     try:
+        lifetime = None if expires_in is None else parse_duration(expires_in, "--expires-in")
         unknown = unknown_sites(url, sites)
         if unknown:
             raise click.ClickException(
                 f"--sites {sites!r}: {', '.join(map(repr, unknown))} is not a site of this database"
                 f" ({', '.join(known_sites(url)) or 'none yet: run `zhizao cloud seed FILE`'})")  # fmt: skip
-        value = create_token(url, role, sites, name or f"{role}@{sites}")
+        value = create_token(url, role, sites, name or f"{role}@{sites}", expires_in_s=lifetime)
     except (AuthError, StorageError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(value)
-    click.echo(f"role {role}, sites {sites}. Use it as 'Authorization: Bearer <token>'; it is shown only now.",
-               err=True)
+    until = "never expires" if lifetime is None else f"expires in {expires_in}"
+    click.echo(f"role {role}, sites {sites}, {until}. Use it as 'Authorization: Bearer <token>'; it is shown only now.",
+               err=True)  # fmt: skip
 
 
 @token.command("list")
@@ -148,10 +162,39 @@ def token_list(database_url: str | None) -> None:
         rows = list_tokens(_database_url(database_url))
     except StorageError as exc:
         raise click.ClickException(str(exc)) from None
+    now = datetime.now(UTC)
     for t in rows:
-        state = "revoked" if t.revoked_at else "active"
+        state = t.state(now)
+        if state in ("active", "rotated") and t.expires_at is not None:
+            state += f" until {t.expires_at.astimezone(UTC).isoformat(timespec='seconds')}"
+        if t.replaced_by is not None:
+            state += f" (replaced by {t.replaced_by})"
         sites = "*" if t.sites is None else ",".join(t.sites)
         click.echo(f"{t.token_id}\t{t.name}\t{t.role.value}\t{sites}\t{t.prefix}...\t{state}")
+
+
+@token.command("rotate")
+@_database_option
+@click.argument("token_id", type=int)
+@click.option("--grace", default="1h", show_default=True, metavar="DURATION",
+              help="How long the old token keeps working (0 .. 30d).")
+@click.option("--expires-in", default=None, metavar="DURATION",
+              help="The new token's lifetime (default: the old token's own; never if it had none).")
+def token_rotate(database_url: str | None, token_id: int, grace: str, expires_in: str | None) -> None:
+    """Issue a new token with the same name, role and sites, print it once; the old one expires after --grace."""
+    try:
+        grace_s = parse_duration(grace, "--grace")
+        lifetime = None if expires_in is None else parse_duration(expires_in, "--expires-in")
+        rotation = rotate_token(_database_url(database_url), token_id, grace_s=grace_s, expires_in_s=lifetime)
+    except (AuthError, StorageError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if rotation is None:
+        raise click.ClickException(f"token_id={token_id}: no valid token with this id (revoked, expired or unknown)")
+    click.echo(rotation.token)
+    old_until = rotation.old_valid_until.isoformat(timespec="seconds") if rotation.old_valid_until else "?"
+    new_until = rotation.expires_at.isoformat(timespec="seconds") if rotation.expires_at else "never"
+    click.echo(f"token {rotation.new_id} replaces {token_id}, which works until {old_until}; the new one expires: "
+               f"{new_until}. It is shown only now.", err=True)  # fmt: skip
 
 
 @token.command("revoke")

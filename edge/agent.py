@@ -502,10 +502,11 @@ async def _run_once(agent: _Agent, stop: asyncio.Event) -> None:
     config = agent.config
     if config.metrics_port:
         try:
-            agent.health.serve(config.metrics_port)
+            agent.health.serve(config.metrics_port, str(config.metrics_host))
         except OSError as exc:
             agent.outbox.close()
-            raise AgentError(f"metrics_port: cannot serve /metrics on {config.metrics_port}: {exc}") from None
+            raise AgentError(f"metrics_port: cannot serve /metrics on {config.metrics_host}:{config.metrics_port}:"
+                             f" {exc}") from None  # fmt: skip
     log.info(
         "edge agent %s/%s: starting (%d machines, %d signals, outbox %s)",
         agent.site, agent.edge, len(config.machines), len(agent.mapping.signals), agent.outbox.dir,

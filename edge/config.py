@@ -12,11 +12,20 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyAddress,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from zhizao.broker.contract.ids import ID_RULE, is_id
 from zhizao.broker.contract.states import is_state_code
@@ -207,6 +216,10 @@ class AgentConfig(_Model):
     sparkplug: SparkplugConfig = SparkplugConfig()
     outbox: OutboxConfig = OutboxConfig()
     metrics_port: int | None = Field(default=None, ge=1, le=65535, description="Prometheus /metrics port; none: off")
+    metrics_host: IPvAnyAddress = Field(
+        default=IPv4Address("127.0.0.1"),
+        description="address /metrics listens on (it has no authentication): this host only unless set, e.g. 0.0.0.0",
+    )
     adapters: tuple[AdapterSettings, ...]
     machines: tuple[MachineConfig, ...]
     commands: CommandsConfig | None = Field(default=None, description="signed remote commands; none: refused")

@@ -1,7 +1,8 @@
 """Prometheus metrics of an edge agent: outbox depth and fill, samples in and out, MQTT reconnects, adapters.
 
 Counters are fed from the plain counters the outbox and the edge node keep (`update()` adds the deltas), so
-the hot path never touches prometheus-client. `/metrics` is served only when `metrics_port` is configured.
+the hot path never touches prometheus-client. `/metrics` is served only when `metrics_port` is configured, on
+`metrics_host` (127.0.0.1 unless set: it has no authentication).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ SAMPLES_PER_S = Gauge(
 )
 ONLINE = Gauge("zhizao_edge_online", "1 while the edge node is born (NBIRTH sent)", _L)
 ADAPTER_UP = Gauge("zhizao_edge_adapter_up", "1 while the adapter's device session is up", [*_L, "adapter"])
+COMMANDS_REFUSED = Counter("zhizao_edge_commands_refused", "NCMD/DCMD refused (unknown, not writable, bad value)", _L)
 ADAPTER_RESTARTS = Counter(
     "zhizao_edge_adapter_restarts", "Adapter reconnect attempts after errors", [*_L, "adapter"]
 )
@@ -64,6 +66,7 @@ class HealthExporter:
         SAMPLES_OUT.labels(*lb, "historical").inc(self._delta("historical", stats.historical_samples))
         MESSAGES.labels(*lb).inc(self._delta("messages", stats.messages))
         RECONNECTS.labels(*lb).inc(self._delta("reconnects", stats.reconnects))
+        COMMANDS_REFUSED.labels(*lb).inc(self._delta("commands_refused", stats.rejected_commands))
         SAMPLES_PER_S.labels(*lb).set(self.node.samples_per_s)
         ONLINE.labels(*lb).set(1 if self.node.state == "online" else 0)
 
@@ -73,10 +76,10 @@ class HealthExporter:
         if restarted:
             ADAPTER_RESTARTS.labels(*self.labels, name).inc()
 
-    def serve(self, port: int) -> None:
-        """Serve /metrics on `port` (all interfaces) until `close`."""
-        self._server, _ = start_http_server(port)
-        log.info("edge agent %s/%s: metrics on :%d/metrics", *self.labels, port)
+    def serve(self, port: int, host: str = "127.0.0.1") -> None:
+        """Serve /metrics on `host:port` until `close` (it has no authentication: this host only by default)."""
+        self._server, _ = start_http_server(port, addr=host)
+        log.info("edge agent %s/%s: metrics on %s:%d/metrics", *self.labels, host, port)
 
     def close(self) -> None:
         """Stop the /metrics server if one runs."""

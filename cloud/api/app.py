@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 from prometheus_client import Counter, Histogram
 from psycopg_pool import AsyncConnectionPool
@@ -28,8 +28,10 @@ from zhizao.cloud.api import (
     routes_reports,
     routes_series,
     routes_status,
+    routes_tokens,
 )
-from zhizao.cloud.api.errors import install_error_handlers
+from zhizao.cloud.api.errors import document_errors, install_error_handlers
+from zhizao.cloud.api.inputs import QueryHygiene, check_path_params
 from zhizao.cloud.dashboard import router as dashboard_router
 from zhizao.cloud.live import LiveHub
 from zhizao.cloud.settings import CloudSettings
@@ -161,6 +163,8 @@ def create_app(
         "(create one with `zhizao cloud token create`). Objects outside a token's sites answer 404.",
         "lifespan": lifespan,
         "root_path": settings.api_root_path,
+        # App-wide: runs before every route's own dependencies, for routers included later too.
+        "dependencies": [Depends(check_path_params)],
     }
     if settings.api_docs:
         # Swagger UI and ReDoc from the fastapi-offline wheel: /docs works on a shop floor without internet.
@@ -186,6 +190,7 @@ def create_app(
     app.include_router(routes_maintenance.router)
     app.include_router(routes_commands.router)
     app.include_router(routes_fleet.router)
+    app.include_router(routes_tokens.router)
     app.include_router(dashboard_router)
 
     @app.middleware("http")
@@ -199,5 +204,7 @@ def create_app(
         _REQUESTS.labels(label, str(response.status_code)).inc()
         return response
 
+    app.add_middleware(QueryHygiene)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    document_errors(app)
     return app

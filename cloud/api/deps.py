@@ -37,7 +37,11 @@ async def get_conn(pool: Pool) -> AsyncIterator[AsyncConnection[Any]]:
         yield conn
 
 
-Conn = Annotated[AsyncConnection[Any], Depends(get_conn)]
+# scope="function": the connection goes back to the pool (committing what the route wrote) when the route
+# returns, before the answer is sent. With FastAPI's default ("request", after the answer) a client that
+# created something and asked for it at once could be told 404, because the creating transaction had not
+# committed yet (schemathesis' stateful phase found it on POST then DELETE /api/v1/tokens).
+Conn = Annotated[AsyncConnection[Any], Depends(get_conn, scope="function")]
 
 
 def _unauthorized(message: str) -> ApiError:
@@ -49,7 +53,7 @@ async def get_principal(
     conn: Conn,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The caller behind the bearer token; 401 when it is missing, unknown or revoked."""
+    """The caller behind the bearer token; 401 when it is missing, unknown, revoked or expired."""
     if credentials is None:
         raise _unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
     token = credentials.credentials.strip()
@@ -57,13 +61,16 @@ async def get_principal(
         raise _unauthorized("invalid bearer token")
     digest = hash_token(token)
     cur = await conn.execute(
-        "SELECT token_id, name, role, sites, token_hash FROM api_tokens"
+        "SELECT token_id, name, role, sites, token_hash, expires_at, expires_at <= now() FROM api_tokens"
         " WHERE token_hash = %s AND revoked_at IS NULL",
         [digest],
     )
     row = await cur.fetchone()
     if row is None or not tokens_match(bytes(row[4]), token):
         raise _unauthorized("invalid or revoked bearer token")
+    if row[6]:  # the database's clock decides, as it set the expiry
+        raise _unauthorized(f"bearer token expired at {row[5].isoformat()}; rotate it before it expires, "
+                            "or create a new one (`zhizao cloud token create`)")  # fmt: skip
     principal = principal_from_row(row)
     seen: dict[int, float] = request.app.state.token_last_used
     now = time.monotonic()

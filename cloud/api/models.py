@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, Field
+
+from zhizao.broker.contract.ids import Id
+from zhizao.cloud.api.params import JsonIntCheck
+from zhizao.cloud.auth import MAX_LIFETIME_S, Role
 
 
 class Site(BaseModel):
@@ -149,9 +154,11 @@ class TokenCreate(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    name: str = Field(min_length=1, max_length=100)
-    role: str
-    sites: list[str] | None = Field(default=None, description="null = every site (only for all-site admins)")
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[\w .@:/*,+-]{1,100}$")
+    role: Role
+    sites: list[Id] | None = Field(default=None, min_length=1, description="null = every site (only for all-site admins)")
+    expires_in_s: Annotated[int, Field(ge=60, le=MAX_LIFETIME_S), JsonIntCheck] | None = Field(
+        default=None, description="lifetime in seconds; null = never expires")
 
 
 class TokenCreated(BaseModel):
@@ -162,3 +169,4 @@ class TokenCreated(BaseModel):
     role: str
     sites: list[str] | None
     token: str
+    expires_at: datetime | None = None

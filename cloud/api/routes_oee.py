@@ -20,7 +20,7 @@ from zhizao.broker.contract.ids import Id
 from zhizao.broker.contract.states import StopCode
 from zhizao.cloud.api.deps import Conn, Scope, SiteScope, get_principal, require_role
 from zhizao.cloud.api.errors import bad_request, not_found
-from zhizao.cloud.api.params import MachineId, SiteId, SiteQuery
+from zhizao.cloud.api.params import MachineId, SiteId, SiteQuery, TimeQuery, TimeText
 from zhizao.cloud.api.series import parse_time
 from zhizao.cloud.auth import Principal, Role
 from zhizao.cloud.oee import queries as q
@@ -50,10 +50,11 @@ async def _resolve(conn: Conn, scope: SiteScope, kind: str, site: str | None, id
     if kind == "site":
         site = site or ident
         ident = site
+    # A line or machine is found by site and id: without both there is no such object to answer for (404).
     if site is None:
-        raise bad_request("site", None, f"required for scope={kind}")
+        raise not_found(kind, f"{ident} (give site= with scope={kind})")
     if ident is None:
-        raise bad_request("id", None, f"required for scope={kind} (the {kind} id)")
+        raise not_found(kind, f"{site}/? (give id= with scope={kind})")
     if not scope.sees(site):
         raise not_found("site", site)
     sql = {
@@ -77,8 +78,8 @@ async def get_oee(
     site: Annotated[Id | None, Query()] = None,
     ident: Annotated[Id | None, Query(alias="id")] = None,
     window: Annotated[WindowKind, Query()] = "hour",
-    frm: Annotated[str | None, Query(alias="from", description="epoch ms or ISO 8601 (default: to - 24 h)")] = None,
-    to: Annotated[str | None, Query(description="epoch ms or ISO 8601 (default: now)")] = None,
+    frm: Annotated[TimeQuery, Query(alias="from", description="epoch ms or ISO 8601 (default: to - 24 h)")] = None,
+    to: Annotated[TimeQuery, Query(description="epoch ms or ISO 8601 (default: now)")] = None,
 ) -> list[dict[str, Any]]:
     """One row per window overlapping [from, to): A, P, Q, OEE, TEEP from summed planned/run/ideal time."""
     lo, hi = _range(frm, to)
@@ -102,8 +103,8 @@ async def get_losses(
     scope_kind: Annotated[ScopeKind, Query(alias="scope")] = "cluster",
     site: Annotated[Id | None, Query()] = None,
     ident: Annotated[Id | None, Query(alias="id")] = None,
-    frm: Annotated[str | None, Query(alias="from")] = None,
-    to: Annotated[str | None, Query()] = None,
+    frm: Annotated[TimeQuery, Query(alias="from")] = None,
+    to: TimeQuery = None,
 ) -> dict[str, Any]:
     """Losses in seconds over [from, to) (exact for any hour, shift or day window, or a run of them); pareto
     of unplanned stop time per state code, planned stop time apart."""
@@ -159,8 +160,8 @@ async def get_states(
     conn: Conn, scope: Scope,
     site: SiteQuery,
     machine: Annotated[Id, Query()],
-    frm: Annotated[str | None, Query(alias="from")] = None,
-    to: Annotated[str | None, Query()] = None,
+    frm: Annotated[TimeQuery, Query(alias="from")] = None,
+    to: TimeQuery = None,
 ) -> list[dict[str, Any]]:
     """Intervals `[start, end)` with code, category and reason; an operator's reason replaces the code."""
     lo, hi = _range(frm, to)
@@ -330,7 +331,7 @@ class StopReasonIn(BaseModel):
     """The reason for the stop that began at `start`."""
 
     model_config = ConfigDict(extra="forbid")
-    start: str
+    start: TimeText
     code: int
 
 

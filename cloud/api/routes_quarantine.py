@@ -1,9 +1,10 @@
 """Quarantine: refused samples of known tags, kept whole by the ingest, listed and re-ingested once fixed.
 
 A sample is held when its tag is known but its value or time is not acceptable (a device clock ahead or never
-set, a NaN or Inf that claims good quality). The ingest acknowledges such a batch to the edge only after the
-held samples are committed to `quarantine`, so nothing the edge deletes is lost. After the cause is fixed (the
-clock corrected, the value understood), `POST /api/v1/quarantine/reingest` moves the samples into the time
+set, a NaN or Inf that claims good quality, a value that does not fit the datatype its tag was born with). The
+ingest acknowledges such a batch to the edge only after the held samples are committed to `quarantine`, so
+nothing the edge deletes is lost. After the cause is fixed (the clock corrected, the value understood, the tag
+re-born with the datatype its values have), `POST /api/v1/quarantine/reingest` moves the samples into the time
 series, with a time shift for a clock offset, and leaves whatever still does not pass where it is.
 """
 
@@ -20,9 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from zhizao.broker.contract.ids import Id
 from zhizao.cloud.api.deps import Conn, Scope, require_role
 from zhizao.cloud.api.errors import not_found
-from zhizao.cloud.api.params import SiteQuery
+from zhizao.cloud.api.params import JsonIntCheck, SiteQuery
 from zhizao.cloud.auth import Principal, Role, audit_params
-from zhizao.cloud.ingest.decode import MIN_TS_MS, QUARANTINE_REASONS
+from zhizao.cloud.ingest.decode import MIN_TS_MS, QUARANTINE_REASONS, fits_sql
 from zhizao.cloud.ingest.settings import IngestSettings
 from zhizao.cloud.storage import plain
 
@@ -77,11 +78,13 @@ async def list_quarantine(
 class ReingestIn(BaseModel):
     """Which held samples to move back into the time series, and how to correct them."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # strict: `true` is not a time shift
     site: Id = Field(description="site id whose held samples are re-ingested")
     reason: str | None = Field(None, pattern="^(" + "|".join(QUARANTINE_REASONS) + ")$")
-    ids: list[int] | None = Field(None, max_length=100_000, description="only these quarantine ids")
-    shift_ms: int = Field(0, description="added to each sample's time (e.g. -3600000 for a clock 1 h ahead)")
+    ids: list[Annotated[int, Field(ge=1, le=2**53), JsonIntCheck]] | None = Field(
+        None, max_length=100_000, description="only these quarantine ids")
+    shift_ms: Annotated[int, Field(ge=-(10**13), le=10**13), JsonIntCheck] = Field(
+        0, description="added to each sample's time (e.g. -3600000 for a clock 1 h ahead)")
     nan_as_null: bool = Field(False, description="store NaN/Inf values as 'no value' instead of holding them")
 
 
@@ -92,6 +95,9 @@ def _reingest_sql(service_rollups: bool) -> str:
         " AND (%(reason)s::text IS NULL OR q.reason = %(reason)s)"
         " AND (%(ids)s::bigint[] IS NULL OR q.id = ANY(%(ids)s::bigint[]))"
         " AND q.ts_ms + %(shift)s BETWEEN %(min_ts)s AND %(max_ts)s"
+        # The value must fit the tag's datatype as the latest birth declares it (a tag re-born as String
+        # takes the text it refused before; 2.5 passes once the tag is born Double).
+        " AND " + fits_sql("q.value", "q.text_value", "t.datatype") +
         " AND (q.text_value IS NOT NULL OR q.value IS NULL OR %(nan_as_null)s"
         "      OR q.value NOT IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8))"
         " RETURNING q.tag_id, 'epoch'::timestamptz + (q.ts_ms + %(shift)s) * interval '1 millisecond' AS ts,"

@@ -8,14 +8,25 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
+from pydantic import WithJsonSchema
 
 from zhizao.broker.contract.ids import Id
 from zhizao.broker.sparkplug.datatypes import TEXT_TYPES
 from zhizao.cloud.api.deps import Conn, Scope, SiteScope
 from zhizao.cloud.api.errors import bad_request, not_found
 from zhizao.cloud.api.models import LatestValue, Series
-from zhizao.cloud.api.params import SiteQuery
-from zhizao.cloud.api.series import Cursor, SeriesQuery, from_ms, parse_aggs, parse_bucket, parse_time, to_ms
+from zhizao.cloud.api.params import SiteQuery, TimeQuery
+from zhizao.cloud.api.series import (
+    AGG_PATTERN,
+    BUCKET_PATTERN,
+    Cursor,
+    SeriesQuery,
+    from_ms,
+    parse_aggs,
+    parse_bucket,
+    parse_time,
+    to_ms,
+)
 from zhizao.cloud.settings import CloudSettings
 
 router = APIRouter(prefix="/api/v1", tags=["data"])
@@ -71,12 +82,16 @@ async def get_series(
     machine: Annotated[Id | None, Query()] = None,
     edge_node: Annotated[Id | None, Query()] = None,
     name: Annotated[str | None, Query(max_length=200, description="tag name, e.g. Temperature/Spindle")] = None,
-    start: Annotated[str | None, Query(description="epoch ms or ISO 8601; default end - 1 h")] = None,
-    end: Annotated[str | None, Query(description="epoch ms or ISO 8601, exclusive; default now")] = None,
-    bucket: Annotated[str | None, Query(description="raw (default), or a width: 10s, 1m, 1h, 1d")] = None,
-    agg: Annotated[str | None, Query(description="bucketed: any of min,max,avg,last,count (default all)")] = None,
+    start: Annotated[TimeQuery, Query(description="epoch ms or ISO 8601; default end - 1 h")] = None,
+    end: Annotated[TimeQuery, Query(description="epoch ms or ISO 8601, exclusive; default now")] = None,
+    # Checked by parse_bucket / parse_aggs (with messages that say what to give); documented as patterns.
+    bucket: Annotated[str | None, WithJsonSchema({"type": "string", "pattern": BUCKET_PATTERN}),
+                      Query(description="raw (default), or a width of 1 s to 999 d: 10s, 1m, 1h, 1d")] = None,
+    agg: Annotated[str | None, WithJsonSchema({"type": "string", "pattern": AGG_PATTERN}),
+                   Query(description="bucketed: any of min,max,avg,last,count (default all)")] = None,
     source: Annotated[str, Query(pattern="^(auto|raw|samples_1m|samples_1h)$")] = "auto",
-    limit: Annotated[int | None, Query(description="points per page")] = None,
+    limit: Annotated[int | None, WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 100_000}),
+                     Query(description="points per page, 1..ZHIZAO_SERIES_MAX_POINTS (100000)")] = None,
     cursor: Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")] = None,
 ) -> Response:
     """Raw samples or min/max/avg/last/count per bucket (buckets aligned to the epoch), as column arrays."""
@@ -103,7 +118,7 @@ async def get_series(
             raise bad_request("bucket", bucket, f"gives {n_buckets} buckets over the range; at most "
                               f"{settings.series_max_buckets} per request (use a wider bucket or a shorter range)")
         start_dt, end_dt = from_ms(start_ms), from_ms(end_ms)
-    elif agg is not None:
+    elif agg:  # agg= (empty) is the same as no agg
         raise bad_request("agg", agg, "aggregates need a bucket (e.g. bucket=1m)")
 
     tag = await _resolve_tag(conn, scope, tag_id, site, machine, edge_node, name)

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from psycopg.rows import dict_row
@@ -107,7 +107,7 @@ Admin = Annotated[Principal, Depends(require_role(Role.admin))]
 async def create_token(body: TokenCreate, caller: Admin, conn: Conn) -> dict[str, Any]:
     """A new token with a role and sites no wider than the caller's; written to the audit log."""
     try:
-        role = Role.parse(body.role)
+        role = Role.parse(body.role.value)
         sites = parse_sites(body.sites)
         name = check_token_name(body.name)
     except AuthError as exc:
@@ -120,18 +120,19 @@ async def create_token(body: TokenCreate, caller: Admin, conn: Conn) -> dict[str
         if outside:
             raise bad_request("sites", ",".join(outside), "outside the caller's sites")
     token = new_token()
-    cur = await conn.execute(insert_token_sql(), token_row(role, sites, name, token, caller.name))
+    cur = await conn.execute(insert_token_sql(), token_row(role, sites, name, token, caller.name, body.expires_in_s))
     row = await cur.fetchone()
     assert row is not None
+    expires_at = None if row[1] is None else row[1].isoformat()
     sql, params = audit_params(caller.token_id, caller.name, "token.create", None, str(row[0]),
-                               {"name": name, "role": role.value, "sites": sites})
+                               {"name": name, "role": role.value, "sites": sites, "expires_at": expires_at})
     await conn.execute(sql, params)
     return {"token_id": row[0], "name": name, "role": role.value, "sites": None if sites is None else list(sites),
-            "token": token}
+            "token": token, "expires_at": expires_at}
 
 
 @router.delete("/api/v1/tokens/{token_id}", status_code=204, tags=["admin"], summary="Revoke a token (admin)")
-async def revoke(token_id: int, caller: Admin, conn: Conn) -> Response:
+async def revoke(token_id: Annotated[int, Path(ge=1, le=2**53)], caller: Admin, conn: Conn) -> Response:
     """Revoke a token whose sites lie inside the caller's; 404 otherwise."""
     cur = await conn.execute("SELECT sites FROM api_tokens WHERE token_id = %s AND revoked_at IS NULL",
                              [token_id])

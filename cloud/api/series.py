@@ -17,6 +17,10 @@ __all__ = ["AGGREGATES", "Cursor", "SeriesQuery", "parse_aggs", "parse_bucket", 
 AGGREGATES = ("min", "max", "avg", "last", "count")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BUCKET = re.compile(r"^(\d{1,9})(ms|s|m|h|d)$")
+# Exactly what the bucket and agg parameters accept (their OpenAPI patterns; empty = not given): a bucket of
+# 1 s to 999 days, aggregates as a comma list.
+BUCKET_PATTERN = r"^(|raw|[1-9][0-9]{0,5}(s|m)|[1-9][0-9]{0,4}h|[1-9][0-9]{0,2}d|[1-9][0-9]{3,8}ms)$"
+AGG_PATTERN = r"^(|(min|max|avg|last|count)(,(min|max|avg|last|count))*)$"
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 # Rollup tables, widest first: a bucket that is a whole multiple of a rollup's width can be served from it.
 ROLLUPS = (("samples_1h", 3_600_000), ("samples_1m", 60_000))
@@ -32,42 +36,59 @@ def from_ms(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
 
 
+# Times are clamped to these, so widening a range to whole buckets or adding a span never leaves what a
+# datetime holds (a time in the year 3 is as much "long ago" as one in the year 5).
+TIME_MIN = datetime(5, 1, 1, tzinfo=UTC)
+TIME_MAX = datetime(9995, 1, 1, tzinfo=UTC)
+
+
+def clamp_time(ts: datetime) -> datetime:
+    """`ts` limited to TIME_MIN..TIME_MAX."""
+    return min(max(ts, TIME_MIN), TIME_MAX)
+
+
 def parse_time(field: str, value: str) -> datetime:
     """Epoch milliseconds or ISO 8601 with a zone -> tz-aware UTC; 400 naming the field otherwise."""
     text = value.strip()
-    if re.fullmatch(r"-?\d{1,15}", text):
-        return from_ms(int(text))
     try:
+        if re.fullmatch(r"-?\d{1,15}", text):
+            return clamp_time(from_ms(int(text)))
         parsed = datetime.fromisoformat(text)
     except ValueError:
         raise bad_request(field, value, "not a time; give epoch milliseconds or ISO 8601 with a zone") from None
+    except OverflowError:
+        raise bad_request(field, value, "outside the years 1..9999") from None
     if parsed.tzinfo is None:
         raise bad_request(field, value, "ISO 8601 time without a zone; add Z or +hh:mm")
-    return parsed.astimezone(UTC)
+    try:
+        return clamp_time(parsed.astimezone(UTC))
+    except OverflowError:  # 0001-01-01T00:00+05:00 is before the first UTC instant a datetime holds
+        return TIME_MIN if parsed.year == 1 else TIME_MAX
 
 
 def parse_bucket(value: str | None) -> int | None:
     """`1m`, `15s`, `1h`, `1d`, `raw` -> bucket width in ms (None = raw); at least 1 s."""
-    if value is None or value.strip().lower() in ("", "raw"):
+    if value is None or value in ("", "raw"):
         return None
-    match = _BUCKET.match(value.strip().lower())
+    match = _BUCKET.match(value)
     if not match:
         raise bad_request("bucket", value, "not a bucket width; use e.g. 10s, 1m, 15m, 1h, 1d or raw")
     width = int(match.group(1)) * _UNIT_MS[match.group(2)]
     if width < 1000:
         raise bad_request("bucket", value, "buckets are at least 1s wide")
+    if not re.fullmatch(BUCKET_PATTERN, value):
+        raise bad_request("bucket", value, "a width of 1s to 999d, without leading zeros")
     return width
 
 
 def parse_aggs(value: str | None) -> tuple[str, ...]:
     """`min,max` -> ("min", "max"); default every aggregate."""
-    if value is None or not value.strip():
+    if value is None or value == "":
         return AGGREGATES
-    names = tuple(dict.fromkeys(v.strip().lower() for v in value.split(",") if v.strip()))
-    for name in names:
+    for name in value.split(","):
         if name not in AGGREGATES:
             raise bad_request("agg", value, f"unknown aggregate {name!r}; use any of {', '.join(AGGREGATES)}")
-    return names
+    return tuple(dict.fromkeys(value.split(",")))
 
 
 @dataclass(frozen=True)

@@ -30,12 +30,17 @@ class AliasMap:
     tag_of: dict[int, int] = field(default_factory=dict)
     type_of: dict[int, int] = field(default_factory=dict)
     tag_of_name: dict[tuple[str | None, str], int] = field(default_factory=dict)  # (device, name) -> tag
+    type_of_tag: dict[int, int] = field(default_factory=dict)  # tag id -> datatype declared by the birth
     _keys: npt.NDArray[np.uint64] | None = None
     _tags: npt.NDArray[np.int32] | None = None
+    _type_keys: npt.NDArray[np.int32] | None = None
+    _types: npt.NDArray[np.uint32] | None = None
 
     def add(self, alias: int | None, tag_id: int, datatype: int, device: str | None, name: str) -> None:
         """Register one metric of a birth (metrics without an alias are found by name)."""
         self.tag_of_name[(device, name)] = tag_id
+        self.type_of_tag[tag_id] = datatype
+        self._type_keys = None
         if alias is not None:
             self.tag_of[alias] = tag_id
             self.type_of[alias] = datatype
@@ -54,6 +59,20 @@ class AliasMap:
         pos = np.searchsorted(self._keys, aliases)
         pos[pos >= len(self._keys)] = 0
         return np.where(self._keys[pos] == aliases, self._tags[pos], np.int32(-1)).astype(np.int32)
+
+    def declared_types(self, tags: npt.NDArray[np.int32]) -> npt.NDArray[np.uint32]:
+        """The datatype each tag was born with, 0 (Unknown) for -1 or a tag not in this session's births."""
+        if self._type_keys is None:
+            keys = np.fromiter(self.type_of_tag.keys(), np.int32, len(self.type_of_tag))
+            order = np.argsort(keys)
+            self._type_keys = keys[order]
+            self._types = np.fromiter(self.type_of_tag.values(), np.uint32, len(self.type_of_tag))[order]
+        assert self._types is not None
+        if len(self._type_keys) == 0:
+            return np.zeros(len(tags), np.uint32)
+        pos = np.searchsorted(self._type_keys, tags)
+        pos[pos >= len(self._type_keys)] = 0
+        return np.where(self._type_keys[pos] == tags, self._types[pos], np.uint32(0)).astype(np.uint32)
 
 
 @dataclass

@@ -13,12 +13,27 @@ import numpy.typing as npt
 from zhizao.broker.contract.quality import QUALITY_GOOD
 from zhizao.broker.extensions import BATCH_METRIC
 from zhizao.broker.sparkplug.codec import Decoded
+from zhizao.broker.sparkplug.datatypes import NUMERIC_TYPES, TEXT_TYPES, DataType
 from zhizao.cloud.host.session import NodeSession
 
 # Earliest timestamp accepted: anything before 2000-01-01 is a clock that was never set.
 MIN_TS_MS = 946_684_800_000
 # Why a sample of a known tag is held in quarantine (index = the code stored with it).
-QUARANTINE_REASONS = ("non_finite", "future_timestamp", "bad_timestamp")
+QUARANTINE_REASONS = ("non_finite", "future_timestamp", "bad_timestamp", "wrong_datatype", "out_of_range")
+
+# What a value must be to fit the datatype its tag was born with (Sparkplug 3.0 "Datatype Details"): integer
+# types hold whole numbers in their range, Boolean 0 or 1, Float what a float32 can hold; text types hold text
+# and numeric types numbers ("wrong_datatype" otherwise). Values travel as float64, so the 64-bit bounds are
+# their nearest float64. The re-ingest route checks the same table in SQL (`fits_sql`).
+INTEGER_RANGES: dict[int, tuple[float, float]] = {
+    DataType.Int8: (-(2.0**7), 2.0**7 - 1), DataType.Int16: (-(2.0**15), 2.0**15 - 1),
+    DataType.Int32: (-(2.0**31), 2.0**31 - 1), DataType.Int64: (-(2.0**63), 2.0**63),
+    DataType.UInt8: (0.0, 2.0**8 - 1), DataType.UInt16: (0.0, 2.0**16 - 1), DataType.UInt32: (0.0, 2.0**32 - 1),
+    DataType.UInt64: (0.0, 2.0**64), DataType.DateTime: (0.0, 2.0**64), DataType.Boolean: (0.0, 1.0),
+}  # fmt: skip
+FLOAT32_MAX = 3.4028234663852886e38
+_TEXT_CODES = np.array(sorted(int(t) for t in TEXT_TYPES), np.uint32)
+_NUMERIC_CODES = np.array(sorted(int(t) for t in NUMERIC_TYPES), np.uint32)
 
 # Node metrics that describe the edge node's own health (matched on a normalised name suffix, so
 # `Outbox/Depth`, `zhizao/OutboxDepth` or `outbox_depth` all work).
@@ -86,9 +101,48 @@ def _example(d: Decoded, mask: npt.NDArray[np.bool_], what: str) -> str:
     idx = np.flatnonzero(mask)
     i = int(idx[0])
     ident = f"alias {int(d.alias[i])}" if d.has_alias[i] else f"name {d.names[i]!r}"
+    value = d.text[i] if i in d.text else float(d.value[i])
     return (
-        f"{len(idx)} of {d.n} samples refused ({what}); first: {ident} value={float(d.value[i])!r} "
-        f"ts_ms={int(d.ts_ms[i])}"
+        f"{len(idx)} of {d.n} samples refused ({what}); first: {ident} datatype={int(d.datatype[i])} "
+        f"value={value!r} ts_ms={int(d.ts_ms[i])}"
+    )
+
+
+def misfits(
+    value: npt.NDArray[np.float64], is_text: npt.NDArray[np.bool_], declared: npt.NDArray[np.uint32]
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """(wrong_datatype, out_of_range) masks of samples against the datatypes their tags were born with.
+
+    Null values fit every datatype; NaN/Inf are judged elsewhere (quality decides), so they are not flagged
+    here; datatypes the ingest does not store as scalars (Unknown, DataSet, arrays...) are not checked."""
+    text_tag = np.isin(declared, _TEXT_CODES)
+    numeric_tag = np.isin(declared, _NUMERIC_CODES)
+    wrong = (text_tag & ~is_text) | (numeric_tag & is_text)
+    finite = np.isfinite(value) & ~is_text & numeric_tag
+    out = np.zeros(len(value), np.bool_)
+    if finite.any():
+        v = np.where(finite, value, 0.0)
+        for code, (lo, hi) in INTEGER_RANGES.items():
+            m = finite & (declared == code)
+            if m.any():
+                out |= m & ((v != np.floor(v)) | (v < lo) | (v > hi))
+        out |= finite & (declared == DataType.Float) & (np.abs(v) > FLOAT32_MAX)
+    return wrong, out
+
+
+def fits_sql(value: str, text: str, datatype: str) -> str:
+    """SQL: true when a held sample (`value` float8 or `text`) fits `datatype` by the rules of `misfits`."""
+    text_codes = ", ".join(str(int(t)) for t in _TEXT_CODES)
+    numeric_codes = ", ".join(str(int(t)) for t in _NUMERIC_CODES)
+    ranges = " ".join(
+        f"WHEN {datatype} = {code} THEN {value} = trunc({value}) AND {value} BETWEEN {lo!r} AND {hi!r}"
+        for code, (lo, hi) in INTEGER_RANGES.items()
+    )
+    return (
+        f"(CASE WHEN {datatype} IN ({text_codes}) THEN {value} IS NULL"
+        f" WHEN {text} IS NOT NULL THEN {datatype} NOT IN ({numeric_codes})"
+        f" WHEN {value} IS NULL OR {value} IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8) THEN true"
+        f" {ranges} WHEN {datatype} = {int(DataType.Float)} THEN abs({value}) <= {FLOAT32_MAX!r} ELSE true END)"
     )
 
 
@@ -161,6 +215,20 @@ def sort_samples(
             verdict_rejected["non_finite"] = _example(d, nonfinite, "NaN or Inf value")
             reason[nonfinite] = 0
             bad |= nonfinite
+    # A value that does not fit the datatype its tag was born with (text into a Double tag, 2.5 into an Int64
+    # one, 300 into an Int8 one) is held whole in quarantine, never stored as something it is not.
+    wrong, out = misfits(d.value, is_text, session.aliases.declared_types(tag))
+    checked = ~null & ~control & ~bad
+    wrong &= checked
+    if wrong.any():
+        verdict_rejected["wrong_datatype"] = _example(d, wrong, "text into a numeric tag or a number into a text tag")
+        reason[wrong] = 3
+        bad |= wrong
+    out &= checked & ~bad
+    if out.any():
+        verdict_rejected["out_of_range"] = _example(d, out, "value does not fit the datatype of the birth")
+        reason[out] = 4
+        bad |= out
     future = (d.ts_ms > now_ms + max_future_ms) & ~control & ~bad
     if future.any():
         verdict_rejected["future_timestamp"] = _example(d, future, f"more than {max_future_ms} ms ahead")

@@ -398,6 +398,8 @@ class Processor:
             self._on_ndeath(item, key, decoded)
         elif session is None or not session.born:
             metrics.DROPPED.labels("no_birth").inc()
+            self._dead_letter(item, "data_before_birth",
+                              f"{mtype.value} from {key.site}/{key.edge}, which has no NBIRTH in this host's session")
             self._want_rebirth(key, "data_before_birth")
         elif mtype is MessageType.DBIRTH:
             assert topic.device is not None
@@ -410,8 +412,12 @@ class Processor:
             self._db(registry.mark_device_dead, key.site, key.edge, topic.device, when)
             log.info("%s/%s/%s offline (DDEATH)", key.site, key.edge, topic.device)
         elif mtype is MessageType.DDATA and topic.device not in session.devices:
+            # Not stored, so not acknowledged: acks of this node stop here until its rebirth (asked for now),
+            # after which the edge replays this message with its device born.
             metrics.DROPPED.labels("no_birth").inc()
-            self._want_rebirth(key, "data_before_birth")
+            detail = f"DDATA of device {topic.device!r} before its DBIRTH in this session"
+            self._dead_letter(item, "data_before_birth", detail)
+            self._freeze(key, "data_before_birth", detail)
         else:
             self._on_data(item, session, topic.device, decoded)
 

@@ -1,7 +1,7 @@
 """Sparkplug message contents built from arrays: birth metric lists and DDATA chunks of a sample block.
 
 Aliases (unique across the edge node, as Sparkplug requires once aliases are used): node health metrics use
-`HEALTH_ALIASES` (1..4), `bdSeq`, `Node Control/Rebirth` and the node's `zhizao/Batch` use 5, 6 and 7; machine
+`HEALTH_ALIASES` (1..4, 8..10), `bdSeq`, `Node Control/Rebirth` and the node's `zhizao/Batch` use 5, 6 and 7; machine
 signal `i` of the agent's `SignalTable` uses `SIGNAL_ALIAS_BASE + i`, and device `d`'s own `zhizao/Batch`
 metric `SIGNAL_ALIAS_BASE + len(signals) + d`. Every metric a DATA message carries is born in the NBIRTH (node
 metrics) or in that device's DBIRTH, with name, alias and datatype, so a strict host or an independent decoder
@@ -33,11 +33,17 @@ OUTBOX_DEPTH_METRIC = "Health/OutboxDepth"
 OUTBOX_BYTES_METRIC = "Health/OutboxBytes"
 SAMPLES_PER_S_METRIC = "Health/SamplesPerSecond"
 RECONNECTS_METRIC = "Health/Reconnects"
+OUTBOX_FILL_METRIC = "Health/OutboxFill"  # outbox bytes / its disk budget, 0..1
+OUTBOX_REFUSED_METRIC = "Health/OutboxRefusedSamples"  # samples refused because the outbox was full (since start)
+COMMANDS_REFUSED_METRIC = "Health/CommandsRefused"  # NCMD/DCMD refused (unknown metric, not writable, bad value)
 HEALTH_ALIASES: dict[str, tuple[int, DataType]] = {
     OUTBOX_DEPTH_METRIC: (1, DataType.Int64),
     OUTBOX_BYTES_METRIC: (2, DataType.Int64),
     SAMPLES_PER_S_METRIC: (3, DataType.Double),
     RECONNECTS_METRIC: (4, DataType.Int64),
+    OUTBOX_FILL_METRIC: (8, DataType.Double),
+    OUTBOX_REFUSED_METRIC: (9, DataType.Int64),
+    COMMANDS_REFUSED_METRIC: (10, DataType.Int64),
 }
 INTEGER_TYPES = {int(t) for t in (1, 2, 3, 4, 5, 6, 7, 8, 13)}
 _TEXT = {int(DataType.String), int(DataType.Text), int(DataType.UUID)}

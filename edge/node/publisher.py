@@ -129,6 +129,10 @@ class Publisher:
             m.OUTBOX_BYTES_METRIC: self.outbox.depth_bytes,
             m.SAMPLES_PER_S_METRIC: self.samples_per_s,
             m.RECONNECTS_METRIC: self.stats.reconnects,
+            # A full outbox refuses new samples: the cloud sees it here, not only in the agent's log.
+            m.OUTBOX_FILL_METRIC: self.outbox.depth_bytes / self.outbox.config.max_bytes,
+            m.OUTBOX_REFUSED_METRIC: self.outbox.rejected_samples,
+            m.COMMANDS_REFUSED_METRIC: self.stats.rejected_commands,
         }
 
     def _publish_health(self) -> None:

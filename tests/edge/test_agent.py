@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -127,6 +128,17 @@ def key_of(device: str | None, name: str, ts: int, value: object) -> tuple[str |
     return device, name, int(ts), float(value)  # type: ignore[arg-type]
 
 
+def _listening_on(port: int) -> set[str]:
+    """IPv4 addresses with a socket listening on `port`, from /proc/net/tcp (state 0A = LISTEN)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        addr, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:
+            found.add(socket.inet_ntoa(bytes.fromhex(addr)[::-1]))
+    return found
+
+
 def test_agent_publishes_serves_metrics_and_stops_with_ndeath(
     tmp_path: Path, mqtt_url: str, unique_id: str
 ) -> None:
@@ -135,6 +147,7 @@ def test_agent_publishes_serves_metrics_and_stops_with_ndeath(
     cfg = agent_config(unique_id, tmp_path, mqtt_url, rate=1000.0)
     cfg = cfg.model_copy(update={"metrics_port": port})
     metrics_text: list[str] = []
+    listening_addresses: list[set[str]] = []
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -146,6 +159,7 @@ def test_agent_publishes_serves_metrics_and_stops_with_ndeath(
 
         body = await asyncio.to_thread(scrape)
         metrics_text.append(body.decode())
+        listening_addresses.append(_listening_on(port))
         stop.set()
         await task
 
@@ -166,6 +180,8 @@ def test_agent_publishes_serves_metrics_and_stops_with_ndeath(
     assert values == [float(v) for v in range(len(values))]  # no gap, no duplicate
     assert len(samples) / sum(1 for m in msgs if m.kind == "DDATA") > 10  # many samples per message
     text = metrics_text[0]
+    # /metrics has no authentication, so by default it listens on this host only (the kernel's socket table).
+    assert listening_addresses[0] == {"127.0.0.1"}, listening_addresses
     assert f'zhizao_edge_outbox_depth_samples{{edge_node="agent-1",site="{unique_id}"}}' in text
     assert "zhizao_edge_samples_appended_total" in text
     # the outbox kept everything (no host acks) and every appended sample was published

@@ -73,3 +73,17 @@ def test_bad_mqtt_url_in_the_environment_names_the_variable(monkeypatch: pytest.
     with pytest.raises(ConfigError) as info:
         load_agent_config(CASES / "valid-two-machines" / "agent.yaml")
     assert info.value.problems == ["mqtt.url: ZHIZAO_MQTT_URL='ftp://broker.example': scheme must be mqtt:// or mqtts://"]
+
+
+def test_metrics_listen_on_this_host_unless_told_otherwise(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ZHIZAO_MQTT_URL", raising=False)
+    valid = next(p / "agent.yaml" for p in CASE_DIRS if (p / "expected.json").is_file())
+    assert str(load_agent_config(valid).metrics_host) == "127.0.0.1"
+    for value, ok in (("0.0.0.0", True), ("::1", True), ("everywhere", False)):
+        path = tmp_path / "agent.yaml"
+        path.write_text(valid.read_text(encoding="utf-8") + f"\nmetrics_host: {value!r}\n", encoding="utf-8")
+        if ok:
+            assert str(load_agent_config(path).metrics_host) == value
+        else:
+            with pytest.raises(ConfigError, match="metrics_host"):
+                load_agent_config(path)

@@ -149,6 +149,6 @@ def test_token_writes_are_audited(client: TestClient, cluster: Cluster, tokens: 
     with psycopg.connect(cluster.url) as conn:
         rows = conn.execute("SELECT actor, action, target, detail FROM audit_log ORDER BY id").fetchall()
     assert ("admin all", "token.create", str(r.json()["token_id"])) == rows[-1][:3]
-    assert rows[-1][3] == {"name": "audited", "role": "operator", "sites": ["site-b"]}
+    assert rows[-1][3] == {"name": "audited", "role": "operator", "sites": ["site-b"], "expires_at": None}
     # The CLI path audits too: one row per create_token call of the fixture.
     assert sum(1 for row in rows if row[0] == "cli" and row[1] == "token.create") == 5

@@ -17,17 +17,20 @@ from tests.support.spb_capture import Capture, Captured, all_samples, decode_dat
 from tests.support.spnode import until
 from zhizao.edge.node.config import MqttConfig, OutboxConfig, SparkplugConfig
 from zhizao.edge.node.session import EdgeNode, NodeError
-from zhizao.edge.outbox import Outbox
+from zhizao.edge.outbox import Outbox, OutboxFullError
 from zhizao.edge.samples import QUALITY_BAD, QUALITY_GOOD
 
 
 class Rig:
     """An edge node on the real broker plus a capture of everything under its topics."""
 
-    def __init__(self, tmp: Path, mqtt_url: str, site: str, *, acks: bool = True, **sp: object) -> None:
+    def __init__(
+        self, tmp: Path, mqtt_url: str, site: str, *, acks: bool = True, outbox_bytes: int = 1 << 30, **sp: object
+    ) -> None:
         self.site, self.edge = site, "node-1"
         self.cap = Capture(mqtt_url, [f"spBv1.0/{site}/#", f"spBv1.0/STATE/{site}-host"])
-        self.outbox = Outbox(tmp / "outbox", OutboxConfig(fsync_interval_s=0, acks=acks))
+        self.outbox = Outbox(tmp / "outbox", OutboxConfig(fsync_interval_s=0, acks=acks, max_bytes=outbox_bytes,
+                                                          segment_bytes=min(16 << 20, outbox_bytes // 4)))
         sp_cfg = SparkplugConfig.model_validate({"publish_interval_ms": 50, **sp})
         self.mqtt_url = mqtt_url
         self.node = EdgeNode(
@@ -346,6 +349,36 @@ def test_health_ndata_carries_node_metrics_and_batch(tmp_path: Path, mqtt_url: s
         "Health/OutboxBytes",
         "Health/SamplesPerSecond",
         "Health/Reconnects",
+        "Health/OutboxFill",
+        "Health/OutboxRefusedSamples",
+        "Health/CommandsRefused",
     }
     depth = [s.value for _, samples, _ in ndata for s in samples if s.name == "Health/OutboxDepth"]
     assert depth[-1] == 2  # nothing acked: both samples still in the outbox
+
+
+def test_health_ndata_shows_a_full_outbox_and_its_refusals(tmp_path: Path, mqtt_url: str, unique_id: str) -> None:
+    refused: list[int] = []
+
+    async def body(rig: Rig) -> None:
+        await rig.node.start()
+        # Nothing is acknowledged (no host): the outbox fills up, then refuses.
+        big = block([0] * 500, [float(i) for i in range(500)])
+        with pytest.raises(OutboxFullError):
+            for _ in range(10_000):
+                rig.outbox.append(big)
+        refused.append(rig.outbox.rejected_samples)
+        expected_fill = rig.outbox.depth_bytes / (1 << 16)
+
+        def latest(ms: list[Captured], name: str) -> float | None:
+            aliases = _aliases(ms)
+            values = [s.value for m in ms if m.kind == "NDATA" for s in decode_data(m, aliases)[1] if s.name == name]
+            return float(values[-1]) if values else None  # type: ignore[arg-type]
+
+        await rig.cap.until(lambda ms: latest(ms, "Health/OutboxRefusedSamples") == refused[0],
+                            what="the refusals in a health NDATA")  # fmt: skip
+        fill = latest(rig.cap.snapshot(), "Health/OutboxFill")
+        assert fill == expected_fill and 0.5 < fill <= 1.0, (fill, expected_fill)
+
+    run(tmp_path, mqtt_url, unique_id, body, health_interval_s=0.2, outbox_bytes=1 << 16)
+    assert refused[0] == 500
