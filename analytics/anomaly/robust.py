@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
 from numpy.typing import NDArray
 
 from zhizao.analytics.anomaly.base import F64, Alarm, Detector, Scored, alarm_step, reference_alarm
@@ -33,17 +36,43 @@ STEP_TO_STD = 1.0 / math.sqrt(12.0)  # standard deviation of rounding to a grid 
 QUANTILES = (0.25, 0.5, 0.75)
 
 
-@njit(cache=True, inline="always")
-def _less(val: np.ndarray, n: int, i: int, j: int) -> bool:
-    # The total order on list nodes: (value, arrival). Ids >= n are list ends: even offset = head
-    # (below everything), odd offset = tail (above everything).
-    if i >= n:
-        return (i - n) % 2 == 0
-    if j >= n:
-        return (j - n) % 2 == 1
-    vi = val[i]
-    vj = val[j]
-    return vi < vj or (vi == vj and i < j)
+@njit(cache=True)
+def _sort_chunk(val: np.ndarray, c0: int, c1: int, out: np.ndarray, tmp: np.ndarray) -> None:
+    """out[:c1 - c0] = the indices c0..c1-1 sorted by value, ties in index order (a stable merge sort).
+
+    Insertion sort on runs of 8, then bottom-up merges: O(m log m); numba's own argsort is slower here.
+    """
+    m = c1 - c0
+    for r0 in range(0, m, 8):
+        r1 = min(r0 + 8, m)
+        for r in range(r0, r1):
+            i = c0 + r
+            v = val[i]
+            q = r
+            while q > r0 and val[out[q - 1]] > v:
+                out[q] = out[q - 1]
+                q -= 1
+            out[q] = i
+    width = 8
+    src = out
+    dst = tmp
+    while width < m:
+        for l0 in range(0, m, 2 * width):
+            l1 = min(l0 + width, m)
+            r1 = min(l0 + 2 * width, m)
+            i = l0
+            j = l1
+            for o in range(l0, r1):
+                if j >= r1 or (i < l1 and val[src[i]] <= val[src[j]]):
+                    dst[o] = src[i]
+                    i += 1
+                else:
+                    dst[o] = src[j]
+                    j += 1
+        src, dst = dst, src
+        width *= 2
+    if src is not out:
+        out[:m] = src[:m]
 
 
 @njit(cache=True, error_model="numpy")
@@ -64,12 +93,82 @@ def _scale(val: np.ndarray, lo: int, hi: int, med: float, iqr: float, v: float, 
     return max(scale, floor, min_scale)
 
 
+@intrinsic
+def _popcount(typingctx: Any, x: Any) -> Any:  # noqa: ARG001 (numba's intrinsic signature)
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:  # noqa: ARG001
+        return builder.ctpop(args[0])
+
+    return types.int64(types.int64), codegen
+
+
+@intrinsic
+def _trailing_zeros(typingctx: Any, x: Any) -> Any:  # noqa: ARG001
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:  # noqa: ARG001
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 0))
+
+    return types.int64(types.int64), codegen
+
+
+BITS = 32  # window ranks per mask word (kept in int64, so shifts never touch the sign bit)
+SHIFT = 5
+
+
+@njit(cache=True, inline="always")
+def _fenwick_add(tree: np.ndarray, nw: int, word: int, d: int) -> None:
+    i = word + 1
+    while i <= nw:
+        tree[i] += d
+        i += i & -i
+
+
+@njit(cache=True, inline="always")
+def _select(mask: np.ndarray, tree: np.ndarray, nw: int, top: int, k: int) -> int:
+    """The rank of the k-th (0-based) set bit: a Fenwick descent over the words' counts, then within the word.
+
+    Written without data-dependent branches (selects instead): the window's ranks are random.
+    """
+    pos = 0
+    step = top
+    while step > 0:
+        nx = pos + step
+        c = tree[min(nx, nw)]
+        take = (nx <= nw) & (c <= k)
+        pos = nx if take else pos
+        k -= c if take else 0
+        step >>= 1
+    word = mask[pos]
+    bit = 0
+    width = BITS // 2
+    while width > 0:
+        c = _popcount((word >> bit) & ((1 << width) - 1))
+        take = k >= c
+        bit += width if take else 0
+        k -= c if take else 0
+        width >>= 1
+    return pos * BITS + bit
+
+
+@njit(cache=True, inline="always")
+def _next_set(mask: np.ndarray, tree: np.ndarray, nw: int, top: int, r: int, k: int) -> int:
+    """The rank of the set bit after rank r (the k-th set bit): usually in r's own word."""
+    rest = mask[r >> SHIFT] >> ((r & (BITS - 1)) + 1)
+    if rest != 0:
+        return r + 1 + _trailing_zeros(rest)
+    return _select(mask, tree, nw, top, k + 1)
+
+
 @njit(cache=True, error_model="numpy")
 def _robust_tag(
-    row: np.ndarray, xs: np.ndarray, w: int, ks: np.ndarray, fs: np.ndarray, rel: float, min_scale: float,
-    val: np.ndarray, nxt: np.ndarray, prv: np.ndarray, sc: np.ndarray,
+    row: np.ndarray, xs: np.ndarray, w: int, los: np.ndarray, fs: np.ndarray, rel: float, min_scale: float,
+    val: np.ndarray, rank_of: np.ndarray, pord: np.ndarray, cord: np.ndarray, tmp: np.ndarray,
+    vr: np.ndarray, rid: np.ndarray, mask: np.ndarray, tree: np.ndarray, sc: np.ndarray,
 ) -> None:
-    """Score one tag's batch `xs` into `sc` (NaN = no score) and advance its state row (without the alarm)."""
+    """Score one tag's batch `xs` into `sc` (NaN = no score) and advance its state row (without the alarm).
+
+    Per chunk of `w` samples: sort it, merge it with the previous chunk (or the carried window) into ranks
+    0..2w-1, and keep the window as a bit mask over those ranks with a Fenwick tree over the words' counts;
+    a sample in or out is one bit, a quantile one select.
+    """
     n_t = xs.shape[0]
     cnt = int(row[0])
     pos = int(row[1])
@@ -81,153 +180,94 @@ def _robust_tag(
     for t in range(n_t):
         v = xs[t]
         sc[t] = np.nan
-        if v == v:
+        if np.isfinite(v):
             val[n] = v
             n += 1
     if n == n0:
         return
-    # The carried window as list 0, in the sorted order kept in the state.
-    p_head = n
-    prev = p_head
+    nw = (2 * w + BITS - 1) // BITS
+    top = 1
+    while top * 2 <= nw:
+        top *= 2
+    pn = n0
     for r in range(n0):
-        i = (int(row[2 + w + r]) - start) % w
-        nxt[prev] = i
-        prv[i] = prev
-        prev = i
-    nxt[prev] = p_head + 1
-    prv[p_head + 1] = prev
-    p_del = 0  # the oldest sample still in P
-    c_head = p_head
+        pord[r] = (int(row[2 + w + r]) - start) % w
+    p_del = 0  # the oldest sample still in the window
     size = n0
-    a = np.zeros(3, np.int64)
-    b = np.zeros(3, np.int64)
-    ca = np.zeros(3, np.int64)
-    cb = np.zeros(3, np.int64)
-    valid = False
-    q = np.zeros(3)
     t = 0
     c0 = n0
-    chunk = 0
+    first = True
     while c0 < n:
         c1 = min(c0 + w, n)
-        if chunk > 0:  # the previous chunk, now complete, becomes P (the one before it is empty)
-            p_head = c_head
-            p_del = c0 - w
-        chunk += 1
-        c_head = n + 2 * chunk
-        order = np.argsort(val[c0:c1], kind="mergesort")  # stable: ties in arrival order
-        prev = c_head
-        for r in range(c1 - c0):
-            i = c0 + order[r]
-            nxt[prev] = i
-            prv[i] = prev
-            prev = i
-        nxt[prev] = c_head + 1
-        prv[c_head + 1] = prev
-        for i in range(c1 - 1, c0 - 1, -1):
-            nxt[prv[i]] = nxt[i]
-            prv[nxt[i]] = prv[i]
-        valid = False
+        cn = c1 - c0
+        if not first:  # the previous chunk, complete, is now the older part of the window
+            for r in range(w):
+                pord[r] = cord[r]
+            pn = w
+        first = False
+        _sort_chunk(val, c0, c1, cord, tmp)
+        # Ranks over both chunks (ties: the older first), and the mask of those in the window.
+        for i in range(nw):
+            mask[i] = 0
+        i = 0
+        j = 0
+        for r in range(pn + cn):
+            take_p = j >= cn or (i < pn and val[pord[i]] <= val[cord[j]])
+            if take_p:
+                node = pord[i]
+                i += 1
+                mask[r // BITS] |= 1 << (r % BITS)
+            else:
+                node = cord[j]
+                j += 1
+            rank_of[node] = r
+            vr[r] = val[node]
+            rid[r] = node
+        tree[0] = 0
+        for i in range(nw):
+            tree[i + 1] = _popcount(mask[i])
+        for i in range(1, nw + 1):  # Fenwick from counts, O(nw)
+            up = i + (i & -i)
+            if up <= nw:
+                tree[up] += tree[i]
         for e in range(c0, c1):
-            while xs[t] != xs[t]:
+            while not np.isfinite(xs[t]):
                 t += 1
             full = size == w
             if full:
-                if not valid:  # boundaries from the ends of both lists: O(w), once per chunk
-                    ai = nxt[p_head]
-                    bi = nxt[c_head]
-                    na = 0
-                    nb = 0
-                    for k in range(3):
-                        while na + nb < ks[k]:
-                            if _less(val, n, ai, bi):
-                                ai = nxt[ai]
-                                na += 1
-                            else:
-                                bi = nxt[bi]
-                                nb += 1
-                        a[k] = ai
-                        b[k] = bi
-                        ca[k] = na
-                        cb[k] = nb
-                    valid = True
-                for k in range(3):
-                    pa = prv[a[k]]
-                    pb = prv[b[k]]
-                    s_lo = val[pa] if _less(val, n, pb, pa) else val[pb]
-                    s_hi = val[a[k]] if _less(val, n, a[k], b[k]) else val[b[k]]
-                    q[k] = s_lo + fs[k] * (s_hi - s_lo)
+                r0 = _select(mask, tree, nw, top, los[0])
+                r1 = _select(mask, tree, nw, top, los[1])
+                r2 = _select(mask, tree, nw, top, los[2])
+                q25 = vr[r0] + fs[0] * (vr[_next_set(mask, tree, nw, top, r0, los[0])] - vr[r0])
+                med = vr[r1] + fs[1] * (vr[_next_set(mask, tree, nw, top, r1, los[1])] - vr[r1])
+                q75 = vr[r2] + fs[2] * (vr[_next_set(mask, tree, nw, top, r2, los[2])] - vr[r2])
                 v = val[e]
-                sc[t] = abs(v - q[1]) / _scale(val, e - w, e, q[1], q[2] - q[0], v, rel, min_scale)
+                sc[t] = abs(v - med) / _scale(val, e - w, e, med, q75 - q25, v, rel, min_scale)
             t += 1
-            nxt[prv[e]] = e  # re-link e into C
-            prv[nxt[e]] = e
-            if not full:
+            r = rank_of[e]
+            mask[r >> SHIFT] |= 1 << (r & (BITS - 1))
+            _fenwick_add(tree, nw, r >> SHIFT, 1)
+            if full:
+                r = rank_of[p_del]
+                mask[r >> SHIFT] &= ~(1 << (r & (BITS - 1)))
+                _fenwick_add(tree, nw, r >> SHIFT, -1)
+                p_del += 1
+            else:
                 size += 1
-                continue
-            d = p_del  # remove the oldest from P
-            p_del += 1
-            nxt[prv[d]] = nxt[d]
-            prv[nxt[d]] = prv[d]
-            for k in range(3):
-                ai = a[k]
-                bi = b[k]
-                na = ca[k]
-                nb = cb[k]
-                if _less(val, n, e, bi):
-                    nb += 1
-                if d == ai:
-                    ai = nxt[d]
-                elif _less(val, n, d, ai):
-                    na -= 1
-                kk = ks[k]
-                while na + nb > kk:
-                    if _less(val, n, prv[bi], prv[ai]):
-                        ai = prv[ai]
-                        na -= 1
-                    else:
-                        bi = prv[bi]
-                        nb -= 1
-                while na + nb < kk:
-                    if _less(val, n, ai, bi):
-                        ai = nxt[ai]
-                        na += 1
-                    else:
-                        bi = nxt[bi]
-                        nb += 1
-                while True:
-                    if _less(val, n, ai, prv[bi]):
-                        bi = prv[bi]
-                        nb -= 1
-                        ai = nxt[ai]
-                        na += 1
-                    elif _less(val, n, bi, prv[ai]):
-                        ai = prv[ai]
-                        na -= 1
-                        bi = nxt[bi]
-                        nb += 1
-                    else:
-                        break
-                a[k] = ai
-                b[k] = bi
-                ca[k] = na
-                cb[k] = nb
         c0 = c1
-    # Write back: the last `size` samples into the ring, and their sorted order (P and C merged) as slots.
+    # Write back: the last `size` samples into the ring, and their sorted order as ring slots.
     for i in range(n - size, n):
         row[2 + (start + i) % w] = val[i]
     row[0] = size
     row[1] = (start + n) % w
-    ai = nxt[p_head]
-    bi = nxt[c_head]
-    for r in range(size):
-        if _less(val, n, ai, bi):
-            i = ai
-            ai = nxt[ai]
-        else:
-            i = bi
-            bi = nxt[bi]
-        row[2 + w + r] = (start + i) % w
+    k = 0
+    for wi in range(nw):
+        word = mask[wi]
+        while word != 0:
+            r = wi * BITS + _trailing_zeros(word)
+            word &= word - 1
+            row[2 + w + k] = (start + rid[r]) % w
+            k += 1
 
 
 TAG_BLOCK = 16  # tags per parallel task: their batch is gathered into contiguous rows first
@@ -235,14 +275,13 @@ TAG_BLOCK = 16  # tags per parallel task: their batch is gathered into contiguou
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def robust_kernel(
-    st: np.ndarray, x: np.ndarray, w: int, ks: np.ndarray, fs: np.ndarray, rel: float, min_scale: float,
+    st: np.ndarray, x: np.ndarray, w: int, los: np.ndarray, fs: np.ndarray, rel: float, min_scale: float,
     on: float, off: float, min_on: int, min_off: int, scores: np.ndarray, alarms: np.ndarray,
 ) -> None:
     """Per tag: the window's ring buffer and its sorted order in the state row; quartiles as described above."""
     n_t, n_tags = x.shape
     a0 = 2 + 2 * w
     n_blocks = (n_tags + TAG_BLOCK - 1) // TAG_BLOCK
-    n_nodes = w + n_t + 2 * (n_t // w + 3)
     for blk in prange(n_blocks):
         lo = blk * TAG_BLOCK
         hi = min(n_tags, lo + TAG_BLOCK)
@@ -253,11 +292,19 @@ def robust_kernel(
             for j in range(lo, hi):
                 xb[j - lo, t] = x[t, j]
         val = np.empty(w + n_t)
-        nxt = np.empty(n_nodes, np.int64)
-        prv = np.empty(n_nodes, np.int64)
+        rank_of = np.empty(w + n_t, np.int64)
+        pord = np.empty(w, np.int64)
+        cord = np.empty(w, np.int64)
+        tmp = np.empty(w, np.int64)
+        vr = np.empty(2 * w)
+        rid = np.empty(2 * w, np.int64)
+        nw = (2 * w + BITS - 1) // BITS
+        mask = np.zeros(nw, np.int64)
+        tree = np.zeros(nw + 1, np.int64)
         for j in range(lo, hi):
             row = st[j]
-            _robust_tag(row, xb[j - lo], w, ks, fs, rel, min_scale, val, nxt, prv, sb[j - lo])
+            _robust_tag(row, xb[j - lo], w, los, fs, rel, min_scale, val, rank_of, pord, cord, tmp, vr, rid, mask, tree,
+                        sb[j - lo])
             act = row[a0]
             con = row[a0 + 1]
             coff = row[a0 + 2]
@@ -304,14 +351,14 @@ class RobustZ(Detector):
         return (n_tags, 2 * self.window + 5)
 
     def _ranks(self) -> tuple[NDArray[np.int64], F64]:
-        # For each quantile p: k = floor((w - 1) p) + 1 values lie below the pair it interpolates between.
+        # For each quantile p: the 0-based rank floor((w - 1) p) of the lower value it interpolates from.
         h = [(self.window - 1) * p for p in QUANTILES]
-        return np.array([int(x) + 1 for x in h], np.int64), np.array([x - int(x) for x in h])
+        return np.array([int(x) for x in h], np.int64), np.array([x - int(x) for x in h])
 
     def _kernel(self, state: F64, x: F64, scores: F64, alarms: NDArray[np.bool_]) -> None:
         al = self.alarm
-        ks, fs = self._ranks()
-        robust_kernel(state, x, self.window, ks, fs, self.rel_floor, self.min_scale, al.on, al.off, al.min_on,
+        los, fs = self._ranks()
+        robust_kernel(state, x, self.window, los, fs, self.rel_floor, self.min_scale, al.on, al.off, al.min_on,
                       al.min_off, scores, alarms)
 
     def reference_scale(self, window: F64, med: float, iqr: float, v: float) -> float:
