@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from llvmlite import ir
 from numba import njit, prange, types
+from numba.core.cgutils import false_bit
 from numba.extending import intrinsic
 from numpy.typing import NDArray
 
@@ -95,20 +95,22 @@ def _scale(val: np.ndarray, lo: int, hi: int, med: float, iqr: float, v: float, 
     return max(scale, floor, min_scale)
 
 
-@intrinsic
-def _popcount(typingctx: Any, x: Any) -> Any:
+def _popcount_typing(typingctx: Any, x: Any) -> Any:
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         return builder.ctpop(args[0])
 
     return types.int64(types.int64), codegen
 
 
-@intrinsic
-def _trailing_zeros(typingctx: Any, x: Any) -> Any:
+def _trailing_zeros_typing(typingctx: Any, x: Any) -> Any:
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 0))
+        return builder.cttz(args[0], false_bit)
 
     return types.int64(types.int64), codegen
+
+
+_popcount: Any = intrinsic(_popcount_typing)  # LLVM ctpop: set bits of an int64
+_trailing_zeros: Any = intrinsic(_trailing_zeros_typing)  # LLVM cttz: index of the lowest set bit
 
 
 BITS = 32  # window ranks per mask word (kept in int64, so shifts never touch the sign bit)
@@ -155,7 +157,7 @@ def _next_set(mask: np.ndarray, tree: np.ndarray, nw: int, top: int, r: int, k: 
     """The rank of the set bit after rank r (the k-th set bit): usually in r's own word."""
     rest = mask[r >> SHIFT] >> ((r & (BITS - 1)) + 1)
     if rest != 0:
-        return r + 1 + _trailing_zeros(rest)
+        return r + 1 + int(_trailing_zeros(rest))
     return _select(mask, tree, nw, top, k + 1)
 
 
