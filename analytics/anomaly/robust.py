@@ -274,55 +274,68 @@ def _robust_tag(
 
 
 @njit(cache=True, error_model="numpy")
-def _sorted_step(
-    row: np.ndarray, v: float, w: int, los: np.ndarray, fs: np.ndarray, rel: float, min_scale: float,
-) -> float:
-    """Score v against the tag's full window, then put it in: the ring buffer and the sorted copy (O(w))."""
+def _sorted_tag(
+    row: np.ndarray, xs: np.ndarray, w: int, los: np.ndarray, fs: np.ndarray, rel: float, min_scale: float,
+    sc: np.ndarray,
+) -> None:
+    """Score one tag's batch `xs` into `sc` against a sorted copy of the window (O(w) per sample, few steps).
+
+    Each sample replaces the oldest value in the sorted copy: found by a binary search, then v slides from
+    there to its place (fewer moves than a delete plus an insert). Count and position stay in locals.
+    """
     cnt = int(row[0])
     pos = int(row[1])
     ring = row[2:2 + w]
     srt = row[2 + w:2 + 2 * w]
-    score = np.nan
-    if cnt == w:
-        q25 = srt[los[0]] + fs[0] * (srt[los[0] + 1] - srt[los[0]])
-        med = srt[los[1]] + fs[1] * (srt[los[1] + 1] - srt[los[1]])
-        q75 = srt[los[2]] + fs[2] * (srt[los[2] + 1] - srt[los[2]])
-        score = abs(v - med) / _scale(ring, 0, w, med, q75 - q25, v, rel, min_scale)
-        # Replace the oldest value in the sorted copy: find it, then slide v from there to its place.
-        old = ring[pos]
-        lo = 0
-        hi = w
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if srt[mid] < old:
-                lo = mid + 1
+    l0, l1, l2 = los[0], los[1], los[2]
+    f0, f1, f2 = fs[0], fs[1], fs[2]
+    for t in range(xs.shape[0]):
+        v = xs[t]
+        sc[t] = np.nan
+        if not np.isfinite(v):
+            continue
+        if cnt == w:
+            q25 = srt[l0] + f0 * (srt[l0 + 1] - srt[l0])
+            med = srt[l1] + f1 * (srt[l1 + 1] - srt[l1])
+            q75 = srt[l2] + f2 * (srt[l2 + 1] - srt[l2])
+            sc[t] = abs(v - med) / _scale(ring, 0, w, med, q75 - q25, v, rel, min_scale)
+            old = ring[pos]
+            lo = 0
+            hi = w
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if srt[mid] < old:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            q = lo
+            if v > old:
+                while q + 1 < w and srt[q + 1] < v:
+                    srt[q] = srt[q + 1]
+                    q += 1
             else:
-                hi = mid
-        q = lo
-        if v > old:
-            while q + 1 < w and srt[q + 1] < v:
-                srt[q] = srt[q + 1]
-                q += 1
+                while q > 0 and srt[q - 1] > v:
+                    srt[q] = srt[q - 1]
+                    q -= 1
+            srt[q] = v
         else:
+            q = cnt
             while q > 0 and srt[q - 1] > v:
                 srt[q] = srt[q - 1]
                 q -= 1
-        srt[q] = v
-    else:
-        q = cnt
-        while q > 0 and srt[q - 1] > v:
-            srt[q] = srt[q - 1]
-            q -= 1
-        srt[q] = v
-        row[0] = cnt + 1
-    ring[pos] = v
-    row[1] = (pos + 1) % w
-    return score
+            srt[q] = v
+            cnt += 1
+        ring[pos] = v
+        pos += 1
+        if pos == w:
+            pos = 0
+    row[0] = cnt
+    row[1] = pos
 
 
 RANKS_FROM_WINDOW = 512
-"""Windows from this size use the chunk-rank kernel (O(log w)); smaller ones the sorted array (O(w), faster
-there: measured crossover between 256 and 1024 on this project's bench machine)."""
+"""Windows from this size use the chunk-rank kernel (O(log w)); smaller ones the sorted copy (O(w), faster
+there; see the README for the measured crossover)."""
 
 TAG_BLOCK = 16  # tags per parallel task: their batch is gathered into contiguous rows first
 
@@ -339,39 +352,30 @@ def robust_kernel(
     for blk in prange(n_blocks):
         lo = blk * TAG_BLOCK
         hi = min(n_tags, lo + TAG_BLOCK)
-        if not ranks:
-            for t in range(n_t):
-                for j in range(lo, hi):
-                    row = st[j]
-                    v = x[t, j]
-                    score = _sorted_step(row, v, w, los, fs, rel, min_scale) if np.isfinite(v) else np.nan
-                    scores[t, j] = score
-                    act, con, coff = alarm_step(score, on, off, min_on, min_off, row[a0], row[a0 + 1], row[a0 + 2])
-                    row[a0] = act
-                    row[a0 + 1] = con
-                    row[a0 + 2] = coff
-                    alarms[t, j] = act > 0.5
-            continue
         xb = np.empty((hi - lo, n_t))
         sb = np.empty((hi - lo, n_t))
         ab = np.empty((hi - lo, n_t), np.bool_)
         for t in range(n_t):
             for j in range(lo, hi):
                 xb[j - lo, t] = x[t, j]
-        val = np.empty(w + n_t)
-        rank_of = np.empty(w + n_t, np.int64)
-        pord = np.empty(w, np.int64)
-        cord = np.empty(w, np.int64)
-        tmp = np.empty(w, np.int64)
-        vr = np.empty(2 * w)
-        rid = np.empty(2 * w, np.int64)
-        nw = (2 * w + BITS - 1) // BITS
+        m = w if ranks else 1  # the rank kernel's work arrays, per block
+        val = np.empty(m + n_t)
+        rank_of = np.empty(m + n_t, np.int64)
+        pord = np.empty(m, np.int64)
+        cord = np.empty(m, np.int64)
+        tmp = np.empty(m, np.int64)
+        vr = np.empty(2 * m)
+        rid = np.empty(2 * m, np.int64)
+        nw = (2 * m + BITS - 1) // BITS
         mask = np.zeros(nw, np.int64)
         tree = np.zeros(nw + 1, np.int64)
         for j in range(lo, hi):
             row = st[j]
-            _robust_tag(row, xb[j - lo], w, los, fs, rel, min_scale, val, rank_of, pord, cord, tmp, vr, rid, mask, tree,
-                        sb[j - lo])
+            if not ranks:
+                _sorted_tag(row, xb[j - lo], w, los, fs, rel, min_scale, sb[j - lo])
+            else:
+                _robust_tag(row, xb[j - lo], w, los, fs, rel, min_scale, val, rank_of, pord, cord, tmp, vr, rid,
+                            mask, tree, sb[j - lo])
             act = row[a0]
             con = row[a0 + 1]
             coff = row[a0 + 2]
