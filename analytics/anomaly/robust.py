@@ -333,9 +333,10 @@ def _sorted_tag(
     row[1] = pos
 
 
-RANKS_FROM_WINDOW = 512
+RANKS_FROM_WINDOW = 1024
 """Windows from this size use the chunk-rank kernel (O(log w)); smaller ones the sorted copy (O(w), faster
-there; see the README for the measured crossover)."""
+there). Measured on 8000 samples x 64 tags, 2 busy cores: sorted / ranks 26 / 14 M samples/s at window 64,
+13 / 6 at 512, 4.5 / 5.1 at 1024, 3.5 / 11.6 at 4096."""
 
 TAG_BLOCK = 16  # tags per parallel task: their batch is gathered into contiguous rows first
 
@@ -400,7 +401,8 @@ class RobustZ(Detector):
     `rel_floor` x max(abs(median), abs(x)) always (so no score exceeds about 2 / rel_floor, even on a flat
     window), and where the IQR is 0 (half the window or more on one value: flat or coarsely quantised data)
     also the rounding noise of the window's step, step / sqrt(12), the step being the distance from the
-    median to the nearest other value in the window. `min_scale` is an absolute last resort (0 / 0).
+    median to the nearest other value in the window (a scan of the window, only where the IQR is 0).
+    `min_scale` is an absolute last resort (0 / 0).
     Non-finite samples (NaN, inf) are skipped. `method` picks the kernel: "sorted" (a sorted copy of the
     window, O(w) per sample), "ranks" (chunk ranks, O(log w) amortised, see the module docstring) or "auto"
     (ranks from `RANKS_FROM_WINDOW`); the state layout and the results are the same.
