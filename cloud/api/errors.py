@@ -95,10 +95,11 @@ def allowed_methods(app: Any, path: str) -> list[str]:
             documented = {m.upper() for m in item if m in ("get", "put", "post", "delete", "patch")}
             table.append((regex, frozenset(documented | ({"HEAD"} if "GET" in documented else set()))))
         app.state.allow_table = table
+    # A path written out in full (/orders/import) is that resource alone, not also /orders/{order_id}.
+    literal = [served for regex, served in table if "[^/]+" not in regex.pattern and regex.match(path)]
     allowed: set[str] = set()
-    for regex, served in table:
-        if regex.match(path):
-            allowed |= served
+    for served in literal or [served for regex, served in table if regex.match(path)]:
+        allowed |= served
     return sorted(allowed)
 
 
@@ -163,7 +164,9 @@ _ERROR_DESCRIPTIONS = {
     "401": "missing, unknown, expired or revoked bearer token",
     "403": "the token's role is too low for this route",
     "404": "no such object, or it lies outside the token's sites (indistinguishable on purpose)",
+    "409": "the object's state does not allow this change (already exists, already decided, wrong state)",
     "413": "request body over the size limit",
+    "429": "too many requests of this kind; retry after `Retry-After` seconds",
     "503": "the database does not answer; retry after `Retry-After` seconds",
 }
 
@@ -183,7 +186,8 @@ def document_errors(app: FastAPI) -> None:
     """Make the app's OpenAPI list every status its routes answer, for routes added later too.
 
     FastAPI documents 422 with its own shape; this API answers 400 with `ErrorBody`. Every operation gets 400,
-    404 and 503; those behind a bearer token 401 and 403; those with a body 413. Done when the schema is
+    404 and 503; those behind a bearer token 401 and 403; those with a body 413; those that change something
+    (POST, PUT, PATCH, DELETE) 409 and 429. Done when the schema is
     first built, so it covers every router included in the app by then."""
     build = app.openapi  # FastAPI's own builder (it caches its result in app.openapi_schema)
 
@@ -208,6 +212,8 @@ def document_errors(app: FastAPI) -> None:
                     codes += ["401", "403"]
                 if "requestBody" in op:
                     codes.append("413")
+                if method != "get":
+                    codes += ["409", "429"]
                 for code in sorted(codes):
                     responses.setdefault(code, {
                         "description": _ERROR_DESCRIPTIONS[code],

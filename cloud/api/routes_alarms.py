@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from zhizao.broker.contract.ids import Id
 from zhizao.cloud.api.deps import Conn, Scope, SiteScope, require_role
 from zhizao.cloud.api.errors import ApiError, bad_request, not_found
+from zhizao.cloud.api.params import TimeQuery
 from zhizao.cloud.api.series import parse_time
 from zhizao.cloud.auth import Principal, Role, audit_params
 from zhizao.cloud.monitoring import alarms as al
@@ -99,7 +100,7 @@ async def _alarm_site(conn: Conn, scope: SiteScope, alarm_id: int) -> str:
 @router.get("/alarms/history", summary="Alarm transitions of a site over a time range (newest first)")
 async def alarm_history(
     conn: Conn, scope: Scope, site: Annotated[Id, Query()],
-    frm: Annotated[str | None, Query(alias="from")] = None, to: Annotated[str | None, Query()] = None,
+    frm: Annotated[TimeQuery, Query(alias="from")] = None, to: Annotated[TimeQuery, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[dict[str, Any]]:
     """Every transition (wall time `at`, data time `data_ts`) of the site's alarms."""
@@ -236,7 +237,7 @@ async def set_out_of_service(alarm_id: Annotated[int, Path(ge=1)], request: Requ
 async def anomaly_scores(
     conn: Conn, scope: Scope, site: Annotated[Id, Query()], machine: Annotated[Id, Query()],
     signal: Annotated[str | None, Query(max_length=200, description="metric name; default: every signal")] = None,
-    frm: Annotated[str | None, Query(alias="from")] = None, to: Annotated[str | None, Query()] = None,
+    frm: Annotated[TimeQuery, Query(alias="from")] = None, to: Annotated[TimeQuery, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 20_000,
 ) -> dict[str, Any]:
     """Per signal: [ts ms, score] pairs (scored samples only), the newest `limit` in time order."""

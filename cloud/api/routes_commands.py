@@ -254,9 +254,10 @@ async def machine_targets(machine: MachineId, conn: Conn, scope: Scope,
 
 @router.get("/commands", response_model=list[Command], summary="Commands in the token's sites, newest first")
 async def list_commands(conn: Conn, scope: Scope, site: Annotated[Id | None, Query()] = None,
-                        status: Annotated[str | None, Query()] = None,
+                        status: Annotated[str | None, Query(json_schema_extra={"enum": ["", *STATUSES]})] = None,
                         limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:  # fmt: skip
-    """Filter by site and status."""
+    """Filter by site and status (`status=` is no filter)."""
+    status = status or None
     if status is not None and status not in STATUSES:
         raise bad_request("status", status, f"not one of {', '.join(STATUSES)}")
     async with conn.cursor(row_factory=dict_row) as cur:

@@ -24,6 +24,7 @@ from zhizao.broker.contract.ids import Id
 from zhizao.broker.contract.states import PREVENTIVE_MAINTENANCE
 from zhizao.cloud.api.deps import Conn, Scope, SiteScope, require_role
 from zhizao.cloud.api.errors import bad_request, not_found
+from zhizao.cloud.api.params import TimeQuery
 from zhizao.cloud.api.series import parse_time
 from zhizao.cloud.auth import Principal, Role, audit_params
 from zhizao.cloud.monitoring.rules import RULE_COLUMNS, rule_from_row
@@ -235,7 +236,7 @@ def _rel(run_s: float, failures: int, failure_s: float) -> dict[str, Any]:
 async def reliability(
     conn: Conn, scope: Scope, site: Annotated[Id, Query()],
     line: Annotated[Id | None, Query()] = None,
-    frm: Annotated[str | None, Query(alias="from")] = None, to: Annotated[str | None, Query()] = None,
+    frm: Annotated[TimeQuery, Query(alias="from")] = None, to: Annotated[TimeQuery, Query()] = None,
 ) -> dict[str, Any]:
     """MTBF = run time / failures, MTTR = failure time / failures, over the hour windows in [from, to)."""
     await _check_site(conn, scope, site, None)

@@ -92,7 +92,7 @@ async def _shift(conn: Conn, scope: SiteScope, site: str, shift_start: str) -> t
 async def get_shift_report(
     request: Request, conn: Conn, scope: Scope,
     site: SiteQuery,
-    shift_start: Annotated[str, Query(description="the shift's start: epoch ms, ISO 8601, or local time of the site")],
+    shift_start: Annotated[str, Query(min_length=1, description="the shift's start: epoch ms, ISO 8601, or local time of the site")],
     line: Annotated[Id | None, Query(description="one line (default: every line and the site)")] = None,
     fmt: Annotated[Format, Query(alias="format")] = "json",
     lang: Annotated[Lang, Query(description="language of names and headings")] = "en",

@@ -1,5 +1,6 @@
 """The remote-operations stack the command, config and dashboard tests share: the real OPC UA simulator, one
-edge agent (signed commands), the cloud service on a scratch database, started once per session."""
+edge agent (signed commands), the cloud service on a scratch database, started once for this package and
+stopped after it (a stack left running would publish into the later tests on the shared broker)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from zhizao.bench.command import CommandStack, command_stack
 RATE = 25  # commands per machine and minute in this cloud
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CommandStack]:
     """Simulator + cloud + edge agent with two machines; a scratch database, dropped afterwards."""
     from urllib.parse import urlsplit
