@@ -1,6 +1,6 @@
 """The remote-operations stack the command, config and dashboard tests share: the real OPC UA simulator, one
-edge agent (signed commands), the cloud service on a scratch database, started once for this package and
-stopped after it (a stack left running would publish into the later tests on the shared broker)."""
+edge agent (signed commands), the cloud service on a scratch database, started once per test module and
+stopped after it (a stack left running would answer the messages of later tests on the shared broker)."""
 
 from __future__ import annotations
 
