@@ -15,7 +15,7 @@ from zhizao.bench.command import CommandStack, command_stack
 RATE = 25  # commands per machine and minute in this cloud
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CommandStack]:
     """Simulator + cloud + edge agent with two machines; a scratch database, dropped afterwards."""
     from urllib.parse import urlsplit
