@@ -1,7 +1,8 @@
 """Per-edge-node Sparkplug session state (bdSeq, seq, alias maps, online devices, ack bookkeeping).
 
-The host keeps this behind `SessionStore`, so several ingest workers could share it in a database or
-Redis; the in-memory store is the one-process implementation.
+The host keeps this behind `SessionStore`; each worker holds its sessions in memory. Workers of a shared
+subscription also record every birth and their committed batch ids in PostgreSQL (`cloud/host/shared.py`), so
+any of them can adopt a session it did not see born, and acks follow what all of them committed.
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ class NodeSession:
     frozen: str | None = None  # why acks may not advance (a seq gap, dropped messages) until the next birth
     ack_promised: int | None = None  # the last ack value handed to the DB writer
     last_batch_id: int | None = None  # latest zhizao/Batch seen, for edge_nodes.last_batch
+    # Shared subscriptions (cloud/host/shared.py): the session's generation in PostgreSQL, None when not shared
+    # or when a newer session is recorded there (then nothing of this one enters the ack ledger).
+    generation: int | None = None
 
     def reset_for_birth(self, bd_seq: int | None) -> None:
         """A new NBIRTH: fresh alias map and seq, devices must be born again, ack tracking restarts."""
@@ -117,6 +121,7 @@ class NodeSession:
         self.closed_through = None
         self.ack_promised = None
         self.frozen = None
+        self.generation = None
 
     def track_seq(self, seq: int, now: float) -> None:
         """Track Sparkplug seq (0..255 per node across message types); a gap holds acks and starts the timer."""

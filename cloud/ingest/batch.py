@@ -70,6 +70,9 @@ class Batch:
     acks: dict[NodeKey, Ack] = field(default_factory=dict)
     touched: set[NodeKey] = field(default_factory=set)
     sessions: dict[NodeKey, int | None] = field(default_factory=dict)  # bdSeq of each touched node's session
+    # Shared subscriptions: batch ids of the messages kept whole, per (node, session generation), for the ack
+    # ledger (cloud/host/shared.py); the acks then come from the ledger, computed in the batch's transaction.
+    ledger: dict[tuple[NodeKey, int], list[int]] = field(default_factory=dict)
     samples: int = 0
     started: float = field(default_factory=time.monotonic)
     births: list[Columns] = field(default_factory=list)
@@ -99,7 +102,7 @@ class Batch:
         """Nothing to write and nothing to acknowledge."""
         return not (
             self.samples or self.text_rows or self.held or self.dead_letters or self.health or self.acks
-            or self.births
+            or self.births or self.ledger
         )
 
     def columns(self) -> Columns:

@@ -21,6 +21,7 @@ from psycopg_pool import ConnectionPool
 from zhizao.broker.extensions import BATCH_METRIC, Ack
 from zhizao.broker.sparkplug.codec import Decoded, PayloadError, bdseq_of, birth_units, decode
 from zhizao.broker.sparkplug.topics import MessageType, Topic, TopicError
+from zhizao.cloud.host import shared
 from zhizao.cloud.host.session import NodeKey, NodeSession, SessionStore
 from zhizao.cloud.ingest import metrics, registry
 from zhizao.cloud.ingest.batch import Batch, DeadLetter, NodeHealth
@@ -84,6 +85,7 @@ class Processor:
         send_rebirth: RebirthSender,
         *,
         check_seq: bool = True,
+        shared_sessions: bool = False,
     ) -> None:
         self._pool = pool
         self._writer = writer
@@ -91,6 +93,10 @@ class Processor:
         self._s = settings
         self._send_rebirth = send_rebirth
         self._check_seq = check_seq
+        # Workers of a shared subscription: births and committed batch ids also go to PostgreSQL (host/shared.py).
+        self._shared = shared_sessions
+        self._adopt_tried: dict[NodeKey, float] = {}
+        self._next_gap_check = 0.0
         self._queue: queue.SimpleQueue[Inbound | Dropped | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._queued_bytes = 0
@@ -239,6 +245,9 @@ class Processor:
         if now < self._next_timer_check:
             return
         self._next_timer_check = now + 0.05
+        if self._shared and now >= self._next_gap_check:
+            self._next_gap_check = now + max(0.1, self._s.reorder_timeout_ms / 4000.0)
+            self._ask_stalled()
         timeout = self._s.reorder_timeout_ms / 1000.0
         for session in self._sessions.all():
             if session.missing and now - min(session.missing.values()) >= timeout:
@@ -260,9 +269,47 @@ class Processor:
                 log.info("requesting rebirth of %s/%s (%s)", key.site, key.edge, reason)
                 self._send_rebirth(key)
 
+    def _ask_stalled(self) -> None:
+        """Shared subscription: ask nodes whose ack watermark stands at a gap (a batch some worker received and
+        did not commit: killed, dropped, refused) to rebirth; the edge then replays what is not acknowledged."""
+        try:
+            with translate_errors(), self._pool.connection() as conn:
+                keys = shared.claim_stalled(conn, self._s.reorder_timeout_ms, self._s.rebirth_min_interval_ms,
+                                            self._s.sites)  # fmt: skip
+        except StorageUnavailable:
+            return  # the next check tries again; nothing is acknowledged meanwhile
+        for key in keys:
+            metrics.REBIRTHS.labels("ack_gap").inc()
+            log.info("requesting rebirth of %s/%s (a batch before the ack watermark was not committed by any"
+                     " worker within %d ms)", key.site, key.edge, self._s.reorder_timeout_ms)  # fmt: skip
+            self._send_rebirth(key)
+
+    def _adopt(self, key: NodeKey) -> NodeSession | None:
+        """Shared subscription: take over the node's session from PostgreSQL (its births were seen by another
+        worker, e.g. before this one started); at most once a second per node."""
+        now = time.monotonic()
+        if now - self._adopt_tried.get(key, float("-inf")) < 1.0:
+            return None
+        self._adopt_tried[key] = now
+        birth = self._db(shared.load_birth, key)
+        if birth is None:
+            return None
+        session = self._sessions.get_or_create(key)
+        session.reset_for_birth(birth.bd_seq)
+        session.generation = birth.generation
+        session.node_tags = birth.node_tags
+        session.learn_birth(None, decode(birth.nbirth), birth.node_tags, role_of=_role)
+        for device, payload, tags in birth.devices:
+            session.learn_birth(device, decode(payload), tags, role_of=_role)
+            session.devices.add(device)
+        log.info("%s/%s: adopted session %d (bdSeq %s, %d devices) from the shared session store", key.site,
+                 key.edge, birth.generation, birth.bd_seq, len(birth.devices))  # fmt: skip
+        return session
+
     def _cut(self, final: bool = False) -> None:
         batch = self._batch
-        for key in batch.touched:
+        # Shared subscription: acks come from the ledger, in the batch's own transaction (writer.write_batch).
+        for key in () if self._shared else batch.touched:
             session = self._sessions.get(key)
             if session is None:
                 continue
@@ -385,6 +432,9 @@ class Processor:
             return
         key = NodeKey(topic.group, topic.edge)
         session = self._sessions.get(key)
+        if (self._shared and (session is None or not session.born)
+                and topic.type not in (MessageType.NBIRTH, MessageType.NDEATH)):  # fmt: skip
+            session = self._adopt(key) or session
         dtypes = session.aliases.type_of if session is not None else None
         try:
             decoded = decode(item.payload, dtypes)
@@ -410,6 +460,8 @@ class Processor:
             session.devices.discard(topic.device)
             when = decoded.timestamp_ms or item.received_ms
             self._db(registry.mark_device_dead, key.site, key.edge, topic.device, when)
+            if session.generation is not None:
+                self._db(shared.record_device_death, key, session.generation, topic.device)
             log.info("%s/%s/%s offline (DDEATH)", key.site, key.edge, topic.device)
         elif mtype is MessageType.DDATA and topic.device not in session.devices:
             # Not stored, so not acknowledged: acks of this node stop here until its rebirth (asked for now),
@@ -439,6 +491,10 @@ class Processor:
         session.node_tags = tags
         self._rebirth_wanted.pop(key, None)
         session.learn_birth(None, decoded, tags, role_of=_role)
+        if self._shared:
+            i = decoded.index_of(BATCH_METRIC)
+            birth_batch = int(decoded.value[i]) if i is not None and not decoded.is_null[i] else None
+            session.generation = self._db(shared.record_birth, key, bd_seq, when, birth_batch, item.payload, tags)
         if decoded.seq is not None:
             session.next_seq = (decoded.seq + 1) % 256
         log.info("%s/%s online (NBIRTH, bdSeq %s, %d metrics)", key.site, key.edge, bd_seq, len(defs))
@@ -454,6 +510,8 @@ class Processor:
         tags = self._db(registry.register_device_birth, key.site, key.edge, device, line_id, when, defs)
         session.learn_birth(device, decoded, tags, role_of=_role)
         session.devices.add(device)
+        if session.generation is not None:
+            self._db(shared.record_device, key, session.generation, device, item.payload, tags)
         log.info("%s/%s/%s online (DBIRTH, %d metrics)", key.site, key.edge, device, len(defs))
         self._store(item, session, device, decoded, birth=True)
 
@@ -470,6 +528,8 @@ class Processor:
         session.missing.clear()
         # The host's receive time, as the spec asks for NDEATH.
         self._db(registry.mark_node_dead, key.site, key.edge, item.received_ms)
+        if session.generation is not None:
+            self._db(shared.record_death, key, session.generation)
         log.info("%s/%s offline (NDEATH, bdSeq %s)", key.site, key.edge, bd_seq)
 
     def _on_data(self, item: Inbound, session: NodeSession, device: str | None, decoded: Decoded) -> None:
@@ -515,6 +575,11 @@ class Processor:
         if verdict.batch_id is not None and not birth and not session.see_batch(verdict.batch_id):
             # A birth reports the node's current batch counter, not a new batch: it closes nothing.
             self._freeze(key, "batch_order", f"batch id {verdict.batch_id} after {session.last_batch_seen}")
+        if (self._shared and not birth and verdict.batch_id is not None and session.generation is not None
+                and session.frozen is None):  # fmt: skip
+            # This message is kept whole (stored or quarantined) by this batch: its id goes into the ack ledger
+            # in the same transaction. A message not kept whole (unknown alias) froze the session above.
+            batch.ledger.setdefault((key, session.generation), []).append(verdict.batch_id)
         health = batch.health.get(key)
         if health is None:
             health = batch.health[key] = NodeHealth(item.received_ms)

@@ -58,6 +58,8 @@ class IngestService:
         self._pool: ConnectionPool | None = None
         self._refresher: AggregateRefresher | None = None
         self.acks_sent = 0
+        self._last_ack: dict[NodeKey, Ack] = {}
+        self._ack_lock = threading.Lock()
         self._t0 = time.monotonic()
         self._commit_listeners: list[CommitListener] = []
         self._watch_stop = threading.Event()
@@ -118,13 +120,10 @@ class IngestService:
         self.storage = apply_migrations(self.conninfo, horizons=s.horizons)
         log.info("ingest storage: %s", self.storage.kind)
         if not s.acks:
-            log.info("delivery acks off%s: edge agents release samples once published (plain Sparkplug)",
-                     " (shared subscription: a worker sees only part of each node's stream)"
-                     if s.shared_subscription else "")  # fmt: skip
+            log.info("delivery acks off: edge agents release samples once published (plain Sparkplug)")
         elif s.shared_subscription:
-            log.warning("delivery acks on with a shared subscription: an ack may cover another worker's "
-                        "uncommitted batch; set ZHIZAO_INGEST_ACKS=false unless the broker routes a node "
-                        "to one worker")  # fmt: skip
+            log.info("shared subscription: sessions and the ack ledger in PostgreSQL; an ack covers only batches "
+                     "some worker committed")  # fmt: skip
         if self.storage.timescale:
             # Old rows (outbox replays) reach the continuous aggregates through a refresh after commit.
             self._refresher = AggregateRefresher(self.conninfo, s.horizons)
@@ -149,8 +148,10 @@ class IngestService:
             self.sessions,
             s,
             self._request_rebirth,
-            # With shared subscriptions a worker sees only part of each node's seq stream.
+            # With shared subscriptions a worker sees only part of each node's seq stream; a lost message is
+            # found by the ack ledger instead (a batch id no worker committed), which asks for the rebirth.
             check_seq=not s.shared_subscription,
+            shared_sessions=s.shared_subscription,
         )
         self._writer.start()
         self._processor.start()
@@ -195,6 +196,10 @@ class IngestService:
     def _ack(self, key: NodeKey, ack: Ack) -> None:
         if not self.settings.acks or self._host is None:
             return
+        with self._ack_lock:  # writer threads; ledger acks repeat the watermark while it stands
+            if self._last_ack.get(key) == ack:
+                return
+            self._last_ack[key] = ack
         if self._host.publish(ack_topic(key.site, key.edge), encode_ack(ack.batch, now_ms(), ack.bd_seq), qos=1):
             self.acks_sent += 1
             metrics.ACKS.inc()

@@ -20,6 +20,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from zhizao.broker.extensions import Ack
+from zhizao.cloud.host import shared
 from zhizao.cloud.host.session import NodeKey
 from zhizao.cloud.ingest import metrics
 from zhizao.cloud.ingest.batch import Batch
@@ -136,8 +137,12 @@ def _insert_numeric(
 def write_batch(
     conn: psycopg.Connection[tuple[object, ...]], batch: Batch, *, rollups: bool, optimistic: bool = True
 ) -> int:
-    """Write one batch in one transaction on `conn`; returns the number of samples newly stored."""
+    """Write one batch in one transaction on `conn`; returns the number of samples newly stored.
+
+    With a shared subscription the batch's message ids go into the ack ledger in the same transaction, and
+    `batch.acks` is set (after the commit) to the watermarks the ledger gives."""
     stored = 0
+    acks = dict(batch.acks)
     with conn.transaction():
         if batch.samples:
             conn.execute(_STAGE_DDL)
@@ -169,20 +174,25 @@ def write_batch(
                     " VALUES (%s, %s, %s, %s, %s)",
                     [(_dt(d.received_ms), d.topic, d.reason, d.detail, d.payload) for d in batch.dead_letters],
                 )
-        if batch.health or batch.acks:
-            keys = sorted(set(batch.health) | set(batch.acks))
+        for (key, generation), batch_ids in sorted(batch.ledger.items()):
+            watermark = shared.commit_batches(conn, key, generation, batch_ids)
+            if watermark is not None:
+                acks[key] = Ack(*watermark)
+        if batch.health or acks:
+            keys = sorted(set(batch.health) | set(acks))
             with conn.cursor() as cur:
                 cur.executemany(
                     "UPDATE edge_nodes SET last_seen = greatest(last_seen, coalesce(%s, last_seen)),"
                     " outbox_depth = coalesce(%s, outbox_depth), samples_per_s = coalesce(%s, samples_per_s),"
                     " reconnects = coalesce(%s, reconnects), last_batch = coalesce(%s, last_batch),"
                     " acked_batch = coalesce(%s, acked_batch) WHERE site_id = %s AND edge_node_id = %s",
-                    [_health_row(batch, k) for k in keys],
+                    [_health_row(batch, acks, k) for k in keys],
                 )
+    batch.acks = acks
     return stored
 
 
-def _health_row(batch: Batch, key: NodeKey) -> tuple[object, ...]:
+def _health_row(batch: Batch, acks: dict[NodeKey, Ack], key: NodeKey) -> tuple[object, ...]:
     h = batch.health.get(key)
     return (
         _dt(h.last_seen_ms) if h else None,
@@ -190,7 +200,7 @@ def _health_row(batch: Batch, key: NodeKey) -> tuple[object, ...]:
         h.samples_per_s if h else None,
         int(h.reconnects) if h and h.reconnects is not None else None,
         h.last_batch if h else None,
-        batch.acks[key].batch if key in batch.acks else None,
+        acks[key].batch if key in acks else None,
         key.site,
         key.edge,
     )
@@ -338,7 +348,8 @@ class DbWriter:
                 done = self._finished.pop(self._next_release)
                 self._next_release += 1
                 for key, ack in done.acks.items():
-                    if (key, ack.bd_seq) in self._poisoned:
+                    # Ledger acks (shared subscription) never pass a batch that was not committed: no poisoning.
+                    if not done.ledger and (key, ack.bd_seq) in self._poisoned:
                         continue
                     try:
                         self._on_committed(key, ack)

@@ -27,10 +27,7 @@ PARALLEL = int(os.environ.get("ZHIZAO_FAULT_PARALLEL", "3"))
 
 # Rows whose defect is known and reported, not yet fixed: the test runs and must fail (strict xfail), so the
 # day it holds the marker has to go.
-KNOWN = {
-    "shared-workers": "Mosquitto round-robins $share: with acks off (the only safe setting there) the samples a "
-    "killed worker had received but not committed are lost (issue 15, defect 4)",
-}
+KNOWN: dict[str, str] = {}
 
 
 def _held(result: RowResult) -> None:

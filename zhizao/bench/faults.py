@@ -322,7 +322,7 @@ class RigOptions:
     rate: float = 200.0  # value changes per second offered by the OPC UA server (all tags)
     clock_offset_s: float = 0.0
     workers: int = 1  # cloud ingest processes
-    shared: bool = False  # workers on a $share subscription, acks off (edge: acks false)
+    shared: bool = False  # workers on a $share subscription (sessions and the ack ledger in PostgreSQL), acks on
     per_site_workers: bool = False  # agent i in its own site, worker i subscribed to that site only (acks on)
     bridge: bool = False  # agents on a site broker bridged to the cloud broker
     proxy: bool = False  # agents reach their broker through a FaultProxy
@@ -346,9 +346,8 @@ class Rig:
         self.agents: list[subprocess.Popen[bytes] | None] = [None] * options.agents
         self.source: subprocess.Popen[bytes] | None = None
         self.proxy: FaultProxy | None = None
-        # With acks off a record is released (and its segment deleted) as soon as it is on the socket, often
-        # within milliseconds of its append: that tap polls at 1 ms, and still reports a record it missed.
-        self.tap = OutboxTap(work_dir / "tap", 0.001 if options.shared else 0.005)
+        # Every row runs with acks on: a record lives until the cloud committed it, for the tap to link.
+        self.tap = OutboxTap(work_dir / "tap", 0.005)
         self.names = [f"edge-{i + 1}" for i in range(options.agents)]
         self.outboxes = [work_dir / "outbox" / n for n in self.names]
         self.configs: list[Path] = []
@@ -406,7 +405,7 @@ class Rig:
         """Start cloud ingest worker `i`; `wait_cloud` waits for its `up`."""
         settings: dict[str, Any] = {"reorder_timeout_ms": 500, "rebirth_min_interval_ms": 1000}
         if self.opt.shared:
-            settings |= {"shared_subscription": True, "acks": False, "sites": [SITE]}
+            settings |= {"shared_subscription": True, "sites": [SITE]}
         if self.opt.per_site_workers:
             settings |= {"sites": [self.site_of(i)]}
         code = "from zhizao.bench.faults import cloud_main; cloud_main()"
@@ -455,7 +454,7 @@ class Rig:
                          "reconnect_min_s": 0.2, "reconnect_max_s": 2},
                 "sparkplug": {"publish_interval_ms": 100, "health_interval_s": 1,
                               "replay_samples_per_interval": self.opt.replay_samples_per_interval},
-                "outbox": {"dir": str(outbox), "fsync_interval_s": 1.0, "acks": not self.opt.shared},
+                "outbox": {"dir": str(outbox), "fsync_interval_s": 1.0, "acks": True},
                 "adapters": [{"type": "opcua", "name": "src",
                               "endpoint": f"opc.tcp://127.0.0.1:{self.source_port}/bench",
                               "security": {"mode": "None"},
@@ -781,7 +780,7 @@ ROWS: dict[str, Row] = {
         Row("clock-behind", "device clock a day behind", RigOptions(clock_offset_s=-86_400), _steady),
         Row("clock-ahead", "device clock an hour ahead (refused: quarantine)",
             RigOptions(clock_offset_s=3_600), _steady),
-        Row("shared-workers", "two workers on a $share subscription (acks off), one killed",
+        Row("shared-workers", "two workers on a $share subscription (acks on), one killed",
             RigOptions(workers=2, shared=True), _worker_kill),
         Row("site-workers", "two workers, one per site group (acks on), one killed and restarted",
             RigOptions(workers=2, per_site_workers=True), _site_worker_kill),
