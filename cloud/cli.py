@@ -63,11 +63,18 @@ def cloud() -> None:
 @click.option("--host", "api_host", metavar="HOST", help="Listen address (default $ZHIZAO_API_HOST or 127.0.0.1).")
 @click.option("--port", "api_port", type=int, metavar="PORT", help="Listen port (default $ZHIZAO_API_PORT or 8080).")
 @click.option("--no-ingest", is_flag=True, help="Serve the API only (ingest runs in other workers).")
-def serve(database_url: str | None, api_host: str | None, api_port: int | None, no_ingest: bool) -> None:
+@click.option("--shared-subscription/--no-shared-subscription", "shared", default=None,
+              help="One of several ingest workers sharing DATA through $share/zhizao-ingest/... (sessions and acks"
+                   " in PostgreSQL, one owner per site); default $ZHIZAO_INGEST_SHARED_SUBSCRIPTION or off.")
+@click.option("--sites", metavar="a,b", default=None,
+              help="Only these sites (groups) in this worker (default $ZHIZAO_INGEST_SITES or all).")
+def serve(database_url: str | None, api_host: str | None, api_port: int | None, no_ingest: bool,
+          shared: bool | None, sites: str | None) -> None:  # fmt: skip
     """Run the API and the ingest in one process until SIGINT/SIGTERM."""
     from zhizao.cloud.service import CloudService
 
-    settings = _settings(database_url=database_url, api_host=api_host, api_port=api_port)
+    settings = _settings(database_url=database_url, api_host=api_host, api_port=api_port,
+                         ingest_shared_subscription=shared, ingest_sites=sites)  # fmt: skip
     try:
         service = CloudService(settings, ingest=not no_ingest)
         service.run()

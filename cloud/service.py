@@ -18,7 +18,7 @@ from zhizao.cloud.api import create_app
 from zhizao.cloud.commands import CommandService, load_signing_key
 from zhizao.cloud.ingest.service import IngestService
 from zhizao.cloud.ingest.settings import IngestSettings
-from zhizao.cloud.live import LiveHub
+from zhizao.cloud.live import LiveHub, PgLiveRelay
 from zhizao.cloud.monitoring import MonitoringService
 from zhizao.cloud.oee import OeeService
 from zhizao.cloud.planning.service import Planner
@@ -56,11 +56,15 @@ class CloudService:
         self.settings = settings
         self.conninfo = settings.require_database_url()
         self.ingest: IngestService | None = None
+        ingest_settings = ingest_settings or settings.ingest_settings()
         if ingest:
-            ingest_settings = ingest_settings or settings.ingest_settings()
             self.ingest = IngestService(self.conninfo, settings.mqtt_url, settings.host_id, ingest_settings)
         self.storage: StorageInfo | None = None
         self.live = LiveHub()
+        # Several workers (shared subscription): each site's OEE and monitoring run in the worker that owns it
+        # (ingest.owners), and live events reach the dashboards of every worker through PostgreSQL.
+        shared = ingest_settings.shared_subscription  # an API-only process (no ingest) relays too
+        self.live_relay: PgLiveRelay | None = PgLiveRelay(self.live, self.conninfo) if shared else None
         # OEE from committed samples: the ingest hands every committed batch to it (after commit).
         self.oee: OeeService | None = OeeService(self.conninfo, self.live) if oee else None
         if self.oee is not None and self.ingest is not None:
@@ -99,6 +103,8 @@ class CloudService:
         app.state.planner = self.planner
         self.replanner.start()
         app.state.monitoring = self.monitoring
+        if self.live_relay is not None:
+            await asyncio.to_thread(self.live_relay.start)
         if self.oee is not None:
             await asyncio.to_thread(self.oee.start)
         if self.monitoring is not None:
@@ -127,6 +133,8 @@ class CloudService:
             await asyncio.to_thread(self.replanner.stop)
             if self.monitoring is not None:
                 await asyncio.to_thread(self.monitoring.stop)
+            if self.live_relay is not None:
+                await asyncio.to_thread(self.live_relay.stop)
 
     def build_app(self) -> FastAPI:
         """The API app wired to this service's ingest."""

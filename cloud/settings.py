@@ -81,8 +81,8 @@ class CloudSettings(BaseSettings):
     mqtt_protocol: Literal["auto", "5", "3.1.1"] = "auto"
     # Several workers split DATA through `$share/zhizao-ingest/...` (each still sees every birth).
     ingest_shared_subscription: bool = False
-    # Delivery acks (the zhizao extension). Unset: on, except with a shared subscription, where a worker sees
-    # only part of each node's stream and so cannot know what the node's other batches became.
+    # Delivery acks (the zhizao extension), on unless set false; with a shared subscription too, where the ack
+    # watermark comes from the batches every worker committed (cloud/host/shared.py).
     ingest_acks: bool | None = None
     ingest_sites: Annotated[tuple[str, ...], NoDecode] = ()
     # A font with Chinese glyphs for PDF shift reports (.ttf/.otf/.ttc); unset: the first one installed of
@@ -180,7 +180,7 @@ class CloudSettings(BaseSettings):
         """Settings of the ingest that `CloudService` runs."""
         from zhizao.cloud.ingest.settings import IngestSettings
 
-        acks = (not self.ingest_shared_subscription) if self.ingest_acks is None else self.ingest_acks
+        acks = True if self.ingest_acks is None else self.ingest_acks
         return IngestSettings(horizons=self.horizons(), mqtt_protocol=self.mqtt_protocol, acks=acks,
                               shared_subscription=self.ingest_shared_subscription, sites=self.ingest_sites)
 

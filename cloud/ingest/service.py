@@ -19,6 +19,7 @@ from zhizao.broker.sparkplug.topics import MessageType, node_topic
 from zhizao.cloud.host.client import HostClient, HostError, now_ms, subscriptions
 from zhizao.cloud.host.session import InMemorySessionStore, NodeKey, SessionStore
 from zhizao.cloud.ingest import metrics
+from zhizao.cloud.ingest.owners import SiteOwners
 from zhizao.cloud.ingest.processor import Processor
 from zhizao.cloud.ingest.settings import IngestSettings
 from zhizao.cloud.ingest.writer import CommitListener, DbWriter
@@ -62,6 +63,7 @@ class IngestService:
         self._ack_lock = threading.Lock()
         self._t0 = time.monotonic()
         self._commit_listeners: list[CommitListener] = []
+        self._owners: SiteOwners | None = None
         self._watch_stop = threading.Event()
         self.worker_restarts = 0
 
@@ -95,6 +97,9 @@ class IngestService:
         commit-release order (batch k after batches 1..k-1), so it must be cheap: queue the arrays and work
         elsewhere (the OEE service does). Exceptions are logged and never stop the ingest. Add listeners
         before `start()`.
+
+        With a shared subscription `fn` gets the samples of the sites this worker owns (`owners.SiteOwners`:
+        one worker per site, through an advisory lock), committed by any worker, from its owner thread.
         """
         self._commit_listeners.append(fn)
 
@@ -124,21 +129,28 @@ class IngestService:
         elif s.shared_subscription:
             log.info("shared subscription: sessions and the ack ledger in PostgreSQL; an ack covers only batches "
                      "some worker committed")  # fmt: skip
+        writer_listeners = self._commit_listeners
+        if s.shared_subscription:
+            # OEE and detection keep per-machine state: one worker per site computes them, from every commit.
+            self._owners = SiteOwners(self.conninfo, self._commit_listeners, sites=s.sites,
+                                      name=f"{self.host_id}-site-owners")  # fmt: skip
+            writer_listeners = []
         if self.storage.timescale:
             # Old rows (outbox replays) reach the continuous aggregates through a refresh after commit.
             self._refresher = AggregateRefresher(self.conninfo, s.horizons)
             self._refresher.start()
-            self._commit_listeners.append(self._refresher.note)
+            writer_listeners.append(self._refresher.note)
         self._pool = make_pool(self.conninfo, min_size=2, max_size=s.pool_max_size, name="zhizao-ingest")
         self._writer = DbWriter(
             self._pool,
             on_committed=self._ack,
             on_refused=lambda keys: self._processor.refused(keys) if self._processor is not None else None,
-            commit_listeners=self._commit_listeners,
+            commit_listeners=writer_listeners,
             rollups=not self.storage.timescale,
             depth=s.pipeline_depth,
             writers=s.writers,
             optimistic=s.optimistic_insert,
+            site_feed=s.shared_subscription,
             retry_initial_s=s.db_retry_initial_s,
             retry_max_s=s.db_retry_max_s,
         )
@@ -155,6 +167,8 @@ class IngestService:
         )
         self._writer.start()
         self._processor.start()
+        if self._owners is not None:
+            self._owners.start()
         self._t0 = time.monotonic()
         self._watchdog = threading.Thread(target=self._watch, name="zhizao-ingest-watchdog", daemon=True)
         self._watchdog.start()
@@ -186,6 +200,8 @@ class IngestService:
             self._processor.stop(max(0.5, deadline - time.monotonic()))
         if self._writer is not None and not self._writer.stop(max(0.5, deadline - time.monotonic())):
             log.warning("stopped with batches not committed; the edge nodes keep them and replay")
+        if self._owners is not None:
+            self._owners.stop(max(0.5, deadline - time.monotonic()))
         if self._refresher is not None:
             self._refresher.stop(max(0.5, deadline - time.monotonic()))
         if self._host is not None:

@@ -25,6 +25,7 @@ from zhizao.cloud.host.session import NodeKey
 from zhizao.cloud.ingest import metrics
 from zhizao.cloud.ingest.batch import Batch
 from zhizao.cloud.ingest.decode import QUARANTINE_REASONS
+from zhizao.cloud.ingest.owners import write_feed
 from zhizao.cloud.storage import plain
 from zhizao.cloud.storage.db import StorageError, StorageUnavailable, translate_errors
 
@@ -135,7 +136,8 @@ def _insert_numeric(
 
 
 def write_batch(
-    conn: psycopg.Connection[tuple[object, ...]], batch: Batch, *, rollups: bool, optimistic: bool = True
+    conn: psycopg.Connection[tuple[object, ...]], batch: Batch, *, rollups: bool, optimistic: bool = True,
+    site_feed: bool = False,
 ) -> int:
     """Write one batch in one transaction on `conn`; returns the number of samples newly stored.
 
@@ -150,6 +152,9 @@ def write_batch(
                 with cur.copy("COPY zhizao_stage (ts, tag_id, value, quality, live) FROM STDIN (FORMAT BINARY)") as cp:
                     cp.write(batch.numeric_copy_data())
                 stored += _insert_numeric(conn, cur, batch, optimistic=optimistic, rollups=rollups)
+            if site_feed:  # several workers: the site's owner computes OEE and detection from every worker's commits
+                c = batch.columns()
+                write_feed(conn, c.tag[~c.null], c.ts_ms[~c.null], c.value[~c.null])
         if batch.samples or batch.births:
             latest = batch.latest()
             if len(latest.tag):
@@ -229,12 +234,14 @@ class DbWriter:
         depth: int = 2,
         writers: int = 2,
         optimistic: bool = True,
+        site_feed: bool = False,
         retry_initial_s: float = 0.2,
         retry_max_s: float = 5.0,
     ) -> None:
         self._pool = pool
         self._rollups = rollups
         self._optimistic = optimistic
+        self._site_feed = site_feed
         self._on_committed = on_committed
         self._on_refused = on_refused
         # Edge sessions (node, bdSeq) with data in a batch the database refused: their acks are never sent,
@@ -375,7 +382,8 @@ class DbWriter:
             started = time.monotonic()
             try:
                 with translate_errors(), self._pool.connection() as conn:
-                    stored = write_batch(conn, batch, rollups=self._rollups, optimistic=self._optimistic)
+                    stored = write_batch(conn, batch, rollups=self._rollups, optimistic=self._optimistic,
+                                         site_feed=self._site_feed)
             except StorageUnavailable as exc:
                 metrics.DB_ERRORS.labels("unavailable").inc()
                 if self.db_down_since is None:

@@ -98,11 +98,12 @@ def test_cloud_serve_with_bad_variables_exits_with_the_message(tmp_path: Path) -
     assert "ZHIZAO_API_PORT='eighty': Input should be a valid integer" in proc.stderr
 
 
-def test_acks_default_off_with_a_shared_subscription_and_can_be_set() -> None:
+def test_acks_default_on_also_with_a_shared_subscription_and_can_be_set() -> None:
     from zhizao.cloud.settings import CloudSettings
 
     assert CloudSettings.from_env({}).ingest_settings().acks is True
-    assert CloudSettings.from_env({"ZHIZAO_INGEST_SHARED_SUBSCRIPTION": "true"}).ingest_settings().acks is False
+    # The ack ledger in PostgreSQL keeps acks correct with several workers (issue 15): no longer off by default.
+    assert CloudSettings.from_env({"ZHIZAO_INGEST_SHARED_SUBSCRIPTION": "true"}).ingest_settings().acks is True
     assert CloudSettings.from_env({"ZHIZAO_INGEST_ACKS": "false"}).ingest_settings().acks is False
     forced = CloudSettings.from_env({"ZHIZAO_INGEST_SHARED_SUBSCRIPTION": "true", "ZHIZAO_INGEST_ACKS": "true"})
     assert forced.ingest_settings().acks is True

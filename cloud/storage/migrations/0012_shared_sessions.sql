@@ -42,3 +42,16 @@ CREATE TABLE IF NOT EXISTS ingest_committed_batches (
     batch_id      bigint NOT NULL,
     PRIMARY KEY (site_id, edge_node_id, generation, batch_id)
 );
+
+-- Committed numeric samples per site, for the worker that owns the site (cloud/ingest/owners.py: a session
+-- advisory lock per site): with several workers the OEE and condition monitoring of a site run in exactly one
+-- of them, fed with what every worker committed. Written in each batch's transaction, deleted as the owner
+-- takes them.
+CREATE TABLE IF NOT EXISTS ingest_site_feed (
+    feed_id   bigserial PRIMARY KEY,
+    site_id   text NOT NULL,
+    tag_ids   integer[] NOT NULL,
+    ts_ms     bigint[] NOT NULL,
+    value     double precision[] NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ingest_site_feed_site ON ingest_site_feed (site_id, feed_id);

@@ -1,0 +1,133 @@
+"""One owner per site among several ingest workers: OEE, condition monitoring and their live events.
+
+With a shared subscription every worker commits part of each site's samples, but OEE and anomaly detection
+keep per-machine state and must see all of a site's samples, once. So each batch transaction also writes its
+numeric samples, grouped by site, to `ingest_site_feed` (`write_feed`), and each worker runs a `SiteOwners`
+thread: it holds, on its own connection, a session-level advisory lock per site it owns
+(`pg_try_advisory_lock`, key `hashtext('zhizao.site-owner:' || site)`), takes (deletes) that site's feed
+rows in order and hands them to its commit listeners. A site nobody owns is claimed at the next poll; a
+worker that dies loses its connection and with it its locks, so another worker takes the site over within
+`poll_s`, from the first feed row the dead one had not taken. (Rows it had taken and not yet computed are gone
+from the feed, not from `samples`: the OEE service reloads a machine it starts from the database.) `sites`
+limits which sites this worker may own (the worker's `sites` setting).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+
+from zhizao.cloud.storage.db import StorageError, map_error
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[npt.NDArray[np.int32], npt.NDArray[np.int64], npt.NDArray[np.float64]], None]
+LOCK_PREFIX = "zhizao.site-owner:"
+
+_FEED_INSERT = (
+    "INSERT INTO ingest_site_feed (site_id, tag_ids, ts_ms, value)"
+    " SELECT t.site_id, array_agg(x.tag ORDER BY x.i), array_agg(x.ts ORDER BY x.i), array_agg(x.v ORDER BY x.i)"
+    " FROM unnest(%s::integer[], %s::bigint[], %s::double precision[]) WITH ORDINALITY AS x(tag, ts, v, i)"
+    " JOIN tags t ON t.tag_id = x.tag GROUP BY t.site_id"
+)
+
+
+def write_feed(
+    conn: psycopg.Connection[tuple[object, ...]],
+    tag: npt.NDArray[np.int32],
+    ts_ms: npt.NDArray[np.int64],
+    value: npt.NDArray[np.float64],
+) -> None:
+    """In a batch's transaction: its committed numeric samples, one feed row per site."""
+    if len(tag):
+        conn.execute(_FEED_INSERT, [tag.tolist(), ts_ms.tolist(), value.tolist()])
+
+
+class SiteOwners:
+    """Claims sites through advisory locks and feeds the owned sites' committed samples to `listeners`."""
+
+    def __init__(self, conninfo: str, listeners: list[Listener], *, sites: tuple[str, ...] = (),
+                 poll_s: float = 0.2, name: str = "") -> None:  # fmt: skip
+        self.conninfo = conninfo
+        self.listeners = listeners
+        self.sites = sites
+        self.poll_s = poll_s
+        self.name = name or "zhizao-site-owners"
+        self.owned: set[str] = set()
+        self.fed_samples = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+
+    def start(self) -> None:
+        """Start the owner thread."""
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Feed what is left of the owned sites, release the locks (closing the connection), end the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            stopping = self._stop.is_set()
+            try:
+                self.poll()
+            except StorageError as exc:
+                log.warning("site owners: %s; retrying", exc)
+                self._close()
+            except Exception:  # a bug must not end ownership silently: logged, the locks are given up
+                log.exception("site owners failed; releasing sites")
+                self._close()
+            if stopping:
+                break
+            self._stop.wait(self.poll_s)
+        self._close()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            if self.owned:
+                log.info("releasing sites %s", sorted(self.owned))
+            self._conn.close()
+            self._conn = None
+        self.owned = set()
+
+    def poll(self) -> None:
+        """Claim free sites, then take and hand on the feed of every owned site."""
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
+                self.owned = set()
+            conn = self._conn
+            sites = [str(r[0]) for r in conn.execute(
+                "SELECT DISTINCT site_id FROM ingest_site_feed WHERE cardinality(%s::text[]) = 0"
+                " OR site_id = ANY(%s::text[])", [list(self.sites), list(self.sites)])]  # fmt: skip
+            for site in sorted(set(sites) - self.owned):
+                row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [LOCK_PREFIX + site]).fetchone()
+                if row is not None and row[0]:
+                    self.owned.add(site)
+                    log.info("%s owns site %s (OEE, monitoring, live events)", self.name, site)
+            if not self.owned:
+                return
+            rows = conn.execute(
+                "WITH taken AS (DELETE FROM ingest_site_feed WHERE site_id = ANY(%s::text[])"
+                " RETURNING feed_id, tag_ids, ts_ms, value) SELECT tag_ids, ts_ms, value FROM taken ORDER BY feed_id",
+                [sorted(self.owned)],
+            ).fetchall()
+        except psycopg.Error as exc:
+            raise map_error(exc) from None
+        for tags, ts, values in rows:
+            tag = np.asarray(tags, np.int32)
+            self.fed_samples += len(tag)
+            for fn in list(self.listeners):
+                try:
+                    fn(tag, np.asarray(ts, np.int64), np.asarray(values, np.float64))
+                except Exception:  # a listener's bug never stops the feed
+                    log.exception("site listener %r failed", fn)
