@@ -77,3 +77,32 @@ def test_named_commands_exist(where: str, argv: list[str]) -> None:
     assert result.exit_code == 0, f"{where}: `zhizao {' '.join(path)}` does not exist: {result.output}"
     for opt in options:
         assert opt in result.output, f"{where}: `zhizao {' '.join(path)}` has no option {opt}"
+
+
+def _ingest_settings(env: dict[str, Any], argv: list[str]) -> Any:
+    from zhizao.cloud.settings import CloudSettings
+
+    plain = {k: str(v) for k, v in env.items() if "DATABASE" not in k}  # secrets are not on this machine
+    shared = True if "--shared-subscription" in argv else None
+    return CloudSettings.from_env(plain, **({"ingest_shared_subscription": shared} if shared else {})).ingest_settings()
+
+
+def test_ingest_workers_share_the_stream_with_acks_on_as_the_fault_matrix_tests_them() -> None:
+    """The `shared-workers` row: several workers on $share (Mosquitto round robin), acks on: sessions and the
+    ack ledger in PostgreSQL, one owner per site. Compose and Kubernetes run exactly that."""
+    services = _yaml_docs(DEPLOY / "compose" / "docker-compose.yml")[0]["services"]
+    for name in ("cloud", "ingest"):
+        s = _ingest_settings(services[name]["environment"], services[name]["command"])
+        assert (s.shared_subscription, s.acks) == (True, True), name
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in _yaml_docs(DEPLOY / "kubernetes" / "cloud.yaml")}
+    config = docs["ConfigMap", "zhizao-cloud"]["data"]
+    ingest = docs["Deployment", "zhizao-ingest"]
+    assert ingest["spec"]["replicas"] >= 2
+    container = ingest["spec"]["template"]["spec"]["containers"][0]
+    env = config | {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+    s = _ingest_settings(env, container["args"])
+    assert (s.shared_subscription, s.acks) == (True, True)
+    # The API pods get the same setting from the ConfigMap, so they relay the owners' live events.
+    api = docs["Deployment", "zhizao-api"]["spec"]["template"]["spec"]["containers"][0]
+    api_env = config | {e["name"]: e["value"] for e in api.get("env", []) if "value" in e}
+    assert _ingest_settings(api_env, api["args"]).shared_subscription is True
