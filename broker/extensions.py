@@ -6,6 +6,22 @@ database it publishes the highest committed batch id on `zhizao/v1/ack/{site}/{e
 `{"batch": N, "bdSeq": B, "timestamp": T}`. The ack belongs to the edge session of that bdSeq: the host's ack
 watermark starts anew with every NBIRTH, and an edge ignores an ack of another session (an ack without bdSeq,
 from an older host, is taken as one of the current session). Other Sparkplug hosts ignore both.
+
+What "committed" means for N: every DATA message of the session up to the one with batch N is committed (or
+kept whole in quarantine), by whichever host worker received it. The edge gives each DATA message its own id,
+the previous one + 1, and reports its counter (the last id handed out) as `zhizao/Batch` in the NBIRTH; so the
+session's batches are the ids after the NBIRTH's counter, and N is the end of the unbroken run of committed
+ones. One host process sees a node's whole stream and closes a batch when the next one arrives. Several workers
+of an MQTT 5 shared subscription (the broker hands each message to one of them; Mosquitto: round robin) each
+see part of it: they record the id of every message they commit in PostgreSQL, in the same transaction, and
+the ack is the contiguous watermark over what all of them recorded (`cloud/host/shared.py`). So an ack never
+covers a batch another worker received and has not committed; a batch no worker commits (a worker killed
+holding it) stops the watermark, and the node is asked to rebirth and replays everything after the last ack.
+
+Compatibility: the payload and topic are the same as before, with or without shared workers, so an edge and
+a host of different versions understand each other's acks. A shared-subscription host needs the edge's ids to
+be consecutive and the counter in the NBIRTH (the zhizao edge has always sent both); an edge whose ids skip
+gets no ack past the first skip from such a host (it keeps its data; run one worker per site for it).
 """
 
 from __future__ import annotations
