@@ -69,13 +69,19 @@ class CloudService:
         self.oee: OeeService | None = OeeService(self.conninfo, self.live) if oee else None
         if self.oee is not None and self.ingest is not None:
             self.ingest.add_commit_listener(self.oee.on_committed)
+            self.ingest.add_claim_listener(self.oee.forget)
         # Planning (issue 14): the planner the API uses and the worker that proposes re-plans when capacity drops.
         self.planner = Planner(self.conninfo)
         self.replanner = ReplanWatcher(self.planner)
         # Condition monitoring (anomaly scores, alarms, webhooks) from the same committed batches.
-        self.monitoring: MonitoringService | None = MonitoringService(self.conninfo, self.live) if monitoring else None
+        # With shared workers, wall-time checks run only for the sites this worker owns (none without ingest).
+        owns = (self.ingest.owns if self.ingest is not None else (lambda site: False)) if shared else None
+        self.monitoring: MonitoringService | None = (
+            MonitoringService(self.conninfo, self.live, owns=owns) if monitoring else None
+        )
         if self.monitoring is not None and self.ingest is not None:
             self.ingest.add_commit_listener(self.monitoring.on_committed)
+            self.ingest.add_claim_listener(self.monitoring.resync)
         self.commands: CommandService | None = None
         if settings.commands:
             self.commands = CommandService(

@@ -52,9 +52,12 @@ class SiteOwners:
     """Claims sites through advisory locks and feeds the owned sites' committed samples to `listeners`."""
 
     def __init__(self, conninfo: str, listeners: list[Listener], *, sites: tuple[str, ...] = (),
-                 poll_s: float = 0.2, name: str = "") -> None:  # fmt: skip
+                 poll_s: float = 0.2, name: str = "", on_claim: list[Callable[[str], None]] | None = None) -> None:  # fmt: skip
         self.conninfo = conninfo
         self.listeners = listeners
+        # Called with a site this worker has just taken over, before its feed: state kept from an earlier
+        # ownership is stale (another worker computed meanwhile) and must be reloaded from the database.
+        self.on_claim = on_claim if on_claim is not None else []
         self.sites = sites
         self.poll_s = poll_s
         self.name = name or "zhizao-site-owners"
@@ -99,6 +102,10 @@ class SiteOwners:
             self._conn = None
         self.owned = set()
 
+    def owns(self, site: str) -> bool:
+        """Whether this worker owns `site` now (any thread)."""
+        return site in self.owned
+
     def poll(self) -> None:
         """Claim free sites, then take and hand on the feed of every owned site."""
         try:
@@ -107,13 +114,21 @@ class SiteOwners:
                 self.owned = set()
             conn = self._conn
             sites = [str(r[0]) for r in conn.execute(
-                "SELECT DISTINCT site_id FROM ingest_site_feed WHERE cardinality(%s::text[]) = 0"
-                " OR site_id = ANY(%s::text[])", [list(self.sites), list(self.sites)])]  # fmt: skip
+                "SELECT site_id FROM sites WHERE cardinality(%s::text[]) = 0 OR site_id = ANY(%s::text[])",
+                [list(self.sites), list(self.sites)])]  # fmt: skip
+            claimed = []
             for site in sorted(set(sites) - self.owned):
                 row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [LOCK_PREFIX + site]).fetchone()
                 if row is not None and row[0]:
-                    self.owned.add(site)
+                    claimed.append(site)
                     log.info("%s owns site %s (OEE, monitoring, live events)", self.name, site)
+            for site in claimed:
+                for hook in list(self.on_claim):
+                    try:
+                        hook(site)
+                    except Exception:  # a hook's bug never stops the ownership
+                        log.exception("site claim hook %r failed", hook)
+            self.owned.update(claimed)
             if not self.owned:
                 return
             rows = conn.execute(

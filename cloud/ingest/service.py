@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from psycopg_pool import ConnectionPool
 
@@ -64,6 +65,7 @@ class IngestService:
         self._t0 = time.monotonic()
         self._commit_listeners: list[CommitListener] = []
         self._owners: SiteOwners | None = None
+        self._claim_listeners: list[Callable[[str], None]] = []
         self._watch_stop = threading.Event()
         self.worker_restarts = 0
 
@@ -103,6 +105,16 @@ class IngestService:
         """
         self._commit_listeners.append(fn)
 
+    def add_claim_listener(self, fn: Callable[[str], None]) -> None:
+        """Shared subscription: call `fn(site)` when this worker takes a site over (before its first samples),
+        so per-site state kept from an earlier ownership is reloaded. Add before `start()`."""
+        self._claim_listeners.append(fn)
+
+    def owns(self, site: str) -> bool:
+        """Whether OEE and monitoring of `site` run here: always without a shared subscription, else while this
+        worker holds the site's advisory lock."""
+        return self._owners is None or self._owners.owns(site)
+
     def start_pipeline_only(self) -> None:
         """Start storage, writers and processor without MQTT (benchmarks and replay tools use `submit`)."""
         if self._claim_start():
@@ -133,7 +145,7 @@ class IngestService:
         if s.shared_subscription:
             # OEE and detection keep per-machine state: one worker per site computes them, from every commit.
             self._owners = SiteOwners(self.conninfo, self._commit_listeners, sites=s.sites,
-                                      name=f"{self.host_id}-site-owners")  # fmt: skip
+                                      name=f"{self.host_id}-site-owners", on_claim=self._claim_listeners)  # fmt: skip
             writer_listeners = []
         if self.storage.timescale:
             # Old rows (outbox replays) reach the continuous aggregates through a refresh after commit.

@@ -20,6 +20,7 @@ import queue
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -87,8 +88,13 @@ class MonitoringService:
     """Detector states, alarm conditions and alarm points, kept up to date from committed samples."""
 
     def __init__(self, conninfo: str, live: LiveHub | None = None, *, check_every_s: float = 5.0,
-                 max_queued_batches: int = 10_000, webhooks: bool = True, first_catch_up_s: float = 86_400.0) -> None:
+                 max_queued_batches: int = 10_000, webhooks: bool = True, first_catch_up_s: float = 86_400.0,
+                 owns: Callable[[str], bool] | None = None) -> None:
         self.conninfo = conninfo
+        # Several ingest workers: the sites whose wall-time checks and catch-up run here (one owner per site,
+        # cloud/ingest/owners.py); None: every site.
+        self.owns = owns if owns is not None else (lambda site: True)
+        self._resync = threading.Event()
         # A tag never scored before (a first start on a database with history) is caught up from this far back
         # only, not over its whole history.
         self.first_catch_up_ms = int(first_catch_up_s * 1000)
@@ -161,6 +167,10 @@ class MonitoringService:
             self.dropped_batches += 1
             self._lost = True  # caught up from the database (every tag from its newest scored time)
 
+    def resync(self, site: str = "") -> None:
+        """Reload states from the database (this worker took a site over: another one computed meanwhile)."""
+        self._resync.set()
+
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything queued so far is processed and committed (tests, benchmarks)."""
         return self._request("flush", timeout)
@@ -190,6 +200,9 @@ class MonitoringService:
             requests: list[tuple[str, Done]] = []
             ok = False
             try:
+                if self._resync.is_set():
+                    self._resync.clear()
+                    loaded = False
                 if not loaded:
                     self._load()
                     loaded = True
@@ -358,7 +371,7 @@ class MonitoringService:
 
     def _catch_up(self) -> None:
         """Process samples committed but not yet scored (after a restart or a full queue), per tag in time order."""
-        tags = [t for t, ref in self._tags.items() if isinstance(ref, TagRef | StateTag)]
+        tags = [t for t, ref in self._tags.items() if isinstance(ref, TagRef | StateTag) and self.owns(ref.site)]
         if not tags:
             return
         since = self._resume_points(tags)
@@ -735,6 +748,8 @@ class MonitoringService:
             if offline:
                 for site, edge, online, death in conn.execute(
                         "SELECT site_id, edge_node_id, online, last_death FROM edge_nodes").fetchall():
+                    if not self.owns(site):
+                        continue
                     for rule in offline:
                         if rule.machine is None and rule.machine_kind is None and rule.tag is None \
                                 and (rule.site is None or rule.site == site):
@@ -750,6 +765,8 @@ class MonitoringService:
                     "  AND t.name NOT LIKE 'Counts/%%' AND t.name NOT LIKE 'Rate/%%')"
                     " FROM machines m").fetchall()
                 for site, line, machine, kind, online, death, birth, newest in rows:
+                    if not self.owns(site):
+                        continue
                     for rule in [r for r in offline if r.matches(site, kind, machine, None)
                                  and (r.machine is not None or r.machine_kind is not None)]:
                         down = not online and death is not None and (now - death).total_seconds() >= rule.params.after_s

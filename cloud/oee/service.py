@@ -138,6 +138,11 @@ class OeeService:
         self._requests.put(("reload", site, machine, since_ms, done))
         return done
 
+    def forget(self, site: str) -> None:
+        """Drop the in-memory state of the site's machines: each reloads from the database with its next samples
+        (this worker took the site over from another one, which computed meanwhile)."""
+        self._requests.put(("forget", site, None, 0, Done()))
+
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued so far is processed and computed (tests, benchmarks)."""
         done = Done()
@@ -348,6 +353,11 @@ class OeeService:
             for key in self._machines:
                 self._reload[key] = min(self._reload.get(key, lost), lost)
         for kind, site, machine, since, _ in requests:
+            if kind == "forget":
+                for key in [k for k in self._machines if k[0] == site]:
+                    del self._machines[key]
+                    self._reload.pop(key, None)
+                continue
             if kind != "reload":
                 continue
             if machine is None:

@@ -45,11 +45,14 @@ def test_each_site_has_one_owner_fed_by_every_commit_and_a_dead_owner_is_replace
     apply_migrations(fresh_database)
     tag = _tags(fresh_database, ["a", "b"])
     heard = [Heard(), Heard()]
-    owners = [SiteOwners(fresh_database, [heard[i]], poll_s=0.05, name=f"w{i}") for i in range(2)]
+    claims: list[list[str]] = [[], []]
+    owners = [SiteOwners(fresh_database, [heard[i]], poll_s=0.05, name=f"w{i}", on_claim=[claims[i].append])
+              for i in range(2)]  # fmt: skip
     _commit(fresh_database, [tag["a"], tag["b"]], [1, 2])  # one worker's batch with samples of both sites
     owners[0].poll()  # the first to look claims both sites (as after start-up)
     owners[1].poll()
     assert (owners[0].owned, owners[1].owned) == ({"a", "b"}, set())
+    assert claims == [["a", "b"], []]
     for o in owners:
         o.start()
     try:
@@ -61,6 +64,7 @@ def test_each_site_has_one_owner_fed_by_every_commit_and_a_dead_owner_is_replace
         _commit(fresh_database, [tag["a"], tag["b"]], [100, 101])
         wait_for(lambda: sorted(heard[1].ts) == [100, 101], what="the other worker took the sites over")
         assert owners[1].owned == {"a", "b"} and len(heard[0].ts) == 22
+        assert claims[1] == ["a", "b"]  # told to reload their state before the first samples
     finally:
         for o in owners:
             o.stop()

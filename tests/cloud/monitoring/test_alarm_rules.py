@@ -27,8 +27,8 @@ def fleet(fresh_database: str) -> dict[tuple[str, str, str], int]:
 def make_service(fresh_database: str) -> Iterator[Any]:
     started: list[MonitoringService] = []
 
-    def make() -> MonitoringService:
-        svc = MonitoringService(fresh_database, webhooks=False, check_every_s=3600)
+    def make(**kw: Any) -> MonitoringService:
+        svc = MonitoringService(fresh_database, webhooks=False, check_every_s=3600, **kw)
         svc.start()
         started.append(svc)
         return svc
@@ -139,3 +139,23 @@ def test_offline_and_stale(fresh_database: str, fleet: Any, make_service: Any) -
     assert svc.check_now()
     assert sorted(rows(fresh_database, "SELECT key, state FROM alarms")) == [
         ("offline:2:site-a/l2", "rtn_unack"), ("stale:3:site-b/m9", "rtn_unack")]
+
+
+def test_wall_time_checks_run_only_in_the_worker_that_owns_the_site(
+    fresh_database: str, fleet: Any, make_service: Any
+) -> None:
+    """Several ingest workers: each site's offline and stale checks run in its owner only (ingest/owners.py)."""
+    add_rule(fresh_database, "offline", {"after_s": 30}, priority="high")
+    add_rule(fresh_database, "stale", {"after_s": 120}, site="site-b")
+    with psycopg.connect(fresh_database) as conn:
+        conn.execute("UPDATE edge_nodes SET online = false, last_death = now() - interval '5 minutes'"
+                     " WHERE edge_node_id = 'l2'")
+        conn.execute("INSERT INTO latest_values (tag_id, ts, value) VALUES (%s, now() - interval '10 minutes', 1)",
+                     [fleet[("site-b", "m9", "Temperature/Spindle")]])
+    owner_a = make_service(owns=lambda site: site == "site-a")
+    owner_b = make_service(owns=lambda site: site == "site-b")
+    assert owner_a.check_now()
+    assert rows(fresh_database, "SELECT key, state FROM alarms") == [("offline:2:site-a/l2", "unack")]
+    assert owner_b.check_now() and owner_a.check_now()
+    assert sorted(rows(fresh_database, "SELECT key, state FROM alarms")) == [
+        ("offline:2:site-a/l2", "unack"), ("stale:3:site-b/m9", "unack")]
