@@ -67,11 +67,17 @@ ROW_PARAMS = [
 
 
 @pytest.fixture(scope="module")
-def matrix(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, RowResult | BaseException]:
-    """Every row, PARALLEL at a time (each its own world and scratch database): the rows mostly wait on their
-    processes, so side by side they take a fraction of the time in a row; each test below reads its own."""
+def matrix(
+    request: pytest.FixtureRequest, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, RowResult | BaseException]:
+    """Every selected row (`-k shared` runs only that one), PARALLEL at a time (each its own world and scratch
+    database): the rows mostly wait on their processes, so side by side they take a fraction of the time in a
+    row; each test below reads its own."""
     base = tmp_path_factory.mktemp("faults")
-    names = [p if isinstance(p, str) else str(p.values[0]) for p in ROW_PARAMS]
+    selected = {item.callspec.params["row"] for item in request.session.items
+                if getattr(item, "module", None) is request.module and hasattr(item, "callspec")
+                and "row" in item.callspec.params}  # fmt: skip
+    names = [n for n in (p if isinstance(p, str) else str(p.values[0]) for p in ROW_PARAMS) if n in selected]
 
     def one(name: str) -> RowResult | BaseException:
         try:
