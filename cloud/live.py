@@ -89,6 +89,10 @@ class LiveHub:
             return
         self.deliver(kind, site, data)
 
+    def attach(self, relay: PgLiveRelay | None) -> None:
+        """Send later events through `relay` (None: this process's subscribers only)."""
+        self._relay = relay
+
     def deliver(self, kind: str, site: str, data: dict[str, Any]) -> None:
         """Send an event to this process's matching subscribers (thread-safe, never blocks)."""
         event = LiveEvent(kind, site, data, next(self._ids))
@@ -158,14 +162,14 @@ class PgLiveRelay:
 
     def start(self, timeout: float = 10.0) -> None:
         """Start relaying (returns once this worker LISTENs, or after `timeout`)."""
-        self.hub._relay = self
+        self.hub.attach(self)
         for t in self._threads:
             t.start()
         self._listening.wait(timeout)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop relaying; later events stay local."""
-        self.hub._relay = None
+        self.hub.attach(None)
         self._stop.set()
         for t in self._threads:
             if t.ident is not None:
