@@ -95,6 +95,7 @@ class MonitoringService:
         # cloud/ingest/owners.py); None: every site.
         self.owns = owns if owns is not None else (lambda site: True)
         self._resync = threading.Event()
+        self._resync_marker: _Batch = (np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0))
         # A tag never scored before (a first start on a database with history) is caught up from this far back
         # only, not over its whole history.
         self.first_catch_up_ms = int(first_catch_up_s * 1000)
@@ -168,8 +169,12 @@ class MonitoringService:
             self._lost = True  # caught up from the database (every tag from its newest scored time)
 
     def resync(self, site: str = "") -> None:
-        """Reload states from the database (this worker took a site over: another one computed meanwhile)."""
-        self._resync.set()
+        """Reload states from the database before the samples committed after this call (this worker took a site
+        over: another one computed meanwhile); any thread, never blocks."""
+        try:
+            self._queue.put_nowait(self._resync_marker)  # in line with the batches: those before it, then reload
+        except queue.Full:
+            self._resync.set()
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything queued so far is processed and committed (tests, benchmarks)."""
@@ -250,9 +255,15 @@ class MonitoringService:
     def _drain(self, max_batches: int = 200) -> list[_Batch]:
         out: list[_Batch] = []
         try:
-            out.append(self._queue.get(timeout=0.05))
-            while len(out) < max_batches:
-                out.append(self._queue.get_nowait())
+            item = self._queue.get(timeout=0.05)
+            while True:
+                if item is self._resync_marker:
+                    self._resync.set()  # the batches before it first, then the reload (top of the loop)
+                    break
+                out.append(item)
+                if len(out) >= max_batches:
+                    break
+                item = self._queue.get_nowait()
         except queue.Empty:
             pass
         return out

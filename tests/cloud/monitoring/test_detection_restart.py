@@ -130,3 +130,40 @@ def test_scores_alarms_and_restart_mid_run_change_nothing(fresh_database: str, d
         finally:
             second.stop()
         assert _outcome(other) == (scores, history, alarms)
+
+
+def test_a_site_moving_between_owners_and_back_scores_as_one_service(fresh_database: str, database_url: str) -> None:
+    """Several ingest workers (ingest/owners.py): the sites' detection moves to another worker for three batches
+    and back. The returning owner reloads its states (`resync`, called when it takes the sites over), so scores,
+    alarm history and alarms are those of one service over all the data."""
+    tags = _setup(fresh_database)
+    batches = _data(tags)
+    once = MonitoringService(fresh_database, webhooks=False, check_every_s=3600)
+    once.start()
+    try:
+        _feed(fresh_database, once, batches)
+    finally:
+        once.stop()
+    expected = _outcome(fresh_database)
+
+    with scratch_database(database_url) as db:
+        _setup(db)
+        owner = {"mine"}
+        mine = MonitoringService(db, webhooks=False, check_every_s=3600, owns=lambda site: "mine" in owner)
+        other = MonitoringService(db, webhooks=False, check_every_s=3600, owns=lambda site: "other" in owner)
+        mine.start()
+        other.start()
+        try:
+            _feed(db, mine, batches[:8])
+            owner.clear()
+            owner.add("other")
+            other.resync()
+            _feed(db, other, batches[8:11])
+            owner.clear()
+            owner.add("mine")
+            mine.resync()
+            _feed(db, mine, batches[11:])
+        finally:
+            mine.stop()
+            other.stop()
+        assert _outcome(db) == expected
