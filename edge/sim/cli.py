@@ -74,10 +74,10 @@ def _parse_start(value: str | None) -> int | None:
 @click.option("--dt-ms", type=click.IntRange(min=1), default=1000, show_default=True, help="Fixed sim step.")
 @click.option(
     "--timeline",
-    "timeline_path",
+    "timeline_paths",
     type=click.Path(path_type=Path),
-    default=None,
-    help="Scripted timeline YAML (e.g. seeds/timelines/v1-vorne.yaml).",
+    multiple=True,
+    help="Scripted timeline YAML (e.g. seeds/timelines/v1-vorne.yaml); repeat it for machines with scripts of their own.",
 )
 @click.option(
     "--record",
@@ -102,7 +102,7 @@ def _parse_start(value: str | None) -> int | None:
     help="Stop after this many wall seconds and print throughput (default: run until Ctrl-C).",
 )
 def sim(scenario_path: Path | None, sites: tuple[str, ...], port: int, host: str, speed: float, seed: int, start: str | None,
-        catch_up_s: float, dt_ms: int, timeline_path: Path | None, record: Path | None, security: bool,
+        catch_up_s: float, dt_ms: int, timeline_paths: tuple[Path, ...], record: Path | None, security: bool,
         data_dir: Path, duration: float | None) -> None:  # fmt: skip
     """Run the OPC UA factory simulator at opc.tcp://HOST:PORT/zhizao/sim."""
     from zhizao.edge.sim.server import SimError, SimServer, default_start_ms
@@ -118,7 +118,7 @@ def sim(scenario_path: Path | None, sites: tuple[str, ...], port: int, host: str
                     f"{unknown[0]!r} is not a site of {scenario.name!r}", param_hint="--site"
                 )
             scenario = scenario.subset([p for p in scenario.machine_paths() if p.split("/")[0] in sites])
-        timeline = load_timeline(timeline_path) if timeline_path is not None else None
+        timeline = [load_timeline(path) for path in timeline_paths]
     except ScenarioError as exc:
         raise click.ClickException(str(exc)) from exc
     start_ms = _parse_start(start)

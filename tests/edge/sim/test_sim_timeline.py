@@ -115,3 +115,25 @@ def test_timeline_must_fit_the_scenario(free_port: int) -> None:
         TimelineError, match=r"segments\[0\].duration_s: 7200 is not a whole number of sim steps"
     ):
         SimServer(load_scenario().subset([MACHINE]), free_port, timeline=timeline, dt_ms=7)
+
+
+def test_several_timelines_each_machine_its_own_script() -> None:
+    """`--timeline` repeated: every machine follows its own script (the OEE vectors run side by side)."""
+    from zhizao.edge.sim.model import FactoryModel
+    from zhizao.seeds.timeline import Timeline
+
+    m2 = "zj-shaoxing/pack-1/pack-1-m02"
+    v1 = load_timeline(SEEDS_DIR / "timelines" / "v1-vorne.yaml")
+    other = Timeline.model_validate({"name": "other", "machines": [m2], "segments": [
+        {"duration_s": 120, "state": 9, "stop_reason": 180000}, {"duration_s": 600, "state": 6, "produced": 10}]})
+    model = FactoryModel(load_scenario().subset([MACHINE, m2]), seed=0, start_ms=0, dt_ms=60_000,
+                         timeline=[v1, other])
+    model.initial()
+    seen = []
+    for _ in range(13):
+        seen.append((int(model.state[0]), int(model.state[1]), int(model.processed[1])))
+        model.step()
+    assert seen[0] == (6, 9, 0) and seen[2] == (6, 6, 0) and seen[12] == (6, 2, 10)
+    assert int(model.processed[0]) == 6200 * 13 // 120  # V1's first segment, spread per step
+    with pytest.raises(TimelineError, match=r"machines\[0\]: 'zj-shaoxing/pack-1/pack-1-m01' already follows"):
+        FactoryModel(load_scenario().subset([MACHINE]), seed=0, start_ms=0, dt_ms=60_000, timeline=[v1, v1])
