@@ -96,6 +96,11 @@ def _parse_start(value: str | None) -> int | None:
     help="Where the generated certificate lives.",
 )
 @click.option(
+    "--wait-for-client",
+    is_flag=True,
+    help="Hold the sim clock at --start until a client has subscribed (scripted runs that must not begin unread).",
+)
+@click.option(
     "--duration",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
@@ -103,7 +108,7 @@ def _parse_start(value: str | None) -> int | None:
 )
 def sim(scenario_path: Path | None, sites: tuple[str, ...], port: int, host: str, speed: float, seed: int, start: str | None,
         catch_up_s: float, dt_ms: int, timeline_paths: tuple[Path, ...], record: Path | None, security: bool,
-        data_dir: Path, duration: float | None) -> None:  # fmt: skip
+        data_dir: Path, wait_for_client: bool, duration: float | None) -> None:  # fmt: skip
     """Run the OPC UA factory simulator at opc.tcp://HOST:PORT/zhizao/sim."""
     from zhizao.edge.sim.server import SimError, SimServer, default_start_ms
     from zhizao.edge.sim.timeline import TimelineError
@@ -126,7 +131,8 @@ def sim(scenario_path: Path | None, sites: tuple[str, ...], port: int, host: str
         start_ms = default_start_ms(speed, dt_ms, catch_up_s=catch_up_s)
     try:
         server = SimServer(scenario, port, speed=speed, seed=seed, host=host, record=record, timeline=timeline,
-                           start_ms=start_ms, dt_ms=dt_ms, security=security, data_dir=data_dir)  # fmt: skip
+                           start_ms=start_ms, dt_ms=dt_ms, security=security, data_dir=data_dir,
+                           wait_for_client=wait_for_client)  # fmt: skip
     except (TimelineError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
 
