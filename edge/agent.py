@@ -14,7 +14,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 # A PLC that reboots is back within seconds: the retry delay stays short (jittered, so a plant's agents do not
 # reconnect to a shared server in lockstep).
 BACKOFF_MIN_S = 0.5
+# Derived signals of a block's newest instant wait for the adapter's next block (edge/mapping.py); without
+# one they go out after this many delivery intervals of the adapter (never sooner than HELD_MIN_S).
+HELD_INTERVALS = 2.0
+HELD_MIN_S = 0.5
 BACKOFF_MAX_S = 5.0
 HEALTH_UPDATE_S = 1.0
 
@@ -93,7 +97,7 @@ class _Agent:
                 raise AgentError(
                     f"adapters[{i}].type: no adapter {plan.type!r} is installed (known: {known})"
                 )
-            self.adapters[name] = cls(plan.config, plan.sources, self._sink(name), self.node.device_state)
+            self.adapters[name] = cls(plan.config, plan.sources, self._sink(name), self._device_state(name))
         self._sink_errors: set[str] = set()
         self.fatal: list[str] = []
         self._adapters_down: set[str] = set()  # adapters whose machines are marked offline
@@ -118,29 +122,66 @@ class _Agent:
         self.tasks: dict[str, asyncio.Task[None]] = {}  # supervise task per adapter
         self.config_path: Path | None = None
         self._swap: asyncio.Task[None] | None = None
+        self._release_timers: dict[str, asyncio.TimerHandle] = {}
 
     def _sink(self, adapter: str) -> SampleSink:
-        transform, append = self.mapping.transform, self.outbox.append
+        transform = self.mapping.transform
 
         def sink(block: SampleBlock) -> None:
-            try:
-                out = transform(adapter, block)
-                if len(out):
-                    append(out)
-            except OutboxFullError:
-                pass  # counted by the outbox (rejected_samples) and logged there once per episode
-            except (OutboxError, ValueError, IndexError) as exc:
-                # A bad block or a disk error must not take the adapter's session down; say so once per kind.
-                key = f"{adapter}:{type(exc).__name__}"
-                if key not in self._sink_errors:
-                    self._sink_errors.add(key)
-                    log.error(
-                        "edge agent %s/%s: samples from %s dropped: %s", self.site, self.edge, adapter, exc
-                    )
+            self._append(adapter, lambda: transform(adapter, block))
+            self._arm_release(adapter)
 
         return sink
 
+    def _device_state(self, adapter: str) -> Callable[[str, bool], None]:
+        def device_state(machine: str, online: bool) -> None:
+            if not online:
+                self.release(adapter)  # its samples go out before the machine's DDEATH
+            self.node.device_state(machine, online)
+
+        return device_state
+
+    def _append(self, adapter: str, produce: Callable[[], SampleBlock]) -> None:
+        try:
+            out = produce()
+            if len(out):
+                self.outbox.append(out)
+        except OutboxFullError:
+            pass  # counted by the outbox (rejected_samples) and logged there once per episode
+        except (OutboxError, ValueError, IndexError) as exc:
+            # A bad block or a disk error must not take the adapter's session down; say so once per kind.
+            key = f"{adapter}:{type(exc).__name__}"
+            if key not in self._sink_errors:
+                self._sink_errors.add(key)
+                log.error("edge agent %s/%s: samples from %s dropped: %s", self.site, self.edge, adapter, exc)
+
+    def _arm_release(self, adapter: str) -> None:
+        """Held derived inputs (the newest instant of the block) go out with the next block, or after a short
+        time without one."""
+        timer = self._release_timers.pop(adapter, None)
+        if timer is not None:
+            timer.cancel()
+        if not self.mapping.holding(adapter):
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a sink called outside the event loop (against the adapter contract): no wait
+            self.release(adapter)
+            return
+        hold_s = max(HELD_INTERVALS * self.adapters[adapter].delivery_interval_s, HELD_MIN_S)
+        self._release_timers[adapter] = loop.call_later(hold_s, self.release, adapter)
+
+    def release(self, adapter: str) -> None:
+        """Append the derived samples the mapping holds back for `adapter` (timer, adapter stop, shutdown)."""
+        timer = self._release_timers.pop(adapter, None)
+        if timer is not None:
+            timer.cancel()
+        if self.mapping.holding(adapter):
+            self._append(adapter, lambda: self.mapping.flush(adapter))
+
     def _machines_state(self, adapter: str, online: bool) -> None:
+        if not online:
+            self.release(adapter)
         for machine in self.mapping.plans[adapter].machines:
             self.node.device_state(machine, online)
 
@@ -273,7 +314,7 @@ class _Agent:
             plan = self.mapping.plans[name]
             plan.config = section
             self.adapters[name] = type(self.adapters[name])(section, plan.sources, self._sink(name),
-                                                            self.node.device_state)  # fmt: skip
+                                                            self._device_state(name))  # fmt: skip
             self.start_adapter(name)
 
     async def _swap_adapters(self, change: _Change) -> None:
@@ -489,6 +530,7 @@ async def _drain(agent: _Agent, timeout_s: float = 15.0) -> bool:
     await asyncio.gather(*tasks, return_exceptions=True)
     agent.tasks.clear()
     for name, adapter in agent.adapters.items():
+        agent.release(name)
         await agent._close(name, adapter)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
@@ -540,6 +582,7 @@ async def _run_once(agent: _Agent, stop: asyncio.Event) -> None:
             t.cancel()
         await asyncio.gather(*tasks, health, stopper, waker, *extra, return_exceptions=True)
         for name, adapter in agent.adapters.items():
+            agent.release(name)  # nothing held back is lost at shutdown (and it goes before any DDEATH)
             await agent._close(name, adapter)
         if agent.node.state == "online":
             # The retained info goes with the agent (the cloud keeps its last copy): brokers hold no stale ones.

@@ -29,7 +29,13 @@ Rules:
   code changes; inputs arriving in the same millisecond count as one change (the last one wins).
 - Derived signals pair their inputs by source timestamp, not by arrival order (OPC UA delivers a publish's
   notifications grouped per monitored item): inputs are taken in time order (arrival order among equal
-  timestamps), counters unwrapped in time order, and forward fills start from the values before the block.
+  timestamps), counters unwrapped in time order, and forward fills start from the inputs already used.
+- A publish may end between two changes of one source instant (ProdProcessedCount at t in this publish,
+  ProdDefectiveCount at t in the next). So `transform` holds back each derived signal's inputs of the newest
+  instant of the block and uses them with the next block of the adapter (whatever it holds: the instant is
+  complete once a later publish came), or when `flush(adapter)` is called: the agent calls it a short time
+  after a block that left inputs held (no later publish came) and when an adapter stops, so nothing waits
+  for ever and nothing is lost. Counters, Counts/Total and value signals are never held.
 - Derived samples carry the timestamp of the input that triggered them, raised to the latest one already
   emitted for that signal, so each derived signal's timestamps never go back (initial values of different
   nodes arrive in any time order).
@@ -123,6 +129,22 @@ class _StateRoute:
     last_code: int = -1
     last_ts: int = -(2**62)
     inputs: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, bool))  # per source: feeds this state
+    # last input values used (state, stop reason, current and ideal speed) and the inputs held back
+    memory: npt.NDArray[np.float64] = field(default_factory=lambda: np.full(4, np.nan))
+    held: _Held = field(default_factory=lambda: _Held.none())
+
+
+@dataclass
+class _Held:
+    """Inputs of a derived signal at the newest instant of a block: (source, ts, value) rows, one instant."""
+
+    src: npt.NDArray[np.int64]
+    ts: npt.NDArray[np.int64]
+    value: npt.NDArray[np.float64]
+
+    @staticmethod
+    def none() -> _Held:
+        return _Held(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64))
 
 
 @dataclass
@@ -132,6 +154,10 @@ class _GoodRoute:
     defective: int
     last: int = -1
     last_ts: int = -(2**62)
+    inputs: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, bool))  # per source
+    # last unwrapped processed and defective counts used, and the inputs held back
+    memory: npt.NDArray[np.float64] = field(default_factory=lambda: np.full(2, np.nan))
+    held: _Held = field(default_factory=lambda: _Held.none())
 
 
 @dataclass
@@ -157,8 +183,8 @@ class _Routes:
     last_raw: npt.NDArray[np.int64] = field(init=False)
     total: npt.NDArray[np.int64] = field(init=False)
     seen: npt.NDArray[np.bool_] = field(init=False)
-    last_value: npt.NDArray[np.float64] = field(init=False)
     derived_by_src: dict[int, list[_StateRoute | _GoodRoute]] = field(init=False)
+    holding: dict[int, _StateRoute | _GoodRoute] = field(init=False)  # routes with held inputs, by id
 
     def freeze(self) -> None:
         """Turn the route lists into lookup arrays and allocate the state arrays."""
@@ -175,8 +201,8 @@ class _Routes:
         self.last_raw = np.zeros(self.n, np.int64)  # last raw counter value, uint32 space
         self.total = np.zeros(self.n, np.int64)  # unwrapped published total
         self.seen = np.zeros(self.n, bool)
-        self.last_value = np.full(self.n, np.nan)  # last good value of every source (state inputs)
         self.derived_by_src: dict[int, list[_StateRoute | _GoodRoute]] = {}
+        self.holding = {}
         for s in self.states:
             s.inputs = np.zeros(self.n, bool)
             for src in (s.state, s.stop_reason, s.cur_speed, s.ideal_speed):
@@ -184,7 +210,9 @@ class _Routes:
                     s.inputs[src] = True
                     self.derived_by_src.setdefault(src, []).append(s)
         for g in self.goods:
+            g.inputs = np.zeros(self.n, bool)
             for src in (g.processed, g.defective):
+                g.inputs[src] = True
                 self.derived_by_src.setdefault(src, []).append(g)
 
 
@@ -208,10 +236,22 @@ class AgentMapping:
         return self._machine_adapter.get(machine)
 
     def transform(self, adapter: str, block: SampleBlock) -> SampleBlock:
-        """Map a block of the adapter's source values to published samples, in arrival order."""
+        """Map a block of the adapter's source values to published samples, in arrival order. Derived signals'
+        inputs of the block's newest instant are held back until the next block or `flush` (module doc)."""
         if len(block) == 0:
             return block
-        return _transform(self._routes[adapter], block)
+        return _transform(self._routes[adapter], block, hold=True)
+
+    def holding(self, adapter: str) -> bool:
+        """Whether derived inputs of `adapter` are held back (call `flush` if no block follows soon)."""
+        return bool(self._routes[adapter].holding)
+
+    def flush(self, adapter: str) -> SampleBlock:
+        """The derived samples of the inputs held back for `adapter` (empty if none)."""
+        r = self._routes[adapter]
+        if not r.holding:
+            return SampleBlock.empty()
+        return _transform(r, SampleBlock.empty(), hold=False)
 
 
 def build_mapping(config: AgentConfig) -> AgentMapping:
@@ -313,7 +353,7 @@ def _unwrap(r: _Routes, src: int, raw: npt.NDArray[np.float64]) -> npt.NDArray[n
     return totals
 
 
-def _transform(r: _Routes, block: SampleBlock) -> SampleBlock:
+def _transform(r: _Routes, block: SampleBlock, *, hold: bool) -> SampleBlock:
     src = block.signal.astype(np.int64)
     good = block.quality == QUALITY_GOOD
     parts_pos: list[npt.NDArray[np.int64]] = []
@@ -335,9 +375,8 @@ def _transform(r: _Routes, block: SampleBlock) -> SampleBlock:
             text_rows = {int(p): k for k, p in enumerate(pos)}
 
     # counters: unwrap per source (a loop over the counter sources present, arrays inside), in source-time
-    # order. The totals before this block are kept: derived signals start from them, not from the block's end.
+    # order. Derived signals keep the inputs they used: they never start from the block's end.
     unwrapped = np.zeros(len(src), np.int64)
-    before = _Before(r.total.copy(), r.seen.copy())
     is_cnt = r.is_counter[src] & good
     if is_cnt.any():
         cpos = np.nonzero(is_cnt)[0]
@@ -353,28 +392,23 @@ def _transform(r: _Routes, block: SampleBlock) -> SampleBlock:
                 parts_q.append(np.full(len(p), QUALITY_GOOD, np.int16))
                 parts_ts.append(block.ts_ms[p])
 
-    # derived signals (state, good count): forward-fill their inputs over the block, in arrival order.
+    # derived signals (state, good count): forward-fill their inputs in source-time order, the held ones first.
     if r.derived_by_src:
-        present = np.unique(src[good])
-        todo: dict[int, _StateRoute | _GoodRoute] = {}
-        for s in present:
+        todo = dict(r.holding)
+        for s in np.unique(src[good]):
             for d in r.derived_by_src.get(int(s), ()):
                 todo[id(d)] = d
+        counts = unwrapped.astype(np.float64)
         for d in todo.values():
-            if isinstance(d, _GoodRoute):
-                out = _good(before, d, src, good, unwrapped, block.ts_ms)
-            else:
-                out = _state(r, d, src, good, block.value, block.ts_ms)
+            pos, isrc, its, ival = _inputs(r, d, src, good, counts if isinstance(d, _GoodRoute) else block.value,
+                                           block.ts_ms, hold)
+            out = _good(d, pos, isrc, its, ival) if isinstance(d, _GoodRoute) else _state(d, pos, isrc, its, ival)
             if out is not None:
                 parts_pos.append(out[0])
                 parts_out.append(np.full(len(out[0]), d.out, np.int32))
                 parts_val.append(out[1])
                 parts_q.append(np.full(len(out[0]), QUALITY_GOOD, np.int16))
                 parts_ts.append(out[2])
-
-    # remember the last good value of every source (inputs of later blocks' derived signals)
-    gpos = _in_time_order(np.nonzero(good)[0], block.ts_ms)
-    r.last_value[src[gpos]] = block.value[gpos]  # fancy assignment keeps the last write per index
 
     if not parts_pos:
         return SampleBlock.empty()
@@ -408,20 +442,34 @@ def _match(src: npt.NDArray[np.int64], route_src: npt.NDArray[np.int64]) -> tupl
     return pos, order[starts + within]
 
 
-@dataclass
-class _Before:
-    """Unwrapped counter totals as they were before the block (the start of derived forward fills)."""
-
-    total: npt.NDArray[np.int64]
-    seen: npt.NDArray[np.bool_]
-
-
-def _in_time_order(pos: npt.NDArray[np.int64], ts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    """Sample positions ordered by source timestamp (arrival order among equal ones).
+def _inputs(r: _Routes, d: _StateRoute | _GoodRoute, src: npt.NDArray[np.int64], good: npt.NDArray[np.bool_],
+            value: npt.NDArray[np.float64], ts: npt.NDArray[np.int64], hold: bool
+            ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """The inputs of derived signal `d` to use now, in source-time order (arrival order among equal times):
+    the ones held from the previous block (block position -1) and this block's, except, with `hold`, those
+    of this block's newest instant when it is later than the held one (they wait for the next block).
 
     A device's notifications come grouped per monitored item (all changes of one node, then the next), not
-    in time order: derived signals pair inputs by their source time, whatever order they arrive in."""
-    return pos[np.argsort(ts[pos], kind="stable")]
+    in time order, and one publish may end inside an instant: pairing goes by source time, across blocks."""
+    new = np.nonzero(good & d.inputs[src])[0]
+    h = d.held
+    pos = np.concatenate((np.full(len(h.ts), -1, np.int64), new))
+    isrc = np.concatenate((h.src, src[new]))
+    its = np.concatenate((h.ts, ts[new]))
+    ival = np.concatenate((h.value, value[new]))
+    back = np.zeros(len(pos), bool)
+    if hold and len(new):
+        newest = ts[new].max()
+        if not len(h.ts) or newest > h.ts[0]:
+            back = its == newest
+    d.held = _Held(isrc[back], its[back], ival[back])
+    if len(d.held.ts):
+        r.holding[id(d)] = d
+    else:
+        r.holding.pop(id(d), None)
+    use = np.nonzero(~back)[0]
+    use = use[np.argsort(its[use], kind="stable")]
+    return pos[use], isrc[use], its[use], ival[use]
 
 
 def _out_positions(pos: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
@@ -431,22 +479,21 @@ def _out_positions(pos: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     return out
 
 
-def _good(before: _Before, g: _GoodRoute, src: npt.NDArray[np.int64], good: npt.NDArray[np.bool_],
-          unwrapped: npt.NDArray[np.int64], ts: npt.NDArray[np.int64]
+def _good(g: _GoodRoute, pos: npt.NDArray[np.int64], src: npt.NDArray[np.int64], ts: npt.NDArray[np.int64],
+          counts: npt.NDArray[np.float64]
           ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.int64]] | None:
-    is_p, is_d = good & (src == g.processed), good & (src == g.defective)
-    pos = _in_time_order(np.nonzero(is_p | is_d)[0], ts)
-    tot = _ffill(is_p[pos], unwrapped[pos].astype(np.float64),
-                 float(before.total[g.processed]) if before.seen[g.processed] else np.nan)
-    dfc = _ffill(is_d[pos], unwrapped[pos].astype(np.float64),
-                 float(before.total[g.defective]) if before.seen[g.defective] else np.nan)
+    if not len(pos):
+        return None
+    tot = _ffill(src == g.processed, counts, float(g.memory[0]))
+    dfc = _ffill(src == g.defective, counts, float(g.memory[1]))
+    g.memory[:] = (tot[-1], dfc[-1])
     ok = ~(np.isnan(tot) | np.isnan(dfc))
-    pos, tot, dfc = pos[ok], tot[ok], dfc[ok]
+    pos, ts, tot, dfc = pos[ok], ts[ok], tot[ok], dfc[ok]
     if not len(pos):
         return None
     # Inputs of one millisecond count as one change: a processed and a defective count moving together
     # must not leave their in-between difference (one too high) in the running maximum.
-    t = _monotonic_ts(ts[pos], g.last_ts)
+    t = _monotonic_ts(ts, g.last_ts)
     keep = _keep_last_per_ms(t)
     pos, t = pos[keep], t[keep]
     value = np.maximum.accumulate(np.maximum((tot - dfc)[keep], float(g.last)))
@@ -454,21 +501,17 @@ def _good(before: _Before, g: _GoodRoute, src: npt.NDArray[np.int64], good: npt.
     return _out_positions(pos), value, t
 
 
-def _state(r: _Routes, s: _StateRoute, src: npt.NDArray[np.int64], good: npt.NDArray[np.bool_],
-           value: npt.NDArray[np.float64], ts: npt.NDArray[np.int64]
+def _state(s: _StateRoute, pos: npt.NDArray[np.int64], sp: npt.NDArray[np.int64], ts: npt.NDArray[np.int64],
+           vp: npt.NDArray[np.float64]
            ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.int64]] | None:
-    trig = good & s.inputs[src]
-    pos = _in_time_order(np.nonzero(trig)[0], ts)
-    sp, vp = src[pos], value[pos]
-
-    def filled(i: int) -> npt.NDArray[np.float64]:
-        if i < 0:
-            return np.full(len(pos), np.nan)
-        return _ffill(sp == i, vp, float(r.last_value[i]))
-
-    state, reason, cur, ideal = filled(s.state), filled(s.stop_reason), filled(s.cur_speed), filled(s.ideal_speed)
+    if not len(pos):
+        return None
+    inputs = (s.state, s.stop_reason, s.cur_speed, s.ideal_speed)
+    state, reason, cur, ideal = (np.full(len(pos), np.nan) if i < 0 else _ffill(sp == i, vp, float(s.memory[k]))
+                                 for k, i in enumerate(inputs))
+    s.memory[:] = (state[-1], reason[-1], cur[-1], ideal[-1])
     known = ~np.isnan(state)
-    pos, state, reason, cur, ideal = pos[known], state[known], reason[known], cur[known], ideal[known]
+    pos, ts, state, reason, cur, ideal = pos[known], ts[known], state[known], reason[known], cur[known], ideal[known]
     if not len(pos):
         return None
     num = state.astype(np.int64)
@@ -481,7 +524,7 @@ def _state(r: _Routes, s: _StateRoute, src: npt.NDArray[np.int64], good: npt.NDA
     code = np.where(target == _T_RUNNING, np.where(slow, SLOWER, RUNNING),
                     np.where(target == _T_STOP_REASON, np.where(valid_reason, reason, UNSPECIFIED_STOP),
                              np.where(target == _T_UNKNOWN, UNKNOWN, target))).astype(np.int64)
-    t = _monotonic_ts(ts[pos], s.last_ts)
+    t = _monotonic_ts(ts, s.last_ts)
     keep = _keep_last_per_ms(t)
     pos, code, t = pos[keep], code[keep], t[keep]
     prev = np.concatenate(([s.last_code], code[:-1]))

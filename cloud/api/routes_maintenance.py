@@ -238,14 +238,15 @@ async def reliability(
     line: Annotated[Id | None, Query()] = None,
     frm: Annotated[TimeQuery, Query(alias="from")] = None, to: Annotated[TimeQuery, Query()] = None,
 ) -> dict[str, Any]:
-    """MTBF = run time / failures, MTTR = failure time / failures, over the hour windows in [from, to)."""
+    """MTBF = run time / failures, MTTR = repair time (the whole time inside failure stops, breaks included)
+    / failures, over the hour windows in [from, to)."""
     await _check_site(conn, scope, site, None)
     hi = parse_time("to", to) if to else datetime.now(UTC)
     lo = parse_time("from", frm) if frm else hi - timedelta(days=30)
     if hi <= lo:
         raise bad_request("to", to, f"must be after from ({lo.isoformat()})")
     cur = await conn.execute(
-        "SELECT line_id, machine_id, sum(run_s), sum(failures), sum(loss_failure_s) FROM oee_windows"
+        "SELECT line_id, machine_id, sum(run_s), sum(failures), sum(repair_s) FROM oee_windows"
         " WHERE site_id = %s AND kind = 'hour' AND start_ts >= %s AND start_ts < %s"
         " AND (%s::text IS NULL OR line_id = %s) GROUP BY ROLLUP (line_id, machine_id) ORDER BY 1, 2",
         [site, lo, hi, line, line])

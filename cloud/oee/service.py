@@ -39,6 +39,7 @@ __all__ = ["OeeService"]
 
 _NEVER = -(2**62)  # MachineState.horizon before any sample
 _SIGNALS = ("state", "total", "good", "rate")  # the roles OEE is computed from
+_COUNTS = ("total", "good")
 _Batch = tuple[NDArray[np.int32], NDArray[np.int64], NDArray[np.float64]]
 
 
@@ -294,7 +295,9 @@ class OeeService:
             lates.append(m.append_rates(*group["rate"]))
         # Only OEE signals change figures before the horizon; other tags (process values) only move the
         # horizon (an open state lasts until the newest sample of the machine), so they dirty from there.
-        signals = [int(t.min()) for role, (t, _) in group.items() if role in _SIGNALS and t.size]
+        # A count at t is counted in the window ending at t ((start, end]): it dirties from just before t, so
+        # the good count of an atom's last instant arriving in a later commit recomputes the atom it ends.
+        signals = [int(t.min()) - (role in _COUNTS) for role, (t, _) in group.items() if role in _SIGNALS and t.size]
         if stop_from is not None:
             signals.append(stop_from)
         # A machine's first data (also one loaded before it had any, by a calendar edit) fills every window

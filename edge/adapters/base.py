@@ -85,6 +85,10 @@ class Adapter(abc.ABC):
 
     name: ClassVar[str]
     config_model: ClassVar[type[BaseModel]]
+    #: Usual longest wait between two `sink` calls while values change (a subscription's publishing
+    #: interval, a poll's period). The runtime holds derived signals of a block's newest instant about twice
+    #: this long when no block follows (a publish can end between two changes of one instant).
+    delivery_interval_s: float = 1.0
 
     def __init__(
         self,

@@ -74,10 +74,10 @@ def _parse_start(value: str | None) -> int | None:
 @click.option("--dt-ms", type=click.IntRange(min=1), default=1000, show_default=True, help="Fixed sim step.")
 @click.option(
     "--timeline",
-    "timeline_path",
+    "timeline_paths",
     type=click.Path(path_type=Path),
-    default=None,
-    help="Scripted timeline YAML (e.g. seeds/timelines/v1-vorne.yaml).",
+    multiple=True,
+    help="Scripted timeline YAML (e.g. seeds/timelines/v1-vorne.yaml); repeat it for machines with scripts of their own.",
 )
 @click.option(
     "--record",
@@ -96,14 +96,19 @@ def _parse_start(value: str | None) -> int | None:
     help="Where the generated certificate lives.",
 )
 @click.option(
+    "--wait-for-client",
+    is_flag=True,
+    help="Hold the sim clock at --start until a client has subscribed (scripted runs that must not begin unread).",
+)
+@click.option(
     "--duration",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
     help="Stop after this many wall seconds and print throughput (default: run until Ctrl-C).",
 )
 def sim(scenario_path: Path | None, sites: tuple[str, ...], port: int, host: str, speed: float, seed: int, start: str | None,
-        catch_up_s: float, dt_ms: int, timeline_path: Path | None, record: Path | None, security: bool,
-        data_dir: Path, duration: float | None) -> None:  # fmt: skip
+        catch_up_s: float, dt_ms: int, timeline_paths: tuple[Path, ...], record: Path | None, security: bool,
+        data_dir: Path, wait_for_client: bool, duration: float | None) -> None:  # fmt: skip
     """Run the OPC UA factory simulator at opc.tcp://HOST:PORT/zhizao/sim."""
     from zhizao.edge.sim.server import SimError, SimServer, default_start_ms
     from zhizao.edge.sim.timeline import TimelineError
@@ -118,7 +123,7 @@ def sim(scenario_path: Path | None, sites: tuple[str, ...], port: int, host: str
                     f"{unknown[0]!r} is not a site of {scenario.name!r}", param_hint="--site"
                 )
             scenario = scenario.subset([p for p in scenario.machine_paths() if p.split("/")[0] in sites])
-        timeline = load_timeline(timeline_path) if timeline_path is not None else None
+        timeline = [load_timeline(path) for path in timeline_paths]
     except ScenarioError as exc:
         raise click.ClickException(str(exc)) from exc
     start_ms = _parse_start(start)
@@ -126,7 +131,8 @@ def sim(scenario_path: Path | None, sites: tuple[str, ...], port: int, host: str
         start_ms = default_start_ms(speed, dt_ms, catch_up_s=catch_up_s)
     try:
         server = SimServer(scenario, port, speed=speed, seed=seed, host=host, record=record, timeline=timeline,
-                           start_ms=start_ms, dt_ms=dt_ms, security=security, data_dir=data_dir)  # fmt: skip
+                           start_ms=start_ms, dt_ms=dt_ms, security=security, data_dir=data_dir,
+                           wait_for_client=wait_for_client)  # fmt: skip
     except (TimelineError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
 

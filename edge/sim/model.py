@@ -68,7 +68,7 @@ class FactoryModel:
         seed: int,
         start_ms: int,
         dt_ms: int = 1000,
-        timeline: Timeline | None = None,
+        timeline: Timeline | list[Timeline] | None = None,
     ) -> None:
         if dt_ms < 1:
             raise ValueError(f"dt_ms: {dt_ms} must be at least 1 ms")
@@ -116,31 +116,32 @@ class FactoryModel:
         self.s_true = self.s_idle.copy()
         self.faults = Faults(t)
         self.clocks = [CalendarClock(site.calendar, site.timezone) for site in scenario.sites]
-        self.script: Script | None = None
-        self.scripted = np.zeros(0, dtype=np.int64)
-        if timeline is not None:
-            self._attach(timeline)
+        self.scripts: list[tuple[Script, I64]] = []  # each timeline and the machines that follow it
+        for i, tl in enumerate([timeline] if isinstance(timeline, Timeline) else timeline or []):
+            self._attach(tl, i)
         self.values = np.zeros(t.size)
         self.published = np.full(t.size, np.nan)
         # MachSpeed is an input after the first publish: client writes own it, the model only reads it.
         self.auto = np.ones(t.size, dtype=np.bool_)
         self.auto[t.packml[:, T_SETPOINT]] = False
 
-    def _attach(self, timeline: Timeline) -> None:
+    def _attach(self, timeline: Timeline, n: int) -> None:
         paths = self.table.machine_paths
+        taken = {int(m) for _, ms in self.scripts for m in ms}
         idx = []
         for i, path in enumerate(timeline.machines):
             if path not in paths:
                 raise TimelineError(f"machines[{i}]: {path!r} is not a machine of the scenario")
             m_i = paths.index(path)
+            if m_i in taken or m_i in idx:
+                raise TimelineError(f"machines[{i}]: {path!r} already follows a timeline (timeline {n + 1}, {timeline.name!r})")
             rate = self.ideal[m_i]
             if timeline.ideal_rate_per_min is not None and rate != timeline.ideal_rate_per_min:
                 raise TimelineError(
                     f"ideal_rate_per_min: {timeline.ideal_rate_per_min} differs from {path} ({rate:g}/min)"
                 )
             idx.append(m_i)
-        self.script = Script(timeline, self.dt_ms)
-        self.scripted = np.asarray(idx, dtype=np.int64)
+        self.scripts.append((Script(timeline, self.dt_ms), np.asarray(idx, dtype=np.int64)))
 
     @property
     def ts_ms(self) -> int:
@@ -280,9 +281,8 @@ class FactoryModel:
         reason[off] = COMMANDED_STOP
         self.state, self.reason = state, reason
         self.speed = np.where(state == EXECUTE, self.setpoint, 0.0)
-        if self.script is not None:
-            p = self.script.at(self.k)
-            sc = self.scripted
+        for script, sc in self.scripts:
+            p = script.at(self.k)
             self.state[sc], self.reason[sc], self.speed[sc] = p.state, p.reason, p.speed
             self.processed[sc], self.defective[sc], self.produced[sc] = p.processed, p.defective, p.processed
 

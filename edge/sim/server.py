@@ -76,11 +76,12 @@ class SimServer:
         seed: int = 0,
         host: str = "127.0.0.1",
         record: Path | str | None = None,
-        timeline: Timeline | None = None,
+        timeline: Timeline | list[Timeline] | None = None,
         start_ms: int | None = None,
         dt_ms: int = 1000,
         security: bool = False,
         data_dir: Path | str = ".zhizao/sim",
+        wait_for_client: bool = False,
     ) -> None:
         if not (speed > 0 and math.isfinite(speed)):
             raise ValueError(f"speed: {speed!r} must be a positive number")
@@ -98,6 +99,7 @@ class SimServer:
         self.stats = SimStats()
         self._record_path = record
         self._recorder: Recorder | None = None
+        self._wait_for_client = wait_for_client
         self._security = security
         self._data_dir = Path(data_dir)
         self._server = Server()
@@ -252,9 +254,31 @@ class SimServer:
         self.stats.values += len(index)
         self.stats.write_s += time.perf_counter() - t0
 
+    def _monitored_items(self) -> int:
+        subs = self._server.iserver.subscription_service.subscriptions.values()
+        return sum(len(sub.monitored_item_srv._monitored_items) for sub in subs)
+
+    async def _client_subscribed(self, stop: asyncio.Event) -> None:
+        """Until a client monitors nodes and has stopped adding any for 0.5 s (all its chunks are in)."""
+        seen, since = 0, time.monotonic()
+        while not stop.is_set():
+            n = self._monitored_items()
+            if n != seen:
+                seen, since = n, time.monotonic()
+            elif n and time.monotonic() - since >= 0.5:
+                log.info("simulator: a client monitors %d nodes; the sim clock starts", n)
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.05)
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Step the model until `stop` is set: at `speed` x wall clock, never past the wall clock."""
+        """Step the model until `stop` is set: at `speed` x wall clock, never past the wall clock. With
+        `wait_for_client` the clock stays at the start until a client subscribed (scripts that must not begin
+        before their reader has their first values)."""
         model = self.model
+        if self._wait_for_client:
+            await self._client_subscribed(stop)
+            self.created_ms = time.time() * 1000
         while not stop.is_set():
             now = time.time() * 1000
             paced = self.start_ms + self.speed * (now - self.created_ms)
@@ -303,17 +327,19 @@ async def serve(
     seed: int = 0,
     host: str = "127.0.0.1",
     record: Path | str | None = None,
-    timeline: Timeline | None = None,
+    timeline: Timeline | list[Timeline] | None = None,
     stop: asyncio.Event | None = None,
     ready: asyncio.Event | None = None,
     start_ms: int | None = None,
     dt_ms: int = 1000,
     security: bool = False,
     data_dir: Path | str = ".zhizao/sim",
+    wait_for_client: bool = False,
 ) -> SimStats:
     """Serve a scenario at `opc.tcp://{host}:{port}/zhizao/sim` until `stop` is set; sets `ready` once listening."""
     sim = SimServer(scenario, port, speed=speed, seed=seed, host=host, record=record, timeline=timeline,
-                    start_ms=start_ms, dt_ms=dt_ms, security=security, data_dir=data_dir)  # fmt: skip
+                    start_ms=start_ms, dt_ms=dt_ms, security=security, data_dir=data_dir,
+                    wait_for_client=wait_for_client)  # fmt: skip
     stop = stop or asyncio.Event()
     await sim.start()
     try:

@@ -40,6 +40,11 @@ def block(mapping: AgentMapping, rows: list[tuple[Any, ...]]) -> SampleBlock:
     )
 
 
+def transform(mapping: AgentMapping, source: SampleBlock) -> SampleBlock:
+    """One block through adapter 'sim', with the derived samples it holds back (its newest instant) flushed."""
+    return SampleBlock.concat([mapping.transform("sim", source), mapping.flush("sim")])
+
+
 def published(mapping: AgentMapping, out: SampleBlock, machine: str, metric: str) -> list[tuple[int, float]]:
     idx = next(i for i, s in enumerate(mapping.signals.signals) if s.machine == machine and s.metric == metric)
     rows = np.nonzero(out.signal == idx)[0]
@@ -47,7 +52,7 @@ def published(mapping: AgentMapping, out: SampleBlock, machine: str, metric: str
 
 
 def states(mapping: AgentMapping, rows: list[tuple[Any, ...]]) -> list[tuple[int, float]]:
-    return published(mapping, mapping.transform("sim", block(mapping, rows)), "cnc-1-m01", "State")
+    return published(mapping, transform(mapping, block(mapping, rows)), "cnc-1-m01", "State")
 
 
 def test_execute_full_and_reduced_speed() -> None:
@@ -124,7 +129,7 @@ def test_state_table_by_name_and_opc30060_numbering() -> None:
 
 def test_bad_quality_does_not_move_derived_signals() -> None:
     m = make_mapping()
-    out = m.transform("sim", block(m, [(M1 + "State", T0, 6), (M1 + "State", T0 + 1, np.nan, QUALITY_BAD),
+    out = transform(m, block(m, [(M1 + "State", T0, 6), (M1 + "State", T0 + 1, np.nan, QUALITY_BAD),
                                        (M1 + "ProdProcessedCount", T0 + 2, 5), (M1 + "ProdProcessedCount", T0 + 3, 0, QUALITY_BAD)]))
     assert published(m, out, "cnc-1-m01", "State") == [(T0, 10000.0)]
     assert published(m, out, "cnc-1-m01", "Counts/Total") == [(T0 + 2, 5.0)]
@@ -133,7 +138,7 @@ def test_bad_quality_does_not_move_derived_signals() -> None:
 def test_counter_int32_wrap_and_reset() -> None:
     m = make_mapping()
     top = 2**31 - 1
-    out = m.transform("sim", block(m, [
+    out = transform(m, block(m, [
         (M1 + "ProdProcessedCount", T0, top - 10),
         (M1 + "ProdProcessedCount", T0 + 1, top),
         (M1 + "ProdProcessedCount", T0 + 2, -(2**31) + 5),  # wrapped: +6
@@ -144,13 +149,13 @@ def test_counter_int32_wrap_and_reset() -> None:
     base = float(top - 10)
     assert totals == [base, base + 10, base + 16, base + 16, base + 23]
     # a reset seen between blocks, to a small value that was already counted after the reset
-    out = m.transform("sim", block(m, [(M1 + "ProdProcessedCount", T0 + 5, 3)]))
+    out = transform(m, block(m, [(M1 + "ProdProcessedCount", T0 + 5, 3)]))
     assert published(m, out, "cnc-1-m01", "Counts/Total") == [(T0 + 5, base + 26)]
 
 
 def test_good_count_is_processed_minus_defective_and_monotonic() -> None:
     m = make_mapping()
-    out = m.transform("sim", block(m, [
+    out = transform(m, block(m, [
         (M1 + "ProdProcessedCount", T0, 100),
         (M1 + "ProdDefectiveCount", T0, 10),  # same ms as the processed count: one Good sample
         (M1 + "ProdProcessedCount", T0 + 1, 105),
@@ -163,7 +168,7 @@ def test_good_count_is_processed_minus_defective_and_monotonic() -> None:
 
 def test_processed_and_defective_in_the_same_ms_give_the_exact_good_count() -> None:
     m = make_mapping()
-    out = m.transform("sim", block(m, [
+    out = transform(m, block(m, [
         (M1 + "ProdProcessedCount", T0, 100),
         (M1 + "ProdDefectiveCount", T0, 10),
         (M1 + "ProdProcessedCount", T0 + 1000, 105),  # a part made and two rejected in the same step
@@ -178,7 +183,7 @@ def test_values_scaled_in_arrival_order_with_quality() -> None:
         d["machines"][0]["signals"][5].update(scale=0.1, offset=-2.0)
 
     m = make_mapping(edit)
-    out = m.transform("sim", block(m, [
+    out = transform(m, block(m, [
         (M1 + "Temperature/Spindle", T0 + 5, 400.0),
         (M1 + "MachSpeed", T0 + 1, 60.0),
         (M1 + "Temperature/Spindle", T0 + 2, 410.0, QUALITY_BAD),
@@ -197,7 +202,7 @@ def test_text_values_follow_their_rows() -> None:
     m = make_mapping(edit)
     src = block(m, [(M2 + "State", T0, 6), (M2 + "Order", T0 + 1, np.nan), (M2 + "Order", T0 + 2, np.nan)])
     src = SampleBlock(src.signal, src.ts_ms, src.value, src.quality, ((1, "A-17"), (2, "A-18")))
-    out = m.transform("sim", src)
+    out = transform(m, src)
     texts = {out.ts_ms[k]: s for k, s in out.text}
     assert texts == {T0 + 1: "A-17", T0 + 2: "A-18"}
     assert all(m.signals.signals[out.signal[k]].metric == "Order/Id" for k, _ in out.text)
@@ -235,7 +240,7 @@ def test_counter_total_equals_true_production(start: int, steps: list[tuple[int,
     totals: list[float] = []
     bounds = sorted({c for c in cuts if c < len(rows)} | {0, len(rows)})
     for a, b in itertools.pairwise(bounds):
-        out = m.transform("sim", block(m, rows[a:b]))
+        out = transform(m, block(m, rows[a:b]))
         totals += [v for _, v in published(m, out, "cnc-1-m01", "Counts/Total")]
     assert len(totals) == len(raw)
     assert np.all(np.diff(totals) >= 0)
@@ -245,7 +250,7 @@ def test_counter_total_equals_true_production(start: int, steps: list[tuple[int,
 def test_derived_timestamps_never_go_back() -> None:
     """Initial values of different nodes arrive in any time order; derived series stay ordered in time."""
     m = make_mapping()
-    out = m.transform("sim", block(m, [
+    out = transform(m, block(m, [
         (M1 + "ProdProcessedCount", T0 + 10, 50),
         (M1 + "ProdDefectiveCount", T0 + 3, 2),
         (M1 + "State", T0 + 20, 11),

@@ -212,6 +212,8 @@ class OpcUaAdapter(Adapter):
                  on_device_state: Callable[[str, bool], None] | None = None) -> None:
         super().__init__(config, signals, sink, on_device_state)
         self.config: OpcUaConfig = config
+        self.delivery_interval_s = (config.polling.interval_ms if config.mode == "polling"
+                                    else config.subscription.publishing_interval_ms) / 1000.0
         self._client: Client | None = None
         self._sub: _BatchSubscription | None = None
         self._lost: asyncio.Event | None = None

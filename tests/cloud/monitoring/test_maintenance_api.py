@@ -113,6 +113,26 @@ def test_work_order_planned_downtime_counts_as_planned_in_oee(monitored: Monitor
     assert line["mttr_min"] == (by_machine["m1"]["failure_h"] + m2["failure_h"]) * 60 / line["failures"]
 
 
+def test_mttr_is_repair_time_per_failure_also_through_a_break_and_beside_other_stops(monitored: Monitored) -> None:
+    """A failure that runs through the 10:00 break and a 20-minute unspecified stop: MTTR counts the whole
+    repair (30 min, the break too) and only failures (reference/oee-vectors.json V5: MTTR = repair / failures)."""
+    m = monitored
+    oee = m.service.oee
+    assert oee is not None
+    d3 = scripted("site-a", "l2", "m3", [(110, 20000, 3000, 0), (30, 180000, 0, 0), (60, 20000, 2000, 0),
+                                          (20, 40000, 0, 0), (60, 20000, 2000, 0)], 40.0)  # failure 09:50-10:20
+    with psycopg.connect(m.db) as conn:
+        for tag, ts, val in batches([d3], m.tags, 30 * MIN):
+            store_batch(conn, tag, ts, val)
+            oee.on_committed(tag, ts, val)
+    assert oee.flush(60)
+    rel = m.viewer.get("/api/v1/reliability", params={"site": "site-a", "from": _iso(T0 - H), "to": _iso(T0 + 9 * H)})
+    assert rel.status_code == 200, rel.text
+    (m3,) = [r for r in rel.json()["machines"] if r["machine"] == "m3"]
+    assert (m3["failures"], m3["failure_h"], m3["mttr_min"]) == (1, 0.5, 30.0)
+    assert m3["run_h"] == (110 + 60 + 60) / 60 and m3["mtbf_h"] == m3["run_h"]
+
+
 def test_wear_trend_estimates_time_to_alarm_level(monitored: Monitored) -> None:
     m = monitored
     tag = m.tags[("site-a", "m2", "Temperature/Spindle")]

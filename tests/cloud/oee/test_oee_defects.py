@@ -62,3 +62,26 @@ def test_a_failure_starting_90_s_before_an_hour_fed_second_by_second(running: Ru
     assert (hour["stops"], hour["failures"], hour["microstops"]) == (1, 1, 0), hour
     assert hour["losses"]["equipment_failure"] == pytest.approx(90.0)
     assert hour["repair_s"] == pytest.approx(90.0)
+
+
+def test_the_good_count_of_an_hours_last_instant_in_a_later_commit_recomputes_that_hour(running: Running) -> None:
+    # A count at 09:00 belongs to the hour ending at 09:00. Counts/Total and the state change of that
+    # instant come in one commit, Counts/Good of the same instant in the next (the edge sends a derived
+    # value once its instant is complete). Regression: the hour 08:00-09:00 kept the good count without
+    # the last instant's (the service recomputed only from the atom holding 09:00).
+    d = scripted("site-b", "l9", "m9", [(60, 10000, 600, 12), (30, 160000, 0, 0)], 12.0)
+    good_tag = running.tags[("site-b", "m9", "Counts/Good")]
+    oee = running.service.oee
+    assert oee is not None
+    boundary = T0 + 60 * MIN
+    with psycopg.connect(running.db) as conn:
+        for tag, ts, value in batches([d], running.tags, 10 * MIN):
+            last = (tag == good_tag) & (ts == boundary)
+            for sel in (~last, last):
+                if sel.any():
+                    store_batch(conn, tag[sel], ts[sel], value[sel])
+                    oee.on_committed(tag[sel], ts[sel], value[sel])
+                    assert oee.flush(30)
+    hour = next(x for x in api_oee(running, "machine", "hour", "site-b", "m9") if dt_ms(x["start"]) == T0)
+    assert (hour["total"], hour["good"]) == (600, 588), hour
+    check_machine_windows(running, d)

@@ -5,38 +5,30 @@ one-off planned stop 12:30-12:50 set through the API while the machine is in cha
 ideal rate (72/min against 60/min), a 60 s microstop, a 10 min jam (a material stop, which this site keeps in
 run time), a failure starting 90 s before 14:00 that lasts 47 min, an unspecified stop that an operator
 explains afterwards as cleaning, rejects, and a counter that starts 1,848 units below the Int32 limit (it
-wraps in the first hour). The simulator runs it at 1000x. The expected figures come from the reference twin
+wraps in the first hour). The simulator runs it at 8000x in 30 s steps (the setup of
+tests/support/oee_e2e.py, as the vectors test). The expected figures come from the reference twin
 over the script itself (states at segment starts, counts at segment ends), never from the pipeline.
 """
 
 from __future__ import annotations
 
 import math
-import signal
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
-import httpx
 import pytest
-import yaml
 
-from tests.cloud.oee.test_oee_v1_e2e import MACHINE, ROOT, V1_CALENDAR, start
+from tests.support.oee_e2e import ZONE, Sim, oee_path
 from zhizao.analytics import reference_fleet_oee
 from zhizao.broker.contract.calendar import Calendar, StateClasses
-from zhizao.broker.embedded import free_port, wait_listening
-from zhizao.cloud.auth import create_token
 from zhizao.cloud.oee.calendar import PlannedStop, SiteCalendar
-from zhizao.cloud.seed import seed_database
-from zhizao.cloud.service import CloudService
-from zhizao.cloud.settings import CloudSettings
-from zhizao.seeds import load_scenario
 
-PRE_ROLL_S = 6 * 3600  # as in the V1 test: the agent is subscribed before the shift's first unit
+V1_CALENDAR = {
+    "shifts": [{"name": "V1", "start": "08:00", "hours": 8, "days": [1, 2, 3, 4, 5, 6, 7],
+                "breaks": [{"start": "10:00", "minutes": 15}, {"start": "12:00", "minutes": 30},
+                           {"start": "15:00", "minutes": 15}]}],
+}  # fmt: skip
 CLASSES = {"planned": [150000, 160000, 170000],
            "availability_loss": [40000, 100000, 110000, 120000, 130000, 140000, 180000, 190000, 200000, 210000,
                                  220000],
@@ -93,13 +85,7 @@ def expected(shift_start_ms: int, windows: list[tuple[int, int]]) -> Any:
 
 
 def test_own_scenario_through_sim_edge_broker_cloud(fresh_database: str, tmp_path: Path) -> None:
-    py = sys.executable
-    procs: list[subprocess.Popen[bytes]] = []
-    broker_port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {broker_port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    mqtt_url = f"mqtt://127.0.0.1:{broker_port}"
-    segments = [{"duration_s": PRE_ROLL_S, "state": 2, "stop_reason": 160000}]
+    segments: list[dict[str, Any]] = []
     for seconds, state, reason, produced, defective in SCRIPT:
         seg: dict[str, Any] = {"duration_s": seconds, "state": state}
         if state != 6:
@@ -107,65 +93,27 @@ def test_own_scenario_through_sim_edge_broker_cloud(fresh_database: str, tmp_pat
         else:
             seg.update(produced=produced, defective=defective)
         segments.append(seg)
-    segments.append({"duration_s": 3600, "state": 2, "stop_reason": 160000})
-    timeline = {"name": "issue-11", "machines": [MACHINE], "ideal_rate_per_min": 60, "segments": segments}
-    (tmp_path / "timeline.yaml").write_text(yaml.safe_dump(timeline, sort_keys=False))
-    scenario_data = load_scenario().subset([MACHINE]).model_dump(mode="json")
-    for site in scenario_data["sites"]:
-        for line in site["lines"]:
-            for m in line["machines"]:
-                m["counter_start"] = 2**31 - 1848  # wraps in the first hour
-    scenario = tmp_path / "scenario.yaml"
-    scenario.write_text(yaml.safe_dump(scenario_data, sort_keys=False))
-    zone = ZoneInfo("Asia/Shanghai")
-    day = (datetime.now(UTC).astimezone(zone) - timedelta(days=2)).date()
-    shift_start = datetime(day.year, day.month, day.day, 8, tzinfo=zone)
+    segments.append({"duration_s": 3600, "state": 2, "stop_reason": 170000})  # a change at 17:00 ends the hour
+    day = (datetime.now(UTC).astimezone(ZONE) - timedelta(days=2)).date()
+    shift_start = datetime(day.year, day.month, day.day, 8, tzinfo=ZONE)
     t0 = int(shift_start.timestamp() * 1000)
-    service = CloudService(CloudSettings(database_url=fresh_database, mqtt_url=mqtt_url, host_id="zhizao-i11",
-                                         api_port=0), warm_up=False)
-    try:
-        procs.append(start(["mosquitto", "-c", str(conf)], tmp_path / "mosquitto.log"))
-        wait_listening(broker_port, lambda: procs[-1].poll() is None, "mosquitto", timeout=60)
-        url = service.start_in_thread()
-        seed_database(fresh_database, load_scenario(scenario))
-        eng = httpx.Client(base_url=url, timeout=30, headers={
-            "Authorization": f"Bearer {create_token(fresh_database, 'engineer', 'zj-shaoxing', 'i11-engineer')}"})
-        op = httpx.Client(base_url=url, timeout=30, headers={
-            "Authorization": f"Bearer {create_token(fresh_database, 'operator', 'zj-shaoxing', 'i11-operator')}"})
+    machines = {"pack-1-m01": {"counter_start": 2**31 - 1848}}  # wraps in the first hour
+    with oee_path(fresh_database, tmp_path, machines) as path:
+        eng, op = path.engineer, path.operator
         planned = shift_start + timedelta(hours=4, minutes=30)
-        put = eng.put("/api/v1/sites/zj-shaoxing/calendar", json={
-            **V1_CALENDAR, "recompute_from": (shift_start - timedelta(hours=1)).isoformat(),
-            "planned_stops": [{"start": planned.isoformat(), "end": (planned + timedelta(minutes=20)).isoformat(),
-                               "code": 170000, "note": "trial order"}]})
-        assert put.status_code == 200 and put.json()["recomputed"] is True, put.text
-        sim_port = free_port()
-        procs.append(start([py, "-m", "zhizao", "sim", "--scenario", str(scenario), "--port", str(sim_port),
-                            "--timeline", str(tmp_path / "timeline.yaml"),
-                            "--start", (shift_start - timedelta(seconds=PRE_ROLL_S)).isoformat(),
-                            "--speed", "1000", "--data-dir", str(tmp_path / "sim")], tmp_path / "sim.log"))
-        wait_listening(sim_port, lambda: procs[-1].poll() is None, "simulator", timeout=60)
-        config = yaml.safe_load((ROOT / "seeds" / "agents" / "pack-1.yaml").read_text())
-        config["mqtt"]["url"] = mqtt_url
-        config["outbox"]["dir"] = str(tmp_path / "edge")
-        config["machines"] = [m for m in config["machines"] if m["id"] == "pack-1-m01"]
-        config["metrics_port"] = free_port()
-        for adapter in config["adapters"]:
-            adapter["endpoint"] = f"opc.tcp://127.0.0.1:{sim_port}/zhizao/sim"
-        (tmp_path / "pack-1.yaml").write_text(yaml.safe_dump(config))
-        procs.append(start([py, "-m", "zhizao", "edge", "run", str(tmp_path / "pack-1.yaml")], tmp_path / "edge.log"))
+        path.put_calendar({**V1_CALENDAR, "planned_stops": [
+            {"start": planned.isoformat(), "end": (planned + timedelta(minutes=20)).isoformat(), "code": 170000,
+             "note": "trial order"}]}, shift_start - timedelta(hours=1))
+        path.run([Sim({"pack-1-m01": segments}, start=shift_start, speed=8000, dt_s=30)])
 
         span = {"site": "zj-shaoxing", "from": shift_start.isoformat(),
                 "to": (shift_start + timedelta(hours=8)).isoformat()}
         want_total = sum(s[3] for s in SCRIPT)
-        deadline = time.monotonic() + 150
-        shift: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            rows = eng.get("/api/v1/oee", params={**span, "scope": "machine", "id": "pack-1-m01",
-                                                  "window": "shift"}).json()
-            shift = next((x for x in rows if x["start"] == shift_start.astimezone(UTC).isoformat()), {})
-            if shift.get("all_s") == 8 * 3600 and shift.get("total") == want_total:
-                break
-            time.sleep(1)
+        # Complete once the hour after the shift reached its end: the edge sends in time order.
+        after = shift_start + timedelta(hours=8)
+        path.wait(lambda: path.window("pack-1-m01", "hour", after, after + timedelta(hours=1)).get("all_s") == 3600,
+                  150, "the shift and the hour after it")
+        shift = path.window("pack-1-m01", "shift", shift_start, after)
         assert shift.get("all_s") == 8 * 3600 and shift.get("total") == want_total, f"shift not complete: {shift}"
 
         # The operator explains the unspecified stop; the windows are recomputed.
@@ -213,19 +161,6 @@ def test_own_scenario_through_sim_edge_broker_cloud(fresh_database: str, tmp_pat
         assert sum(e["seconds"] for e in losses["pareto"]) == pytest.approx(2820 + 300 + 600 + 60)
         assert losses["six_big_losses"]["equipment_failure_s"] == pytest.approx(shift["losses"]["equipment_failure"])
         assert not math.isnan(float(shift["oee"]))
-        eng.close()
-        op.close()
-    finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        for proc in reversed(procs):
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        service.stop()
 
 
 def _ms(iso: str) -> int:

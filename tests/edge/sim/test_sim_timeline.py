@@ -115,3 +115,54 @@ def test_timeline_must_fit_the_scenario(free_port: int) -> None:
         TimelineError, match=r"segments\[0\].duration_s: 7200 is not a whole number of sim steps"
     ):
         SimServer(load_scenario().subset([MACHINE]), free_port, timeline=timeline, dt_ms=7)
+
+
+def test_several_timelines_each_machine_its_own_script() -> None:
+    """`--timeline` repeated: every machine follows its own script (the OEE vectors run side by side)."""
+    from zhizao.edge.sim.model import FactoryModel
+    from zhizao.seeds.timeline import Timeline
+
+    m2 = "zj-shaoxing/pack-1/pack-1-m02"
+    v1 = load_timeline(SEEDS_DIR / "timelines" / "v1-vorne.yaml")
+    other = Timeline.model_validate({"name": "other", "machines": [m2], "segments": [
+        {"duration_s": 120, "state": 9, "stop_reason": 180000}, {"duration_s": 600, "state": 6, "produced": 10}]})
+    model = FactoryModel(load_scenario().subset([MACHINE, m2]), seed=0, start_ms=0, dt_ms=60_000,
+                         timeline=[v1, other])
+    model.initial()
+    seen = []
+    for _ in range(13):
+        seen.append((int(model.state[0]), int(model.state[1]), int(model.processed[1])))
+        model.step()
+    assert seen[0] == (6, 9, 0) and seen[2] == (6, 6, 0) and seen[12] == (6, 2, 10)
+    assert int(model.processed[0]) == 6200 * 13 // 120  # V1's first segment, spread per step
+    with pytest.raises(TimelineError, match=r"machines\[0\]: 'zj-shaoxing/pack-1/pack-1-m01' already follows"):
+        FactoryModel(load_scenario().subset([MACHINE]), seed=0, start_ms=0, dt_ms=60_000, timeline=[v1, v1])
+
+
+def test_wait_for_client_holds_the_clock_until_a_subscription(free_port: int, tmp_path: Path) -> None:
+    """`--wait-for-client`: nothing is stepped before a client monitors nodes; then the script runs."""
+    timeline = load_timeline(SEEDS_DIR / "timelines" / "v1-vorne.yaml")
+    start = int(time.time() * 1000) - 3_600_000
+    sim = SimServer(load_scenario().subset([MACHINE]), free_port, speed=1000, start_ms=start - start % 1000,
+                    timeline=timeline, wait_for_client=True, data_dir=tmp_path)
+    steps: list[int] = []
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        await sim.start()
+        task = asyncio.create_task(sim.run(stop))
+        try:
+            await asyncio.sleep(1.5)
+            steps.append(sim.stats.steps)
+            async with Client(sim.endpoint) as client:
+                sub = await client.create_subscription(100, None)
+                await sub.subscribe_data_change([client.get_node(f"ns=2;s={MACHINE}/ProdProcessedCount")])
+                await asyncio.sleep(2.0)
+                steps.append(sim.stats.steps)
+        finally:
+            stop.set()
+            await task
+            await sim.stop()
+
+    asyncio.run(main())
+    assert steps[0] == 0 and steps[1] > 100, steps
