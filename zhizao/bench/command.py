@@ -139,6 +139,13 @@ class CommandStack:
             time.sleep(poll_s)
         raise AssertionError(f"command {command_id} not {sorted(wanted)} within {timeout:g} s: {doc}")
 
+    def config_raw(self) -> dict[str, Any]:
+        """The agent's config as an engineer uploads it: model_dump masks secrets, so the simulator user's
+        password is put back (the agent writes to the simulator as that user)."""
+        raw: dict[str, Any] = self.agent_config.model_dump(mode="json", exclude_none=True, serialize_as_any=True)
+        raw["adapters"][0]["security"]["password"] = SIM_USER[1]
+        return raw
+
     def wait_targets(self, timeout: float = 30.0) -> None:
         """Until the cloud knows the agent's command targets (its info arrived)."""
         deadline = time.monotonic() + timeout
