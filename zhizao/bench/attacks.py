@@ -761,3 +761,25 @@ def attack_table(rows: list[AttackRow]) -> str:
     lines = [f"{'attack':<18}{'attempted':>11}{'refused':>11}{'allowed':>11}  result"]
     lines += [f"{r.row:<18}{r.attempted:>11}{r.refused:>11}{r.allowed:>11}  {'ok' if r.ok else 'FAIL'}" for r in rows]
     return "\n".join(lines)
+
+
+def bench_attacks(names: list[str], server_url: str, work: Path, figures: dict[str, Any], *,
+                  sse_clients: int = 200, sse_events: int = 50) -> list[AttackRow]:  # fmt: skip
+    """The rows of `zhizao bench faults` that are attacks: one target on a scratch database of `server_url`;
+    each row's counters into `figures[name]`."""
+    from zhizao.bench.harness import scratch_database
+
+    if not names:
+        return []
+    rows: list[AttackRow] = []
+    with scratch_database(server_url, "attacks") as url, attack_target(url, work / "attacks") as target:
+        for name in names:
+            try:
+                (r,) = run_attacks([name], target, work / "attacks", sse_clients=sse_clients, sse_events=sse_events)
+            except (TimeoutError, OSError, AssertionError) as exc:  # the row did not finish: say so, go on
+                figures[name] = {"error": str(exc)}
+                continue
+            rows.append(r)
+            figures[r.row] = {"attempted": r.attempted, "refused": r.refused, "allowed": r.allowed, "ok": r.ok,
+                              "detail": r.detail, "allowed_examples": r.allowed_examples}  # fmt: skip
+    return rows
