@@ -64,3 +64,59 @@ def test_the_shipped_bridge_carries_an_agents_data_out_and_commands_in(tmp_path:
             finally:
                 edge.close()
                 cloud.close()
+
+
+def test_on_the_tls_listener_the_certificate_cn_is_the_identity_and_the_client_id(tmp_path: Path) -> None:
+    """Agent cnc-1's certificate with cnc-2's client id: none of cnc-2's topics, and cnc-2's session stays up
+    (use_username_as_clientid makes the client id the CN, so it cannot take cnc-2's session over)."""
+    import ssl
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from tests.support.certs import make_ca
+    from zhizao.broker.embedded import free_port
+
+    ca = make_ca(tmp_path / "pki", client_name=EDGE)
+    tls_port = free_port()
+    paths = {"cafile": ca.ca_file, "certfile": ca.server_cert, "keyfile": ca.server_key}
+    tls = []
+    for raw in (CONF_DIR / "tls-listener.conf").read_text().splitlines():
+        key, _, _value = raw.strip().partition(" ")
+        if not key or key.startswith("#") or key == "crlfile":  # no CRL in the test CA
+            continue
+        tls.append(f"listener {tls_port} 127.0.0.1" if key == "listener" else
+                   f"{key} {paths[key]}" if key in paths else raw.strip())  # fmt: skip
+    for p in tmp_path.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)  # mosquitto drops to its own user, which must read them
+    tmp_path.chmod(0o755)
+    with shipped_broker(("zhizao-cloud", "sh-lingang.cnc-2"), tuple(tls)) as port:
+        victim = _Client(port, "sh-lingang.cnc-2", "cnc-2")
+        dropped = threading.Event()
+        victim.c.on_disconnect = lambda *a: dropped.set()
+        connected = threading.Event()
+        acks: dict[int, int] = {}
+        spoof = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cnc-2", protocol=mqtt.MQTTv5)
+        spoof.tls_set(ca_certs=str(ca.ca_file), certfile=str(ca.client_cert), keyfile=str(ca.client_key),
+                      tls_version=ssl.PROTOCOL_TLS_CLIENT)  # fmt: skip
+        spoof.on_connect = lambda c, u, f, rc, p=None: connected.set()
+        spoof.on_publish = lambda c, u, mid, rc, p: acks.__setitem__(mid, rc.value)
+        spoof.connect("127.0.0.1", tls_port)
+        spoof.loop_start()
+        try:
+            assert connected.wait(10)
+
+            def publish(topic: str) -> int:
+                info = spoof.publish(topic, b"x", qos=1)
+                wait_for(lambda: info.mid in acks, 5.0, f"PUBACK of {topic}")
+                return acks[info.mid]
+
+            assert [publish(t) for t in B_TOPICS] == [0x87] * len(B_TOPICS)
+            assert publish("spBv1.0/sh-lingang/NDATA/cnc-1") in (0, 0x10)  # its CN's own topics
+            assert victim.publish("spBv1.0/sh-lingang/NDATA/cnc-2") in (0, 0x10)
+            assert not dropped.is_set()  # the spoofer's client id "cnc-2" became its CN: no takeover
+        finally:
+            spoof.disconnect()
+            spoof.loop_stop()
+            victim.close()

@@ -18,6 +18,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.support.spnode import subscribe, wait_for
+from zhizao.broker.acl import acl_text
 from zhizao.broker.embedded import free_port
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "broker" / "mosquitto"
@@ -86,7 +87,8 @@ def test_acl_lines_are_well_formed() -> None:
 @contextlib.contextmanager
 def shipped_broker(users: tuple[str, ...], extra: tuple[str, ...] = ()) -> Iterator[int]:
     """A mosquitto running the production mosquitto.conf and acl (paths and port made local; `extra` lines
-    appended, e.g. a bridge); every user's password is `{user}-pw`. Yields the port."""
+    appended, e.g. a bridge; agent identities the acl lacks get their generated block); every user's password
+    is `{user}-pw`. Yields the port."""
     work = Path(tempfile.mkdtemp(prefix="zhizao-mosq-acl-"))
     work.chmod(0o755)
     port = free_port()
@@ -94,7 +96,9 @@ def shipped_broker(users: tuple[str, ...], extra: tuple[str, ...] = ()) -> Itera
     passwd.touch()
     for user in users:
         subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, f"{user}-pw"], check=True, capture_output=True)
-    shutil.copy(CONF_DIR / "acl", work / "acl")
+    # The shipped ACL, and a block for each agent identity it does not list (as the demo's broker writes it).
+    (work / "acl").write_text(acl_text(users))
+    assert acl_text(()) == (CONF_DIR / "acl").read_text()
     lines = []
     for key, value in _directives(CONF_DIR / "mosquitto.conf"):
         if key == "include_dir":
