@@ -7,7 +7,6 @@ brokers listen on 127.0.0.1 only, on a free port, and speak MQTT 5 (mosquitto al
 
 from __future__ import annotations
 
-import importlib.resources
 import logging
 import os
 import pwd
@@ -21,6 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
+from zhizao.broker.acl import acl_text
 from zhizao.broker.mqtt import MqttClient, MqttError, MqttOptions
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,8 @@ def mosquitto_config(port: int, workdir: Path, run_as: str | None, *, secured: b
 
 
 def _write_auth(workdir: Path, binary: str, users: Mapping[str, str]) -> None:
-    """The password file (hashed by mosquitto_passwd, found beside mosquitto) and the shipped ACL."""
+    """The password file (hashed by mosquitto_passwd, found beside mosquitto) and the shipped ACL with the
+    block of every edge identity (`{site}.{edge node}`) among `users`."""
     helper = shutil.which("mosquitto_passwd") or str(Path(binary).with_name("mosquitto_passwd"))
     if not os.access(helper, os.X_OK):
         raise BrokerError("mosquitto_passwd not found beside mosquitto; it hashes the private broker's passwords")
@@ -103,8 +104,7 @@ def _write_auth(workdir: Path, binary: str, users: Mapping[str, str]) -> None:
     done = subprocess.run([helper, "-U", str(passwd)], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise BrokerError(f"mosquitto_passwd -U failed: {done.stderr.strip() or done.stdout.strip()}")
-    acl = importlib.resources.files("zhizao.broker") / "mosquitto" / "acl"
-    (workdir / "acl").write_text(acl.read_text())
+    (workdir / "acl").write_text(acl_text(users))  # the shipped ACL and a block per edge identity
 
 
 def _start_mosquitto(data_dir: Path, binary: str, users: Mapping[str, str] | None = None) -> tuple[str, Callable[[], None]]:
@@ -216,9 +216,9 @@ def start_broker(data_dir: str | Path, *, kind: Kind = "auto",
                  users: Mapping[str, str] | None = None) -> tuple[str, Callable[[], None]]:
     """Start a private broker under `data_dir`: mosquitto if on PATH (kind="auto"), else iotcore; (url, stop).
 
-    With `users` (username -> password) mosquitto refuses anonymous clients and applies the shipped ACL
-    (edge agents: username = site id, client id = edge node id; the cloud: `zhizao-cloud`). iotcore has no
-    ACL: it stays anonymous (`broker_secured` tells which one runs)."""
+    With `users` (username -> password) mosquitto refuses anonymous clients and applies the shipped ACL (edge
+    agents: username `{site}.{edge node}`, each with its own block, broker/acl.py; the cloud: `zhizao-cloud`).
+    iotcore has no ACL: it stays anonymous (`broker_secured` tells which one runs)."""
     data = Path(data_dir)
     if kind in ("auto", "mosquitto"):
         binary = mosquitto_binary()

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from zhizao.edge.sim.security import PASSWORD_ENV
 from zhizao.seeds.model import Scenario
 
 __all__ = ["DEFAULT_ENDPOINT", "agent_configs_for_scenario", "write_agent_configs"]
@@ -32,11 +33,14 @@ def agent_configs_for_scenario(
     outbox_root: str = ".zhizao/edge",
     primary_host: str | None = None,
     command_keys: tuple[str, ...] = (),
+    opcua_user: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """One agent config (a YAML-ready dict) per line of the scenario, keyed by edge node id (= line id).
 
     With `command_keys` (the cloud's command public keys) the agent accepts signed commands: Start, Stop and
-    Reset (critical: it zeroes the job counters) and MachSpeed setpoints within the simulator's range."""
+    Reset (critical: it zeroes the job counters) and MachSpeed setpoints within the simulator's range. The
+    simulator refuses anonymous writes and calls: commands need `opcua_user` (`zhizao sim --user`), whose
+    password the agent reads from the environment variable ZHIZAO_SIM_PASSWORD."""
     configs: dict[str, dict[str, Any]] = {}
     for site in scenario.sites:
         for line in site.lines:
@@ -71,6 +75,9 @@ def agent_configs_for_scenario(
                 targets += [{"machine": m.id, "metric": "Rate/Setpoint", "min": 0.0,
                              "max": round(m.ideal_rate_per_min * 1.5, 6), "step": 0.1} for m in line.machines]
                 commands = {"commands": {"public_keys": list(command_keys), "targets": targets}}
+            security: dict[str, Any] = {"mode": "None"}  # the simulator on localhost; production: SignAndEncrypt
+            if opcua_user is not None:
+                security.update(username=opcua_user, password_env=PASSWORD_ENV)
             configs[line.id] = {
                 "site": site.id,
                 "edge_node": line.id,
@@ -79,7 +86,7 @@ def agent_configs_for_scenario(
                 "outbox": {"dir": f"{outbox_root}/{line.id}/outbox"},
                 "adapters": [{
                     "type": "opcua", "name": "sim", "endpoint": endpoint,
-                    "security": {"mode": "None"},  # the simulator on localhost; production: SignAndEncrypt
+                    "security": security,
                     # queue_size: the simulator catching up at --speed X writes many values per publish interval
                     "subscription": {"publishing_interval_ms": 250, "sampling_interval_ms": 100, "queue_size": 1000},
                 }],

@@ -29,6 +29,7 @@ from zhizao.broker.embedded import BrokerError, free_port, wait_listening
 from zhizao.cloud.settings import DATABASE_URL_FILE
 
 SIM_PATH = "/zhizao/sim"
+SIM_USER = "zhizao-edge"  # the agents' OPC UA user on the demo's simulator (password: fresh every start)
 
 
 def _say(step: str, text: str) -> None:
@@ -148,6 +149,7 @@ def demo(data_dir: Path, scenario_path: Path | None, speed: float, seed: int, ap
     if click.get_current_context().find_root().params.get("verbose", 0) == 0 and "ZHIZAO_LOG_LEVEL" not in os.environ:
         # The demo prints its own progress lines; the components' INFO lines go to their log files only.
         logging.getLogger("zhizao").setLevel(logging.WARNING)
+    from zhizao.broker.acl import edge_identity
     from zhizao.broker.commands import public_key_text
     from zhizao.cloud.auth import create_token
     from zhizao.cloud.seed import seed_database
@@ -155,6 +157,7 @@ def demo(data_dir: Path, scenario_path: Path | None, speed: float, seed: int, ap
     from zhizao.cloud.settings import CloudSettings
     from zhizao.cloud.storage.migrate import apply_migrations
     from zhizao.edge.bootstrap import write_agent_configs
+    from zhizao.edge.sim.security import PASSWORD_ENV
     from zhizao.seeds import load_scenario
 
     data_dir = data_dir.resolve()
@@ -167,12 +170,13 @@ def demo(data_dir: Path, scenario_path: Path | None, speed: float, seed: int, ap
     started = time.monotonic()
     children = _Children(log_dir)
 
-    # The private broker's identities (shipped ACL): the cloud, and one per site (username = site id); fresh
-    # passwords every start, so nothing stale lies around.
-    users = {"zhizao-cloud": secrets.token_urlsafe(18), **{s.id: secrets.token_urlsafe(18) for s in scenario.sites}}
+    # The private broker's identities (shipped ACL, broker/acl.py): the cloud, and one per edge agent (username
+    # `{site}.{line}`); fresh passwords every start, so nothing stale lies around.
+    agents = {line.id: edge_identity(site.id, line.id) for site in scenario.sites for line in site.lines}
+    users = {"zhizao-cloud": secrets.token_urlsafe(18), **{who: secrets.token_urlsafe(18) for who in agents.values()}}
     with contextlib.ExitStack() as stack:
         mqtt_url, secured = stack.enter_context(_broker(data_dir, users))
-        site_url = {s.id: _with_user(mqtt_url, s.id, users[s.id]) if secured else mqtt_url for s in scenario.sites}
+        agent_url = {line: _with_user(mqtt_url, who, users[who]) if secured else mqtt_url for line, who in agents.items()}
         cloud_mqtt_url = _with_user(mqtt_url, "zhizao-cloud", users["zhizao-cloud"]) if secured else mqtt_url
         protocol = _protocol_env(cloud_mqtt_url)
         database_url = stack.enter_context(_database(data_dir))
@@ -190,13 +194,15 @@ def demo(data_dir: Path, scenario_path: Path | None, speed: float, seed: int, ap
 
         sim_port = free_port()
         endpoint = f"opc.tcp://127.0.0.1:{sim_port}{SIM_PATH}"
+        # The simulator refuses anonymous writes and calls: the agents carry out commands as this user.
+        sim_env = {PASSWORD_ENV: secrets.token_urlsafe(18)}
         sim_argv = ["sim", "--port", str(sim_port), "--speed", str(speed), "--seed", str(seed),
-                    "--data-dir", str(data_dir / "sim")]  # fmt: skip
+                    "--data-dir", str(data_dir / "sim"), "--user", SIM_USER]  # fmt: skip
         if scenario_path is not None:
             sim_argv += ["--scenario", str(scenario_path)]
         machines = sum(len(line.machines) for site in scenario.sites for line in site.lines)
         _say("4/6", f"simulator: {len(scenario.sites)} sites, {machines} machines at {endpoint}")
-        sim = children.start("sim", sim_argv)
+        sim = children.start("sim", sim_argv, env=sim_env)
         stack.callback(children.stop, lambda n: n == "sim")
         try:
             wait_listening(sim_port, lambda: sim.poll() is None, "simulator", log_dir / "sim.log", timeout=60)
@@ -208,17 +214,16 @@ def demo(data_dir: Path, scenario_path: Path | None, speed: float, seed: int, ap
         keys = (public_key_text(service.commands.key),) if service.commands is not None else ()
         paths = write_agent_configs(scenario, config_dir, endpoint, mqtt_url=mqtt_url,
                                     outbox_root=str(data_dir / "edge"), primary_host=settings.host_id,
-                                    command_keys=keys)  # fmt: skip
-        site_of = {line.id: site.id for site in scenario.sites for line in site.lines}
+                                    command_keys=keys, opcua_user=SIM_USER)  # fmt: skip
         for p in paths:
             p.touch(0o600)
-            p.chmod(0o600)  # it holds the site's broker password
-            url = site_url[site_of[p.stem]]
+            p.chmod(0o600)  # it holds the agent's broker password
+            url = agent_url[p.stem]
             extra = "\n  protocol: 3" if protocol["edge"] == 3 else ""  # the broker speaks only MQTT 3.1.1
             p.write_text(p.read_text().replace(f"url: {mqtt_url}", f"url: {url}{extra}"))
         _say("5/6", f"edge: {len(paths)} agents, one per line (configs in {config_dir})")
         for p in paths:
-            children.start(f"edge-{p.stem}", ["edge", "run", str(p)])
+            children.start(f"edge-{p.stem}", ["edge", "run", str(p)], env=sim_env)
         stack.callback(children.stop, lambda n: n.startswith("edge-"))
 
         token = create_token(database_url, "admin", None, "demo", created_by="demo")

@@ -99,6 +99,13 @@ class EdgeNode(BaseModel):
     reconnects: int | None
     last_batch: int | None
     acked_batch: int | None
+    outbox_fill: float | None = Field(description="outbox bytes / its disk budget, 0..1 (Health/OutboxFill)")
+    outbox_refused_samples: int | None = Field(
+        description="samples the agent refused because its outbox was full, since it started "
+        "(Health/OutboxRefusedSamples): data lost at the edge")
+    commands_refused: int | None = Field(description="NCMD/DCMD the agent refused (Health/CommandsRefused)")
+    quarantined_samples: int = Field(
+        description="samples of this node the cloud holds in quarantine (refused, re-ingestable: /api/v1/quarantine)")
 
 
 class LatestValue(BaseModel):

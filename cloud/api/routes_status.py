@@ -64,7 +64,7 @@ async def metrics(_: Caller) -> Response:
 
 
 @router.get("/api/v1/edge-nodes", response_model=list[EdgeNode], tags=["status"],
-            summary="Edge agents: online state, last birth, outbox depth, samples/s")
+            summary="Edge agents: online state, last birth, outbox depth and fill, refusals, quarantine, samples/s")
 async def edge_nodes(
     conn: Conn, scope: Scope, site: Annotated[Id | None, Query()] = None
 ) -> list[dict[str, Any]]:
@@ -81,11 +81,22 @@ async def edge_nodes(
                 raise not_found("site", site)
         await cur.execute(
             "SELECT site_id, edge_node_id, online, bd_seq, last_birth, last_death, last_seen, outbox_depth,"
-            " samples_per_s, reconnects, last_batch, acked_batch FROM edge_nodes"
-            f" WHERE {scope.where()}{where} ORDER BY site_id, edge_node_id",
+            " samples_per_s, reconnects, last_batch, acked_batch,"
+            f" {_health('Health/OutboxFill')} AS outbox_fill,"
+            f" {_health('Health/OutboxRefusedSamples')}::bigint AS outbox_refused_samples,"
+            f" {_health('Health/CommandsRefused')}::bigint AS commands_refused,"
+            " (SELECT count(*) FROM quarantine q JOIN tags t USING (tag_id) WHERE t.site_id = n.site_id"
+            "  AND t.edge_node_id = n.edge_node_id) AS quarantined_samples"
+            f" FROM edge_nodes n WHERE {scope.where()}{where} ORDER BY site_id, edge_node_id",
             scope.params(**params),
         )
         return await cur.fetchall()
+
+
+def _health(metric: str) -> str:
+    """SQL for the latest value of one of the node's own health metrics (a node tag, edge/node/messages.py)."""
+    return ("(SELECT lv.value FROM tags t JOIN latest_values lv USING (tag_id) WHERE t.site_id = n.site_id"
+            f" AND t.edge_node_id = n.edge_node_id AND coalesce(t.machine_id, '') = '' AND t.name = '{metric}')")
 
 
 @router.get("/api/v1/me", tags=["status"], summary="The caller's own token: name, role and sites")

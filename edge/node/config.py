@@ -35,8 +35,9 @@ class MqttConfig(_Section):
     protocol: Literal["auto", 5, 3] = "auto"
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     client_id: str | None = Field(default=None, description=(
-        "default: the edge node id, which the shipped Mosquitto ACL (broker/mosquitto/acl) matches as %c; "
-        "on a broker shared by sites whose edge node ids repeat, set one per agent and match it in the ACL"))
+        "default: the edge node id; the shipped Mosquitto ACL (broker/mosquitto/acl) binds topics to the username "
+        "(`{site}.{edge node}`), not to the client id; on a broker shared by sites whose edge node ids repeat, "
+        "set one per agent (its TLS listener makes it the certificate's CN anyway)"))
     username: str | None = None
     password: SecretStr | None = None
     tls: TlsConfig | None = None

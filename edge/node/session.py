@@ -132,7 +132,7 @@ class EdgeNode:
         try:
             self.link = MqttLink(
                 mqtt,
-                mqtt.client_id or edge_node,  # what the shipped ACL's %c expects
+                mqtt.client_id or edge_node,  # the persistent session's key (the ACL goes by the username)
                 self._next_will,
                 self._events.put_nowait,
             )

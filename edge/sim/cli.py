@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from datetime import datetime
 from pathlib import Path
@@ -89,6 +90,23 @@ def _parse_start(value: str | None) -> int | None:
     "--security", is_flag=True, help="Also offer Basic256Sha256 Sign and SignAndEncrypt (self-signed cert)."
 )
 @click.option(
+    "--user",
+    "user",
+    default=None,
+    help="A user who may write MachSpeed and call Start/Stop/Reset; the password is read from --password-env.",
+)
+@click.option(
+    "--password-env",
+    default="ZHIZAO_SIM_PASSWORD",
+    show_default=True,
+    help="Environment variable holding the --user's password.",
+)
+@click.option(
+    "--allow-anonymous-writes",
+    is_flag=True,
+    help="Let anonymous clients write and call methods too (default: they may only read and subscribe).",
+)
+@click.option(
     "--data-dir",
     type=click.Path(path_type=Path),
     default=Path(".zhizao/sim"),
@@ -108,7 +126,8 @@ def _parse_start(value: str | None) -> int | None:
 )
 def sim(scenario_path: Path | None, sites: tuple[str, ...], port: int, host: str, speed: float, seed: int, start: str | None,
         catch_up_s: float, dt_ms: int, timeline_paths: tuple[Path, ...], record: Path | None, security: bool,
-        data_dir: Path, wait_for_client: bool, duration: float | None) -> None:  # fmt: skip
+        user: str | None, password_env: str, allow_anonymous_writes: bool, data_dir: Path, wait_for_client: bool,
+        duration: float | None) -> None:  # fmt: skip
     """Run the OPC UA factory simulator at opc.tcp://HOST:PORT/zhizao/sim."""
     from zhizao.edge.sim.server import SimError, SimServer, default_start_ms
     from zhizao.edge.sim.timeline import TimelineError
@@ -126,13 +145,20 @@ def sim(scenario_path: Path | None, sites: tuple[str, ...], port: int, host: str
         timeline = [load_timeline(path) for path in timeline_paths]
     except ScenarioError as exc:
         raise click.ClickException(str(exc)) from exc
+    users: dict[str, str] = {}
+    if user is not None:
+        password = os.environ.get(password_env)
+        if not password:
+            raise click.BadParameter(f"{password_env} is not set (or empty): the password of {user!r}",
+                                     param_hint="--password-env")  # fmt: skip
+        users[user] = password
     start_ms = _parse_start(start)
     if start_ms is None:
         start_ms = default_start_ms(speed, dt_ms, catch_up_s=catch_up_s)
     try:
         server = SimServer(scenario, port, speed=speed, seed=seed, host=host, record=record, timeline=timeline,
-                           start_ms=start_ms, dt_ms=dt_ms, security=security, data_dir=data_dir,
-                           wait_for_client=wait_for_client)  # fmt: skip
+                           start_ms=start_ms, dt_ms=dt_ms, security=security, data_dir=data_dir, users=users,
+                           allow_anonymous_writes=allow_anonymous_writes, wait_for_client=wait_for_client)  # fmt: skip
     except (TimelineError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -2,7 +2,8 @@
 
 Address space (the contract with the edge adapters): namespace `urn:zhizao:sim` at index 2; objects
 `Objects/{site}/{line}/{machine}` with methods Start, Stop, Reset; variables with string node ids
-`ns=2;s={site}/{line}/{machine}/{tag}`. Endpoint: `opc.tcp://{host}:{port}/zhizao/sim`.
+`ns=2;s={site}/{line}/{machine}/{tag}`. Endpoint: `opc.tcp://{host}:{port}/zhizao/sim`. Writes (MachSpeed)
+and method calls need a configured user unless `allow_anonymous_writes` (see security.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import math
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,6 +84,8 @@ class SimServer:
         security: bool = False,
         data_dir: Path | str = ".zhizao/sim",
         wait_for_client: bool = False,
+        users: Mapping[str, str] | None = None,
+        allow_anonymous_writes: bool = False,
     ) -> None:
         if not (speed > 0 and math.isfinite(speed)):
             raise ValueError(f"speed: {speed!r} must be a positive number")
@@ -101,6 +105,8 @@ class SimServer:
         self._recorder: Recorder | None = None
         self._wait_for_client = wait_for_client
         self._security = security
+        self._users = dict(users or {})
+        self._allow_anonymous_writes = allow_anonymous_writes
         self._data_dir = Path(data_dir)
         self._server = Server()
         self._ua_ids = [ua.NodeId.from_string(n) for n in self.model.table.node_ids]
@@ -116,7 +122,8 @@ class SimServer:
         await srv.init()
         srv.set_endpoint(self.endpoint)
         srv.set_server_name("zhizao OPC UA factory simulator")
-        await configure_security(srv, self._security, self._data_dir)
+        await configure_security(srv, self._security, self._data_dir, users=self._users,
+                                 allow_anonymous_writes=self._allow_anonymous_writes)  # fmt: skip
         idx = await srv.register_namespace(NAMESPACE_URI)
         if idx != 2:
             raise SimError(f"namespace {NAMESPACE_URI} got index {idx}, the contract needs 2")
@@ -335,11 +342,13 @@ async def serve(
     security: bool = False,
     data_dir: Path | str = ".zhizao/sim",
     wait_for_client: bool = False,
+    users: Mapping[str, str] | None = None,
+    allow_anonymous_writes: bool = False,
 ) -> SimStats:
     """Serve a scenario at `opc.tcp://{host}:{port}/zhizao/sim` until `stop` is set; sets `ready` once listening."""
     sim = SimServer(scenario, port, speed=speed, seed=seed, host=host, record=record, timeline=timeline,
-                    start_ms=start_ms, dt_ms=dt_ms, security=security, data_dir=data_dir,
-                    wait_for_client=wait_for_client)  # fmt: skip
+                    start_ms=start_ms, dt_ms=dt_ms, security=security, data_dir=data_dir, users=users,
+                    allow_anonymous_writes=allow_anonymous_writes, wait_for_client=wait_for_client)  # fmt: skip
     stop = stop or asyncio.Event()
     await sim.start()
     try:

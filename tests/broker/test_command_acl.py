@@ -3,7 +3,7 @@ command results and agent info, which the cloud reads."""
 
 from __future__ import annotations
 
-from tests.broker.test_mosquitto_configs import _Client, broker
+from tests.broker.test_mosquitto_configs import EDGE, _Client, broker
 from tests.support.spnode import subscribe, wait_for
 
 __all__ = ["broker"]  # the fixture, imported for this module
@@ -12,7 +12,7 @@ __all__ = ["broker"]  # the fixture, imported for this module
 def test_only_the_cloud_publishes_commands_and_edges_report_only_their_own(broker: int) -> None:
     cloud = _Client(broker, "zhizao-cloud", "zhizao-cloud-cmd")
     subscribe(cloud.c, ["zhizao/v1/cmd/#", "zhizao/v1/edge/#"])
-    edge = _Client(broker, "sh-lingang", "cnc-1")
+    edge = _Client(broker, EDGE, "cnc-1")
     subscribe(edge.c, ["spBv1.0/sh-lingang/DCMD/cnc-1/+"])
     try:
         assert edge.publish("spBv1.0/sh-lingang/DCMD/cnc-1/cnc-1-m01") == 0x87  # not even to itself

@@ -29,7 +29,7 @@ def test_private_mosquitto_with_users_refuses_anonymous_and_applies_the_acl() ->
 
 def _check(tmp_path: Path) -> None:
     url, stop = start_broker(tmp_path, kind="mosquitto",
-                             users={"zhizao-cloud": "zhizao-cloud-pw", "sh-lingang": "sh-lingang-pw"})
+                             users={"zhizao-cloud": "zhizao-cloud-pw", "sh-lingang.cnc-7": "sh-lingang.cnc-7-pw"})
     port = parse_mqtt_url(url).port
     try:
         anon = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
@@ -41,13 +41,15 @@ def _check(tmp_path: Path) -> None:
         assert done.wait(5) and getattr(reasons[0], "is_failure", False)
         anon.loop_stop()
         cloud = _Client(port, "zhizao-cloud", "zhizao-cloud-1")
-        edge = _Client(port, "sh-lingang", "cnc-1")
-        subscribe(edge.c, ["spBv1.0/sh-lingang/DCMD/cnc-1/+"])
+        # An agent the shipped ACL does not list: the private broker added its block (broker/acl.py).
+        edge = _Client(port, "sh-lingang.cnc-7", "cnc-7")
+        subscribe(edge.c, ["spBv1.0/sh-lingang/DCMD/cnc-7/+"])
         try:
-            assert edge.publish("spBv1.0/sh-lingang/NDATA/cnc-1") in (0, 0x10)  # 0x10: nobody subscribed
-            assert edge.publish("spBv1.0/sh-lingang/DCMD/cnc-1/m1") == 0x87
-            assert cloud.publish("spBv1.0/sh-lingang/DCMD/cnc-1/m2") in (0, 0x10)
-            wait_for(lambda: edge.got == ["spBv1.0/sh-lingang/DCMD/cnc-1/m2"], what="only the cloud's DCMD")
+            assert edge.publish("spBv1.0/sh-lingang/NDATA/cnc-7") in (0, 0x10)  # 0x10: nobody subscribed
+            assert edge.publish("spBv1.0/sh-lingang/NDATA/cnc-1") == 0x87  # the shipped example agent's
+            assert edge.publish("spBv1.0/sh-lingang/DCMD/cnc-7/m1") == 0x87
+            assert cloud.publish("spBv1.0/sh-lingang/DCMD/cnc-7/m2") in (0, 0x10)
+            wait_for(lambda: edge.got == ["spBv1.0/sh-lingang/DCMD/cnc-7/m2"], what="only the cloud's DCMD")
         finally:
             edge.close()
             cloud.close()

@@ -3,6 +3,7 @@ only its own Sparkplug topics (MQTT 5 PUBACK 0x87 otherwise), reads its own comm
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -17,15 +18,18 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.support.spnode import subscribe, wait_for
+from zhizao.broker.acl import acl_text
 from zhizao.broker.embedded import free_port
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "broker" / "mosquitto"
+EDGE = "sh-lingang.cnc-1"  # the identity of edge node cnc-1 of site sh-lingang (its block is in the shipped ACL)
 # Options of mosquitto.conf(5) these files may use: a typo fails here rather than at a site at night.
 KNOWN = {
     "per_listener_settings", "listener", "protocol", "allow_anonymous", "password_file", "acl_file", "persistence",
     "persistence_location", "autosave_interval", "max_queued_messages", "max_queued_bytes", "max_inflight_messages",
     "max_packet_size", "persistent_client_expiration", "log_dest", "log_type", "connection_messages", "include_dir",
     "cafile", "certfile", "keyfile", "crlfile", "tls_version", "require_certificate", "use_identity_as_username",
+    "use_username_as_clientid",
     "connection", "address", "bridge_protocol_version", "remote_clientid", "cleansession", "local_cleansession",
     "restart_timeout", "notifications", "try_private", "bridge_cafile", "bridge_certfile", "bridge_keyfile",
     "bridge_insecure", "topic",
@@ -63,6 +67,7 @@ def test_production_settings() -> None:
                         for v in outs)
     tls = dict(_directives(CONF_DIR / "tls-listener.conf"))
     assert tls["require_certificate"] == "true" and tls["use_identity_as_username"] == "true"
+    assert tls["use_username_as_clientid"] == "true"  # the CN is the client id: no takeover of another's session
 
 
 def test_acl_lines_are_well_formed() -> None:
@@ -71,19 +76,29 @@ def test_acl_lines_are_well_formed() -> None:
         if key != "user":
             access, _, topic = value.partition(" ")
             assert access in ("read", "write", "readwrite", "deny") and topic, value
+    # No rule trusts the client id (%c), which the client chooses.
+    assert "%c" not in "".join(v for _, v in _directives(CONF_DIR / "acl"))
+    # The shipped agent block is what the generator writes (the demo's broker adds one per agent).
+    from zhizao.broker.acl import edge_block
+
+    assert "\n" + edge_block("sh-lingang", "cnc-1") in (CONF_DIR / "acl").read_text()
 
 
-@pytest.fixture
-def broker() -> Iterator[int]:
-    """A mosquitto running the production mosquitto.conf and acl (paths and port made local)."""
+@contextlib.contextmanager
+def shipped_broker(users: tuple[str, ...], extra: tuple[str, ...] = ()) -> Iterator[int]:
+    """A mosquitto running the production mosquitto.conf and acl (paths and port made local; `extra` lines
+    appended, e.g. a bridge; agent identities the acl lacks get their generated block); every user's password
+    is `{user}-pw`. Yields the port."""
     work = Path(tempfile.mkdtemp(prefix="zhizao-mosq-acl-"))
     work.chmod(0o755)
     port = free_port()
     passwd = work / "passwd"
     passwd.touch()
-    for user in ("sh-lingang", "zhizao-cloud"):
+    for user in users:
         subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, f"{user}-pw"], check=True, capture_output=True)
-    shutil.copy(CONF_DIR / "acl", work / "acl")
+    # The shipped ACL, and a block for each agent identity it does not list (as the demo's broker writes it).
+    (work / "acl").write_text(acl_text(users))
+    assert acl_text(()) == (CONF_DIR / "acl").read_text()
     lines = []
     for key, value in _directives(CONF_DIR / "mosquitto.conf"):
         if key == "include_dir":
@@ -92,7 +107,7 @@ def broker() -> Iterator[int]:
                  "persistence_location": f"{work}/", "log_dest": f"file {work}/log"}.get(key, value)
         lines.append(f"{key} {value}")
     lines.append("user root")  # the temp files belong to root; a production install runs as `mosquitto`
-    (work / "mosquitto.conf").write_text("\n".join(lines) + "\n")
+    (work / "mosquitto.conf").write_text("\n".join([*lines, *extra]) + "\n")
     proc = subprocess.Popen(["mosquitto", "-c", str(work / "mosquitto.conf")], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
@@ -108,6 +123,13 @@ def broker() -> Iterator[int]:
         proc.terminate()
         proc.wait(10)
         shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture
+def broker() -> Iterator[int]:
+    """A mosquitto running the production mosquitto.conf and acl, with two agents of sh-lingang and the cloud."""
+    with shipped_broker((EDGE, "sh-lingang.cnc-2", "zhizao-cloud")) as port:
+        yield port
 
 
 class _Client:
@@ -143,7 +165,7 @@ class _Client:
 def test_acl_confines_an_edge_node_to_its_own_topics(broker: int) -> None:
     cloud = _Client(broker, "zhizao-cloud", "zhizao-cloud-1")
     subscribe(cloud.c, ["spBv1.0/#"])
-    edge = _Client(broker, "sh-lingang", "cnc-1")
+    edge = _Client(broker, EDGE, "cnc-1")
     subscribe(edge.c, ["spBv1.0/sh-lingang/NCMD/cnc-1", "spBv1.0/sh-lingang/NCMD/cnc-2"])
     try:
         assert edge.publish("spBv1.0/sh-lingang/NDATA/cnc-1") == 0
@@ -180,7 +202,7 @@ def test_anonymous_clients_are_refused(broker: int) -> None:
 
 
 def test_an_edge_node_with_default_settings_goes_online_under_the_shipped_acl(broker: int, tmp_path: Path) -> None:
-    """Username = site id, default client id: the node reads the host's STATE, is born, publishes, dies once."""
+    """Username = its identity, default client id: the node reads the host's STATE, is born, publishes, dies once."""
     import asyncio
 
     from tests.support.node import block, signal_table
@@ -196,7 +218,7 @@ def test_an_edge_node_with_default_settings_goes_online_under_the_shipped_acl(br
     async def main() -> None:
         outbox = Outbox(tmp_path / "outbox", OutboxConfig(fsync_interval_s=0, acks=False))
         node = EdgeNode(
-            "sh-lingang", "cnc-1", MqttConfig(url=f"mqtt://sh-lingang:sh-lingang-pw@127.0.0.1:{broker}"),
+            "sh-lingang", "cnc-1", MqttConfig(url=f"mqtt://{EDGE}:{EDGE}-pw@127.0.0.1:{broker}"),
             SparkplugConfig(primary_host="zhizao-cloud", publish_interval_ms=50), outbox, signal_table(), acks=False,
         )  # fmt: skip
         try:

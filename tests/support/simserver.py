@@ -2,6 +2,8 @@
 
 Namespace `urn:zhizao:sim` (index 2), variables `ns=2;s={site}/{line}/{machine}/{tag}` under objects
 `Objects/{site}/{line}/{machine}` that carry methods Start, Stop, Reset (as in briefs/edge-config.md).
+Access as the simulator's (edge/sim/security.py): anonymous clients read and subscribe, writes and method
+calls need the user (`USER`, or `users=`) unless `allow_anonymous_writes`; with `security` only the user.
 """
 
 from __future__ import annotations
@@ -17,11 +19,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from asyncua import Server, ua
-from asyncua.crypto.permission_rules import User, UserRole
-from asyncua.server.user_managers import UserManager
 
 from zhizao.edge.adapters.opcua import OpcUaAdapter, OpcUaConfig
 from zhizao.edge.samples import SampleBlock, Signal, SignalTable
+from zhizao.edge.sim.security import SimUsers, WriteRules
 
 NS_URI = "urn:zhizao:sim"
 PACKML_TAGS: dict[str, tuple[Any, ua.VariantType]] = {
@@ -41,17 +42,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class PasswordUsers(UserManager):
-    """Accepts exactly one username/password; everything else (anonymous included) is refused."""
-
-    def __init__(self, username: str, password: str) -> None:
-        self.username, self.password = username, password
-
-    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
-                 certificate: Any = None) -> User | None:
-        if username == self.username and password == self.password:
-            return User(role=UserRole.User, name=username)
-        return None
+USER = ("edge", "edge-pass")  # the user that may write and call on a test server by default
+AS_USER: dict[str, Any] = {"mode": "None", "username": USER[0], "password": USER[1]}  # an adapter's `security`
 
 
 @dataclass
@@ -88,7 +80,8 @@ async def start_server(
     process_tags: tuple[str, ...] = ("Temperature/Spindle",),
     extra: int = 0,
     security: tuple[Path, Path] | None = None,
-    users: tuple[str, str] | None = None,
+    users: tuple[str, str] = USER,
+    allow_anonymous_writes: bool = False,
     shelf: Path | None = None,
     nested: bool = False,
     extend: Callable[[Server, int, SimServer], Awaitable[None]] | None = None,
@@ -97,16 +90,20 @@ async def start_server(
     `nested` adds a folder object Axis with a variable Position (Double) below each machine; `extend(server,
     namespace index, sim)` adds more nodes before the server starts."""
     port = port or free_port()
-    server = Server(user_manager=PasswordUsers(*users) if users else None)
+    server = Server(user_manager=SimUsers(dict([users])))
     await server.init(shelf_file=shelf)
     url = f"opc.tcp://127.0.0.1:{port}/zhizao/sim"
     server.set_endpoint(url)
     server.set_server_name("zhizao test sim")
+    rules = WriteRules(allow_anonymous_writes)
     if security is not None:
         await server.load_certificate(str(security[0]))
         await server.load_private_key(str(security[1]))
-        server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+        server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt], permission_ruleset=rules)
         server.set_identity_tokens([ua.UserNameIdentityToken])
+    else:
+        server.set_security_policy([ua.SecurityPolicyType.NoSecurity], permission_ruleset=rules)
+        server.set_identity_tokens([ua.AnonymousIdentityToken, ua.UserNameIdentityToken])
     idx = await server.register_namespace(NS_URI)
     assert idx == 2, idx
     sim = SimServer(server, url, port)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import tempfile
 import threading
 import time
@@ -32,6 +33,7 @@ import click
 from zhizao.bench.harness import Report, json_option, latency_summary, machine_line, scratch_database, times
 
 SIM_PATH = "/zhizao/sim"
+SIM_USER = ("bench-edge", secrets.token_urlsafe(12))  # the OPC UA user the agent (and the baseline) write as
 
 
 def scenario_doc(site: str, machines: int = 2, line: str = "l1") -> dict[str, Any]:
@@ -137,6 +139,13 @@ class CommandStack:
             time.sleep(poll_s)
         raise AssertionError(f"command {command_id} not {sorted(wanted)} within {timeout:g} s: {doc}")
 
+    def config_raw(self) -> dict[str, Any]:
+        """The agent's config as an engineer uploads it: model_dump masks secrets, so the simulator user's
+        password is put back (the agent writes to the simulator as that user)."""
+        raw: dict[str, Any] = self.agent_config.model_dump(mode="json", exclude_none=True, serialize_as_any=True)
+        raw["adapters"][0]["security"]["password"] = SIM_USER[1]
+        return raw
+
     def wait_targets(self, timeout: float = 30.0) -> None:
         """Until the cloud knows the agent's command targets (its info arrived)."""
         deadline = time.monotonic() + timeout
@@ -176,7 +185,7 @@ def command_stack(database_url: str, mqtt_url: str, work: Path, *, machines: int
     sim_thread = _LoopThread("command-sim")
 
     async def start_sim() -> Any:
-        sim = SimServer(scenario, port, dt_ms=dt_ms, data_dir=work / "sim")
+        sim = SimServer(scenario, port, dt_ms=dt_ms, data_dir=work / "sim", users=dict([SIM_USER]))
         await sim.start()
         stop = asyncio.Event()
         sim._bench_stop = stop  # type: ignore[attr-defined]
@@ -199,6 +208,8 @@ def command_stack(database_url: str, mqtt_url: str, work: Path, *, machines: int
         edge, raw = next(iter(agent_configs_for_scenario(
             scenario, f"opc.tcp://127.0.0.1:{port}{SIM_PATH}", mqtt_url=mqtt_url, outbox_root=str(work / "edge"),
             primary_host=host_id, command_keys=(public_key_text(key),)).items()))  # fmt: skip
+        # The simulator refuses anonymous writes and calls: the agent authenticates (password in the config here).
+        raw["adapters"][0]["security"] = {"mode": "None", "username": SIM_USER[0], "password": SIM_USER[1]}
         raw["sparkplug"]["publish_interval_ms"] = 50
         raw["sparkplug"]["health_interval_s"] = 1.0
         raw["adapters"][0]["subscription"] = {"publishing_interval_ms": 50, "sampling_interval_ms": 20,
@@ -226,7 +237,10 @@ async def _device_round_trip(endpoint: str, node_id: str, values: list[float]) -
     from asyncua.client.client import Client  # only the bench drives the simulator from the cloud side
 
     out: list[float] = []
-    async with Client(endpoint, timeout=5) as client:
+    client = Client(endpoint, timeout=5)
+    client.set_user(SIM_USER[0])
+    client.set_password(SIM_USER[1])
+    async with client:
         node = client.get_node(node_id)
         for v in values:
             t0 = time.perf_counter()

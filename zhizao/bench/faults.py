@@ -40,6 +40,7 @@ from typing import Any
 
 import click
 
+from zhizao.bench.attacks import ATTACKS, attack_table, bench_attacks
 from zhizao.bench.harness import Report, json_option, machine_line, scratch_database
 
 __all__ = ["ROWS", "Counts", "Rig", "RowResult", "TapError", "bench_faults", "cloud_main", "run_row"]
@@ -837,23 +838,28 @@ def _work_dir(keep: Path | None) -> Iterator[Path]:
 
 
 @click.command("faults")
-@click.option("--rows", default="all", show_default=True, help="comma-separated rows, or all: " + ", ".join(ROWS))
+@click.option("--rows", default="all", show_default=True,
+              help="comma-separated rows, all, or attacks: " + ", ".join([*ROWS, *ATTACKS]))
+@click.option("--sse-clients", type=click.IntRange(2), default=200, show_default=True, help="clients of the sse attack")
 @click.option("--seconds", type=float, default=60.0, show_default=True, help="fault phase of each row")
 @click.option("--database-url", envvar="ZHIZAO_DATABASE_URL", default="postgresql://postgres@127.0.0.1:5432/postgres",
               show_default=True, help="PostgreSQL server (a scratch database per row is created and dropped)")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="keep logs, configs and the tap here (default: a temporary directory)")
 @json_option
-def bench_faults(rows: str, seconds: float, database_url: str, work_dir: Path | None, json_path: Path | None) -> None:
-    """The fault matrix: every row's samples attempted, acknowledged, stored, lost, duplicated, quarantined."""
-    names = list(ROWS) if rows == "all" else [r.strip() for r in rows.split(",") if r.strip()]
-    unknown = [n for n in names if n not in ROWS]
+def bench_faults(rows: str, sse_clients: int, seconds: float, database_url: str, work_dir: Path | None,
+                 json_path: Path | None) -> None:  # fmt: skip
+    """The fault matrix: every row's samples attempted, acknowledged, stored, lost, duplicated, quarantined;
+    then the attack rows (zhizao/bench/attacks.py): attempted, refused, allowed."""
+    names = [*ROWS, *ATTACKS] if rows == "all" else [*ATTACKS] if rows == "attacks" else [
+        r.strip() for r in rows.split(",") if r.strip()]  # fmt: skip
+    unknown = [n for n in names if n not in ROWS and n not in ATTACKS]
     if unknown:
-        raise click.BadParameter(f"unknown rows {unknown}; known: {', '.join(ROWS)}", param_hint="--rows")
+        raise click.BadParameter(f"unknown rows {unknown}; known: {', '.join([*ROWS, *ATTACKS])}", param_hint="--rows")
     report = Report("faults")
     results: list[RowResult] = []
     with _work_dir(work_dir) as base:
-        for name in names:
+        for name in [n for n in names if n in ROWS]:
             click.echo(f"{name}: {ROWS[name].title} ...", err=True)
             try:
                 result = run_row(name, database_url, base / name, seconds)
@@ -866,8 +872,13 @@ def bench_faults(rows: str, seconds: float, database_url: str, work_dir: Path | 
                                     "injected": result.injected, "quarantine_reasons": result.quarantine_reasons,
                                     "lost_examples": result.lost_examples}  # fmt: skip
             click.echo(table([result]).splitlines()[1], err=True)
+        attacks = bench_attacks([n for n in names if n in ATTACKS], database_url, base, report.figures,
+                                sse_clients=sse_clients)  # fmt: skip
     report.finish(database_url)
-    click.echo(table(results))
+    if results or not attacks:
+        click.echo(table(results))
+    if attacks:
+        click.echo(attack_table(attacks))
     click.echo(machine_line(report.machine))
     report.write(json_path)
     failed = [n for n in names if not report.figures[n].get("ok")]

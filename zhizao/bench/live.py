@@ -23,7 +23,9 @@ import contextlib
 import http.client
 import importlib.resources
 import json
+import os
 import queue
+import secrets
 import socket
 import subprocess
 import sys
@@ -48,12 +50,14 @@ from zhizao.bench.harness import (
 from zhizao.broker.embedded import BrokerError, free_port, wait_listening
 from zhizao.broker.sparkplug.codec import decode
 from zhizao.broker.sparkplug.topics import MessageType, device_topic
+from zhizao.edge.sim.security import PASSWORD_ENV
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
 
 AGENTS_DIR = importlib.resources.files("zhizao.seeds") / "agents"  # the packaged example agent configs
 _PY = [sys.executable, "-c", "from zhizao.cli import main; main()"]
+SIM_USER = ("bench-live", secrets.token_urlsafe(12))  # the bench calls Stop/Start as this simulator user
 # What Debian's Chromium needs to run headless here (as in the dashboard's browser tests).
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -227,7 +231,10 @@ async def _toggle(endpoint: str, node: str, events: int, sse: _Sse, wire: _Wire,
     labels: dict[str, int] = {}
     async with contextlib.AsyncExitStack() as stack:
         dash = await stack.enter_async_context(page) if page is not None else None
-        client = await stack.enter_async_context(Client(endpoint, timeout=10))
+        client = Client(endpoint, timeout=10)
+        client.set_user(SIM_USER[0])  # the simulator refuses anonymous method calls
+        client.set_password(SIM_USER[1])
+        await stack.enter_async_context(client)
         obj = client.get_node(node)
         for i in range(events):
             stop = i % 2 == 0
@@ -317,8 +324,9 @@ def bench_live(database_url: str, mqtt_url: str, line: str, events: int, dt_ms: 
     click.echo(f"bench live: line {site}/{line}, machine {machine}, {events} events, sim step {dt_ms} ms", err=True)
     log = (work / "procs.log").open("ab")  # the children's output; closed once they are gone
     try:
-        procs.append(subprocess.Popen([*_PY, "sim", "--site", site, "--port", str(sim_port), "--dt-ms", str(dt_ms)],
-                                      stdout=log, stderr=subprocess.STDOUT))
+        procs.append(subprocess.Popen([*_PY, "sim", "--site", site, "--port", str(sim_port), "--dt-ms", str(dt_ms),
+                                       "--user", SIM_USER[0]], stdout=log, stderr=subprocess.STDOUT,
+                                      env={**os.environ, PASSWORD_ENV: SIM_USER[1]}))  # fmt: skip
         try:
             wait_listening(sim_port, lambda: procs[0].poll() is None, "simulator", timeout=90)
         except BrokerError as exc:

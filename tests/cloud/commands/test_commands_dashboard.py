@@ -67,7 +67,7 @@ def test_command_panel_by_role_with_confirmation_and_live_status(stack: CommandS
 
 def test_fleet_console_and_config_history_with_upload_diff_and_push(stack: CommandStack, chromium: Any,
                                                                      artifacts: Path) -> None:  # fmt: skip
-    raw = stack.agent_config.model_dump(mode="json", exclude_none=True, serialize_as_any=True)
+    raw = stack.config_raw()
     with browser_tab(chromium, artifacts, "fleet-failure.png") as (page, errors):
         sign_in(page, stack, "engineer")
         page.locator("#fleet-link").click()

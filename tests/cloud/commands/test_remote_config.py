@@ -13,7 +13,7 @@ from zhizao.bench.command import CommandStack
 
 
 def document(stack: CommandStack, *changes: Any) -> str:
-    raw = stack.agent_config.model_dump(mode="json", exclude_none=True, serialize_as_any=True)
+    raw = stack.config_raw()
     raw["mqtt"].pop("password", None)
     for change in changes:
         change(raw)

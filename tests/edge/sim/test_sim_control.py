@@ -25,8 +25,11 @@ def test_machspeed_start_stop_reset(free_port: int, run_sim: Any, make_scenario:
     scenario = make_scenario(2, ideal_rate_per_min=600.0)
 
     async def main() -> None:
-        sim = SimServer(scenario, free_port, seed=5, dt_ms=100)
-        async with run_sim(sim), Client(sim.endpoint) as client:
+        sim = SimServer(scenario, free_port, seed=5, dt_ms=100, users={"op": "op-pass"})
+        client = Client(sim.endpoint)
+        client.set_user("op")  # anonymous clients may not write or call (test_sim_access.py)
+        client.set_password("op-pass")
+        async with run_sim(sim), client:
             node = {tag: client.get_node(f"{M}/{tag}") for tag in (
                 "State", "StopReason", "ProdProcessedCount", "ProdDefectiveCount", "MachSpeed", "CurMachSpeed")}  # fmt: skip
 

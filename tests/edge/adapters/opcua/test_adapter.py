@@ -11,7 +11,7 @@ import pytest
 from asyncua import ua
 from asyncua.server.internal_session import InternalSession
 
-from tests.support.simserver import M1, M2, ServerThread, free_port, make_adapter
+from tests.support.simserver import AS_USER, M1, M2, ServerThread, free_port, make_adapter
 from zhizao.edge.adapters.base import (
     AdapterConfigError,
     AdapterError,
@@ -176,9 +176,21 @@ def test_chunks_respect_server_limits(server: ServerThread, mode: str, monkeypat
 
 def test_write_and_call(server: ServerThread) -> None:
     nodes = [M1 + "MachSpeed", M1 + "State", M2 + "State"]
-    adapter, _ = make_adapter(server.url, nodes)
+    adapter, _ = make_adapter(server.url, nodes, security=AS_USER)
+    anonymous, _ = make_adapter(server.url, nodes)
 
     async def scenario() -> None:
+        # Like a PLC, the server lets an anonymous session read but neither write nor call.
+        await anonymous.connect()
+        try:
+            assert await anonymous.read(0) == 60.0
+            with pytest.raises(AdapterConfigError, match="BadUserAccessDenied"):
+                await anonymous.write(0, 72.5)
+            with pytest.raises(AdapterConfigError, match="BadUserAccessDenied"):
+                await anonymous.call("cnc-1-m02", "Start", [])
+        finally:
+            await anonymous.close()
+        assert await server.read(nodes[0]) == 60.0 and await server.read(nodes[2]) == 2
         await adapter.connect()
         try:
             await adapter.write(0, 72.5)
