@@ -68,8 +68,9 @@ def agent_configs_for_scenario(
                     {"machine": "*", "method": "Stop", "readback_metric": "State", "expect": [2, 4]},  # Stopped, Idle
                     {"machine": "*", "method": "Reset", "critical": True},
                     # A production order (planning): changeover, then the product at its rate until the quantity
-                    # is made; confirmed once the machine shows Held (the changeover) or Execute.
-                    {"machine": "*", "method": "RunOrder", "readback_metric": "State", "expect": [11, 6],
+                    # is made; confirmed once the machine shows Held (the changeover), Execute, or Stopped (a
+                    # break or no shift: RunOrder has started it, so the order begins when the shift does).
+                    {"machine": "*", "method": "RunOrder", "readback_metric": "State", "expect": [11, 6, 2],
                      "args": [{"name": "product", "type": "String"},
                               {"name": "quantity", "type": "Double", "min": 0.0},
                               {"name": "rate_per_min", "type": "Double", "min": 0.0},
