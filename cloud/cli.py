@@ -11,6 +11,7 @@ import click
 
 from zhizao.cloud.auth import (
     AuthError,
+    Role,
     create_token,
     known_sites,
     list_tokens,
@@ -136,7 +137,7 @@ def token() -> None:
 
 @token.command("create")
 @_database_option
-@click.option("--role", required=True, type=click.Choice(["viewer", "operator", "engineer", "admin"]),
+@click.option("--role", required=True, type=click.Choice([r.value for r in Role]),
               help="What the token may do; each role includes the ones before it.")
 @click.option("--sites", required=True, metavar="a,b|*", help="Comma-separated site ids, or * for every site.")
 @click.option("--name", default=None, metavar="NAME", help="Who or what uses it (default: ROLE@SITES).")

@@ -21,6 +21,7 @@ from zhizao.cloud.ingest.settings import IngestSettings
 from zhizao.cloud.live import LiveHub, PgLiveRelay
 from zhizao.cloud.monitoring import MonitoringService
 from zhizao.cloud.oee import OeeService
+from zhizao.cloud.planning.dispatch import ProductionOrderSender
 from zhizao.cloud.planning.service import Planner
 from zhizao.cloud.planning.watcher import ReplanWatcher
 from zhizao.cloud.settings import CloudSettings
@@ -116,6 +117,8 @@ class CloudService:
         if self.monitoring is not None:
             await asyncio.to_thread(self.monitoring.start)
         app.state.commands = self.commands
+        if self.commands is not None:  # a started production order reaches its line as a RunOrder command
+            app.state.production_order_sender = ProductionOrderSender(self.conninfo, self.commands.kick)
         if self.commands is not None:
             await asyncio.to_thread(self.commands.start)
         if ingest is not None:

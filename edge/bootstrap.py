@@ -38,9 +38,10 @@ def agent_configs_for_scenario(
     """One agent config (a YAML-ready dict) per line of the scenario, keyed by edge node id (= line id).
 
     With `command_keys` (the cloud's command public keys) the agent accepts signed commands: Start, Stop and
-    Reset (critical: it zeroes the job counters) and MachSpeed setpoints within the simulator's range. The
-    simulator refuses anonymous writes and calls: commands need `opcua_user` (`zhizao sim --user`), whose
-    password the agent reads from the environment variable ZHIZAO_SIM_PASSWORD."""
+    Reset (critical: it zeroes the job counters), RunOrder (a production order: product, quantity, rate,
+    changeover minutes) and MachSpeed setpoints within the simulator's range. The simulator refuses anonymous
+    writes and calls: commands need `opcua_user` (`zhizao sim --user`), whose password the agent reads from the
+    environment variable ZHIZAO_SIM_PASSWORD."""
     configs: dict[str, dict[str, Any]] = {}
     for site in scenario.sites:
         for line in site.lines:
@@ -70,6 +71,14 @@ def agent_configs_for_scenario(
                     {"machine": "*", "method": "Start", "readback_metric": "State", "expect": [6]},  # Execute
                     {"machine": "*", "method": "Stop", "readback_metric": "State", "expect": [2, 4]},  # Stopped, Idle
                     {"machine": "*", "method": "Reset", "critical": True},
+                    # A production order (planning): changeover, then the product at its rate until the quantity
+                    # is made; confirmed once the machine shows Held (the changeover), Execute, or Stopped (a
+                    # break or no shift: RunOrder has started it, so the order begins when the shift does).
+                    {"machine": "*", "method": "RunOrder", "readback_metric": "State", "expect": [11, 6, 2],
+                     "args": [{"name": "product", "type": "String"},
+                              {"name": "quantity", "type": "Double", "min": 0.0},
+                              {"name": "rate_per_min", "type": "Double", "min": 0.0},
+                              {"name": "changeover_min", "type": "Double", "min": 0.0, "max": 24 * 60.0}]},
                 ]
                 # The simulator refuses MachSpeed outside [0, 1.5 x design speed] (edge/sim/model.py).
                 targets += [{"machine": m.id, "metric": "Rate/Setpoint", "min": 0.0,

@@ -42,7 +42,10 @@ class CommandCreate(BaseModel):
 
     metric: str | None = Field(default=None, max_length=200, description="signal to write, e.g. Rate/Setpoint")
     value: float | int | bool | None = Field(default=None, description="the value to write")
-    method: Literal["Start", "Stop", "Reset"] | None = None
+    method: Literal["Start", "Stop", "Reset", "RunOrder"] | None = None
+    args: dict[str, str | float] | None = Field(
+        default=None, description="a method's arguments, e.g. RunOrder {product, quantity, rate_per_min, "
+        "changeover_min}; checked by the agent against its declared names, types and limits")
     reason: str = Field(min_length=1, max_length=500, description="why (kept in the audit log)")
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=100,
                                         description="a retry with the same key returns the first command")
@@ -189,8 +192,12 @@ async def create_command(machine: MachineId, body: CommandCreate, request: Reque
         raise await _refuse(conn, caller, site_id, machine, ApiError(
             429, f"machine={machine!r}: {rate} commands in the last minute, the limit per machine; try again later",
             "machine", machine), body)  # fmt: skip
+    takes_args = target["kind"] == "call" and target["datatype"] == int(DataType.String)
+    if (body.args is not None) != takes_args:
+        raise await _refuse(conn, caller, site_id, machine, bad_request(
+            "args", body.args, f"{name} of {machine} {'takes arguments' if takes_args else 'takes none'}"), body)
     cid = uuid.uuid4()
-    value: Any = True if body.method else body.value
+    value: Any = (json.dumps(body.args) if takes_args else True) if body.method else body.value
     datatype = target["datatype"] if target["datatype"] is not None else int(DataType.Boolean)
     if datatype in _INTS and value is not None:
         value = int(value)

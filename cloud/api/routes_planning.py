@@ -34,6 +34,7 @@ from zhizao.cloud.api.planning_common import (
 from zhizao.cloud.auth import Principal
 from zhizao.cloud.planning.basis import Disruption
 from zhizao.cloud.planning.diff import plan_diff
+from zhizao.cloud.planning.service import Planner
 
 router = APIRouter(prefix="/api/v1/planning", tags=["planning"])
 router.include_router(routes_planning_network.router)
@@ -85,21 +86,39 @@ async def list_plans(conn: Conn, principal: Caller, limit: Annotated[int, Query(
                     principal) for r in await cur.fetchall()]
 
 
+def _progress(conn: psycopg.Connection[Any], planner: Planner, plan_id: int) -> dict[str, tuple[int, str, float]]:
+    """Per lot of a plan: its production order (id, status) and the good units counted while it ran."""
+    out = {}
+    for po, lot, site, line, product, status, started, finished in conn.execute(
+            "SELECT po_id, lot_id, site_id, line_id, product_id, status, started_at, finished_at"
+            " FROM production_orders WHERE plan_id = %s AND status <> 'cancelled'", [plan_id]).fetchall():
+        made = planner.progress_units(conn, site, line, product, started, finished)
+        out[str(lot)] = (int(po), str(status), made)
+    return out
+
+
 @router.get("/plans/current", summary="The accepted plan (lots as the token may see them)")
-async def current_plan(conn: Conn, principal: Caller) -> dict[str, Any]:
+async def current_plan(request: Request, conn: Conn, principal: Caller) -> dict[str, Any]:
     cur = await conn.execute("SELECT plan_id FROM plan_versions WHERE status = 'accepted' ORDER BY plan_id DESC LIMIT 1")
     row = await cur.fetchone()
     if row is None:
         raise not_found("plan", "current")
-    return await get_plan(int(row[0]), conn, principal)
+    return await get_plan(int(row[0]), request, conn, principal)
 
 
-@router.get("/plans/{plan_id}", summary="A plan with its lots (as the token may see them)")
-async def get_plan(plan_id: int, conn: Conn, principal: Caller) -> dict[str, Any]:
+@router.get("/plans/{plan_id}", summary="A plan with its lots (as the token may see them) and their progress")
+async def get_plan(plan_id: int, request: Request, conn: Conn, principal: Caller) -> dict[str, Any]:
     plan = await _plan_row(conn, plan_id, principal)
     cur = await conn.execute("SELECT * FROM plan_lots WHERE plan_id = %s ORDER BY site_id, line_id, seq", [plan_id])
     names = [d.name for d in cur.description or []]
-    lots = [_lot_json(dict(zip(names, r, strict=True)), principal) for r in await cur.fetchall()]
+    rows = [dict(zip(names, r, strict=True)) for r in await cur.fetchall()]
+    progress = await run_sync(request, _progress, planner_of(request), plan_id)
+    lots = []
+    for r in rows:
+        lot = _lot_json(r, principal)
+        if lot is not None:  # the lot's production order: planned / started / done and good units counted
+            lot["po_id"], lot["po_status"], lot["made"] = progress.get(str(r["lot_id"]), (None, None, 0.0))
+        lots.append(lot)
     if not sees_all(principal):  # cluster figures would sum other sites' orders
         for k in ("weighted_tardiness", "transport_cost", "changeover_s", "makespan_s", "lower_bound"):
             plan[k] = None
@@ -211,7 +230,7 @@ async def production_orders(request: Request, scope: Scope, principal: Caller,
                     "planned_end": r[10].isoformat(), "status": r[11],
                     "started_at": r[12].isoformat() if r[12] else None,
                     "finished_at": r[13].isoformat() if r[13] else None,
-                    "made": planner.progress_units(conn, r[4], r[5], r[6], r[12]) if r[12] else 0.0}
+                    "made": planner.progress_units(conn, r[4], r[5], r[6], r[12], r[13])}
             if r[14] is None or not principal.sees(str(r[14])):
                 item["order_id"] = item["lot_id"] = None  # another site's order: what to make, not for whom
             out.append(item)
@@ -238,9 +257,14 @@ async def start_po(po_id: int, request: Request, conn: Conn, scope: Scope, princ
     await audit(conn, principal, "planning.po.start", str(row[0]), str(po_id),
                  {"line": row[1], "product": row[3], "quantity": row[4]})
     await conn.commit()
+    # Closing the loop: the line's output machine(s) get a signed RunOrder command (cloud/planning/dispatch.py).
     sender = getattr(request.app.state, "production_order_sender", None)
-    sent = bool(sender(str(row[0]), str(row[1]), str(row[3]), float(row[4]))) if sender is not None else False
-    return {"po_id": po_id, "status": "started", "sent_to_line": sent}
+    if sender is None:
+        return {"po_id": po_id, "status": "started", "sent_to_line": False, "commands": [],
+                "problem": "this cloud sends no commands (ZHIZAO_COMMANDS off)"}
+    sent = await asyncio.to_thread(sender, po_id, principal.name, principal.token_id)
+    return {"po_id": po_id, "status": "started", "sent_to_line": bool(sent.commands), "commands": sent.commands,
+            "problem": sent.problem}
 
 
 @router.post("/production-orders/{po_id}/finish", summary="Finish a started production order (operator of the site)")

@@ -363,9 +363,11 @@ class Planner:
         return {"plan_id": plan_id, "status": status, "production_orders": created}
 
     # ------------------------------------------------------------------ progress
-    def progress_units(self, conn: Conn, site: str, line: str, product: str, since: datetime | None) -> float:
-        """Good units of `product` made on a line since `since`: increases of the output machine's Counts/Good
-        (every machine's for 'all'), divided by the capability's counts per unit."""
+    def progress_units(self, conn: Conn, site: str, line: str, product: str, since: datetime | None,
+                       until: datetime | None = None) -> float:
+        """Good units of `product` made on a line since `since` (until `until`, a finished order's end):
+        increases of the output machine's Counts/Good (every machine's for 'all'), divided by the capability's
+        counts per unit."""
         if since is None:
             return 0.0
         row = conn.execute(
@@ -385,7 +387,8 @@ class Planner:
             r = conn.execute(
                 "SELECT coalesce(sum(greatest(d, 0)), 0) FROM (SELECT value - lag(value) OVER (ORDER BY ts) AS d"
                 " FROM samples WHERE tag_id = %(t)s AND ts >= coalesce((SELECT max(ts) FROM samples WHERE"
-                " tag_id = %(t)s AND ts <= %(s)s), %(s)s)) x", {"t": tag, "s": since}).fetchone()
+                " tag_id = %(t)s AND ts <= %(s)s), %(s)s) AND (%(u)s::timestamptz IS NULL OR ts <= %(u)s)) x",
+                {"t": tag, "s": since, "u": until}).fetchone()
             total += float(r[0]) if r else 0.0
         return total / per_unit
 

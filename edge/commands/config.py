@@ -9,11 +9,16 @@ commands:
   - {machine: "*", method: Stop}                                   # operators by default
   - {machine: "*", method: Start, readback_metric: State, expect: [6]}
   - {machine: pack-1-m01, metric: Rate/Setpoint, min: 0, max: 150, step: 0.5, allowed_states: [10000, 20000]}
+  - machine: "*"                                                   # a production order (planning)
+    method: RunOrder
+    args: [{name: product, type: String}, {name: quantity, type: Double, min: 0}, ...]
 ```
 
 Without this section (or without keys) the agent refuses every command. A target's `role` is the least role
 the cloud demands (default: operator for methods, engineer for writes); `critical: true` needs a second
-person's approval in the cloud. `allowed_states` lists state-code ranges (10000 = 10000..19999, section 4 of
+person's approval in the cloud. A method with `args` takes them as a JSON object in its DCMD metric (a String:
+`{"product": "bms-slave", "quantity": 400}`), checked against the declared names, types and limits and passed
+to the device method in the declared order; a method without `args` carries Boolean true. `allowed_states` lists state-code ranges (10000 = 10000..19999, section 4 of
 DESIGN.md): the command is refused while the machine's State lies outside them.
 """
 
@@ -25,12 +30,29 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-METHODS = ("Start", "Stop", "Reset")
-Method = Literal["Start", "Stop", "Reset"]
+METHODS = ("Start", "Stop", "Reset", "RunOrder")
+Method = Literal["Start", "Stop", "Reset", "RunOrder"]
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ArgConfig(_Model):
+    """One input argument of a method target: its name, OPC UA type and (numbers) limits."""
+
+    name: str = Field(min_length=1, max_length=100)
+    type: Literal["String", "Double"]
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _limits(self) -> ArgConfig:
+        if self.type == "String" and (self.min is not None or self.max is not None):
+            raise ValueError(f"min: only for Double arguments, {self.name!r} is a String")
+        if self.min is not None and self.max is not None and self.max < self.min:
+            raise ValueError(f"max: {self.max!r} is below min ({self.min!r})")
+        return self
 
 
 class TargetConfig(_Model):
@@ -49,6 +71,7 @@ class TargetConfig(_Model):
     critical: bool = Field(default=False, description="needs a second person's approval in the cloud")
     readback_metric: str | None = Field(default=None, description="method only: signal read back after the call")
     expect: tuple[float, ...] | None = Field(default=None, description="method only: raw values that confirm it")
+    args: tuple[ArgConfig, ...] | None = Field(default=None, description="method only: its input arguments")
 
     @field_validator("allowed_states")
     @classmethod
@@ -67,8 +90,12 @@ class TargetConfig(_Model):
             for name in ("min", "max", "step"):
                 if getattr(self, name) is not None:
                     raise ValueError(f"{name}: only for writes (metric), this target calls {self.method}")
+            names = [a.name for a in self.args or ()]
+            for i, n in enumerate(names):
+                if n in names[:i]:
+                    raise ValueError(f"args[{i}].name: {n!r} is listed twice")
         else:
-            for name in ("readback_metric", "expect"):
+            for name in ("readback_metric", "expect", "args"):
                 if getattr(self, name) is not None:
                     raise ValueError(f"{name}: only for methods, this target writes {self.metric}")
         if self.min is not None and self.max is not None and self.max < self.min:

@@ -38,6 +38,7 @@ from zhizao.broker.commands import (
     verify_command,
 )
 from zhizao.broker.sparkplug.codec import Decoded
+from zhizao.broker.sparkplug.datatypes import DataType
 from zhizao.edge.adapters.base import Adapter, AdapterError
 from zhizao.edge.commands.config import CommandsConfig, TargetConfig
 from zhizao.edge.config import AgentConfig, SignalConfig
@@ -135,9 +136,12 @@ class CommandExecutor:
                 sig = self.node.index.by_name.get((machine, t.metric)) if t.metric else None
                 if t.metric is not None and sig is None:
                     continue
+                datatype = int(self.node.index.datatype_of[sig]) if sig is not None else None
+                if t.args:  # the arguments travel as a JSON object in a String metric
+                    datatype = int(DataType.String)
                 out.append({
-                    "machine": machine, "name": t.name, "kind": t.kind, "method": t.method,
-                    "datatype": int(self.node.index.datatype_of[sig]) if sig is not None else None,
+                    "machine": machine, "name": t.name, "kind": t.kind, "method": t.method, "datatype": datatype,
+                    "args": [a.model_dump(exclude_none=True) for a in t.args] if t.args else None,
                     "min": t.min, "max": t.max, "step": t.step,
                     "allowed_states": list(t.allowed_states) if t.allowed_states is not None else None,
                     "role": t.least_role(), "critical": t.critical,
@@ -250,7 +254,7 @@ class CommandExecutor:
         if problem:
             return CommandResult("refused", cid, machine, problem, reason="limit")
         if target.method is not None:
-            return await self._call(machine, cid, target)
+            return await self._call(machine, cid, target, _parse_args(machine, target, value)[0] if target.args else [])
         return await self._write(machine, cid, target, value)
 
     def _state_of(self, machine: str) -> int | None:
@@ -268,6 +272,8 @@ class CommandExecutor:
             if state is None or (state // 10000) * 10000 not in t.allowed_states:
                 return f"{where}: limit allowed_states: the machine's State is {state}, allowed: {allowed}"
         if t.method is not None:
+            if t.args:
+                return _parse_args(where, t, value)[1]
             return None if value is True else f"{where}: a method metric carries Boolean true, not {value!r}"
         if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(float(value)):
             return f"{where}: value {value!r} is not a finite number"
@@ -311,12 +317,12 @@ class CommandExecutor:
         log.info("edge agent %s/%s: %s %s = %g confirmed", self.site, self.edge, machine, t.metric, published)
         return CommandResult("confirmed", cid, machine, f"{t.metric} = {published:g} read back", published)
 
-    async def _call(self, machine: str, cid: str, t: TargetConfig) -> CommandResult:
+    async def _call(self, machine: str, cid: str, t: TargetConfig, args: list[Any]) -> CommandResult:
         assert t.method is not None
         adapter_name = self.mapping.adapter_of(machine)
         assert adapter_name is not None
         try:
-            await self.adapters[adapter_name].call(machine, t.method, [])
+            await self.adapters[adapter_name].call(machine, t.method, args)
         except AdapterError as exc:
             return _failed(cid, machine, exc)
         if t.readback_metric is None or t.expect is None:
@@ -357,6 +363,37 @@ class CommandExecutor:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _parse_args(where: str, t: TargetConfig, value: Value) -> tuple[list[Any], str | None]:
+    """A method's arguments from the JSON object its metric carries: (values in declared order, problem)."""
+    assert t.args is not None
+    try:
+        doc = json.loads(value) if isinstance(value, str) else None
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        return [], f"{where}: the arguments are a JSON object (String), not {value!r}"
+    names = [a.name for a in t.args]
+    unknown = sorted(set(doc) - set(names))
+    if unknown:
+        return [], f"{where}: unknown argument {unknown[0]!r} (arguments: {', '.join(names)})"
+    out: list[Any] = []
+    for a in t.args:
+        v = doc.get(a.name)
+        if a.type == "String":
+            if not isinstance(v, str):
+                return [], f"{where}: argument {a.name}={v!r} is not a string"
+            out.append(v)
+            continue
+        if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(float(v)):
+            return [], f"{where}: argument {a.name}={v!r} is not a finite number"
+        if a.min is not None and float(v) < a.min:
+            return [], f"{where}: argument {a.name}={v!r} is below the limit min={a.min:g}"
+        if a.max is not None and float(v) > a.max:
+            return [], f"{where}: argument {a.name}={v!r} is above the limit max={a.max:g}"
+        out.append(float(v))
+    return out, None
 
 
 def _failed(cid: str, machine: str, exc: AdapterError) -> CommandResult:

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from zhizao.broker.contract.calendar import CalendarClock
-from zhizao.broker.contract.states import UNSPECIFIED_STOP
+from zhizao.broker.contract.states import NO_ORDER, UNSPECIFIED_STOP
 from zhizao.edge.sim.faults import ABORTED, HELD, SUSPENDED, Faults, StopEvents
 from zhizao.edge.sim.nodes import (
     T_DEFECTIVE,
@@ -42,6 +42,10 @@ STOPPED, IDLE, EXECUTE = 2, 4, 6
 COMMANDED_STOP = UNSPECIFIED_STOP  # an operator pressed Stop
 MICROSTOP = 50000
 MAX_SPEED_FACTOR = 1.5  # MachSpeed is clamped to [0, 1.5 x ideal rate]
+
+
+class OrderRefused(ValueError):
+    """The machine cannot take a production order now (it is in a failure)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,9 @@ class FactoryModel:
         self.micro_p = self.micro_rate * self.dt_s
         self.run_cmd = np.ones(n, dtype=np.bool_)
         self.was_reset = np.zeros(n, dtype=np.bool_)
+        # Production orders (run_order): good units still to make (inf: no order, run on), and "made, now idle".
+        self.order_left = np.full(n, np.inf)
+        self.order_done = np.zeros(n, dtype=np.bool_)
         self.state = np.full(n, STOPPED, dtype=np.int64)
         self.reason = np.zeros(n, dtype=np.int64)
         self.down_left = np.zeros(n)
@@ -163,6 +170,7 @@ class FactoryModel:
         """Start, Stop or Reset a machine (PackML-style); takes effect at the next step."""
         if name == "Start":
             self.run_cmd[machine] = True
+            self.order_done[machine] = False  # a machine idle after its order runs on when started
         elif name == "Stop":
             self.run_cmd[machine] = False
             self.was_reset[machine] = False
@@ -180,24 +188,45 @@ class FactoryModel:
         log.info("%s: %s", self.table.machine_paths[machine], name)
 
     # ------------------------------------------------------------------ production orders (planning, issue 14)
-    def run_order(self, machine: int, rate_per_min: float, changeover_min: float, code: int | None = None) -> None:
+    def run_order(self, machine: int, rate_per_min: float, changeover_min: float, quantity: float | None = None,
+                  code: int | None = None, product: str = "") -> None:
         """Start a production order: a changeover of `changeover_min` (Held with the machine's changeover code or
-        `code`), then Execute at `rate_per_min`, the product's ideal rate (MachDesignSpeed and MachSpeed follow).
-        Takes effect at the next step; the counters keep counting (progress is counted from the order's start)."""
+        `code`), then Execute at `rate_per_min`, the product's ideal rate (MachDesignSpeed and MachSpeed follow),
+        until `quantity` good units are made (None: run on); then Idle with stop reason 170000 (no order).
+        Takes effect at the next step; the counters keep counting (progress is counted from the order's start).
+        A machine run by production orders changes over when an order asks for it, not on its own schedule."""
         if not (math.isfinite(rate_per_min) and rate_per_min > 0):
             raise ValueError(f"rate_per_min: {rate_per_min!r} must be a positive number")
         if not (math.isfinite(changeover_min) and changeover_min >= 0):
             raise ValueError(f"changeover_min: {changeover_min!r} must be zero or more")
+        if quantity is not None and not (math.isfinite(quantity) and quantity > 0):
+            raise ValueError(f"quantity: {quantity!r} must be a positive number")
+        if self.down_left[machine] > 0 and self.down_state[machine] == ABORTED:
+            raise OrderRefused(f"{self.table.machine_paths[machine]} is in a failure; repair it first")
         self.ideal[machine] = rate_per_min
         self.setpoint[machine] = rate_per_min
         self.run_cmd[machine] = True
+        self.was_reset[machine] = False
         self.since_change[machine] = 0.0
+        self.change_every_s[machine] = np.inf
+        self.order_left[machine] = math.inf if quantity is None else float(quantity)
+        self.order_done[machine] = False
         if changeover_min > 0:
             self.down_left[machine] = math.ceil(changeover_min * 60 / self.dt_s) * self.dt_s
             self.down_state[machine] = HELD
             self.down_code[machine] = self.change_code[machine] if code is None else code
-        log.info("%s: production order at %g/min after a %g min changeover",
-                 self.table.machine_paths[machine], rate_per_min, changeover_min)  # fmt: skip
+        log.info("%s: production order %s of %s at %g/min after a %g min changeover",
+                 self.table.machine_paths[machine], product, "an open quantity" if quantity is None else f"{quantity:g}",
+                 rate_per_min, changeover_min)  # fmt: skip
+
+    def fail(self, machine: int, minutes: float, code: int | None = None) -> None:
+        """Inject a failure (Aborted with the machine's failure code or `code`) lasting `minutes` from the next step."""
+        if not (math.isfinite(minutes) and minutes > 0):
+            raise ValueError(f"minutes: {minutes!r} must be a positive number")
+        self.down_left[machine] = math.ceil(minutes * 60 / self.dt_s) * self.dt_s
+        self.down_state[machine] = ABORTED
+        self.down_code[machine] = self.failure_code[machine] if code is None else code
+        log.info("%s: failure injected for %g min", self.table.machine_paths[machine], minutes)
 
     # ------------------------------------------------------------------ stepping
     def initial(self) -> Changes:
@@ -216,7 +245,13 @@ class FactoryModel:
         new_units = np.floor(self.produced).astype(np.int64) - self.processed
         if new_units.any():  # skipping the draw when nothing was made keeps runs deterministic
             self.processed += new_units
-            self.defective += self.rng.binomial(new_units, self.reject)
+            bad = self.rng.binomial(new_units, self.reject)
+            self.defective += bad
+            self.order_left -= new_units - bad
+            made_it = self.order_left <= 0
+            if made_it.any():  # the order is made: the machine idles until the next one
+                self.order_done |= made_it
+                self.order_left[made_it] = np.inf
         self.since_change += np.where(executing, self.dt_s, 0.0)
         # Stop timers run while their stop is shown; a repair also runs through breaks.
         shown_down = (self.down_left > 0) & (self.state == self.down_state) & (self.reason == self.down_code)
@@ -273,6 +308,8 @@ class FactoryModel:
         reason = np.zeros(len(self.state), dtype=np.int64)
         other = down & ~failure & (planned == 0)
         state[other], reason[other] = self.down_state[other], self.down_code[other]
+        idle = self.order_done & ~failure
+        state[idle], reason[idle] = IDLE, NO_ORDER
         cal = (planned != 0) & ~failure
         state[cal], reason[cal] = STOPPED, planned[cal]
         state[failure], reason[failure] = ABORTED, self.down_code[failure]

@@ -24,7 +24,7 @@ import numpy as np
 from asyncua import ua as _ua
 from asyncua.server.server import Server
 
-from zhizao.edge.sim.model import MAX_SPEED_FACTOR, FactoryModel
+from zhizao.edge.sim.model import MAX_SPEED_FACTOR, FactoryModel, OrderRefused
 from zhizao.edge.sim.nodes import ENDPOINT_PATH, METHODS, NAMESPACE_URI, T_SETPOINT
 from zhizao.edge.sim.record import Recorder
 from zhizao.edge.sim.security import configure_security
@@ -37,9 +37,16 @@ ua: Any = _ua
 
 _INT32 = ua.NodeId(ua.ObjectIds.Int32)
 _DOUBLE = ua.NodeId(ua.ObjectIds.Double)
+_STRING = ua.NodeId(ua.ObjectIds.String)
 _HAS_COMPONENT = ua.NodeId(ua.ObjectIds.HasComponent)
 _ORGANIZES = ua.NodeId(ua.ObjectIds.Organizes)
 _STEPS_PER_YIELD = 1  # steps between yields to the event loop: subscribers starve if the sim hogs it
+# RunOrder(product, quantity, rate_per_min, changeover_min) under every machine: a production order (issue 14).
+RUN_ORDER = "RunOrder"
+RUN_ORDER_ARGS = (("product", "String", "the product id (logged)"),
+                  ("quantity", "Double", "good units (machine counts) to make"),
+                  ("rate_per_min", "Double", "the product's ideal rate on this machine, counts per minute"),
+                  ("changeover_min", "Double", "minutes of changeover before the order runs (0: none)"))
 
 
 class SimError(RuntimeError):
@@ -135,6 +142,11 @@ class SimServer:
             handler = self._method_handler(name)
             for path in self.model.table.machine_paths:
                 srv.link_method(srv.get_node(ua.NodeId(f"{path}/{name}", 2)), handler)
+        for m_i, path in enumerate(self.model.table.machine_paths):
+            await srv.get_node(ua.NodeId(path, 2)).add_method(
+                ua.NodeId(f"{path}/{RUN_ORDER}", 2), ua.QualifiedName(RUN_ORDER, 2), self._run_order_handler(m_i),
+                [ua.Argument(Name=n, DataType=_STRING if k == "String" else _DOUBLE, ValueRank=-1,
+                             Description=ua.LocalizedText(d)) for n, k, d in RUN_ORDER_ARGS], [])  # fmt: skip
         t = self.model.table
         if self._record_path is not None:
             self._recorder = Recorder(self._record_path, t.node_ids)
@@ -219,6 +231,31 @@ class SimServer:
             if machine is None:
                 return ua.StatusCode(ua.StatusCodes.BadNodeIdInvalid)
             self.model.command(machine, name)
+            return []
+
+        return handler
+
+    def _run_order_handler(self, machine: int) -> Any:
+        async def handler(parent: Any, *args: Any) -> Any:
+            values = [getattr(a, "Value", a) for a in args]
+            if len(values) != len(RUN_ORDER_ARGS):
+                return ua.StatusCode(ua.StatusCodes.BadArgumentsMissing if len(values) < len(RUN_ORDER_ARGS)
+                                     else ua.StatusCodes.BadTooManyArguments)  # fmt: skip
+            product, numbers = values[0], values[1:]
+            if not isinstance(product, str) or not product or not all(
+                    isinstance(v, int | float) and not isinstance(v, bool) for v in numbers):
+                log.warning("RunOrder of %s: arguments %r are not (product, quantity, rate_per_min, changeover_min)",
+                            self.model.table.machine_paths[machine], values)  # fmt: skip
+                return ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
+            quantity, rate, changeover = (float(v) for v in numbers)
+            try:
+                self.model.run_order(machine, rate, changeover, quantity, product=product)
+            except OrderRefused as exc:
+                log.warning("RunOrder refused: %s", exc)
+                return ua.StatusCode(ua.StatusCodes.BadInvalidState)
+            except ValueError as exc:
+                log.warning("RunOrder of %s refused: %s", self.model.table.machine_paths[machine], exc)
+                return ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
             return []
 
         return handler

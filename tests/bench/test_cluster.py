@@ -17,7 +17,7 @@ def test_bench_cluster_reports_no_loss(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["bench", "cluster", "--seconds", "10", "--json", str(out)])
     assert result.exit_code == 0, result.output
     figures = json.loads(out.read_text())["figures"]
-    assert figures["agents"] == 9
+    assert figures["agents"] == 10
     assert figures["missing"] == 0 and figures["live_duplicates"] == 0
     assert figures["produced_checked"] > 300
     assert all(rate > 0 for rate in figures["samples_per_s"].values())

@@ -26,7 +26,7 @@ def test_bench_plan_reports_rpd_greedy_ratio_and_replan(tmp_path: Path) -> None:
     assert vr["summary"]["mean_rpd"] == 0.0 and vr["summary"]["proved_optimal"] == 5
     assert {r["instance"] for r in vr["instances"]} == {p.stem for p in DATA.glob("I_*.txt")}
     cluster = doc["figures"]["cluster"]
-    assert cluster["lots"] == 80 and cluster["lines"] == 9
+    assert cluster["lots"] == 80 and cluster["lines"] == 10
     assert cluster["greedy_source"]
     ratio = doc["ratios"]["weighted_tardiness/greedy"]
     assert ratio["numerator"] == "cluster.solver.weighted_tardiness_h"

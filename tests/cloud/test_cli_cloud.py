@@ -88,3 +88,15 @@ def test_cloud_commands_find_the_database_of_a_running_demo(tmp_path, fresh_data
     r = runner.invoke(cli, ["cloud", "token", "create", "--role", "viewer", "--sites", "*"], env=env)
     assert r.exit_code == 0, r.output
     assert r.stdout.strip().startswith("zz_") and "using the database of the demo" in r.stderr
+
+
+def test_token_create_cluster_planner(fresh_database: str) -> None:
+    """The planning docs' first step: a cluster-planner token from the command line."""
+    runner = CliRunner()
+    assert runner.invoke(cli, ["cloud", "migrate", "--database-url", fresh_database]).exit_code == 0
+    r = runner.invoke(cli, ["cloud", "token", "create", "--role", "cluster-planner", "--sites", "*",
+                            "--database-url", fresh_database])
+    assert r.exit_code == 0, r.output
+    with psycopg.connect(fresh_database) as conn:
+        assert conn.execute("SELECT name, role, sites FROM api_tokens").fetchone() == (
+            "cluster-planner@*", "cluster-planner", None)

@@ -78,7 +78,7 @@ def test_planning_page_heat_map_gantt_diff_and_site_view(planning_cloud: tuple[s
     with browser_tab(chromium, artifacts, "planning-failure.png") as (page, errors):
         _sign_in(page, url, planner)
         page.locator("table.heat").first.wait_for()
-        assert page.locator("table.heat").first.locator("tbody th").count() == 7  # the seeded line kinds
+        assert page.locator("table.heat").first.locator("tbody th").count() == 8  # the seeded line kinds
         assert page.locator("td.heat-cell").count() > 0
         assert page.locator("table.orders tbody tr").count() == 7
         page.get_by_role("button", name="Plan now").click()
@@ -107,6 +107,11 @@ def test_planning_page_heat_map_gantt_diff_and_site_view(planning_cloud: tuple[s
         page.locator('table.pos tr[data-status="started"]').wait_for()
         assert page.locator('table.pos tr[data-status="started"] [role="progressbar"]').get_attribute(
             "aria-valuenow") == "0"
+        # The plan shows it too: a progress strip on the started lot's bar, units made on the order board.
+        page.locator("svg.gantt .gantt-made").wait_for()
+        assert page.locator("svg.gantt .gantt-made").count() == 1
+        assert page.locator("svg.gantt .gantt-made").get_attribute("data-made") == "0"
+        assert page.locator("table.orders td.made").count() == 1
         # Chinese
         page.locator("#lang").click()
         page.get_by_role("heading", name="集群计划").wait_for()
@@ -118,7 +123,9 @@ def test_planning_page_heat_map_gantt_diff_and_site_view(planning_cloud: tuple[s
         sites = page.locator("table.orders tbody tr td:nth-child(2)").all_inner_texts()
         assert sites and set(sites) == {"ah-hefei"}
         bms = page.locator('table.orders tr[data-order="hf-bms-1"] td:nth-child(8)')
-        assert bms.inner_text() == "js-suzhou"  # where its order is made, without the line
+        current = httpx.get(f"{url}/api/v1/planning/plans/current", headers={"Authorization": f"Bearer {hefei}"}).json()
+        made_at = {lot["site_id"] for lot in current["lots"] if lot["order_id"] == "hf-bms-1"}
+        assert made_at and set(bms.inner_text().split(", ")) == made_at  # where its order is made, no line named
         assert page.get_by_role("button", name="Plan now").count() == 0
         labels = page.locator("svg.gantt .gantt-label").evaluate_all("els => els.map((e) => e.textContent)")
         assert labels and all(label.startswith("ah-hefei/") for label in labels)  # Suzhou's lines are not named

@@ -1,33 +1,42 @@
-"""End to end on the real cloud service (ingest, OEE, planner, re-plan watcher, API) over Mosquitto: an order is
-planned at its own site, moved to the other site after a failure injected there (the watcher proposes, a cluster
-planner accepts the diff), started as a production order, produced by the simulator model (FactoryModel.run_order:
-changeover, then the product's ideal rate), its counters published over Sparkplug, and counted on the plan.
-
-The Sparkplug side is the test's own node (tests/support/dashboard_feed.Line) fed from the simulator model; the
-OPC UA server and edge agent in between have their own end-to-end tests."""
+"""End to end on real parts: the OPC UA simulator, one edge agent per line, Mosquitto, the cloud service (ingest,
+OEE, planner, re-plan watcher, command dispatcher, API) and PostgreSQL. An order is planned at its own site; a
+failure injected into the simulator there makes the watcher propose moving it to the other site; a cluster
+planner accepts; the operator there starts the production order, which reaches the machine as a signed RunOrder
+command (OPC UA method call); the simulator makes exactly the quantity, and the plan counts it from the
+machine's counters."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 
-from tests.support.dashboard_feed import FAILURE, RUNNING, Line, now_ms
+from zhizao.bench.command import SIM_PATH, _LoopThread
+from zhizao.broker.commands import load_or_create_key, public_key_text
+from zhizao.broker.embedded import free_port
 from zhizao.cloud.auth import create_token
 from zhizao.cloud.ingest.settings import IngestSettings
 from zhizao.cloud.planning.network import seed_network
 from zhizao.cloud.seed import seed_database
 from zhizao.cloud.service import CloudService
 from zhizao.cloud.settings import CloudSettings
-from zhizao.edge.sim.model import EXECUTE, FactoryModel
+from zhizao.edge.agent import run_agent
+from zhizao.edge.bootstrap import agent_configs_for_scenario
+from zhizao.edge.config import parse_agent_config
+from zhizao.edge.sim.server import SimServer
 from zhizao.seeds.model import Scenario
 from zhizao.seeds.network import Network
 
 T = TypeVar("T")
+QUANTITY = 90  # boards: 18 s at 300 a minute
+RATE = 300.0
 
 
 def poll(fn: Callable[[], T | None], timeout: float, what: str) -> T:
@@ -47,99 +56,157 @@ CLASSES = {"planned": [150000, 160000, 170000, 210000],
 
 
 def scenario(west: str, east: str) -> Scenario:
-    def site(sid: str) -> dict[str, Any]:
+    def site(sid: str, line: str) -> dict[str, Any]:
         return {"id": sid, "timezone": "Asia/Shanghai", "state_classes": CLASSES,
                 "calendar": {"shifts": [{"name": "all", "start": "00:00", "hours": 24, "days": [1, 2, 3, 4, 5, 6, 7]}]},
-                "lines": [{"id": "smt", "machines": [{"id": "smt-m01", "kind": "pick-and-place", "ideal_rate_per_min": 100,
-                                                      "reject_rate": 0.0,
-                                                      "behaviour": {"mtbf_h": 1e6, "repair": {"median_min": 1}}}]}]}
-    return Scenario.model_validate({"name": "e2e-cluster", "sites": [site(west), site(east)]})
+                "lines": [{"id": line, "machines": [{
+                    "id": f"{line}-m01", "kind": "pick-and-place", "ideal_rate_per_min": RATE, "reject_rate": 0.0,
+                    "behaviour": {"mtbf_h": 1e6, "repair": {"median_min": 1}}}]}]}
+    return Scenario.model_validate({"name": "e2e-cluster", "sites": [site(west, "smt-w"), site(east, "smt-e")]})
 
 
 def network(west: str, east: str) -> Network:
     return Network.model_validate({
         "scenario": "e2e-cluster", "transport_source": "test: 100 km",
         "families": [{"id": "boards"}], "products": [{"id": "board-a", "family": "boards", "unit": "board"}],
-        "line_kinds": [{"id": "smt", "lines": [f"{west}/smt", f"{east}/smt"],
-                        "makes": [{"product": "board-a", "rate_per_min": 120, "yield": 1.0}]}],
+        "line_kinds": [{"id": "smt", "lines": [f"{west}/smt-w", f"{east}/smt-e"],
+                        "makes": [{"product": "board-a", "rate_per_min": RATE, "yield": 1.0}]}],
         "transport": [{"a": west, "b": east, "km": 100, "hours": 1.5, "cost": 500}]})
 
 
+@dataclass
+class Stack:
+    url: str
+    west: str
+    east: str
+    db: str
+    sim: SimServer
+    sim_thread: _LoopThread
+
+
 @pytest.fixture
-def cloud(fresh_database: str, mqtt_url: str, unique_id: str) -> Iterator[tuple[str, str, str, str]]:
+def stack(fresh_database: str, mqtt_url: str, unique_id: str, tmp_path: Path) -> Iterator[Stack]:
     west, east = f"{unique_id}-w", f"{unique_id}-e"
-    settings = CloudSettings(database_url=fresh_database, mqtt_url=mqtt_url, host_id=unique_id, api_port=0)
-    service = CloudService(settings, warm_up=False, ingest_settings=IngestSettings(sites=(west, east)))
-    url = service.start_in_thread()
     sc = scenario(west, east)
-    seed_database(fresh_database, sc)
-    seed_network(fresh_database, network(west, east), sc)
+    key_file = tmp_path / "command-key.pem"
+    key = load_or_create_key(key_file)
+    port = free_port()
+    sim_thread = _LoopThread("plan-e2e-sim")
+    stop_sim = asyncio.Event()
+
+    async def start_sim() -> tuple[SimServer, asyncio.Task[None]]:
+        sim = SimServer(sc, port, seed=3, dt_ms=100, data_dir=tmp_path / "sim")
+        await sim.start()
+        return sim, asyncio.create_task(sim.run(stop_sim))
+
+    sim, sim_task = sim_thread.run(start_sim())
+    settings = CloudSettings(database_url=fresh_database, mqtt_url=mqtt_url, host_id=unique_id, api_port=0,
+                             data_dir=tmp_path, command_key_file=key_file, command_result_timeout_s=10.0)
+    service = CloudService(settings, warm_up=False, ingest_settings=IngestSettings(sites=(west, east)))
+    agents: list[tuple[_LoopThread, asyncio.Event, Any]] = []
     try:
-        yield url, west, east, fresh_database
+        url = service.start_in_thread(timeout=60)
+        seed_database(fresh_database, sc)
+        seed_network(fresh_database, network(west, east), sc)
+        raws = agent_configs_for_scenario(sc, f"opc.tcp://127.0.0.1:{port}{SIM_PATH}", mqtt_url=mqtt_url,
+                                          outbox_root=str(tmp_path / "edge"), primary_host=unique_id,
+                                          command_keys=(public_key_text(key),))
+        for edge, raw in raws.items():
+            raw["sparkplug"]["publish_interval_ms"] = 100
+            raw["adapters"][0]["subscription"] = {"publishing_interval_ms": 100, "sampling_interval_ms": 50,
+                                                  "queue_size": 1000}
+            thread = _LoopThread(f"plan-e2e-{edge}")
+            stop = thread.run(_event())
+            agents.append((thread, stop, asyncio.run_coroutine_threadsafe(
+                run_agent(parse_agent_config(raw, edge), stop), thread.loop)))
+        yield Stack(url, west, east, fresh_database, sim, sim_thread)
     finally:
+        for thread, stop, fut in agents:
+            thread.loop.call_soon_threadsafe(stop.set)
+            with contextlib.suppress(Exception):
+                fut.result(30)
+            thread.close()
         service.stop()
 
+        async def end_sim() -> None:
+            stop_sim.set()
+            await sim_task
+            await sim.stop()
 
-def test_order_moves_after_a_failure_and_is_counted_from_the_simulator(
-        cloud: tuple[str, str, str, str], mqtt_url: str) -> None:
-    url, west, east, db = cloud
+        sim_thread.run(end_sim())
+        sim_thread.close()
+
+
+async def _event() -> asyncio.Event:
+    return asyncio.Event()
+
+
+def test_order_moves_after_a_failure_and_the_simulator_makes_it_on_command(stack: Stack) -> None:
+    west, east, db = stack.west, stack.east, stack.db
     planner = {"Authorization": f"Bearer {create_token(db, 'cluster-planner', '*', 'planner')}"}
     operator_east = {"Authorization": f"Bearer {create_token(db, 'operator', east, 'east operator')}"}
     engineer_west = {"Authorization": f"Bearer {create_token(db, 'engineer', west, 'west engineer')}"}
-    api = httpx.Client(base_url=f"{url}/api/v1/planning", timeout=30)
-    lines = {site: Line(mqtt_url, site, "smt", ["smt-m01"]) for site in (west, east)}
+    root = httpx.Client(base_url=f"{stack.url}/api/v1", timeout=30)
+    api = httpx.Client(base_url=f"{stack.url}/api/v1/planning", timeout=30)
     try:
-        for line in lines.values():
-            line.birth()
-            line.data("smt-m01", [(now_ms(), "State", RUNNING), (now_ms(), "Counts/Total", 0),
-                                  (now_ms(), "Counts/Good", 0)])
+        # Both agents are up: the cloud knows their command targets (RunOrder among them).
+        poll(lambda: True if root.get("/machines/smt-e-m01/command-targets", headers=operator_east).json() else None,
+             30, "the east agent's command targets")
+        # The east machine waits for work (stopped), so what it makes from now on is the order's.
+        r = root.post("/machines/smt-e-m01/commands", headers=operator_east, json={"method": "Stop", "reason": "e2e"})
+        assert r.status_code == 201, r.text
+        poll(lambda: True if root.get(f"/commands/{r.json()['command_id']}", headers=operator_east).json()["status"]
+             == "confirmed" else None, 15, "the east machine stopped")
+
         # 1. The order is planned at the ordering site (no transport).
         r = api.post("/orders", headers=engineer_west, json={
-            "order_id": "w-1", "site_id": west, "product_id": "board-a", "quantity": 60,
+            "order_id": "w-1", "site_id": west, "product_id": "board-a", "quantity": QUANTITY,
             "due": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2 * 3600))})
         assert r.status_code == 201, r.text
         first = api.post("/plans", headers=planner).json()
         plan = api.get(f"/plans/{first['plan_id']}", headers=planner).json()
-        assert [(lot["site_id"], lot["line_id"]) for lot in plan["lots"]] == [(west, "smt")]
+        assert [(lot["site_id"], lot["line_id"]) for lot in plan["lots"]] == [(west, "smt-w")]
         assert api.post(f"/plans/{first['plan_id']}/accept", headers=planner).json()["production_orders"] == 1
 
-        # 2. The line at the ordering site fails: the watcher proposes moving the order, within seconds.
+        # 2. A failure at the ordering site, in the simulator: the watcher proposes moving the order.
         t_fail = time.monotonic()
-        lines[west].state("smt-m01", FAILURE)
+        stack.sim_thread.loop.call_soon_threadsafe(stack.sim.model.fail, 0, 30.0)  # smt-w-m01, 30 minutes
         proposal = poll(lambda: next((p for p in api.get("/plans", headers=planner).json()
-                                      if p["status"] == "proposed"), None), 30, "a re-plan proposal")
-        took = time.monotonic() - t_fail
-        print(f"e2e: failure -> re-plan proposal in {took:.1f} s")
-        assert proposal["reason"] == f"replan: {west}/smt down"
+                                      if p["status"] == "proposed"), None), 40, "a re-plan proposal")
+        print(f"e2e: failure in the simulator -> re-plan proposal in {time.monotonic() - t_fail:.1f} s")
+        assert proposal["reason"] == f"replan: {west}/smt-w down"
         diff = api.get(f"/plans/{proposal['plan_id']}/diff", headers=planner).json()["changes"]
         assert [(c["change"], c["from_site"], c["to_site"]) for c in diff] == [("moved", west, east)]
         assert api.post(f"/plans/{proposal['plan_id']}/accept", headers=planner).json()["production_orders"] == 1
 
-        # 3. The east line receives the production order and the simulator makes it.
+        # 3. The east line's operator starts it: a signed RunOrder reaches the machine.
         (po,) = api.get("/production-orders", headers=operator_east).json()
-        assert (po["site_id"], po["product_id"], po["quantity"], po["order_id"]) == (east, "board-a", 60, None)
-        assert api.post(f"/production-orders/{po['po_id']}/start", headers=operator_east).status_code == 200
+        assert (po["site_id"], po["product_id"], po["quantity"], po["order_id"]) == (east, "board-a", QUANTITY, None)
+        started = api.post(f"/production-orders/{po['po_id']}/start", headers=operator_east).json()
+        assert started["sent_to_line"] is True, started
+        (cmd,) = started["commands"]
+        assert (cmd["machine_id"], cmd["product"], cmd["quantity"], cmd["rate_per_min"]) == (
+            "smt-e-m01", "board-a", QUANTITY, RATE)
+        def outcome() -> dict[str, Any] | None:
+            d: dict[str, Any] = root.get(f"/commands/{cmd['command_id']}", headers=operator_east).json()
+            return d if d["status"] in ("confirmed", "failed", "refused", "timed_out") else None
+
+        done = poll(outcome, 20, "RunOrder's outcome")
+        assert done["status"] == "confirmed", done
+
+        # 4. The simulator makes the quantity and idles; the plan counts it from the counters.
+        def counted() -> dict[str, Any] | None:
+            current = api.get("/plans/current", headers=operator_east).json()
+            lot = next(lot for lot in current["lots"] if lot["site_id"] == east)
+            return lot if lot["made"] >= QUANTITY else None
+
+        lot = poll(counted, 45, "the order counted on the plan")
+        time.sleep(1.0)  # the machine idles after the order: nothing more is counted
         (po,) = api.get("/production-orders", headers=operator_east).json()
-        started = int(datetime.fromisoformat(po["started_at"]).timestamp() * 1000)
-        sim = FactoryModel(scenario(west, east).subset([f"{east}/smt/smt-m01"]), seed=5, start_ms=started + 1000)
-        sim.fail_p[:] = sim.micro_p[:] = 0.0
-        sim.initial()
-        sim.run_order(0, rate_per_min=120.0, changeover_min=0.1)  # 6 s changeover, then 2 boards a second
-        rows: list[tuple[int, str, float]] = []
-        for _ in range(45):
-            sim.step()
-            code = RUNNING if sim.state[0] == EXECUTE else int(sim.reason[0])
-            good = int(sim.processed[0] - sim.defective[0])
-            rows += [(sim.ts_ms, "State", code), (sim.ts_ms, "Counts/Total", int(sim.processed[0])),
-                     (sim.ts_ms, "Counts/Good", good)]
-        lines[east].data("smt-m01", rows)
-        assert int(sim.processed[0]) >= 60 + 10  # the model made the order (and some more of its run)
-        made = poll(lambda: next((p["made"] for p in api.get("/production-orders", headers=operator_east).json()
-                                  if p["made"] >= 60), None), 20, "the order counted")
-        assert made == pytest.approx(int(sim.processed[0]))
+        assert po["made"] == QUANTITY and lot["po_status"] == "started"
+        assert (lot["made"], lot["po_id"]) == (QUANTITY, po["po_id"])
         assert api.post(f"/production-orders/{po['po_id']}/finish", headers=operator_east).status_code == 200
         assert api.get("/orders/w-1", headers=engineer_west).json()["status"] == "done"
     finally:
-        for line in lines.values():
-            line.close()
         api.close()
+        root.close()

@@ -19,14 +19,15 @@ def _due(hours: float) -> str:
 
 def test_orders_plan_accept_replan_and_isolation(pclient: TestClient, ptokens: PlanTokens, seeded: str) -> None:
     hefei, suzhou, planner = bearer(ptokens.hefei), bearer(ptokens.suzhou), bearer(ptokens.planner)
-    # Hefei orders BMS boards (only Suzhou's SMT lines make them) and modules (its own lines).
+    # Hefei orders BMS boards from Suzhou (allowed there only, though its own bms-1 line makes them too) and
+    # modules (its own lines).
     r = pclient.post("/api/v1/planning/orders", headers=hefei, json={
         "order_id": "hf-bms-1", "site_id": "ah-hefei", "product_id": "bms-slave", "quantity": 600,
-        "due": _due(30), "weight": 3})
+        "due": _due(30), "weight": 3, "allowed_sites": ["js-suzhou"]})
     assert r.status_code == 201, r.text
     csv_text = ("order_id,site_id,product_id,quantity,due,weight,allowed_sites\n"
                 f"hf-mod-1,ah-hefei,mod-12s-280,500,{_due(48)},1,ah-hefei\n"
-                f"hf-bms-2,ah-hefei,bms-master,400,{_due(40)},2,\n")
+                f"hf-bms-2,ah-hefei,bms-master,400,{_due(40)},2,js-suzhou\n")
     r = pclient.post("/api/v1/planning/orders/import", headers={**hefei, "Content-Type": "text/csv"}, content=csv_text)
     assert r.status_code == 201 and r.json()["imported"] == 2, r.text
     r = pclient.post("/api/v1/planning/orders", headers=suzhou, json={
@@ -124,7 +125,7 @@ def test_capacity_and_model_show_own_lines_and_the_cluster_aggregate(pclient: Te
     assert r.status_code == 200, r.text
     body = r.json()
     assert {row["site"] for row in body["lines"]} == {"ah-hefei"}
-    assert {row["line"] for row in body["lines"]} == {"mod-1", "mod-2"}
+    assert {row["line"] for row in body["lines"]} == {"mod-1", "mod-2", "bms-1"}
     assert {c["capability"] for c in body["cluster"]} >= {"smt-line", "module-line", "crankshaft-cell"}
     assert all("site" not in c and "line" not in c for c in body["cluster"])
     for row in body["lines"]:
@@ -205,11 +206,11 @@ def test_the_sample_orders_import_with_relative_due_dates(pclient: TestClient, p
 
 def test_why_late_names_another_site_but_not_its_line(pclient: TestClient, ptokens: PlanTokens) -> None:
     hefei, planner = bearer(ptokens.hefei), bearer(ptokens.planner)
-    # Each lot alone arrives in time (~3.3 h on a line + 6 h by truck), four on two lines do not.
+    # Each lot alone arrives in time (~3.3 h on a line + 6 h by truck), four on Suzhou's two lines do not.
     for i in range(4):
         r = pclient.post("/api/v1/planning/orders", headers=hefei, json={
             "order_id": f"rush-{i}", "site_id": "ah-hefei", "product_id": "bms-slave", "quantity": 600,
-            "due": _due(10 + i / 2)})
+            "due": _due(10 + i / 2), "allowed_sites": ["js-suzhou"]})
         assert r.status_code == 201
     plan_id = pclient.post("/api/v1/planning/plans", headers=planner).json()["plan_id"]
     full = pclient.get(f"/api/v1/planning/plans/{plan_id}", headers=planner).json()["lots"]

@@ -15,9 +15,10 @@ from zhizao.cloud.planning.watcher import ReplanWatcher
 def test_failure_and_planned_stop_propose_repaired_plans(seeded: str) -> None:
     now = datetime.now(UTC)
     with psycopg.connect(seeded) as conn:
-        for i in range(6):  # BMS boards for Hefei: only Suzhou's two SMT lines make them
-            conn.execute("INSERT INTO plan_orders (order_id, site_id, product_id, quantity, due_ts, weight)"
-                         " VALUES (%s, 'ah-hefei', 'bms-slave', 500, %s, 1)", [f"o{i}", now + timedelta(hours=12 + 4 * i)])
+        for i in range(6):  # BMS boards for Hefei, allowed at Suzhou only (on its two SMT lines)
+            conn.execute("INSERT INTO plan_orders (order_id, site_id, product_id, quantity, due_ts, weight, allowed_sites)"
+                         " VALUES (%s, 'ah-hefei', 'bms-slave', 500, %s, 1, '{js-suzhou}')",
+                         [f"o{i}", now + timedelta(hours=12 + 4 * i)])
     planner = Planner(seeded)
     watcher = ReplanWatcher(planner)
     assert watcher.check_once(now) is None  # no accepted plan yet: nothing to repair
@@ -27,7 +28,7 @@ def test_failure_and_planned_stop_propose_repaired_plans(seeded: str) -> None:
     with psycopg.connect(seeded) as conn:
         lines = {str(r[0]) for r in conn.execute("SELECT DISTINCT line_id FROM plan_lots WHERE plan_id = %s",
                                                   [first["plan_id"]]).fetchall()}
-        assert lines and lines <= {"smt-1", "smt-2"}  # only Suzhou's SMT lines make them
+        assert lines and lines <= {"smt-1", "smt-2"}  # made where they are allowed
         down = sorted(lines)[0]  # a line the accepted plan uses
         # A machine of it fails; a failure at Lingang, where nothing is planned, is not news for the plan.
         conn.execute("INSERT INTO oee_state_changes (site_id, machine_id, ts, code) VALUES"

@@ -59,9 +59,9 @@ def test_address_space_matches_contract(free_port: int) -> None:
                 m = next(
                     mm for s in cluster.sites for ln in s.lines for mm in ln.machines if mm.id == machine
                 )
-                assert set(children) == PACKML | {s.name for s in m.signals} | {"Start", "Stop", "Reset"}
+                assert set(children) == PACKML | {s.name for s in m.signals} | {"Start", "Stop", "Reset", "RunOrder"}
                 for tag, child in children.items():
-                    if tag in ("Start", "Stop", "Reset"):
+                    if tag in ("Start", "Stop", "Reset", "RunOrder"):
                         assert await child.read_node_class() == ua.NodeClass.Method
                         continue
                     assert child.nodeid.to_string() == f"ns=2;s={path}/{tag}"

@@ -44,14 +44,21 @@ function orderBoard(ctx, orders, model, who, plan) {
     const late = last > Date.parse(o.due);
     return h("td", { class: late ? "late-text" : "", dataset: { late: late ? "1" : "0" } }, when(new Date(last).toISOString()));
   };
+  // Good units counted on the lines (the lots' production orders in the accepted plan), against the quantity.
+  const made = (o) => {
+    const mine = (lots.get(o.order_id) ?? []).filter((l) => l.po_status === "started" || l.po_status === "done");
+    if (!mine.length) return h("td", { class: "num" }, "–");
+    const n = mine.reduce((acc, l) => acc + (l.made ?? 0), 0);
+    return h("td", { class: "num made", dataset: { made: String(Math.round(n)) } }, `${Math.round(n)} / ${o.quantity}`);
+  };
   const board = h("table", { class: "orders", "aria-label": t("plan.orders") },
     h("thead", {}, h("tr", {}, ...["plan.order", "plan.site", "plan.product", "plan.qty", "plan.due", "plan.weight",
-      "plan.status", "plan.made.at", "plan.arrives", ""].map((k) => h("th", { scope: "col" }, k ? t(k) : "")))),
+      "plan.status", "plan.made.at", "plan.made", "plan.arrives", ""].map((k) => h("th", { scope: "col" }, k ? t(k) : "")))),
     h("tbody", {}, ...orders.map((o) => h("tr", { dataset: { order: o.order_id } },
       h("td", {}, o.order_id), h("td", {}, o.site_id),
       h("td", { title: o.product_id }, products.get(o.product_id)?.name ?? o.product_id),
       h("td", { class: "num" }, o.quantity), h("td", {}, when(o.due)), h("td", { class: "num" }, o.weight),
-      h("td", {}, t(`plan.status.${o.status}`)), h("td", {}, madeAt(o)), arrives(o),
+      h("td", {}, t(`plan.status.${o.status}`)), h("td", {}, madeAt(o)), made(o), arrives(o),
       h("td", {}, engineerOf(who) && o.status === "open" ? h("button", { type: "button", class: "btn btn-small",
         onclick: async () => { await send("POST", `planning/orders/${encodeURIComponent(o.order_id)}/cancel`); ctx.rerender(); },
       }, t("plan.cancel")) : null)))));
@@ -104,8 +111,15 @@ function gantt(plan) {
     const late = lot.tardiness_s > 0;
     const g = s("g", { class: `gantt-lot${late ? " late" : ""}`, "data-lot": lot.lot_id ?? "", "data-line": lot.line_id },
       s("title", {}, `${lot.lot_id ?? t("plan.other.site")} · ${lot.product_id} × ${Math.round(lot.quantity)}`
-        + (late ? ` · ${t("plan.late", { h: hours(lot.tardiness_s) })}` : "") + (lot.why_late ? ` · ${lot.why_late}` : "")),
+        + (late ? ` · ${t("plan.late", { h: hours(lot.tardiness_s) })}` : "") + (lot.why_late ? ` · ${lot.why_late}` : "")
+        + (lot.po_status === "started" || lot.po_status === "done"
+          ? ` · ${t("plan.made")} ${Math.round(lot.made)} / ${Math.round(lot.quantity)}` : "")),
       s("rect", { x: a, y, width: Math.max(1, b - a), height: RH - 8, rx: 3, class: "gantt-bar" }));
+    if (lot.po_status === "started" || lot.po_status === "done") {  // progress: a strip along the bar's foot
+      const share = Math.max(0, Math.min(1, lot.made / lot.quantity));
+      g.append(s("rect", { x: a, y: y + RH - 12, width: Math.max(1, (b - a) * share), height: 4,
+        class: "gantt-made", "data-made": String(Math.round(lot.made)) }));
+    }
     if (lot.setup_s > 0) g.append(s("rect", { x: a, y, width: Math.max(1, setupEnd - a), height: RH - 8,
       fill: "url(#hatch)", class: "gantt-setup" }));
     if (lot.due_ts) {
