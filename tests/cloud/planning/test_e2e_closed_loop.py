@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from zhizao.bench.command import SIM_PATH, _LoopThread
+from zhizao.bench.command import SIM_PATH, SIM_USER, _LoopThread
 from zhizao.broker.commands import load_or_create_key, public_key_text
 from zhizao.broker.embedded import free_port
 from zhizao.cloud.auth import create_token
@@ -95,7 +95,7 @@ def stack(fresh_database: str, mqtt_url: str, unique_id: str, tmp_path: Path) ->
     stop_sim = asyncio.Event()
 
     async def start_sim() -> tuple[SimServer, asyncio.Task[None]]:
-        sim = SimServer(sc, port, seed=3, dt_ms=100, data_dir=tmp_path / "sim")
+        sim = SimServer(sc, port, seed=3, dt_ms=100, data_dir=tmp_path / "sim", users=dict([SIM_USER]))
         await sim.start()
         return sim, asyncio.create_task(sim.run(stop_sim))
 
@@ -113,6 +113,8 @@ def stack(fresh_database: str, mqtt_url: str, unique_id: str, tmp_path: Path) ->
                                           command_keys=(public_key_text(key),))
         for edge, raw in raws.items():
             raw["sparkplug"]["publish_interval_ms"] = 100
+            # the simulator refuses anonymous method calls: the agent calls RunOrder as its user
+            raw["adapters"][0]["security"] = {"mode": "None", "username": SIM_USER[0], "password": SIM_USER[1]}
             raw["adapters"][0]["subscription"] = {"publishing_interval_ms": 100, "sampling_interval_ms": 50,
                                                   "queue_size": 1000}
             thread = _LoopThread(f"plan-e2e-{edge}")

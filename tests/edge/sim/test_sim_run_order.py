@@ -70,8 +70,11 @@ def test_run_order_method_over_opc_ua(free_port: int, run_sim: Any, make_scenari
     scenario = make_scenario(1, ideal_rate_per_min=60.0, reject_rate=0.0)
 
     async def main() -> None:
-        sim = SimServer(scenario, free_port, seed=3, dt_ms=100)
-        async with run_sim(sim), Client(sim.endpoint) as client:
+        sim = SimServer(scenario, free_port, seed=3, dt_ms=100, users={"planner": "planner-pass"})
+        client = Client(sim.endpoint)
+        client.set_user("planner")  # anonymous clients may not call methods (test_sim_access.py)
+        client.set_password("planner-pass")
+        async with run_sim(sim), client:
             machine = client.get_node("ns=2;s=s1/l1/m01")
             method = client.get_node("ns=2;s=s1/l1/m01/RunOrder")
             state = client.get_node("ns=2;s=s1/l1/m01/State")
