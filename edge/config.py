@@ -66,7 +66,8 @@ DataTypeName = Literal[
     "Text", "UUID", "DateTime", "Int8Array", "Int16Array", "Int32Array", "Int64Array", "UInt8Array", "UInt16Array",
     "UInt32Array", "UInt64Array", "FloatArray", "DoubleArray", "BooleanArray", "StringArray", "DateTimeArray",
 ]
-SCALED_DATATYPES = frozenset({"Double", "Float", "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64"})
+INTEGER_NAMES = frozenset({"Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64"})
+SCALED_DATATYPES = frozenset({"Double", "Float", *INTEGER_NAMES})
 """Datatypes whose values `scale` and `offset` apply to (numbers in the float64 lane)."""
 StateTarget = int | Literal["running", "stop_reason", "unknown"]
 
@@ -189,7 +190,8 @@ class SignalConfig(_Model):
         if self.map != "value" and self.datatype is not None and self.datatype not in ("Int32", "Int64"):
             raise ValueError(f"datatype: map {self.map!r} publishes integers, not {self.datatype!r}")
         if (self.scale is not None or self.offset is not None) and self.published_datatype() not in SCALED_DATATYPES:
-            raise ValueError(f"scale: only numbers are scaled; datatype {self.published_datatype()!r} is passed through")
+            name = "scale" if self.scale is not None else "offset"
+            raise ValueError(f"{name}: only numbers are scaled; datatype {self.published_datatype()!r} is passed through")
         return self
 
     def published_datatype(self) -> DataTypeName:

@@ -76,9 +76,14 @@ _POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
 }
 _VARIANTS = {
     DataType.Double: ua.VariantType.Double, DataType.Float: ua.VariantType.Float,
+    DataType.Int8: ua.VariantType.SByte, DataType.Int16: ua.VariantType.Int16,
     DataType.Int32: ua.VariantType.Int32, DataType.Int64: ua.VariantType.Int64,
+    DataType.UInt8: ua.VariantType.Byte, DataType.UInt16: ua.VariantType.UInt16,
+    DataType.UInt32: ua.VariantType.UInt32, DataType.UInt64: ua.VariantType.UInt64,
     DataType.Boolean: ua.VariantType.Boolean, DataType.String: ua.VariantType.String,
 }
+_INT_VARIANTS = frozenset(_VARIANTS[t] for t in (DataType.Int8, DataType.Int16, DataType.Int32, DataType.Int64,
+                                                 DataType.UInt8, DataType.UInt16, DataType.UInt32, DataType.UInt64))
 _FLOATS = frozenset({int(DataType.Double), int(DataType.Float)})
 _SESSION_TIMEOUT_MS = 60_000
 _NUMBERS = (float, int, bool)
@@ -349,7 +354,7 @@ class OpcUaAdapter(Adapter):
             raise AdapterConfigError(f"opcua {self.config.name}: cannot write datatype {src.datatype} ({src.metric})")
         with _mapped(f"write {src.metric} = {value!r}", denied_is_auth=False):
             v: Any = value
-            if vtype in (ua.VariantType.Int32, ua.VariantType.Int64):
+            if vtype in _INT_VARIANTS:
                 v = int(value)
             elif vtype in (ua.VariantType.Double, ua.VariantType.Float):
                 v = float(value)
