@@ -139,19 +139,31 @@ def misfits(
 
 
 def fits_sql(value: str, text: str, datatype: str) -> str:
-    """SQL: true when a held sample (`value` float8 or `text`) fits `datatype` by the rules of `misfits`."""
+    """SQL: true when a held sample (`value` float8 or `text`) fits `datatype` by the rules of `misfits` (a
+    64-bit integer beyond 2**53 is held with its exact decimal text)."""
     text_codes = ", ".join(str(int(t)) for t in _TEXT_CODES)
     numeric_codes = ", ".join(str(int(t)) for t in _NUMERIC_CODES)
     ranges = " ".join(
         f"WHEN {datatype} = {code} THEN {value} = trunc({value}) AND {value} BETWEEN {lo!r} AND {hi!r}"
         for code, (lo, hi) in INTEGER_RANGES.items()
     )
+    exact = (f"{datatype} IN ({int(DataType.Int64)}, {int(DataType.UInt64)}) AND {text} ~ '^-?[0-9]{{1,20}}$'"
+             f" AND {text}::numeric BETWEEN (CASE WHEN {datatype} = {int(DataType.Int64)} THEN -(2::numeric ^ 63)"
+             f" ELSE 0 END) AND (CASE WHEN {datatype} = {int(DataType.Int64)} THEN 2::numeric ^ 63 - 1"
+             " ELSE 2::numeric ^ 64 - 1 END)")
     return (
         f"(CASE WHEN {datatype} IN ({text_codes}) THEN {value} IS NULL"
-        f" WHEN {text} IS NOT NULL THEN {datatype} NOT IN ({numeric_codes})"
+        f" WHEN {text} IS NOT NULL THEN {datatype} NOT IN ({numeric_codes}) OR ({exact})"
         f" WHEN {value} IS NULL OR {value} IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8) THEN true"
         f" {ranges} WHEN {datatype} = {int(DataType.Float)} THEN abs({value}) <= {FLOAT32_MAX!r} ELSE true END)"
     )
+
+
+def _held_text(d: Decoded, i: int) -> str | None:
+    """What a held sample keeps beside its float64: its text, its array's canonical text, or its exact integer."""
+    if i in d.exact:
+        return str(d.exact[i])
+    return d.text.get(i, d.arrays.get(i))
 
 
 def sort_samples(
@@ -258,7 +270,7 @@ def sort_samples(
     if hold.any():
         idx = np.flatnonzero(hold)
         held = Held(Columns(tag[idx], d.ts_ms[idx], d.value[idx], null[idx], d.quality[idx], ~d.is_historical[idx]),
-                    reason[idx], tuple(d.text.get(int(i), d.arrays.get(int(i))) for i in idx))  # fmt: skip
+                    reason[idx], tuple(_held_text(d, int(i)) for i in idx))  # fmt: skip
     keep = ~bad & ~control & ~side
     live = ~d.is_historical
     side_values = {**d.text, **d.arrays}

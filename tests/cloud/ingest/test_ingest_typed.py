@@ -16,6 +16,7 @@ from zhizao.broker.sparkplug.datatypes import DataType
 from zhizao.cloud.auth import create_token
 from zhizao.cloud.ingest.service import IngestService
 
+HOUR = 3_600_000
 TAGS = {  # device m2, alias -> (name, datatype)
     5001: ("Serial", DataType.UInt64),
     5002: ("Offset", DataType.Int64),
@@ -47,6 +48,8 @@ def test_typed_values_are_stored_exactly_and_answered_with_their_type(
             (5004, t + 1, "[0.5]", DataType.String),           # a plain string into an array tag: wrong_datatype
             (5005, t, '["a","漢字",""]', DataType.StringArray),
             (5006, t, '[1.0,2.0]', DataType.DoubleArray),      # an array into a Double tag: wrong_datatype
+            (5001, t + HOUR, str(2**64 - 2), DataType.UInt64),  # a clock an hour ahead: future_timestamp, exact
+            (5003, t + HOUR, 1_767_225_600_456.0, DataType.DateTime),
         ])  # fmt: skip
         _ddata(node, [(5006, t + 2, 22.0, DataType.Double)])  # closes batch 1
         wait_for(lambda: node.acks and max(node.acks) >= 1, what="ack of the typed batch")
@@ -63,7 +66,8 @@ def test_typed_values_are_stored_exactly_and_answered_with_their_type(
                          ("Serial", str(2**64 - 1), 2.0**64)]  # fmt: skip
         assert text == [("Names", '["a","漢字",""]'), ("Profile", "[1.5,-2.25,1e+300]"),
                         ("Stamp", "2026-01-01T00:00:00.123Z")]  # fmt: skip
-        assert held == [("Profile", 1, "[0.5]", "wrong_datatype"), ("Stamp", 1, None, "out_of_range"),
+        assert held == [("Profile", 1, "[0.5]", "wrong_datatype"), ("Serial", HOUR, str(2**64 - 2), "future_timestamp"),
+                        ("Stamp", 1, None, "out_of_range"), ("Stamp", HOUR, None, "future_timestamp"),
                         ("Temp", 0, "[1.0,2.0]", "wrong_datatype")]  # fmt: skip
 
         viewer = create_token(fresh_database, "viewer", unique_id, "viewer")
@@ -88,5 +92,13 @@ def test_typed_values_are_stored_exactly_and_answered_with_their_type(
             r = client.get("/api/v1/series", params={"site": unique_id, "machine": "m2", "name": "Profile",
                                                      "bucket": "1m"}, headers=bearer(viewer))
             assert r.status_code == 400 and "DoubleArray" in r.json()["error"]["message"]
+
+            # The clock fixed: re-ingested as the ingest stores them (exact integer, DateTime as ISO 8601).
+            engineer = create_token(fresh_database, "engineer", unique_id, "eng")
+            r = client.post("/api/v1/quarantine/reingest", headers=bearer(engineer),
+                            json={"site": unique_id, "reason": "future_timestamp", "shift_ms": -HOUR + 5})
+            assert r.json() == {"site": unique_id, "moved": 2, "stored": 2, "remaining": 3}, r.text
+            assert series("Serial") == [2**64 - 1, 42, 2**64 - 2]
+            assert series("Stamp") == ["2026-01-01T00:00:00.123Z", "2026-01-01T00:00:00.456Z"]
     finally:
         node.close()
