@@ -28,6 +28,8 @@ import click
 
 from zhizao.bench.cluster import Cluster, start_broker_or_fail
 from zhizao.bench.harness import Report, json_option, machine_line
+from zhizao.broker.sparkplug.codec import Decoded
+from zhizao.broker.sparkplug.typed import ms_of_iso
 
 __all__ = ["DecodeTally", "bench_decode", "decode_all"]
 
@@ -47,15 +49,13 @@ class DecodeTally:
     ours_s: float = 0.0  # CPU time of our codec's decode
 
 
-def _ours_value(d: Any, i: int) -> object:
+def _ours_value(d: Decoded, i: int) -> object:
     """Our codec's value of metric `i` of a `Decoded`, as a Python value comparable with pysparkplug's."""
     if d.is_null[i]:
         return None
-    for lane in ("text", "arrays", "exact"):
-        side = getattr(d, lane, None)
-        if side is not None and i in side:
-            return json.loads(side[i]) if lane == "arrays" else side[i]
-    return float(d.value[i])
+    if i in d.arrays:
+        return json.loads(d.arrays[i])
+    return d.text.get(i, d.exact.get(i, float(d.value[i])))
 
 
 def _same(ours: object, theirs: object) -> bool:
@@ -65,7 +65,7 @@ def _same(ours: object, theirs: object) -> bool:
     if isinstance(theirs, datetime):
         millis = round(theirs.timestamp() * 1000)
         if isinstance(ours, str):  # an ISO 8601 text of the same instant
-            return datetime.fromisoformat(ours).timestamp() * 1000 == millis
+            return ms_of_iso(ours) == millis
         return isinstance(ours, float | int) and ours == millis
     if isinstance(theirs, tuple):
         return isinstance(ours, list) and len(ours) == len(theirs) and all(
@@ -74,11 +74,6 @@ def _same(ours: object, theirs: object) -> bool:
         return ours == theirs
     if isinstance(theirs, float) and math.isnan(theirs):
         return isinstance(ours, float) and math.isnan(ours)
-    if isinstance(ours, str):  # DateTime texts against pysparkplug's epoch-ms-based value
-        try:
-            return datetime.fromisoformat(ours).timestamp() * 1000 == float(theirs)  # type: ignore[arg-type]
-        except ValueError:
-            return False
     return isinstance(theirs, bool | int | float) and ours == theirs
 
 

@@ -25,6 +25,8 @@ from click.testing import CliRunner
 from tests.support.apifixtures import bearer, make_client
 from tests.support.node_opcua import NodeOpcUaPlc
 from tests.support.simserver import free_port
+from tests.support.spb_capture import Capture
+from zhizao.bench.decode import decode_all
 from zhizao.broker.sparkplug.datatypes import DataType
 from zhizao.cloud.auth import create_token
 from zhizao.cloud.ingest.service import IngestService
@@ -191,6 +193,7 @@ def test_node_opcua_plc_browse_run_and_store_every_datatype_exactly(
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     data["outbox"]["dir"] = str(tmp_path / "outbox")
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    capture = Capture(mqtt_url, [f"spBv1.0/{unique_id}/#", f"spBv1.0/STATE/{host}"])
     ingest = IngestService(fresh_database, mqtt_url, host)
     ingest.start()
     env = {"ZHIZAO_OPCUA_PASSWORD": "s3cret", "ZHIZAO_TEST_PLC_PASSWORD": "s3cret"}
@@ -220,11 +223,19 @@ def test_node_opcua_plc_browse_run_and_store_every_datatype_exactly(
         agent.terminate()
         log = agent.communicate(timeout=30)[0]
         ingest.stop()
+        capture.close()
     series, latest = _api_values(fresh_database, unique_id)
     assert series == wanted, log[-3000:]
     for name, values in series.items():  # the types themselves, not only equal numbers (1 == 1.0 == True)
         assert [type(v) for v in values] == [type(v) for v in wanted[name]], name
     assert latest == {name: values[-1] for name, values in wanted.items()}
+    # An independent decoder (pysparkplug, DATA with its birth) reads every message of the run, typed values
+    # included, and agrees with our codec on each value.
+    tally = decode_all([(m.topic, m.payload) for m in capture.snapshot()])
+    assert tally.errors == [] and tally.mismatches == []
+    assert tally.messages["DDATA"] > 0 and tally.messages["STATE"] > 0
+    print(f"pysparkplug read {sum(tally.messages.values())} messages ({dict(tally.messages)}), "
+          f"{tally.data_values} DATA values equal to our codec's")
     per_type = _per_type(fresh_database, unique_id)
     print("values stored per Sparkplug datatype and table:", dict(sorted(per_type.items())))
     expected_counts: dict[tuple[str, str], int] = {}
