@@ -12,7 +12,7 @@ sample block (its `text`) in one canonical text form, decided by the signal's da
 | StringArray | JSON array of strings | `bytes_value`: each UTF-8 string followed by a NUL byte |
 | DateTimeArray | JSON array of ISO 8601 UTC texts with milliseconds | `bytes_value`: Int64 LE epoch milliseconds |
 
-Scalar DateTime values stay in the float64 lane as epoch milliseconds (exact up to the year 287396).
+Scalar DateTime values stay in the float64 lane as epoch milliseconds (exact: 2**53 ms is some 285,000 years).
 The edge builds these texts (adapters), the codec packs them; the cloud codec unpacks `bytes_value` into the
 same text, which storage keeps as it is.
 """
