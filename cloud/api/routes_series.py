@@ -147,13 +147,17 @@ async def get_series(
         return list(columns[i]) if columns else []
 
     points: dict[str, Any] = {"ts": col(0)}
-    if bucket_ms is None and query.exact:
-        points["value"] = [typed_value(datatype, e if e is not None else v) for v, e in zip(col(1), col(2), strict=True)]
+    if bucket_ms is None and query.exact:  # the exact integer (text) where there is one, else the float64's
+        points["value"] = [int(e) if e is not None else None if v is None else int(v)
+                           for v, e in zip(col(1), col(2), strict=True)]
         points["quality"] = col(3)
     elif bucket_ms is None:
         values = col(1)
-        points["value"] = values if datatype in _AS_IS else [typed_value(datatype, v) for v in values]
-        points["quality"] = col(2)
+        if datatype in _INTEGERS:
+            values = [None if v is None else int(v) for v in values]
+        elif datatype in ARRAY_TYPES:
+            values = [None if v is None else json.loads(v) for v in values]
+        points["value"], points["quality"] = values, col(2)
     else:
         for i, name_ in enumerate(aggs, start=1):
             points[name_] = col(i)
@@ -215,7 +219,6 @@ async def get_latest(
 
 LONG_INTEGERS = frozenset({int(DataType.Int64), int(DataType.UInt64)})
 _INTEGERS = frozenset(int(t) for t in (*INT_TYPES, *LONG_INTEGERS))
-_AS_IS = frozenset(int(t) for t in (*TEXT_TYPES, DataType.DateTime, DataType.Double, DataType.Float, DataType.Boolean))
 
 
 def typed_value(datatype: int, raw: object) -> Any:
