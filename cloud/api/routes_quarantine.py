@@ -90,8 +90,8 @@ class ReingestIn(BaseModel):
 
 
 # A held 64-bit integer beyond 2**53 keeps its exact decimal text (the ingest's `Held.text`).
-_EXACT = (f"(t.datatype IN ({int(DataType.Int64)}, {int(DataType.UInt64)}) AND q.text_value IS NOT NULL"
-          " AND q.text_value ~ '^-?[0-9]{1,20}$')")
+_EXACT = (f"(t.datatype IN ({int(DataType.Int64)}, {int(DataType.UInt64)}) AND CASE WHEN q.text_value ~ '^-?[0-9]{{1,20}}$'"
+          " THEN abs(q.text_value::numeric) > 2::numeric ^ 53 ELSE false END)")
 
 
 def _reingest_sql(service_rollups: bool) -> str:

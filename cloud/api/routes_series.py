@@ -156,7 +156,7 @@ async def get_series(
         if datatype in _INTEGERS:
             values = [None if v is None else int(v) for v in values]
         elif datatype in ARRAY_TYPES:
-            values = [None if v is None else json.loads(v) for v in values]
+            values = [_array(v) for v in values]
         points["value"], points["quality"] = values, col(2)
     else:
         for i, name_ in enumerate(aggs, start=1):
@@ -221,13 +221,23 @@ LONG_INTEGERS = frozenset({int(DataType.Int64), int(DataType.UInt64)})
 _INTEGERS = frozenset(int(t) for t in (*INT_TYPES, *LONG_INTEGERS))
 
 
+def _array(raw: object) -> Any:
+    """An array tag's stored JSON as a list; a text that is not one (written by hand) comes back as it is."""
+    if not isinstance(raw, str):
+        return None if raw is None else str(raw)
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
 def typed_value(datatype: int, raw: object) -> Any:
     """A stored value as the JSON value of its tag's datatype: integers as integers (64-bit ones exact), arrays
     as arrays, text and DateTime (ISO 8601) as strings, Float/Double and Boolean (0 or 1) as numbers."""
     if raw is None:
         return None
     if datatype in ARRAY_TYPES:
-        return json.loads(raw) if isinstance(raw, str) else None
+        return _array(raw)
     if datatype == DataType.DateTime and "T" not in str(raw):
         return iso_ms(int(float(str(raw))))  # an instant stored as epoch ms (a third-party node, before 0013)
     if datatype in SIDE_TYPES:

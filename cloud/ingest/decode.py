@@ -143,17 +143,21 @@ def fits_sql(value: str, text: str, datatype: str) -> str:
     64-bit integer beyond 2**53 is held with its exact decimal text)."""
     text_codes = ", ".join(str(int(t)) for t in _TEXT_CODES)
     numeric_codes = ", ".join(str(int(t)) for t in _NUMERIC_CODES)
+    array_codes = ", ".join(str(int(t)) for t in _ARRAY_CODES)
     ranges = " ".join(
         f"WHEN {datatype} = {code} THEN {value} = trunc({value}) AND {value} BETWEEN {lo!r} AND {hi!r}"
         for code, (lo, hi) in INTEGER_RANGES.items()
     )
-    exact = (f"{datatype} IN ({int(DataType.Int64)}, {int(DataType.UInt64)}) AND {text} ~ '^-?[0-9]{{1,20}}$'"
-             f" AND {text}::numeric BETWEEN (CASE WHEN {datatype} = {int(DataType.Int64)} THEN -(2::numeric ^ 63)"
-             f" ELSE 0 END) AND (CASE WHEN {datatype} = {int(DataType.Int64)} THEN 2::numeric ^ 63 - 1"
-             " ELSE 2::numeric ^ 64 - 1 END)")
+    # only beyond 2**53 (what the ingest holds as text): the text "123" sent into an Int64 tag stays refused;
+    # a CASE, since SQL does not promise to test the pattern before it casts
+    lo = f"CASE WHEN {datatype} = {int(DataType.Int64)} THEN -(2::numeric ^ 63) ELSE 0 END"
+    hi = f"CASE WHEN {datatype} = {int(DataType.Int64)} THEN 2::numeric ^ 63 - 1 ELSE 2::numeric ^ 64 - 1 END"
+    exact = (f"{datatype} IN ({int(DataType.Int64)}, {int(DataType.UInt64)}) AND CASE WHEN {text} ~ '^-?[0-9]{{1,20}}$'"
+             f" THEN abs({text}::numeric) > 2::numeric ^ 53 AND {text}::numeric BETWEEN {lo} AND {hi} ELSE false END")
     return (
         f"(CASE WHEN {datatype} IN ({text_codes}) THEN {value} IS NULL"
-        f" WHEN {text} IS NOT NULL THEN {datatype} NOT IN ({numeric_codes}) OR ({exact})"
+        f" WHEN {text} IS NOT NULL THEN ({datatype} NOT IN ({numeric_codes})"
+        f" AND ({datatype} NOT IN ({array_codes}) OR {text} ~ '^\\[.*\\]$')) OR ({exact})"
         f" WHEN {value} IS NULL OR {value} IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8) THEN true"
         f" {ranges} WHEN {datatype} = {int(DataType.Float)} THEN abs({value}) <= {FLOAT32_MAX!r} ELSE true END)"
     )

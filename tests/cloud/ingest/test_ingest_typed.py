@@ -46,6 +46,7 @@ def test_typed_values_are_stored_exactly_and_answered_with_their_type(
             (5003, t + 1, 2.0**62, DataType.DateTime),         # after the year 9999: out_of_range
             (5004, t, "[1.5,-2.25,1e+300]", DataType.DoubleArray),
             (5004, t + 1, "[0.5]", DataType.String),           # a plain string into an array tag: wrong_datatype
+            (5004, t + 2, "hello", DataType.String),
             (5005, t, '["a","漢字",""]', DataType.StringArray),
             (5006, t, '[1.0,2.0]', DataType.DoubleArray),      # an array into a Double tag: wrong_datatype
             (5001, t + HOUR, str(2**64 - 2), DataType.UInt64),  # a clock an hour ahead: future_timestamp, exact
@@ -66,7 +67,7 @@ def test_typed_values_are_stored_exactly_and_answered_with_their_type(
                          ("Serial", str(2**64 - 1), 2.0**64)]  # fmt: skip
         assert text == [("Names", '["a","漢字",""]'), ("Profile", "[1.5,-2.25,1e+300]"),
                         ("Stamp", "2026-01-01T00:00:00.123Z")]  # fmt: skip
-        assert held == [("Profile", 1, "[0.5]", "wrong_datatype"), ("Serial", HOUR, str(2**64 - 2), "future_timestamp"),
+        assert held == [("Profile", 1, "[0.5]", "wrong_datatype"), ("Profile", 2, "hello", "wrong_datatype"), ("Serial", HOUR, str(2**64 - 2), "future_timestamp"),
                         ("Stamp", 1, None, "out_of_range"), ("Stamp", HOUR, None, "future_timestamp"),
                         ("Temp", 0, "[1.0,2.0]", "wrong_datatype")]  # fmt: skip
 
@@ -97,8 +98,12 @@ def test_typed_values_are_stored_exactly_and_answered_with_their_type(
             engineer = create_token(fresh_database, "engineer", unique_id, "eng")
             r = client.post("/api/v1/quarantine/reingest", headers=bearer(engineer),
                             json={"site": unique_id, "reason": "future_timestamp", "shift_ms": -HOUR + 5})
-            assert r.json() == {"site": unique_id, "moved": 2, "stored": 2, "remaining": 3}, r.text
+            assert r.json() == {"site": unique_id, "moved": 2, "stored": 2, "remaining": 4}, r.text
             assert series("Serial") == [2**64 - 1, 42, 2**64 - 2]
             assert series("Stamp") == ["2026-01-01T00:00:00.123Z", "2026-01-01T00:00:00.456Z"]
+            # Of the rest only what fits its tag now moves: the array text; never "hello" into an array tag.
+            r = client.post("/api/v1/quarantine/reingest", headers=bearer(engineer), json={"site": unique_id})
+            assert r.json() == {"site": unique_id, "moved": 1, "stored": 1, "remaining": 3}, r.text
+            assert series("Profile") == [[1.5, -2.25, 1e300], [0.5]]
     finally:
         node.close()
