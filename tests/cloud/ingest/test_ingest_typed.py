@@ -54,6 +54,8 @@ def test_typed_values_are_stored_exactly_and_answered_with_their_type(
         ])  # fmt: skip
         _ddata(node, [(5006, t + 2, 22.0, DataType.Double)])  # closes batch 1
         wait_for(lambda: node.acks and max(node.acks) >= 1, what="ack of the typed batch")
+        wait_for(lambda: count(fresh_database, "SELECT count(*) FROM latest_values WHERE value = 22.0") == 1,
+                 what="the closing batch committed too (the latest Temp)")
         with psycopg.connect(fresh_database) as conn:
             exact = conn.execute(
                 "SELECT t.name, i.value::text, s.value FROM samples_int i JOIN tags t USING (tag_id)"
