@@ -59,7 +59,16 @@ OEE_SIGNALS = ("State", "Counts/Total", "Counts/Good")
 """Metrics every machine needs for OEE (unless it sets `oee: false`)."""
 
 MapKind = Literal["value", "packml_state", "counter", "good_counter"]
-DataTypeName = Literal["Double", "Float", "Int32", "Int64", "Boolean", "String"]
+# The Sparkplug datatypes a signal can be published with (broker.sparkplug.DataType names); what each OPC UA type
+# maps to is in edge/adapters/opcua/CONNECTING.md.
+DataTypeName = Literal[
+    "Double", "Float", "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64", "Boolean", "String",
+    "Text", "UUID", "DateTime", "Int8Array", "Int16Array", "Int32Array", "Int64Array", "UInt8Array", "UInt16Array",
+    "UInt32Array", "UInt64Array", "FloatArray", "DoubleArray", "BooleanArray", "StringArray", "DateTimeArray",
+]
+INTEGER_NAMES = frozenset({"Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64"})
+SCALED_DATATYPES = frozenset({"Double", "Float", *INTEGER_NAMES})
+"""Datatypes whose values `scale` and `offset` apply to (numbers in the float64 lane)."""
 StateTarget = int | Literal["running", "stop_reason", "unknown"]
 
 
@@ -180,6 +189,9 @@ class SignalConfig(_Model):
             raise ValueError("defective_node_id: required for map 'good_counter' (the ProdDefectiveCount node)")
         if self.map != "value" and self.datatype is not None and self.datatype not in ("Int32", "Int64"):
             raise ValueError(f"datatype: map {self.map!r} publishes integers, not {self.datatype!r}")
+        if (self.scale is not None or self.offset is not None) and self.published_datatype() not in SCALED_DATATYPES:
+            name = "scale" if self.scale is not None else "offset"
+            raise ValueError(f"{name}: only numbers are scaled; datatype {self.published_datatype()!r} is passed through")
         return self
 
     def published_datatype(self) -> DataTypeName:

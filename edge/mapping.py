@@ -45,6 +45,7 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -59,7 +60,7 @@ from zhizao.broker.contract.states import (
     is_state_code,
 )
 from zhizao.broker.sparkplug.datatypes import DataType
-from zhizao.edge.config import AdapterSettings, AgentConfig, SignalConfig
+from zhizao.edge.config import AdapterSettings, AgentConfig, DataTypeName, SignalConfig
 from zhizao.edge.samples import QUALITY_GOOD, SampleBlock, Signal, SignalTable
 
 __all__ = [
@@ -86,10 +87,7 @@ _T_RUNNING, _T_STOP_REASON, _T_UNKNOWN = -1, -2, -3
 MAX_COUNTER_STEP = 1 << 24
 _U32 = 1 << 32
 
-_DATATYPES = {
-    "Double": DataType.Double, "Float": DataType.Float, "Int32": DataType.Int32, "Int64": DataType.Int64,
-    "Boolean": DataType.Boolean, "String": DataType.String,
-}
+_DATATYPES = {name: DataType[name] for name in get_args(DataTypeName)}
 
 
 def _state_table(sig: SignalConfig) -> npt.NDArray[np.int64]:

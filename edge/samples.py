@@ -47,9 +47,11 @@ class SampleBlock:
 
     signal:  int32 index into the agent's `SignalTable`
     ts_ms:   int64 source timestamp, milliseconds since the Unix epoch, UTC
-    value:   float64 value (counters, states and booleans are exact in float64 below 2**53)
+    value:   float64 value (counters, states and booleans are exact in float64 below 2**53; DateTime as epoch ms)
     quality: int16 quality code (QUALITY_GOOD, QUALITY_BAD, QUALITY_STALE)
-    Text values travel in `text`, a tuple of (index into this block, string) pairs; their `value` is NaN.
+    The rare values float64 cannot carry travel in `text`, a tuple of (index into this block, canonical text)
+    pairs, and their `value` is NaN: strings, arrays (JSON) and 64-bit integers beyond 2**53 (decimal digits);
+    the signal's datatype says which (`broker.sparkplug.typed`).
     """
 
     signal: npt.NDArray[np.int32]

@@ -17,10 +17,11 @@ import numpy as np
 import numpy.typing as npt
 from google.protobuf.message import DecodeError
 
-from zhizao.broker.contract.quality import QUALITY_GOOD
+from zhizao.broker.contract.quality import QUALITY_BAD, QUALITY_GOOD
 from zhizao.broker.sparkplug import sparkplug_b_pb2 as pb
 from zhizao.broker.sparkplug import wire
 from zhizao.broker.sparkplug.datatypes import INT_TYPES, LONG_TYPES, SIGNED_BITS, TEXT_TYPES, DataType
+from zhizao.broker.sparkplug.typed import ARRAY_TYPES, EXACT_LIMIT, pack_array, unpack_array
 
 _QUALITY = "Quality"
 _U32 = 0xFFFFFFFF
@@ -94,7 +95,7 @@ def _set_value(target: pb.Payload.Metric | pb.Payload.PropertyValue, datatype: i
     if datatype in INT_TYPES:
         target.int_value = int(value) & _INT_MASK[datatype]
     elif datatype in LONG_TYPES:
-        target.long_value = int(value) & _U64
+        target.long_value = int(value) & _U64  # int() of a str: an exact 64-bit integer's canonical text
     elif datatype == DataType.Double:
         target.double_value = float(value)
     elif datatype == DataType.Float:
@@ -105,8 +106,33 @@ def _set_value(target: pb.Payload.Metric | pb.Payload.PropertyValue, datatype: i
         target.string_value = str(value)
     elif datatype == DataType.Bytes and isinstance(target, pb.Payload.Metric) and isinstance(value, bytes):
         target.bytes_value = value
+    elif datatype in ARRAY_TYPES and isinstance(target, pb.Payload.Metric) and isinstance(value, str):
+        try:
+            target.bytes_value = pack_array(datatype, value)
+        except ValueError as exc:
+            raise PayloadError(f"datatype {datatype}: cannot encode value {value!r}: {exc}") from None
     else:
         raise PayloadError(f"datatype {datatype}: cannot encode value {value!r}")
+
+
+def _set_side(metric: pb.Payload.Metric, datatype: int, text: str) -> bool:
+    """Put a side-lane value (canonical text) into the field of its datatype; False when it does not fit."""
+    if datatype in TEXT_TYPES:
+        metric.string_value = text
+    elif datatype in ARRAY_TYPES:
+        try:
+            metric.bytes_value = pack_array(datatype, text)
+        except ValueError:
+            return False
+    elif datatype in (DataType.Int64, DataType.UInt64) and text.lstrip("-").isdigit():
+        v = int(text)
+        lo, hi = (-(1 << 63), (1 << 63) - 1) if datatype == DataType.Int64 else (0, _U64)
+        if not lo <= v <= hi:
+            return False
+        metric.long_value = v & _U64
+    else:
+        return False
+    return True
 
 
 def _add_quality(metric: pb.Payload.Metric, quality: int) -> None:
@@ -190,7 +216,9 @@ def encode_data(
     """NDATA/DDATA carrying many samples: alias-only metrics with per-metric timestamps, in the given order.
 
     Every metric carries its datatype (optional in DATA per Sparkplug 3.0, but hosts and payload libraries
-    that do not keep birth datatypes need it). `extra` metrics with an alias (born in the NBIRTH/DBIRTH) go by
+    that do not keep birth datatypes need it). `text` holds the side lane: (sample index, canonical text) of the
+    values float64 cannot carry (`broker.sparkplug.typed`): strings, arrays, 64-bit integers beyond 2**53; one
+    that does not fit its datatype goes as a null value with bad quality. `extra` metrics with an alias (born in the NBIRTH/DBIRTH) go by
     alias only; those without one go by name."""
     n = len(alias)
     if not (len(ts_ms) == len(value) == len(datatype) == n):
@@ -209,7 +237,10 @@ def encode_data(
         if hist_all or (hist is not None and hist[i]):
             m.is_historical = True
         if i in texts:
-            m.string_value = texts[i]
+            if not _set_side(m, d, texts[i]):
+                m.is_null = True  # a value that does not fit the signal's datatype: no value, bad quality
+                _add_quality(m, QUALITY_BAD)
+                continue
         elif v != v:  # NaN: no value (is_null) for non-float types, a real NaN for Double/Float
             if d == 10:
                 m.double_value = v
@@ -227,8 +258,10 @@ def encode_data(
             m.boolean_value = v != 0.0
         elif d == 9:
             m.float_value = v
-        else:
-            raise PayloadError(f"encode_data: sample {i} (alias {a}) has datatype {d} that needs text")
+        else:  # a number for a text or array signal (the device changed type): no value, bad quality
+            m.is_null = True
+            _add_quality(m, QUALITY_BAD)
+            continue
         if quals is not None and quals[i] != QUALITY_GOOD:
             _add_quality(m, quals[i])
     for e in extra:
@@ -238,7 +271,8 @@ def encode_data(
 
 @dataclass
 class Decoded:
-    """A decoded payload as parallel arrays, one entry per metric."""
+    """A decoded payload as parallel arrays, one entry per metric; the rare values float64 cannot carry are in
+    the side dicts `text`, `arrays` and `exact` (metric index -> value)."""
 
     timestamp_ms: int | None
     seq: int | None
@@ -252,7 +286,9 @@ class Decoded:
     is_null: npt.NDArray[np.bool_]
     is_historical: npt.NDArray[np.bool_]
     quality: npt.NDArray[np.int16]
-    text: dict[int, str] = field(default_factory=dict)
+    text: dict[int, str] = field(default_factory=dict)  # string values
+    arrays: dict[int, str] = field(default_factory=dict)  # array values, canonical text (`typed.array_text`)
+    exact: dict[int, int] = field(default_factory=dict)  # Int64/UInt64 values beyond 2**53 (`value` is nearest)
 
     def index_of(self, name: str) -> int | None:
         """Index of the first metric with this name, or None."""
@@ -317,10 +353,36 @@ def decode(payload: bytes, datatype_by_alias: Mapping[int, int] | None = None) -
         i: payload[str_off[i] : str_off[i] + str_len[i]].decode("utf-8", "replace")
         for i in np.flatnonzero(kind == wire.K_STRING).tolist()
     }
+    arrays: dict[int, str] = {}
+    for i in np.flatnonzero(kind == wire.K_BYTES).tolist():
+        arrays_value(arrays, i, int(datatype[i]), payload[str_off[i] : str_off[i] + str_len[i]], alias, has_alias)
+    exact: dict[int, int] = {}
+    m = kind == wire.K_LONG
+    if m.any():
+        signed = raw.view(np.int64)
+        big = m & (((datatype == DataType.Int64) & ((signed > EXACT_LIMIT) | (signed < -EXACT_LIMIT)))
+                   | ((datatype == DataType.UInt64) & (raw > np.uint64(EXACT_LIMIT))))
+        for i in np.flatnonzero(big).tolist():
+            exact[i] = _signed(int(raw[i]), 64) if datatype[i] == DataType.Int64 else int(raw[i])
     return Decoded(
         ts0, seq, n, alias, has_alias, names, datatype, ts, value, is_null,
-        (flags & 1).astype(np.bool_), quality, text,
+        (flags & 1).astype(np.bool_), quality, text, arrays, exact,
     )
+
+
+def arrays_value(
+    arrays: dict[int, str], i: int, datatype: int, data: bytes,
+    alias: npt.NDArray[np.uint64], has_alias: npt.NDArray[np.bool_],
+) -> None:
+    """Unpack metric `i`'s `bytes_value` into `arrays` when its datatype is an array one (PayloadError if the
+    bytes do not fit it); `Bytes`/`File` and unknown datatypes are left without a value."""
+    if datatype not in ARRAY_TYPES:
+        return
+    try:
+        arrays[i] = unpack_array(datatype, data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        ident = f"alias {int(alias[i])}" if has_alias[i] else f"metric {i}"
+        raise PayloadError(f"{ident}: datatype {datatype}: {exc}") from None
 
 
 def _decode_protobuf(payload: bytes, datatype_by_alias: Mapping[int, int] | None = None) -> Decoded:
@@ -343,6 +405,8 @@ def _decode_protobuf(payload: bytes, datatype_by_alias: Mapping[int, int] | None
     quality = np.full(n, QUALITY_GOOD, np.int16)
     names: list[str] = [""] * n
     text: dict[int, str] = {}
+    arrays: dict[int, str] = {}
+    exact: dict[int, int] = {}
     lookup = datatype_by_alias or {}
     for i, m in enumerate(metrics):
         if m.name:
@@ -365,14 +429,18 @@ def _decode_protobuf(payload: bytes, datatype_by_alias: Mapping[int, int] | None
             bits = SIGNED_BITS.get(DataType(d)) if d in (1, 2, 3) else None
             value[i] = _signed(v & ((1 << bits) - 1), bits) if bits else v
         elif kind == "long_value":
-            v = m.long_value
-            value[i] = _signed(v, 64) if d == DataType.Int64 else v
+            v = _signed(m.long_value, 64) if d == DataType.Int64 else m.long_value
+            value[i] = v
+            if abs(v) > EXACT_LIMIT and d in (DataType.Int64, DataType.UInt64):
+                exact[i] = v
         elif kind == "boolean_value":
             value[i] = 1.0 if m.boolean_value else 0.0
         elif kind == "float_value":
             value[i] = m.float_value
         elif kind == "string_value":
             text[i] = m.string_value
+        elif kind == "bytes_value":
+            arrays_value(arrays, i, d, m.bytes_value, alias, has_alias)
         elif kind is None:
             is_null[i] = True
         if m.HasField("properties"):
@@ -381,7 +449,8 @@ def _decode_protobuf(payload: bytes, datatype_by_alias: Mapping[int, int] | None
                 if key == _QUALITY:
                     quality[i] = _signed(pv.int_value, 32) if pv.WhichOneof("value") == "int_value" else pv.long_value
     seq = msg.seq if msg.HasField("seq") else None
-    return Decoded(ts0, seq, n, alias, has_alias, names, datatype, ts, value, is_null, hist, quality, text)
+    return Decoded(ts0, seq, n, alias, has_alias, names, datatype, ts, value, is_null, hist, quality, text, arrays,
+                   exact)
 
 
 ENG_UNIT = "engUnit"

@@ -1,8 +1,8 @@
 """A numba reader of the Sparkplug B protobuf wire format for the hot path (DATA messages into arrays).
 
 `scan()` walks the payload bytes once and fills per-metric arrays without building protobuf objects. It
-handles every scalar field; metrics it cannot represent in arrays (properties, datasets, templates, bytes)
-are flagged so the caller can take the protobuf path for that payload. Malformed bytes give a negative
+handles every scalar field and `bytes_value` (the Sparkplug array datatypes; as offsets, like strings); metrics
+it cannot represent in arrays (unusual properties, datasets, templates) are flagged so the caller can take the protobuf path for that payload. Malformed bytes give a negative
 status, never an exception, so the caller can report them through one place.
 """
 
@@ -17,7 +17,7 @@ import numpy.typing as npt
 from zhizao.broker.contract.quality import QUALITY_GOOD
 
 # Value kinds in `kind`.
-K_NONE, K_INT, K_LONG, K_FLOAT, K_DOUBLE, K_BOOL, K_STRING, K_COMPLEX = 0, 1, 2, 3, 4, 5, 6, 7
+K_NONE, K_INT, K_LONG, K_FLOAT, K_DOUBLE, K_BOOL, K_STRING, K_COMPLEX, K_BYTES = 0, 1, 2, 3, 4, 5, 6, 7, 8
 
 
 @nb.njit(cache=True, nogil=True)
@@ -208,8 +208,8 @@ def scan(buf: npt.NDArray[np.uint8]) -> tuple[Any, ...]:
                     if f == 1:
                         name_off[n] = pos
                         name_len[n] = ln
-                    elif f == 15:
-                        kind[n] = K_STRING
+                    elif f == 15 or f == 16:  # string_value, bytes_value (arrays): offsets into the payload
+                        kind[n] = K_STRING if f == 15 else K_BYTES
                         str_off[n] = pos
                         str_len[n] = ln
                     elif f == 9:
@@ -218,7 +218,7 @@ def scan(buf: npt.NDArray[np.uint8]) -> tuple[Any, ...]:
                             flags[n] |= 4
                         elif q != -1:
                             quality[n] = q
-                    elif f == 16 or f == 17 or f == 18 or f == 19:
+                    elif f == 17 or f == 18 or f == 19:
                         kind[n] = K_COMPLEX
                     pos += ln
                 else:

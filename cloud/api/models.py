@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
@@ -118,7 +118,9 @@ class LatestValue(BaseModel):
     name: str
     unit: str | None
     ts: int | None = Field(description="epoch milliseconds, UTC")
-    value: float | str | None
+    value: int | float | str | list[Any] | None = Field(
+        description="typed by the tag's datatype: integers (64-bit exact), numbers, text, DateTime as ISO 8601, "
+        "arrays as arrays")
     quality: int | None
 
 
@@ -126,7 +128,7 @@ class SeriesPoints(BaseModel):
     """Column arrays: `ts` (epoch ms) plus `value`/`quality` (raw) or the requested aggregates (bucketed)."""
 
     ts: list[int]
-    value: list[float | str | None] | None = None
+    value: list[int | float | str | list[Any] | None] | None = None
     quality: list[int] | None = None
     min: list[float | None] | None = None
     max: list[float | None] | None = None

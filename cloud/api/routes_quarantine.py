@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field
 
 from zhizao.broker.contract.ids import Id
+from zhizao.broker.sparkplug.datatypes import DataType
 from zhizao.cloud.api.deps import Conn, Scope, require_role
 from zhizao.cloud.api.errors import not_found
 from zhizao.cloud.api.params import JsonIntCheck, SiteQuery
@@ -88,6 +89,11 @@ class ReingestIn(BaseModel):
     nan_as_null: bool = Field(False, description="store NaN/Inf values as 'no value' instead of holding them")
 
 
+# A held 64-bit integer beyond 2**53 keeps its exact decimal text (the ingest's `Held.text`).
+_EXACT = (f"(t.datatype IN ({int(DataType.Int64)}, {int(DataType.UInt64)}) AND CASE WHEN q.text_value ~ '^-?[0-9]{{1,20}}$'"
+          " THEN abs(q.text_value::numeric) > 2::numeric ^ 53 ELSE false END)")
+
+
 def _reingest_sql(service_rollups: bool) -> str:
     merge = plain.merge_returning_ctes("ins") if service_rollups else ""
     return (
@@ -102,12 +108,21 @@ def _reingest_sql(service_rollups: bool) -> str:
         "      OR q.value NOT IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8))"
         " RETURNING q.tag_id, 'epoch'::timestamptz + (q.ts_ms + %(shift)s) * interval '1 millisecond' AS ts,"
         " CASE WHEN q.value IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8) THEN NULL"
-        " ELSE q.value END AS value, q.text_value, q.quality)"
+        f" WHEN {_EXACT} THEN q.text_value::float8 ELSE q.value END AS value,"
+        # stored as the ingest stores them: a 64-bit integer's exact text in samples_int (and its float64 in
+        # samples), a DateTime's epoch ms as its ISO 8601 text in samples_text
+        f" CASE WHEN {_EXACT} THEN NULL WHEN t.datatype = {int(DataType.DateTime)} AND q.text_value IS NULL"
+        "  AND q.value NOT IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8) THEN to_char("
+        "  ('epoch'::timestamptz + q.value * interval '1 millisecond') AT TIME ZONE 'UTC',"
+        "  'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') ELSE q.text_value END AS text_value,"
+        f" CASE WHEN {_EXACT} THEN q.text_value::numeric END AS exact, q.quality)"
         ", ins AS (INSERT INTO samples (ts, tag_id, value, quality) SELECT ts, tag_id, value, quality FROM moved"
         " WHERE text_value IS NULL ON CONFLICT (tag_id, ts) DO NOTHING RETURNING ts, tag_id, value)"
         + merge
         + ", txt AS (INSERT INTO samples_text (ts, tag_id, value, quality) SELECT ts, tag_id, text_value, quality"
         " FROM moved WHERE text_value IS NOT NULL ON CONFLICT (tag_id, ts) DO NOTHING RETURNING 1)"
+        ", ints AS (INSERT INTO samples_int (ts, tag_id, value, quality) SELECT ts, tag_id, exact, quality"
+        " FROM moved WHERE exact IS NOT NULL ON CONFLICT (tag_id, ts) DO NOTHING)"
         " SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM ins) + (SELECT count(*) FROM txt)"
     )
 

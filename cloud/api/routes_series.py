@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -11,7 +12,8 @@ from psycopg.rows import dict_row
 from pydantic import WithJsonSchema
 
 from zhizao.broker.contract.ids import Id
-from zhizao.broker.sparkplug.datatypes import TEXT_TYPES
+from zhizao.broker.sparkplug.datatypes import INT_TYPES, TEXT_TYPES, DataType
+from zhizao.broker.sparkplug.typed import ARRAY_TYPES, SIDE_TYPES, iso_ms
 from zhizao.cloud.api.deps import Conn, Scope, SiteScope
 from zhizao.cloud.api.errors import bad_request, not_found
 from zhizao.cloud.api.models import LatestValue, Series
@@ -122,12 +124,15 @@ async def get_series(
         raise bad_request("agg", agg, "aggregates need a bucket (e.g. bucket=1m)")
 
     tag = await _resolve_tag(conn, scope, tag_id, site, machine, edge_node, name)
-    text = tag["datatype"] in TEXT_TYPES
+    datatype = int(tag["datatype"])
+    text = datatype in SIDE_TYPES
     if text and bucket_ms is not None:
-        raise bad_request("bucket", bucket, f"tag {tag['name']!r} holds text; only raw history is available")
+        kind = "text" if datatype in TEXT_TYPES else DataType(datatype).name
+        raise bad_request("bucket", bucket, f"tag {tag['name']!r} holds {kind}; only raw history is available")
     after = Cursor.decode(cursor, tag["tag_id"], bucket_ms).after_ms if cursor else None
     fresh = to_ms(datetime.now(UTC)) - int(settings.series_rollup_lag_s * 1000)
-    query = SeriesQuery(tag["tag_id"], text, start_dt, end_dt, bucket_ms, aggs, page, after, fresh)
+    query = SeriesQuery(tag["tag_id"], text, start_dt, end_dt, bucket_ms, aggs, page, after, fresh,
+                        exact=datatype in LONG_INTEGERS)
     src = query.source(source, request.app.state.rollups)
     sql, params = query.sql(src, scope.where("g.site_id"))
     # Binary rows: thousands of float8/int8 values parse about twice as fast as their text form.
@@ -142,8 +147,17 @@ async def get_series(
         return list(columns[i]) if columns else []
 
     points: dict[str, Any] = {"ts": col(0)}
-    if bucket_ms is None:
-        points["value"], points["quality"] = col(1), col(2)
+    if bucket_ms is None and query.exact:  # the exact integer (text) where there is one, else the float64's
+        points["value"] = [int(e) if e is not None else None if v is None else int(v)
+                           for v, e in zip(col(1), col(2), strict=True)]
+        points["quality"] = col(3)
+    elif bucket_ms is None:
+        values = col(1)
+        if datatype in _INTEGERS:
+            values = [None if v is None else int(v) for v in values]
+        elif datatype in ARRAY_TYPES:
+            values = [_array(v) for v in values]
+        points["value"], points["quality"] = values, col(2)
     else:
         for i, name_ in enumerate(aggs, start=1):
             points[name_] = col(i)
@@ -187,9 +201,9 @@ async def get_latest(
         await cur.execute(
             "SELECT t.tag_id, t.site_id, t.edge_node_id, t.machine_id, t.name, t.unit,"
             " floor(extract(epoch FROM l.ts) * 1000)::int8 AS ts,"
-            " coalesce(l.text_value, CASE WHEN l.value IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8)"
+            " coalesce(l.text_value, l.int_value::text, CASE WHEN l.value IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8)"
             "          THEN NULL ELSE l.value::text END) AS raw_value,"
-            " l.text_value IS NOT NULL AS is_text, l.quality"
+            " l.text_value IS NOT NULL AS is_text, l.quality, t.datatype"
             f" FROM tags t JOIN latest_values l ON l.tag_id = t.tag_id WHERE {scope.where('t.site_id')}"
             f" AND {where} ORDER BY t.machine_id NULLS FIRST, t.name",
             scope.params(**params),
@@ -198,6 +212,37 @@ async def get_latest(
     if machine is not None and not rows:
         await _machine_exists(conn, scope, site, machine)
     for row in rows:
-        raw = row.pop("raw_value")
-        row["value"] = raw if row.pop("is_text") or raw is None else float(raw)
+        row.pop("is_text")
+        row["value"] = typed_value(row.pop("datatype"), row.pop("raw_value"))
     return rows
+
+
+LONG_INTEGERS = frozenset({int(DataType.Int64), int(DataType.UInt64)})
+_INTEGERS = frozenset(int(t) for t in (*INT_TYPES, *LONG_INTEGERS))
+
+
+def _array(raw: object) -> Any:
+    """An array tag's stored JSON as a list; a text that is not one (written by hand) comes back as it is."""
+    if not isinstance(raw, str):
+        return None if raw is None else str(raw)
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def typed_value(datatype: int, raw: object) -> Any:
+    """A stored value as the JSON value of its tag's datatype: integers as integers (64-bit ones exact), arrays
+    as arrays, text and DateTime (ISO 8601) as strings, Float/Double and Boolean (0 or 1) as numbers."""
+    if raw is None:
+        return None
+    if datatype in ARRAY_TYPES:
+        return _array(raw)
+    if datatype == DataType.DateTime and "T" not in str(raw):
+        return iso_ms(int(float(str(raw))))  # an instant stored as epoch ms (a third-party node, before 0013)
+    if datatype in SIDE_TYPES:
+        return str(raw)
+    if datatype in _INTEGERS:
+        text = str(raw)
+        return int(text) if text.lstrip("-").isdigit() else int(float(text))
+    return float(raw)  # type: ignore[arg-type]

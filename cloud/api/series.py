@@ -140,7 +140,7 @@ class SeriesQuery:
     """A validated series request: tag, [start, end), bucket width or raw, aggregates, page size."""
 
     tag_id: int
-    text: bool
+    text: bool  # the tag's values are in samples_text (text, arrays, DateTime)
     start: datetime
     end: datetime
     bucket_ms: int | None
@@ -148,6 +148,7 @@ class SeriesQuery:
     limit: int
     after_ms: int | None
     fresh_from_ms: int = 0  # rollups are trusted only before this time (epoch ms); raw samples after it
+    exact: bool = False  # a 64-bit integer tag: raw rows also carry the exact value from samples_int (or null)
 
     def source(self, requested: str, rollups: set[str]) -> str:
         """raw, samples_1m or samples_1h: a rollup when it exists and the bucket is a multiple of its width."""
@@ -171,6 +172,9 @@ class SeriesQuery:
             if self.after_ms is not None:
                 after = " AND ts > %(after)s"
                 params["after"] = from_ms(self.after_ms)
+            if self.exact:  # the exact integer where float64 only holds its nearest value
+                value += (", (SELECT x.value::text FROM samples_int x"
+                          " WHERE x.tag_id = samples.tag_id AND x.ts = samples.ts)")
             sql = (f"SELECT {_MS.format(col='ts')}, {value}, quality FROM {table}"
                    f" WHERE tag_id = %(tag)s AND {in_scope} AND ts >= %(start)s AND ts < %(end)s{after}"
                    " ORDER BY ts LIMIT %(lim)s")

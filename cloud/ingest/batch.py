@@ -1,4 +1,4 @@
-"""One DB batch: sample arrays from many messages, text rows, samples held in quarantine, dead letters, node
+"""One DB batch: sample arrays from many messages, text rows, exact-integer rows, samples held in quarantine, dead letters, node
 health, acks to send."""
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ class Batch:
     quality: list[npt.NDArray[np.int16]] = field(default_factory=list)
     live: list[npt.NDArray[np.bool_]] = field(default_factory=list)
     text_rows: list[tuple[int, int, str, int, bool]] = field(default_factory=list)  # ts_ms, tag, text, q, live
+    exact_rows: list[tuple[int, int, int, int, bool]] = field(default_factory=list)  # ts_ms, tag, int, q, live
     dead_letters: list[DeadLetter] = field(default_factory=list)
     held: list[tuple[int, Held]] = field(default_factory=list)  # (received_ms, refused samples of known tags)
     health: dict[NodeKey, NodeHealth] = field(default_factory=dict)
@@ -101,8 +102,8 @@ class Batch:
     def empty(self) -> bool:
         """Nothing to write and nothing to acknowledge."""
         return not (
-            self.samples or self.text_rows or self.held or self.dead_letters or self.health or self.acks
-            or self.births or self.ledger
+            self.samples or self.text_rows or self.exact_rows or self.held or self.dead_letters or self.health
+            or self.acks or self.births or self.ledger
         )
 
     def columns(self) -> Columns:

@@ -567,6 +567,7 @@ class Processor:
         else:
             batch.add(verdict.tag, verdict.ts_ms, verdict.value, verdict.null, verdict.quality, verdict.live)
             batch.text_rows.extend(verdict.text_rows)
+            batch.exact_rows.extend(verdict.exact_rows)
         self.received_samples += verdict.total
         metrics.SAMPLES_RECEIVED.inc(verdict.total)
         key = session.key

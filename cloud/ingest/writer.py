@@ -42,6 +42,12 @@ _STAGE_TEXT_DDL = (
     " live boolean NOT NULL) ON COMMIT DELETE ROWS"
 )
 
+_STAGE_INT_DDL = (
+    "CREATE TEMP TABLE IF NOT EXISTS zhizao_stage_int"
+    " (ts timestamptz NOT NULL, tag_id integer NOT NULL, value numeric(20, 0) NOT NULL, quality smallint NOT NULL,"
+    " live boolean NOT NULL) ON COMMIT DELETE ROWS"
+)
+
 _PLAIN_INSERT = (
     "INSERT INTO samples (ts, tag_id, value, quality) SELECT ts, tag_id, value, quality FROM zhizao_stage"
 )
@@ -61,9 +67,20 @@ _ROLLUP_INSERT = (
 _LATEST_UPSERT = """INSERT INTO latest_values AS l (tag_id, ts, value, text_value, quality)
 SELECT t, 'epoch'::timestamptz + ms * interval '1 millisecond', v, NULL, q
 FROM unnest(%s::integer[], %s::bigint[], %s::double precision[], %s::smallint[]) AS x(t, ms, v, q)
-ON CONFLICT (tag_id) DO UPDATE SET ts = excluded.ts, value = excluded.value, text_value = NULL,
+ON CONFLICT (tag_id) DO UPDATE SET ts = excluded.ts, value = excluded.value, text_value = NULL, int_value = NULL,
     quality = excluded.quality
 WHERE excluded.ts > l.ts"""
+
+# Exact 64-bit integers: their own table at the same (tag, ts) as their float64 row in samples, and the exact
+# value on "latest" when the latest sample (just upserted from the numeric rows) is one of them.
+_INT_INSERT = """WITH ins AS (INSERT INTO samples_int (ts, tag_id, value, quality)
+    SELECT ts, tag_id, value, quality FROM zhizao_stage_int ON CONFLICT (tag_id, ts) DO NOTHING RETURNING 1)
+, latest AS (
+    UPDATE latest_values AS l SET int_value = x.value
+    FROM (SELECT DISTINCT ON (tag_id) tag_id, ts, value FROM zhizao_stage_int WHERE live ORDER BY tag_id, ts DESC) AS x
+    WHERE l.tag_id = x.tag_id AND l.ts = x.ts
+)
+SELECT count(*) FROM ins"""
 
 _TEXT_INSERT = """WITH ins AS (INSERT INTO samples_text (ts, tag_id, value, quality)
     SELECT ts, tag_id, value, quality FROM zhizao_stage_text ON CONFLICT (tag_id, ts) DO NOTHING RETURNING 1)
@@ -72,7 +89,7 @@ _TEXT_INSERT = """WITH ins AS (INSERT INTO samples_text (ts, tag_id, value, qual
     SELECT DISTINCT ON (tag_id) tag_id, ts, NULL, value, quality FROM zhizao_stage_text WHERE live
     ORDER BY tag_id, ts DESC
     ON CONFLICT (tag_id) DO UPDATE SET ts = excluded.ts, value = NULL, text_value = excluded.text_value,
-        quality = excluded.quality
+        int_value = NULL, quality = excluded.quality
     WHERE excluded.ts > l.ts
 )
 SELECT count(*) FROM ins"""
@@ -162,6 +179,13 @@ def write_batch(
                 conn.execute(
                     _LATEST_UPSERT, [latest.tag.tolist(), latest.ts_ms.tolist(), values, latest.quality.tolist()]
                 )
+        if batch.exact_rows:  # their samples rows (nearest float64) are counted as stored above
+            conn.execute(_STAGE_INT_DDL)
+            with conn.cursor() as cur:
+                with cur.copy("COPY zhizao_stage_int (ts, tag_id, value, quality, live) FROM STDIN") as cp:
+                    for ts_ms, tag, exact, quality, live in batch.exact_rows:
+                        cp.write_row((_dt(ts_ms), tag, exact, quality, live))
+                cur.execute(_INT_INSERT)
         if batch.held:
             _write_held(conn, batch)
         if batch.text_rows:

@@ -25,6 +25,7 @@ def setup(conn: psycopg.Connection[tuple[object, ...]]) -> None:
     # the unique (tag_id, ts) btree from the core migration serves per-tag queries and ON CONFLICT.
     conn.execute("CREATE INDEX IF NOT EXISTS samples_ts_brin ON samples USING brin (ts)")
     conn.execute("CREATE INDEX IF NOT EXISTS samples_text_ts_brin ON samples_text USING brin (ts)")
+    conn.execute("CREATE INDEX IF NOT EXISTS samples_int_ts_brin ON samples_int USING brin (ts)")
     for table in ROLLUPS:
         # sum and last_ts make merging exact: avg = sum / count, last = value at the greatest ts.
         conn.execute(

@@ -57,8 +57,8 @@ class Aggregate:
 
 
 # Further (tag_id, ts) time series that become hypertables with the samples' policies: the anomaly scores
-# of condition monitoring (migration 0008).
-HYPERTABLES_EXTRA = ("anomaly_scores",)
+# of condition monitoring (migration 0008), the exact 64-bit integers (0013).
+HYPERTABLES_EXTRA = ("anomaly_scores", "samples_int")
 
 AGGREGATES = (Aggregate("samples_1m", "1 minute", 60_000), Aggregate("samples_1h", "1 hour", HOUR_MS))
 

@@ -41,7 +41,7 @@ from zhizao.broker.sparkplug.codec import Decoded
 from zhizao.broker.sparkplug.datatypes import DataType
 from zhizao.edge.adapters.base import Adapter, AdapterError
 from zhizao.edge.commands.config import CommandsConfig, TargetConfig
-from zhizao.edge.config import AgentConfig, SignalConfig
+from zhizao.edge.config import INTEGER_NAMES, AgentConfig, SignalConfig
 from zhizao.edge.mapping import AgentMapping
 from zhizao.edge.node.session import EdgeNode
 
@@ -301,7 +301,7 @@ class CommandExecutor:
         adapter, src, sig = self._source(machine, t.metric)
         scale, offset = sig.scale or 1.0, sig.offset or 0.0
         raw = (float(value) - offset) / scale
-        raw_out: float | int = round(raw) if sig.published_datatype() in ("Int32", "Int64") else raw
+        raw_out: float | int = round(raw) if sig.published_datatype() in INTEGER_NAMES else raw
         try:
             await adapter.write(src, raw_out)
             back = await adapter.read(src)

@@ -345,7 +345,7 @@ class EdgeNode:
                     machine,
                 )
                 continue
-            value: float | int | bool | str = decoded.text.get(i, float(decoded.value[i]))
+            value: float | int | bool | str = decoded.text.get(i, decoded.exact.get(i, float(decoded.value[i])))
             dt = int(self.index.datatype_of[sig])
             if isinstance(value, float) and dt == DataType.Boolean:
                 value = value != 0.0

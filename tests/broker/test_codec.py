@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 
 import numpy as np
 import pysparkplug as psp
@@ -10,7 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zhizao.broker.sparkplug import codec
+from zhizao.broker.contract.quality import QUALITY_BAD
+from zhizao.broker.sparkplug import codec, typed
+from zhizao.broker.sparkplug import sparkplug_b_pb2 as pb
 from zhizao.broker.sparkplug.codec import BirthMetric, PayloadError
 from zhizao.broker.sparkplug.datatypes import DataType
 
@@ -192,6 +195,7 @@ def test_wire_reader_agrees_with_protobuf_path(samples: list[tuple[int, int, flo
     fast, slow = codec.decode(raw, lookup), codec._decode_protobuf(raw, lookup)
     assert fast.n == slow.n and fast.seq == slow.seq and fast.timestamp_ms == slow.timestamp_ms
     assert fast.names == slow.names and fast.text == slow.text
+    assert fast.arrays == slow.arrays and fast.exact == slow.exact
     for name in ("alias", "has_alias", "datatype", "ts_ms", "is_null", "is_historical", "quality"):
         assert getattr(fast, name).tolist() == getattr(slow, name).tolist(), name
     np.testing.assert_array_equal(fast.value, slow.value)
@@ -203,3 +207,63 @@ def test_truncated_payloads_are_payload_errors(cut: int) -> None:
                             np.array([1.5, 2.5]), np.array([10, 10], np.uint32))
     with pytest.raises(PayloadError):
         codec.decode(raw[: len(raw) - cut])
+
+
+# Typed values (broker.sparkplug.typed): the side lane's canonical texts on the wire, read by pysparkplug.
+TYPED = [  # (datatype, canonical text, what pysparkplug decodes)
+    (DataType.Int64, str(2**63 - 1), 2**63 - 1),
+    (DataType.Int64, str(-(2**53) - 1), -(2**53) - 1),
+    (DataType.UInt64, str(2**64 - 1), 2**64 - 1),
+    (DataType.DoubleArray, "[1.5,-0.0,1e+300]", (1.5, -0.0, 1e300)),
+    (DataType.FloatArray, "[0.5,-1.25]", (0.5, -1.25)),
+    (DataType.Int8Array, "[-128,127]", (-128, 127)),
+    (DataType.UInt16Array, "[0,65535]", (0, 65535)),
+    (DataType.Int64Array, f"[{-(2**63)},{2**63 - 1}]", (-(2**63), 2**63 - 1)),
+    (DataType.UInt64Array, f"[{2**64 - 1},0]", (2**64 - 1, 0)),
+    (DataType.BooleanArray, "[false,false,true,true,false,true,false,false,true,true,false,true]",
+     (False, False, True, True, False, True, False, False, True, True, False, True)),
+    (DataType.StringArray, '["ab","漢字",""]', ("ab", "漢字", "")),
+    (DataType.DateTimeArray, '["2026-01-01T00:00:00.123Z"]',
+     (datetime(2026, 1, 1, 0, 0, 0, 123000, tzinfo=UTC),)),
+    (DataType.Int32Array, "[]", ()),
+]
+
+
+def test_typed_values_travel_exactly_and_pysparkplug_reads_them_with_the_birth() -> None:
+    n = len(TYPED) + 1
+    dts = np.array([int(d) for d, _, _ in TYPED] + [int(DataType.DateTime)], np.uint32)
+    values = np.full(n, np.nan)
+    values[-1] = 1_767_225_600_123.0  # DateTime: epoch ms in the float64 lane
+    alias = np.arange(n, dtype=np.uint64) + 100
+    raw = codec.encode_data(3, TS, alias, np.full(n, TS, np.int64), values, dts,
+                            text=[(i, text) for i, (_, text, _) in enumerate(TYPED)])
+    birth = psp.DBirth.decode(codec.encode_birth(
+        0, TS, [BirthMetric(f"m{i}", DataType(int(d)), None, alias=100 + i) for i, d in enumerate(dts)]))
+    got = psp.DData.decode(raw, birth=birth)
+    assert [m.value for m in got.metrics] == [v for _, _, v in TYPED] + [datetime(2026, 1, 1, 0, 0, 0, 123000, tzinfo=UTC)]
+    assert codec.WIRE.ready(wait_s=120), "the numba wire reader did not compile"
+    for d in (codec.decode(raw), codec._decode_protobuf(raw)):
+        assert d.exact == {0: 2**63 - 1, 1: -(2**53) - 1, 2: 2**64 - 1}
+        assert d.arrays == {i: text for i, (dt, text, _) in enumerate(TYPED) if dt not in (4, 8)}
+        assert d.value[-1] == 1_767_225_600_123.0
+    # the spec's example: [false, false, true, true, false, true, false, false, true, true, false, true]
+    assert typed.pack_array(DataType.BooleanArray, TYPED[9][1]) == bytes.fromhex("0c00000034d0")
+
+
+def test_a_value_that_does_not_fit_its_datatype_goes_as_null_with_bad_quality() -> None:
+    dts = np.array([DataType.Int32Array, DataType.Int64, DataType.StringArray, DataType.String], np.uint32)
+    raw = codec.encode_data(0, TS, np.arange(4, dtype=np.uint64), np.full(4, TS, np.int64),
+                            np.array([np.nan, np.nan, np.nan, 5.0]), dts,
+                            text=[(0, "[1.5]"), (1, str(2**64)), (2, '["a\\u0000b"]')])
+    d = codec.decode(raw)
+    assert d.is_null.tolist() == [True, True, True, True]
+    assert d.quality.tolist() == [QUALITY_BAD] * 4
+
+
+def test_array_bytes_that_do_not_fit_their_datatype_are_a_payload_error() -> None:
+    payload = pb.Payload(timestamp=TS, seq=0)
+    payload.metrics.add(alias=7, timestamp=TS, datatype=int(DataType.Int32Array), bytes_value=b"\x01\x02\x03")
+    assert codec.WIRE.ready(wait_s=120), "the numba wire reader did not compile"
+    for decode in (codec.decode, codec._decode_protobuf):
+        with pytest.raises(PayloadError, match="alias 7: datatype 24"):
+            decode(payload.SerializeToString())

@@ -13,6 +13,7 @@ from zhizao.cli import LazyGroup
 _BENCHES: dict[str, tuple[str, str]] = {
     "edge": ("zhizao.bench.edge:bench_edge", "OPC UA value changes -> published Sparkplug samples per second."),
     "cluster": ("zhizao.bench.cluster:bench_cluster", "Full simulated cluster, one agent per line: rates, CPU, no loss."),
+    "decode": ("zhizao.bench.decode:bench_decode", "pysparkplug reads every message of a cluster run: errors, mismatches."),
     "ingest": ("zhizao.bench.ingest:bench_ingest", "Sparkplug DDATA bytes -> committed rows per second."),
     "kernels": ("zhizao.bench.kernels:bench_kernels", "OEE and anomaly kernels against pandas, bottleneck, reference."),
     "series": ("zhizao.bench.series:bench_series", "/api/v1/series latency: 24 h at 1-minute buckets, p50/p99."),

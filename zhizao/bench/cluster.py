@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -48,6 +49,70 @@ class _Capture:
         self._tap.close()
 
 
+class Cluster:
+    """The seeded cluster on a broker: the simulator (recording what it produced) and one agent process per line.
+
+    `bench cluster` and `bench decode` start it the same way; `stop()` ends the agents with SIGINT (as an
+    operator would) and checks that each exited cleanly, `kill()` removes whatever still runs."""
+
+    def __init__(self, work: Path, url: str, *, speed: float, seed: int) -> None:
+        from zhizao.edge.bootstrap import write_agent_configs
+        from zhizao.seeds import load_scenario
+
+        scenario = load_scenario()
+        self.work = work
+        self.edges = [line.id for site in scenario.sites for line in site.lines]
+        self.record = work / "sim.record"
+        port = free_port()
+        click.echo(f"simulator + {len(self.edges)} agents on {url}; work dir {work}", err=True)
+        self.sim = _zhizao(["sim", "--port", str(port), "--speed", str(speed), "--seed", str(seed),
+                            "--record", str(self.record), "--data-dir", str(work / "sim")], work / "sim.log")  # fmt: skip
+        self.agents: dict[str, subprocess.Popen[bytes]] = {}
+        try:
+            paths = write_agent_configs(scenario, work / "configs", f"opc.tcp://127.0.0.1:{port}/zhizao/sim",
+                                        mqtt_url=url, outbox_root=str(work / "edge"))  # fmt: skip
+            self.agents = {p.stem: _zhizao(["edge", "run", str(p)], work / f"{p.stem}.log") for p in paths}
+        except BaseException:
+            self.kill()
+            raise
+
+    def wait_streaming(self, streaming: Callable[[], set[str]], timeout_s: float = 180.0) -> None:
+        """Wait until every line's agent publishes DDATA (`streaming()`: the edge ids seen doing so)."""
+        deadline = time.monotonic() + timeout_s
+        while not streaming() >= set(self.edges):
+            procs = [self.sim, *self.agents.values()]
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise click.ClickException(f"agents not streaming after start-up; logs in {self.work}")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        """SIGINT to every agent (each must exit 0), then to the simulator."""
+        for p in self.agents.values():
+            p.send_signal(signal.SIGINT)
+        for e, p in self.agents.items():
+            if p.wait(30) != 0:
+                raise click.ClickException(f"agent {e} exited with {p.returncode}; see {self.work / (e + '.log')}")
+        self.sim.send_signal(signal.SIGINT)
+        self.sim.wait(30)
+        time.sleep(0.5)
+
+    def kill(self) -> None:
+        """Kill whatever of the cluster still runs."""
+        for p in [self.sim, *self.agents.values()]:
+            if p.poll() is None:
+                p.kill()
+
+
+def start_broker_or_fail(work: Path) -> tuple[str, Callable[[], None]]:
+    """A private broker for a benchmark run (mosquitto, else the embedded one): (url, stop)."""
+    from zhizao.broker.embedded import start_broker
+
+    try:
+        return start_broker(work / "broker")
+    except BrokerError as exc:  # e.g. neither mosquitto nor the embedded extra: the message says which to install
+        raise click.ClickException(str(exc)) from None
+
+
 @click.command("cluster")
 @click.option("--seconds", type=click.FloatRange(min=5), default=120.0, show_default=True, help="Measured run.")
 @click.option("--speed", type=click.FloatRange(min=1), default=1.0, show_default=True, help="Simulator speed.")
@@ -55,40 +120,22 @@ class _Capture:
 @json_option
 def bench_cluster(seconds: float, speed: float, seed: int, json_path: Path | None) -> None:
     """Full cluster, one agent per line: samples/s and CPU per agent; every produced sample published once."""
-    from zhizao.broker.embedded import start_broker
     from zhizao.broker.sparkplug.codec import decode
-    from zhizao.edge.bootstrap import write_agent_configs
     from zhizao.edge.sim.record import read_record
-    from zhizao.seeds import load_scenario
 
-    scenario = load_scenario()
-    edges = [line.id for site in scenario.sites for line in site.lines]
     work = Path(tempfile.mkdtemp(prefix="zhizao-bench-cluster-"))
-    try:
-        url, stop_broker = start_broker(work / "broker")
-    except BrokerError as exc:  # e.g. neither mosquitto nor the embedded extra: the message says which to install
-        raise click.ClickException(str(exc)) from None
+    url, stop_broker = start_broker_or_fail(work)
     cap = _Capture(url)
-    procs: list[subprocess.Popen[bytes]] = []
+    cluster: Cluster | None = None
     try:
-        port = free_port()
-        record = work / "sim.record"
-        click.echo(f"simulator + {len(edges)} agents on a private broker ({url}); work dir {work}", err=True)
-        procs.append(_zhizao(["sim", "--port", str(port), "--speed", str(speed), "--seed", str(seed),
-                              "--record", str(record), "--data-dir", str(work / "sim")], work / "sim.log"))  # fmt: skip
-        paths = write_agent_configs(scenario, work / "configs", f"opc.tcp://127.0.0.1:{port}/zhizao/sim",
-                                    mqtt_url=url, outbox_root=str(work / "edge"))  # fmt: skip
-        agents = {p.stem: _zhizao(["edge", "run", str(p)], work / f"{p.stem}.log") for p in paths}
-        procs += agents.values()
-        deadline = time.monotonic() + 180
-        while True:  # start-up is not measured: wait until every agent publishes DDATA
+        cluster = Cluster(work, url, speed=speed, seed=seed)
+        edges, record, agents = cluster.edges, cluster.record, cluster.agents
+
+        def streaming() -> set[str]:  # start-up is not measured
             with cap.lock:
-                live = {t.split("/")[3] for t, _ in cap.messages if "/DDATA/" in t}
-            if live >= set(edges):
-                break
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                raise click.ClickException(f"agents not streaming after start-up; logs in {work}")
-            time.sleep(0.5)
+                return {t.split("/")[3] for t, _ in cap.messages if "/DDATA/" in t}
+
+        cluster.wait_streaming(streaming)
         cpu0 = {e: cpu_seconds(p.pid) for e, p in agents.items()}
         first = cap.count()
         click.echo(f"measuring for {seconds:g} s", err=True)
@@ -97,18 +144,10 @@ def bench_cluster(seconds: float, speed: float, seed: int, json_path: Path | Non
         elapsed = time.monotonic() - t0
         cpu = {e: cpu_seconds(p.pid) - cpu0[e] for e, p in agents.items()}
         last = cap.count()
-        for p in agents.values():
-            p.send_signal(signal.SIGINT)
-        for e, p in agents.items():
-            if p.wait(30) != 0:
-                raise click.ClickException(f"agent {e} exited with {p.returncode}; see {work / (e + '.log')}")
-        procs[0].send_signal(signal.SIGINT)
-        procs[0].wait(30)
-        time.sleep(0.5)
+        cluster.stop()
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+        if cluster is not None:
+            cluster.kill()
         cap.close()
         stop_broker()
 

@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -35,6 +37,7 @@ from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError, UaStringParsingError
 
 from zhizao.broker.sparkplug.datatypes import DataType
+from zhizao.broker.sparkplug.typed import EXACT_LIMIT, array_text
 from zhizao.edge.adapters.base import (
     Adapter,
     AdapterAuthError,
@@ -73,9 +76,14 @@ _POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
 }
 _VARIANTS = {
     DataType.Double: ua.VariantType.Double, DataType.Float: ua.VariantType.Float,
+    DataType.Int8: ua.VariantType.SByte, DataType.Int16: ua.VariantType.Int16,
     DataType.Int32: ua.VariantType.Int32, DataType.Int64: ua.VariantType.Int64,
+    DataType.UInt8: ua.VariantType.Byte, DataType.UInt16: ua.VariantType.UInt16,
+    DataType.UInt32: ua.VariantType.UInt32, DataType.UInt64: ua.VariantType.UInt64,
     DataType.Boolean: ua.VariantType.Boolean, DataType.String: ua.VariantType.String,
 }
+_INT_VARIANTS = frozenset(_VARIANTS[t] for t in (DataType.Int8, DataType.Int16, DataType.Int32, DataType.Int64,
+                                                 DataType.UInt8, DataType.UInt16, DataType.UInt32, DataType.UInt64))
 _FLOATS = frozenset({int(DataType.Double), int(DataType.Float)})
 _SESSION_TIMEOUT_MS = 60_000
 _NUMBERS = (float, int, bool)
@@ -190,16 +198,49 @@ def _to_block(signal: npt.NDArray[np.int32], dvs: Sequence[ua.DataValue], now_ms
     codes = np.fromiter((dv.StatusCode.value if dv.StatusCode is not None else 0 for dv in dvs), np.int64, n)
     text: list[tuple[int, str]] = []
     raw = [dv.Value.Value if dv.Value is not None else None for dv in dvs]
-    if all(type(v) in _NUMBERS for v in raw):  # exact types: numpy would also parse numeric strings
+    # exact types (numpy would also parse numeric strings), and integers float64 holds exactly
+    if all(type(v) in _NUMBERS and not (type(v) is int and not -EXACT_LIMIT <= v <= EXACT_LIMIT) for v in raw):
         value = np.fromiter(raw, np.float64, n)
     else:
         value = np.full(n, np.nan)
         for k, v in enumerate(raw):
-            if isinstance(v, str):
-                text.append((k, v))
-            elif isinstance(v, bool | int | float):
-                value[k] = float(v)
+            number, side = typed_value(v)
+            if side is not None:
+                text.append((k, side))
+            else:
+                value[k] = number
     return SampleBlock(signal, ts_ms, value, _quality(codes), tuple(text))
+
+
+def _element(v: object) -> object:
+    if isinstance(v, ua.LocalizedText):
+        return v.Text or ""
+    if isinstance(v, uuid.UUID):
+        return str(v)
+    return v
+
+
+def typed_value(v: object) -> tuple[float, str | None]:
+    """An OPC UA value as (float64 lane value, side-lane text): numbers, booleans and DateTime (epoch ms) in the
+    float64 lane; strings, LocalizedText (its text), Guid, arrays and 64-bit integers beyond 2**53 as their
+    canonical text (`broker.sparkplug.typed`). NaN without text: no value (null, or a type not carried)."""
+    if isinstance(v, bool | float):
+        return float(v), None
+    if isinstance(v, int):
+        return (float(v), None) if -EXACT_LIMIT <= v <= EXACT_LIMIT else (math.nan, str(v))
+    if isinstance(v, str):
+        return math.nan, v
+    if isinstance(v, datetime):
+        ms = ((v if v.tzinfo is not None else v.replace(tzinfo=UTC)) - _EPOCH) // _ONE_MS
+        return (float(ms), None) if ms >= 0 else (math.nan, None)  # Sparkplug DateTime starts at 1970
+    if isinstance(v, ua.LocalizedText | uuid.UUID):
+        return math.nan, str(_element(v))
+    if isinstance(v, list):
+        try:
+            return math.nan, array_text(_element(e) for e in v)
+        except (TypeError, ValueError):  # elements of a type no array datatype carries (structures, ...)
+            return math.nan, None
+    return math.nan, None
 
 
 class OpcUaAdapter(Adapter):
@@ -315,7 +356,7 @@ class OpcUaAdapter(Adapter):
             raise AdapterConfigError(f"opcua {self.config.name}: cannot write datatype {src.datatype} ({src.metric})")
         with _mapped(f"write {src.metric} = {value!r}", denied_is_auth=False):
             v: Any = value
-            if vtype in (ua.VariantType.Int32, ua.VariantType.Int64):
+            if vtype in _INT_VARIANTS:
                 v = int(value)
             elif vtype in (ua.VariantType.Double, ua.VariantType.Float):
                 v = float(value)

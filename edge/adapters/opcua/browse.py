@@ -10,9 +10,10 @@ Machines are grouped into lines (the object that holds them): one agent config p
 line, site = the folder above it. The walk honours the server's OperationLimits (MaxNodesPerRead and
 MaxNodesPerBrowse) and the same channel security as the adapter (`SecurityConfig`).
 
-Variables whose values the agent cannot carry yet (arrays, DateTime, LocalizedText, structures, ...) are
-not mapped to a scalar: they are listed with the reason (`BrowseResult.skipped`), and the CLI writes that
-list into the config's header.
+Every built-in scalar type the Sparkplug datatypes can hold is mapped (DateTime, LocalizedText as its text,
+Guid, enumerations as their Int32 code), and one-dimensional arrays of them to the Sparkplug array datatypes.
+Variables the agent cannot carry (matrices, structures, ByteString, ...) are listed with the reason
+(`BrowseResult.skipped`), and the CLI writes that list into the config's header.
 """
 
 from __future__ import annotations
@@ -38,17 +39,26 @@ PACKML_TAGS = ("State", "StopReason", "ProdProcessedCount", "ProdDefectiveCount"
 DEFAULT_CHUNK = 1000
 DEFAULT_PRIMARY_HOST = "zhizao-cloud"  # the cloud's default Sparkplug host id (ZHIZAO_HOST_ID)
 
-# OPC UA built-in DataType node ids (ns=0) -> the datatype we publish.
+# OPC UA built-in DataType node ids (ns=0) -> the Sparkplug datatype we publish (edge/adapters/opcua/CONNECTING.md).
 _TYPES: dict[int, str] = {
-    ObjectIds.Boolean: "Boolean", ObjectIds.SByte: "Int32", ObjectIds.Byte: "Int32", ObjectIds.Int16: "Int32",
-    ObjectIds.UInt16: "Int32", ObjectIds.Int32: "Int32", ObjectIds.UInt32: "Int64", ObjectIds.Int64: "Int64",
-    ObjectIds.UInt64: "Int64", ObjectIds.Float: "Float", ObjectIds.Double: "Double", ObjectIds.String: "String",
-    ObjectIds.Number: "Double", ObjectIds.Integer: "Int64", ObjectIds.UInteger: "Int64",
+    ObjectIds.Boolean: "Boolean", ObjectIds.SByte: "Int8", ObjectIds.Byte: "UInt8", ObjectIds.Int16: "Int16",
+    ObjectIds.UInt16: "UInt16", ObjectIds.Int32: "Int32", ObjectIds.UInt32: "UInt32", ObjectIds.Int64: "Int64",
+    ObjectIds.UInt64: "UInt64", ObjectIds.Float: "Float", ObjectIds.Double: "Double", ObjectIds.String: "String",
+    ObjectIds.Number: "Double", ObjectIds.Integer: "Int64", ObjectIds.UInteger: "UInt64",
     ObjectIds.Enumeration: "Int32",  # an enumeration's value is its Int32 code
+    ObjectIds.DateTime: "DateTime",  # epoch milliseconds (Sparkplug's resolution)
+    ObjectIds.LocalizedText: "String",  # its text (the locale is not carried)
+    ObjectIds.Guid: "UUID",
 }
-# Built-in types the agent does not carry yet, with the reason written into the config header.
+# One-dimensional arrays: the Sparkplug array datatype of each element type.
+_ARRAYS: dict[str, str] = {
+    "Int8": "Int8Array", "Int16": "Int16Array", "Int32": "Int32Array", "Int64": "Int64Array", "UInt8": "UInt8Array",
+    "UInt16": "UInt16Array", "UInt32": "UInt32Array", "UInt64": "UInt64Array", "Float": "FloatArray",
+    "Double": "DoubleArray", "Boolean": "BooleanArray", "String": "StringArray", "UUID": "StringArray",
+    "DateTime": "DateTimeArray",
+}
+# Built-in types the agent does not carry, with the reason written into the config header.
 _NOT_CARRIED: dict[int, str] = {
-    ObjectIds.DateTime: "DateTime", ObjectIds.LocalizedText: "LocalizedText", ObjectIds.Guid: "Guid",
     ObjectIds.ByteString: "ByteString", ObjectIds.XmlElement: "XmlElement", ObjectIds.NodeId: "NodeId",
     ObjectIds.ExpandedNodeId: "ExpandedNodeId", ObjectIds.StatusCode: "StatusCode",
     ObjectIds.QualifiedName: "QualifiedName", ObjectIds.Structure: "Structure",
@@ -208,13 +218,15 @@ async def _walk(client: Client, max_nodes: int) -> BrowseResult:
             skipped.append(Skipped(where, nid.to_string(), "no readable DataType"))
             continue
         kind, why = await kinds.resolve(dtype)
-        if isinstance(rank, int) and rank not in _SCALAR_RANKS:
-            skipped.append(Skipped(where, nid.to_string(), f"array of {kind or why} (ValueRank {rank}): "
-                                   "arrays are not carried yet"))
-            continue
         if kind is None:
-            skipped.append(Skipped(where, nid.to_string(), f"{why}: not carried yet"))
+            skipped.append(Skipped(where, nid.to_string(), f"{why}: not carried"))
             continue
+        if isinstance(rank, int) and rank not in _SCALAR_RANKS:
+            if rank != 1:
+                skipped.append(Skipped(where, nid.to_string(), f"array of {kind} with ValueRank {rank}: only "
+                                       "one-dimensional arrays are carried"))
+                continue
+            kind = _ARRAYS[kind]
         objects.setdefault(obj, BrowsedObject(obj)).variables[name] = (nid.to_string(), kind)
     found = _fold_into_machines([o for o in objects.values() if o.variables])
     return BrowseResult(found, skipped, per_read, per_browse)

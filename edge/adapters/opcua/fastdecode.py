@@ -14,6 +14,7 @@ Binary layouts: OPC 10000-6 5.2.2.17 (DataValue), 5.2.2.16 (Variant), 5.2.2.15 (
 from __future__ import annotations
 
 import struct
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,8 @@ from asyncua.common.utils import Buffer
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.ua_binary import extensionobject_from_binary, nodeid_from_binary, struct_from_binary
 
+from zhizao.broker.sparkplug.typed import EXACT_LIMIT, array_text, iso_ms
+
 __all__ = ["DataChangeArrays", "decode_publish_response"]
 
 _FILETIME_UNIX_US = 11_644_473_600_000_000  # microseconds from 1601-01-01 to 1970-01-01
@@ -32,7 +35,8 @@ _DATACHANGE = ObjectIds.DataChangeNotification_Encoding_DefaultBinary
 _PUBLISH_RESPONSE = ObjectIds.PublishResponse_Encoding_DefaultBinary
 # Variant built-in type id -> struct code of a fixed-size scalar we turn into float64.
 _SCALARS = {1: "?", 2: "b", 3: "B", 4: "h", 5: "H", 6: "i", 7: "I", 8: "q", 9: "Q", 10: "f", 11: "d"}
-_NP = {1: "u1", 2: "i1", 3: "u1", 4: "<i2", 5: "<u2", 6: "<i4", 7: "<u4", 8: "<i8", 9: "<u8", 10: "<f4", 11: "<f8"}
+_NP = {1: "u1", 2: "i1", 3: "u1", 4: "<i2", 5: "<u2", 6: "<i4", 7: "<u4", 8: "<i8", 9: "<u8", 10: "<f4", 11: "<f8",
+       13: "<i8"}
 _I32 = struct.Struct("<i")
 _U32 = struct.Struct("<I")
 _I64 = struct.Struct("<q")
@@ -175,12 +179,22 @@ def _datachange(raw: bytes, p: int, end: int) -> DataChangeArrays:
 
 
 def _from_records(rec: Any, mask: int, n: int) -> DataChangeArrays:
+    text: list[tuple[int, str]] = []
     if not mask & 0x01:
         value = np.full(n, np.nan)
     elif rec["vtype"][0] == 1:  # Boolean: any non-zero byte is true
         value = (rec["value"] != 0).astype(np.float64)
+    elif rec["vtype"][0] == 13:  # DateTime: epoch milliseconds; before 1970 (or the null 0) is no value
+        ms = _ms(rec["value"].astype(np.int64))
+        value = np.where(ms >= 0, ms, np.nan).astype(np.float64)
     else:
-        value = rec["value"].astype(np.float64)
+        raw = rec["value"]
+        value = raw.astype(np.float64)
+        if raw.dtype.itemsize == 8 and raw.dtype.kind in "iu":  # Int64/UInt64 beyond 2**53: exact, as text
+            big = (raw > EXACT_LIMIT) | ((raw < -EXACT_LIMIT) if raw.dtype.kind == "i" else False)
+            for k in np.flatnonzero(big).tolist():
+                text.append((k, str(int(raw[k]))))
+                value[k] = np.nan
     status = rec["status"].astype(np.int64) if mask & 0x02 else np.zeros(n, np.int64)
     if mask & 0x04:
         ts, has = _ms(rec["src"].astype(np.int64)), np.ones(n, bool)
@@ -188,7 +202,38 @@ def _from_records(rec: Any, mask: int, n: int) -> DataChangeArrays:
         ts, has = _ms(rec["srv"].astype(np.int64)), np.ones(n, bool)
     else:
         ts, has = np.zeros(n, np.int64), np.zeros(n, bool)
-    return DataChangeArrays(rec["handle"].astype(np.int64), ts, has, value, status, [])
+    return DataChangeArrays(rec["handle"].astype(np.int64), ts, has, value, status, text)
+
+
+def _scalar(raw: bytes, p: int, vtype: int) -> tuple[Any, int]:
+    """One value of a variant's built-in type at `p`: (number, text or datetime-as-ms; None for a null), end."""
+    code = _SCALARS.get(vtype)
+    if code is not None:
+        (v,) = struct.unpack_from("<" + code, raw, p)
+        return (bool(v) if vtype == 1 else v), p + struct.calcsize(code)
+    if vtype == 12:  # String: Int32 length (-1: null) + UTF-8
+        (length,) = _I32.unpack_from(raw, p)
+        p += 4
+        if length < 0:
+            return None, p
+        return raw[p:p + length].decode("utf-8"), p + length
+    if vtype == 13:  # DateTime: FILETIME; before 1970 (or the null 0) is no value
+        (ft,) = _I64.unpack_from(raw, p)
+        ms = (min(max(ft, 0), _MAX_FILETIME) // 10 - _FILETIME_UNIX_US) // 1000
+        return (ms if ms >= 0 else None), p + 8
+    if vtype == 14:  # Guid: Data1..Data3 little endian, Data4 as bytes: uuid's bytes_le
+        return str(uuid.UUID(bytes_le=raw[p:p + 16])), p + 16
+    if vtype == 21:  # LocalizedText: mask (1 locale, 2 text), the strings; its text is the value
+        mask = raw[p]
+        p += 1
+        text = ""
+        for bit in (1, 2):
+            if mask & bit:
+                s, p = _scalar(raw, p, 12)
+                if bit == 2:
+                    text = s or ""
+        return text, p
+    raise _Unsupported(f"variant type {vtype}")
 
 
 def _items_loop(raw: bytes, p: int, n: int, end: int) -> DataChangeArrays:
@@ -211,16 +256,29 @@ def _items_loop(raw: bytes, p: int, n: int, end: int) -> DataChangeArrays:
             code = _SCALARS.get(vtype)
             if code is not None:
                 (v,) = unpack("<" + code, raw, p)
-                value[k] = float(v)
+                if code in "qQ" and not -EXACT_LIMIT <= v <= EXACT_LIMIT:
+                    text.append((k, str(v)))  # beyond 2**53: exact, as text
+                else:
+                    value[k] = float(v)
                 p += struct.calcsize(code)
-            elif vtype == 12:  # String: Int32 length (-1: null) + UTF-8
+            elif vtype & 0x80 and not vtype & 0x40:  # a one-dimensional array: Int32 length, then the elements
                 (length,) = _I32.unpack_from(raw, p)
                 p += 4
+                elements: list[Any] = []
+                for _ in range(max(length, 0)):
+                    element, p = _scalar(raw, p, vtype & 0x3F)
+                    elements.append(element)
+                if (vtype & 0x3F) == 13:  # DateTime elements: ISO texts; one before 1970 leaves the array without value
+                    elements = [iso_ms(e) for e in elements] if None not in elements else []
+                    length = length if len(elements) == max(length, 0) else -1
                 if length >= 0:
-                    text.append((k, raw[p:p + length].decode("utf-8")))
-                    p += length
-            elif vtype != 0:  # 0: null variant (value stays NaN); arrays and other types: not here
-                raise _Unsupported(f"variant type {vtype}")
+                    text.append((k, array_text(elements)))
+            elif vtype != 0:  # 0: null variant (value stays NaN)
+                element, p = _scalar(raw, p, vtype)
+                if isinstance(element, str):
+                    text.append((k, element))
+                elif element is not None:
+                    value[k] = float(element)
         if mask & 0x02:
             (status[k],) = _U32.unpack_from(raw, p)
             p += 4

@@ -3,6 +3,7 @@ folders of same-named meters, every scalar built-in type, arrays, an enumeration
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,14 +22,24 @@ from zhizao.edge.config import load_agent_config
 LIMIT = 100
 MACHINES = ["sh-lingang/cnc-1/cnc-1-m01", "js-suzhou/asm-1/asm-1-m01"]
 HALLS, METERS = 2, 60  # 120 meter objects, named meter1..meter60 in each hall folder
-TYPED = {  # variable -> (initial value, variant type, datatype in the config or None when not mapped)
-    "Int16": (-7, ua.VariantType.Int16, "Int32"), "UInt16": (7, ua.VariantType.UInt16, "Int32"),
-    "UInt32": (4_000_000_000, ua.VariantType.UInt32, "Int64"), "Int64": (2**60, ua.VariantType.Int64, "Int64"),
+TYPED = {  # variable -> (initial value, variant type, Sparkplug datatype in the config; None: Double, the default)
+    "Int16": (-7, ua.VariantType.Int16, "Int16"), "UInt16": (7, ua.VariantType.UInt16, "UInt16"),
+    "UInt32": (4_000_000_000, ua.VariantType.UInt32, "UInt32"), "Int64": (2**60, ua.VariantType.Int64, "Int64"),
+    "UInt64": (2**64 - 1, ua.VariantType.UInt64, "UInt64"), "SByte": (-3, ua.VariantType.SByte, "Int8"),
     "Float": (1.5, ua.VariantType.Float, "Float"), "Bool": (True, ua.VariantType.Boolean, "Boolean"),
-    "Text": ("hello", ua.VariantType.String, "String"), "Byte": (3, ua.VariantType.Byte, "Int32"),
-    "Double": (2.5, ua.VariantType.Double, None),  # Double is the default: no datatype key
+    "Text": ("hello", ua.VariantType.String, "String"), "Byte": (3, ua.VariantType.Byte, "UInt8"),
+    "Double": (2.5, ua.VariantType.Double, None),
+    "Stamp": (datetime(2026, 1, 1, tzinfo=UTC), ua.VariantType.DateTime, "DateTime"),
+    "Label": (ua.LocalizedText("Spindel", "de"), ua.VariantType.LocalizedText, "String"),  # its text
+    "Id": (uuid.UUID("12345678-1234-5678-9abc-def012345678"), ua.VariantType.Guid, "UUID"),
 }
-NOT_MAPPED = {"Stamp": "DateTime", "Label": "LocalizedText", "Profile": "array"}
+ARRAYS = {  # one-dimensional arrays -> the Sparkplug array datatypes
+    "Profile": ([1.0, 2.0, 3.0], ua.VariantType.Double, "DoubleArray"),
+    "Codes": ([1, 2], ua.VariantType.Int32, "Int32Array"), "Names": (["a", "b"], ua.VariantType.String, "StringArray"),
+    "Flags": ([True, False], ua.VariantType.Boolean, "BooleanArray"),
+    "Stamps": ([datetime(2026, 1, 1, tzinfo=UTC)], ua.VariantType.DateTime, "DateTimeArray"),
+}
+NOT_MAPPED = {"Blob": "ByteString", "Matrix": "ValueRank 2"}
 
 
 CALLS: list[tuple[str, int]] = []  # (service, nodes) of every Read and Browse the server received
@@ -63,13 +74,15 @@ async def _plc(server: Server, idx: int, sim: SimServer) -> None:
     for name, (value, vtype, _) in TYPED.items():
         await machine.add_variable(ua.NodeId(f"cnc-1-m01/{name}", idx), ua.QualifiedName(name, idx),
                                    ua.Variant(value, vtype))
-    await machine.add_variable(ua.NodeId("cnc-1-m01/Stamp", idx), ua.QualifiedName("Stamp", idx),
-                               ua.Variant(datetime(2026, 1, 1, tzinfo=UTC), ua.VariantType.DateTime))
-    await machine.add_variable(ua.NodeId("cnc-1-m01/Label", idx), ua.QualifiedName("Label", idx),
-                               ua.Variant(ua.LocalizedText("Spindel", "de"), ua.VariantType.LocalizedText))
-    arr = await machine.add_variable(ua.NodeId("cnc-1-m01/Profile", idx), ua.QualifiedName("Profile", idx),
-                                     ua.Variant([1.0, 2.0, 3.0], ua.VariantType.Double))
-    await arr.write_value_rank(1)
+    for name, (value, vtype, _) in ARRAYS.items():
+        arr = await machine.add_variable(ua.NodeId(f"cnc-1-m01/{name}", idx), ua.QualifiedName(name, idx),
+                                         ua.Variant(value, vtype))
+        await arr.write_value_rank(1)
+    await machine.add_variable(ua.NodeId("cnc-1-m01/Blob", idx), ua.QualifiedName("Blob", idx),
+                               ua.Variant(b"\x00\x01", ua.VariantType.ByteString))
+    matrix = await machine.add_variable(ua.NodeId("cnc-1-m01/Matrix", idx), ua.QualifiedName("Matrix", idx),
+                                        ua.Variant([[1.0, 2.0], [3.0, 4.0]], ua.VariantType.Double))
+    await matrix.write_value_rank(2)
     mode = await new_enum(server, idx, "OperationMode", ["Manual", "Auto", "Setup"])
     var = await machine.add_variable(ua.NodeId("cnc-1-m01/Mode", idx), ua.QualifiedName("Mode", idx),
                                      ua.Variant(1, ua.VariantType.Int32), datatype=mode.nodeid)
@@ -112,7 +125,7 @@ def test_browse_writes_one_config_per_line_within_the_limits(plc: ServerThread, 
     assert cnc.sparkplug.primary_host == "zhizao-cloud"
     assert cnc.adapters[0].chunk_size == LIMIT  # type: ignore[attr-defined]
     signals = {s.metric: s for s in cnc.machines[0].signals}
-    for name, (_, _, datatype) in TYPED.items():
+    for name, (_, _, datatype) in (TYPED | ARRAYS).items():
         assert signals[name].datatype == datatype, name
     assert signals["Mode"].datatype == "Int32"  # the enumeration's Int32 code
     for name in NOT_MAPPED:

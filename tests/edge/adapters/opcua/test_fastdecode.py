@@ -31,12 +31,29 @@ SCALARS: dict[Any, Any] = {
     VT.Double: st.floats(allow_nan=False),
     VT.String: st.one_of(st.none(), st.text(max_size=12), st.sampled_from(["5", "2.5", "nan", ""])),
 }
-OTHER = {  # shapes the fast path hands back to asyncua
-    "array": st.lists(st.floats(allow_nan=False), max_size=3).map(lambda v: ua.Variant(v, VT.Double, is_array=True)),
-    "text": st.text(max_size=5).map(lambda t: ua.Variant(ua.LocalizedText(t), VT.LocalizedText)),
+times = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
+# DateTime values also before 1970 (no Sparkplug DateTime: no value), at millisecond and finer resolution.
+instants = st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC))
+
+
+def _array(elements: Any, vtype: Any) -> Any:
+    return st.lists(elements, max_size=4).map(lambda v: ua.Variant(v, vtype, is_array=True))
+
+
+OTHER = {  # the typed side lane: arrays, DateTime, Guid, LocalizedText (the fast loop reads them too)
+    "array": _array(st.floats(allow_nan=False), VT.Double),
+    "int64s": _array(st.integers(-(2**63), 2**63 - 1), VT.Int64),
+    "uint64s": _array(st.integers(0, 2**64 - 1), VT.UInt64),
+    "bools": _array(st.booleans(), VT.Boolean),
+    "strings": _array(st.text(max_size=4), VT.String),
+    "stamps": _array(instants, VT.DateTime),
+    "labels": _array(st.text(max_size=4).map(ua.LocalizedText), VT.LocalizedText),
+    "text": st.tuples(st.text(max_size=5), st.one_of(st.none(), st.just("de"))).map(
+        lambda t: ua.Variant(ua.LocalizedText(t[0], t[1]), VT.LocalizedText)),
+    "instant": instants.map(lambda t: ua.Variant(t, VT.DateTime)),
+    "guid": st.uuids().map(lambda u: ua.Variant(u, VT.Guid)),
     "null": st.just(ua.Variant()),
 }
-times = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
 
 
 @st.composite
@@ -112,3 +129,23 @@ def test_homogeneous_notification_is_one_frombuffer_and_exact() -> None:
     assert arrays.handles.tolist() == list(range(1, 1001))
     assert arrays.value.tolist() == [k * 0.5 for k in range(1000)]
     assert arrays.ts_ms.tolist() == [NOW_MS + (999 * k) // 1000 for k in range(1000)]  # floored to ms
+
+
+def test_typed_values_take_the_side_lane_exactly() -> None:
+    t = datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    values = [ua.Variant(2**63 - 1, VT.Int64), ua.Variant(2**53, VT.Int64), ua.Variant(2**64 - 1, VT.UInt64),
+              ua.Variant(t, VT.DateTime), ua.Variant(ua.LocalizedText("Presse", "de"), VT.LocalizedText),
+              ua.Variant([2**53 + 1, -1], VT.Int64, is_array=True), ua.Variant([t], VT.DateTime, is_array=True)]
+    items = [ua.MonitoredItemNotification(ClientHandle=k + 1, Value=ua.DataValue(v, SourceTimestamp=t))
+             for k, v in enumerate(values)]
+    resp = ua.PublishResponse()
+    resp.Parameters = ua.PublishResult(SubscriptionId=1, NotificationMessage=ua.NotificationMessage(
+        SequenceNumber=1, NotificationData=[ua.DataChangeNotification(MonitoredItems=items)]))
+    arrays = decode_publish_response(Buffer(struct_to_binary(resp))).Parameters.NotificationMessage.NotificationData[0]
+    assert isinstance(arrays, DataChangeArrays)
+    ms = 1_767_268_800_123
+    assert arrays.value[[1, 3]].tolist() == [2.0**53, float(ms)]  # exact in float64: DateTime as epoch ms
+    assert arrays.text == [(0, str(2**63 - 1)), (2, str(2**64 - 1)), (4, "Presse"), (5, f"[{2**53 + 1},-1]"),
+                           (6, '["2026-01-01T12:00:00.123Z"]')]
+    assert np.isnan(arrays.value[[0, 2, 4, 5, 6]]).all()
+    assert list(generic_block(items)[4]) == arrays.text  # asyncua's objects give the same through the adapter

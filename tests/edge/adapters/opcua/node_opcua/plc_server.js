@@ -1,13 +1,13 @@
 // A PLC-like OPC UA server on node-opcua, for zhizao's tests against a server stack nobody here wrote.
-// Address space: two lines of PackML machines (State, StopReason, counters, speeds), a folder of process
-// values of every scalar built-in type plus arrays, DateTime, LocalizedText and an enumeration, and folders
+// Address space: two lines of PackML machines (State, StopReason, counters, speeds), process values of every
+// scalar built-in type, a Process object with DateTime, LocalizedText, Guid, an enumeration and arrays, and folders
 // of energy meters with the same object names in each folder: more than 500 variables in all.
 // Security: one endpoint only, SignAndEncrypt / Basic256Sha256, user name + password; unknown client
 // certificates are rejected (they land in <pki>/rejected until moved to <pki>/trusted/certs), as on a PLC.
 // OperationLimits: MaxNodesPerRead / Browse / MonitoredItemsPerCall = LIMIT, enforced by node-opcua.
 // Usage: node plc_server.js PORT PKI_DIR [LIMIT] [TICKS]  -> prints "READY <endpoint> <variables>" once
 // listening; after a line "go" on stdin, every 200 ms for TICKS ticks each process value takes its next value
-// (see VALUES), then prints "DONE".
+// (see VALUES, TYPED and MODES), then prints "DONE".
 "use strict";
 const path = require("path");
 const {
@@ -27,13 +27,44 @@ const VALUES = {
   UInt16: [DataType.UInt16, [0, 1, 40000, 65535, 2, 3]],
   Int32: [DataType.Int32, [-2147483648, -1, 0, 1, 2147483647, 11]],
   UInt32: [DataType.UInt32, [0, 1, 3000000000, 4294967295, 4, 5]],
-  Int64: [DataType.Int64, [[0xffffffff, 0xffffffff], [0, 0], [0, 1], [0x1fffff, 0xffffffff], [0, 12], [0, 13]]],
-  UInt64: [DataType.UInt64, [[0, 0], [0, 1], [0x1fffff, 0xffffffff], [0, 2], [0, 3], [0, 4]]],
+  // Int64/UInt64 as [high, low] 32-bit words: -1, 0, 2^63-1, -2^63, 2^53+1, -(2^53+1) and 0, 2^64-1, 2^53+1, 2^53,
+  // 2^64-2, 2^53-1: values beyond 2^53 that a float64 would round.
+  Int64: [DataType.Int64, [[0xffffffff, 0xffffffff], [0, 0], [0x7fffffff, 0xffffffff], [0x80000000, 0],
+    [0x200000, 1], [0xffdfffff, 0xffffffff]]],
+  UInt64: [DataType.UInt64, [[0, 0], [0xffffffff, 0xffffffff], [0x200000, 1], [0x200000, 0], [0xffffffff, 0xfffffffe],
+    [0x1fffff, 0xffffffff]]],
   Float: [DataType.Float, [0.5, -1.25, 3.75, 1e10, -0.0625, 2.5]],
   Double: [DataType.Double, [0.1, -2.5e-300, 1.7976931348623157e308, 3.141592653589793, -7.5, 42.0]],
   Boolean: [DataType.Boolean, [false, true, false, true, false, true]],
   String: [DataType.String, ["", "on", "漢字 ok", "a,b;c\"d", "off", "end"]],
 };
+
+// Below the Process object: name -> [DataType, values by tick, valueRank (-1 scalar, 1 array)].
+const stamp = (...args) => new Date(Date.UTC(...args));
+const big = (high, low) => [high, low];
+const TYPED = {
+  Stamp: [DataType.DateTime, [stamp(2026, 0, 1), stamp(2026, 5, 30, 12, 30, 15, 123), new Date(0),
+    stamp(2099, 11, 31, 23, 59, 59, 999), stamp(2000, 1, 29), stamp(2026, 0, 1, 0, 0, 0, 1)], -1],
+  Label: [DataType.LocalizedText, [{ text: "Presse", locale: "de" }, { text: "Press", locale: "en" },
+    { text: "压力机", locale: "zh-CN" }, { text: "", locale: "en" }, { text: "a\"b", locale: "en" },
+    { text: "end", locale: "en" }].map((t) => new LocalizedText(t)), -1],
+  Id: [DataType.Guid, ["12345678-1234-5678-9ABC-DEF012345678", "00000000-0000-0000-0000-000000000001",
+    "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF", "0A0B0C0D-0E0F-1011-1213-141516171819",
+    "12345678-1234-5678-9ABC-DEF012345679", "DEADBEEF-0000-4000-8000-00000000CAFE"], -1],
+  Profile: [DataType.Double, [[1.5, 2.5, 3.5], [], [0.1, -1e300], [42.0], [1, 2, 3, 4, 5, 6, 7, 8], [-0.5]], 1],
+  Codes: [DataType.Int32, [[1, 2, 3], [-2147483648, 2147483647], [], [0], [7, 7, 7], [9]], 1],
+  Gains: [DataType.Float, [[0.5, -1.25], [3.75], [], [1e10], [-0.0625, 2.5, 0.25], [8]], 1],
+  Names: [DataType.String, [["a", "b"], [], ["漢字", "x,y"], [""], ["end"], ["p", "q", "r"]], 1],
+  Flags: [DataType.Boolean, [[true, false, true], [], Array(9).fill(false).map((_, i) => i % 4 === 0), [true],
+    [false, true], Array(10).fill(true)], 1],
+  Serials: [DataType.UInt64, [[big(0xffffffff, 0xffffffff), big(0, 1)], [], [big(0x200000, 1)], [big(0, 0)],
+    [big(0x200000, 0), big(0x200000, 3)], [big(0, 7)]], 1],
+  Offsets: [DataType.Int64, [[big(0x80000000, 0), big(0x7fffffff, 0xffffffff)], [big(0xffffffff, 0xffffffff)], [],
+    [big(0xffdfffff, 0xffffffff)], [big(0, 5)], [big(0x200000, 1), big(0, 0)]], 1],
+  Stamps: [DataType.DateTime, [[stamp(2026, 0, 1), new Date(0)], [], [stamp(2026, 6, 4, 8, 0, 0, 250)],
+    [stamp(2030, 0, 1)], [stamp(2026, 0, 1), stamp(2026, 0, 2)], [stamp(2027, 2, 3)]], 1],
+};
+const MODES = [1, 0, 2, 1, 2, 0]; // the enumeration's Int32 codes by tick
 
 async function main() {
   const certificateManager = new OPCUACertificateManager({
@@ -98,17 +129,13 @@ async function main() {
   for (const [name, [dataType, values]] of Object.entries(VALUES)) {
     variable(pm, `sh-lingang/press-1/press-1-m01/Process/${name}`, name, dataType, values[0]);
   }
-  variable(proc, "sh-lingang/press-1/press-1-m01/Process/Stamp", "Stamp", DataType.DateTime,
-    new Date(Date.UTC(2026, 0, 1)));
-  variable(proc, "sh-lingang/press-1/press-1-m01/Process/Label", "Label", DataType.LocalizedText,
-    new LocalizedText({ text: "Presse", locale: "de" }));
-  variable(proc, "sh-lingang/press-1/press-1-m01/Process/Profile", "Profile", DataType.Double,
-    [1.5, 2.5, 3.5], 1);
-  variable(proc, "sh-lingang/press-1/press-1-m01/Process/Codes", "Codes", DataType.Int32, [1, 2, 3], 1);
+  for (const [name, [dataType, values, rank]] of Object.entries(TYPED)) {
+    variable(proc, `sh-lingang/press-1/press-1-m01/Process/${name}`, name, dataType, values[0], rank);
+  }
   const modeType = ns.addEnumerationType({ browseName: "OperationModeEnum", enumeration: ["Manual", "Auto", "Setup"] });
-  ns.addVariable({
+  variables["sh-lingang/press-1/press-1-m01/Process/Mode"] = ns.addVariable({
     componentOf: proc, browseName: "Mode", nodeId: "s=sh-lingang/press-1/press-1-m01/Process/Mode",
-    dataType: modeType, value: new Variant({ dataType: DataType.Int32, value: 1 }),
+    dataType: modeType, value: new Variant({ dataType: DataType.Int32, value: MODES[0] }),
   });
   const utilities = folder(objects, "utilities");
   for (let h = 1; h <= 4; h++) {
@@ -132,12 +159,13 @@ async function main() {
     tick += 1;
     if (tick > ticks) { clearInterval(timer); process.stdout.write(`DONE ${ticks}\n`); return; }
     const when = new Date();
-    for (const [name, [dataType, values]] of Object.entries(VALUES)) {
-      const v = variables[`sh-lingang/press-1/press-1-m01/Process/${name}`];
-      v.setValueFromSource(new Variant({ dataType, arrayType: VariantArrayType.Scalar,
-        value: values[Math.min(tick, values.length - 1)] }), undefined,
-        when);
-    }
+    const set = (name, dataType, value, rank = -1) => variables[`sh-lingang/press-1/press-1-m01/Process/${name}`]
+      .setValueFromSource(new Variant({ dataType, value,
+        arrayType: rank === 1 ? VariantArrayType.Array : VariantArrayType.Scalar }), undefined, when);
+    const at = (values) => values[Math.min(tick, values.length - 1)];
+    for (const [name, [dataType, values]] of Object.entries(VALUES)) set(name, dataType, at(values));
+    for (const [name, [dataType, values, rank]] of Object.entries(TYPED)) set(name, dataType, at(values), rank);
+    set("Mode", DataType.Int32, at(MODES));
   };
   const stop = async () => { clearInterval(timer); await server.shutdown(0); process.exit(0); };
   process.on("SIGTERM", stop);
