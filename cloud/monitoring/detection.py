@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 from numpy.typing import NDArray
 
 from zhizao.analytics.anomaly import Detector
@@ -25,6 +26,54 @@ F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
 I32 = NDArray[np.int32]
 NEVER = -(2**62)
+
+
+@njit(cache=True)
+def _to_matrix(cols: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """The (rank, run) matrix of samples whose columns come in runs (one run per tag), NaN where a run is
+    shorter, and each run's column."""
+    runs, longest, length = 0, 0, 0
+    for i in range(cols.size):
+        if i == 0 or cols[i] != cols[i - 1]:
+            runs += 1
+            length = 0
+        length += 1
+        longest = max(longest, length)
+    x = np.full((longest, runs), np.nan)
+    run_cols = np.empty(runs, np.int64)
+    r, k = -1, 0
+    for i in range(cols.size):
+        if i == 0 or cols[i] != cols[i - 1]:
+            r += 1
+            k = 0
+            run_cols[r] = cols[i]
+        x[k, r] = values[i]
+        k += 1
+    return x, run_cols
+
+
+@njit(cache=True)
+def _from_matrix(cols: np.ndarray, scores: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
+    """Each sample's score back from the (rank, run) matrix `_to_matrix` built."""
+    out = np.empty(cols.size)
+    r, k = -1, 0
+    for i in range(cols.size):
+        if i == 0 or cols[i] != cols[i - 1]:
+            r += 1
+            k = 0
+        out[i] = scores[k, r]
+        k += 1
+    return out
+
+
+@njit(cache=True)
+def _advance(cols: np.ndarray, ts: np.ndarray, last_ts: np.ndarray, samples: np.ndarray) -> None:  # pragma: no cover
+    """Newest scored time and sample count of each column, over in-order samples sorted by (tag, ts)."""
+    for i in range(cols.size):
+        c = cols[i]
+        if ts[i] > last_ts[c]:
+            last_ts[c] = ts[i]
+        samples[c] += 1
 
 
 class Group:
@@ -178,25 +227,23 @@ class DetectorBank:
             return Scores(tag, ts, value, score, late)
         gid, col_all = self.gid_of[tag], self.col_of[tag]
         for g in self.order:
-            sel = np.flatnonzero(gid == g.index) if len(self.order) > 1 else np.arange(n)
+            whole = len(self.order) == 1
+            sel = np.arange(n) if whole else np.flatnonzero(gid == g.index)
             if not sel.size:
                 continue
-            cols = col_all[sel]
-            is_late = ts[sel] <= g.last_ts[cols]
+            cols = col_all if whole else col_all[sel]
+            g_ts = ts if whole else ts[sel]
+            is_late = g_ts <= g.last_ts[cols]
+            if not is_late.any():  # the usual case: everything new, no selections
+                score[sel] = self._run(g, cols, value if whole else value[sel], copy=False)
+                _advance(cols, g_ts, g.last_ts, g.samples)
+                continue
             late[sel] = is_late
-            any_late = bool(is_late.any())
-            for lat in (False, True) if any_late else (False,):
-                part = sel[is_late == lat] if any_late else sel
+            for lat in (False, True):
+                part = sel[is_late == lat]
                 if part.size:
-                    score[part] = self._run(g, cols[is_late == lat] if any_late else cols, value[part], copy=lat)
-            fresh = sel[~is_late] if any_late else sel
-            if fresh.size:
-                fc = cols[~is_late] if any_late else cols
-                # sorted by (tag, ts): the last sample of each tag's run is its newest, and runs are distinct tags
-                last = np.flatnonzero(np.r_[fc[1:] != fc[:-1], True])
-                first = np.r_[0, last[:-1] + 1]
-                g.last_ts[fc[last]] = np.maximum(g.last_ts[fc[last]], ts[fresh][last])
-                g.samples[fc[last]] += last - first + 1
+                    score[part] = self._run(g, cols[is_late == lat], value[part], copy=lat)
+            _advance(cols[~is_late], g_ts[~is_late], g.last_ts, g.samples)
         return Scores(tag, ts, value, score, late)
 
     def _run(self, g: Group, cols: I64, values: F64, *, copy: bool) -> F64:
@@ -204,17 +251,11 @@ class DetectorBank:
         samples are one run)."""
         if g.detector is None:
             return np.full(cols.size, np.nan)
-        starts = np.flatnonzero(np.r_[True, cols[1:] != cols[:-1]])
-        run_cols = cols[starts]
-        pos = np.cumsum(np.r_[False, cols[1:] != cols[:-1]])  # the run (matrix column) of each sample
-        rank = np.arange(cols.size) - starts[pos]
-        counts = np.diff(np.r_[starts, cols.size])
-        x = np.full((int(counts.max()), run_cols.size), np.nan)
-        x[rank, pos] = values
+        x, run_cols = _to_matrix(cols, values)
         st = np.ascontiguousarray(g.state[:, run_cols].T if g.tags_first else g.state[:, run_cols])
         scored = g.detector.update(st, x)
         self.calls += 1
         if not copy:
             g.state[:, run_cols] = st.T if g.tags_first else st
-        out: F64 = scored.scores[rank, pos]
+        out: F64 = _from_matrix(cols, scored.scores)
         return out

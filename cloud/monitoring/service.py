@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numba
 import numpy as np
 import psycopg
 from numpy.typing import NDArray
@@ -237,6 +238,10 @@ class MonitoringService:
     # -- worker ------------------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        # Kernels run on this thread alone: the fleet is already one call per spec, and a parallel region's
+        # workers (OpenMP) spin after it, costing the ingest host several times the kernel's own CPU
+        # (`zhizao bench monitor`'s ingest comparison). numba's thread count is per calling thread.
+        numba.set_num_threads(1)
         loaded = False
         last_check = 0.0
         while True:
@@ -503,7 +508,8 @@ class MonitoringService:
         tag, ts, val = tag[order], ts[order], val[order]
         keep = np.ones(tag.size, np.bool_)
         keep[1:] = (tag[1:] != tag[:-1]) | (ts[1:] != ts[:-1])
-        tag, ts, val = tag[keep], ts[keep], val[keep]
+        if not keep.all():
+            tag, ts, val = tag[keep], ts[keep], val[keep]
         kinds = self._arrays.kinds(tag)
         if (kinds == UNKNOWN).any():
             unknown = np.unique(tag[kinds == UNKNOWN]).tolist()
@@ -514,7 +520,7 @@ class MonitoringService:
         self.batches += 1
         self.samples += int(tag.size)
         st = kinds == STATE
-        p_tag, p_ts, p_val = tag[proc], ts[proc], val[proc]
+        p_tag, p_ts, p_val = (tag, ts, val) if proc.all() else (tag[proc], ts[proc], val[proc])
         # Detectors learn and score the machine's behaviour while it produces: other samples reach them as NaN
         # (skipped, state untouched, no score). Threshold and rate rules see every value.
         producing = self._producing(p_tag, p_ts, tag[st], ts[st], val[st])
@@ -530,7 +536,8 @@ class MonitoringService:
                 self._save_scores(conn, scores)
                 self.engine.apply(store, events)
                 self.engine.advance(store, self._site_horizons(tag, ts))
-                self._save_states(conn, np.unique(scores.tag[~scores.late]))
+                fresh = scores.tag if not scores.late.any() else scores.tag[~scores.late]
+                self._save_states(conn, fresh[np.r_[True, fresh[1:] != fresh[:-1]]] if fresh.size else fresh)
                 self._save_conditions(conn)
         self.scored += int(np.isfinite(scores.score).sum())
         self._publish_scores(scores)
@@ -876,14 +883,12 @@ class MonitoringService:
             with cur.copy("COPY zhizao_state_stage (tag_id, spec_key, state, last_ts_ms, samples)"
                           " FROM STDIN (FORMAT BINARY)") as cp:
                 cp.write(COPY_HEADER)
-                by_spec: dict[str, list[int]] = defaultdict(list)
-                for t in tags.tolist():
-                    by_spec[self.bank.spec_of[int(t)]].append(int(t))
-                for key, members in by_spec.items():
-                    g = self.bank.groups[key]
-                    cols = np.array([g.col[t] for t in members], np.int64)
-                    cp.write(states_copy(np.array(members, np.int32), key, g.state[:, cols].T, g.last_ts[cols],
-                                         g.samples[cols]))
+                gid, col = self.bank.gid_of[tags], self.bank.col_of[tags]
+                for key, g in self.bank.groups.items():
+                    sel = np.flatnonzero(gid == g.index)
+                    if sel.size:
+                        cols = col[sel]
+                        cp.write(states_copy(tags[sel], key, g.state[:, cols].T, g.last_ts[cols], g.samples[cols]))
                 cp.write(COPY_TRAILER)
             cur.execute(
                 "INSERT INTO detector_state (tag_id, spec_key, state, last_ts_ms, samples, updated_at)"
