@@ -152,7 +152,8 @@ def run_monitor_bench(database_url: str, days: float, dt_s: float, seed: int, ba
                 "SELECT a.site_id, a.machine_id, a.source, a.tag_id, (extract(epoch FROM h.data_ts) * 1000)::bigint,"
                 " h.to_state FROM alarm_history h JOIN alarms a ON a.id = h.alarm_id WHERE h.event = 'activate'"
                 " ORDER BY h.data_ts").fetchall()
-        report.figures.update(_evaluate(scenario, table, failures, acts, start_ms, end_ms))
+        names = {t: name for t, (_m, name) in signal_name.items()}
+        report.figures.update(_evaluate(scenario, table, failures, acts, start_ms, end_ms, names))
         report.figures["run"] = {"days": days, "dt_s": dt_s, "seed": seed, "batch_min": batch_min,
                                  "samples": samples, "wall_s": wall, "samples_per_s": samples / wall}
         stats = svc.stats()
@@ -232,14 +233,16 @@ def ingest_cpu(database_url: str, samples: int, *, monitoring: bool) -> dict[str
 
 
 def _evaluate(scenario: Any, table: Any, failures: list[tuple[str, int, int]], acts: list[tuple[Any, ...]],
-              start_ms: int, end_ms: int) -> dict[str, Any]:
+              start_ms: int, end_ms: int, names: dict[int, str] | None = None) -> dict[str, Any]:
     from zhizao.seeds.model import BearingWear, SensorDrift, ToolWear
 
     path_of = table.machine_paths
     machine_acts: dict[str, list[int]] = defaultdict(list)
-    for site, machine, source, _tag, ts, _state in acts:
+    what: dict[tuple[str, int], str] = {}  # (machine, ts) -> source:signal, for the false-alarm breakdown
+    for site, machine, source, tag, ts, _state in acts:
         if source in ("anomaly", "threshold", "rate") and machine:
             machine_acts[f"{site}/{machine}"].append(int(ts))
+            what[(f"{site}/{machine}", int(ts))] = f"{source}:{(names or {}).get(tag, tag)}"
     # Windows in which each machine's faults develop, and the verdict per failure.
     windows: dict[str, list[tuple[int, int]]] = defaultdict(list)
     last_tool: dict[int, int] = {}
@@ -268,10 +271,12 @@ def _evaluate(scenario: Any, table: Any, failures: list[tuple[str, int, int]], a
     # Faults still developing at the end count as windows too (no verdict: they have not failed yet).
     weeks = (end_ms - start_ms) / (7 * DAY_MS)
     false_alarms = 0
+    false_by: dict[str, int] = defaultdict(int)
     for key, times_ in machine_acts.items():
         for a in times_:
             if not any(lo <= a < hi for lo, hi in windows.get(key, [])):
                 false_alarms += 1
+                false_by[what[(key, a)]] += 1
     by_kind: dict[str, dict[str, Any]] = {}
     for kind in ("bearing_wear", "tool_wear", "sensor_drift"):
         rows = [p for p in per_fault if p["kind"] == kind]
@@ -292,7 +297,8 @@ def _evaluate(scenario: Any, table: Any, failures: list[tuple[str, int, int]], a
                        "flood_share": float((counts >= 10).mean())}
     n_machines = len(table.machines)
     return {"faults": by_kind, "per_fault": per_fault,
-            "false_alarms": {"count": false_alarms, "per_machine_week": false_alarms / (n_machines * weeks)},
+            "false_alarms": {"count": false_alarms, "per_machine_week": false_alarms / (n_machines * weeks),
+                             "by_source_signal": dict(sorted(false_by.items(), key=lambda kv: -kv[1]))},
             "eemua": eemua, "machines": n_machines, "alarm_activations": len(acts)}
 
 
