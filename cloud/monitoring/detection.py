@@ -235,7 +235,11 @@ class DetectorBank:
             g_ts = ts if whole else ts[sel]
             is_late = g_ts <= g.last_ts[cols]
             if not is_late.any():  # the usual case: everything new, no selections
-                score[sel] = self._run(g, cols, value if whole else value[sel], copy=False)
+                out = self._run(g, cols, value if whole else value[sel], copy=False)
+                if whole:
+                    score = out
+                else:
+                    score[sel] = out
                 _advance(cols, g_ts, g.last_ts, g.samples)
                 continue
             late[sel] = is_late

@@ -647,8 +647,10 @@ class MonitoringService:
 
     def _rule_events(self, scores: Scores) -> list[al.ConditionEvent]:
         """Threshold and rate-of-change rules over the in-order samples of the tags they match."""
+        if not (self.rules.of_type("threshold") or self.rules.of_type("rate")):
+            return []
         fresh = np.flatnonzero(~scores.late)
-        if not fresh.size or not (self.rules.of_type("threshold") or self.rules.of_type("rate")):
+        if not fresh.size:
             return []
         out: list[al.ConditionEvent] = []
         tag, ts, val = scores.tag[fresh], scores.ts[fresh], scores.value[fresh]
