@@ -310,7 +310,7 @@ def _evaluate(scenario: Any, table: Any, failures: list[tuple[str, int, int]], a
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--batch-min", type=float, default=10.0, show_default=True,
               help="Simulated minutes per committed batch.")
-@click.option("--ingest-samples", type=click.IntRange(min=0), default=300_000, show_default=True,
+@click.option("--ingest-samples", type=click.IntRange(min=0), default=1_000_000, show_default=True,
               help="Samples for the ingest CPU comparison with and without monitoring (0: skip it).")
 @json_option
 def bench_monitor(database_url: str, days: float, dt_s: float, seed: int, batch_min: float, ingest_samples: int,
