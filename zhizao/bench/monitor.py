@@ -60,7 +60,8 @@ def run_monitor_bench(database_url: str, days: float, dt_s: float, seed: int, ba
     with scratch_database(database_url, "monitor") as url:
         apply_migrations(url)
         seed_database(url, scenario)
-        start_ms = (int(time.time() * 1000) // HOUR_MS) * HOUR_MS - int(days * DAY_MS) - DAY_MS
+        # Whole days back from today: a seed's figures do not depend on the hour the bench runs (they did).
+        start_ms = (int(time.time() * 1000) // DAY_MS) * DAY_MS - int(days * DAY_MS) - DAY_MS
         model = FactoryModel(scenario, seed=seed, start_ms=start_ms, dt_ms=int(dt_s * 1000))
         table = model.table
         node_tag = np.full(table.size, -1, np.int64)
