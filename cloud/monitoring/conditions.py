@@ -21,12 +21,14 @@ NONE = np.int64(-(2**62))  # "not pending"
 @njit(cache=True)
 def condition_kernel(key: np.ndarray, ts: np.ndarray, on_cond: np.ndarray, off_cond: np.ndarray,
                      on_delay: np.ndarray, off_delay: np.ndarray, active: np.ndarray, on_since: np.ndarray,
-                     off_since: np.ndarray, events: np.ndarray) -> None:  # pragma: no cover - numba
-    """Advance each sample's key (samples in time order per key); events[i] = +1 raised, -1 cleared, 0."""
+                     off_since: np.ndarray, events: np.ndarray, moved: np.ndarray) -> None:  # pragma: no cover
+    """Advance each sample's key (samples in time order per key); events[i] = +1 raised, -1 cleared, 0;
+    moved[i] where the sample changed its key's state (active, on since, off since)."""
     for i in range(key.size):
         k = key[i]
         t = ts[i]
         events[i] = 0
+        was_a, was_on, was_off = active[k], on_since[k], off_since[k]
         if active[k]:
             if off_cond[i]:
                 if off_since[k] == NONE:
@@ -49,11 +51,14 @@ def condition_kernel(key: np.ndarray, ts: np.ndarray, on_cond: np.ndarray, off_c
                     events[i] = 1
             else:
                 on_since[k] = NONE
+        moved[i] = was_a != active[k] or was_on != on_since[k] or was_off != off_since[k]
 
 
 @dataclass
 class Conditions:
-    """Condition states by key (text), grown as keys appear; `touched` lists keys changed since `clear_touched`."""
+    """Condition states by key (text), grown as keys appear; `touched` lists keys whose state changed since the
+    service last persisted them (a key that did not move needs no new row: its stored row, or the fresh state
+    when it has none, is still what it holds)."""
 
     keys: list[str] = field(default_factory=list)
     index: dict[str, int] = field(default_factory=dict)
@@ -94,9 +99,11 @@ class Conditions:
         """Advance the conditions over samples sorted by (key, ts); +1/-1 where a condition was raised/cleared."""
         events = np.zeros(key.size, np.int8)
         if key.size:
+            moved = np.zeros(key.size, np.bool_)
             condition_kernel(key, ts, on_cond, off_cond, on_delay_ms, off_delay_ms, self.active, self.on_since,
-                             self.off_since, events)
-            self.touched.update(np.unique(key).tolist())
+                             self.off_since, events, moved)
+            if moved.any():
+                self.touched.update(np.unique(key[moved]).tolist())
         return events
 
     def row(self, i: int) -> tuple[str, bool, int | None, int | None, int | None, float | None]:

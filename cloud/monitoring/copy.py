@@ -24,25 +24,34 @@ STATE_STAGE_DDL = ("CREATE TEMP TABLE IF NOT EXISTS zhizao_state_stage (tag_id i
 
 
 def scores_copy(ts_ms: NDArray[np.int64], tag: NDArray[np.int32], score: NDArray[np.float64],
-                alarm: NDArray[np.bool_]) -> bytes:
-    """Rows for zhizao_score_stage; a NaN score becomes NULL."""
-    parts = [HEADER]
+                alarm: NDArray[np.bool_]) -> memoryview:
+    """A binary COPY stream (header to trailer, one buffer: `cp.write` takes it as it is) for zhizao_score_stage;
+    a NaN score becomes NULL."""
     ts_us = (ts_ms - PG_EPOCH_MS) * 1000
     null = np.isnan(score)
-    for dtype, mask in ((_SCORE, ~null), (_SCORE_NULL, null)):
-        n = int(mask.sum())
+    n_null = int(null.sum())
+    n_val = score.size - n_null
+    h = len(HEADER)
+    buf = np.empty(h + n_val * _SCORE.itemsize + n_null * _SCORE_NULL.itemsize + len(TRAILER), np.uint8)
+    buf[:h] = np.frombuffer(HEADER, np.uint8)
+    at = h
+    for dtype, n, mask in ((_SCORE, n_val, ~null), (_SCORE_NULL, n_null, null)):
         if not n:
             continue
-        rows = np.empty(n, dtype)
-        rows["nf"], rows["l_ts"], rows["ts"], rows["l_tag"], rows["tag"] = 4, 8, ts_us[mask], 4, tag[mask]
+        rows = buf[at:at + n * dtype.itemsize].view(dtype)
+        at += n * dtype.itemsize
+        whole = n == score.size  # nothing to pick: no copies
+        rows["nf"], rows["l_ts"], rows["l_tag"], rows["l_a"] = 4, 8, 4, 1
+        rows["ts"] = ts_us if whole else ts_us[mask]
+        rows["tag"] = tag if whole else tag[mask]
+        rows["a"] = alarm if whole else alarm[mask]
         if dtype is _SCORE:
-            rows["l_s"], rows["s"] = 8, score[mask]
+            rows["l_s"] = 8
+            rows["s"] = score if whole else score[mask]
         else:
             rows["l_s"] = -1
-        rows["l_a"], rows["a"] = 1, alarm[mask]
-        parts.append(rows.tobytes())
-    parts.append(TRAILER)
-    return b"".join(parts)
+    buf[at:] = np.frombuffer(TRAILER, np.uint8)
+    return memoryview(buf.data)
 
 
 def states_copy(tag: NDArray[np.int32], spec_key: str, states: NDArray[np.float64], last_ts: NDArray[np.int64],

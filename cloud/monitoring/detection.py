@@ -13,9 +13,10 @@ goes back in time, and the state stays what a restart resumes from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 from numpy.typing import NDArray
 
 from zhizao.analytics.anomaly import Detector
@@ -27,37 +28,109 @@ I32 = NDArray[np.int32]
 NEVER = -(2**62)
 
 
-@dataclass
-class Group:
-    """The tags of one detector spec: their state columns, newest scored time and sample count."""
+@njit(cache=True)
+def _to_matrix(cols: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """The (rank, run) matrix of samples whose columns come in runs (one run per tag), NaN where a run is
+    shorter, and each run's column."""
+    runs, longest, length = 0, 0, 0
+    for i in range(cols.size):
+        if i == 0 or cols[i] != cols[i - 1]:
+            runs += 1
+            length = 0
+        length += 1
+        longest = max(longest, length)
+    x = np.full((longest, runs), np.nan)
+    run_cols = np.empty(runs, np.int64)
+    r, k = -1, 0
+    for i in range(cols.size):
+        if i == 0 or cols[i] != cols[i - 1]:
+            r += 1
+            k = 0
+            run_cols[r] = cols[i]
+        x[k, r] = values[i]
+        k += 1
+    return x, run_cols
 
-    params: DetectorParams
-    detector: Detector | None  # None: `detector: none`, samples are only tracked (time order), never scored
-    state: F64  # (per-tag state size, tags): one column per tag, whatever the detector's own layout
-    tags_first: bool = False  # the detector's state is (tags, size) rather than (size, tags)
-    tags: list[int] = field(default_factory=list)
-    col: dict[int, int] = field(default_factory=dict)
-    last_ts: I64 = field(default_factory=lambda: np.zeros(0, np.int64))
-    samples: I64 = field(default_factory=lambda: np.zeros(0, np.int64))
+
+@njit(cache=True)
+def _from_matrix(cols: np.ndarray, scores: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
+    """Each sample's score back from the (rank, run) matrix `_to_matrix` built."""
+    out = np.empty(cols.size)
+    r, k = -1, 0
+    for i in range(cols.size):
+        if i == 0 or cols[i] != cols[i - 1]:
+            r += 1
+            k = 0
+        out[i] = scores[k, r]
+        k += 1
+    return out
+
+
+@njit(cache=True)
+def _advance(cols: np.ndarray, ts: np.ndarray, last_ts: np.ndarray, samples: np.ndarray) -> None:  # pragma: no cover
+    """Newest scored time and sample count of each column, over in-order samples sorted by (tag, ts)."""
+    for i in range(cols.size):
+        c = cols[i]
+        if ts[i] > last_ts[c]:
+            last_ts[c] = ts[i]
+        samples[c] += 1
+
+
+class Group:
+    """The tags of one detector spec: their state columns, newest scored time and sample count.
+
+    The columns live in buffers that grow by doubling, so registering a fleet's tags one by one costs O(tags),
+    not O(tags^2); `state`, `last_ts` and `samples` are views of the used part."""
+
+    def __init__(self, params: DetectorParams, detector: Detector | None, rows: int, tags_first: bool = False,
+                 index: int = 0) -> None:
+        self.params = params
+        self.detector = detector  # None: `detector: none`, samples are only tracked (time order), never scored
+        self.tags_first = tags_first  # the detector's state is (tags, size) rather than (size, tags)
+        self.index = index  # position of the group in its bank
+        self.tags: list[int] = []
+        self.col: dict[int, int] = {}
+        self._fresh = detector.init_state(1).reshape(-1) if detector is not None else np.zeros(0)
+        self._state: F64 = np.zeros((rows, 0))
+        self._last: I64 = np.zeros(0, np.int64)
+        self._samples: I64 = np.zeros(0, np.int64)
+
+    @property
+    def state(self) -> F64:
+        """(per-tag state size, tags): one column per tag, whatever the detector's own layout."""
+        return self._state[:, :len(self.tags)]
+
+    @property
+    def last_ts(self) -> I64:
+        return self._last[:len(self.tags)]
+
+    @property
+    def samples(self) -> I64:
+        return self._samples[:len(self.tags)]
 
     def add(self, tag: int, state: F64 | None = None, last_ts: int = NEVER, samples: int = 0) -> int:
         """A new column (fresh state unless a persisted column is given)."""
-        fresh = self.detector.init_state(1).reshape(-1, 1) if self.detector is not None else np.zeros((0, 1))
-        column = fresh if state is None else state.reshape(-1, 1)
-        self.state = np.ascontiguousarray(np.hstack([self.state, column]))
-        self.col[tag] = len(self.tags)
+        n = len(self.tags)
+        if n == self._last.size:
+            cap = max(16, 2 * n)
+            grown = np.zeros((self._state.shape[0], cap))
+            grown[:, :n] = self._state[:, :n]
+            self._state = grown
+            self._last = np.concatenate([self._last, np.zeros(cap - n, np.int64)])
+            self._samples = np.concatenate([self._samples, np.zeros(cap - n, np.int64)])
+        self._state[:, n] = self._fresh if state is None else state.reshape(-1)
+        self._last[n], self._samples[n] = last_ts, samples
+        self.col[tag] = n
         self.tags.append(tag)
-        self.last_ts = np.append(self.last_ts, last_ts)
-        self.samples = np.append(self.samples, samples)
-        return self.col[tag]
+        return n
 
     def remove(self, tag: int) -> None:
         """Drop a tag's column (it moved to another spec)."""
         c = self.col.pop(tag)
-        keep = np.ones(len(self.tags), np.bool_)
-        keep[c] = False
-        self.state = np.ascontiguousarray(self.state[:, keep])
-        self.last_ts, self.samples = self.last_ts[keep], self.samples[keep]
+        n = len(self.tags)
+        self._state[:, c:n - 1] = self._state[:, c + 1:n].copy()
+        self._last[c:n - 1] = self._last[c + 1:n].copy()
+        self._samples[c:n - 1] = self._samples[c + 1:n].copy()
         self.tags.pop(c)
         self.col = {t: i for i, t in enumerate(self.tags)}
 
@@ -74,28 +147,41 @@ class Scores:
 
 
 class DetectorBank:
-    """Detector states of every scored tag, grouped by spec."""
+    """Detector states of every scored tag, grouped by spec.
+
+    Per tag id, dense arrays give its group and column, so a batch finds its samples' columns by indexing,
+    without a Python step per tag."""
 
     def __init__(self) -> None:
         self.groups: dict[str, Group] = {}
+        self.order: list[Group] = []
         self.spec_of: dict[int, str] = {}
         self.calls = 0
+        self.gid_of: I64 = np.full(0, -1, np.int64)  # tag id -> group index (-1: not scored)
+        self.col_of: I64 = np.zeros(0, np.int64)  # tag id -> column in its group
 
-    def group(self, params: DetectorParams) -> Group:
+    def group(self, params: DetectorParams, key: str | None = None) -> Group:
         """The group of a spec (created empty)."""
-        key = params.spec_key()
+        key = params.spec_key() if key is None else key
         g = self.groups.get(key)
         if g is None:
             det = params.build() if params.detector != "none" else None
             rows = det.init_state(1).size if det is not None else 0
             tags_first = det is not None and det.state_shape(2)[0] != det.state_shape(1)[0]
-            g = self.groups[key] = Group(params, det, np.zeros((rows, 0)), tags_first)
+            g = self.groups[key] = Group(params, det, rows, tags_first, len(self.order))
+            self.order.append(g)
         return g
 
+    def _index(self, g: Group) -> None:
+        """Refresh the dense column index of a group's tags (after a column moved)."""
+        if g.tags:
+            self.col_of[np.array(g.tags, np.int64)] = np.arange(len(g.tags))
+
     def assign(self, tag: int, params: DetectorParams, state: F64 | None = None, last_ts: int = NEVER,
-               samples: int = 0) -> None:
-        """Score `tag` with `params` (moving it, with a fresh state, when its spec changed)."""
-        key = params.spec_key()
+               samples: int = 0, key: str | None = None) -> None:
+        """Score `tag` with `params` (moving it, with a fresh state, when its spec changed); `key` is
+        `params.spec_key()` when the caller has it already."""
+        key = params.spec_key() if key is None else key
         old = self.spec_of.get(tag)
         if old == key:
             return
@@ -104,17 +190,26 @@ class DetectorBank:
             # A new detector starts afresh from the tag's newest scored sample: history is never re-scored.
             last_ts = max(last_ts, int(prev.last_ts[prev.col[tag]]))
             prev.remove(tag)
-        g = self.group(params)
+            self._index(prev)
+        g = self.group(params, key)
         if state is not None and state.size != g.state.shape[0]:
             state = None  # a stored state of another layout: start afresh
-        g.add(tag, state, last_ts, samples)
+        c = g.add(tag, state, last_ts, samples)
         self.spec_of[tag] = key
+        if tag >= self.gid_of.size:
+            size = max(2 * self.gid_of.size, tag + 1, 1024)
+            self.gid_of = np.concatenate([self.gid_of, np.full(size - self.gid_of.size, -1, np.int64)])
+            self.col_of = np.concatenate([self.col_of, np.zeros(size - self.col_of.size, np.int64)])
+        self.gid_of[tag], self.col_of[tag] = g.index, c
 
     def unassign(self, tag: int) -> None:
         """Stop scoring `tag`."""
         old = self.spec_of.pop(tag, None)
         if old is not None:
-            self.groups[old].remove(tag)
+            g = self.groups[old]
+            g.remove(tag)
+            self.gid_of[tag] = -1
+            self._index(g)
 
     def column(self, tag: int) -> tuple[str, F64, int, int]:
         """(spec key, state column, newest scored ms, samples) of a tag, for persisting."""
@@ -130,46 +225,41 @@ class DetectorBank:
         late = np.zeros(n, np.bool_)
         if not n:
             return Scores(tag, ts, value, score, late)
-        # Per distinct tag, not per sample: its group and column, then spread over the samples.
-        uniq, inv = np.unique(tag, return_inverse=True)
-        keys = list(self.groups)
-        gid_u = np.array([keys.index(self.spec_of[int(t)]) for t in uniq.tolist()], np.int64)
-        col_u = np.array([self.groups[keys[g]].col[int(t)] for g, t in zip(gid_u.tolist(), uniq.tolist(), strict=True)],
-                         np.int64)
-        gid, col_all = gid_u[inv], col_u[inv]
-        for gi, key in enumerate(keys):
-            g = self.groups[key]
-            sel = np.flatnonzero(gid == gi)
+        gid, col_all = self.gid_of[tag], self.col_of[tag]
+        for g in self.order:
+            whole = len(self.order) == 1
+            sel = np.arange(n) if whole else np.flatnonzero(gid == g.index)
             if not sel.size:
                 continue
-            cols = col_all[sel]
-            is_late = ts[sel] <= g.last_ts[cols]
+            cols = col_all if whole else col_all[sel]
+            g_ts = ts if whole else ts[sel]
+            is_late = g_ts <= g.last_ts[cols]
+            if not is_late.any():  # the usual case: everything new, no selections
+                out = self._run(g, cols, value if whole else value[sel], copy=False)
+                if whole:
+                    score = out
+                else:
+                    score[sel] = out
+                _advance(cols, g_ts, g.last_ts, g.samples)
+                continue
             late[sel] = is_late
             for lat in (False, True):
                 part = sel[is_late == lat]
                 if part.size:
                     score[part] = self._run(g, cols[is_late == lat], value[part], copy=lat)
-            fresh = sel[~is_late]
-            if fresh.size:
-                fc = cols[~is_late]
-                # sorted by (tag, ts): the last sample of each tag is its newest
-                np.maximum.at(g.last_ts, fc, ts[fresh])
-                np.add.at(g.samples, fc, 1)
+            _advance(cols[~is_late], g_ts[~is_late], g.last_ts, g.samples)
         return Scores(tag, ts, value, score, late)
 
     def _run(self, g: Group, cols: I64, values: F64, *, copy: bool) -> F64:
-        """One kernel call over the (rank, tag) matrix of these samples (cols in (tag, ts) order)."""
+        """One kernel call over the (rank, tag) matrix of these samples (cols in (tag, ts) order: each tag's
+        samples are one run)."""
         if g.detector is None:
             return np.full(cols.size, np.nan)
-        uniq, first, counts = np.unique(cols, return_index=True, return_counts=True)
-        pos = np.searchsorted(uniq, cols)
-        rank = np.arange(cols.size) - first[pos]
-        x = np.full((int(counts.max()), uniq.size), np.nan)
-        x[rank, pos] = values
-        st = np.ascontiguousarray(g.state[:, uniq].T if g.tags_first else g.state[:, uniq])
+        x, run_cols = _to_matrix(cols, values)
+        st = np.ascontiguousarray(g.state[:, run_cols].T if g.tags_first else g.state[:, run_cols])
         scored = g.detector.update(st, x)
         self.calls += 1
         if not copy:
-            g.state[:, uniq] = st.T if g.tags_first else st
-        out: F64 = scored.scores[rank, pos]
+            g.state[:, run_cols] = st.T if g.tags_first else st
+        out: F64 = _from_matrix(cols, scored.scores)
         return out

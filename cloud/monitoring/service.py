@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numba
 import numpy as np
 import psycopg
 from numpy.typing import NDArray
@@ -69,6 +70,58 @@ class StateTag:
     kind: str | None
 
 
+UNKNOWN, OTHER, PROCESS, STATE = -1, 0, 1, 2  # tag kinds
+
+
+class TagArrays:
+    """What the service knows of each tag, in dense arrays indexed by tag id: a batch looks its samples up by
+    indexing with its tag array, with no Python step per tag or sample."""
+
+    def __init__(self) -> None:
+        self.kind = np.full(0, UNKNOWN, np.int8)  # UNKNOWN (not looked up yet), OTHER, PROCESS, STATE
+        self.on = np.zeros(0)  # anomaly alarm level of a process signal's score
+        self.off = np.zeros(0)  # and its clear level
+        self.on_delay = np.zeros(0, np.int64)  # ms
+        self.off_delay = np.zeros(0, np.int64)
+        self.condition = np.full(0, -1, np.int64)  # index of its `anomaly:TAG` condition (-1: none yet)
+        self.only_running = np.zeros(0, np.bool_)
+        self.settle = np.zeros(0, np.int64)  # ms
+        self.machine = np.full(0, -1, np.int64)  # index into `machines` (-1: no machine)
+        self.site = np.full(0, -1, np.int64)  # index into `sites`
+        self.machines: list[tuple[str, str]] = []
+        self.sites: list[str] = []
+        self._machine_ix: dict[tuple[str, str], int] = {}
+        self._site_ix: dict[str, int] = {}
+
+    def fit(self, tag_ids: NDArray[Any]) -> None:
+        """Grow the arrays to hold every tag id of `tag_ids`."""
+        top = int(tag_ids.max()) + 1 if tag_ids.size else 0
+        n = self.kind.size
+        if top <= n:
+            return
+        size = max(top, 2 * n, 1024)
+        for name, fill in (("kind", UNKNOWN), ("on", np.inf), ("off", np.inf), ("on_delay", 0), ("off_delay", 0),
+                           ("condition", -1), ("only_running", False), ("settle", 0), ("machine", -1), ("site", -1)):
+            a = getattr(self, name)
+            setattr(self, name, np.concatenate([a, np.full(size - n, fill, a.dtype)]))
+
+    def kinds(self, tag_ids: NDArray[Any]) -> NDArray[np.int8]:
+        """Kind of each tag id (UNKNOWN beyond the arrays)."""
+        self.fit(tag_ids)
+        out: NDArray[np.int8] = self.kind[tag_ids]
+        return out
+
+    def place(self, tag_id: int, site: str, machine: str) -> None:
+        """Record a tag's site and machine (the arrays hold `tag_id` already)."""
+        m = self._machine_ix.setdefault((site, machine), len(self.machines))
+        if m == len(self.machines):
+            self.machines.append((site, machine))
+        si = self._site_ix.setdefault(site, len(self.sites))
+        if si == len(self.sites):
+            self.sites.append(site)
+        self.machine[tag_id], self.site[tag_id] = m, si
+
+
 class Done(threading.Event):
     """Set when a request was handled; `ok` says whether it succeeded."""
 
@@ -111,8 +164,10 @@ class MonitoringService:
         self.engine = al.AlarmEngine()
         self.rules = RuleSet([])
         self._tags: dict[int, TagRef | StateTag | None] = {}
+        self._arrays = TagArrays()
+        self._state_tags: dict[int, StateTag] = {}
+        self._resolved: dict[int | None, tuple[str, float, float]] = {}  # detector rule id -> spec key, on, off
         self._levels: dict[int, tuple[float, float, int, int, str, int | None]] = {}  # tag -> on, off, delays, prio, rule
-        self._gate: dict[int, tuple[bool, int]] = {}  # tag -> (score only while running, settle ms)
         self._machine_state: dict[tuple[str, str], tuple[int, int]] = {}  # (site, machine) -> (code, since ms)
         self._microstops: dict[tuple[str, str], deque[int]] = defaultdict(deque)
         self._lost = False
@@ -198,6 +253,10 @@ class MonitoringService:
     # -- worker ------------------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        # Kernels run on this thread alone: the fleet is already one call per spec, and a parallel region's
+        # workers (OpenMP) spin after it, costing the ingest host several times the kernel's own CPU
+        # (`zhizao bench monitor`'s ingest comparison). numba's thread count is per calling thread.
+        numba.set_num_threads(1)
         loaded = False
         last_check = 0.0
         while True:
@@ -283,6 +342,9 @@ class MonitoringService:
         self.bank = DetectorBank()
         self.conditions = Conditions()
         self._tags.clear()
+        self._arrays = TagArrays()
+        self._state_tags.clear()
+        self._resolved.clear()
         self._levels.clear()
         self._machine_state.clear()
         self._microstops.clear()
@@ -332,37 +394,47 @@ class MonitoringService:
                " AND m.machine_id = t.machine_id")
         rows = (conn.execute(sql + " WHERE t.tag_id = ANY(%s)", [tag_ids]) if tag_ids is not None
                 else conn.execute(sql)).fetchall()
+        arrays = self._arrays
+        arrays.fit(np.array([int(r[0]) for r in rows] + (tag_ids or []), np.int64))
         if tag_ids is not None:
             for t in tag_ids:
-                self._tags.setdefault(t, None)
+                if t not in self._tags:
+                    self._tags[t] = None
+                    arrays.kind[t] = OTHER
         for tag_id, site, line, machine, kind, name, datatype, unit in rows:
             tid = int(tag_id)
+            arrays.kind[tid] = OTHER
             if machine is None:
                 self._tags[tid] = None
             elif name == "State":
-                self._tags[tid] = StateTag(tid, site, line, machine, kind)
+                self._tags[tid] = self._state_tags[tid] = StateTag(tid, site, line, machine, kind)
+                arrays.kind[tid] = STATE
+                arrays.place(tid, site, machine)
             elif is_process_signal(str(name), int(datatype)):
                 ref = TagRef(tid, site, line, machine, kind, str(name), unit)
                 self._tags[tid] = ref
+                arrays.kind[tid] = PROCESS
+                arrays.place(tid, site, machine)
                 self._assign(ref)
             else:
                 self._tags[tid] = None
 
     def _assign(self, ref: TagRef) -> None:
         params, priority, rule_id = self.rules.detector_for(ref)
-        self.bank.assign(ref.tag_id, params)
-        if params.detector != "none":
-            on, off = params.levels(params.build())
-        else:
-            on = off = float("inf")
-        self._levels[ref.tag_id] = (on, off, int(params.on_delay_s * 1000), int(params.off_delay_s * 1000),
-                                    priority, rule_id)
-        self._gate[ref.tag_id] = (params.only_running, int(params.settle_s * 1000))
+        if rule_id not in self._resolved:  # once per rule, not per tag
+            on, off = params.levels(params.build()) if params.detector != "none" else (float("inf"), float("inf"))
+            self._resolved[rule_id] = (params.spec_key(), on, off)
+        key, on, off = self._resolved[rule_id]
+        self.bank.assign(ref.tag_id, params, key=key)
+        t = ref.tag_id
+        self._levels[t] = (on, off, int(params.on_delay_s * 1000), int(params.off_delay_s * 1000), priority, rule_id)
+        a = self._arrays
+        a.on[t], a.off[t], a.on_delay[t], a.off_delay[t] = self._levels[t][:4]
+        a.only_running[t], a.settle[t] = params.only_running, int(params.settle_s * 1000)
 
     def _load_microstops(self, conn: psycopg.Connection[Any]) -> None:
         """Microstop starts of the trailing hour of each machine with a microstop rule, from its State samples."""
-        state_tags = [t for t in self._tags.values() if isinstance(t, StateTag)
-                      and self.rules.machine_rules(t.site, t.kind, t.machine, "microstops")]
+        state_tags = [t for t in self._state_tags.values() if self.rules.machine_rules(t.site, t.kind, t.machine, "microstops")]
         for t in state_tags:
             since = self._machine_state.get((t.site, t.machine), (0, NEVER))[1]
             horizon = int(self.conditions.last_ts[self.conditions.index[f"horizon:{t.site}/{t.machine}"]]) \
@@ -423,6 +495,7 @@ class MonitoringService:
         with translate_errors(), self._pool.connection() as conn:
             old = {r.id: r for r in self.rules.rules}
             self.rules = RuleSet(self._read_rules(conn))
+            self._resolved.clear()
             new = {r.id: r for r in self.rules.rules}
             for ref in [t for t in self._tags.values() if isinstance(t, TagRef)]:
                 self._assign(ref)
@@ -459,20 +532,19 @@ class MonitoringService:
         tag, ts, val = tag[order], ts[order], val[order]
         keep = np.ones(tag.size, np.bool_)
         keep[1:] = (tag[1:] != tag[:-1]) | (ts[1:] != ts[:-1])
-        tag, ts, val = tag[keep], ts[keep], val[keep]
-        unknown = [int(t) for t in np.unique(tag).tolist() if int(t) not in self._tags]
-        if unknown:
+        if not keep.all():
+            tag, ts, val = tag[keep], ts[keep], val[keep]
+        kinds = self._arrays.kinds(tag)
+        if (kinds == UNKNOWN).any():
+            unknown = np.unique(tag[kinds == UNKNOWN]).tolist()
             with translate_errors(), self._pool.connection() as conn:
                 self._lookup(conn, unknown)
-        uniq, inv = np.unique(tag, return_inverse=True)
-        kind_u = np.array([1 if isinstance(r, TagRef) else 2 if isinstance(r, StateTag) else 0
-                           for r in (self._tags.get(int(t)) for t in uniq.tolist())], np.int8)
-        kinds = kind_u[inv] if tag.size else np.zeros(0, np.int8)
-        proc = kinds == 1
+            kinds = self._arrays.kinds(tag)
+        proc = kinds == PROCESS
         self.batches += 1
         self.samples += int(tag.size)
-        st = kinds == 2
-        p_tag, p_ts, p_val = tag[proc], ts[proc], val[proc]
+        st = kinds == STATE
+        p_tag, p_ts, p_val = (tag, ts, val) if proc.all() else (tag[proc], ts[proc], val[proc])
         # Detectors learn and score the machine's behaviour while it produces: other samples reach them as NaN
         # (skipped, state untouched, no score). Threshold and rate rules see every value.
         producing = self._producing(p_tag, p_ts, tag[st], ts[st], val[st])
@@ -488,7 +560,8 @@ class MonitoringService:
                 self._save_scores(conn, scores)
                 self.engine.apply(store, events)
                 self.engine.advance(store, self._site_horizons(tag, ts))
-                self._save_states(conn, np.unique(scores.tag[~scores.late]))
+                fresh = scores.tag if not scores.late.any() else scores.tag[~scores.late]
+                self._save_states(conn, fresh[np.r_[True, fresh[1:] != fresh[:-1]]] if fresh.size else fresh)
                 self._save_conditions(conn)
         self.scored += int(np.isfinite(scores.score).sum())
         self._publish_scores(scores)
@@ -507,13 +580,23 @@ class MonitoringService:
             assert isinstance(ref, StateTag)
             changes[(ref.site, ref.machine)].append((int(x), int(v)))
         timelines: dict[tuple[str, str], tuple[NDArray[np.int64], NDArray[np.bool_], NDArray[np.int64]]] = {}
+        a = self._arrays
+        # Only tags gated on a machine whose state is known (or changes in this batch) need a look.
+        known = np.zeros(len(a.machines), np.bool_)
+        for key in list(self._machine_state) + list(changes):
+            m = a._machine_ix.get(key)
+            if m is not None:
+                known[m] = True
         bounds = np.flatnonzero(np.r_[True, tag[1:] != tag[:-1], True])
-        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        lows, highs = bounds[:-1], bounds[1:]
+        run_tag = tag[lows]
+        look = a.only_running[run_tag] & (a.kind[run_tag] == PROCESS) & (a.machine[run_tag] >= 0)
+        look[look] = known[a.machine[run_tag[look]]]
+        for lo, hi in zip(lows[look].tolist(), highs[look].tolist(), strict=True):
             t = int(tag[lo])
-            only, settle = self._gate.get(t, (False, 0))
+            settle = int(a.settle[t])
             ref = self._tags[t]
-            if not only or not isinstance(ref, TagRef):
-                continue
+            assert isinstance(ref, TagRef)
             key = (ref.site, ref.machine)
             if key not in timelines:
                 code, since = self._machine_state.get(key, (-1, NEVER))
@@ -540,10 +623,12 @@ class MonitoringService:
         if not tag.size:
             return out
         last = np.flatnonzero(np.r_[tag[1:] != tag[:-1], True])
-        for t, x in zip(tag[last].tolist(), ts[last].tolist(), strict=True):
-            ref = self._tags.get(int(t))
-            if ref is not None and x > out.get(ref.site, -(2**62)):
-                out[ref.site] = int(x)
+        site = self._arrays.site[tag[last]]
+        ok = site >= 0
+        newest = np.full(len(self._arrays.sites), NEVER, np.int64)
+        np.maximum.at(newest, site[ok], ts[last][ok])
+        for i in np.flatnonzero(newest > NEVER).tolist():
+            out[self._arrays.sites[i]] = int(newest[i])
         return out
 
     def anomaly_condition_inputs(self, scores: Scores) -> tuple[NDArray[np.intp], NDArray[np.bool_], NDArray[np.bool_]]:
@@ -553,28 +638,22 @@ class MonitoringService:
         detector's calibrated likelihood or event output instead.
         """
         pos = np.flatnonzero(~scores.late & np.isfinite(scores.score))
-        on, off = self._per_tag(scores.tag[pos], lambda lv: lv[0]), self._per_tag(scores.tag[pos], lambda lv: lv[1])
+        tags = scores.tag[pos]
         s = scores.score[pos]
-        return pos, s > on, s < off
-
-    def _per_tag(self, tags: NDArray[np.int32], field: Any) -> NDArray[np.float64]:
-        """`field(levels)` of each sample's tag, looked up once per distinct tag."""
-        if not tags.size:
-            return np.zeros(0)
-        uniq, inv = np.unique(tags, return_inverse=True)
-        out: NDArray[np.float64] = np.array([field(self._levels[int(t)]) for t in uniq.tolist()], np.float64)[inv]
-        return out
+        return pos, s > self._arrays.on[tags], s < self._arrays.off[tags]
 
     def _anomaly_events(self, scores: Scores) -> list[al.ConditionEvent]:
         pos, on_cond, off_cond = self.anomaly_condition_inputs(scores)
         if not pos.size:
             return []
         tags = scores.tag[pos]
-        uniq, inv = np.unique(tags, return_inverse=True)
-        keys = self.conditions.ids([f"anomaly:{t}" for t in uniq.tolist()])[inv]
-        on_delay = self._per_tag(tags, lambda lv: lv[2]).astype(np.int64)
-        off_delay = self._per_tag(tags, lambda lv: lv[3]).astype(np.int64)
-        ev = self.conditions.run(keys, scores.ts[pos], on_cond, off_cond, on_delay, off_delay)
+        a = self._arrays
+        keys = a.condition[tags]
+        if (keys < 0).any():
+            new = np.unique(tags[keys < 0])
+            a.condition[new] = self.conditions.ids([f"anomaly:{t}" for t in new.tolist()])
+            keys = a.condition[tags]
+        ev = self.conditions.run(keys, scores.ts[pos], on_cond, off_cond, a.on_delay[tags], a.off_delay[tags])
         out = []
         for i in np.flatnonzero(ev).tolist():
             t = int(tags[i])
@@ -592,8 +671,10 @@ class MonitoringService:
 
     def _rule_events(self, scores: Scores) -> list[al.ConditionEvent]:
         """Threshold and rate-of-change rules over the in-order samples of the tags they match."""
+        if not (self.rules.of_type("threshold") or self.rules.of_type("rate")):
+            return []
         fresh = np.flatnonzero(~scores.late)
-        if not fresh.size or not (self.rules.of_type("threshold") or self.rules.of_type("rate")):
+        if not fresh.size:
             return []
         out: list[al.ConditionEvent] = []
         tag, ts, val = scores.tag[fresh], scores.ts[fresh], scores.value[fresh]
@@ -655,20 +736,21 @@ class MonitoringService:
         horizon: dict[tuple[str, str], int] = {}
         machines: dict[tuple[str, str], StateTag] = {}
         newest = np.flatnonzero(np.r_[all_tag[1:] != all_tag[:-1], True])  # sorted by (tag, ts): each tag's newest
-        for t, x in zip(all_tag[newest].tolist(), all_ts[newest].tolist(), strict=True):
-            ref = self._tags.get(int(t))
-            if ref is None:
-                continue
-            key = (ref.site, ref.machine)
-            horizon[key] = max(horizon.get(key, x), x)
+        a = self._arrays
+        mach = a.machine[all_tag[newest]]
+        ok = mach >= 0
+        latest = np.full(len(a.machines), NEVER, np.int64)
+        np.maximum.at(latest, mach[ok], all_ts[newest][ok])
+        for m in np.flatnonzero(latest > NEVER).tolist():
+            horizon[a.machines[m]] = int(latest[m])
         by_machine: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
         for t, x, v in zip(st_tag.tolist(), st_ts.tolist(), st_val.tolist(), strict=True):
             ref = self._tags[int(t)]
             assert isinstance(ref, StateTag)
             machines[(ref.site, ref.machine)] = ref
             by_machine[(ref.site, ref.machine)].append((int(x), int(v)))
-        for ref in self._tags.values():
-            if isinstance(ref, StateTag) and (ref.site, ref.machine) in horizon:
+        for ref in self._state_tags.values():
+            if (ref.site, ref.machine) in horizon:
                 machines[(ref.site, ref.machine)] = ref
         out: list[al.ConditionEvent] = []
         for key, ref in machines.items():
@@ -814,7 +896,7 @@ class MonitoringService:
         Binary COPY into a staging table, then one INSERT .. ON CONFLICT DO NOTHING (as the ingest writes)."""
         if not scores.tag.size:
             return
-        on = self._per_tag(scores.tag, lambda lv: lv[0])
+        on = self._arrays.on[scores.tag]
         conn.execute(SCORE_STAGE_DDL)
         with conn.cursor() as cur:
             with cur.copy("COPY zhizao_score_stage (ts, tag_id, score, alarm) FROM STDIN (FORMAT BINARY)") as cp:
@@ -831,14 +913,12 @@ class MonitoringService:
             with cur.copy("COPY zhizao_state_stage (tag_id, spec_key, state, last_ts_ms, samples)"
                           " FROM STDIN (FORMAT BINARY)") as cp:
                 cp.write(COPY_HEADER)
-                by_spec: dict[str, list[int]] = defaultdict(list)
-                for t in tags.tolist():
-                    by_spec[self.bank.spec_of[int(t)]].append(int(t))
-                for key, members in by_spec.items():
-                    g = self.bank.groups[key]
-                    cols = np.array([g.col[t] for t in members], np.int64)
-                    cp.write(states_copy(np.array(members, np.int32), key, g.state[:, cols].T, g.last_ts[cols],
-                                         g.samples[cols]))
+                gid, col = self.bank.gid_of[tags], self.bank.col_of[tags]
+                for key, g in self.bank.groups.items():
+                    sel = np.flatnonzero(gid == g.index)
+                    if sel.size:
+                        cols = col[sel]
+                        cp.write(states_copy(tags[sel], key, g.state[:, cols].T, g.last_ts[cols], g.samples[cols]))
                 cp.write(COPY_TRAILER)
             cur.execute(
                 "INSERT INTO detector_state (tag_id, spec_key, state, last_ts_ms, samples, updated_at)"
