@@ -12,7 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from zhizao.cloud.api.errors import ApiError
+from zhizao.cloud.api.errors import ApiError, not_found
 from zhizao.cloud.auth import TOKEN_PREFIX, Principal, Role, hash_token, principal_from_row, tokens_match
 
 __all__ = ["Caller", "Conn", "Pool", "Scope", "SiteScope", "get_principal", "require_role"]
@@ -101,6 +101,15 @@ class SiteScope:
     def sees(self, site_id: str) -> bool:
         """True when `site_id` is inside the scope (for checks that need no query)."""
         return self.principal.sees(site_id)
+
+    async def check(self, conn: AsyncConnection[Any], site: str | None) -> None:
+        """404 when a list route's `site` filter names a site that does not exist or lies outside the scope,
+        like every route that names a site in its path (an empty list would tell the two cases apart)."""
+        if site is None:
+            return
+        if not self.sees(site) or await (await conn.execute(
+                "SELECT 1 FROM sites WHERE site_id = %s", [site])).fetchone() is None:  # fmt: skip
+            raise not_found("site", site)
 
 
 def get_scope(principal: Caller) -> SiteScope:

@@ -56,6 +56,7 @@ async def list_alarms(
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> list[dict[str, Any]]:
     """Alarm points in the token's sites; by default only those that need attention."""
+    await scope.check(conn, site)
     states = None if all_states else list(state or _OPEN)
     params = scope.params(site=site, machine=machine, states=states, prios=priority, sources=source, limit=limit)
     async with conn.cursor(row_factory=dict_row) as cur:
@@ -75,6 +76,7 @@ async def list_alarms(
 @router.get("/alarms/summary", summary="Alarm counts by state and priority (the dashboard's badge)")
 async def alarm_summary(conn: Conn, scope: Scope, site: Annotated[Id | None, Query()] = None) -> dict[str, Any]:
     """Counts of alarms per state and, for those needing attention, per priority."""
+    await scope.check(conn, site)
     cur = await conn.execute(
         f"SELECT state, priority, count(*) FROM alarms WHERE {scope.where()}"
         " AND (%(site)s::text IS NULL OR site_id = %(site)s) GROUP BY 1, 2", scope.params(site=site))

@@ -264,6 +264,7 @@ async def list_commands(conn: Conn, scope: Scope, site: Annotated[Id | None, Que
                         status: Annotated[str | None, Query(json_schema_extra={"enum": ["", *STATUSES]})] = None,
                         limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:  # fmt: skip
     """Filter by site and status (`status=` is no filter)."""
+    await scope.check(conn, site)
     status = status or None
     if status is not None and status not in STATUSES:
         raise bad_request("status", status, f"not one of {', '.join(STATUSES)}")

@@ -109,6 +109,7 @@ def _node(row: dict[str, Any], now: datetime) -> dict[str, Any]:
 @router.get("/fleet", response_model=list[FleetNode], summary="Every edge agent: status, versions, outbox, devices")
 async def fleet(conn: Conn, scope: Scope, site: Annotated[Id | None, Query()] = None) -> list[dict[str, Any]]:
     """The fleet console's rows, in the token's sites (or one site)."""
+    await scope.check(conn, site)
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(_SQL.format(scope=scope.where("n.site_id"),
                                       extra="AND (%(site)s::text IS NULL OR n.site_id = %(site)s)"),

@@ -174,6 +174,7 @@ async def list_work_orders(
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> list[dict[str, Any]]:
     """Newest first, with the number of linked alarms."""
+    await scope.check(conn, site)
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             f"SELECT {_COLS}, (SELECT count(*) FROM work_order_alarms w WHERE w.work_order_id = id) AS alarm_count"

@@ -46,6 +46,7 @@ def _range(frm: str | None, to: str | None) -> tuple[datetime, datetime]:
 async def _resolve(conn: Conn, scope: SiteScope, kind: str, site: str | None, ident: str | None) -> tuple[str | None, str]:
     """(site, id) of an OEE scope, checked against the token's sites and the asset tree (404 outside)."""
     if kind == "cluster":
+        await scope.check(conn, site)  # the cluster scope takes no site; one outside the token's is still 404
         return None, "cluster"
     if kind == "site":
         site = site or ident

@@ -43,6 +43,8 @@ def test_site_a_token_gets_nothing_of_site_b_on_any_route(target: Target, tmp_pa
     assert row.detail["routes_naming_site_b"] >= 40
     # The attacks were fair ones: the same requests with site-b's own admin token mostly succeed.
     assert row.detail["control_2xx (site-b admin, same requests)"] >= row.detail["routes_naming_site_b"] // 3
+    # A route naming site-b answers 404 like any object outside the token's sites, lists filtered by site too.
+    assert row.detail["answered_2xx_without_data"] == []
 
 
 def test_live_stream_clients_get_no_other_sites_events(target: Target, tmp_path: Path) -> None:
