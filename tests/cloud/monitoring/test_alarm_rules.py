@@ -153,9 +153,11 @@ def test_wall_time_checks_run_only_in_the_worker_that_owns_the_site(
         conn.execute("INSERT INTO latest_values (tag_id, ts, value) VALUES (%s, now() - interval '10 minutes', 1)",
                      [fleet[("site-b", "m9", "Temperature/Spindle")]])
     owner_a = make_service(owns=lambda site: site == "site-a")
-    owner_b = make_service(owns=lambda site: site == "site-b")
     assert owner_a.check_now()
     assert rows(fresh_database, "SELECT key, state FROM alarms") == [("offline:2:site-a/l2", "unack")]
+    # started after the first check: a service checks at its start too (once the host is up longer than
+    # check_every_s), which would raise site-b's alarm before the assertion above
+    owner_b = make_service(owns=lambda site: site == "site-b")
     assert owner_b.check_now() and owner_a.check_now()
     assert sorted(rows(fresh_database, "SELECT key, state FROM alarms")) == [
         ("offline:2:site-a/l2", "unack"), ("stale:3:site-b/m9", "unack")]
