@@ -69,7 +69,7 @@ class CloudService:
         # OEE from committed samples: the ingest hands every committed batch to it (after commit).
         self.oee: OeeService | None = OeeService(self.conninfo, self.live) if oee else None
         if self.oee is not None and self.ingest is not None:
-            self.ingest.add_commit_listener(self.oee.on_committed)
+            self.ingest.add_commit_listener(self.oee.on_committed, done=self.oee.flush)
             self.ingest.add_claim_listener(self.oee.forget)
         # Planning (issue 14): the planner the API uses and the worker that proposes re-plans when capacity drops.
         self.planner = Planner(self.conninfo)
@@ -81,7 +81,7 @@ class CloudService:
             MonitoringService(self.conninfo, self.live, owns=owns) if monitoring else None
         )
         if self.monitoring is not None and self.ingest is not None:
-            self.ingest.add_commit_listener(self.monitoring.on_committed)
+            self.ingest.add_commit_listener(self.monitoring.on_committed, done=self.monitoring.flush)
             self.ingest.add_claim_listener(self.monitoring.resync)
         self.commands: CommandService | None = None
         if settings.commands:

@@ -4,11 +4,14 @@ With a shared subscription every worker commits part of each site's samples, but
 keep per-machine state and must see all of a site's samples, once. So each batch transaction also writes its
 numeric samples, grouped by site, to `ingest_site_feed` (`write_feed`), and each worker runs a `SiteOwners`
 thread: it holds, on its own connection, a session-level advisory lock per site it owns
-(`pg_try_advisory_lock`, key `hashtext('zhizao.site-owner:' || site)`), takes (deletes) that site's feed
-rows in order and hands them to its commit listeners. A site nobody owns is claimed at the next poll; a
-worker that dies loses its connection and with it its locks, so another worker takes the site over within
-`poll_s`, from the first feed row the dead one had not taken. (Rows it had taken and not yet computed are gone
-from the feed, not from `samples`: the OEE service reloads a machine it starts from the database.) `sites`
+(`pg_try_advisory_lock`, key `hashtext('zhizao.site-owner:' || site)`), reads that site's feed rows in order,
+hands them to its commit listeners and deletes them only once every `confirm` callback (the OEE and
+monitoring services' `flush`: all handed on so far is processed and committed) said so: the feed is
+at-least-once. A site nobody owns is claimed at the next poll; a worker that dies loses its connection and with
+it its locks, so another worker takes the site over within `poll_s` and reads every row the dead one had not
+confirmed. The consumers take such a replay: the claim hooks reload their state from the database first (OEE
+machines recompute the windows the samples touch from stored samples; monitoring resumes each detector and
+machine after its stored last time, so samples already folded into the state are not scored again). `sites`
 limits which sites this worker may own (the worker's `sites` setting).
 """
 
@@ -52,9 +55,13 @@ class SiteOwners:
     """Claims sites through advisory locks and feeds the owned sites' committed samples to `listeners`."""
 
     def __init__(self, conninfo: str, listeners: list[Listener], *, sites: tuple[str, ...] = (),
-                 poll_s: float = 0.2, name: str = "", on_claim: list[Callable[[str], None]] | None = None) -> None:  # fmt: skip
+                 poll_s: float = 0.2, name: str = "", on_claim: list[Callable[[str], None]] | None = None,
+                 confirm: list[Callable[[], bool]] | None = None) -> None:  # fmt: skip
         self.conninfo = conninfo
         self.listeners = listeners
+        # Called after the listeners got a poll's rows: True once the listeners' consumers processed all of it;
+        # the rows are deleted from the feed only when every one says so (else they are handed on again).
+        self.confirm = confirm if confirm is not None else []
         # Called with a site this worker has just taken over, before its feed: state kept from an earlier
         # ownership is stale (another worker computed meanwhile) and must be reloaded from the database.
         self.on_claim = on_claim if on_claim is not None else []
@@ -132,13 +139,33 @@ class SiteOwners:
             if not self.owned:
                 return
             rows = conn.execute(
-                "WITH taken AS (DELETE FROM ingest_site_feed WHERE site_id = ANY(%s::text[])"
-                " RETURNING feed_id, tag_ids, ts_ms, value) SELECT tag_ids, ts_ms, value FROM taken ORDER BY feed_id",
+                "SELECT feed_id, tag_ids, ts_ms, value FROM ingest_site_feed WHERE site_id = ANY(%s::text[])"
+                " ORDER BY feed_id LIMIT 1000",
                 [sorted(self.owned)],
             ).fetchall()
         except psycopg.Error as exc:
             raise map_error(exc) from None
-        for tags, ts, values in rows:
+        if not rows:
+            return
+        self._hand_on(rows)
+        if not all(self._confirmed(fn) for fn in list(self.confirm)):
+            log.warning("site owners: feed not confirmed by its consumers; handed on again at the next poll")
+            return
+        try:
+            conn.execute("DELETE FROM ingest_site_feed WHERE feed_id = ANY(%s::bigint[])", [[r[0] for r in rows]])
+        except psycopg.Error as exc:
+            raise map_error(exc) from None
+
+    @staticmethod
+    def _confirmed(fn: Callable[[], bool]) -> bool:
+        try:
+            return fn()
+        except Exception:  # a consumer's bug: not confirmed, the rows stay
+            log.exception("site feed confirm %r failed", fn)
+            return False
+
+    def _hand_on(self, rows: list[tuple[object, ...]]) -> None:
+        for _, tags, ts, values in rows:
             tag = np.asarray(tags, np.int32)
             self.fed_samples += len(tag)
             for fn in list(self.listeners):

@@ -66,6 +66,7 @@ class IngestService:
         self._commit_listeners: list[CommitListener] = []
         self._owners: SiteOwners | None = None
         self._claim_listeners: list[Callable[[str], None]] = []
+        self._confirm: list[Callable[[], bool]] = []
         self._watch_stop = threading.Event()
         self.worker_restarts = 0
 
@@ -91,7 +92,7 @@ class IngestService:
             self.stop()
             raise
 
-    def add_commit_listener(self, fn: CommitListener) -> None:
+    def add_commit_listener(self, fn: CommitListener, done: Callable[[], bool] | None = None) -> None:
         """Call `fn(tag_ids, ts_ms, value)` with every committed batch's numeric samples, after its commit.
 
         `tag_ids` is int32, `ts_ms` int64 epoch ms, `value` float64 (null values left out), one entry per
@@ -101,9 +102,13 @@ class IngestService:
         before `start()`.
 
         With a shared subscription `fn` gets the samples of the sites this worker owns (`owners.SiteOwners`:
-        one worker per site, through an advisory lock), committed by any worker, from its owner thread.
+        one worker per site, through an advisory lock), committed by any worker, from its owner thread, at
+        least once: `done()` (blocking) returns True once everything `fn` got so far is processed; the feed keeps
+        the samples until then, and a worker that takes the site over after a crash hands them on again.
         """
         self._commit_listeners.append(fn)
+        if done is not None:
+            self._confirm.append(done)
 
     def add_claim_listener(self, fn: Callable[[str], None]) -> None:
         """Shared subscription: call `fn(site)` when this worker takes a site over (before its first samples),
@@ -145,7 +150,8 @@ class IngestService:
         if s.shared_subscription:
             # OEE and detection keep per-machine state: one worker per site computes them, from every commit.
             self._owners = SiteOwners(self.conninfo, self._commit_listeners, sites=s.sites,
-                                      name=f"{self.host_id}-site-owners", on_claim=self._claim_listeners)  # fmt: skip
+                                      name=f"{self.host_id}-site-owners", on_claim=self._claim_listeners,
+                                      confirm=self._confirm)  # fmt: skip
             writer_listeners = []
         if self.storage.timescale:
             # Old rows (outbox replays) reach the continuous aggregates through a refresh after commit.

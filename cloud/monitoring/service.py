@@ -156,6 +156,7 @@ class MonitoringService:
         self.check_every_s = check_every_s
         self._queue: queue.Queue[_Batch] = queue.Queue(max_queued_batches)
         self._requests: queue.Queue[tuple[str, Done]] = queue.Queue()
+        self._held: list[tuple[str, Done]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool: Any = None
@@ -272,6 +273,13 @@ class MonitoringService:
                     loaded = True
                 batches = self._drain()
                 requests = self._drain_requests()
+                if not self._queue.empty() or self._resync.is_set():
+                    # a flush waits for every batch queued before it (the site feed deletes on it), also beyond
+                    # one drain or a resync marker: held until the queue is empty
+                    self._held += [r for r in requests if r[0] == "flush"]
+                    requests = [r for r in requests if r[0] != "flush"]
+                else:
+                    requests, self._held = self._held + requests, []
                 if self._lost:
                     self._lost = False
                     self._catch_up()

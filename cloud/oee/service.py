@@ -73,7 +73,7 @@ class OeeService:
         self.live = live
         self.tick_s = tick_s
         self.oee_event_every_s = oee_event_every_s
-        self._queue: queue.Queue[_Batch] = queue.Queue(max_queued_batches)
+        self._queue: queue.Queue[_Batch | str] = queue.Queue(max_queued_batches)  # a str: forget that site
         self._requests: queue.Queue[_Request] = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -141,8 +141,12 @@ class OeeService:
 
     def forget(self, site: str) -> None:
         """Drop the in-memory state of the site's machines: each reloads from the database with its next samples
-        (this worker took the site over from another one, which computed meanwhile)."""
-        self._requests.put(("forget", site, None, 0, Done()))
+        (this worker took the site over from another one, which computed meanwhile). In line with the batches:
+        those queued before are dropped with the state, those queued after reach a reloaded machine."""
+        try:
+            self._queue.put_nowait(site)
+        except queue.Full:  # far behind: the machines are rebuilt from the database anyway (`_lost_from`)
+            self._requests.put(("forget", site, None, 0, Done()))
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued so far is processed and computed (tests, benchmarks)."""
@@ -165,7 +169,7 @@ class OeeService:
             try:
                 with translate_errors(), self._pool.connection() as conn:
                     while batch is not None:
-                        self._ingest(conn, *batch)
+                        self._take(conn, batch)
                         try:
                             batch = self._queue.get_nowait()
                         except queue.Empty:
@@ -175,7 +179,7 @@ class OeeService:
                     # have arrived after the loop above: take it too, so the request sees it computed.
                     while True:
                         try:
-                            self._ingest(conn, *self._queue.get_nowait())
+                            self._take(conn, self._queue.get_nowait())
                         except queue.Empty:
                             break
                     if requests or stopping or time.monotonic() - last_compute >= self.tick_s:
@@ -221,6 +225,17 @@ class OeeService:
         if cal is None:
             cal = self._sites[site] = store.load_site(conn, site)
         return cal
+
+    def _take(self, conn: store.Conn, item: _Batch | str) -> None:
+        if isinstance(item, str):
+            self._forget(item)
+        else:
+            self._ingest(conn, *item)
+
+    def _forget(self, site: str) -> None:
+        for key in [k for k in self._machines if k[0] == site]:
+            del self._machines[key]
+            self._reload.pop(key, None)
 
     def _ingest(self, conn: store.Conn, tags: NDArray[np.int32], ts: NDArray[np.int64], val: NDArray[np.float64]) -> None:
         self.batches += 1
@@ -357,9 +372,7 @@ class OeeService:
                 self._reload[key] = min(self._reload.get(key, lost), lost)
         for kind, site, machine, since, _ in requests:
             if kind == "forget":
-                for key in [k for k in self._machines if k[0] == site]:
-                    del self._machines[key]
-                    self._reload.pop(key, None)
+                self._forget(site)
                 continue
             if kind != "reload":
                 continue

@@ -98,3 +98,28 @@ def _drain(q: asyncio.Queue[LiveEvent]) -> list[LiveEvent]:
     while not q.empty():
         out.append(q.get_nowait())
     return out
+
+
+def test_feed_rows_stay_until_confirmed_and_a_new_owner_hands_on_what_a_dead_one_did_not_confirm(
+        fresh_database: str) -> None:  # fmt: skip
+    apply_migrations(fresh_database)
+    tag = _tags(fresh_database, ["c"])
+    heard = [Heard(), Heard()]
+    done = [False, True]  # the first owner's consumers never finish (it dies before confirming)
+    owners = [SiteOwners(fresh_database, [heard[i]], name=f"w{i}", confirm=[lambda i=i: done[i]])
+              for i in range(2)]  # fmt: skip
+    _commit(fresh_database, [tag["c"]] * 3, [1, 2, 3])
+    owners[0].poll()
+    assert heard[0].ts == [1, 2, 3]
+    owners[0].poll()  # not confirmed: handed on again (the consumers take replays)
+    assert heard[0].ts == [1, 2, 3, 1, 2, 3]
+    owners[0]._close()  # its death: the connection and the lock go, nothing confirmed
+    _commit(fresh_database, [tag["c"]], [4])
+    owners[1].poll()
+    assert sorted(heard[1].ts) == [1, 2, 3, 4]
+    with psycopg.connect(fresh_database) as conn:
+        row = conn.execute("SELECT count(*) FROM ingest_site_feed").fetchone()
+    assert row is not None and row[0] == 0  # confirmed: deleted
+    owners[1].poll()
+    assert sorted(heard[1].ts) == [1, 2, 3, 4]
+    owners[1]._close()

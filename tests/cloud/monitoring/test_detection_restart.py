@@ -7,9 +7,11 @@ from typing import Any
 
 import numpy as np
 import psycopg
+import pytest
 
 from tests.support.apifixtures import scratch_database
 from tests.support.oeefixtures import MIN, T0, make_fleet, store_batch
+from zhizao.cloud.ingest.owners import SiteOwners, write_feed
 from zhizao.cloud.monitoring import MonitoringService
 
 SEC = 1000
@@ -166,4 +168,76 @@ def test_a_site_moving_between_owners_and_back_scores_as_one_service(fresh_datab
         finally:
             mine.stop()
             other.stop()
+        assert _outcome(db) == expected
+
+
+@pytest.mark.parametrize("scored", [True, False], ids=["scored", "not-scored"])
+def test_an_owner_dying_before_confirming_its_feed_loses_nothing_and_scores_nothing_twice(
+        fresh_database: str, database_url: str, scored: bool) -> None:  # fmt: skip
+    """Two workers' site owners (ingest/owners.py) on the feed the ingest writes. The first owner takes three
+    batches and dies before it confirms them, after its monitoring scored them or before (its connection, and
+    with it the site locks, goes; the rows stay in the feed); the second takes the sites over, reloads the states
+    and gets those rows again: scores, alarm history and alarms are those of one service over all the data."""
+    tags = _setup(fresh_database)
+    batches = _data(tags)
+    once = MonitoringService(fresh_database, webhooks=False, check_every_s=3600)
+    once.start()
+    try:
+        _feed(fresh_database, once, batches)
+    finally:
+        once.stop()
+    expected = _outcome(fresh_database)
+
+    with scratch_database(database_url) as db:
+        _setup(db)
+        owners: list[SiteOwners] = []
+        services = [MonitoringService(db, webhooks=False, check_every_s=3600, owns=lambda site, i=i: owners[i].owns(site))
+                    for i in range(2)]  # fmt: skip
+        dying = [False]
+
+        def dies() -> bool:  # the first worker's death, before the confirm
+            if dying[0]:
+                if scored:
+                    assert services[0].flush(60)
+                services[0].stop()
+                owners[0]._close()
+            return not dying[0]
+
+        owners += [SiteOwners(db, [services[0].on_committed], on_claim=[services[0].resync],
+                              confirm=[dies, services[0].flush]),
+                   SiteOwners(db, [services[1].on_committed], on_claim=[services[1].resync],
+                              confirm=[services[1].flush])]  # fmt: skip
+        for svc in services:
+            svc.start()
+        try:
+            with psycopg.connect(db) as conn:
+
+                def commit(part: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+                    for tag, ts, val in part:
+                        write_feed(conn, tag, ts, val)
+                        store_batch(conn, tag, ts, val)  # commits samples and feed rows together
+
+                for k in range(8):
+                    commit(batches[k : k + 1])
+                    owners[0].poll()
+                    owners[1].poll()
+                assert owners[0].owned == {"site-a", "site-b"} and not owners[1].owned
+                commit(batches[8:11])
+                dying[0] = True
+                if not scored:
+                    services[0].stop()  # dead before its monitoring got to the rows
+                before = services[0].samples
+                owners[0].poll()
+                assert (services[0].samples > before) == scored and not owners[0].owned
+                assert conn.execute("SELECT count(*) FROM ingest_site_feed").fetchone() == (6,)  # 3 batches x 2 sites
+                conn.commit()
+                for k in range(11, len(batches) + 1):
+                    owners[1].poll()  # claims, reloads, gets the unconfirmed rows again, then the rest
+                    commit(batches[k : k + 1])
+                assert owners[1].owned == {"site-a", "site-b"}
+                assert conn.execute("SELECT count(*) FROM ingest_site_feed").fetchone() == (0,)
+        finally:
+            owners[1]._close()
+            for svc in services:
+                svc.stop()
         assert _outcome(db) == expected
