@@ -66,6 +66,9 @@ def test_every_connect_is_clean_with_a_new_bdseq_will(tmp_path: Path, protocol: 
         box.close()
 
     asyncio.run(main())
+    # The fake broker reads each socket in its own thread: wait until it has read the clean stop's DISCONNECT
+    # (closed at once, it could stop before reading the last packet); no DISCONNECT at all still fails here.
+    wait_packets(broker, lambda ps: any(p.kind == "DISCONNECT" and p.conn == max(q.conn for q in ps) for p in ps))
     broker.close()
     packets = broker.snapshot()
     connects = [p for p in packets if p.kind == "CONNECT"]
