@@ -47,7 +47,9 @@ class Machine(BaseModel):
     """A machine (Sparkplug device) under an edge node."""
 
     site_id: str
-    machine_id: str
+    machine_id: str = Field(description="unique in the site; every route names the machine by it")
+    device_id: str = Field(description="its Sparkplug device id under `edge_node_id`: the machine id, unless another"
+                           " edge node of the site had a device of that id first (then `{device}--{edge}`)")
     edge_node_id: str
     line_id: str
     name: str | None = Field(default=None, description="display name (from `zhizao cloud seed`)")

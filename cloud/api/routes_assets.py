@@ -29,7 +29,8 @@ _LINE_SQL = (
     " FROM edge_nodes e WHERE {scope} AND e.site_id = %(site)s"
 )
 _MACHINE_SQL = (
-    "SELECT site_id, machine_id, edge_node_id, line_id, name, ideal_rate_per_min, online, last_birth, last_death"
+    "SELECT site_id, machine_id, coalesce(device_id, machine_id) AS device_id, edge_node_id, line_id, name,"
+    " ideal_rate_per_min, online, last_birth, last_death"
     " FROM machines WHERE {scope} AND site_id = %(site)s"
 )
 _TAG_SQL = (

@@ -46,6 +46,7 @@ from zhizao.broker.sparkplug.codec import BirthMetric
 from zhizao.broker.sparkplug.datatypes import DataType
 from zhizao.broker.sparkplug.topics import NAMESPACE, MessageType, Topic, TopicError, device_topic, node_topic
 from zhizao.cloud.auth import audit_params
+from zhizao.cloud.ingest.registry import machine_id_of
 
 log = logging.getLogger(__name__)
 
@@ -184,10 +185,15 @@ class CommandService:
             return
         with conn.transaction():
             rows = conn.execute(
-                "SELECT command_id, site_id, edge_node_id, machine_id, name, datatype, value, expires_at"
-                " FROM commands WHERE status = 'queued' AND expires_at > now()"
-                " AND (site_id, edge_node_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
-                " ORDER BY created_at FOR UPDATE SKIP LOCKED",
+                # The DCMD names the Sparkplug device of its edge node, which is not always the machine id
+                # (migration 0014: a device id another edge node of the site holds is stored as `{device}--{edge}`).
+                "SELECT c.command_id, c.site_id, c.edge_node_id,"
+                " coalesce((SELECT coalesce(m.device_id, m.machine_id) FROM machines m WHERE m.site_id = c.site_id"
+                "           AND m.machine_id = c.machine_id AND m.edge_node_id = c.edge_node_id), c.machine_id),"
+                " c.name, c.datatype, c.value, c.expires_at"
+                " FROM commands c WHERE c.status = 'queued' AND c.expires_at > now()"
+                " AND (c.site_id, c.edge_node_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+                " ORDER BY c.created_at FOR UPDATE OF c SKIP LOCKED",
                 [[k[0] for k in online], [k[1] for k in online]],
             ).fetchall()
             for cid, site, edge, machine, name, datatype, value, expires in rows:
@@ -358,6 +364,8 @@ class CommandService:
             for t in targets if isinstance(targets, list) else []:
                 if not isinstance(t, dict) or not isinstance(t.get("machine"), str) or not isinstance(t.get("name"), str):
                     continue
+                # The agent names its devices; the cloud's machine id of a device can differ (migration 0014).
+                t = {**t, "machine": machine_id_of(conn, site, edge, t["machine"])}
                 conn.execute(
                     "INSERT INTO command_targets (site_id, edge_node_id, machine_id, name, kind, datatype, min_value,"
                     " max_value, step, allowed_states, role, critical) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s,"

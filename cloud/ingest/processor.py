@@ -507,12 +507,13 @@ class Processor:
         line = decoded.index_of(LINE_PROPERTY)
         line_id = decoded.text.get(line, key.edge) if line is not None else key.edge
         when = decoded.timestamp_ms or item.received_ms
-        tags = self._db(registry.register_device_birth, key.site, key.edge, device, line_id, when, defs)
+        machine, tags = self._db(registry.register_device_birth, key.site, key.edge, device, line_id, when, defs)
         session.learn_birth(device, decoded, tags, role_of=_role)
         session.devices.add(device)
         if session.generation is not None:
             self._db(shared.record_device, key, session.generation, device, item.payload, tags)
-        log.info("%s/%s/%s online (DBIRTH, %d metrics)", key.site, key.edge, device, len(defs))
+        log.info("%s/%s/%s online (DBIRTH, %d metrics)%s", key.site, key.edge, device, len(defs),
+                 "" if machine == device else f" as machine {machine}")
         self._store(item, session, device, decoded, birth=True)
 
     def _on_ndeath(self, item: Inbound, key: NodeKey, decoded: Decoded) -> None:
