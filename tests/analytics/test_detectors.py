@@ -44,6 +44,8 @@ SMALL: list[Detector] = [
     MahalanobisT2(dims=2, alpha=0.3, warmup=3, alarm=Alarm(on=6.0, off=3.0, min_on=1, min_off=2)),
     PcaT2Q(dims=2, lags=1, learn=4, relearn=0.05, alarm=Alarm(on=1.0, off=0.5, min_on=1, min_off=2)),
     ValueNovelty(capacity=4, warmup=3, alarm=Alarm(on=0.5, off=0.1, min_on=1, min_off=2)),
+    ValueNovelty(capacity=4, warmup=8, period_acf=0.2, alarm=Alarm(on=0.5, off=0.1, min_on=1, min_off=2),
+                 name="value_novelty_seasonal"),
 ]
 SMALL_IDS = [d.name for d in SMALL]
 IDS = [cls.__name__ for cls in DETECTORS]
@@ -285,6 +287,27 @@ def test_value_novelty_reports_a_new_level_once_and_is_scale_free() -> None:
     flat = np.full((500, 1), 250.0)
     flat[300:] = 250.01  # one step of a quantised sensor after a flat history: small, not 1e9
     assert np.nanmax(det.update(det.init_state(1), flat).scores) < 0.1
+
+
+def test_seasonal_value_novelty_flags_a_normal_value_at_the_wrong_time() -> None:
+    """A daily cycle (period 48): a stop at the hour the machine runs is a value it shows every night, so plain
+    value novelty misses it; the seasonal channel finds the period in the warm-up and reports the stop."""
+    rng = np.random.default_rng(11)
+    t = np.arange(48 * 40)
+    x = (10.0 + 8.0 * np.sin(2 * np.pi * t / 48) + rng.normal(0.0, 0.3, t.size))[:, None]
+    x[1500:1506] = 2.0 + rng.normal(0.0, 0.3, (6, 1))  # near the cycle's trough, at its peak time (1500 % 48 = 12)
+    plain = ValueNovelty(capacity=64, warmup=48 * 8)
+    seasonal = ValueNovelty(capacity=64, warmup=48 * 8, period_acf=0.8)
+    state = seasonal.init_state(1)
+    a = plain.update(plain.init_state(1), x).scores[:, 0]
+    b = seasonal.update(state, x).scores[:, 0]
+    assert int(state[0, 2 * (2 + 64)]) == 48  # the period found in the warm-up
+    assert np.nanmax(a[1500:1506]) < 0.1
+    assert np.nanmax(b[1500:1506]) > 0.5
+    assert np.nanquantile(b[48 * 8:1500], 0.99) < 0.1  # the cycle itself is normal
+    aperiodic = rng.normal(size=(2000, 1))  # no period: the same scores as the plain detector
+    np.testing.assert_array_equal(seasonal.update(seasonal.init_state(1), aperiodic).scores,
+                                  plain.update(plain.init_state(1), aperiodic).scores)
 
 
 def test_a_gated_ewma_keeps_learning_normal_data_but_not_a_fault() -> None:
