@@ -111,10 +111,16 @@ class OeeService:
             return
         self._stop.set()
         self._thread.join(timeout)
-        self._thread = None
+        if self._thread.is_alive():
+            # Still computing (or waiting for a database that went away): closing the pool ends its wait, and
+            # a worker that fails while stopping returns at once.
+            log.warning("oee: worker still busy after %.0f s at stop; %d batches not computed", timeout,
+                        self._queue.qsize())  # fmt: skip
         if self._pool is not None:
             self._pool.close()
-            self._pool = None
+        self._thread.join(5.0)
+        self._thread = None
+        self._pool = None
         log.info("oee service stopped")
 
     # -- inputs ------------------------------------------------------------------------------------------
@@ -194,11 +200,15 @@ class OeeService:
                     log.warning("oee: database back")
                     self._db_down = False
             except StorageError as exc:
+                if stopping:
+                    return self._give_up(exc)
                 if not self._db_down:
                     log.warning("oee: database unavailable, will retry: %s", exc)
                     self._db_down = True
                 self._stop.wait(1.0)
-            except Exception:  # one bad batch must not end live OEE for the fleet
+            except Exception as exc:  # one bad batch must not end live OEE for the fleet
+                if stopping:
+                    return self._give_up(exc)
                 log.exception("oee: batch failed; affected machines are reloaded from the database")
                 for key, m in self._machines.items():
                     if m.dirty_from is not None:
@@ -211,6 +221,16 @@ class OeeService:
                     done.set()
             if stopping and self._queue.empty():
                 return
+
+    def _give_up(self, exc: Exception) -> None:
+        """Stopping and the database is gone (or the pool closed): end now rather than fail every queued batch.
+        Their samples are stored (the ingest commits before it hands a batch here); only their windows are not
+        computed now: the next start rebuilds each machine's windows from the samples of its next batch on."""
+        log.warning("oee: stopping without the database (%s); %d queued batches not computed", exc,
+                    self._queue.qsize())  # fmt: skip
+        for *_, done in self._drain_requests():
+            done.ok = False
+            done.set()
 
     def _drain_requests(self) -> list[_Request]:
         out = []
