@@ -163,8 +163,8 @@ class LastValues:
 
 
 def _birth_value(datatype: int, value: float, text: str | None) -> float | int | bool | str | None:
-    if datatype in _TEXT or datatype in ARRAY_TYPES:
-        return text  # an array's canonical text: the codec packs it
+    if datatype in _TEXT or datatype in ARRAY_TYPES or datatype == DataType.Bytes:
+        return text  # an array's canonical text or Bytes' base64: the codec packs it
     if text is not None:  # a 64-bit integer beyond 2**53 (exact as text); any other type: not a value of it
         return int(text) if datatype in (DataType.Int64, DataType.UInt64) and text.lstrip("-").isdigit() else None
     if math.isnan(value):
