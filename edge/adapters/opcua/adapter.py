@@ -216,7 +216,7 @@ def _to_block(signal: npt.NDArray[np.int32], dvs: Sequence[ua.DataValue], now_ms
 
 def _plain(v: object) -> object:
     """An OPC UA value as a JSON value (element of an array, matrix or structure field): LocalizedText as
-    {"locale", "text"}, Guid, NodeId and QualifiedName as their strings, ByteString as base64, StatusCode as its
+    {"locale", "text"} (both strings, "" where the server leaves one out), Guid, NodeId and QualifiedName as their strings, ByteString as base64, StatusCode as its
     UInt32 code, enumerations as their codes, structures as objects of their fields. TypeError for what has
     no such form (an ExtensionObject of a type the client could not decode)."""
     if v is None or isinstance(v, bool | int | float | str):
@@ -225,7 +225,7 @@ def _plain(v: object) -> object:
         aware = v if v.tzinfo is not None else v.replace(tzinfo=UTC)
         return iso_ms((aware - _EPOCH) // _ONE_MS)  # ValueError before 1970: no value
     if isinstance(v, ua.LocalizedText):
-        return {"locale": v.Locale, "text": v.Text}
+        return {"locale": v.Locale or "", "text": v.Text or ""}  # a part the server leaves out: ""
     if isinstance(v, uuid.UUID):
         return str(v)
     if isinstance(v, bytes):

@@ -228,10 +228,11 @@ def _scalar(raw: bytes, p: int, vtype: int) -> tuple[Any, int]:
     if vtype == 21:  # LocalizedText: mask (1 locale, 2 text), the strings; {"locale", "text"} as asyncua gives them
         mask = raw[p]
         p += 1
-        parts: dict[str, str | None] = {"locale": None, "text": None}
+        parts: dict[str, str] = {"locale": "", "text": ""}  # a part left out (or null): ""
         for bit, key in ((1, "locale"), (2, "text")):
             if mask & bit:
-                parts[key], p = _scalar(raw, p, 12)
+                part, p = _scalar(raw, p, 12)
+                parts[key] = part or ""
         return parts, p
     raise _Unsupported(f"variant type {vtype}")  # NodeId, QualifiedName, structures...: asyncua decodes them
 

@@ -46,7 +46,7 @@ CARRIED: dict[str, str | float] = {
     "QName": "2:Spindle", "Code": float(ua.StatusCodes.BadOutOfRange), "Xml": "<tool id='7'>drill</tool>",
     "Matrix": "[[1.0,2.0,3.0],[4.0,5.0,6.0]]", "Setup": '{"Tool":"T1","Offset":0.25,"Count":3,"Mode":1}',
     "Setups": '[{"Tool":"a","Offset":1.0,"Count":1,"Mode":0},{"Tool":"b","Offset":2.0,"Count":2,"Mode":2}]',
-    "Labels": '[{"locale":"en","text":"a"},{"locale":null,"text":"b"}]',
+    "Labels": '[{"locale":"en","text":"a"},{"locale":"","text":"b"}]',
 }
 ARRAYS = {  # one-dimensional arrays -> the Sparkplug array datatypes
     "Profile": ([1.0, 2.0, 3.0], ua.VariantType.Double, "DoubleArray"),
@@ -107,7 +107,7 @@ async def _plc(server: Server, idx: int, sim: SimServer) -> None:
         new_struct_field("Tool", ua.VariantType.String), new_struct_field("Offset", ua.VariantType.Double),
         new_struct_field("Count", ua.VariantType.Int32), new_struct_field("Mode", mode)])
     await server.load_data_type_definitions()
-    kind: Any = getattr(ua, "ToolSetup")
+    kind: Any = ua.ToolSetup  # type: ignore[attr-defined]  # made by load_data_type_definitions
     await machine.add_variable(ua.NodeId("cnc-1-m01/Setup", idx), ua.QualifiedName("Setup", idx),
                                ua.Variant(kind(Tool="T1", Offset=0.25, Count=3, Mode=1), ua.VariantType.ExtensionObject),
                                datatype=setup.nodeid)

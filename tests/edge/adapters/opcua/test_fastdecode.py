@@ -162,6 +162,6 @@ def test_typed_values_take_the_side_lane_exactly() -> None:
     assert arrays.value[[1, 3, 9]].tolist() == [2.0**53, float(ms), float(0x80340000)]
     assert arrays.text == [(0, str(2**63 - 1)), (2, str(2**64 - 1)), (4, '{"locale":"de","text":"Presse"}'),
                            (5, f"[{2**53 + 1},-1]"), (6, '["2026-01-01T12:00:00.123Z"]'), (7, "AP96aGk="),
-                           (8, "<a x='1'>b</a>"), (10, '[{"locale":"en","text":"a"},{"locale":null,"text":"b"}]')]
+                           (8, "<a x='1'>b</a>"), (10, '[{"locale":"en","text":"a"},{"locale":"","text":"b"}]')]
     assert np.isnan(arrays.value[[0, 2, 4, 5, 6, 7, 8, 10]]).all()
     assert list(generic_block(items)[4]) == arrays.text  # asyncua's objects give the same through the adapter

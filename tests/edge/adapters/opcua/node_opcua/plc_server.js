@@ -12,6 +12,7 @@
 const path = require("path");
 const {
   OPCUAServer, OPCUACertificateManager, Variant, VariantArrayType, DataType, MessageSecurityMode, SecurityPolicy, LocalizedText,
+  StatusCodes, coerceNodeId, coerceQualifiedName,
 } = require("node-opcua");
 
 const port = Number(process.argv[2]);
@@ -39,7 +40,7 @@ const VALUES = {
   String: [DataType.String, ["", "on", "漢字 ok", "a,b;c\"d", "off", "end"]],
 };
 
-// Below the Process object: name -> [DataType, values by tick, valueRank (-1 scalar, 1 array)].
+// Below the Process object: name -> [DataType, values by tick, valueRank (-1 scalar, 1 array, 2 a 2x2 matrix)].
 const stamp = (...args) => new Date(Date.UTC(...args));
 const big = (high, low) => [high, low];
 const TYPED = {
@@ -63,8 +64,23 @@ const TYPED = {
     [big(0xffdfffff, 0xffffffff)], [big(0, 5)], [big(0x200000, 1), big(0, 0)]], 1],
   Stamps: [DataType.DateTime, [[stamp(2026, 0, 1), new Date(0)], [], [stamp(2026, 6, 4, 8, 0, 0, 250)],
     [stamp(2030, 0, 1)], [stamp(2026, 0, 1), stamp(2026, 0, 2)], [stamp(2027, 2, 3)]], 1],
+  // The types with no Sparkplug numeric form: ByteString, a matrix, NodeId, QualifiedName, StatusCode, XmlElement.
+  Blob: [DataType.ByteString, [[0, 255, 122], [9, 9], [1], [104, 105, 0, 0], [7, 7, 7, 7, 7], [0]].map((b) => Buffer.from(b)), -1],
+  Grid: [DataType.Double, [[1.5, 2.5, 3.5, 4.5], [0, -1, 1e300, 0.25], [1, 1, 1, 1], [2, 2, 2, 2], [-0.5, 0, 0, 8],
+    [9, 8, 7, 6]], 2],
+  Ref: [DataType.NodeId, ["ns=1;s=sh-lingang/press-1", "ns=0;i=85", "ns=1;i=4242", "ns=1;s=漢字", "ns=0;i=2253",
+    "ns=1;s=end"].map((n) => coerceNodeId(n)), -1],
+  QName: [DataType.QualifiedName, ["1:Spindle", "0:Server", "1:漢字", "1:a b", "0:Objects", "1:end"]
+    .map((q) => coerceQualifiedName(q)), -1],
+  Code: [DataType.StatusCode, [StatusCodes.Good, StatusCodes.BadNodeIdUnknown, StatusCodes.BadOutOfRange,
+    StatusCodes.UncertainInitialValue, StatusCodes.Good, StatusCodes.BadTimeout], -1],
+  Xml: [DataType.XmlElement, ["<a/>", "<tool id='7'>drill</tool>", "<b>漢字</b>", "<c x=\"1\"/>", "<d></d>", "<end/>"], -1],
 };
 const MODES = [1, 0, 2, 1, 2, 0]; // the enumeration's Int32 codes by tick
+
+const ARRAY_TYPE = { "-1": VariantArrayType.Scalar, 1: VariantArrayType.Array, 2: VariantArrayType.Matrix };
+const variant = (dataType, value, rank = -1) => new Variant({ dataType, value, arrayType: ARRAY_TYPE[rank],
+  dimensions: rank === 2 ? [2, 2] : undefined });
 
 async function main() {
   const certificateManager = new OPCUACertificateManager({
@@ -98,8 +114,8 @@ async function main() {
   const variable = (parent, id, name, dataType, value, valueRank = -1) => {
     const v = ns.addVariable({
       componentOf: parent, browseName: name, nodeId: `s=${id}`, dataType, valueRank,
-      arrayDimensions: valueRank === 1 ? [value.length] : undefined,
-      value: new Variant({ dataType, value, arrayType: valueRank === 1 ? VariantArrayType.Array : VariantArrayType.Scalar }),
+      arrayDimensions: valueRank === 1 ? [value.length] : valueRank === 2 ? [2, 2] : undefined,
+      value: variant(dataType, value, valueRank),
     });
     variables[id] = v;
     return v;
@@ -160,8 +176,7 @@ async function main() {
     if (tick > ticks) { clearInterval(timer); process.stdout.write(`DONE ${ticks}\n`); return; }
     const when = new Date();
     const set = (name, dataType, value, rank = -1) => variables[`sh-lingang/press-1/press-1-m01/Process/${name}`]
-      .setValueFromSource(new Variant({ dataType, value,
-        arrayType: rank === 1 ? VariantArrayType.Array : VariantArrayType.Scalar }), undefined, when);
+      .setValueFromSource(variant(dataType, value, rank), undefined, when);
     const at = (values) => values[Math.min(tick, values.length - 1)];
     for (const [name, [dataType, values]] of Object.entries(VALUES)) set(name, dataType, at(values));
     for (const [name, [dataType, values, rank]] of Object.entries(TYPED)) set(name, dataType, at(values), rank);
