@@ -3,8 +3,8 @@ OperationLimits it enforces, client certificates rejected until trusted, 500+ va
 
 browse -> check-config -> edge run -> Mosquitto -> cloud ingest -> PostgreSQL -> API: every value of every
 built-in scalar type, 64-bit integers beyond 2**53, DateTime, LocalizedText (with its locale), Guid, an
-enumeration, arrays, a matrix, ByteString, NodeId, QualifiedName, StatusCode and XmlElement stored exactly, in
-order, and answered by the API with its type."""
+enumeration, arrays, a matrix, ByteString, NodeId, QualifiedName, StatusCode, XmlElement and structures (a
+standard one and one of the PLC's own types) stored exactly, in order, and answered by the API with its type."""
 
 from __future__ import annotations
 
@@ -88,6 +88,13 @@ PROCESS: dict[str, list[Any]] = {
     "Code": [int(getattr(ua.StatusCodes, c)) for c in ("Good", "BadNodeIdUnknown", "BadOutOfRange",
                                                        "UncertainInitialValue", "Good", "BadTimeout")],
     "Xml": ["<a/>", "<tool id='7'>drill</tool>", "<b>漢字</b>", '<c x="1"/>', "<d></d>", "<end/>"],
+    # structures as objects of their fields: a standard Range and the PLC's own ToolSetup (decoded with the
+    # DataTypeDefinition the agent reads from the PLC at connect)
+    "Limits": [{"Low": lo, "High": hi} for lo, hi in ((0.0, 100.0), (-1.5, 1.5), (0.25, 1e300), (1.0, 2.0), (2.0, 3.0),
+                                                       (3.0, 4.0))],
+    "Setup": [{"Tool": t, "Offset": o, "Count": c} for t, o, c in (("T1", 0.25, 3), ("T2", -1.0, 0), ("漢字", 0.0, -7),
+                                                                  ("", 1e-300, 2147483647), ('a"b', 8.0, 1),
+                                                                  ("end", 9.0, 2))],
 }
 # The Sparkplug datatype `edge browse` maps each OPC UA type to (None: Double, the default).
 DATATYPES = {"SByte": "Int8", "Byte": "UInt8", "Int16": "Int16", "UInt16": "UInt16", "Int32": "Int32",
@@ -96,7 +103,8 @@ DATATYPES = {"SByte": "Int8", "Byte": "UInt8", "Int16": "Int16", "UInt16": "UInt
 PROCESS_TYPES = {"Stamp": "DateTime", "Label": "Text", "Id": "UUID", "Mode": "Int32", "Profile": "DoubleArray",
                  "Codes": "Int32Array", "Gains": "FloatArray", "Names": "StringArray", "Flags": "BooleanArray",
                  "Serials": "UInt64Array", "Offsets": "Int64Array", "Stamps": "DateTimeArray", "Blob": "Bytes",
-                 "Grid": "Text", "Ref": "String", "QName": "String", "Code": "UInt32", "Xml": "String"}
+                 "Grid": "Text", "Ref": "String", "QName": "String", "Code": "UInt32", "Xml": "String",
+                 "Limits": "Text", "Setup": "Text"}
 # Where each is stored: samples (float64), samples_text (text, JSON documents and arrays as JSON, DateTime as
 # ISO 8601, Bytes as base64) and, for Int64/UInt64 values beyond 2**53, also samples_int (exact).
 TABLE = {**{n: "samples" for n in EXPECTED if n != "String"}, "String": "samples_text",

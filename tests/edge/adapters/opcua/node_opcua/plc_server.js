@@ -12,7 +12,7 @@
 const path = require("path");
 const {
   OPCUAServer, OPCUACertificateManager, Variant, VariantArrayType, DataType, MessageSecurityMode, SecurityPolicy, LocalizedText,
-  StatusCodes, coerceNodeId, coerceQualifiedName,
+  StatusCodes, coerceNodeId, coerceQualifiedName, NodeClass, ensureDatatypeExtracted,
 } = require("node-opcua");
 
 const port = Number(process.argv[2]);
@@ -77,6 +77,15 @@ const TYPED = {
   Xml: [DataType.XmlElement, ["<a/>", "<tool id='7'>drill</tool>", "<b>漢字</b>", "<c x=\"1\"/>", "<d></d>", "<end/>"], -1],
 };
 const MODES = [1, 0, 2, 1, 2, 0]; // the enumeration's Int32 codes by tick
+// Structures below the Process object: a standard one (Range) and one of the PLC's own types (ToolSetup, in the
+// namespace urn:zhizao:plc-types, with its DataTypeDefinition): name -> [DataType name, field values by tick].
+const STRUCTS = {
+  Limits: ["Range", [{ low: 0, high: 100 }, { low: -1.5, high: 1.5 }, { low: 0.25, high: 1e300 }, { low: 1, high: 2 },
+    { low: 2, high: 3 }, { low: 3, high: 4 }]],
+  Setup: ["ToolSetup", [{ tool: "T1", offset: 0.25, count: 3 }, { tool: "T2", offset: -1, count: 0 },
+    { tool: "漢字", offset: 0, count: -7 }, { tool: "", offset: 1e-300, count: 2147483647 },
+    { tool: "a\"b", offset: 8, count: 1 }, { tool: "end", offset: 9, count: 2 }]],
+};
 
 const ARRAY_TYPE = { "-1": VariantArrayType.Scalar, 1: VariantArrayType.Array, 2: VariantArrayType.Matrix };
 const variant = (dataType, value, rank = -1) => new Variant({ dataType, value, arrayType: ARRAY_TYPE[rank],
@@ -153,6 +162,22 @@ async function main() {
     componentOf: proc, browseName: "Mode", nodeId: "s=sh-lingang/press-1/press-1-m01/Process/Mode",
     dataType: modeType, value: new Variant({ dataType: DataType.Int32, value: MODES[0] }),
   });
+  const types = space.registerNamespace("urn:zhizao:plc-types");
+  const toolSetup = types.createDataType({ browseName: "ToolSetup", isAbstract: false, subtypeOf: "Structure",
+    partialDefinition: [{ name: "Tool", dataType: DataType.String }, { name: "Offset", dataType: DataType.Double },
+      { name: "Count", dataType: DataType.Int32 }] });
+  types.createNode({ nodeClass: NodeClass.Object, browseName: { name: "Default Binary", namespaceIndex: 0 },
+    typeDefinition: "DataTypeEncodingType", references: [{ referenceType: "HasEncoding", isForward: false,
+      nodeId: toolSetup.nodeId }] });
+  await ensureDatatypeExtracted(space);
+  const structure = (type, fields) => space.constructExtensionObject(space.findDataType(type, type === "Range" ? 0 : types.index), fields);
+  for (const [name, [type, values]] of Object.entries(STRUCTS)) {
+    const id = `sh-lingang/press-1/press-1-m01/Process/${name}`;
+    variables[id] = ns.addVariable({
+      componentOf: proc, browseName: name, nodeId: `s=${id}`, dataType: space.findDataType(type, type === "Range" ? 0 : types.index),
+      value: new Variant({ dataType: DataType.ExtensionObject, value: structure(type, values[0]) }),
+    });
+  }
   const utilities = folder(objects, "utilities");
   for (let h = 1; h <= 4; h++) {
     const hall = ns.addFolder(utilities, { browseName: `hall${h}`, nodeId: `s=utilities/hall${h}` });
@@ -181,6 +206,7 @@ async function main() {
     for (const [name, [dataType, values]] of Object.entries(VALUES)) set(name, dataType, at(values));
     for (const [name, [dataType, values, rank]] of Object.entries(TYPED)) set(name, dataType, at(values), rank);
     set("Mode", DataType.Int32, at(MODES));
+    for (const [name, [type, values]] of Object.entries(STRUCTS)) set(name, DataType.ExtensionObject, structure(type, at(values)));
   };
   const stop = async () => { clearInterval(timer); await server.shutdown(0); process.exit(0); };
   process.on("SIGTERM", stop);
