@@ -330,7 +330,7 @@ class OpcUaAdapter(Adapter):
                 await secure_client(client, sec)
             await client.connect()
             self._chunk = await self._server_chunk()
-            if any(s.datatype == DataType.Text for s in self.signals.signals):
+            if await self._has_server_structures(client):
                 await self._load_structures(client)
             if cfg.mode == "subscription":
                 await self._subscribe(client)
@@ -463,9 +463,24 @@ class OpcUaAdapter(Adapter):
         if self._lost is not None:
             self._lost.set()
 
+    async def _has_server_structures(self, client: Client) -> bool:
+        """True when a Text signal's node has a DataType of the server's own namespaces (a structure asyncua
+        does not know yet); the standard ones (ns=0: Range, EUInformation...) asyncua decodes as they come."""
+        ids = [self._node_ids[i] for i, s in enumerate(self.signals.signals) if s.datatype == DataType.Text]
+        for start in range(0, len(ids), self._chunk):
+            for dv in await client.uaclient.read_attributes(ids[start:start + self._chunk], AttributeIds.DataType):
+                dtype = dv.Value.Value if dv.Value is not None else None
+                if isinstance(dtype, ua.NodeId) and dtype.NamespaceIndex != 0:
+                    return True
+        return False
+
     async def _load_structures(self, client: Client) -> None:
-        """Let asyncua decode the server's structures (ExtensionObjects) into their fields: Text signals may be
-        structures. A server whose type definitions cannot be read leaves them undecoded (published as no value)."""
+        """Let asyncua decode the server's structures (ExtensionObjects) into their fields, from the server's
+        DataTypeDefinitions. A server whose definitions cannot be read leaves them undecoded (no value)."""
+        types_log = logging.getLogger("asyncua.ua.uatypes")
+        level = types_log.level
+        # asyncua warns of every standard type a server lists again ("Browsename collision"): noise, not ours
+        types_log.setLevel(logging.ERROR)
         try:
             await client.load_data_type_definitions()
         except (OSError, TimeoutError):
@@ -473,6 +488,8 @@ class OpcUaAdapter(Adapter):
         except Exception as exc:  # noqa: BLE001  asyncua builds Python types from the server's definitions
             log.warning("opcua %s: cannot load the server's structure definitions (%r): structure values of "
                         "types asyncua does not know arrive as no value", self.config.name, exc)
+        finally:
+            types_log.setLevel(level)
 
     async def _server_chunk(self) -> int:
         """The chunk size: the configured one, lowered to the server's MaxNodesPerRead / MonitoredItemsPerCall."""
