@@ -216,9 +216,10 @@ def _to_block(signal: npt.NDArray[np.int32], dvs: Sequence[ua.DataValue], now_ms
 
 def _plain(v: object) -> object:
     """An OPC UA value as a JSON value (element of an array, matrix or structure field): LocalizedText as
-    {"locale", "text"} (both strings, "" where the server leaves one out), Guid, NodeId and QualifiedName as their strings, ByteString as base64, StatusCode as its
-    UInt32 code, enumerations as their codes, structures as objects of their fields. TypeError for what has
-    no such form (an ExtensionObject of a type the client could not decode)."""
+    {"locale", "text"} (both strings, "" where the server leaves one out), Guid, NodeId and QualifiedName as
+    their strings, ByteString as base64, StatusCode as its UInt32 code, enumerations as their codes, a Variant
+    field as its value, structures as objects of their fields. TypeError for what has no such form (an
+    ExtensionObject of a type the client could not decode)."""
     if v is None or isinstance(v, bool | int | float | str):
         return int(v) if isinstance(v, enum.Enum) else v
     if isinstance(v, datetime):
@@ -236,6 +237,8 @@ def _plain(v: object) -> object:
         return int(v.value)
     if isinstance(v, ua.XmlElement):
         return v.Value
+    if isinstance(v, ua.Variant):  # a structure field of type BaseDataType
+        return _plain(v.Value)
     if isinstance(v, list):
         return [_plain(e) for e in v]
     if isinstance(v, enum.Enum):
