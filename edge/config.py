@@ -64,7 +64,7 @@ MapKind = Literal["value", "packml_state", "counter", "good_counter"]
 DataTypeName = Literal[
     "Double", "Float", "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64", "Boolean", "String",
     "Text", "UUID", "DateTime", "Int8Array", "Int16Array", "Int32Array", "Int64Array", "UInt8Array", "UInt16Array",
-    "UInt32Array", "UInt64Array", "FloatArray", "DoubleArray", "BooleanArray", "StringArray", "DateTimeArray",
+    "UInt32Array", "UInt64Array", "FloatArray", "DoubleArray", "BooleanArray", "StringArray", "DateTimeArray", "Bytes",
 ]
 INTEGER_NAMES = frozenset({"Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64"})
 SCALED_DATATYPES = frozenset({"Double", "Float", *INTEGER_NAMES})

@@ -21,7 +21,14 @@ from zhizao.broker.contract.quality import QUALITY_BAD, QUALITY_GOOD
 from zhizao.broker.sparkplug import sparkplug_b_pb2 as pb
 from zhizao.broker.sparkplug import wire
 from zhizao.broker.sparkplug.datatypes import INT_TYPES, LONG_TYPES, SIGNED_BITS, TEXT_TYPES, DataType
-from zhizao.broker.sparkplug.typed import ARRAY_TYPES, EXACT_LIMIT, pack_array, unpack_array
+from zhizao.broker.sparkplug.typed import (
+    ARRAY_TYPES,
+    EXACT_LIMIT,
+    bytes_of_text,
+    bytes_text,
+    pack_array,
+    unpack_array,
+)
 
 _QUALITY = "Quality"
 _U32 = 0xFFFFFFFF
@@ -104,8 +111,11 @@ def _set_value(target: pb.Payload.Metric | pb.Payload.PropertyValue, datatype: i
         target.boolean_value = bool(value)
     elif datatype in TEXT_TYPES:
         target.string_value = str(value)
-    elif datatype == DataType.Bytes and isinstance(target, pb.Payload.Metric) and isinstance(value, bytes):
-        target.bytes_value = value
+    elif datatype == DataType.Bytes and isinstance(target, pb.Payload.Metric) and isinstance(value, bytes | str):
+        try:  # bytes, or their canonical text (base64)
+            target.bytes_value = value if isinstance(value, bytes) else bytes_of_text(value)
+        except ValueError as exc:
+            raise PayloadError(f"datatype {datatype}: cannot encode value {value!r}: {exc}") from None
     elif datatype in ARRAY_TYPES and isinstance(target, pb.Payload.Metric) and isinstance(value, str):
         try:
             target.bytes_value = pack_array(datatype, value)
@@ -122,6 +132,11 @@ def _set_side(metric: pb.Payload.Metric, datatype: int, text: str) -> bool:
     elif datatype in ARRAY_TYPES:
         try:
             metric.bytes_value = pack_array(datatype, text)
+        except ValueError:
+            return False
+    elif datatype == DataType.Bytes:
+        try:
+            metric.bytes_value = bytes_of_text(text)
         except ValueError:
             return False
     elif datatype in (DataType.Int64, DataType.UInt64) and text.lstrip("-").isdigit():
@@ -287,7 +302,7 @@ class Decoded:
     is_historical: npt.NDArray[np.bool_]
     quality: npt.NDArray[np.int16]
     text: dict[int, str] = field(default_factory=dict)  # string values
-    arrays: dict[int, str] = field(default_factory=dict)  # array values, canonical text (`typed.array_text`)
+    arrays: dict[int, str] = field(default_factory=dict)  # bytes_value: arrays' canonical JSON, Bytes as base64
     exact: dict[int, int] = field(default_factory=dict)  # Int64/UInt64 values beyond 2**53 (`value` is nearest)
 
     def index_of(self, name: str) -> int | None:
@@ -375,7 +390,10 @@ def arrays_value(
     alias: npt.NDArray[np.uint64], has_alias: npt.NDArray[np.bool_],
 ) -> None:
     """Unpack metric `i`'s `bytes_value` into `arrays` when its datatype is an array one (PayloadError if the
-    bytes do not fit it); `Bytes`/`File` and unknown datatypes are left without a value."""
+    bytes do not fit it), or Bytes (their base64 text); `File` and unknown datatypes are left without a value."""
+    if datatype == DataType.Bytes:
+        arrays[i] = bytes_text(data)
+        return
     if datatype not in ARRAY_TYPES:
         return
     try:

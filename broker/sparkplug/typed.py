@@ -11,6 +11,11 @@ sample block (its `text`) in one canonical text form, decided by the signal's da
 | BooleanArray | JSON array of `true`/`false` | `bytes_value`: UInt32 LE count, then bits, first value in the top bit |
 | StringArray | JSON array of strings | `bytes_value`: each UTF-8 string followed by a NUL byte |
 | DateTimeArray | JSON array of ISO 8601 UTC texts with milliseconds | `bytes_value`: Int64 LE epoch milliseconds |
+| Bytes | base64 (RFC 4648, with padding) | `bytes_value`, the bytes themselves |
+| Text | a JSON document: matrices (nested arrays), structures (objects of their fields), LocalizedText `{"locale":..,"text":..}` | `string_value` |
+
+Text is zhizao's datatype for JSON documents (String stays plain text): to any other Sparkplug host both are
+strings, and the cloud answers a Text value that is a JSON object or array as that object or array.
 
 Scalar DateTime values stay in the float64 lane as epoch milliseconds (exact: 2**53 ms is some 285,000 years).
 The edge builds these texts (adapters), the codec packs them; the cloud codec unpacks `bytes_value` into the
@@ -19,6 +24,8 @@ same text, which storage keeps as it is.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import struct
 from collections.abc import Iterable
@@ -27,7 +34,8 @@ from datetime import UTC, datetime, timedelta
 from zhizao.broker.sparkplug.datatypes import DataType
 
 __all__ = [
-    "ARRAY_TYPES", "EXACT_LIMIT", "SIDE_TYPES", "array_text", "iso_ms", "ms_of_iso", "pack_array", "unpack_array",
+    "ARRAY_TYPES", "EXACT_LIMIT", "SIDE_TYPES", "array_text", "bytes_of_text", "bytes_text", "iso_ms", "json_text",
+    "ms_of_iso", "pack_array", "unpack_array",
 ]
 
 EXACT_LIMIT = 2**53
@@ -39,8 +47,10 @@ _ELEMENT = {
     DataType.FloatArray: "f", DataType.DoubleArray: "d", DataType.DateTimeArray: "q",
 }
 ARRAY_TYPES = frozenset({*_ELEMENT, DataType.BooleanArray, DataType.StringArray})
-SIDE_TYPES = frozenset({*ARRAY_TYPES, DataType.String, DataType.Text, DataType.UUID, DataType.DateTime})
-"""Datatypes the cloud stores as text (`samples_text`): text, arrays (canonical JSON), DateTime (ISO 8601)."""
+SIDE_TYPES = frozenset({*ARRAY_TYPES, DataType.String, DataType.Text, DataType.UUID, DataType.DateTime,
+                        DataType.Bytes})
+"""Datatypes the cloud stores as text (`samples_text`): text, JSON documents (Text), arrays (canonical JSON),
+DateTime (ISO 8601), Bytes (base64)."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -67,6 +77,30 @@ def _plain(value: object) -> object:
         aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
         return iso_ms((aware - _EPOCH) // _MS)
     return value
+
+
+def json_text(document: object) -> str:
+    """Canonical text of a JSON document (a Text value): compact, UTF-8 kept, datetimes as ISO 8601."""
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"), default=_plain_or_fail)
+
+
+def _plain_or_fail(value: object) -> object:
+    if isinstance(value, datetime):
+        return _plain(value)
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+
+def bytes_text(data: bytes) -> str:
+    """Canonical text of a Bytes value: base64 with padding."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def bytes_of_text(text: str) -> bytes:
+    """The bytes of a Bytes value's canonical text; ValueError when it is not base64."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"not base64: {text[:40]!r}") from None
 
 
 def array_text(values: Iterable[object]) -> str:

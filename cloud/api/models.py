@@ -120,9 +120,11 @@ class LatestValue(BaseModel):
     name: str
     unit: str | None
     ts: int | None = Field(description="epoch milliseconds, UTC")
-    value: int | float | str | list[Any] | None = Field(
+    datatype: str = Field(description="the tag's Sparkplug datatype (Double, Int64, String, Text, Bytes, ...)")
+    value: int | float | str | list[Any] | dict[str, Any] | None = Field(
         description="typed by the tag's datatype: integers (64-bit exact), numbers, text, DateTime as ISO 8601, "
-        "arrays as arrays")
+        "arrays as arrays, Text JSON documents (matrices, structures, LocalizedText {locale, text}) as JSON, "
+        "Bytes as base64")
     quality: int | None
 
 
@@ -130,7 +132,7 @@ class SeriesPoints(BaseModel):
     """Column arrays: `ts` (epoch ms) plus `value`/`quality` (raw) or the requested aggregates (bucketed)."""
 
     ts: list[int]
-    value: list[int | float | str | list[Any] | None] | None = None
+    value: list[int | float | str | list[Any] | dict[str, Any] | None] | None = None
     quality: list[int] | None = None
     min: list[float | None] | None = None
     max: list[float | None] | None = None

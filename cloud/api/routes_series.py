@@ -157,6 +157,8 @@ async def get_series(
             values = [None if v is None else int(v) for v in values]
         elif datatype in ARRAY_TYPES:
             values = [_array(v) for v in values]
+        elif datatype == DataType.Text:
+            values = [_document(v) for v in values]
         points["value"], points["quality"] = values, col(2)
     else:
         for i, name_ in enumerate(aggs, start=1):
@@ -213,8 +215,17 @@ async def get_latest(
         await _machine_exists(conn, scope, site, machine)
     for row in rows:
         row.pop("is_text")
-        row["value"] = typed_value(row.pop("datatype"), row.pop("raw_value"))
+        datatype = int(row.pop("datatype"))
+        row["datatype"] = _datatype_name(datatype)
+        row["value"] = typed_value(datatype, row.pop("raw_value"))
     return rows
+
+
+def _datatype_name(datatype: int) -> str:
+    try:
+        return DataType(datatype).name
+    except ValueError:
+        return str(datatype)
 
 
 LONG_INTEGERS = frozenset({int(DataType.Int64), int(DataType.UInt64)})
@@ -231,13 +242,27 @@ def _array(raw: object) -> Any:
         return raw
 
 
+def _document(raw: object) -> Any:
+    """A Text tag's stored value: a JSON object or array (matrices, structures, LocalizedText) as that object or
+    array; any other text (a third-party node's plain Text) as it is."""
+    if isinstance(raw, str) and raw[:1] in ("{", "["):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+    return None if raw is None else str(raw)
+
+
 def typed_value(datatype: int, raw: object) -> Any:
     """A stored value as the JSON value of its tag's datatype: integers as integers (64-bit ones exact), arrays
-    as arrays, text and DateTime (ISO 8601) as strings, Float/Double and Boolean (0 or 1) as numbers."""
+    as arrays, Text JSON documents as objects or arrays, text, DateTime (ISO 8601) and Bytes (base64) as strings,
+    Float/Double and Boolean (0 or 1) as numbers."""
     if raw is None:
         return None
     if datatype in ARRAY_TYPES:
         return _array(raw)
+    if datatype == DataType.Text:
+        return _document(raw)
     if datatype == DataType.DateTime and "T" not in str(raw):
         return iso_ms(int(float(str(raw))))  # an instant stored as epoch ms (a third-party node, before 0013)
     if datatype in SIDE_TYPES:

@@ -114,18 +114,22 @@ def _example(d: Decoded, mask: npt.NDArray[np.bool_], what: str) -> str:
 
 def misfits(
     value: npt.NDArray[np.float64], is_text: npt.NDArray[np.bool_], declared: npt.NDArray[np.uint32],
-    is_array: npt.NDArray[np.bool_] | None = None,
+    is_array: npt.NDArray[np.bool_] | None = None, is_bytes: npt.NDArray[np.bool_] | None = None,
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
     """(wrong_datatype, out_of_range) masks of samples against the datatypes their tags were born with.
 
-    Null values fit every datatype; NaN/Inf are judged elsewhere (quality decides), so they are not flagged
-    here; datatypes the ingest does not store (Unknown, DataSet, Bytes...) are not checked."""
+    `is_array` marks values that came as `bytes_value` (arrays, Bytes), `is_bytes` those of them sent as Bytes:
+    a Bytes tag takes only Bytes, an array tag only arrays. Null values fit every datatype; NaN/Inf are judged
+    elsewhere (quality decides), so they are not flagged here; datatypes the ingest does not store (Unknown,
+    DataSet, File...) are not checked."""
     is_array = np.zeros(len(value), np.bool_) if is_array is None else is_array
+    is_bytes = np.zeros(len(value), np.bool_) if is_bytes is None else is_bytes
     text_tag = np.isin(declared, _TEXT_CODES)
     numeric_tag = np.isin(declared, _NUMERIC_CODES)
     array_tag = np.isin(declared, _ARRAY_CODES)
-    wrong = ((text_tag & ~is_text) | (numeric_tag & (is_text | is_array)) | (array_tag & ~is_array)
-             | (is_array & ~array_tag))
+    bytes_tag = declared == DataType.Bytes
+    wrong = ((text_tag & ~is_text) | (numeric_tag & (is_text | is_array)) | (array_tag & (~is_array | is_bytes))
+             | (is_array & ~array_tag & ~bytes_tag) | (bytes_tag & ~is_bytes))
     finite = np.isfinite(value) & ~is_text & ~is_array & numeric_tag
     out = np.zeros(len(value), np.bool_)
     if finite.any():
@@ -136,6 +140,9 @@ def misfits(
                 out |= m & ((v != np.floor(v)) | (v < lo) | (v > hi))
         out |= finite & (declared == DataType.Float) & (np.abs(v) > FLOAT32_MAX)
     return wrong, out
+
+
+_BASE64 = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"  # a Bytes value's canonical text
 
 
 def fits_sql(value: str, text: str, datatype: str) -> str:
@@ -157,7 +164,8 @@ def fits_sql(value: str, text: str, datatype: str) -> str:
     return (
         f"(CASE WHEN {datatype} IN ({text_codes}) THEN {value} IS NULL"
         f" WHEN {text} IS NOT NULL THEN ({datatype} NOT IN ({numeric_codes})"
-        f" AND ({datatype} NOT IN ({array_codes}) OR {text} ~ '^\\[.*\\]$')) OR ({exact})"
+        f" AND ({datatype} NOT IN ({array_codes}) OR {text} ~ '^\\[.*\\]$')"
+        f" AND ({datatype} <> {int(DataType.Bytes)} OR {text} ~ '{_BASE64}')) OR ({exact})"
         f" WHEN {value} IS NULL OR {value} IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8) THEN true"
         f" {ranges} WHEN {datatype} = {int(DataType.Float)} THEN abs({value}) <= {FLOAT32_MAX!r} ELSE true END)"
     )
@@ -228,6 +236,7 @@ def sort_samples(
     is_array = np.zeros(n, np.bool_)
     if d.arrays:
         is_array[list(d.arrays)] = True
+    is_bytes = is_array & (d.datatype == DataType.Bytes)  # bytes_value of a Bytes metric: base64 in `arrays`
     side = is_text | is_array
     null = d.is_null
     reason = np.full(n, -1, np.int8)
@@ -246,7 +255,7 @@ def sort_samples(
     # A value that does not fit the datatype its tag was born with (text into a Double tag, 2.5 into an Int64
     # one, 300 into an Int8 one) is held whole in quarantine, never stored as something it is not.
     declared = session.aliases.declared_types(tag)
-    wrong, out = misfits(d.value, is_text, declared, is_array)
+    wrong, out = misfits(d.value, is_text, declared, is_array, is_bytes)
     checked = ~null & ~control & ~bad
     wrong &= checked
     if wrong.any():

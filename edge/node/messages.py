@@ -22,7 +22,7 @@ import numpy.typing as npt
 from zhizao.broker.extensions import BATCH_METRIC
 from zhizao.broker.sparkplug.codec import ENG_UNIT, BirthMetric
 from zhizao.broker.sparkplug.datatypes import DataType
-from zhizao.broker.sparkplug.typed import ARRAY_TYPES
+from zhizao.broker.sparkplug.typed import ARRAY_TYPES, bytes_of_text, pack_array
 from zhizao.edge.samples import QUALITY_GOOD, SampleBlock, SignalTable
 
 SIGNAL_ALIAS_BASE = 100
@@ -163,8 +163,17 @@ class LastValues:
 
 
 def _birth_value(datatype: int, value: float, text: str | None) -> float | int | bool | str | None:
-    if datatype in _TEXT or datatype in ARRAY_TYPES:
-        return text  # an array's canonical text: the codec packs it
+    if datatype in _TEXT:
+        return text
+    if datatype in ARRAY_TYPES or datatype == DataType.Bytes:
+        # an array's canonical text or Bytes' base64, which the codec packs; one that does not fit the datatype
+        # (the device changed type: its DATA went as null with bad quality) is no value, not a failed birth
+        try:
+            if text is not None:
+                pack_array(datatype, text) if datatype in ARRAY_TYPES else bytes_of_text(text)
+        except ValueError:
+            return None
+        return text
     if text is not None:  # a 64-bit integer beyond 2**53 (exact as text); any other type: not a value of it
         return int(text) if datatype in (DataType.Int64, DataType.UInt64) and text.lstrip("-").isdigit() else None
     if math.isnan(value):

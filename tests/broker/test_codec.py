@@ -267,3 +267,26 @@ def test_array_bytes_that_do_not_fit_their_datatype_are_a_payload_error() -> Non
     for decode in (codec.decode, codec._decode_protobuf):
         with pytest.raises(PayloadError, match="alias 7: datatype 24"):
             decode(payload.SerializeToString())
+
+
+def test_bytes_and_json_documents_travel_exactly_and_pysparkplug_reads_them() -> None:
+    """ByteString as Sparkplug Bytes (base64 canonical text at both ends), JSON documents as Text; text that is
+    not base64 for a Bytes metric goes as null with bad quality."""
+    docs = [(DataType.Bytes, "AP96aGk="), (DataType.Text, '{"locale":"de","text":"Presse"}'),
+            (DataType.Text, "[[1.0,2.0],[3.0,4.0]]"), (DataType.Bytes, ""), (DataType.Bytes, "not base64!")]
+    n = len(docs)
+    dts = np.array([int(d) for d, _ in docs], np.uint32)
+    alias = np.arange(n, dtype=np.uint64) + 100
+    raw = codec.encode_data(1, TS, alias, np.full(n, TS, np.int64), np.full(n, np.nan), dts,
+                            text=list(enumerate(t for _, t in docs)))
+    birth = psp.DBirth.decode(codec.encode_birth(
+        0, TS, [BirthMetric(f"m{i}", DataType(int(d)), v if i < 4 else None, alias=100 + i)
+                for i, (d, v) in enumerate(docs)]))
+    got = psp.DData.decode(raw, birth=birth)
+    assert [m.value for m in got.metrics] == [b"\x00\xffzhi", docs[1][1], docs[2][1], b"", None]
+    assert codec.WIRE.ready(wait_s=120), "the numba wire reader did not compile"
+    for d in (codec.decode(raw), codec._decode_protobuf(raw)):
+        assert d.arrays == {0: "AP96aGk=", 3: ""}
+        assert d.text == {1: docs[1][1], 2: docs[2][1]}
+        assert d.is_null.tolist() == [False, False, False, False, True]
+        assert d.quality[4] == QUALITY_BAD

@@ -29,7 +29,8 @@ import click
 from zhizao.bench.cluster import Cluster, start_broker_or_fail
 from zhizao.bench.harness import Report, json_option, machine_line
 from zhizao.broker.sparkplug.codec import Decoded
-from zhizao.broker.sparkplug.typed import ms_of_iso
+from zhizao.broker.sparkplug.datatypes import DataType
+from zhizao.broker.sparkplug.typed import bytes_text, ms_of_iso
 
 __all__ = ["DecodeTally", "bench_decode", "decode_all"]
 
@@ -53,8 +54,8 @@ def _ours_value(d: Decoded, i: int) -> object:
     """Our codec's value of metric `i` of a `Decoded`, as a Python value comparable with pysparkplug's."""
     if d.is_null[i]:
         return None
-    if i in d.arrays:
-        return json.loads(d.arrays[i])
+    if i in d.arrays:  # arrays' canonical JSON; Bytes' base64 as it is
+        return d.arrays[i] if d.datatype[i] == DataType.Bytes else json.loads(d.arrays[i])
     return d.text.get(i, d.exact.get(i, float(d.value[i])))
 
 
@@ -67,6 +68,8 @@ def _same(ours: object, theirs: object) -> bool:
         if isinstance(ours, str):  # an ISO 8601 text of the same instant
             return ms_of_iso(ours) == millis
         return isinstance(ours, float | int) and ours == millis
+    if isinstance(theirs, bytes):  # Bytes: ours is their base64
+        return ours == bytes_text(theirs)
     if isinstance(theirs, tuple):
         return isinstance(ours, list) and len(ours) == len(theirs) and all(
             _same(o, t) for o, t in zip(ours, theirs, strict=True))

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import enum
 import logging
 import math
 import os
@@ -37,7 +39,7 @@ from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError, UaStringParsingError
 
 from zhizao.broker.sparkplug.datatypes import DataType
-from zhizao.broker.sparkplug.typed import EXACT_LIMIT, array_text
+from zhizao.broker.sparkplug.typed import EXACT_LIMIT, bytes_text, iso_ms, json_text
 from zhizao.edge.adapters.base import (
     Adapter,
     AdapterAuthError,
@@ -212,18 +214,49 @@ def _to_block(signal: npt.NDArray[np.int32], dvs: Sequence[ua.DataValue], now_ms
     return SampleBlock(signal, ts_ms, value, _quality(codes), tuple(text))
 
 
-def _element(v: object) -> object:
+def _plain(v: object) -> object:
+    """An OPC UA value as a JSON value (element of an array, matrix or structure field): LocalizedText as
+    {"locale", "text"} (both strings, "" where the server leaves one out), Guid, NodeId and QualifiedName as
+    their strings, ByteString as base64, StatusCode as its UInt32 code, enumerations as their codes, a Variant
+    field as its value, structures as objects of their fields. TypeError for what has no such form (an
+    ExtensionObject of a type the client could not decode)."""
+    if v is None or isinstance(v, bool | int | float | str):
+        return int(v) if isinstance(v, enum.Enum) else v
+    if isinstance(v, datetime):
+        aware = v if v.tzinfo is not None else v.replace(tzinfo=UTC)
+        return iso_ms((aware - _EPOCH) // _ONE_MS)  # ValueError before 1970: no value
     if isinstance(v, ua.LocalizedText):
-        return v.Text or ""
+        return {"locale": v.Locale or "", "text": v.Text or ""}  # a part the server leaves out: ""
     if isinstance(v, uuid.UUID):
         return str(v)
-    return v
+    if isinstance(v, bytes):
+        return bytes_text(v)
+    if isinstance(v, ua.NodeId | ua.QualifiedName):  # ExpandedNodeId is a NodeId
+        return v.to_string()
+    if isinstance(v, ua.StatusCode):
+        return int(v.value)
+    if isinstance(v, ua.XmlElement):
+        return v.Value
+    if isinstance(v, ua.Variant):  # a structure field of type BaseDataType
+        return _plain(v.Value)
+    if isinstance(v, list):
+        return [_plain(e) for e in v]
+    if isinstance(v, enum.Enum):
+        return v.value
+    if dataclasses.is_dataclass(v) and not isinstance(v, type | ua.ExtensionObject):
+        return {f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+    raise TypeError(f"{type(v).__name__} has no JSON form")
 
 
 def typed_value(v: object) -> tuple[float, str | None]:
-    """An OPC UA value as (float64 lane value, side-lane text): numbers, booleans and DateTime (epoch ms) in the
-    float64 lane; strings, LocalizedText (its text), Guid, arrays and 64-bit integers beyond 2**53 as their
-    canonical text (`broker.sparkplug.typed`). NaN without text: no value (null, or a type not carried)."""
+    """An OPC UA value as (float64 lane value, side-lane text): numbers, booleans, StatusCode (its UInt32 code),
+    enumerations and DateTime (epoch ms) in the float64 lane; the others as their canonical text
+    (`broker.sparkplug.typed`): strings and XmlElement, Guid, NodeId/ExpandedNodeId (`ns=2;s=Foo`), QualifiedName
+    (`2:Name`), ByteString (base64), 64-bit integers beyond 2**53 (digits), and JSON for arrays, matrices (nested
+    arrays), structures (objects of their fields) and LocalizedText (`{"locale":"de","text":"Presse"}`).
+    NaN without text: no value (null, or a type not carried)."""
+    if v is None:
+        return math.nan, None
     if isinstance(v, bool | float):
         return float(v), None
     if isinstance(v, int):
@@ -233,14 +266,15 @@ def typed_value(v: object) -> tuple[float, str | None]:
     if isinstance(v, datetime):
         ms = ((v if v.tzinfo is not None else v.replace(tzinfo=UTC)) - _EPOCH) // _ONE_MS
         return (float(ms), None) if ms >= 0 else (math.nan, None)  # Sparkplug DateTime starts at 1970
-    if isinstance(v, ua.LocalizedText | uuid.UUID):
-        return math.nan, str(_element(v))
-    if isinstance(v, list):
-        try:
-            return math.nan, array_text(_element(e) for e in v)
-        except (TypeError, ValueError):  # elements of a type no array datatype carries (structures, ...)
-            return math.nan, None
-    return math.nan, None
+    if isinstance(v, ua.StatusCode):
+        return float(v.value), None
+    if isinstance(v, uuid.UUID | bytes | ua.NodeId | ua.QualifiedName | ua.XmlElement):
+        text = _plain(v)
+        return math.nan, None if text is None else str(text)
+    try:
+        return math.nan, json_text(_plain(v))  # LocalizedText, arrays, matrices, structures
+    except (TypeError, ValueError):  # elements without a JSON form (undecodable structures, DateTime < 1970)
+        return math.nan, None
 
 
 class OpcUaAdapter(Adapter):
@@ -299,6 +333,8 @@ class OpcUaAdapter(Adapter):
                 await secure_client(client, sec)
             await client.connect()
             self._chunk = await self._server_chunk()
+            if await self._has_server_structures(client):
+                await self._load_structures(client)
             if cfg.mode == "subscription":
                 await self._subscribe(client)
             else:
@@ -429,6 +465,34 @@ class OpcUaAdapter(Adapter):
         self._lost_reason = repr(exc)
         if self._lost is not None:
             self._lost.set()
+
+    async def _has_server_structures(self, client: Client) -> bool:
+        """True when a Text signal's node has a DataType of the server's own namespaces (a structure asyncua
+        does not know yet); the standard ones (ns=0: Range, EUInformation...) asyncua decodes as they come."""
+        ids = [self._node_ids[i] for i, s in enumerate(self.signals.signals) if s.datatype == DataType.Text]
+        for start in range(0, len(ids), self._chunk):
+            for dv in await client.uaclient.read_attributes(ids[start:start + self._chunk], AttributeIds.DataType):
+                dtype = dv.Value.Value if dv.Value is not None else None
+                if isinstance(dtype, ua.NodeId) and dtype.NamespaceIndex != 0:
+                    return True
+        return False
+
+    async def _load_structures(self, client: Client) -> None:
+        """Let asyncua decode the server's structures (ExtensionObjects) into their fields, from the server's
+        DataTypeDefinitions. A server whose definitions cannot be read leaves them undecoded (no value)."""
+        types_log = logging.getLogger("asyncua.ua.uatypes")
+        level = types_log.level
+        # asyncua warns of every standard type a server lists again ("Browsename collision"): noise, not ours
+        types_log.setLevel(logging.ERROR)
+        try:
+            await client.load_data_type_definitions()
+        except (OSError, TimeoutError):
+            raise  # the connection itself failed: mapped by the caller, the runtime reconnects
+        except Exception as exc:  # noqa: BLE001  asyncua builds Python types from the server's definitions
+            log.warning("opcua %s: cannot load the server's structure definitions (%r): structure values of "
+                        "types asyncua does not know arrive as no value", self.config.name, exc)
+        finally:
+            types_log.setLevel(level)
 
     async def _server_chunk(self) -> int:
         """The chunk size: the configured one, lowered to the server's MaxNodesPerRead / MonitoredItemsPerCall."""

@@ -10,10 +10,11 @@ Machines are grouped into lines (the object that holds them): one agent config p
 line, site = the folder above it. The walk honours the server's OperationLimits (MaxNodesPerRead and
 MaxNodesPerBrowse) and the same channel security as the adapter (`SecurityConfig`).
 
-Every built-in scalar type the Sparkplug datatypes can hold is mapped (DateTime, LocalizedText as its text,
-Guid, enumerations as their Int32 code), and one-dimensional arrays of them to the Sparkplug array datatypes.
-Variables the agent cannot carry (matrices, structures, ByteString, ...) are listed with the reason
-(`BrowseResult.skipped`), and the CLI writes that list into the config's header.
+Every built-in type is mapped (table in CONNECTING.md): numbers, DateTime, Guid, enumerations as their Int32 code,
+StatusCode as its UInt32 code, ByteString as Bytes, NodeId/QualifiedName/XmlElement as their strings, and as
+JSON documents (Sparkplug Text) LocalizedText, structures and matrices; one-dimensional arrays to the Sparkplug
+array datatypes. Variables the agent cannot carry (BaseDataType, DataValue, DiagnosticInfo) are listed with the
+reason (`BrowseResult.skipped`), and the CLI writes that list into the config's header.
 """
 
 from __future__ import annotations
@@ -47,21 +48,24 @@ _TYPES: dict[int, str] = {
     ObjectIds.Number: "Double", ObjectIds.Integer: "Int64", ObjectIds.UInteger: "UInt64",
     ObjectIds.Enumeration: "Int32",  # an enumeration's value is its Int32 code
     ObjectIds.DateTime: "DateTime",  # epoch milliseconds (Sparkplug's resolution)
-    ObjectIds.LocalizedText: "String",  # its text (the locale is not carried)
+    ObjectIds.LocalizedText: "Text",  # JSON {"locale": .., "text": ..}
     ObjectIds.Guid: "UUID",
+    ObjectIds.ByteString: "Bytes",  # the bytes (base64 in the cloud)
+    ObjectIds.StatusCode: "UInt32",  # the code
+    ObjectIds.NodeId: "String", ObjectIds.ExpandedNodeId: "String",  # "ns=2;s=Foo"
+    ObjectIds.QualifiedName: "String",  # "2:Name"
+    ObjectIds.XmlElement: "String",  # the XML text
+    ObjectIds.Structure: "Text",  # JSON object of its fields (decoded with the server's type definitions)
 }
-# One-dimensional arrays: the Sparkplug array datatype of each element type.
+# One-dimensional arrays: the Sparkplug array datatype of each element type (Text: a JSON array).
 _ARRAYS: dict[str, str] = {
     "Int8": "Int8Array", "Int16": "Int16Array", "Int32": "Int32Array", "Int64": "Int64Array", "UInt8": "UInt8Array",
     "UInt16": "UInt16Array", "UInt32": "UInt32Array", "UInt64": "UInt64Array", "Float": "FloatArray",
     "Double": "DoubleArray", "Boolean": "BooleanArray", "String": "StringArray", "UUID": "StringArray",
-    "DateTime": "DateTimeArray",
+    "DateTime": "DateTimeArray", "Bytes": "StringArray", "Text": "Text",
 }
 # Built-in types the agent does not carry, with the reason written into the config header.
 _NOT_CARRIED: dict[int, str] = {
-    ObjectIds.ByteString: "ByteString", ObjectIds.XmlElement: "XmlElement", ObjectIds.NodeId: "NodeId",
-    ObjectIds.ExpandedNodeId: "ExpandedNodeId", ObjectIds.StatusCode: "StatusCode",
-    ObjectIds.QualifiedName: "QualifiedName", ObjectIds.Structure: "Structure",
     ObjectIds.BaseDataType: "BaseDataType (any type)", ObjectIds.DataValue: "DataValue",
     ObjectIds.DiagnosticInfo: "DiagnosticInfo",
 }
@@ -222,11 +226,8 @@ async def _walk(client: Client, max_nodes: int) -> BrowseResult:
             skipped.append(Skipped(where, nid.to_string(), f"{why}: not carried"))
             continue
         if isinstance(rank, int) and rank not in _SCALAR_RANKS:
-            if rank != 1:
-                skipped.append(Skipped(where, nid.to_string(), f"array of {kind} with ValueRank {rank}: only "
-                                       "one-dimensional arrays are carried"))
-                continue
-            kind = _ARRAYS[kind]
+            # one dimension: the Sparkplug array datatype; a matrix (ValueRank 0 or >= 2): nested JSON arrays
+            kind = _ARRAYS[kind] if rank == 1 else "Text"
         objects.setdefault(obj, BrowsedObject(obj)).variables[name] = (nid.to_string(), kind)
     found = _fold_into_machines([o for o in objects.values() if o.variables])
     return BrowseResult(found, skipped, per_read, per_browse)

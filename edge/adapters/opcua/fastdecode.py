@@ -25,7 +25,7 @@ from asyncua.common.utils import Buffer
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.ua_binary import extensionobject_from_binary, nodeid_from_binary, struct_from_binary
 
-from zhizao.broker.sparkplug.typed import EXACT_LIMIT, array_text, iso_ms
+from zhizao.broker.sparkplug.typed import EXACT_LIMIT, array_text, bytes_text, iso_ms, json_text
 
 __all__ = ["DataChangeArrays", "decode_publish_response"]
 
@@ -34,9 +34,10 @@ _MAX_FILETIME = 2_650_467_743_999_999_999  # 9999-12-31T23:59:59.9999999Z, where
 _DATACHANGE = ObjectIds.DataChangeNotification_Encoding_DefaultBinary
 _PUBLISH_RESPONSE = ObjectIds.PublishResponse_Encoding_DefaultBinary
 # Variant built-in type id -> struct code of a fixed-size scalar we turn into float64.
-_SCALARS = {1: "?", 2: "b", 3: "B", 4: "h", 5: "H", 6: "i", 7: "I", 8: "q", 9: "Q", 10: "f", 11: "d"}
+# StatusCode (19) is its UInt32 code.
+_SCALARS = {1: "?", 2: "b", 3: "B", 4: "h", 5: "H", 6: "i", 7: "I", 8: "q", 9: "Q", 10: "f", 11: "d", 19: "I"}
 _NP = {1: "u1", 2: "i1", 3: "u1", 4: "<i2", 5: "<u2", 6: "<i4", 7: "<u4", 8: "<i8", 9: "<u8", 10: "<f4", 11: "<f8",
-       13: "<i8"}
+       13: "<i8", 19: "<u4"}
 _I32 = struct.Struct("<i")
 _U32 = struct.Struct("<I")
 _I64 = struct.Struct("<q")
@@ -211,29 +212,29 @@ def _scalar(raw: bytes, p: int, vtype: int) -> tuple[Any, int]:
     if code is not None:
         (v,) = struct.unpack_from("<" + code, raw, p)
         return (bool(v) if vtype == 1 else v), p + struct.calcsize(code)
-    if vtype == 12:  # String: Int32 length (-1: null) + UTF-8
+    if vtype in (12, 15, 16):  # String, ByteString (as base64), XmlElement: Int32 length (-1: null) + bytes
         (length,) = _I32.unpack_from(raw, p)
         p += 4
         if length < 0:
             return None, p
-        return raw[p:p + length].decode("utf-8"), p + length
+        data = raw[p:p + length]
+        return (bytes_text(data) if vtype == 15 else data.decode("utf-8")), p + length
     if vtype == 13:  # DateTime: FILETIME; before 1970 (or the null 0) is no value
         (ft,) = _I64.unpack_from(raw, p)
         ms = (min(max(ft, 0), _MAX_FILETIME) // 10 - _FILETIME_UNIX_US) // 1000
         return (ms if ms >= 0 else None), p + 8
     if vtype == 14:  # Guid: Data1..Data3 little endian, Data4 as bytes: uuid's bytes_le
         return str(uuid.UUID(bytes_le=raw[p:p + 16])), p + 16
-    if vtype == 21:  # LocalizedText: mask (1 locale, 2 text), the strings; its text is the value
+    if vtype == 21:  # LocalizedText: mask (1 locale, 2 text), the strings; {"locale", "text"} as asyncua gives them
         mask = raw[p]
         p += 1
-        text = ""
-        for bit in (1, 2):
+        parts: dict[str, str] = {"locale": "", "text": ""}  # a part left out (or null): ""
+        for bit, key in ((1, "locale"), (2, "text")):
             if mask & bit:
-                s, p = _scalar(raw, p, 12)
-                if bit == 2:
-                    text = s or ""
-        return text, p
-    raise _Unsupported(f"variant type {vtype}")
+                part, p = _scalar(raw, p, 12)
+                parts[key] = part or ""
+        return parts, p
+    raise _Unsupported(f"variant type {vtype}")  # NodeId, QualifiedName, structures...: asyncua decodes them
 
 
 def _items_loop(raw: bytes, p: int, n: int, end: int) -> DataChangeArrays:
@@ -277,6 +278,8 @@ def _items_loop(raw: bytes, p: int, n: int, end: int) -> DataChangeArrays:
                 element, p = _scalar(raw, p, vtype)
                 if isinstance(element, str):
                     text.append((k, element))
+                elif isinstance(element, dict):  # LocalizedText
+                    text.append((k, json_text(element)))
                 elif element is not None:
                     value[k] = float(element)
         if mask & 0x02:

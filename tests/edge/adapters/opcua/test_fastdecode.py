@@ -53,6 +53,17 @@ OTHER = {  # the typed side lane: arrays, DateTime, Guid, LocalizedText (the fas
     "instant": instants.map(lambda t: ua.Variant(t, VT.DateTime)),
     "guid": st.uuids().map(lambda u: ua.Variant(u, VT.Guid)),
     "null": st.just(ua.Variant()),
+    # read by the fast loop: ByteString (base64), XmlElement, StatusCode (its code) ...
+    "bytes": st.one_of(st.none(), st.binary(max_size=6)).map(lambda b: ua.Variant(b, VT.ByteString)),
+    "blobs": _array(st.binary(max_size=3), VT.ByteString),
+    "xml": st.text(max_size=6).map(lambda x: ua.Variant(ua.XmlElement(x), VT.XmlElement)),
+    "status": st.sampled_from([0, 0x80340000, 0x40000000]).map(lambda c: ua.Variant(ua.StatusCode(c), VT.StatusCode)),
+    # ... and those the whole response then goes to asyncua for: NodeId, QualifiedName, matrices
+    "nodeid": st.sampled_from([ua.NodeId("Foo", 2), ua.NodeId(7, 3), ua.NodeId(85, 0)]).map(
+        lambda n: ua.Variant(n, VT.NodeId)),
+    "qname": st.text(max_size=4).map(lambda n: ua.Variant(ua.QualifiedName(n, 2), VT.QualifiedName)),
+    "matrix": st.lists(st.floats(allow_nan=False), min_size=6, max_size=6).map(
+        lambda v: ua.Variant([v[:3], v[3:]], VT.Double, Dimensions=[2, 3], is_array=True)),
 }
 
 
@@ -135,7 +146,10 @@ def test_typed_values_take_the_side_lane_exactly() -> None:
     t = datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
     values = [ua.Variant(2**63 - 1, VT.Int64), ua.Variant(2**53, VT.Int64), ua.Variant(2**64 - 1, VT.UInt64),
               ua.Variant(t, VT.DateTime), ua.Variant(ua.LocalizedText("Presse", "de"), VT.LocalizedText),
-              ua.Variant([2**53 + 1, -1], VT.Int64, is_array=True), ua.Variant([t], VT.DateTime, is_array=True)]
+              ua.Variant([2**53 + 1, -1], VT.Int64, is_array=True), ua.Variant([t], VT.DateTime, is_array=True),
+              ua.Variant(b"\x00\xffzhi", VT.ByteString), ua.Variant(ua.XmlElement("<a x='1'>b</a>"), VT.XmlElement),
+              ua.Variant(ua.StatusCode(0x80340000), VT.StatusCode),
+              ua.Variant([ua.LocalizedText("a", "en"), ua.LocalizedText("b")], VT.LocalizedText, is_array=True)]
     items = [ua.MonitoredItemNotification(ClientHandle=k + 1, Value=ua.DataValue(v, SourceTimestamp=t))
              for k, v in enumerate(values)]
     resp = ua.PublishResponse()
@@ -144,8 +158,10 @@ def test_typed_values_take_the_side_lane_exactly() -> None:
     arrays = decode_publish_response(Buffer(struct_to_binary(resp))).Parameters.NotificationMessage.NotificationData[0]
     assert isinstance(arrays, DataChangeArrays)
     ms = 1_767_268_800_123
-    assert arrays.value[[1, 3]].tolist() == [2.0**53, float(ms)]  # exact in float64: DateTime as epoch ms
-    assert arrays.text == [(0, str(2**63 - 1)), (2, str(2**64 - 1)), (4, "Presse"), (5, f"[{2**53 + 1},-1]"),
-                           (6, '["2026-01-01T12:00:00.123Z"]')]
-    assert np.isnan(arrays.value[[0, 2, 4, 5, 6]]).all()
+    # exact in float64: DateTime as epoch ms, StatusCode as its code
+    assert arrays.value[[1, 3, 9]].tolist() == [2.0**53, float(ms), float(0x80340000)]
+    assert arrays.text == [(0, str(2**63 - 1)), (2, str(2**64 - 1)), (4, '{"locale":"de","text":"Presse"}'),
+                           (5, f"[{2**53 + 1},-1]"), (6, '["2026-01-01T12:00:00.123Z"]'), (7, "AP96aGk="),
+                           (8, "<a x='1'>b</a>"), (10, '[{"locale":"en","text":"a"},{"locale":"","text":"b"}]')]
+    assert np.isnan(arrays.value[[0, 2, 4, 5, 6, 7, 8, 10]]).all()
     assert list(generic_block(items)[4]) == arrays.text  # asyncua's objects give the same through the adapter

@@ -2,11 +2,13 @@
 OperationLimits it enforces, client certificates rejected until trusted, 500+ variables of every type.
 
 browse -> check-config -> edge run -> Mosquitto -> cloud ingest -> PostgreSQL -> API: every value of every
-built-in scalar type, 64-bit integers beyond 2**53, DateTime, LocalizedText, Guid, an enumeration and arrays
-stored exactly, in order, and answered by the API with its type."""
+built-in scalar type, 64-bit integers beyond 2**53, DateTime, LocalizedText (with its locale), Guid, an
+enumeration, arrays, a matrix, ByteString, NodeId, QualifiedName, StatusCode, XmlElement and structures (a
+standard one and one of the PLC's own types) stored exactly, in order, and answered by the API with its type."""
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -20,6 +22,7 @@ import numpy as np
 import psycopg
 import pytest
 import yaml
+from asyncua import ua
 from click.testing import CliRunner
 
 from tests.support.apifixtures import bearer, make_client
@@ -60,7 +63,8 @@ EXPECTED: dict[str, list[Any]] = {
 PROCESS: dict[str, list[Any]] = {
     "Stamp": [_iso(2026, 1, 1), "2026-06-30T12:30:15.123Z", _iso(1970, 1, 1), "2099-12-31T23:59:59.999Z",
               _iso(2000, 2, 29), "2026-01-01T00:00:00.001Z"],
-    "Label": ["Presse", "Press", "压力机", "", 'a"b', "end"],
+    "Label": [{"locale": loc, "text": text} for loc, text in (("de", "Presse"), ("en", "Press"), ("zh-CN", "压力机"),
+                                                              ("en", ""), ("en", 'a"b'), ("en", "end"))],
     "Id": ["12345678-1234-5678-9abc-def012345678", "00000000-0000-0000-0000-000000000001",
            "ffffffff-ffff-ffff-ffff-ffffffffffff", "0a0b0c0d-0e0f-1011-1213-141516171819",
            "12345678-1234-5678-9abc-def012345679", "deadbeef-0000-4000-8000-00000000cafe"],
@@ -74,18 +78,37 @@ PROCESS: dict[str, list[Any]] = {
     "Offsets": [[-(2**63), 2**63 - 1], [-1], [], [-(2**53 + 1)], [5], [2**53 + 1, 0]],
     "Stamps": [[_iso(2026, 1, 1), _iso(1970, 1, 1)], [], ["2026-07-04T08:00:00.250Z"], [_iso(2030, 1, 1)],
                [_iso(2026, 1, 1), _iso(2026, 1, 2)], [_iso(2027, 3, 3)]],
+    # ByteString as base64, the 2x2 matrix as nested arrays, NodeId / QualifiedName / XmlElement as their
+    # strings, StatusCode as its UInt32 code
+    "Blob": [base64.b64encode(bytes(b)).decode() for b in ([0, 255, 122], [9, 9], [1], [104, 105, 0, 0], [7] * 5, [0])],
+    "Grid": [[[1.5, 2.5], [3.5, 4.5]], [[0.0, -1.0], [1e300, 0.25]], [[1.0, 1.0], [1.0, 1.0]],
+             [[2.0, 2.0], [2.0, 2.0]], [[-0.5, 0.0], [0.0, 8.0]], [[9.0, 8.0], [7.0, 6.0]]],
+    "Ref": ["ns=1;s=sh-lingang/press-1", "i=85", "ns=1;i=4242", "ns=1;s=漢字", "i=2253", "ns=1;s=end"],
+    "QName": ["1:Spindle", "0:Server", "1:漢字", "1:a b", "0:Objects", "1:end"],
+    "Code": [int(getattr(ua.StatusCodes, c)) for c in ("Good", "BadNodeIdUnknown", "BadOutOfRange",
+                                                       "UncertainInitialValue", "Good", "BadTimeout")],
+    "Xml": ["<a/>", "<tool id='7'>drill</tool>", "<b>漢字</b>", '<c x="1"/>', "<d></d>", "<end/>"],
+    # structures as objects of their fields: a standard Range and the PLC's own ToolSetup (decoded with the
+    # DataTypeDefinition the agent reads from the PLC at connect)
+    "Limits": [{"Low": lo, "High": hi} for lo, hi in ((0.0, 100.0), (-1.5, 1.5), (0.25, 1e300), (1.0, 2.0), (2.0, 3.0),
+                                                       (3.0, 4.0))],
+    "Setup": [{"Tool": t, "Offset": o, "Count": c} for t, o, c in (("T1", 0.25, 3), ("T2", -1.0, 0), ("漢字", 0.0, -7),
+                                                                  ("", 1e-300, 2147483647), ('a"b', 8.0, 1),
+                                                                  ("end", 9.0, 2))],
 }
 # The Sparkplug datatype `edge browse` maps each OPC UA type to (None: Double, the default).
 DATATYPES = {"SByte": "Int8", "Byte": "UInt8", "Int16": "Int16", "UInt16": "UInt16", "Int32": "Int32",
              "UInt32": "UInt32", "Int64": "Int64", "UInt64": "UInt64", "Float": "Float", "Double": None,
              "Boolean": "Boolean", "String": "String"}
-PROCESS_TYPES = {"Stamp": "DateTime", "Label": "String", "Id": "UUID", "Mode": "Int32", "Profile": "DoubleArray",
+PROCESS_TYPES = {"Stamp": "DateTime", "Label": "Text", "Id": "UUID", "Mode": "Int32", "Profile": "DoubleArray",
                  "Codes": "Int32Array", "Gains": "FloatArray", "Names": "StringArray", "Flags": "BooleanArray",
-                 "Serials": "UInt64Array", "Offsets": "Int64Array", "Stamps": "DateTimeArray"}
-# Where each is stored: samples (float64), samples_text (text, arrays as JSON, DateTime as ISO 8601) and, for
-# Int64/UInt64 values beyond 2**53, also samples_int (exact).
+                 "Serials": "UInt64Array", "Offsets": "Int64Array", "Stamps": "DateTimeArray", "Blob": "Bytes",
+                 "Grid": "Text", "Ref": "String", "QName": "String", "Code": "UInt32", "Xml": "String",
+                 "Limits": "Text", "Setup": "Text"}
+# Where each is stored: samples (float64), samples_text (text, JSON documents and arrays as JSON, DateTime as
+# ISO 8601, Bytes as base64) and, for Int64/UInt64 values beyond 2**53, also samples_int (exact).
 TABLE = {**{n: "samples" for n in EXPECTED if n != "String"}, "String": "samples_text",
-         **{n: "samples_text" for n in PROCESS if n != "Mode"}, "Mode": "samples"}
+         **{n: "samples_text" for n in PROCESS if n not in ("Mode", "Code")}, "Mode": "samples", "Code": "samples"}
 
 
 @pytest.fixture()

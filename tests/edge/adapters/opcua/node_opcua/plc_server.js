@@ -12,6 +12,7 @@
 const path = require("path");
 const {
   OPCUAServer, OPCUACertificateManager, Variant, VariantArrayType, DataType, MessageSecurityMode, SecurityPolicy, LocalizedText,
+  StatusCodes, coerceNodeId, coerceQualifiedName, NodeClass, ensureDatatypeExtracted,
 } = require("node-opcua");
 
 const port = Number(process.argv[2]);
@@ -39,7 +40,7 @@ const VALUES = {
   String: [DataType.String, ["", "on", "漢字 ok", "a,b;c\"d", "off", "end"]],
 };
 
-// Below the Process object: name -> [DataType, values by tick, valueRank (-1 scalar, 1 array)].
+// Below the Process object: name -> [DataType, values by tick, valueRank (-1 scalar, 1 array, 2 a 2x2 matrix)].
 const stamp = (...args) => new Date(Date.UTC(...args));
 const big = (high, low) => [high, low];
 const TYPED = {
@@ -63,8 +64,32 @@ const TYPED = {
     [big(0xffdfffff, 0xffffffff)], [big(0, 5)], [big(0x200000, 1), big(0, 0)]], 1],
   Stamps: [DataType.DateTime, [[stamp(2026, 0, 1), new Date(0)], [], [stamp(2026, 6, 4, 8, 0, 0, 250)],
     [stamp(2030, 0, 1)], [stamp(2026, 0, 1), stamp(2026, 0, 2)], [stamp(2027, 2, 3)]], 1],
+  // The types with no Sparkplug numeric form: ByteString, a matrix, NodeId, QualifiedName, StatusCode, XmlElement.
+  Blob: [DataType.ByteString, [[0, 255, 122], [9, 9], [1], [104, 105, 0, 0], [7, 7, 7, 7, 7], [0]].map((b) => Buffer.from(b)), -1],
+  Grid: [DataType.Double, [[1.5, 2.5, 3.5, 4.5], [0, -1, 1e300, 0.25], [1, 1, 1, 1], [2, 2, 2, 2], [-0.5, 0, 0, 8],
+    [9, 8, 7, 6]], 2],
+  Ref: [DataType.NodeId, ["ns=1;s=sh-lingang/press-1", "ns=0;i=85", "ns=1;i=4242", "ns=1;s=漢字", "ns=0;i=2253",
+    "ns=1;s=end"].map((n) => coerceNodeId(n)), -1],
+  QName: [DataType.QualifiedName, ["1:Spindle", "0:Server", "1:漢字", "1:a b", "0:Objects", "1:end"]
+    .map((q) => coerceQualifiedName(q)), -1],
+  Code: [DataType.StatusCode, [StatusCodes.Good, StatusCodes.BadNodeIdUnknown, StatusCodes.BadOutOfRange,
+    StatusCodes.UncertainInitialValue, StatusCodes.Good, StatusCodes.BadTimeout], -1],
+  Xml: [DataType.XmlElement, ["<a/>", "<tool id='7'>drill</tool>", "<b>漢字</b>", "<c x=\"1\"/>", "<d></d>", "<end/>"], -1],
 };
 const MODES = [1, 0, 2, 1, 2, 0]; // the enumeration's Int32 codes by tick
+// Structures below the Process object: a standard one (Range) and one of the PLC's own types (ToolSetup, in the
+// namespace urn:zhizao:plc-types, with its DataTypeDefinition): name -> [DataType name, field values by tick].
+const STRUCTS = {
+  Limits: ["Range", [{ low: 0, high: 100 }, { low: -1.5, high: 1.5 }, { low: 0.25, high: 1e300 }, { low: 1, high: 2 },
+    { low: 2, high: 3 }, { low: 3, high: 4 }]],
+  Setup: ["ToolSetup", [{ tool: "T1", offset: 0.25, count: 3 }, { tool: "T2", offset: -1, count: 0 },
+    { tool: "漢字", offset: 0, count: -7 }, { tool: "", offset: 1e-300, count: 2147483647 },
+    { tool: "a\"b", offset: 8, count: 1 }, { tool: "end", offset: 9, count: 2 }]],
+};
+
+const ARRAY_TYPE = { "-1": VariantArrayType.Scalar, 1: VariantArrayType.Array, 2: VariantArrayType.Matrix };
+const variant = (dataType, value, rank = -1) => new Variant({ dataType, value, arrayType: ARRAY_TYPE[rank],
+  dimensions: rank === 2 ? [2, 2] : undefined });
 
 async function main() {
   const certificateManager = new OPCUACertificateManager({
@@ -98,8 +123,8 @@ async function main() {
   const variable = (parent, id, name, dataType, value, valueRank = -1) => {
     const v = ns.addVariable({
       componentOf: parent, browseName: name, nodeId: `s=${id}`, dataType, valueRank,
-      arrayDimensions: valueRank === 1 ? [value.length] : undefined,
-      value: new Variant({ dataType, value, arrayType: valueRank === 1 ? VariantArrayType.Array : VariantArrayType.Scalar }),
+      arrayDimensions: valueRank === 1 ? [value.length] : valueRank === 2 ? [2, 2] : undefined,
+      value: variant(dataType, value, valueRank),
     });
     variables[id] = v;
     return v;
@@ -137,6 +162,22 @@ async function main() {
     componentOf: proc, browseName: "Mode", nodeId: "s=sh-lingang/press-1/press-1-m01/Process/Mode",
     dataType: modeType, value: new Variant({ dataType: DataType.Int32, value: MODES[0] }),
   });
+  const types = space.registerNamespace("urn:zhizao:plc-types");
+  const toolSetup = types.createDataType({ browseName: "ToolSetup", isAbstract: false, subtypeOf: "Structure",
+    partialDefinition: [{ name: "Tool", dataType: DataType.String }, { name: "Offset", dataType: DataType.Double },
+      { name: "Count", dataType: DataType.Int32 }] });
+  types.createNode({ nodeClass: NodeClass.Object, browseName: { name: "Default Binary", namespaceIndex: 0 },
+    typeDefinition: "DataTypeEncodingType", references: [{ referenceType: "HasEncoding", isForward: false,
+      nodeId: toolSetup.nodeId }] });
+  await ensureDatatypeExtracted(space);
+  const structure = (type, fields) => space.constructExtensionObject(space.findDataType(type, type === "Range" ? 0 : types.index), fields);
+  for (const [name, [type, values]] of Object.entries(STRUCTS)) {
+    const id = `sh-lingang/press-1/press-1-m01/Process/${name}`;
+    variables[id] = ns.addVariable({
+      componentOf: proc, browseName: name, nodeId: `s=${id}`, dataType: space.findDataType(type, type === "Range" ? 0 : types.index),
+      value: new Variant({ dataType: DataType.ExtensionObject, value: structure(type, values[0]) }),
+    });
+  }
   const utilities = folder(objects, "utilities");
   for (let h = 1; h <= 4; h++) {
     const hall = ns.addFolder(utilities, { browseName: `hall${h}`, nodeId: `s=utilities/hall${h}` });
@@ -160,12 +201,12 @@ async function main() {
     if (tick > ticks) { clearInterval(timer); process.stdout.write(`DONE ${ticks}\n`); return; }
     const when = new Date();
     const set = (name, dataType, value, rank = -1) => variables[`sh-lingang/press-1/press-1-m01/Process/${name}`]
-      .setValueFromSource(new Variant({ dataType, value,
-        arrayType: rank === 1 ? VariantArrayType.Array : VariantArrayType.Scalar }), undefined, when);
+      .setValueFromSource(variant(dataType, value, rank), undefined, when);
     const at = (values) => values[Math.min(tick, values.length - 1)];
     for (const [name, [dataType, values]] of Object.entries(VALUES)) set(name, dataType, at(values));
     for (const [name, [dataType, values, rank]] of Object.entries(TYPED)) set(name, dataType, at(values), rank);
     set("Mode", DataType.Int32, at(MODES));
+    for (const [name, [type, values]] of Object.entries(STRUCTS)) set(name, DataType.ExtensionObject, structure(type, at(values)));
   };
   const stop = async () => { clearInterval(timer); await server.shutdown(0); process.exit(0); };
   process.on("SIGTERM", stop);
