@@ -12,9 +12,10 @@ through the dispatcher like any other; a line whose agent declares no RunOrder g
 `LineDispatcher(planner, sender).check_once()` (a worker every few seconds in the cloud service) keeps the
 accepted plan running: a started production order whose line has counted its quantity (`Planner.progress_units`)
 is done; then a line with no started order whose last production order is done gets its next planned lot of the
-accepted plan (lowest `seq`) started and sent as above: right away when the done order was of the same plan and
-the lot's material is released (its order's release time has passed), else once the lot's planned start has
-come. A line that has never run a production order gets its first from its operator (`start`). The
+accepted plan (lowest `seq`) started and sent as above, once its material is there by the end of its
+changeover (its order's release time minus the lot's changeover has passed) and either the done order was of
+the same plan (the lot the plan has next) or the lot's planned start has come. A line that has never run a
+production order gets its first from its operator (`start`). The
 state change and the queued commands are one transaction under a per-line lock, so a lot is sent once, also
 across restarts and with more than one cloud host.
 """
@@ -192,17 +193,21 @@ class LineDispatcher:
         if last is None or last[1] != "done":
             return None  # the line runs an order, or its operator has not started the plan there yet
         row = conn.execute(
-            "SELECT p.po_id, p.planned_start, o.release_ts, p.product_id, p.quantity, p.plan_id FROM production_orders p"
-            " JOIN plan_versions v ON v.plan_id = p.plan_id AND v.status = 'accepted'"
+            "SELECT p.po_id, p.planned_start, o.release_ts, p.product_id, p.quantity, p.plan_id, coalesce(t.setup_s, 0)"
+            " FROM production_orders p JOIN plan_versions v ON v.plan_id = p.plan_id AND v.status = 'accepted'"
             " LEFT JOIN plan_orders o ON o.order_id = p.order_id"
+            " LEFT JOIN plan_lots t ON t.plan_id = p.plan_id AND t.lot_id = p.lot_id"
             " WHERE p.site_id = %s AND p.line_id = %s AND p.status = 'planned' ORDER BY p.seq, p.po_id LIMIT 1"
             " FOR UPDATE OF p", [site, line]).fetchone()
         if row is None:
             return None
-        po_id, planned_start, release, product, quantity, plan_id = row
-        follows = int(last[2]) == int(plan_id)  # the lot the accepted plan has after the one just done
-        if not (planned_start <= now or (follows and (release is None or release <= now))):
-            return None  # its material is not there yet, or the line is idle before its planned start
+        po_id, planned_start, release, product, quantity, plan_id, setup_s = row
+        # Its material is there by the end of its changeover (which may run before the release) ...
+        released = release is None or release <= now + timedelta(seconds=float(setup_s))
+        # ... and it is the lot the accepted plan has after the one just done, or its planned start has come.
+        follows = int(last[2]) == int(plan_id)
+        if not (released and (follows or planned_start <= now)):
+            return None
         conn.execute("UPDATE production_orders SET status = 'started', started_at = %s WHERE po_id = %s",
                      [now, po_id])
         sql, params = audit_params(None, DISPATCHER, "planning.po.start", site, str(po_id),

@@ -103,3 +103,36 @@ def test_the_next_lot_is_sent_when_the_line_has_counted_the_first_and_only_once(
         assert _count(conn, "SELECT count(*) FROM commands WHERE name = %s AND reason LIKE %s",
                       [RUN_ORDER, f"production order {second}:%"]) == len(machines)
         assert _count(conn, "SELECT count(*) FROM production_orders WHERE status = 'started'", []) == 1
+
+
+def test_a_lot_whose_material_comes_later_is_sent_when_its_changeover_ends_at_the_release(seeded: str) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    with psycopg.connect(seeded) as conn:
+        conn.execute("INSERT INTO plan_orders (order_id, site_id, product_id, quantity, due_ts, release_ts, allowed_sites)"
+                     " VALUES ('late-material', 'js-suzhou', 'ecu-main', 120, %s, %s, ARRAY['js-suzhou'])",
+                     [now + timedelta(hours=9), now + timedelta(hours=3)])
+    planner = Planner(seeded)
+    proposal = planner.propose("test", None, now=now)
+    planner.decide(proposal["plan_id"], True, "test", None)
+    with psycopg.connect(seeded) as conn:
+        row = conn.execute("SELECT p.po_id, p.line_id, t.setup_s FROM production_orders p JOIN plan_lots t"
+                           " USING (plan_id, lot_id) WHERE p.status = 'planned'").fetchone()
+        assert row is not None
+        po_id, line, setup_s = row
+        ready = now + timedelta(hours=3) - timedelta(seconds=setup_s)  # the release, less the changeover before it
+        # The line ran an order of this plan before and is idle now.
+        conn.execute("INSERT INTO production_orders (plan_id, lot_id, order_id, site_id, line_id, product_id, quantity,"
+                     " seq, planned_start, planned_end, status, started_at, finished_at) VALUES (%s, 'before', 'before',"
+                     " 'js-suzhou', %s, 'ecu-main', 10, 0, %s, %s, 'done', %s, %s)",
+                     [proposal["plan_id"], line, now - timedelta(hours=1), now - timedelta(minutes=10),
+                      now - timedelta(hours=1), now - timedelta(minutes=10)])
+        for machine, edge in conn.execute("SELECT machine_id, edge_node_id FROM machines WHERE site_id = 'js-suzhou'"
+                                          " AND line_id = %s", [line]).fetchall():
+            conn.execute("INSERT INTO command_targets (site_id, edge_node_id, machine_id, name, kind, datatype, role)"
+                         " VALUES ('js-suzhou', %s, %s, %s, 'call', 12, 'operator')", [edge, machine, RUN_ORDER])
+    dispatcher = LineDispatcher(planner, ProductionOrderSender(seeded))
+    assert dispatcher.check_once(now)["started"] == []  # its material is not there: the line waits
+    assert dispatcher.check_once(ready - timedelta(minutes=1))["started"] == []
+    (started,) = dispatcher.check_once(ready)["started"]
+    assert started["po_id"] == po_id and started["commands"] and started["problem"] is None
+    assert dispatcher.check_once(ready + timedelta(seconds=2))["started"] == []
