@@ -636,7 +636,8 @@ def seed_rng(seed: int) -> None:
 def _pick_late(ins: Inst, seq: Any, ln: Any, P: Any, out: Any, d: int) -> int:
     """A late lot chosen at random and up to d - 1 other lots: among the 12 ahead of it on its line (what delays
     it) or about as far down another line that could make it (what could make room there), into out; how
-    many (0 when no lot is late). P: the lines' prefixes."""
+    many (0 when no lot is late). P: the lines' prefixes. Only positions after the fixed prefixes are drawn:
+    for the repair's instance (`search._sub_inst`) those are the movable lots."""
     m = seq.shape[0]
     late = 0
     for k in range(m):
