@@ -21,7 +21,7 @@ from zhizao.cloud.ingest.settings import IngestSettings
 from zhizao.cloud.live import LiveHub, PgLiveRelay
 from zhizao.cloud.monitoring import MonitoringService
 from zhizao.cloud.oee import OeeService
-from zhizao.cloud.planning.dispatch import ProductionOrderSender
+from zhizao.cloud.planning.dispatch import LineDispatcher, ProductionOrderSender
 from zhizao.cloud.planning.service import Planner
 from zhizao.cloud.planning.watcher import ReplanWatcher
 from zhizao.cloud.settings import CloudSettings
@@ -117,10 +117,15 @@ class CloudService:
         if self.monitoring is not None:
             await asyncio.to_thread(self.monitoring.start)
         app.state.commands = self.commands
+        dispatcher = None
         if self.commands is not None:  # a started production order reaches its line as a RunOrder command
-            app.state.production_order_sender = ProductionOrderSender(self.conninfo, self.commands.kick)
+            app.state.production_order_sender = sender = ProductionOrderSender(self.conninfo, self.commands.kick)
+            # ... and when it is done (counted), the line gets the accepted plan's next lot the same way
+            dispatcher = LineDispatcher(self.planner, sender)
         if self.commands is not None:
             await asyncio.to_thread(self.commands.start)
+        if dispatcher is not None:
+            dispatcher.start()
         if ingest is not None:
             await asyncio.to_thread(ingest.start)
             log.info("ingest started: host %s on %s", self.settings.host_id, self.settings.mqtt_url)
@@ -132,6 +137,8 @@ class CloudService:
         try:
             yield
         finally:
+            if dispatcher is not None:
+                await asyncio.to_thread(dispatcher.stop)
             if self.commands is not None:
                 await asyncio.to_thread(self.commands.stop)
             if ingest is not None:

@@ -170,11 +170,13 @@ def eval_edit(ins: Inst, seq: Any, ln: Any, P: Any, k: int, r: int, q: int, x: i
     prev = seq[k, start - 1] if start > 0 else n
     hi = ins.uoff[k + 1]
     for e in range(start, Lnew):
+        o = -1  # the position of this lot in the line's current sequence (-1: the inserted lot)
         if q >= 0 and e == q:
             j = x
         else:
             u = e if (q < 0 or e < q) else e - 1
-            j = seq[k, u + 1] if (r >= 0 and u >= r) else seq[k, u]
+            o = u + 1 if (r >= 0 and u >= r) else u
+            j = seq[k, o]
         s = ins.S[k, prev, j]
         t, ptr = advance(t, s, ins.us, ins.ue, hi, ptr)
         if ins.rel[j] > t:
@@ -188,6 +190,19 @@ def eval_edit(ins: Inst, seq: Any, ln: Any, P: Any, k: int, r: int, q: int, x: i
         chg += s
         cost += ins.tc[j, k]
         prev = j
+        if o >= 0 and (q < 0 or e > q) and (r < 0 or o > r) and e < Lnew - 1:
+            # Past the edit the rest is the current sequence from o + 1 on, after the same lot: it depends
+            # only on this time, and a lot's completion does not come earlier when it starts later.
+            told = P[k, o + 1, 0]
+            if t == told:  # the rest runs exactly as it does now
+                wt += P[k, L, 1] - P[k, o + 1, 1]
+                chg += P[k, L, 2] - P[k, o + 1, 2]
+                cost += P[k, L, 3] - P[k, o + 1, 3]
+                if ins.makespan:
+                    return P[k, L, 0], chg, cost
+                return wt, chg, cost
+            if t > told and not ins.makespan and wt + (P[k, L, 1] - P[k, o + 1, 1]) > limit:
+                return np.inf, np.inf, np.inf  # at least the current rest's tardiness still comes
     if ins.makespan:
         return (t if Lnew > 0 else 0.0), chg, cost
     return wt, chg, cost
@@ -505,10 +520,11 @@ def local_search_simple(ins: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: 
 
 @njit(cache=True)
 def local_search(ins: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, max_sweeps: int, dirty: Any,
-                 budget: Any) -> None:
+                 budget: Any, window: int = 1 << 30) -> None:
     """First-improvement descent on moves of one lot (within its line or to another) and swaps of two lots
     on different lines, until no move improves (or `max_sweeps` sweeps). General path: only moves that
-    touch a line changed since it was last searched (`dirty`, updated in place) are evaluated."""
+    touch a line changed since it was last searched (`dirty`, updated in place) are evaluated, and a lot
+    moves within its line by at most `window` positions."""
     if ins.simple:
         local_search_simple(ins, seq, ln, lc, where, buf, max_sweeps, budget)
         return
@@ -532,7 +548,7 @@ def local_search(ins: Inst, seq: Any, ln: Any, lc: Any, where: Any, buf: Any, ma
                 oa[:] = lc[a]
                 ra = edit_cost(ins, seq, ln, lc, buf, a, i, -1, -1, np.inf)
                 # within the line
-                for q in range(ins.fix[a], ln[a] if dirty[a] else 0):
+                for q in range(max(ins.fix[a], i - window), min(ln[a], i + window + 1) if dirty[a] else 0):
                     if q == i:
                         continue
                     v = edit_cost(ins, seq, ln, lc, buf, a, i, q, j, _lim(oa[0]))
@@ -617,12 +633,63 @@ def seed_rng(seed: int) -> None:
 
 
 @njit(cache=True)
+def _pick_late(ins: Inst, seq: Any, ln: Any, P: Any, out: Any, d: int) -> int:
+    """A late lot chosen at random and up to d - 1 other lots: among the 12 ahead of it on its line (what delays
+    it) or about as far down another line that could make it (what could make room there), into out; how
+    many (0 when no lot is late). P: the lines' prefixes. Only positions after the fixed prefixes are drawn:
+    for the repair's instance (`search._sub_inst`) those are the movable lots."""
+    m = seq.shape[0]
+    late = 0
+    for k in range(m):
+        for e in range(ins.fix[k], ln[k]):
+            if P[k, e + 1, 1] > P[k, e, 1]:
+                late += 1
+    if late == 0:
+        return 0
+    pick = np.random.randint(0, late)
+    for k in range(m):
+        for e in range(ins.fix[k], ln[k]):
+            if P[k, e + 1, 1] > P[k, e, 1]:
+                if pick == 0:
+                    j = seq[k, e]
+                    out[0] = j
+                    got = 1
+                    lo = max(ins.fix[k], e - 12)
+                    span = e - lo
+                    for _try in range(3 * d):
+                        if got >= d:
+                            break
+                        b = np.random.randint(0, m)
+                        if b != k and ins.allowed[j, b] and ln[b] > ins.fix[b] and np.random.random() < 0.5:
+                            # a lot of another line that could make it, about as far down that line
+                            c = ins.fix[b] + (e * (ln[b] - ins.fix[b])) // max(ln[k], 1)
+                            c = min(max(c + np.random.randint(-6, 7), ins.fix[b]), ln[b] - 1)
+                            x = seq[b, c]
+                        elif span > 0:
+                            x = seq[k, lo + np.random.randint(0, span)]
+                        else:
+                            continue
+                        dup = False
+                        for u in range(got):
+                            if out[u] == x:
+                                dup = True
+                        if not dup:
+                            out[got] = x
+                            got += 1
+                    return got
+                pick -= 1
+    return 0
+
+
+@njit(cache=True)
 def iterate(ins: Inst, cur_seq: Any, cur_ln: Any, cur_lc: Any, best_seq: Any, best_ln: Any, best_lc: Any,
-            iters: int, d_min: int, d_max: int, temperature: float, sweeps: int, budget: Any) -> int:
+            iters: int, d_min: int, d_max: int, temperature: float, sweeps: int, budget: Any,
+            focused: bool = False, window: int = 1 << 30) -> int:
     """Up to `iters` iterations of the iterated greedy, stopping once `budget[0]` (candidate moves to look at,
-    counted down in place) is spent: remove d random movable lots, reinsert each at its best
-    place, local search, accept when not worse (or with probability exp(-delta / temperature)). Updates the
-    current and best solutions in place; returns how many iterations it ran."""
+    counted down in place) is spent: remove d random movable lots (`focused`, tardiness: half of the time a
+    late lot and lots around it, `_pick_late`), reinsert each at its best place, local search (moves within a
+    line up to `window` positions), accept when not worse (or with probability exp(-delta / temperature)).
+    Updates the current and best solutions in place; returns how many iterations it ran."""
     n = ins.p.shape[0]
     m = cur_seq.shape[0]
     buf = np.zeros((cur_seq.shape[0], n + 2, 5))
@@ -655,11 +722,24 @@ def iterate(ins: Inst, cur_seq: Any, cur_ln: Any, cur_lc: Any, best_seq: Any, be
         d = np.random.randint(d_min, d_max + 1)
         if d > nm:
             d = nm
+        got = 0
+        if focused and not ins.makespan and np.random.random() < 0.5:
+            got = _pick_late(ins, seq, ln, buf, removed, d)
         # d distinct lots (partial Fisher-Yates over the movable ones)
-        for t in range(d):
+        t = 0
+        while got < d and t < nm:
             s = np.random.randint(t, nm)
             movable[t], movable[s] = movable[s], movable[t]
-            removed[t] = movable[t]
+            x = movable[t]
+            t += 1
+            dup = False
+            for u in range(got):
+                if removed[u] == x:
+                    dup = True
+            if not dup:
+                removed[got] = x
+                got += 1
+        d = got
         dirty[:] = False
         for t in range(d):
             x = removed[t]
@@ -672,7 +752,7 @@ def iterate(ins: Inst, cur_seq: Any, cur_ln: Any, cur_lc: Any, best_seq: Any, be
         for t in range(d):
             best_insert(ins, seq, ln, lc, where, buf, removed[t])
             dirty[where[removed[t]]] = True
-        local_search(ins, seq, ln, lc, where, buf, sweeps, dirty, budget)
+        local_search(ins, seq, ln, lc, where, buf, sweeps, dirty, budget, window)
         new = total(ins, lc)
         cur = total(ins, cur_lc)
         accept = not lex_less(cur[0], cur[1], cur[2], new[0], new[1], new[2])

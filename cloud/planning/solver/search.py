@@ -27,6 +27,8 @@ EXACT_MAX_LOTS = 16  # makespan problems up to this many lots go to CP-SAT (with
 _SWEEPS = 50
 _NO_LIMIT = 1 << 62
 _T_FACTOR = 0.25  # temperature: this times the mean processing time / 10 (chosen on 3 large instances, 8 s)
+_REPAIR_WINDOW = 5  # repair: positions a lot moves within its line in one local-search move (`zhizao bench plan`)
+_REPAIR_T_FACTOR = 1.0  # repair, tardiness: worse solutions accepted with exp(-delta / (this x mean processing / 10))
 
 
 def _lex_less(a: tuple[float, float, float], b: tuple[float, float, float]) -> bool:
@@ -65,11 +67,12 @@ def _order(problem: Problem, inst: Inst, rest: list[int]) -> Any:
     return np.asarray(rest, dtype=np.int64)[np.argsort(key, kind="stable")]
 
 
-def _temperature(inst: Inst) -> float:
-    if not inst.makespan:
+def _temperature(inst: Inst, factor: float = _T_FACTOR) -> float:
+    """Simulated-annealing acceptance: makespan always; tardiness in the repair's focused search only."""
+    if not inst.makespan and factor == _T_FACTOR:
         return 0.0
     p = inst.p[inst.allowed]
-    return _T_FACTOR * float(np.mean(p)) / 10.0 if p.size else 0.0
+    return factor * float(np.mean(p)) / 10.0 if p.size else 0.0
 
 
 class _Search:
@@ -81,6 +84,7 @@ class _Search:
         self.cur = to_arrays(inst, seqs)
         self.best = tuple(a.copy() for a in self.cur)
         self.rate = 0.0  # candidate moves per second, measured
+        self.window = 1 << 30  # how far a lot moves within its line in one local-search move
 
     def construct(self, order: Any) -> None:
         """Insert the lots of `order` one by one where they cost least (no local search yet)."""
@@ -107,12 +111,14 @@ class _Search:
                 break  # a local optimum (or the sweep limit)
         self.best = tuple(a.copy() for a in self.cur)
 
-    def run(self, deadline: float) -> int:
-        """Iterate until `deadline` (perf_counter); chunks sized to end close to it. Returns iterations."""
+    def run(self, deadline: float, focused: bool = False) -> int:
+        """Iterate until `deadline` (perf_counter); chunks sized to end close to it. Returns iterations.
+        `focused` (the repair): half of the destructions around a late lot (`engine.iterate`), and worse
+        solutions accepted by the annealing rule also for tardiness."""
         n = self.inst.p.shape[0]
         d_max = max(2, min(6, n // 2))
         d_min = min(2, d_max)
-        temp = _temperature(self.inst)
+        temp = _temperature(self.inst, _REPAIR_T_FACTOR if focused else _T_FACTOR)
         if n < 2 or not self.inst.movable.any():
             return 0  # nothing to destroy and rebuild
         # Each call gets a budget of candidate moves sized to last about 50 ms: the length of an iteration
@@ -125,7 +131,7 @@ class _Search:
             seq, ln, lc = self.cur
             bseq, bln, blc = self.best
             done += engine.iterate(self.inst, seq, ln, lc, bseq, bln, blc, 1 << 40, d_min, d_max, temp, _SWEEPS,
-                                   budget)  # fmt: skip
+                                   budget, focused, self.window)  # fmt: skip
             self.rate = (give - int(budget[0])) / max(time.perf_counter() - started, 1e-6)
         return done
 
@@ -183,6 +189,68 @@ def solve(problem: Problem, time_limit_s: float, warm_start: Plan | None = None,
                      lower, primary <= lower + 1e-9)  # fmt: skip
 
 
+def _component(inst: Inst, lines: Iterable[int]) -> list[int]:
+    """The lines connected to `lines` by lots that more than one of them can make (what a change there can
+    move), in index order."""
+    allowed = inst.allowed
+    seen = set(lines)
+    todo = list(seen)
+    while todo:
+        k = todo.pop()
+        for b in np.flatnonzero(allowed[allowed[:, k]].any(axis=0)):
+            if int(b) not in seen:
+                seen.add(int(b))
+                todo.append(int(b))
+    return sorted(seen)
+
+
+def _sub_inst(inst: Inst, lots: Any, lines: Any) -> Inst:
+    """The instance of `lots` on `lines` only (their indices into `inst`): every lot that one of these lines can
+    make must be among `lots` and make no other line, so that the rest of the plan does not change its figures."""
+    n = inst.p.shape[0]
+    idx = np.append(lots, n)
+    starts: list[Any] = []
+    ends: list[Any] = []
+    uoff = np.zeros(len(lines) + 1, np.int64)
+    for i, k in enumerate(lines):
+        starts.append(inst.us[inst.uoff[k]: inst.uoff[k + 1]])
+        ends.append(inst.ue[inst.uoff[k]: inst.uoff[k + 1]])
+        uoff[i + 1] = uoff[i] + len(starts[-1])
+    return Inst(p=np.ascontiguousarray(inst.p[np.ix_(lots, lines)]),
+                allowed=np.ascontiguousarray(inst.allowed[np.ix_(lots, lines)]),
+                S=np.ascontiguousarray(inst.S[np.ix_(lines, idx, idx)]), rel=inst.rel[lots], due=inst.due[lots],
+                w=inst.w[lots], tr=np.ascontiguousarray(inst.tr[np.ix_(lots, lines)]),
+                tc=np.ascontiguousarray(inst.tc[np.ix_(lots, lines)]), avail=inst.avail[lines],
+                us=np.ascontiguousarray(np.concatenate([inst.us[:0], *starts])),
+                ue=np.ascontiguousarray(np.concatenate([inst.ue[:0], *ends])), uoff=uoff, fix=inst.fix[lines], movable=inst.movable[lots], makespan=inst.makespan,
+                simple=inst.simple)  # fmt: skip
+
+
+def _repair_part(problem: Problem, inst: Inst, seqs: list[list[int]], rest: list[int], changed: set[int],
+                 deadline: float) -> list[list[int]]:
+    """Tardiness: the lines that a change can reach (through lots that more than one of them can make) are
+    searched as one small instance, as the figures add up over lines and the rest of the plan keeps its
+    sequences and figures. Its iterated greedy destroys around late lots half of the time and moves lots
+    within their line by a few positions only (more iterations in the second it has)."""
+    start = set(changed) | {int(k) for j in rest for k in np.flatnonzero(inst.allowed[j])}
+    if not start:
+        return seqs
+    lines = np.asarray(_component(inst, start), np.int64)
+    lots = np.flatnonzero(inst.allowed[:, lines].any(axis=1)).astype(np.int64)
+    sub = _sub_inst(inst, lots, lines)
+    local = np.full(inst.p.shape[0], -1, np.int64)
+    local[lots] = np.arange(len(lots))
+    search = _Search(sub, [[int(local[j]) for j in seqs[k]] for k in lines], 0)
+    search.construct(local[_order(problem, inst, rest)])
+    search.descend(deadline)
+    search.window = _REPAIR_WINDOW
+    search.run(deadline, focused=True)
+    out = [list(s) for s in seqs]
+    for i, s in enumerate(search.sequences()):
+        out[int(lines[i])] = [int(lots[j]) for j in s]
+    return out
+
+
 def repair(problem: Problem, plan: Plan, changed_lines: Iterable[int], time_limit_s: float) -> Plan:
     """Re-plan after lines lost capacity (`problem` already has their new downtime or available-from time):
     the lots of `changed_lines` that are not fixed are taken off and inserted again where they cost least
@@ -199,18 +267,21 @@ def repair(problem: Problem, plan: Plan, changed_lines: Iterable[int], time_limi
     keep = Plan(sequences=[[] if k in changed else list(s) for k, s in enumerate(plan.sequences)]) \
         if len(plan.sequences) == m else None  # fmt: skip
     seqs, rest = _seed_sequences(problem, inst, keep)
-    # the search destroys only lots that a changed line could make: the rest of the plan cannot gain
-    related = inst.allowed[:, sorted(changed)].any(axis=1) if changed else np.zeros(len(problem.lots), np.bool_)
-    focused = inst._replace(movable=inst.movable & related)
-    search = _Search(focused, seqs, 0)
-    search.construct(_order(problem, inst, rest))
-    search.descend(deadline)
-    search.run(deadline)
-    sequences = search.sequences()
+    if inst.makespan:
+        # the search destroys only lots that a changed line could make: the rest of the plan cannot gain
+        related = inst.allowed[:, sorted(changed)].any(axis=1) if changed else np.zeros(len(problem.lots), np.bool_)
+        focused = inst._replace(movable=inst.movable & related)
+        search = _Search(focused, seqs, 0)
+        search.construct(_order(problem, inst, rest))
+        search.descend(deadline)
+        search.run(deadline)
+        sequences = search.sequences()
+    else:
+        sequences = _repair_part(problem, inst, seqs, rest, changed, deadline)
     try:  # the old plan as it stands on the changed problem, when it is still valid and better
         check_sequences(problem, plan.sequences, "plan")
         old = to_arrays(inst, plan.sequences)
-        a, b = engine.total(inst, old[2]), search.figures()
+        a, b = engine.total(inst, old[2]), engine.total(inst, to_arrays(inst, sequences)[2])
         if _lex_less(a, b):
             sequences = [list(s) for s in plan.sequences]
     except ValueError:

@@ -3,7 +3,8 @@ OEE, planner, re-plan watcher, command dispatcher, API) and PostgreSQL. An order
 failure injected into the simulator there makes the watcher propose moving it to the other site; a cluster
 planner accepts; the operator there starts the production order, which reaches the machine as a signed RunOrder
 command (OPC UA method call); the simulator makes exactly the quantity, and the plan counts it from the
-machine's counters."""
+machine's counters; counted, the order is done and the line's next lot (that site's own order) reaches the
+machine the same way, by itself, and is made and counted too."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import psycopg
 import pytest
 
 from zhizao.bench.command import SIM_PATH, SIM_USER, _LoopThread
@@ -23,6 +25,7 @@ from zhizao.broker.commands import load_or_create_key, public_key_text
 from zhizao.broker.embedded import free_port
 from zhizao.cloud.auth import create_token
 from zhizao.cloud.ingest.settings import IngestSettings
+from zhizao.cloud.planning.dispatch import DISPATCHER
 from zhizao.cloud.planning.network import seed_network
 from zhizao.cloud.seed import seed_database
 from zhizao.cloud.service import CloudService
@@ -148,6 +151,7 @@ def test_order_moves_after_a_failure_and_the_simulator_makes_it_on_command(stack
     planner = {"Authorization": f"Bearer {create_token(db, 'cluster-planner', '*', 'planner')}"}
     operator_east = {"Authorization": f"Bearer {create_token(db, 'operator', east, 'east operator')}"}
     engineer_west = {"Authorization": f"Bearer {create_token(db, 'engineer', west, 'west engineer')}"}
+    engineer_east = {"Authorization": f"Bearer {create_token(db, 'engineer', east, 'east engineer')}"}
     root = httpx.Client(base_url=f"{stack.url}/api/v1", timeout=30)
     api = httpx.Client(base_url=f"{stack.url}/api/v1/planning", timeout=30)
     try:
@@ -165,10 +169,16 @@ def test_order_moves_after_a_failure_and_the_simulator_makes_it_on_command(stack
             "order_id": "w-1", "site_id": west, "product_id": "board-a", "quantity": QUANTITY,
             "due": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2 * 3600))})
         assert r.status_code == 201, r.text
+        # The east site's own order, due later, on its own line.
+        r = api.post("/orders", headers=engineer_east, json={
+            "order_id": "e-1", "site_id": east, "product_id": "board-a", "quantity": QUANTITY,
+            "due": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 4 * 3600))})
+        assert r.status_code == 201, r.text
         first = api.post("/plans", headers=planner).json()
         plan = api.get(f"/plans/{first['plan_id']}", headers=planner).json()
-        assert [(lot["site_id"], lot["line_id"]) for lot in plan["lots"]] == [(west, "smt-w")]
-        assert api.post(f"/plans/{first['plan_id']}/accept", headers=planner).json()["production_orders"] == 1
+        assert {lot["order_id"]: (lot["site_id"], lot["line_id"]) for lot in plan["lots"]} == {
+            "w-1": (west, "smt-w"), "e-1": (east, "smt-e")}
+        assert api.post(f"/plans/{first['plan_id']}/accept", headers=planner).json()["production_orders"] == 2
 
         # 2. A failure at the ordering site, in the simulator: the watcher proposes moving the order.
         t_fail = time.monotonic()
@@ -179,11 +189,13 @@ def test_order_moves_after_a_failure_and_the_simulator_makes_it_on_command(stack
         assert proposal["reason"] == f"replan: {west}/smt-w down"
         diff = api.get(f"/plans/{proposal['plan_id']}/diff", headers=planner).json()["changes"]
         assert [(c["change"], c["from_site"], c["to_site"]) for c in diff] == [("moved", west, east)]
-        assert api.post(f"/plans/{proposal['plan_id']}/accept", headers=planner).json()["production_orders"] == 1
+        assert api.post(f"/plans/{proposal['plan_id']}/accept", headers=planner).json()["production_orders"] == 2
 
-        # 3. The east line's operator starts it: a signed RunOrder reaches the machine.
-        (po,) = api.get("/production-orders", headers=operator_east).json()
-        assert (po["site_id"], po["product_id"], po["quantity"], po["order_id"]) == (east, "board-a", QUANTITY, None)
+        # 3. The east line's operator starts its first lot: a signed RunOrder reaches the machine.
+        pos = api.get("/production-orders", headers=operator_east).json()
+        assert [p["site_id"] for p in pos] == [east, east] and all(p["status"] == "planned" for p in pos)
+        po, nxt = sorted(pos, key=lambda p: p["seq"])
+        assert (po["product_id"], po["quantity"]) == ("board-a", QUANTITY)
         started = api.post(f"/production-orders/{po['po_id']}/start", headers=operator_east).json()
         assert started["sent_to_line"] is True, started
         (cmd,) = started["commands"]
@@ -196,19 +208,30 @@ def test_order_moves_after_a_failure_and_the_simulator_makes_it_on_command(stack
         done = poll(outcome, 20, "RunOrder's outcome")
         assert done["status"] == "confirmed", done
 
-        # 4. The simulator makes the quantity and idles; the plan counts it from the counters.
-        def counted() -> dict[str, Any] | None:
-            current = api.get("/plans/current", headers=operator_east).json()
-            lot = next(lot for lot in current["lots"] if lot["site_id"] == east)
-            return lot if lot["made"] >= QUANTITY else None
+        # 4. The simulator makes the quantity; the plan counts it from the counters, and the order is done.
+        def finished(po_id: int) -> dict[str, Any] | None:
+            rows = api.get("/production-orders?active=false", headers=operator_east).json()
+            found: dict[str, Any] = next(p for p in rows if p["po_id"] == po_id)
+            return found if found["status"] == "done" else None
 
-        lot = poll(counted, 45, "the order counted on the plan")
-        time.sleep(1.0)  # the machine idles after the order: nothing more is counted
-        (po,) = api.get("/production-orders", headers=operator_east).json()
-        assert po["made"] == QUANTITY and lot["po_status"] == "started"
-        assert (lot["made"], lot["po_id"]) == (QUANTITY, po["po_id"])
-        assert api.post(f"/production-orders/{po['po_id']}/finish", headers=operator_east).status_code == 200
+        t_made = time.monotonic()
+        done_po = poll(lambda: finished(po["po_id"]), 60, "the first lot counted and done")
+        assert done_po["made"] == QUANTITY
+        print(f"e2e: first lot made, counted and done in {time.monotonic() - t_made:.1f} s")
+
+        # 5. The line's next lot went to the machine by itself, once, and is made and counted too.
+        with psycopg.connect(db) as conn:
+            sent = conn.execute("SELECT status, requested_by FROM commands WHERE name = 'Method/RunOrder'"
+                                " AND reason LIKE %s", [f"production order {nxt['po_id']}:%"]).fetchall()
+        assert len(sent) == 1 and sent[0][1] == DISPATCHER, sent
+        second = poll(lambda: finished(nxt["po_id"]), 60, "the second lot made, counted and done")
+        assert second["made"] == QUANTITY and second["started_at"] >= done_po["finished_at"]
+        time.sleep(1.0)  # the machine idles after the order: nothing more is counted or sent
+        assert api.get("/production-orders", headers=operator_east).json() == []
         assert api.get("/orders/w-1", headers=engineer_west).json()["status"] == "done"
+        with psycopg.connect(db) as conn:
+            row = conn.execute("SELECT count(*) FROM commands WHERE name = 'Method/RunOrder'").fetchone()
+            assert row is not None and row[0] == 2  # the operator's and the dispatcher's
     finally:
         api.close()
         root.close()

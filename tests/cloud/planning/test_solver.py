@@ -240,6 +240,64 @@ def test_repair_moves_lots_off_a_failed_line_within_its_time_limit(cluster: tupl
         repair(failed, plan, [len(problem.lines)], 0.1)
 
 
+def _reach(problem: Problem, line: int) -> set[int]:
+    """The lines a change on `line` can touch: connected through lots that more than one of them can make."""
+    allowed = np.isfinite(problem.proc_s)
+    seen, todo = {line}, [line]
+    while todo:
+        k = todo.pop()
+        for b in map(int, np.flatnonzero(allowed[allowed[:, k]].any(axis=0))):
+            if b not in seen:
+                seen.add(b)
+                todo.append(b)
+    return seen
+
+
+def _check_repaired(problem: Problem, failed: Problem, plan: Plan, repaired: Plan, line: int,
+                    outage: tuple[float, float]) -> None:
+    """Feasible (every lot once, on a line that can make it; the figures and times of the independent evaluation;
+    no work on the failed line in its outage), no worse than the old plan as it now runs, and the lines the failure
+    cannot reach keep their sequences."""
+    check_sequences(failed, repaired.sequences)
+    got = reference(failed, repaired.sequences)
+    stale = reference(failed, plan.sequences)
+    assert repaired.weighted_tardiness == pytest.approx(got["wt"])
+    assert (got["wt"], got["chg"]) <= (stale["wt"], stale["chg"])  # type: ignore[operator]
+    a, b = outage[0] + 1e-6, outage[1] - 1e-6  # (the outage's end in hours, back in seconds)
+    for s in repaired.scheduled:
+        assert s.end_s == pytest.approx(got["ends"][s.lot])  # type: ignore[index]
+        if s.line == line:  # a lot may pause across the outage, but nothing starts or ends in it
+            assert not a < s.start_s < b and not a < s.end_s <= b, (s, outage)
+    reach = _reach(problem, line)
+    for k, seq in enumerate(repaired.sequences):
+        if k not in reach:
+            assert seq == plan.sequences[k], k
+
+
+def test_repairs_after_failures_of_several_lines_and_lengths_are_feasible_and_no_worse(
+        cluster: tuple[Problem, Plan]) -> None:
+    from zhizao.bench.plan import failure_lines
+
+    problem, plan = cluster
+    for line in failure_lines(problem, plan, 3):
+        for start_h, hours in ((0.0, 12.0), (6.0, 48.0)):
+            failed = fail_line(problem, line, start_h * 3600, hours)
+            repaired = repair(failed, plan, [line], 0.3)
+            _check_repaired(problem, failed, plan, repaired, line, (start_h * 3600, (start_h + hours) * 3600))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.floats(10.0, 400.0))
+def test_repair_of_random_problems_is_feasible_and_no_worse_than_the_old_plan(seed: int, down_s: float) -> None:
+    """Random problems (fixed lots, release times, downtime, lines that share some lots and not others)."""
+    problem = random_problem(seed)
+    plan = Plan(sequences=random_sequences(problem, seed))
+    line = seed % len(problem.lines)
+    failed = fail_line(problem, line, 0.0, down_s / 3600)
+    repaired = repair(failed, plan, [line], 0.05)
+    _check_repaired(problem, failed, plan, repaired, line, (0.0, down_s))
+
+
 @pytest.mark.parametrize("limit", [0.2, 1.0])
 def test_solve_keeps_its_time_limit(cluster: tuple[Problem, Plan], limit: float) -> None:
     problem, _ = cluster
