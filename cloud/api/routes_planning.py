@@ -34,6 +34,7 @@ from zhizao.cloud.api.planning_common import (
 from zhizao.cloud.auth import Principal
 from zhizao.cloud.planning.basis import Disruption
 from zhizao.cloud.planning.diff import plan_diff
+from zhizao.cloud.planning.dispatch import line_lock
 from zhizao.cloud.planning.service import Planner
 
 router = APIRouter(prefix="/api/v1/planning", tags=["planning"])
@@ -247,6 +248,11 @@ async def start_po(po_id: int, request: Request, conn: Conn, scope: Scope, princ
     row = await cur.fetchone()
     if row is None:
         raise not_found("production_order", po_id)
+    # The line dispatcher (cloud/planning/dispatch.py) starts a line's next lot under this lock: taken here too,
+    # an operator's start and the dispatcher's cannot both go through.
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [line_lock(row[0], row[1])])
+    cur = await conn.execute("SELECT status FROM production_orders WHERE po_id = %s FOR UPDATE", [po_id])
+    row = (row[0], row[1], (await cur.fetchone() or ("gone",))[0], row[3], row[4])
     if row[2] != "planned":
         raise ApiError(409, f"production order {po_id} is {row[2]}, not planned", "status", row[2])
     cur = await conn.execute("SELECT 1 FROM production_orders WHERE site_id = %s AND line_id = %s AND status = 'started'",

@@ -48,6 +48,12 @@ TTL_S = 300.0
 DISPATCHER = "line-dispatcher"  # the actor of what the dispatcher does (audit, commands)
 
 
+def line_lock(site: str, line: str) -> str:
+    """The key of a line's transaction lock (`pg_advisory_xact_lock(hashtext(key))`): whoever starts a
+    production order on the line (the dispatcher, an operator through the API) holds it meanwhile."""
+    return f"zhizao.line-dispatch:{site}/{line}"
+
+
 @dataclass(frozen=True)
 class Sent:
     """What starting a production order sent: the command per machine, or why nothing went."""
@@ -185,7 +191,7 @@ class LineDispatcher:
     def _start_next(self, conn: psycopg.Connection[Any], site: str, line: str,
                     now: datetime) -> tuple[int, Sent] | None:
         """In the caller's transaction: start the line's next lot when it is due; (po_id, what was queued)."""
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"zhizao.line-dispatch:{site}/{line}"])
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [line_lock(site, line)])
         last = conn.execute(
             "SELECT po_id, status, plan_id FROM production_orders WHERE site_id = %s AND line_id = %s"
             " AND status IN ('started', 'done') ORDER BY (status = 'started') DESC, finished_at DESC NULLS LAST,"

@@ -136,3 +136,39 @@ def test_a_lot_whose_material_comes_later_is_sent_when_its_changeover_ends_at_th
     (started,) = dispatcher.check_once(ready)["started"]
     assert started["po_id"] == po_id and started["commands"] and started["problem"] is None
     assert dispatcher.check_once(ready + timedelta(seconds=2))["started"] == []
+
+
+def test_an_operator_start_waits_for_the_dispatcher_and_does_not_start_a_second_order(seeded: str) -> None:
+    """The dispatcher starts a lot under the line's lock; an operator pressing Start on the same lot meanwhile
+    waits for that lock and then gets 409 (the lot is started), not a second start of it."""
+    import threading
+
+    from tests.support.apifixtures import bearer, make_client
+    from zhizao.cloud.auth import create_token
+    from zhizao.cloud.planning.dispatch import line_lock
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    with psycopg.connect(seeded) as conn:
+        conn.execute("INSERT INTO plan_orders (order_id, site_id, product_id, quantity, due_ts, allowed_sites)"
+                     " VALUES ('race', 'js-suzhou', 'ecu-main', 120, %s, ARRAY['js-suzhou'])", [now + timedelta(hours=6)])
+    planner = Planner(seeded)
+    planner.decide(planner.propose("test", None, now=now)["plan_id"], True, "test", None)
+    with psycopg.connect(seeded) as conn:
+        po, line = conn.execute("SELECT po_id, line_id FROM production_orders WHERE status = 'planned'").fetchone() or (0, "")
+    token = create_token(seeded, "operator", "js-suzhou", "suzhou operator")
+    answers: list[int] = []
+    with make_client(seeded) as api, psycopg.connect(seeded) as dispatcher:
+        # What the dispatcher's transaction does: the line's lock, then the lot started (not committed yet).
+        dispatcher.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [line_lock("js-suzhou", line)])
+        dispatcher.execute("UPDATE production_orders SET status = 'started', started_at = now() WHERE po_id = %s", [po])
+        press = threading.Thread(target=lambda: answers.append(
+            api.post(f"/api/v1/planning/production-orders/{po}/start", headers=bearer(token)).status_code))
+        press.start()
+        press.join(1.5)
+        assert press.is_alive()  # the operator's start waits for the line's lock
+        dispatcher.commit()
+        press.join(10)
+    assert answers == [409]
+    with psycopg.connect(seeded) as conn:
+        assert _count(conn, "SELECT count(*) FROM audit_log WHERE action = 'planning.po.start' AND target = %s",
+                      [str(po)]) == 0  # only the API audits here, and it refused
