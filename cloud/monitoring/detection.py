@@ -29,6 +29,55 @@ NEVER = -(2**62)
 
 
 @njit(cache=True)
+def _by_tag(tag: np.ndarray, ts: np.ndarray, val: np.ndarray) -> tuple[bool, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
+    """A stable counting sort on the tag, then the first of equal (tag, ts) kept; False where a tag's times are
+    not in order (or the tag ids too sparse for a count array): the caller sorts."""
+    n = tag.size
+    lo, hi = tag.min(), tag.max()
+    span = np.int64(hi) - np.int64(lo) + 1
+    if span > 4 * n + 65536:
+        return False, tag, ts, val
+    start = np.zeros(span + 1, np.int64)
+    for i in range(n):
+        start[tag[i] - lo + 1] += 1
+    for k in range(span):
+        start[k + 1] += start[k]
+    o_tag = np.empty(n, tag.dtype)
+    o_ts = np.empty(n, np.int64)
+    o_val = np.empty(n, np.float64)
+    for i in range(n):
+        j = start[tag[i] - lo]
+        start[tag[i] - lo] = j + 1
+        o_tag[j], o_ts[j], o_val[j] = tag[i], ts[i], val[i]
+    m = 0
+    for i in range(n):
+        if i and o_tag[i] == o_tag[i - 1]:
+            if o_ts[i] < o_ts[i - 1]:
+                return False, tag, ts, val
+            if o_ts[i] == o_ts[m - 1]:
+                continue  # a duplicate: the first one stays
+        o_tag[m], o_ts[m], o_val[m] = o_tag[i], o_ts[i], o_val[i]
+        m += 1
+    return True, o_tag[:m], o_ts[:m], o_val[:m]
+
+
+def sort_unique(tag: I32, ts: I64, val: F64) -> tuple[I32, I64, F64]:
+    """Samples sorted by (tag, ts), the first of equal (tag, ts) kept (as a stable lexsort would): the usual
+    batch (each tag's times in order) by one counting sort, without a lexsort's two passes and gathers."""
+    if tag.size:
+        ok, o_tag, o_ts, o_val = _by_tag(tag, ts, val)
+        if ok:
+            return o_tag, o_ts, o_val
+    order = np.lexsort((ts, tag))
+    tag, ts, val = tag[order], ts[order], val[order]
+    keep = np.ones(tag.size, np.bool_)
+    keep[1:] = (tag[1:] != tag[:-1]) | (ts[1:] != ts[:-1])
+    if not keep.all():
+        tag, ts, val = tag[keep], ts[keep], val[keep]
+    return tag, ts, val
+
+
+@njit(cache=True)
 def _to_matrix(cols: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
     """The (rank, run) matrix of samples whose columns come in runs (one run per tag), NaN where a run is
     shorter, and each run's column."""
@@ -64,6 +113,15 @@ def _from_matrix(cols: np.ndarray, scores: np.ndarray) -> np.ndarray:  # pragma:
         out[i] = scores[k, r]
         k += 1
     return out
+
+
+@njit(cache=True)
+def _any_late(cols: np.ndarray, ts: np.ndarray, last_ts: np.ndarray) -> bool:  # pragma: no cover - numba
+    """Some sample at or before its column's newest scored time."""
+    for i in range(cols.size):  # noqa: SIM110 - numba: no generator expressions
+        if ts[i] <= last_ts[cols[i]]:
+            return True
+    return False
 
 
 @njit(cache=True)
@@ -225,16 +283,18 @@ class DetectorBank:
         late = np.zeros(n, np.bool_)
         if not n:
             return Scores(tag, ts, value, score, late)
-        gid, col_all = self.gid_of[tag], self.col_of[tag]
+        whole = len(self.order) == 1
+        col_all = self.col_of[tag]
+        gid = col_all if whole else self.gid_of[tag]
         for g in self.order:
-            whole = len(self.order) == 1
-            sel = np.arange(n) if whole else np.flatnonzero(gid == g.index)
-            if not sel.size:
-                continue
-            cols = col_all if whole else col_all[sel]
-            g_ts = ts if whole else ts[sel]
-            is_late = g_ts <= g.last_ts[cols]
-            if not is_late.any():  # the usual case: everything new, no selections
+            if whole:
+                cols, g_ts = col_all, ts
+            else:
+                sel = np.flatnonzero(gid == g.index)
+                if not sel.size:
+                    continue
+                cols, g_ts = col_all[sel], ts[sel]
+            if not _any_late(cols, g_ts, g.last_ts):  # the usual case: everything new, no selections
                 out = self._run(g, cols, value if whole else value[sel], copy=False)
                 if whole:
                     score = out
@@ -242,6 +302,9 @@ class DetectorBank:
                     score[sel] = out
                 _advance(cols, g_ts, g.last_ts, g.samples)
                 continue
+            if whole:
+                sel = np.arange(n)
+            is_late = g_ts <= g.last_ts[cols]
             late[sel] = is_late
             for lat in (False, True):
                 part = sel[is_late == lat]
