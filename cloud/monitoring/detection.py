@@ -49,13 +49,18 @@ def _by_tag(tag: np.ndarray, ts: np.ndarray, val: np.ndarray) -> tuple[bool, np.
         j = start[tag[i] - lo]
         start[tag[i] - lo] = j + 1
         o_tag[j], o_ts[j], o_val[j] = tag[i], ts[i], val[i]
-    m = 0
-    for i in range(n):
-        if i and o_tag[i] == o_tag[i - 1]:
+    dups = False
+    for i in range(1, n):
+        if o_tag[i] == o_tag[i - 1]:
             if o_ts[i] < o_ts[i - 1]:
                 return False, tag, ts, val
-            if o_ts[i] == o_ts[m - 1]:
-                continue  # a duplicate: the first one stays
+            dups |= o_ts[i] == o_ts[i - 1]
+    if not dups:
+        return True, o_tag, o_ts, o_val
+    m = 1
+    for i in range(1, n):
+        if o_tag[i] == o_tag[m - 1] and o_ts[i] == o_ts[m - 1]:
+            continue  # a duplicate: the first one stays
         o_tag[m], o_ts[m], o_val[m] = o_tag[i], o_ts[i], o_val[i]
         m += 1
     return True, o_tag[:m], o_ts[:m], o_val[:m]
@@ -77,41 +82,52 @@ def sort_unique(tag: I32, ts: I64, val: F64) -> tuple[I32, I64, F64]:
     return tag, ts, val
 
 
+_BLOCK = 64  # runs per block of the (rank, run) transposition: a block's source lines stay in L1
+
+
 @njit(cache=True)
-def _to_matrix(cols: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+def _to_matrix(cols: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
     """The (rank, run) matrix of samples whose columns come in runs (one run per tag), NaN where a run is
-    shorter, and each run's column."""
-    runs, longest, length = 0, 0, 0
+    shorter, each run's column and the runs' bounds (for `_from_matrix`). Filled by blocks of runs, row by
+    row: a sample-order fill writes a cache line per sample."""
+    runs = 0
     for i in range(cols.size):
         if i == 0 or cols[i] != cols[i - 1]:
             runs += 1
-            length = 0
-        length += 1
-        longest = max(longest, length)
-    x = np.full((longest, runs), np.nan)
+    bounds = np.empty(runs + 1, np.int64)
     run_cols = np.empty(runs, np.int64)
-    r, k = -1, 0
+    r = 0
     for i in range(cols.size):
         if i == 0 or cols[i] != cols[i - 1]:
-            r += 1
-            k = 0
+            bounds[r] = i
             run_cols[r] = cols[i]
-        x[k, r] = values[i]
-        k += 1
-    return x, run_cols
+            r += 1
+    bounds[runs] = cols.size
+    longest = 0
+    for r in range(runs):
+        longest = max(longest, bounds[r + 1] - bounds[r])
+    x = np.empty((longest, runs))
+    for b0 in range(0, runs, _BLOCK):
+        b1 = min(runs, b0 + _BLOCK)
+        for k in range(longest):
+            for r in range(b0, b1):
+                i = bounds[r] + k
+                x[k, r] = values[i] if i < bounds[r + 1] else np.nan
+    return x, run_cols, bounds
 
 
 @njit(cache=True)
-def _from_matrix(cols: np.ndarray, scores: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
+def _from_matrix(bounds: np.ndarray, scores: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
     """Each sample's score back from the (rank, run) matrix `_to_matrix` built."""
-    out = np.empty(cols.size)
-    r, k = -1, 0
-    for i in range(cols.size):
-        if i == 0 or cols[i] != cols[i - 1]:
-            r += 1
-            k = 0
-        out[i] = scores[k, r]
-        k += 1
+    runs = bounds.size - 1
+    out = np.empty(bounds[runs])
+    for b0 in range(0, runs, _BLOCK):
+        b1 = min(runs, b0 + _BLOCK)
+        for k in range(scores.shape[0]):
+            for r in range(b0, b1):
+                i = bounds[r] + k
+                if i < bounds[r + 1]:
+                    out[i] = scores[k, r]
     return out
 
 
@@ -279,11 +295,11 @@ class DetectorBank:
     def score(self, tag: I32, ts: I64, value: F64) -> Scores:
         """Score samples sorted by (tag, ts), unique, all of tags in the bank; state advances for in-order ones."""
         n = tag.size
-        score = np.full(n, np.nan)
         late = np.zeros(n, np.bool_)
         if not n:
-            return Scores(tag, ts, value, score, late)
+            return Scores(tag, ts, value, np.full(n, np.nan), late)
         whole = len(self.order) == 1
+        score = np.empty(0) if whole else np.full(n, np.nan)  # one group: its kernel's output is the array
         col_all = self.col_of[tag]
         gid = col_all if whole else self.gid_of[tag]
         for g in self.order:
@@ -303,7 +319,7 @@ class DetectorBank:
                 _advance(cols, g_ts, g.last_ts, g.samples)
                 continue
             if whole:
-                sel = np.arange(n)
+                sel, score = np.arange(n), np.full(n, np.nan)
             is_late = g_ts <= g.last_ts[cols]
             late[sel] = is_late
             for lat in (False, True):
@@ -318,11 +334,11 @@ class DetectorBank:
         samples are one run)."""
         if g.detector is None:
             return np.full(cols.size, np.nan)
-        x, run_cols = _to_matrix(cols, values)
+        x, run_cols, bounds = _to_matrix(cols, values)
         st = np.ascontiguousarray(g.state[:, run_cols].T if g.tags_first else g.state[:, run_cols])
         scored = g.detector.update(st, x)
         self.calls += 1
         if not copy:
             g.state[:, run_cols] = st.T if g.tags_first else st
-        out: F64 = _from_matrix(cols, scored.scores)
+        out: F64 = _from_matrix(bounds, scored.scores)
         return out
