@@ -52,7 +52,7 @@ def _cusum_row(
         ar[j] = act[j] > 0.5
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def cusum_kernel(
     st: np.ndarray, x: np.ndarray, warmup: float, k: float, cap: float, min_std: float,
     on: float, off: float, min_on: int, min_off: int, scores: np.ndarray, alarms: np.ndarray,

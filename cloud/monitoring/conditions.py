@@ -44,7 +44,7 @@ def _step(active: bool, on_since: Any, off_since: Any, t: int, on_c: bool, off_c
     return active, on_since, off_since, event
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def condition_kernel(key: np.ndarray, ts: np.ndarray, on_cond: np.ndarray, off_cond: np.ndarray,
                      on_delay: np.ndarray, off_delay: np.ndarray, active: np.ndarray, on_since: np.ndarray,
                      off_since: np.ndarray, events: np.ndarray, moved: np.ndarray) -> None:  # pragma: no cover
@@ -59,7 +59,7 @@ def condition_kernel(key: np.ndarray, ts: np.ndarray, on_cond: np.ndarray, off_c
             active[k], on_since[k], off_since[k] = a, on, off
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def level_kernel(tag: np.ndarray, ts: np.ndarray, score: np.ndarray, late: np.ndarray, on: np.ndarray,
                  off: np.ndarray, on_delay: np.ndarray, off_delay: np.ndarray, key_of: np.ndarray,
                  active: np.ndarray, on_since: np.ndarray, off_since: np.ndarray, events: np.ndarray,

@@ -32,7 +32,7 @@ def _be(buf: np.ndarray, at: np.uint64, v: int, nbytes: int) -> None:  # pragma:
         buf[at + _U(b)] = (v >> (8 * (nbytes - 1 - b))) & 0xFF
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _score_rows(buf: np.ndarray, start: int, ts_ms: np.ndarray, tag: np.ndarray, score: np.ndarray, bits: np.ndarray,
                 alarm: np.ndarray, epoch_ms: int) -> int:  # pragma: no cover - numba
     """The rows of `scores_copy` from byte `start` on, in the samples' order; the end."""

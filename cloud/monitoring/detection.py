@@ -28,11 +28,18 @@ I32 = NDArray[np.int32]
 NEVER = -(2**62)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _by_tag(tag: np.ndarray, ts: np.ndarray, val: np.ndarray) -> tuple[bool, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
     """A stable counting sort on the tag, then the first of equal (tag, ts) kept; False where a tag's times are
     not in order (or the tag ids too sparse for a count array): the caller sorts."""
     n = tag.size
+    ordered = True  # one ingest batch: sorted and unique already
+    for i in range(1, n):
+        if tag[i] < tag[i - 1] or (tag[i] == tag[i - 1] and ts[i] <= ts[i - 1]):
+            ordered = False
+            break
+    if ordered:
+        return True, tag, ts, val
     lo, hi = tag.min(), tag.max()
     span = np.int64(hi) - np.int64(lo) + 1
     if span > 4 * n + 65536:
@@ -85,7 +92,7 @@ def sort_unique(tag: I32, ts: I64, val: F64) -> tuple[I32, I64, F64]:
 _BLOCK = 64  # runs per block of the (rank, run) transposition: a block's source lines stay in L1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _to_matrix(cols: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
     """The (rank, run) matrix of samples whose columns come in runs (one run per tag), NaN where a run is
     shorter, each run's column and the runs' bounds (for `_from_matrix`). Filled by blocks of runs, row by
@@ -116,7 +123,7 @@ def _to_matrix(cols: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.nda
     return x, run_cols, bounds
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _from_matrix(bounds: np.ndarray, scores: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
     """Each sample's score back from the (rank, run) matrix `_to_matrix` built."""
     runs = bounds.size - 1
@@ -131,7 +138,7 @@ def _from_matrix(bounds: np.ndarray, scores: np.ndarray) -> np.ndarray:  # pragm
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _any_late(cols: np.ndarray, ts: np.ndarray, last_ts: np.ndarray) -> bool:  # pragma: no cover - numba
     """Some sample at or before its column's newest scored time."""
     for i in range(cols.size):  # noqa: SIM110 - numba: no generator expressions
@@ -140,7 +147,7 @@ def _any_late(cols: np.ndarray, ts: np.ndarray, last_ts: np.ndarray) -> bool:  #
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _advance(cols: np.ndarray, ts: np.ndarray, last_ts: np.ndarray, samples: np.ndarray) -> None:  # pragma: no cover
     """Newest scored time and sample count of each column, over in-order samples sorted by (tag, ts)."""
     for i in range(cols.size):
