@@ -9,6 +9,7 @@ that the service persists with the detector state, so a restart continues every 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -18,7 +19,32 @@ I64 = NDArray[np.int64]
 NONE = np.int64(-(2**62))  # "not pending"
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
+def _step(active: bool, on_since: Any, off_since: Any, t: int, on_c: bool, off_c: bool, on_d: int,
+          off_d: int) -> tuple[bool, Any, Any, int]:  # pragma: no cover - numba
+    """One sample of a key in (active, on since, off since) -> (active, on since, off since, event): +1 raised,
+    -1 cleared, 0. On plain values: the callers write a key's state back only where it changed."""
+    event = 0
+    if active:
+        if off_c:
+            if off_since == NONE:
+                off_since = t
+            if t - off_since >= off_d:
+                active, off_since, on_since, event = False, NONE, NONE, -1
+        else:
+            off_since = NONE
+    else:
+        if on_c:
+            if on_since == NONE:
+                on_since = t
+            if t - on_since >= on_d:
+                active, on_since, off_since, event = True, NONE, NONE, 1
+        else:
+            on_since = NONE
+    return active, on_since, off_since, event
+
+
+@njit(cache=True, nogil=True)
 def condition_kernel(key: np.ndarray, ts: np.ndarray, on_cond: np.ndarray, off_cond: np.ndarray,
                      on_delay: np.ndarray, off_delay: np.ndarray, active: np.ndarray, on_since: np.ndarray,
                      off_since: np.ndarray, events: np.ndarray, moved: np.ndarray) -> None:  # pragma: no cover
@@ -26,32 +52,44 @@ def condition_kernel(key: np.ndarray, ts: np.ndarray, on_cond: np.ndarray, off_c
     moved[i] where the sample changed its key's state (active, on since, off since)."""
     for i in range(key.size):
         k = key[i]
-        t = ts[i]
+        a0, on0, off0 = active[k], on_since[k], off_since[k]
+        a, on, off, events[i] = _step(a0, on0, off0, ts[i], on_cond[i], off_cond[i], on_delay[i], off_delay[i])
+        moved[i] = a != a0 or on != on0 or off != off0
+        if moved[i]:
+            active[k], on_since[k], off_since[k] = a, on, off
+
+
+@njit(cache=True, nogil=True)
+def level_kernel(tag: np.ndarray, ts: np.ndarray, score: np.ndarray, late: np.ndarray, on: np.ndarray,
+                 off: np.ndarray, on_delay: np.ndarray, off_delay: np.ndarray, key_of: np.ndarray,
+                 active: np.ndarray, on_since: np.ndarray, off_since: np.ndarray, events: np.ndarray,
+                 mark: np.ndarray, moved: np.ndarray) -> int:  # pragma: no cover - numba
+    """`condition_kernel` over scores against per-tag levels, in one pass: each in-order scored sample (not
+    late, score not NaN) is on above `on[tag]` and off below `off[tag]`, with the tag's delays, on the key
+    `key_of[tag]`. The keys that moved go to `moved` (once each, `mark` is the scratch); their count, or -1
+    (nothing advanced) when a scored tag has no key yet."""
+    for i in range(tag.size):
+        if not late[i] and score[i] == score[i] and key_of[tag[i]] < 0:
+            return -1
+    n_moved = 0
+    for i in range(tag.size):
         events[i] = 0
-        was_a, was_on, was_off = active[k], on_since[k], off_since[k]
-        if active[k]:
-            if off_cond[i]:
-                if off_since[k] == NONE:
-                    off_since[k] = t
-                if t - off_since[k] >= off_delay[i]:
-                    active[k] = False
-                    off_since[k] = NONE
-                    on_since[k] = NONE
-                    events[i] = -1
-            else:
-                off_since[k] = NONE
-        else:
-            if on_cond[i]:
-                if on_since[k] == NONE:
-                    on_since[k] = t
-                if t - on_since[k] >= on_delay[i]:
-                    active[k] = True
-                    on_since[k] = NONE
-                    off_since[k] = NONE
-                    events[i] = 1
-            else:
-                on_since[k] = NONE
-        moved[i] = was_a != active[k] or was_on != on_since[k] or was_off != off_since[k]
+        s = score[i]
+        if late[i] or s != s:
+            continue
+        g = tag[i]
+        k = key_of[g]
+        a0, on0, off0 = active[k], on_since[k], off_since[k]
+        a, on_s, off_s, events[i] = _step(a0, on0, off0, ts[i], s > on[g], s < off[g], on_delay[g], off_delay[g])
+        if a != a0 or on_s != on0 or off_s != off0:
+            active[k], on_since[k], off_since[k] = a, on_s, off_s
+            if not mark[k]:
+                mark[k] = True
+                moved[n_moved] = k
+                n_moved += 1
+    for j in range(n_moved):
+        mark[moved[j]] = False
+    return n_moved
 
 
 @dataclass
@@ -68,6 +106,7 @@ class Conditions:
     last_ts: I64 = field(default_factory=lambda: np.zeros(0, np.int64))
     last_value: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0, np.float64))
     touched: set[int] = field(default_factory=set)
+    _mark: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, np.bool_))
 
     def ids(self, keys: list[str]) -> I64:
         """Indices of `keys`, adding fresh (inactive) states for new ones."""
@@ -104,6 +143,25 @@ class Conditions:
                              self.off_since, events, moved)
             if moved.any():
                 self.touched.update(np.unique(key[moved]).tolist())
+        return events
+
+    def run_levels(self, tag: NDArray[np.int32], ts: I64, score: NDArray[np.float64], late: NDArray[np.bool_],
+                   on: NDArray[np.float64], off: NDArray[np.float64], on_delay_ms: I64, off_delay_ms: I64,
+                   key_of: I64) -> NDArray[np.int8] | None:
+        """Scores against per-tag levels (`level_kernel`); +1/-1 per sample where its condition was raised or
+        cleared; None (nothing advanced) when a scored tag has no key in `key_of` yet."""
+        events = np.zeros(tag.size, np.int8)
+        if not tag.size:
+            return events
+        if self._mark.size < len(self.keys):
+            self._mark = np.zeros(max(len(self.keys), 2 * self._mark.size), np.bool_)
+        moved = np.empty(min(tag.size, len(self.keys)), np.int64)
+        n = level_kernel(tag, ts, score, late, on, off, on_delay_ms, off_delay_ms, key_of, self.active,
+                         self.on_since, self.off_since, events, self._mark, moved)
+        if n < 0:
+            return None
+        if n:
+            self.touched.update(moved[:n].tolist())
         return events
 
     def row(self, i: int) -> tuple[str, bool, int | None, int | None, int | None, float | None]:

@@ -28,45 +28,126 @@ I32 = NDArray[np.int32]
 NEVER = -(2**62)
 
 
-@njit(cache=True)
-def _to_matrix(cols: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+@njit(cache=True, nogil=True)
+def _by_tag(tag: np.ndarray, ts: np.ndarray, val: np.ndarray) -> tuple[bool, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
+    """A stable counting sort on the tag, then the first of equal (tag, ts) kept; False where a tag's times are
+    not in order (or the tag ids too sparse for a count array): the caller sorts."""
+    n = tag.size
+    ordered = True  # one ingest batch: sorted and unique already
+    for i in range(1, n):
+        if tag[i] < tag[i - 1] or (tag[i] == tag[i - 1] and ts[i] <= ts[i - 1]):
+            ordered = False
+            break
+    if ordered:
+        return True, tag, ts, val
+    lo, hi = tag.min(), tag.max()
+    span = np.int64(hi) - np.int64(lo) + 1
+    if span > 4 * n + 65536:
+        return False, tag, ts, val
+    start = np.zeros(span + 1, np.int64)
+    for i in range(n):
+        start[tag[i] - lo + 1] += 1
+    for k in range(span):
+        start[k + 1] += start[k]
+    o_tag = np.empty(n, tag.dtype)
+    o_ts = np.empty(n, np.int64)
+    o_val = np.empty(n, np.float64)
+    for i in range(n):
+        j = start[tag[i] - lo]
+        start[tag[i] - lo] = j + 1
+        o_tag[j], o_ts[j], o_val[j] = tag[i], ts[i], val[i]
+    dups = False
+    for i in range(1, n):
+        if o_tag[i] == o_tag[i - 1]:
+            if o_ts[i] < o_ts[i - 1]:
+                return False, tag, ts, val
+            dups |= o_ts[i] == o_ts[i - 1]
+    if not dups:
+        return True, o_tag, o_ts, o_val
+    m = 1
+    for i in range(1, n):
+        if o_tag[i] == o_tag[m - 1] and o_ts[i] == o_ts[m - 1]:
+            continue  # a duplicate: the first one stays
+        o_tag[m], o_ts[m], o_val[m] = o_tag[i], o_ts[i], o_val[i]
+        m += 1
+    return True, o_tag[:m], o_ts[:m], o_val[:m]
+
+
+def sort_unique(tag: I32, ts: I64, val: F64) -> tuple[I32, I64, F64]:
+    """Samples sorted by (tag, ts), the first of equal (tag, ts) kept (as a stable lexsort would): the usual
+    batch (each tag's times in order) by one counting sort, without a lexsort's two passes and gathers."""
+    if tag.size:
+        ok, o_tag, o_ts, o_val = _by_tag(tag, ts, val)
+        if ok:
+            return o_tag, o_ts, o_val
+    order = np.lexsort((ts, tag))
+    tag, ts, val = tag[order], ts[order], val[order]
+    keep = np.ones(tag.size, np.bool_)
+    keep[1:] = (tag[1:] != tag[:-1]) | (ts[1:] != ts[:-1])
+    if not keep.all():
+        tag, ts, val = tag[keep], ts[keep], val[keep]
+    return tag, ts, val
+
+
+_BLOCK = 64  # runs per block of the (rank, run) transposition: a block's source lines stay in L1
+
+
+@njit(cache=True, nogil=True)
+def _to_matrix(cols: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
     """The (rank, run) matrix of samples whose columns come in runs (one run per tag), NaN where a run is
-    shorter, and each run's column."""
-    runs, longest, length = 0, 0, 0
+    shorter, each run's column and the runs' bounds (for `_from_matrix`). Filled by blocks of runs, row by
+    row: a sample-order fill writes a cache line per sample."""
+    runs = 0
     for i in range(cols.size):
         if i == 0 or cols[i] != cols[i - 1]:
             runs += 1
-            length = 0
-        length += 1
-        longest = max(longest, length)
-    x = np.full((longest, runs), np.nan)
+    bounds = np.empty(runs + 1, np.int64)
     run_cols = np.empty(runs, np.int64)
-    r, k = -1, 0
+    r = 0
     for i in range(cols.size):
         if i == 0 or cols[i] != cols[i - 1]:
-            r += 1
-            k = 0
+            bounds[r] = i
             run_cols[r] = cols[i]
-        x[k, r] = values[i]
-        k += 1
-    return x, run_cols
-
-
-@njit(cache=True)
-def _from_matrix(cols: np.ndarray, scores: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
-    """Each sample's score back from the (rank, run) matrix `_to_matrix` built."""
-    out = np.empty(cols.size)
-    r, k = -1, 0
-    for i in range(cols.size):
-        if i == 0 or cols[i] != cols[i - 1]:
             r += 1
-            k = 0
-        out[i] = scores[k, r]
-        k += 1
+    bounds[runs] = cols.size
+    longest = 0
+    for r in range(runs):
+        longest = max(longest, bounds[r + 1] - bounds[r])
+    x = np.empty((longest, runs))
+    for b0 in range(0, runs, _BLOCK):
+        b1 = min(runs, b0 + _BLOCK)
+        for k in range(longest):
+            for r in range(b0, b1):
+                i = bounds[r] + k
+                x[k, r] = values[i] if i < bounds[r + 1] else np.nan
+    return x, run_cols, bounds
+
+
+@njit(cache=True, nogil=True)
+def _from_matrix(bounds: np.ndarray, scores: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
+    """Each sample's score back from the (rank, run) matrix `_to_matrix` built."""
+    runs = bounds.size - 1
+    out = np.empty(bounds[runs])
+    for b0 in range(0, runs, _BLOCK):
+        b1 = min(runs, b0 + _BLOCK)
+        for k in range(scores.shape[0]):
+            for r in range(b0, b1):
+                i = bounds[r] + k
+                if i < bounds[r + 1]:
+                    out[i] = scores[k, r]
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
+def _any_late(cols: np.ndarray, ts: np.ndarray, last_ts: np.ndarray) -> bool:  # pragma: no cover - numba
+    """Some sample at or before its column's newest scored time."""
+    for i in range(cols.size):  # noqa: SIM110 - numba: no generator expressions
+        if ts[i] <= last_ts[cols[i]]:
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True)
 def _advance(cols: np.ndarray, ts: np.ndarray, last_ts: np.ndarray, samples: np.ndarray) -> None:  # pragma: no cover
     """Newest scored time and sample count of each column, over in-order samples sorted by (tag, ts)."""
     for i in range(cols.size):
@@ -221,20 +302,22 @@ class DetectorBank:
     def score(self, tag: I32, ts: I64, value: F64) -> Scores:
         """Score samples sorted by (tag, ts), unique, all of tags in the bank; state advances for in-order ones."""
         n = tag.size
-        score = np.full(n, np.nan)
         late = np.zeros(n, np.bool_)
         if not n:
-            return Scores(tag, ts, value, score, late)
-        gid, col_all = self.gid_of[tag], self.col_of[tag]
+            return Scores(tag, ts, value, np.full(n, np.nan), late)
+        whole = len(self.order) == 1
+        score = np.empty(0) if whole else np.full(n, np.nan)  # one group: its kernel's output is the array
+        col_all = self.col_of[tag]
+        gid = col_all if whole else self.gid_of[tag]
         for g in self.order:
-            whole = len(self.order) == 1
-            sel = np.arange(n) if whole else np.flatnonzero(gid == g.index)
-            if not sel.size:
-                continue
-            cols = col_all if whole else col_all[sel]
-            g_ts = ts if whole else ts[sel]
-            is_late = g_ts <= g.last_ts[cols]
-            if not is_late.any():  # the usual case: everything new, no selections
+            if whole:
+                cols, g_ts = col_all, ts
+            else:
+                sel = np.flatnonzero(gid == g.index)
+                if not sel.size:
+                    continue
+                cols, g_ts = col_all[sel], ts[sel]
+            if not _any_late(cols, g_ts, g.last_ts):  # the usual case: everything new, no selections
                 out = self._run(g, cols, value if whole else value[sel], copy=False)
                 if whole:
                     score = out
@@ -242,6 +325,9 @@ class DetectorBank:
                     score[sel] = out
                 _advance(cols, g_ts, g.last_ts, g.samples)
                 continue
+            if whole:
+                sel, score = np.arange(n), np.full(n, np.nan)
+            is_late = g_ts <= g.last_ts[cols]
             late[sel] = is_late
             for lat in (False, True):
                 part = sel[is_late == lat]
@@ -255,11 +341,11 @@ class DetectorBank:
         samples are one run)."""
         if g.detector is None:
             return np.full(cols.size, np.nan)
-        x, run_cols = _to_matrix(cols, values)
+        x, run_cols, bounds = _to_matrix(cols, values)
         st = np.ascontiguousarray(g.state[:, run_cols].T if g.tags_first else g.state[:, run_cols])
         scored = g.detector.update(st, x)
         self.calls += 1
         if not copy:
             g.state[:, run_cols] = st.T if g.tags_first else st
-        out: F64 = _from_matrix(cols, scored.scores)
+        out: F64 = _from_matrix(bounds, scored.scores)
         return out

@@ -19,6 +19,7 @@ import logging
 import queue
 import threading
 import time
+import weakref
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from zhizao.cloud.monitoring.conditions import Conditions
 from zhizao.cloud.monitoring.copy import HEADER as COPY_HEADER
 from zhizao.cloud.monitoring.copy import SCORE_STAGE_DDL, STATE_STAGE_DDL, scores_copy, states_copy
 from zhizao.cloud.monitoring.copy import TRAILER as COPY_TRAILER
-from zhizao.cloud.monitoring.detection import NEVER, DetectorBank, Scores
+from zhizao.cloud.monitoring.detection import NEVER, DetectorBank, Scores, sort_unique
 from zhizao.cloud.monitoring.rules import (
     RULE_COLUMNS,
     Rule,
@@ -171,6 +172,7 @@ class MonitoringService:
         self._levels: dict[int, tuple[float, float, int, int, str, int | None]] = {}  # tag -> on, off, delays, prio, rule
         self._machine_state: dict[tuple[str, str], tuple[int, int]] = {}  # (site, machine) -> (code, since ms)
         self._microstops: dict[tuple[str, str], deque[int]] = defaultdict(deque)
+        self._staged: weakref.WeakKeyDictionary[psycopg.Connection[Any], set[str]] = weakref.WeakKeyDictionary()
         self._lost = False
         self._db_down = False
         self.webhooks = None
@@ -356,6 +358,7 @@ class MonitoringService:
         self._levels.clear()
         self._machine_state.clear()
         self._microstops.clear()
+        self._staged.clear()  # after a failed transaction a staging table may be gone with it
         with translate_errors(), self._pool.connection() as conn:
             if conn.execute("SELECT count(*) FROM monitoring_rules").fetchone()[0] == 0:
                 for r in seed_rules():
@@ -536,12 +539,7 @@ class MonitoringService:
     # -- processing --------------------------------------------------------------------------------------
 
     def _process(self, tag: NDArray[np.int32], ts: NDArray[np.int64], val: NDArray[np.float64]) -> None:
-        order = np.lexsort((ts, tag))
-        tag, ts, val = tag[order], ts[order], val[order]
-        keep = np.ones(tag.size, np.bool_)
-        keep[1:] = (tag[1:] != tag[:-1]) | (ts[1:] != ts[:-1])
-        if not keep.all():
-            tag, ts, val = tag[keep], ts[keep], val[keep]
+        tag, ts, val = sort_unique(tag, ts, val)
         kinds = self._arrays.kinds(tag)
         if (kinds == UNKNOWN).any():
             unknown = np.unique(tag[kinds == UNKNOWN]).tolist()
@@ -639,42 +637,34 @@ class MonitoringService:
             out[self._arrays.sites[i]] = int(newest[i])
         return out
 
-    def anomaly_condition_inputs(self, scores: Scores) -> tuple[NDArray[np.intp], NDArray[np.bool_], NDArray[np.bool_]]:
-        """Where detector output becomes alarm input: (sample positions, above level, below clear level).
-
-        Today: the per-sample score against the rule's level and deadband. This is the one place to connect a
-        detector's calibrated likelihood or event output instead.
-        """
-        pos = np.flatnonzero(~scores.late & np.isfinite(scores.score))
-        tags = scores.tag[pos]
-        s = scores.score[pos]
-        return pos, s > self._arrays.on[tags], s < self._arrays.off[tags]
-
     def _anomaly_events(self, scores: Scores) -> list[al.ConditionEvent]:
-        pos, on_cond, off_cond = self.anomaly_condition_inputs(scores)
-        if not pos.size:
+        """Where detector output becomes alarm input: each in-order score against its rule's level (on) and
+        `level - deadband` (off), with the rule's delays, in one pass (`Conditions.run_levels`). This is the
+        one place to connect a detector's calibrated likelihood or event output instead."""
+        if not scores.tag.size:
             return []
-        tags = scores.tag[pos]
         a = self._arrays
-        keys = a.condition[tags]
-        if (keys < 0).any():
-            new = np.unique(tags[keys < 0])
+        args = (scores.tag, scores.ts, scores.score, scores.late, a.on, a.off, a.on_delay, a.off_delay)
+        ev = self.conditions.run_levels(*args, a.condition)
+        if ev is None:  # tags scored for the first time: their `anomaly:TAG` keys first
+            scored = scores.tag[~scores.late & np.isfinite(scores.score)]
+            new = np.unique(scored[a.condition[scored] < 0])
             a.condition[new] = self.conditions.ids([f"anomaly:{t}" for t in new.tolist()])
-            keys = a.condition[tags]
-        ev = self.conditions.run(keys, scores.ts[pos], on_cond, off_cond, a.on_delay[tags], a.off_delay[tags])
+            ev = self.conditions.run_levels(*args, a.condition)
+            assert ev is not None
         out = []
         for i in np.flatnonzero(ev).tolist():
-            t = int(tags[i])
+            t = int(scores.tag[i])
             ref = self._tags[t]
             assert isinstance(ref, TagRef)
             on, _, _, _, priority, rule_id = self._levels[t]
-            sc = float(scores.score[pos[i]])
+            sc = float(scores.score[i])
             active = bool(ev[i] > 0)
             det = self.bank.groups[self.bank.spec_of[t]].params.detector
             msg = (f"{ref.name}: anomaly score {sc:.2f} above {on:g} ({det})" if active
                    else f"{ref.name}: anomaly score back below the clear level")
             out.append(al.ConditionEvent(f"anomaly:{t}", ref.site, ref.line, ref.machine, t, "anomaly", rule_id,
-                                         priority, msg, int(scores.ts[pos[i]]), active, sc, on))
+                                         priority, msg, int(scores.ts[i]), active, sc, on))
         return out
 
     def _rule_events(self, scores: Scores) -> list[al.ConditionEvent]:
@@ -899,13 +889,23 @@ class MonitoringService:
 
     # -- persistence -------------------------------------------------------------------------------------
 
+    def _stage(self, conn: psycopg.Connection[Any], ddl: str) -> None:
+        """Create a staging temp table once per connection (a session's temp tables live as long as it does),
+        not by a round trip (and a notice) per batch."""
+        made = self._staged.get(conn)
+        if made is None:
+            made = self._staged[conn] = set()
+        if ddl not in made:
+            conn.execute(ddl)
+            made.add(ddl)
+
     def _save_scores(self, conn: psycopg.Connection[Any], scores: Scores) -> None:
         """Every processed sample (NULL where there is no score): a replayed duplicate then conflicts, unscored.
         Binary COPY into a staging table, then one INSERT .. ON CONFLICT DO NOTHING (as the ingest writes)."""
         if not scores.tag.size:
             return
         on = self._arrays.on[scores.tag]
-        conn.execute(SCORE_STAGE_DDL)
+        self._stage(conn, SCORE_STAGE_DDL)
         with conn.cursor() as cur:
             with cur.copy("COPY zhizao_score_stage (ts, tag_id, score, alarm) FROM STDIN (FORMAT BINARY)") as cp:
                 cp.write(scores_copy(scores.ts, scores.tag, scores.score, scores.score > on))
@@ -916,7 +916,7 @@ class MonitoringService:
         """Detector state columns of the tags that advanced: binary COPY per spec, one upsert."""
         if not tags.size:
             return
-        conn.execute(STATE_STAGE_DDL)
+        self._stage(conn, STATE_STAGE_DDL)
         with conn.cursor() as cur:
             with cur.copy("COPY zhizao_state_stage (tag_id, spec_key, state, last_ts_ms, samples)"
                           " FROM STDIN (FORMAT BINARY)") as cp:

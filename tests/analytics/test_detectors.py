@@ -40,6 +40,9 @@ SMALL: list[Detector] = [
     EwmaZ(alpha=0.2, warmup=3, alarm=Alarm(on=2.0, off=1.0, min_on=2, min_off=2)),
     EwmaZ(alpha=0.2, warmup=3, gate=1.5, alarm=Alarm(on=2.0, off=1.0, min_on=2, min_off=2), name="ewma_z_gated"),
     Cusum(warmup=3, k=0.3, cap=4.0, alarm=Alarm(on=2.0, off=0.5, min_on=1, min_off=2)),
+    Cusum(warmup=3, k=0.3, cap=4.0, side=-1, alarm=Alarm(on=2.0, off=0.5, min_on=1, min_off=2), name="cusum_down"),
+    Cusum(warmup=3, k=0.3, cap=4.0, side=1, floor=0.5, floor_margin=0.3,
+          alarm=Alarm(on=2.0, off=0.5, min_on=1, min_off=2), name="cusum_up_floor"),
     RobustZ(window=4, alarm=Alarm(on=2.0, off=1.0, min_on=1, min_off=1)),
     MahalanobisT2(dims=2, alpha=0.3, warmup=3, alarm=Alarm(on=6.0, off=3.0, min_on=1, min_off=2)),
     PcaT2Q(dims=2, lags=1, learn=4, relearn=0.05, alarm=Alarm(on=1.0, off=0.5, min_on=1, min_off=2)),
@@ -219,6 +222,12 @@ def test_parameters_are_checked() -> None:
         EwmaZ(alpha=0.0)
     with pytest.raises(ValueError, match="warmup"):
         Cusum(warmup=1)
+    with pytest.raises(ValueError, match=r"side: must be 0 \(both\), 1 \(rises only\) or -1 \(falls only\), got 2"):
+        Cusum(side=2)
+    with pytest.raises(ValueError, match=r"floor: 0\.3 needs side 1"):
+        Cusum(floor=0.3)
+    with pytest.raises(ValueError, match="floor_margin"):
+        Cusum(side=1, floor=0.3, floor_margin=0.0)
     with pytest.raises(ValueError, match="window"):
         RobustZ(window=2)
     with pytest.raises(ValueError, match="dims"):
@@ -323,3 +332,30 @@ def test_a_gated_ewma_keeps_learning_normal_data_but_not_a_fault() -> None:
     assert not a[2500:].any()  # while the ungated one has absorbed it
     with pytest.raises(ValueError, match="gate"):
         EwmaZ(gate=0.0)
+
+
+def _tool_wear(seed: int, cycles: int = 6, life: int = 240, rise: float = 16.0) -> tuple[np.ndarray, np.ndarray]:
+    """A spindle load over tool lives: noise 2 on 50, rising by `rise` over each life, back at each change; the
+    first life starts half-worn (the detector is deployed on a part-worn tool); and each sample's wear (0..1)."""
+    rng = np.random.default_rng(seed)
+    wear = np.concatenate([np.linspace(0.5, 1.0, life // 2, endpoint=False)]
+                          + [np.linspace(0.0, 1.0, life, endpoint=False)] * cycles)
+    return 50.0 + rise * wear + rng.normal(0.0, 2.0, wear.size), wear
+
+
+def test_cusum_floor_alarms_each_tool_in_its_worn_half() -> None:
+    """Learnt on a part-worn tool, a frozen two-sided CUSUM sits in alarm over the fresh tools (below its
+    baseline) and rises late; rises-only with a floor follows the baseline down to the fresh tool and alarms
+    once per tool, in the second half of its life."""
+    alarm = Alarm(on=10.0, off=4.0, min_on=1, min_off=5)
+    for seed in range(3):
+        x, wear = _tool_wear(seed)
+        floor = Cusum(warmup=60, k=5.0, side=1, floor=0.3, alarm=alarm)
+        frozen = Cusum(warmup=60, k=1.0, alarm=alarm)
+        a_floor = floor.update(floor.init_state(1), x[:, None]).alarms[:, 0]
+        a_frozen = frozen.update(frozen.init_state(1), x[:, None]).alarms[:, 0]
+        raised = np.flatnonzero(a_floor[1:] & ~a_floor[:-1]) + 1
+        assert raised.size == 6 and (wear[raised] > 0.5).all() and (wear[raised] < 0.95).all(), (seed, wear[raised])
+        fresh = (wear > 0.05) & (wear < 0.2)  # a fresh tool, a dozen samples after its change
+        assert a_frozen[fresh].mean() > 0.5  # the frozen baseline: "anomalous" fresh tools
+        assert not a_floor[fresh].any()
