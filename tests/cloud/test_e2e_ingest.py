@@ -154,3 +154,4 @@ def test_e2e_cloud_kill9_and_broker_restart_lose_nothing_and_duplicate_nothing(
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait(10)  # reaped: a killed child left unwaited stays a zombie

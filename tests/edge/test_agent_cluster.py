@@ -71,6 +71,7 @@ def test_seeded_cluster_one_agent_per_line(tmp_path: Path) -> None:
         for proc in agents.values():
             if proc.poll() is None:
                 proc.kill()
+                proc.wait(10)  # reaped: a killed child left unwaited stays a zombie
         sim.send_signal(signal.SIGINT)
         try:
             sim.wait(30)

@@ -172,6 +172,7 @@ def test_run_stops_cleanly_on_ctrl_c(server: ServerThread, tmp_path: Path, mqtt_
             finally:
                 if proc.poll() is None:
                     proc.kill()
+                    proc.wait(10)  # reaped: a killed child left unwaited stays a zombie
     finally:
         cap.close()
     assert proc.returncode == 0, first + rest

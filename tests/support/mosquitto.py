@@ -25,6 +25,7 @@ def private_mosquitto(port: int, config: Path | None = None) -> subprocess.Popen
         wait_listening(port, lambda: proc.poll() is None, "private mosquitto", timeout=10)
     except Exception as exc:
         proc.kill()
+        proc.wait(10)  # reaped: a killed child left unwaited stays a zombie
         pytest.fail(f"private mosquitto on port {port} did not start: {exc}", pytrace=False)
     return proc
 

@@ -101,6 +101,7 @@ class Cluster:
         for p in [self.sim, *self.agents.values()]:
             if p.poll() is None:
                 p.kill()
+                p.wait(10)  # reaped: a killed child left unwaited stays a zombie
 
 
 def start_broker_or_fail(work: Path) -> tuple[str, Callable[[], None]]:

@@ -50,6 +50,11 @@ TAGS = 20
 PY = sys.executable
 _READY_TIMEOUT_S = 60.0
 
+# A sample is the edge's (edge node, device, metric, time): the device of a tag's machine (migration 0014: two edge
+# nodes with a device `m1` are two machines, `m1` and `m1--edge-2`).
+_MACHINE_JOIN = "LEFT JOIN machines m ON m.site_id = t.site_id AND m.machine_id = t.machine_id"
+_DEVICE = "coalesce(m.device_id, t.machine_id)"
+
 
 class TapError(AssertionError):
     """The tap cannot vouch for its count (a record it never saw); the row is void, not passed."""
@@ -424,6 +429,7 @@ class Rig:
             line = proc.stdout.readline().strip()
         if line != b"up":
             proc.kill()
+            proc.wait(10)  # reaped: a killed child left unwaited stays a zombie
             raise RuntimeError(f"cloud worker {i} did not start: see {self.logs}/cloud-{i}.log")
         self.clouds[i] = proc
 
@@ -573,14 +579,14 @@ class Rig:
         with psycopg.connect(self.db) as conn:
             for table_name in ("samples", "samples_text"):
                 for edge, machine, metric, ts in conn.execute(
-                    f"SELECT t.edge_node_id, t.machine_id, t.name, (extract(epoch FROM s.ts) * 1000)::bigint"
-                    f" FROM {table_name} s JOIN tags t USING (tag_id) WHERE t.machine_id IS NOT NULL"
+                    f"SELECT t.edge_node_id, {_DEVICE}, t.name, (extract(epoch FROM s.ts) * 1000)::bigint"
+                    f" FROM {table_name} s JOIN tags t USING (tag_id) {_MACHINE_JOIN} WHERE t.machine_id IS NOT NULL"
                 ):
                     key = (edge, machine, metric, int(ts))
                     stored[key] = stored.get(key, 0) + 1
             for edge, machine, metric, ts, reason in conn.execute(
-                "SELECT t.edge_node_id, t.machine_id, t.name, q.ts_ms, q.reason"
-                " FROM quarantine q JOIN tags t USING (tag_id) WHERE t.machine_id IS NOT NULL"
+                f"SELECT t.edge_node_id, {_DEVICE}, t.name, q.ts_ms, q.reason"
+                f" FROM quarantine q JOIN tags t USING (tag_id) {_MACHINE_JOIN} WHERE t.machine_id IS NOT NULL"
             ):
                 key = (edge, machine, metric, int(ts))
                 quarantined[key] = quarantined.get(key, 0) + 1
@@ -608,6 +614,7 @@ class Rig:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
+                proc.wait(10)  # reaped: a killed child left unwaited stays a zombie
         for proc in procs:
             proc.wait(10)
         if self.proxy is not None:

@@ -361,6 +361,7 @@ def bench_live(database_url: str, mqtt_url: str, line: str, events: int, dt_ms: 
                 p.wait(15)
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait(10)  # reaped: a killed child left unwaited stays a zombie
         service.stop()
         log.close()
     if len(total) < 2:
