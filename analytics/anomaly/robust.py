@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 from numba import njit, prange, types
+from numba.core import cgutils
 from numba.core.cgutils import false_bit
 from numba.extending import intrinsic
 from numpy.typing import NDArray
@@ -36,62 +37,97 @@ STEP_TO_STD = 1.0 / math.sqrt(12.0)  # standard deviation of rounding to a grid 
 QUANTILES = (0.25, 0.5, 0.75)
 
 
-@njit(cache=True)
-def _sort_chunk(val: np.ndarray, c0: int, c1: int, out: np.ndarray, tmp: np.ndarray) -> None:
-    """out[:c1 - c0] = the indices c0..c1-1 sorted by value, ties in index order (a stable merge sort).
+@njit(cache=True, boundscheck=False, inline="always")
+def _merge_pairs(sv: np.ndarray, si: np.ndarray, dv: np.ndarray, di: np.ndarray, l0: int, l1: int,
+                 r1: int) -> None:
+    """dv/di[l0:r1] = the sorted runs sv[l0:l1] and sv[l1:r1] merged (with their indices), the left first on ties.
 
-    Insertion sort on runs of 8, then bottom-up merges: O(m log m); numba's own argsort is slower here.
+    Branch-free while both runs last (selects, no data-dependent jumps): the comparisons are random.
+    """
+    i = l0
+    j = l1
+    o = l0
+    if i < l1 and j < r1:
+        a = sv[i]
+        b = sv[j]
+        while True:
+            # Index arithmetic, no selects: LLVM would turn selects with loads back into jumps.
+            t = int(a <= b)
+            k = j + (i - j) * t
+            dv[o] = sv[k]
+            di[o] = si[k]
+            i += t
+            j += 1 - t
+            o += 1
+            if i >= l1 or j >= r1:
+                break
+            a = sv[i]
+            b = sv[j]
+    while i < l1:
+        dv[o] = sv[i]
+        di[o] = si[i]
+        i += 1
+        o += 1
+    while j < r1:
+        dv[o] = sv[j]
+        di[o] = si[j]
+        j += 1
+        o += 1
+
+
+@njit(cache=True, boundscheck=False)
+def _sort_chunk(val: np.ndarray, c0: int, c1: int, ov: np.ndarray, oi: np.ndarray, tv: np.ndarray,
+                ti: np.ndarray) -> None:
+    """ov/oi[:c1 - c0] = the values val[c0:c1] sorted and their indices, ties in index order.
+
+    A bottom-up merge sort from runs of 1 (branch-free merges; tv/ti are the other buffer): O(m log m).
+    The first pass writes to whichever buffer makes the last one land in ov/oi.
     """
     m = c1 - c0
-    for r0 in range(0, m, 8):
-        r1 = min(r0 + 8, m)
-        for r in range(r0, r1):
-            i = c0 + r
-            v = val[i]
-            q = r
-            while q > r0 and val[out[q - 1]] > v:
-                out[q] = out[q - 1]
-                q -= 1
-            out[q] = i
-    width = 8
-    src = out
-    dst = tmp
-    swapped = False
+    passes = 0
+    width = 1
+    while width < m:
+        passes += 1
+        width *= 2
+    if passes % 2 == 0:
+        sv, si, dv, di = ov, oi, tv, ti
+    else:
+        sv, si, dv, di = tv, ti, ov, oi
+    for k in range(m):
+        sv[k] = val[c0 + k]
+        si[k] = c0 + k
+    width = 1
     while width < m:
         for l0 in range(0, m, 2 * width):
             l1 = min(l0 + width, m)
             r1 = min(l0 + 2 * width, m)
-            i = l0
-            j = l1
-            for o in range(l0, r1):
-                if j >= r1 or (i < l1 and val[src[i]] <= val[src[j]]):
-                    dst[o] = src[i]
-                    i += 1
-                else:
-                    dst[o] = src[j]
-                    j += 1
-        src, dst = dst, src
-        swapped = not swapped
+            _merge_pairs(sv, si, dv, di, l0, l1, r1)
+        sv, si, dv, di = dv, di, sv, si
         width *= 2
-    if swapped:
-        out[:m] = tmp[:m]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", boundscheck=False)
+def _step_floor(val: np.ndarray, lo: int, hi: int, med: float, floor: float) -> float:
+    """The floor raised to the rounding noise of the window's step (the nearest other value to the median)."""
+    step = np.inf
+    for i in range(lo, hi):
+        d = abs(val[i] - med)
+        if 0.0 < d < step:
+            step = d
+    if step < np.inf:
+        floor = max(floor, step * STEP_TO_STD)
+    return floor
+
+
+@njit(cache=True, error_model="numpy", inline="always")
 def _scale(val: np.ndarray, lo: int, hi: int, med: float, iqr: float, v: float, rel: float,
            min_scale: float) -> float:
     # IQR / 1.349, floored by a fraction of the data's level and, where half the window sits on one value,
-    # by the rounding noise of the window's step (the nearest other value to the median); see RobustZ.
+    # by the rounding noise of the window's step (the scan of val[lo:hi], out of line); see RobustZ.
     scale = iqr / IQR_TO_STD
     floor = rel * max(abs(med), abs(v))
     if iqr == 0.0:
-        step = np.inf
-        for i in range(lo, hi):
-            d = abs(val[i] - med)
-            if 0.0 < d < step:
-                step = d
-        if step < np.inf:
-            floor = max(floor, step * STEP_TO_STD)
+        floor = _step_floor(val, lo, hi, med, floor)
     return max(scale, floor, min_scale)
 
 
@@ -109,8 +145,27 @@ def _trailing_zeros_typing(typingctx: Any, x: Any) -> Any:
     return types.int64(types.int64), codegen
 
 
+def _leading_zeros_typing(typingctx: Any, x: Any) -> Any:
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.ctlz(args[0], false_bit)
+
+    return types.int64(types.int64), codegen
+
+
+def _shift_typing(typingctx: Any, arr: Any, dst: Any, src: Any, count: Any) -> Any:
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        cgutils.raw_memmove(builder, builder.gep(data, [args[1]]), builder.gep(data, [args[2]]), args[3],
+                            context.get_constant(types.intp, 8), align=8)
+        return context.get_dummy_value()
+
+    return types.void(arr, types.intp, types.intp, types.intp), codegen
+
+
+_shift: Any = intrinsic(_shift_typing)  # arr[dst:dst + count] = arr[src:src + count] (memmove, float64 arrays)
 _popcount: Any = intrinsic(_popcount_typing)  # LLVM ctpop: set bits of an int64
-_trailing_zeros: Any = intrinsic(_trailing_zeros_typing)  # LLVM cttz: index of the lowest set bit
+_trailing_zeros: Any = intrinsic(_trailing_zeros_typing)  # LLVM cttz: index of the lowest set bit (64 for 0)
+_leading_zeros: Any = intrinsic(_leading_zeros_typing)  # LLVM ctlz: 63 - index of the highest set bit (64 for 0)
 
 
 BITS = 32  # window ranks per mask word (kept in int64, so shifts never touch the sign bit)
@@ -161,17 +216,43 @@ def _next_set(mask: np.ndarray, tree: np.ndarray, nw: int, top: int, r: int, k: 
     return _select(mask, tree, nw, top, k + 1)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, inline="always")
+def _follow(mask: np.ndarray, tree: np.ndarray, nw: int, top: int, c: int, k: int, a: int, d: int) -> int:
+    """The rank of the k-th set bit after rank `a` came in and rank `d` went out, c having been the k-th.
+
+    It is c, or the set bit before or after c: mostly found in c's own word (no data-dependent jumps),
+    else by a select (O(log w)).
+    """
+    word = mask[c >> SHIFT]
+    b = c & (BITS - 1)
+    below = word & ((1 << b) - 1)
+    above = word >> (b + 1)
+    pred = c - b + 63 - _leading_zeros(below)
+    succ = c + 1 + _trailing_zeros(above)
+    # Set bits below c: +1 if a is below, -1 if d was (c itself gone: as if it had moved up with a below).
+    a_lo = a < c
+    d_lo = (d < c) | ((d == c) & (not a_lo))
+    up = a_lo > d_lo  # the k-th is now the set bit before c
+    down = d_lo > a_lo  # ... after c
+    lost = (up & (below == 0)) | (down & (above == 0))
+    c = pred if up else (succ if down else c)
+    if lost:
+        c = _select(mask, tree, nw, top, k)
+    return c
+
+
+@njit(cache=True, error_model="numpy", boundscheck=False)
 def _robust_tag(
     row: np.ndarray, xs: np.ndarray, w: int, los: np.ndarray, fs: np.ndarray, rel: float, min_scale: float,
-    val: np.ndarray, rank_of: np.ndarray, pord: np.ndarray, cord: np.ndarray, tmp: np.ndarray,
-    vr: np.ndarray, rid: np.ndarray, mask: np.ndarray, tree: np.ndarray, sc: np.ndarray,
+    val: np.ndarray, rank_of: np.ndarray, pv: np.ndarray, pi: np.ndarray, cv: np.ndarray, ci: np.ndarray,
+    tv: np.ndarray, ti: np.ndarray, vr: np.ndarray, mask: np.ndarray, tree: np.ndarray, sc: np.ndarray,
 ) -> None:
     """Score one tag's batch `xs` into `sc` (NaN = no score) and advance its state row (without the alarm).
 
     Per chunk of `w` samples: sort it, merge it with the previous chunk (or the carried window) into ranks
     0..2w-1, and keep the window as a bit mask over those ranks with a Fenwick tree over the words' counts;
-    a sample in or out is one bit, a quantile one select.
+    a sample in or out is one bit and one Fenwick update; each quartile's rank follows from the last one
+    (`_follow`), selected afresh once per chunk.
     """
     n_t = xs.shape[0]
     cnt = int(row[0])
@@ -193,8 +274,10 @@ def _robust_tag(
     top = 1
     while top * 2 <= nw:
         top *= 2
+    k0, k1, k2 = los[0], los[1], los[2]
+    f0, f1, f2 = fs[0], fs[1], fs[2]
     pn = n0
-    _sort_chunk(val, 0, n0, pord, tmp)  # the carried window, oldest first in val[:n0]
+    _sort_chunk(val, 0, n0, pv, pi, tv, ti)  # the carried window, oldest first in val[:n0]
     p_del = 0  # the oldest sample still in the window
     size = n0
     t = 0
@@ -205,27 +288,40 @@ def _robust_tag(
         cn = c1 - c0
         if not first:  # the previous chunk, complete, is now the older part of the window
             for r in range(w):
-                pord[r] = cord[r]
+                pv[r] = cv[r]
+                pi[r] = ci[r]
             pn = w
         first = False
-        _sort_chunk(val, c0, c1, cord, tmp)
-        # Ranks over both chunks (ties: the older first), and the mask of those in the window.
+        _sort_chunk(val, c0, c1, cv, ci, tv, ti)
+        # Ranks over both chunks (ties: the older first), and the mask of those in the window (the older ones).
         for i in range(nw):
             mask[i] = 0
         i = 0
         j = 0
-        for r in range(pn + cn):
-            take_p = j >= cn or (i < pn and val[pord[i]] <= val[cord[j]])
-            if take_p:
-                node = pord[i]
-                i += 1
-                mask[r // BITS] |= 1 << (r % BITS)
-            else:
-                node = cord[j]
-                j += 1
-            rank_of[node] = r
-            vr[r] = val[node]
-            rid[r] = node
+        r = 0
+        while i < pn and j < cn:
+            a = pv[i]
+            b = cv[j]
+            ia = pi[i]
+            ib = ci[j]
+            take = a <= b
+            vr[r] = a if take else b
+            rank_of[ia if take else ib] = r
+            mask[r >> SHIFT] |= (1 if take else 0) << (r & (BITS - 1))
+            i += 1 if take else 0
+            j += 0 if take else 1
+            r += 1
+        while i < pn:
+            vr[r] = pv[i]
+            rank_of[pi[i]] = r
+            mask[r >> SHIFT] |= 1 << (r & (BITS - 1))
+            i += 1
+            r += 1
+        while j < cn:
+            vr[r] = cv[j]
+            rank_of[ci[j]] = r
+            j += 1
+            r += 1
         tree[0] = 0
         for i in range(nw):
             tree[i + 1] = _popcount(mask[i])
@@ -233,28 +329,35 @@ def _robust_tag(
             up = i + (i & -i)
             if up <= nw:
                 tree[up] += tree[i]
+        fresh = True  # the quartiles' ranks are selected at the chunk's first full window
+        r0 = r1 = r2 = 0
         for e in range(c0, c1):
             while not np.isfinite(xs[t]):
                 t += 1
             full = size == w
             if full:
-                r0 = _select(mask, tree, nw, top, los[0])
-                r1 = _select(mask, tree, nw, top, los[1])
-                r2 = _select(mask, tree, nw, top, los[2])
-                q25 = vr[r0] + fs[0] * (vr[_next_set(mask, tree, nw, top, r0, los[0])] - vr[r0])
-                med = vr[r1] + fs[1] * (vr[_next_set(mask, tree, nw, top, r1, los[1])] - vr[r1])
-                q75 = vr[r2] + fs[2] * (vr[_next_set(mask, tree, nw, top, r2, los[2])] - vr[r2])
+                if fresh:
+                    r0 = _select(mask, tree, nw, top, k0)
+                    r1 = _select(mask, tree, nw, top, k1)
+                    r2 = _select(mask, tree, nw, top, k2)
+                    fresh = False
+                q25 = vr[r0] + f0 * (vr[_next_set(mask, tree, nw, top, r0, k0)] - vr[r0])
+                med = vr[r1] + f1 * (vr[_next_set(mask, tree, nw, top, r1, k1)] - vr[r1])
+                q75 = vr[r2] + f2 * (vr[_next_set(mask, tree, nw, top, r2, k2)] - vr[r2])
                 v = val[e]
                 sc[t] = abs(v - med) / _scale(val, e - w, e, med, q75 - q25, v, rel, min_scale)
             t += 1
-            r = rank_of[e]
-            mask[r >> SHIFT] |= 1 << (r & (BITS - 1))
-            _fenwick_add(tree, nw, r >> SHIFT, 1)
+            ra = rank_of[e]
+            mask[ra >> SHIFT] |= 1 << (ra & (BITS - 1))
+            _fenwick_add(tree, nw, ra >> SHIFT, 1)
             if full:
-                r = rank_of[p_del]
-                mask[r >> SHIFT] &= ~(1 << (r & (BITS - 1)))
-                _fenwick_add(tree, nw, r >> SHIFT, -1)
+                rd = rank_of[p_del]
+                mask[rd >> SHIFT] &= ~(1 << (rd & (BITS - 1)))
+                _fenwick_add(tree, nw, rd >> SHIFT, -1)
                 p_del += 1
+                r0 = _follow(mask, tree, nw, top, r0, k0, ra, rd)
+                r1 = _follow(mask, tree, nw, top, r1, k1, ra, rd)
+                r2 = _follow(mask, tree, nw, top, r2, k2, ra, rd)
             else:
                 size += 1
         c0 = c1
@@ -273,15 +376,19 @@ def _robust_tag(
             k += 1
 
 
-@njit(cache=True, error_model="numpy")
+COUNT_UP_TO_WINDOW = 256  # windows up to this size find ranks by counting (vectorised), larger by bisection
+
+
+@njit(cache=True, error_model="numpy", boundscheck=False)
 def _sorted_tag(
     row: np.ndarray, xs: np.ndarray, w: int, los: np.ndarray, fs: np.ndarray, rel: float, min_scale: float,
     sc: np.ndarray,
 ) -> None:
     """Score one tag's batch `xs` into `sc` against a sorted copy of the window (O(w) per sample, few steps).
 
-    Each sample replaces the oldest value in the sorted copy: found by a binary search, then v slides from
-    there to its place (fewer moves than a delete plus an insert). Count and position stay in locals.
+    Each sample replaces the oldest value in the sorted copy: the ranks of both (counted in one vectorised
+    pass over the copy, or bisected in large windows) give the stretch between them, which moves by one
+    slot (a memmove) with no data-dependent jumps. Count and position stay in locals.
     """
     cnt = int(row[0])
     pos = int(row[1])
@@ -300,24 +407,27 @@ def _sorted_tag(
             q75 = srt[l2] + f2 * (srt[l2 + 1] - srt[l2])
             sc[t] = abs(v - med) / _scale(ring, 0, w, med, q75 - q25, v, rel, min_scale)
             old = ring[pos]
-            lo = 0
-            hi = w
-            while lo < hi:
-                mid = (lo + hi) >> 1
-                if srt[mid] < old:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            q = lo
-            if v > old:
-                while q + 1 < w and srt[q + 1] < v:
-                    srt[q] = srt[q + 1]
-                    q += 1
+            # ro: the slot of old (the first of its value), below: values < v, upto: values <= v.
+            ro = 0
+            below = 0
+            upto = 0
+            if w <= COUNT_UP_TO_WINDOW:
+                for k in range(w):
+                    s = srt[k]
+                    ro += np.int64(s < old)
+                    below += np.int64(s < v)
+                    upto += np.int64(s <= v)
             else:
-                while q > 0 and srt[q - 1] > v:
-                    srt[q] = srt[q - 1]
-                    q -= 1
-            srt[q] = v
+                ro = _bisect(srt, w, old, False)
+                below = _bisect(srt, w, v, False)
+                upto = _bisect(srt, w, v, True)
+            up = v > old
+            # v goes above old: the values between slide down one slot, v lands after the last below it;
+            # else the values from v's place up to old slide up one slot (equal values stay below v; v equal
+            # to old takes its slot).
+            p = below - 1 if up else min(upto, ro)
+            _shift(srt, ro if up else p + 1, ro + 1 if up else p, p - ro if up else ro - p)
+            srt[p] = v
         else:
             q = cnt
             while q > 0 and srt[q - 1] > v:
@@ -331,6 +441,20 @@ def _sorted_tag(
             pos = 0
     row[0] = cnt
     row[1] = pos
+
+
+@njit(cache=True, boundscheck=False, inline="always")
+def _bisect(srt: np.ndarray, n: int, v: float, right: bool) -> int:
+    """How many of srt[:n] (sorted) are below v (`right`: at most v)."""
+    lo = 0
+    hi = n
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        s = srt[mid]
+        go = (s <= v) if right else (s < v)
+        lo = mid + 1 if go else lo
+        hi = hi if go else mid
+    return lo
 
 
 RANKS_FROM_WINDOW = 1024
@@ -362,11 +486,13 @@ def robust_kernel(
         m = w if ranks else 1  # the rank kernel's work arrays, per block
         val = np.empty(m + n_t)
         rank_of = np.empty(m + n_t, np.int64)
-        pord = np.empty(m, np.int64)
-        cord = np.empty(m, np.int64)
-        tmp = np.empty(m, np.int64)
+        pv = np.empty(m)
+        pi = np.empty(m, np.int64)
+        cv = np.empty(m)
+        ci = np.empty(m, np.int64)
+        tv = np.empty(m)
+        ti = np.empty(m, np.int64)
         vr = np.empty(2 * m)
-        rid = np.empty(2 * m, np.int64)
         nw = (2 * m + BITS - 1) // BITS
         mask = np.zeros(nw, np.int64)
         tree = np.zeros(nw + 1, np.int64)
@@ -375,7 +501,7 @@ def robust_kernel(
             if not ranks:
                 _sorted_tag(row, xb[j - lo], w, los, fs, rel, min_scale, sb[j - lo])
             else:
-                _robust_tag(row, xb[j - lo], w, los, fs, rel, min_scale, val, rank_of, pord, cord, tmp, vr, rid,
+                _robust_tag(row, xb[j - lo], w, los, fs, rel, min_scale, val, rank_of, pv, pi, cv, ci, tv, ti, vr,
                             mask, tree, sb[j - lo])
             act = row[a0]
             con = row[a0 + 1]
