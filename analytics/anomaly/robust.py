@@ -37,50 +37,12 @@ STEP_TO_STD = 1.0 / math.sqrt(12.0)  # standard deviation of rounding to a grid 
 QUANTILES = (0.25, 0.5, 0.75)
 
 
-@njit(cache=True, boundscheck=False, inline="always")
-def _merge_pairs(sv: np.ndarray, si: np.ndarray, dv: np.ndarray, di: np.ndarray, l0: int, l1: int,
-                 r1: int) -> None:
-    """dv/di[l0:r1] = the sorted runs sv[l0:l1] and sv[l1:r1] merged (with their indices), the left first on ties.
-
-    Branch-free while both runs last (selects, no data-dependent jumps): the comparisons are random.
-    """
-    i = l0
-    j = l1
-    o = l0
-    if i < l1 and j < r1:
-        a = sv[i]
-        b = sv[j]
-        while True:
-            # Index arithmetic, no selects: LLVM would turn selects with loads back into jumps.
-            t = int(a <= b)
-            k = j + (i - j) * t
-            dv[o] = sv[k]
-            di[o] = si[k]
-            i += t
-            j += 1 - t
-            o += 1
-            if i >= l1 or j >= r1:
-                break
-            a = sv[i]
-            b = sv[j]
-    while i < l1:
-        dv[o] = sv[i]
-        di[o] = si[i]
-        i += 1
-        o += 1
-    while j < r1:
-        dv[o] = sv[j]
-        di[o] = si[j]
-        j += 1
-        o += 1
-
-
 @njit(cache=True, boundscheck=False)
 def _sort_chunk(val: np.ndarray, c0: int, c1: int, ov: np.ndarray, oi: np.ndarray, tv: np.ndarray,
                 ti: np.ndarray) -> None:
     """ov/oi[:c1 - c0] = the values val[c0:c1] sorted and their indices, ties in index order.
 
-    A bottom-up merge sort from runs of 1 (branch-free merges; tv/ti are the other buffer): O(m log m).
+    A bottom-up merge sort from runs of 1 (tv/ti are the other buffer): O(m log m).
     The first pass writes to whichever buffer makes the last one land in ov/oi.
     """
     m = c1 - c0
@@ -99,9 +61,40 @@ def _sort_chunk(val: np.ndarray, c0: int, c1: int, ov: np.ndarray, oi: np.ndarra
     width = 1
     while width < m:
         for l0 in range(0, m, 2 * width):
+            # Merge sv[l0:l1] and sv[l1:r1] (with their indices) into dv/di, the left first on ties: written
+            # out here, as numba's inlining of a function with array arguments adds reference counting.
             l1 = min(l0 + width, m)
             r1 = min(l0 + 2 * width, m)
-            _merge_pairs(sv, si, dv, di, l0, l1, r1)
+            i = l0
+            j = l1
+            o = l0
+            if i < l1 and j < r1:
+                a = sv[i]
+                b = sv[j]
+                while True:
+                    # An unpredictable select: LLVM would turn a plain one into a jump (the comparisons are
+                    # random), so the merge has no data-dependent jumps while both runs last.
+                    t = a <= b
+                    k = _pick(t, i, j)
+                    dv[o] = sv[k]
+                    di[o] = si[k]
+                    i += t
+                    j += 1 - t
+                    o += 1
+                    if i >= l1 or j >= r1:
+                        break
+                    a = sv[i]
+                    b = sv[j]
+            while i < l1:
+                dv[o] = sv[i]
+                di[o] = si[i]
+                i += 1
+                o += 1
+            while j < r1:
+                dv[o] = sv[j]
+                di[o] = si[j]
+                j += 1
+                o += 1
         sv, si, dv, di = dv, di, sv, si
         width *= 2
 
@@ -120,15 +113,11 @@ def _step_floor(val: np.ndarray, lo: int, hi: int, med: float, floor: float) -> 
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _scale(val: np.ndarray, lo: int, hi: int, med: float, iqr: float, v: float, rel: float,
-           min_scale: float) -> float:
+def _scale(iqr: float, floor: float, min_scale: float) -> float:
     # IQR / 1.349, floored by a fraction of the data's level and, where half the window sits on one value,
-    # by the rounding noise of the window's step (the scan of val[lo:hi], out of line); see RobustZ.
-    scale = iqr / IQR_TO_STD
-    floor = rel * max(abs(med), abs(v))
-    if iqr == 0.0:
-        floor = _step_floor(val, lo, hi, med, floor)
-    return max(scale, floor, min_scale)
+    # by the rounding noise of the window's step (`_step_floor`, only then); see RobustZ. Scalars only: numba
+    # adds reference counting (atomic) to every inlined call with an array argument.
+    return max(iqr / IQR_TO_STD, floor, min_scale)
 
 
 def _popcount_typing(typingctx: Any, x: Any) -> Any:
@@ -155,13 +144,23 @@ def _leading_zeros_typing(typingctx: Any, x: Any) -> Any:
 def _shift_typing(typingctx: Any, arr: Any, dst: Any, src: Any, count: Any) -> Any:
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        cgutils.raw_memmove(builder, builder.gep(data, [args[1]]), builder.gep(data, [args[2]]), args[3],
+        cgutils.raw_memmove(builder, builder.gep(data, [args[1]]), builder.gep(data, [args[2]]), args[3],  # type: ignore[no-untyped-call]
                             context.get_constant(types.intp, 8), align=8)
         return context.get_dummy_value()
 
     return types.void(arr, types.intp, types.intp, types.intp), codegen
 
 
+def _pick_typing(typingctx: Any, cond: Any, a: Any, b: Any) -> Any:
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        sel = builder.select(args[0], args[1], args[2])
+        sel.set_metadata("unpredictable", builder.module.add_metadata([]))
+        return sel
+
+    return types.int64(types.boolean, types.int64, types.int64), codegen
+
+
+_pick: Any = intrinsic(_pick_typing)  # a if cond else b, marked unpredictable: a cmov, never a jump
 _shift: Any = intrinsic(_shift_typing)  # arr[dst:dst + count] = arr[src:src + count] (memmove, float64 arrays)
 _popcount: Any = intrinsic(_popcount_typing)  # LLVM ctpop: set bits of an int64
 _trailing_zeros: Any = intrinsic(_trailing_zeros_typing)  # LLVM cttz: index of the lowest set bit (64 for 0)
@@ -172,15 +171,7 @@ BITS = 32  # window ranks per mask word (kept in int64, so shifts never touch th
 SHIFT = 5
 
 
-@njit(cache=True, inline="always")
-def _fenwick_add(tree: np.ndarray, nw: int, word: int, d: int) -> None:
-    i = word + 1
-    while i <= nw:
-        tree[i] += d
-        i += i & -i
-
-
-@njit(cache=True, inline="always")
+@njit(cache=True, boundscheck=False)
 def _select(mask: np.ndarray, tree: np.ndarray, nw: int, top: int, k: int) -> int:
     """The rank of the k-th (0-based) set bit: a Fenwick descent over the words' counts, then within the word.
 
@@ -208,22 +199,17 @@ def _select(mask: np.ndarray, tree: np.ndarray, nw: int, top: int, k: int) -> in
 
 
 @njit(cache=True, inline="always")
-def _next_set(mask: np.ndarray, tree: np.ndarray, nw: int, top: int, r: int, k: int) -> int:
-    """The rank of the set bit after rank r (the k-th set bit): usually in r's own word."""
-    rest = mask[r >> SHIFT] >> ((r & (BITS - 1)) + 1)
-    if rest != 0:
-        return r + 1 + int(_trailing_zeros(rest))
-    return _select(mask, tree, nw, top, k + 1)
+def _after(word: int, c: int) -> int:
+    """The rank of the set bit after rank c in c's word `word`, or -1 (scalars: see `_scale`)."""
+    above = word >> ((c & (BITS - 1)) + 1)
+    return c + 1 + _trailing_zeros(above) if above != 0 else -1
 
 
 @njit(cache=True, inline="always")
-def _follow(mask: np.ndarray, tree: np.ndarray, nw: int, top: int, c: int, k: int, a: int, d: int) -> int:
-    """The rank of the k-th set bit after rank `a` came in and rank `d` went out, c having been the k-th.
-
-    It is c, or the set bit before or after c: mostly found in c's own word (no data-dependent jumps),
-    else by a select (O(log w)).
-    """
-    word = mask[c >> SHIFT]
+def _follow(word: int, c: int, a: int, d: int) -> int:
+    """The rank of the k-th set bit after rank `a` came in and rank `d` went out, c having been the k-th and
+    `word` being c's word now: c, or the set bit before or after c in that word; -1 if it is in another word
+    (then a select finds it, O(log w)). No data-dependent jumps."""
     b = c & (BITS - 1)
     below = word & ((1 << b) - 1)
     above = word >> (b + 1)
@@ -236,9 +222,7 @@ def _follow(mask: np.ndarray, tree: np.ndarray, nw: int, top: int, c: int, k: in
     down = d_lo > a_lo  # ... after c
     lost = (up & (below == 0)) | (down & (above == 0))
     c = pred if up else (succ if down else c)
-    if lost:
-        c = _select(mask, tree, nw, top, k)
-    return c
+    return -1 if lost else c
 
 
 @njit(cache=True, error_model="numpy", boundscheck=False)
@@ -341,23 +325,48 @@ def _robust_tag(
                     r1 = _select(mask, tree, nw, top, k1)
                     r2 = _select(mask, tree, nw, top, k2)
                     fresh = False
-                q25 = vr[r0] + f0 * (vr[_next_set(mask, tree, nw, top, r0, k0)] - vr[r0])
-                med = vr[r1] + f1 * (vr[_next_set(mask, tree, nw, top, r1, k1)] - vr[r1])
-                q75 = vr[r2] + f2 * (vr[_next_set(mask, tree, nw, top, r2, k2)] - vr[r2])
+                s0 = _after(mask[r0 >> SHIFT], r0)
+                s1 = _after(mask[r1 >> SHIFT], r1)
+                s2 = _after(mask[r2 >> SHIFT], r2)
+                if s0 < 0:
+                    s0 = _select(mask, tree, nw, top, k0 + 1)
+                if s1 < 0:
+                    s1 = _select(mask, tree, nw, top, k1 + 1)
+                if s2 < 0:
+                    s2 = _select(mask, tree, nw, top, k2 + 1)
+                q25 = vr[r0] + f0 * (vr[s0] - vr[r0])
+                med = vr[r1] + f1 * (vr[s1] - vr[r1])
+                q75 = vr[r2] + f2 * (vr[s2] - vr[r2])
                 v = val[e]
-                sc[t] = abs(v - med) / _scale(val, e - w, e, med, q75 - q25, v, rel, min_scale)
+                iqr = q75 - q25
+                floor = rel * max(abs(med), abs(v))
+                if iqr == 0.0:
+                    floor = _step_floor(val, e - w, e, med, floor)
+                sc[t] = abs(v - med) / _scale(iqr, floor, min_scale)
             t += 1
             ra = rank_of[e]
             mask[ra >> SHIFT] |= 1 << (ra & (BITS - 1))
-            _fenwick_add(tree, nw, ra >> SHIFT, 1)
+            i = (ra >> SHIFT) + 1  # Fenwick update, written out (see `_scale`)
+            while i <= nw:
+                tree[i] += 1
+                i += i & -i
             if full:
                 rd = rank_of[p_del]
                 mask[rd >> SHIFT] &= ~(1 << (rd & (BITS - 1)))
-                _fenwick_add(tree, nw, rd >> SHIFT, -1)
+                i = (rd >> SHIFT) + 1
+                while i <= nw:
+                    tree[i] -= 1
+                    i += i & -i
                 p_del += 1
-                r0 = _follow(mask, tree, nw, top, r0, k0, ra, rd)
-                r1 = _follow(mask, tree, nw, top, r1, k1, ra, rd)
-                r2 = _follow(mask, tree, nw, top, r2, k2, ra, rd)
+                r0 = _follow(mask[r0 >> SHIFT], r0, ra, rd)
+                r1 = _follow(mask[r1 >> SHIFT], r1, ra, rd)
+                r2 = _follow(mask[r2 >> SHIFT], r2, ra, rd)
+                if r0 < 0:
+                    r0 = _select(mask, tree, nw, top, k0)
+                if r1 < 0:
+                    r1 = _select(mask, tree, nw, top, k1)
+                if r2 < 0:
+                    r2 = _select(mask, tree, nw, top, k2)
             else:
                 size += 1
         c0 = c1
@@ -405,7 +414,11 @@ def _sorted_tag(
             q25 = srt[l0] + f0 * (srt[l0 + 1] - srt[l0])
             med = srt[l1] + f1 * (srt[l1 + 1] - srt[l1])
             q75 = srt[l2] + f2 * (srt[l2 + 1] - srt[l2])
-            sc[t] = abs(v - med) / _scale(ring, 0, w, med, q75 - q25, v, rel, min_scale)
+            iqr = q75 - q25
+            floor = rel * max(abs(med), abs(v))
+            if iqr == 0.0:
+                floor = _step_floor(ring, 0, w, med, floor)
+            sc[t] = abs(v - med) / _scale(iqr, floor, min_scale)
             old = ring[pos]
             # ro: the slot of old (the first of its value), below: values < v, upto: values <= v.
             ro = 0
@@ -414,9 +427,9 @@ def _sorted_tag(
             if w <= COUNT_UP_TO_WINDOW:
                 for k in range(w):
                     s = srt[k]
-                    ro += np.int64(s < old)
-                    below += np.int64(s < v)
-                    upto += np.int64(s <= v)
+                    ro += int(s < old)
+                    below += int(s < v)
+                    upto += int(s <= v)
             else:
                 ro = _bisect(srt, w, old, False)
                 below = _bisect(srt, w, v, False)
@@ -443,7 +456,7 @@ def _sorted_tag(
     row[1] = pos
 
 
-@njit(cache=True, boundscheck=False, inline="always")
+@njit(cache=True, boundscheck=False)
 def _bisect(srt: np.ndarray, n: int, v: float, right: bool) -> int:
     """How many of srt[:n] (sorted) are below v (`right`: at most v)."""
     lo = 0
