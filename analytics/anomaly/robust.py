@@ -37,17 +37,25 @@ STEP_TO_STD = 1.0 / math.sqrt(12.0)  # standard deviation of rounding to a grid 
 QUANTILES = (0.25, 0.5, 0.75)
 
 
+@njit(cache=True, inline="always")
+def _exchange(va: float, ia: int, vb: float, ib: int) -> tuple[float, int, float, int]:
+    """The two (value, index) pairs in order (by value, then index): a comparator of a sorting network."""
+    swap = (va > vb) | ((va == vb) & (ia > ib))
+    return _pickf(swap, vb, va), _pick(swap, ib, ia), _pickf(swap, va, vb), _pick(swap, ia, ib)
+
+
 @njit(cache=True, boundscheck=False)
 def _sort_chunk(val: np.ndarray, c0: int, c1: int, ov: np.ndarray, oi: np.ndarray, tv: np.ndarray,
                 ti: np.ndarray) -> None:
     """ov/oi[:c1 - c0] = the values val[c0:c1] sorted and their indices, ties in index order.
 
-    A bottom-up merge sort from runs of 1 (tv/ti are the other buffer): O(m log m).
-    The first pass writes to whichever buffer makes the last one land in ov/oi.
+    Runs of 4 by a sorting network on (value, index) pairs, then bottom-up merges (tv/ti are the other
+    buffer): O(m log m), no data-dependent jumps but the merges' ends. The runs go to whichever buffer makes
+    the last merge land in ov/oi.
     """
     m = c1 - c0
     passes = 0
-    width = 1
+    width = 4
     while width < m:
         passes += 1
         width *= 2
@@ -55,10 +63,30 @@ def _sort_chunk(val: np.ndarray, c0: int, c1: int, ov: np.ndarray, oi: np.ndarra
         sv, si, dv, di = ov, oi, tv, ti
     else:
         sv, si, dv, di = tv, ti, ov, oi
-    for k in range(m):
-        sv[k] = val[c0 + k]
-        si[k] = c0 + k
-    width = 1
+    full = m - m % 4
+    for r in range(0, full, 4):
+        i0 = c0 + r
+        v0, n0 = val[i0], i0
+        v1, n1 = val[i0 + 1], i0 + 1
+        v2, n2 = val[i0 + 2], i0 + 2
+        v3, n3 = val[i0 + 3], i0 + 3
+        v0, n0, v1, n1 = _exchange(v0, n0, v1, n1)
+        v2, n2, v3, n3 = _exchange(v2, n2, v3, n3)
+        v0, n0, v2, n2 = _exchange(v0, n0, v2, n2)
+        v1, n1, v3, n3 = _exchange(v1, n1, v3, n3)
+        v1, n1, v2, n2 = _exchange(v1, n1, v2, n2)
+        sv[r], sv[r + 1], sv[r + 2], sv[r + 3] = v0, v1, v2, v3
+        si[r], si[r + 1], si[r + 2], si[r + 3] = n0, n1, n2, n3
+    for r in range(full, m):  # the last run, below 4: insertion (stable)
+        v = val[c0 + r]
+        q = r
+        while q > full and sv[q - 1] > v:
+            sv[q] = sv[q - 1]
+            si[q] = si[q - 1]
+            q -= 1
+        sv[q] = v
+        si[q] = c0 + r
+    width = 4
     while width < m:
         for l0 in range(0, m, 2 * width):
             # Merge sv[l0:l1] and sv[l1:r1] (with their indices) into dv/di, the left first on ties: written
@@ -160,7 +188,17 @@ def _pick_typing(typingctx: Any, cond: Any, a: Any, b: Any) -> Any:
     return types.int64(types.boolean, types.int64, types.int64), codegen
 
 
+def _pickf_typing(typingctx: Any, cond: Any, a: Any, b: Any) -> Any:
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        sel = builder.select(args[0], args[1], args[2])
+        sel.set_metadata("unpredictable", builder.module.add_metadata([]))
+        return sel
+
+    return types.float64(types.boolean, types.float64, types.float64), codegen
+
+
 _pick: Any = intrinsic(_pick_typing)  # a if cond else b, marked unpredictable: a cmov, never a jump
+_pickf: Any = intrinsic(_pickf_typing)  # the same for float64
 _shift: Any = intrinsic(_shift_typing)  # arr[dst:dst + count] = arr[src:src + count] (memmove, float64 arrays)
 _popcount: Any = intrinsic(_popcount_typing)  # LLVM ctpop: set bits of an int64
 _trailing_zeros: Any = intrinsic(_trailing_zeros_typing)  # LLVM cttz: index of the lowest set bit (64 for 0)
@@ -476,9 +514,12 @@ there). Measured on 8000 samples x 64 tags, 2 busy cores: sorted / ranks 26 / 14
 13 / 6 at 512, 4.5 / 5.1 at 1024, 3.5 / 11.6 at 4096."""
 
 TAG_BLOCK = 16  # tags per parallel task: their batch is gathered into contiguous rows first
+TIME_BLOCK = 512
+"""The sorted-copy kernel takes a block's batch this many samples at a time (gathered, scored, scattered back
+while in cache; any split gives the same bits); the rank kernel takes it whole (a call sorts the window)."""
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, error_model="numpy", boundscheck=False)
 def robust_kernel(
     st: np.ndarray, x: np.ndarray, w: int, los: np.ndarray, fs: np.ndarray, rel: float, min_scale: float,
     on: float, off: float, min_on: int, min_off: int, ranks: bool, scores: np.ndarray, alarms: np.ndarray,
@@ -487,18 +528,16 @@ def robust_kernel(
     n_t, n_tags = x.shape
     a0 = 2 + 2 * w
     n_blocks = (n_tags + TAG_BLOCK - 1) // TAG_BLOCK
+    tb = n_t if ranks else min(n_t, TIME_BLOCK)
     for blk in prange(n_blocks):
         lo = blk * TAG_BLOCK
         hi = min(n_tags, lo + TAG_BLOCK)
-        xb = np.empty((hi - lo, n_t))
-        sb = np.empty((hi - lo, n_t))
-        ab = np.empty((hi - lo, n_t), np.bool_)
-        for t in range(n_t):
-            for j in range(lo, hi):
-                xb[j - lo, t] = x[t, j]
+        xb = np.empty((hi - lo, tb))
+        sb = np.empty((hi - lo, tb))
+        ab = np.empty((hi - lo, tb), np.bool_)
         m = w if ranks else 1  # the rank kernel's work arrays, per block
-        val = np.empty(m + n_t)
-        rank_of = np.empty(m + n_t, np.int64)
+        val = np.empty(m + tb)
+        rank_of = np.empty(m + tb, np.int64)
         pv = np.empty(m)
         pi = np.empty(m, np.int64)
         cv = np.empty(m)
@@ -509,27 +548,31 @@ def robust_kernel(
         nw = (2 * m + BITS - 1) // BITS
         mask = np.zeros(nw, np.int64)
         tree = np.zeros(nw + 1, np.int64)
-        for j in range(lo, hi):
-            row = st[j]
-            if not ranks:
-                _sorted_tag(row, xb[j - lo], w, los, fs, rel, min_scale, sb[j - lo])
-            else:
-                _robust_tag(row, xb[j - lo], w, los, fs, rel, min_scale, val, rank_of, pv, pi, cv, ci, tv, ti, vr,
-                            mask, tree, sb[j - lo])
-            act = row[a0]
-            con = row[a0 + 1]
-            coff = row[a0 + 2]
-            srow = sb[j - lo]
-            for t in range(n_t):
-                act, con, coff = alarm_step(srow[t], on, off, min_on, min_off, act, con, coff)
-                ab[j - lo, t] = act > 0.5
-            row[a0] = act
-            row[a0 + 1] = con
-            row[a0 + 2] = coff
-        for t in range(n_t):
+        for t0 in range(0, n_t, tb):
+            nt = min(n_t, t0 + tb) - t0
+            for t in range(nt):
+                for j in range(lo, hi):
+                    xb[j - lo, t] = x[t0 + t, j]
             for j in range(lo, hi):
-                scores[t, j] = sb[j - lo, t]
-                alarms[t, j] = ab[j - lo, t]
+                row = st[j]
+                if not ranks:
+                    _sorted_tag(row, xb[j - lo, :nt], w, los, fs, rel, min_scale, sb[j - lo, :nt])
+                else:
+                    _robust_tag(row, xb[j - lo, :nt], w, los, fs, rel, min_scale, val, rank_of, pv, pi, cv, ci,
+                                tv, ti, vr, mask, tree, sb[j - lo, :nt])
+                act = row[a0]
+                con = row[a0 + 1]
+                coff = row[a0 + 2]
+                for t in range(nt):
+                    act, con, coff = alarm_step(sb[j - lo, t], on, off, min_on, min_off, act, con, coff)
+                    ab[j - lo, t] = act > 0.5
+                row[a0] = act
+                row[a0 + 1] = con
+                row[a0 + 2] = coff
+            for t in range(nt):
+                for j in range(lo, hi):
+                    scores[t0 + t, j] = sb[j - lo, t]
+                    alarms[t0 + t, j] = ab[j - lo, t]
 
 
 @dataclass(frozen=True)
