@@ -2,19 +2,25 @@
 
 Two kernels give the same results and keep the same state (ring buffer and the window's values sorted):
 
-- "sorted" (windows below `RANKS_FROM_WINDOW`): each sample replaces the oldest value in the sorted copy by
-  a binary search and a slide, O(w) per sample but few instructions; it is the faster one at small windows.
+- "sorted" (windows below `RANKS_FROM_WINDOW`): each sample replaces the oldest value in the sorted copy:
+  both ranks counted in one vectorised pass, then one memmove of the stretch between them, O(w) per sample
+  but few instructions and no data-dependent jumps; it is the faster one at small windows.
 - "ranks" (O(log w) per sample, amortised over a batch): a tag's valid samples are cut into chunks of `w`
   in arrival order; each chunk is sorted once (O(w log w) per w samples) and merged with the previous chunk
   (or the carried window) into ranks 0..2w-1, so the window is always a set of those ranks: a bit mask,
   with a Fenwick tree over the mask words' counts. A sample coming in or going out is one bit and one
-  Fenwick update (O(log w)); a quantile is a Fenwick descent and a select within a word. The chunk idea
+  Fenwick update (O(log w)); each quartile's rank follows from the last one (the same bit or its neighbour,
+  mostly in the same word), a Fenwick descent (O(log w)) only where it is not. Chunks are sorted by a
+  sorting network into runs of 4, then branch-free merges. The chunk idea
   is from J. Suomela, "Median filtering is equivalent to sorting" (arXiv:1406.1717, 2014). A call also pays
   O(w log w) per tag to sort the carried window and O(w) to write it back, so calls with only a few samples
   per tag cost that per call.
 
 Ties are ordered by arrival (the older of two equal values first), so state and scores are functions of the
 window's contents alone and any split into batches gives the same bits.
+
+Numba note: a helper inlined with `inline="always"` that takes an array adds atomic reference counting at
+each call, so the per-sample helpers take scalars only and the array work is written out in the loops.
 """
 
 from __future__ import annotations
@@ -423,7 +429,7 @@ def _robust_tag(
             k += 1
 
 
-COUNT_UP_TO_WINDOW = 256  # windows up to this size find ranks by counting (vectorised), larger by bisection
+COUNT_UP_TO_WINDOW = 320  # the sorted copy finds ranks by counting (vectorised) up to this window, then bisects
 
 
 @njit(cache=True, error_model="numpy", boundscheck=False)
@@ -508,10 +514,10 @@ def _bisect(srt: np.ndarray, n: int, v: float, right: bool) -> int:
     return lo
 
 
-RANKS_FROM_WINDOW = 1024
+RANKS_FROM_WINDOW = 320
 """Windows from this size use the chunk-rank kernel (O(log w)); smaller ones the sorted copy (O(w), faster
-there). Measured on 8000 samples x 64 tags, 2 busy cores: sorted / ranks 26 / 14 M samples/s at window 64,
-13 / 6 at 512, 4.5 / 5.1 at 1024, 3.5 / 11.6 at 4096."""
+there). Measured on 250 tags x max(2000, 4 w) samples, one thread, 2 busy cores: sorted / ranks 11.5 / 9.7 M
+samples/s at window 256, 6.6 / 9.4 at 384 (the copy's ranks bisected), 4.6 / 8.6 at 1024."""
 
 TAG_BLOCK = 16  # tags per parallel task: their batch is gathered into contiguous rows first
 TIME_BLOCK = 512
