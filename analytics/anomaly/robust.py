@@ -99,6 +99,34 @@ def _sort_chunk(val: np.ndarray, c0: int, c1: int, ov: np.ndarray, oi: np.ndarra
             # out here, as numba's inlining of a function with array arguments adds reference counting.
             l1 = min(l0 + width, m)
             r1 = min(l0 + 2 * width, m)
+            if r1 - l1 == width:
+                # Two runs of one length n: n steps from the front (the smaller first, the left on ties) and n
+                # from the back (the larger first, the right on ties) fill the output exactly, with no bounds
+                # to check and two independent chains of loads (a "parity merge", as in quadsort).
+                i = l0
+                j = l1
+                ib = l1 - 1
+                jb = r1 - 1
+                ob = r1 - 1
+                for o in range(l0, l0 + width):
+                    a = sv[i]
+                    b = sv[j]
+                    t = a <= b
+                    k = _pick(t, i, j)
+                    dv[o] = sv[k]
+                    di[o] = si[k]
+                    i += t
+                    j += 1 - t
+                    a = sv[ib]
+                    b = sv[jb]
+                    t = a > b
+                    k = _pick(t, ib, jb)
+                    dv[ob] = sv[k]
+                    di[ob] = si[k]
+                    ib -= t
+                    jb -= 1 - t
+                    ob -= 1
+                continue
             i = l0
             j = l1
             o = l0
