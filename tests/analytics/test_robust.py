@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zhizao.analytics.anomaly import RobustZ
-from zhizao.analytics.anomaly.robust import RANKS_FROM_WINDOW, STEP_TO_STD
+from zhizao.analytics.anomaly.robust import RANKS_FROM_WINDOW, STEP_TO_STD, TIME_BLOCK
 from zhizao.analytics.checks import check_detector
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -69,6 +69,28 @@ def test_the_rank_kernel_on_a_long_series_and_a_large_window() -> None:
     slow = det.reference_update(det.init_state(2), x)
     np.testing.assert_allclose(fast.scores, slow.scores, rtol=1e-9)
     assert np.isfinite(fast.scores[-100:]).mean() > 0.9
+
+
+def test_batches_longer_than_the_kernels_time_block_give_the_same_bits() -> None:
+    # The sorted kernel takes a batch TIME_BLOCK samples at a time: the blocks' seams must not show.
+    rng = np.random.default_rng(11)
+    x = np.round(rng.normal(size=(2 * TIME_BLOCK + 37, 5)) * 4) / 4  # ties, and windows with IQR 0
+    x[rng.random(x.shape) < 0.1] = np.nan
+    det = RobustZ(window=16, method="sorted")
+    state = det.init_state(5)
+    whole = det.update(state, x)
+    twin_state = det.init_state(5)
+    twin = det.reference_update(twin_state, x)
+    np.testing.assert_allclose(whole.scores, twin.scores, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(whole.alarms, twin.alarms)
+    np.testing.assert_allclose(state, twin_state, rtol=1e-12, atol=0.0)
+    split_state = det.init_state(5)
+    parts = [det.update(split_state, p) for p in np.split(x, [7, TIME_BLOCK + 3])]
+    np.testing.assert_array_equal(np.concatenate([p.scores for p in parts]), whole.scores)
+    np.testing.assert_array_equal(split_state, state)
+    ranks = RobustZ(window=16, method="ranks")
+    np.testing.assert_array_equal(ranks.update(ranks.init_state(5), x).scores, whole.scores)
+    assert np.isfinite(whole.scores[-TIME_BLOCK:]).mean() > 0.8
 
 
 @pytest.mark.parametrize("method", ["sorted", "ranks"])

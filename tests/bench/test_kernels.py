@@ -18,8 +18,8 @@ def test_bench_kernels_quick_writes_json(tmp_path: Path) -> None:
     doc = json.loads(out.read_text())
     assert doc["bench"] == "kernels" and {"cpu", "cores", "numba_threads", "memory_gib"} <= set(doc["machine"])
     kernels = doc["figures"]["kernels"]
-    assert set(kernels) == {"oee_fleet", "ewma_z", "cusum", "robust_z", "mahalanobis_t2", "pca_t2q", "value_novelty",
-                            "vibration_features"}
+    assert set(kernels) == {"oee_fleet", "ewma_z", "cusum", "robust_z", "robust_z_w1024", "mahalanobis_t2", "pca_t2q",
+                            "value_novelty", "vibration_features"}
     for name, row in kernels.items():
         assert row["unit"] in ("events/s", "samples/s")
         assert row["rate"] > 0 and row["rate_1_thread"] > 0
@@ -39,3 +39,21 @@ def test_bench_kernels_quick_writes_json(tmp_path: Path) -> None:
     assert kernels["robust_z"]["baselines"]["bottleneck"] is not None
     assert doc["figures"]["compile"]["cached_warm_start_s"] > 0
     assert "oee_fleet" in result.output  # the table
+
+
+def test_bench_kernels_only_measures_the_named_rows(tmp_path: Path) -> None:
+    out = tmp_path / "kernels.json"
+    result = CliRunner().invoke(cli, ["bench", "kernels", "--quick", "--only", "robust_z", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert set(doc["figures"]["kernels"]) == {"robust_z"}
+    assert "compile" not in doc["figures"]
+    assert set(doc["ratios"]) == {"robust_z/1_thread", "robust_z/pandas", "robust_z/bottleneck", "robust_z/reference",
+                                  "robust_z/memory_stream"}
+    assert doc["figures"]["kernels"]["robust_z"]["size"] == "500 samples x 1000 tags, window 64"
+
+
+def test_bench_kernels_only_rejects_an_unknown_name() -> None:
+    result = CliRunner().invoke(cli, ["bench", "kernels", "--only", "robust"])
+    assert result.exit_code == 2
+    assert "--only" in result.output and "'robust' is not a kernel" in result.output and "robust_z_w1024" in result.output
