@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +34,8 @@ import psycopg
 
 from zhizao.broker.sparkplug.datatypes import DataType
 from zhizao.cloud.auth import audit_params
-from zhizao.cloud.storage.db import StorageError, translate_errors
+from zhizao.cloud.planning.rounds import Rounds
+from zhizao.cloud.storage.db import translate_errors
 
 if TYPE_CHECKING:
     from zhizao.cloud.planning.service import Planner
@@ -131,17 +131,16 @@ class ProductionOrderSender:
         return Sent(out)
 
 
-class LineDispatcher:
+class LineDispatcher(Rounds):
     """Completes production orders from the counters and starts each line's next lot (see the module
     docstring); `check_once` does one round (tests call it directly), `start` runs rounds in a thread."""
 
+    label = "line dispatcher"
+
     def __init__(self, planner: Planner, sender: ProductionOrderSender, interval_s: float = 2.0) -> None:
+        super().__init__(interval_s)
         self.planner = planner
         self.sender = sender
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._db_down = False
 
     def check_once(self, now: datetime | None = None) -> dict[str, list[Any]]:
         """One round: {"completed": [po_id], "started": [{"po_id", "line", "commands", "problem"}]}."""
@@ -220,28 +219,3 @@ class LineDispatcher:
                                    {"line": line, "product": product, "quantity": quantity, "after": int(last[0])})
         conn.execute(sql, params)
         return int(po_id), self.sender.queue(conn, int(po_id), DISPATCHER, None)
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="zhizao-line-dispatch", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.check_once()
-                if self._db_down:
-                    log.warning("line dispatcher: database back")
-                    self._db_down = False
-            except StorageError as exc:  # the database is away: said once, tried again next round
-                if not self._db_down:
-                    log.warning("line dispatcher: database unavailable, will retry: %s", exc)
-                    self._db_down = True
-            except Exception:  # one bad round must not stop the lines' work
-                log.exception("line dispatch round failed")

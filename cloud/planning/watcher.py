@@ -7,32 +7,31 @@ when something new takes capacity from a site or line that has production orders
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 
 from zhizao.cloud.planning.basis import Fingerprint
+from zhizao.cloud.planning.rounds import Rounds
 from zhizao.cloud.planning.service import Planner
-from zhizao.cloud.storage.db import StorageError, translate_errors
+from zhizao.cloud.storage.db import translate_errors
 
 __all__ = ["ReplanWatcher"]
 
 log = logging.getLogger(__name__)
 
 
-class ReplanWatcher:
+class ReplanWatcher(Rounds):
     """Proposes a re-plan after a capacity drop; `check_once` does one look (tests call it directly)."""
 
+    label = "re-plan watcher"
+
     def __init__(self, planner: Planner, interval_s: float = 2.0) -> None:
+        super().__init__(interval_s)
         self.planner = planner
-        self.interval_s = interval_s
         self._base: tuple[int, Fingerprint] | None = None  # (accepted plan, what it rested on, as stored with it)
         self._seen: Fingerprint | None = None  # the last state looked at since the accepted plan
-        self._stop = threading.Event()
-        self._db_down = False
-        self._thread: threading.Thread | None = None
 
     def check_once(self, now: datetime | None = None) -> dict[str, Any] | None:
         """Propose a re-plan if capacity dropped where production orders are planned; the proposal or None."""
@@ -65,28 +64,3 @@ class ReplanWatcher:
         log.info("capacity dropped (%s): proposed plan %s in %.2f s", "; ".join(affected), result["plan_id"],
                  result["solve_s"])
         return result
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="zhizao-replan", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.check_once()
-                if self._db_down:
-                    log.warning("re-plan watcher: database back")
-                    self._db_down = False
-            except StorageError as exc:  # the database is away: said once, tried again next round
-                if not self._db_down:
-                    log.warning("re-plan watcher: database unavailable, will retry: %s", exc)
-                    self._db_down = True
-            except Exception:  # one bad round must not end re-planning
-                log.exception("re-plan check failed")
