@@ -92,25 +92,6 @@ def _novelty_step(row: np.ndarray, v: float, cap: int, warmup: float, resolution
     return score
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
-def novelty_kernel(st: np.ndarray, x: np.ndarray, cap: int, warmup: float, resolution: float, on: float, off: float,
-                   min_on: int, min_off: int, scores: np.ndarray, alarms: np.ndarray) -> None:
-    """Per tag: score against the nearest prototype over the prototypes' range, then learn the sample."""
-    n_t, n = x.shape
-    a0 = _HEAD + cap
-    for j in prange(n):
-        row = st[j]
-        for t in range(n_t):
-            v = x[t, j]
-            score = _novelty_step(row, v, cap, warmup, resolution) if v == v else np.nan
-            scores[t, j] = score
-            act, con, coff = alarm_step(score, on, off, min_on, min_off, row[a0], row[a0 + 1], row[a0 + 2])
-            row[a0] = act
-            row[a0 + 1] = con
-            row[a0 + 2] = coff
-            alarms[t, j] = act > 0.5
-
-
 @njit(cache=True, error_model="numpy")
 def _period(ring: np.ndarray, w: int) -> tuple[int, float]:
     """(lag, autocorrelation) of the period of ring[:w]; (0, 0) when there is none. See `period_of`."""
@@ -181,17 +162,23 @@ def _seasonal_step(row: np.ndarray, v: float, cap: int, warmup: int, resolution:
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def seasonal_novelty_kernel(st: np.ndarray, x: np.ndarray, cap: int, warmup: int, resolution: float,
-                            period_acf: float, on: float, off: float, min_on: int, min_off: int,
-                            scores: np.ndarray, alarms: np.ndarray) -> None:  # fmt: skip
-    """`novelty_kernel` with the seasonal channel (see the module docstring)."""
+def novelty_kernel(st: np.ndarray, x: np.ndarray, cap: int, warmup: int, resolution: float, period_acf: float,
+                   on: float, off: float, min_on: int, min_off: int, scores: np.ndarray, alarms: np.ndarray) -> None:
+    """Per tag: score against the nearest prototype over the prototypes' range, then learn the sample; with
+    `period_acf > 0` also the seasonal channel (see the module docstring)."""
     n_t, n = x.shape
-    a0 = 2 * (_HEAD + cap) + 1 + warmup
+    seasonal = period_acf > 0.0
+    a0 = 2 * (_HEAD + cap) + 1 + warmup if seasonal else _HEAD + cap
     for j in prange(n):
         row = st[j]
         for t in range(n_t):
             v = x[t, j]
-            score = _seasonal_step(row, v, cap, warmup, resolution, period_acf) if v == v else np.nan
+            if v != v:
+                score = np.nan
+            elif seasonal:
+                score = _seasonal_step(row, v, cap, warmup, resolution, period_acf)
+            else:
+                score = _novelty_step(row, v, cap, float(warmup), resolution)
             scores[t, j] = score
             act, con, coff = alarm_step(score, on, off, min_on, min_off, row[a0], row[a0 + 1], row[a0 + 2])
             row[a0] = act
@@ -239,12 +226,8 @@ class ValueNovelty(Detector):
 
     def _kernel(self, state: F64, x: F64, scores: F64, alarms: NDArray[np.bool_]) -> None:
         al = self.alarm
-        if self.period_acf > 0.0:
-            seasonal_novelty_kernel(state, x, self.capacity, self.warmup, self.resolution, self.period_acf, al.on,
-                                    al.off, al.min_on, al.min_off, scores, alarms)  # fmt: skip
-            return
-        novelty_kernel(state, x, self.capacity, float(self.warmup), self.resolution, al.on, al.off, al.min_on, al.min_off,
-                       scores, alarms)
+        novelty_kernel(state, x, self.capacity, self.warmup, self.resolution, self.period_acf, al.on, al.off,
+                       al.min_on, al.min_off, scores, alarms)
 
     def _reference(self, state: F64, x: F64) -> Scored:
         cap, w = self.capacity, self.warmup
