@@ -213,26 +213,22 @@ def _shift_typing(typingctx: Any, arr: Any, dst: Any, src: Any, count: Any) -> A
     return types.void(arr, types.intp, types.intp, types.intp), codegen
 
 
-def _pick_typing(typingctx: Any, cond: Any, a: Any, b: Any) -> Any:
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        sel = builder.select(args[0], args[1], args[2])
-        sel.set_metadata("unpredictable", builder.module.add_metadata([]))
-        return sel
+def _select_typing(value_type: Any) -> Any:
+    """The typing of `cond ? a : b` on `value_type`, marked unpredictable: a cmov, never a jump."""
 
-    return types.int64(types.boolean, types.int64, types.int64), codegen
+    def typing(typingctx: Any, cond: Any, a: Any, b: Any) -> Any:
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            sel = builder.select(args[0], args[1], args[2])
+            sel.set_metadata("unpredictable", builder.module.add_metadata([]))
+            return sel
 
+        return value_type(types.boolean, value_type, value_type), codegen
 
-def _pickf_typing(typingctx: Any, cond: Any, a: Any, b: Any) -> Any:
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        sel = builder.select(args[0], args[1], args[2])
-        sel.set_metadata("unpredictable", builder.module.add_metadata([]))
-        return sel
-
-    return types.float64(types.boolean, types.float64, types.float64), codegen
+    return typing
 
 
-_pick: Any = intrinsic(_pick_typing)  # a if cond else b, marked unpredictable: a cmov, never a jump
-_pickf: Any = intrinsic(_pickf_typing)  # the same for float64
+_pick: Any = intrinsic(_select_typing(types.int64))  # a if cond else b, marked unpredictable: a cmov, never a jump
+_pickf: Any = intrinsic(_select_typing(types.float64))  # the same for float64
 _shift: Any = intrinsic(_shift_typing)  # arr[dst:dst + count] = arr[src:src + count] (memmove, float64 arrays)
 _popcount: Any = intrinsic(_popcount_typing)  # LLVM ctpop: set bits of an int64
 _trailing_zeros: Any = intrinsic(_trailing_zeros_typing)  # LLVM cttz: index of the lowest set bit (64 for 0)
