@@ -94,8 +94,10 @@ def machine_id_of(conn: Any, site: str, edge: str, device: str) -> str:
     node's device, `{device}--{edge}`, so the two keep apart (Sparkplug: a device is unique within its edge node).
     """
     known = machine_for_device(conn, site, edge, device)
-    if known is not None:
-        return known
+    return known if known is not None else _new_machine_id(conn, site, edge, device)
+
+
+def _new_machine_id(conn: Any, site: str, edge: str, device: str) -> str:
     row = conn.execute(
         "SELECT last_birth FROM machines WHERE site_id = %s AND machine_id = %s", [site, device]
     ).fetchone()
@@ -111,14 +113,16 @@ def register_device_birth(
     `machine_id_of`) and name -> tag id."""
     when = ts(birth_ms)
     with conn.transaction():
-        machine = machine_id_of(conn, site, edge, device)
-        if machine == device:
-            # A seeded machine of that id with no birth yet becomes this edge node's device.
-            conn.execute("UPDATE machines SET edge_node_id = %s WHERE site_id = %s AND machine_id = %s"
-                         " AND edge_node_id <> %s AND last_birth IS NULL", [edge, site, device, edge])  # fmt: skip
-        elif machine_for_device(conn, site, edge, device) is None:
-            log.warning("%s/%s/%s: machine id %r is another edge node's device; this one is stored as %r",
-                        site, edge, device, device, machine)  # fmt: skip
+        machine = machine_for_device(conn, site, edge, device)
+        if machine is None:
+            machine = _new_machine_id(conn, site, edge, device)
+            if machine == device:
+                # A seeded machine of that id with no birth yet becomes this edge node's device.
+                conn.execute("UPDATE machines SET edge_node_id = %s WHERE site_id = %s AND machine_id = %s"
+                             " AND edge_node_id <> %s AND last_birth IS NULL", [edge, site, device, edge])  # fmt: skip
+            else:
+                log.warning("%s/%s/%s: machine id %r is another edge node's device; this one is stored as %r",
+                            site, edge, device, device, machine)  # fmt: skip
         conn.execute(
             "INSERT INTO machines (site_id, machine_id, device_id, edge_node_id, line_id, online, last_birth)"
             " VALUES (%s, %s, %s, %s, %s, true, %s) ON CONFLICT (site_id, machine_id) DO UPDATE"
