@@ -113,6 +113,9 @@ def register_device_birth(
     `machine_id_of`) and name -> tag id."""
     when = ts(birth_ms)
     with conn.transaction():
+        # Workers sharing the stream may register the same device at once: one at a time per device id, so the
+        # second sees the first's row (two inserts would collide on the unique index `machines_device`).
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"zhizao.machine:{site}/{device}"])
         machine = machine_for_device(conn, site, edge, device)
         if machine is None:
             machine = _new_machine_id(conn, site, edge, device)
